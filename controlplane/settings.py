@@ -1,0 +1,134 @@
+"""Control plane settings: one validated object, read from MESHPLANE_* env vars and CLI flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Strategy(StrEnum):
+    """Scheduling strategies (see SchedulingStrategy in the contracts)."""
+
+    LEAST_LOADED = "least_loaded"
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    CONSISTENT_HASH = "consistent_hash"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_duration(value: object) -> object:
+    """Accept "1.5" (seconds), "500ms", "5s", "2m", "1h", numbers, or whatever pydantic accepts."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for unit in ("ms", "s", "m", "h"):
+            number = text.removesuffix(unit)
+            if number != text:
+                try:
+                    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+                except ValueError:
+                    return value
+        try:
+            return timedelta(seconds=float(text))
+        except ValueError:
+            return value
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(BaseSettings):
+    """Everything the control plane can be told.
+
+    Durations accept seconds ("5", "0.5"), "500ms", "5s", "2m", "1h", or ISO 8601 ("PT5S").
+
+    With no URLs, the control plane is embedded: SQLite in `data_dir` and a child `nats-server`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MESHPLANE_", extra="ignore", validate_default=True)
+
+    listen: str = Field("127.0.0.1:50051", description="gRPC listen address (host:port; port 0 picks one).")
+    data_dir: Path = Field(Path(".meshplane"), description="Directory for the embedded SQLite file and NATS.")
+    database_url: str = Field(
+        "", description="SQLAlchemy async URL; empty means SQLite in data_dir (postgresql+asyncpg://... in prod)."
+    )
+    nats_url: str = Field("", description="NATS server URL(s), comma-separated; empty starts an embedded nats-server.")
+    replica_id: str = Field(default_factory=_default_replica_id, description="This replica's id (unique per process).")
+    auth_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens accepted from clients and agents (comma-separated); empty disables auth.",
+    )
+
+    heartbeat_interval: Duration = Field(timedelta(seconds=5), description="How often agents must heartbeat.")
+    lease_timeout: Duration = Field(
+        timedelta(seconds=20), description="Silence after which a session is lost and its tasks re-queued."
+    )
+    drain_timeout: Duration = Field(timedelta(seconds=30), description="Grace given to agents and work on shutdown.")
+    max_payload_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted payload (input/output/message).")
+
+    default_strategy: Strategy = Field(Strategy.LEAST_LOADED, description="Scheduling strategy when a task names none.")
+    default_max_attempts: int = Field(3, ge=1, le=100)
+    default_initial_backoff: Duration = Field(timedelta(seconds=1))
+    default_max_backoff: Duration = Field(timedelta(seconds=60))
+    default_backoff_multiplier: float = Field(2.0, ge=1.0)
+    default_schedule_to_start: Duration = Field(
+        timedelta(hours=1), description="Longest wait for an agent per attempt (0 = forever)."
+    )
+    default_start_to_close: Duration = Field(timedelta(minutes=10), description="Longest run of one attempt.")
+    default_schedule_to_close: Duration = Field(timedelta(hours=24), description="Overall deadline of a task.")
+
+    db_pool_size: int = Field(10, ge=1, le=200, description="Database connection pool size (PostgreSQL).")
+    batch_max_size: int = Field(256, ge=1, description="Largest batch of claims/commits/frames the plane forms.")
+    batch_linger: Duration = Field(
+        timedelta(milliseconds=2), description="How long a batch waits for company before it is written."
+    )
+    sweep_interval: Duration = Field(timedelta(seconds=1), description="How often timeouts and leases are checked.")
+
+    metrics_listen: str = Field("", description="Prometheus /metrics listen address (host:port); empty disables.")
+    log_level: str = Field("INFO")
+    log_format: LogFormat = Field(LogFormat.TEXT)
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.lease_timeout <= self.heartbeat_interval:
+            raise ValueError("lease_timeout must be longer than heartbeat_interval")
+        if self.default_max_backoff < self.default_initial_backoff:
+            raise ValueError("default_max_backoff must be >= default_initial_backoff")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'meshplane.db').resolve()}"
+
+    @property
+    def embedded_nats(self) -> bool:
+        return not self.nats_url
