@@ -13,14 +13,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-class Strategy(StrEnum):
-    """Scheduling strategies (see SchedulingStrategy in the contracts)."""
-
-    LEAST_LOADED = "least_loaded"
-    ROUND_ROBIN = "round_robin"
-    WEIGHTED = "weighted"
-    CONSISTENT_HASH = "consistent_hash"
+from controlplane.domain.scheduling import Strategy
 
 
 class LogFormat(StrEnum):

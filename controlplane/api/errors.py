@@ -1,0 +1,164 @@
+"""The one place where the error tree becomes gRPC status codes (with google.rpc details)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from controlplane import errors
+
+logger = logging.getLogger(__name__)
+
+DOMAIN = "meshplane.dev"
+
+_CODES: dict[type[errors.MeshplaneError], grpc.StatusCode] = {
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code(error: errors.MeshplaneError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rich_status(error: errors.MeshplaneError) -> status_pb2.Status:
+    code = status_code(error)
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN))]
+    if isinstance(error, errors.InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    elif isinstance(error, errors.FailedPrecondition) and error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type=v.type, subject=v.subject, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    elif isinstance(error, errors.NotFound):
+        details.append(
+            _pack(error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name))
+        )
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: errors.MeshplaneError) -> None:
+    status = rich_status(error)
+    await context.abort(
+        status_code(error),
+        error.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+    logger.error("unexpected error in %s", method, exc_info=exc)
+    status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the control plane logs")
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        status.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except errors.MeshplaneError as error:
+            await abort_with(context, error)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError) or _is_abort(exc):
+                raise
+            await _abort_internal(context, method, exc)
+        return None
+
+    return wrapper
+
+
+def _wrap_streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except errors.MeshplaneError as error:
+                await abort_with(context, error)
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                await _abort_internal(context, method, exc)
+
+        return generator
+    return _wrap_unary(method, behavior)
+
+
+def _is_abort(exc: BaseException) -> bool:
+    return type(exc).__name__ == "AbortError"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps MeshplaneError subclasses to status codes; anything else becomes INTERNAL (and is logged)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_streaming(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_streaming(method, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

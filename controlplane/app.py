@@ -1,0 +1,222 @@
+"""The composition root: builds every part from Settings, starts them in order, stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controlplane.api.auth import AuthInterceptor
+from controlplane.api.errors import ErrorInterceptor
+from controlplane.api.link import AgentLinkServicer
+from controlplane.api.servicers import AgentServicer, ChannelServicer, StateServicer, TaskServicer
+from controlplane.bus.embedded import EmbeddedNats
+from controlplane.bus.nats_bus import NatsBus
+from controlplane.cluster import Cluster
+from controlplane.lifecycle import Component, Status
+from controlplane.link.registry import SessionRegistry
+from controlplane.link.supervisor import SessionSupervisor
+from controlplane.scheduling.dispatcher import Dispatcher
+from controlplane.scheduling.placement import Placer
+from controlplane.scheduling.sweeper import Sweeper
+from controlplane.services.agents import AgentService
+from controlplane.services.channels import ChannelService
+from controlplane.services.recovery import RecoveryService
+from controlplane.services.reports import ReportService
+from controlplane.services.state import StateService
+from controlplane.services.tasks import TaskService
+from controlplane.services.watch import WatchHub
+from controlplane.settings import Settings
+from controlplane.store import migrate
+from controlplane.store.database import Database
+from controlplane.store.unit_of_work import Store
+from meshplane.v1 import (
+    agent_link_pb2,
+    agent_link_pb2_grpc,
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    channel_pb2,
+    channel_pb2_grpc,
+    state_pb2,
+    state_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+
+logger = logging.getLogger(__name__)
+C = TypeVar("C", bound=Component)
+
+SERVICE_NAMES = [
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    channel_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name,
+    state_pb2.DESCRIPTOR.services_by_name["StateService"].full_name,
+    agent_link_pb2.DESCRIPTOR.services_by_name["AgentLinkService"].full_name,
+]
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class ControlPlane(Component):
+    """One control plane replica. `async with ControlPlane(settings) as plane:` serves on `plane.address`."""
+
+    name = "control-plane"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.replica_id = settings.replica_id
+        self.address = ""
+        self.nats_url = settings.nats_url
+        self.embedded_nats: EmbeddedNats | None = None
+        self.database: Database | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._started: list[Component] = []
+
+    # ------------------------------------------------------------ start
+
+    async def _start(self) -> None:
+        s = self.settings
+        if s.embedded_nats:
+            self.embedded_nats = await self._launch(EmbeddedNats(s.data_dir / "nats"))
+            self.nats_url = self.embedded_nats.url
+        self.database = Database(s.effective_database_url, pool_size=s.db_pool_size)
+        await migrate.upgrade(self.database)
+        store = Store(self.database)
+
+        self.bus = await self._launch(
+            NatsBus(
+                [u.strip() for u in self.nats_url.split(",") if u.strip()], client_name=f"meshplane-{self.replica_id}"
+            )
+        )
+        self.registry = SessionRegistry()
+        self.watch = WatchHub()
+        self.cluster = Cluster(self.bus, self.registry, self.watch, replica_id=self.replica_id)
+        self.tasks = TaskService(store, s, self.cluster)
+        self.reports = ReportService(store, s, self.cluster)
+        self.recovery = RecoveryService(store, self.cluster, replica_id=self.replica_id)
+        self.state = StateService(store, max_payload_bytes=s.max_payload_bytes)
+        self.channels = ChannelService(self.bus, store, max_payload_bytes=s.max_payload_bytes)
+        self.agents = AgentService(
+            store,
+            self.registry,
+            self.cluster,
+            replica_id=self.replica_id,
+            default_drain_timeout=s.drain_timeout.total_seconds(),
+        )
+        self.dispatcher = Dispatcher(
+            store,
+            self.registry,
+            Placer(s.default_strategy),
+            self.cluster,
+            replica_id=self.replica_id,
+            batch_max=s.batch_max_size,
+            poll_interval=max(0.05, s.sweep_interval.total_seconds()),
+        )
+        self.supervisor = SessionSupervisor(
+            registry=self.registry,
+            agents=self.agents,
+            recovery=self.recovery,
+            reports=self.reports,
+            channels=self.channels,
+            announce=lambda instance, session: asyncio.ensure_future(self.cluster.announce_session(instance, session)),
+            wake_dispatcher=self.dispatcher.wake,
+            settings=s,
+            replica_id=self.replica_id,
+        )
+        self.cluster.connect(
+            work_due=self.dispatcher.wake, drain=self.supervisor.drain, replaced=self.supervisor.replaced_elsewhere
+        )
+        self.sweeper = Sweeper(
+            store=store,
+            supervisor=self.supervisor,
+            recovery=self.recovery,
+            agents=self.agents,
+            state=self.state,
+            settings=s,
+            replica_id=self.replica_id,
+            address=lambda: self.address,
+        )
+
+        self._server = self._build_server()
+        port = self._server.add_insecure_port(s.listen)
+        if port == 0:
+            raise OSError(f"could not listen on {s.listen}")
+        host = s.listen.rsplit(":", 1)[0] or "0.0.0.0"
+        self.address = f"{host}:{port}"
+
+        await self._launch(self.cluster)
+        await self._launch(self.tasks)
+        await self._launch(self.reports)
+        await self._launch(self.supervisor)
+        await self._launch(self.sweeper)  # records this replica as alive before any session arrives
+        await self._server.start()
+        await self._launch(self.dispatcher)
+        for service in ["", *SERVICE_NAMES]:
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        logger.info(
+            "meshplane control plane %s serving on %s (database %s, nats %s)",
+            self.replica_id,
+            self.address,
+            self.database.url.render_as_string(hide_password=True),
+            self.nats_url,
+        )
+
+    async def _launch(self, component: C) -> C:
+        await component.start()
+        self._started.append(component)
+        return component
+
+    def _build_server(self) -> grpc.aio.Server:
+        s = self.settings
+        server = grpc.aio.server(
+            interceptors=[AuthInterceptor(s.auth_tokens), ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
+                ("grpc.max_send_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.watch), server)
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.agents), server)
+        channel_pb2_grpc.add_ChannelServiceServicer_to_server(ChannelServicer(self.channels), server)
+        state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(self.state), server)
+        agent_link_pb2_grpc.add_AgentLinkServiceServicer_to_server(
+            AgentLinkServicer(self.supervisor, max_payload_bytes=s.max_payload_bytes), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], server)
+        return server
+
+    # ------------------------------------------------------------ stop
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop taking traffic: health NOT_SERVING, agents asked to finish their work and leave."""
+        if self.status is not Status.RUNNING:
+            return
+        self.status = Status.DRAINING
+        await self._health.enter_graceful_shutdown()
+        grace = self.settings.drain_timeout.total_seconds() if grace is None else grace
+        logger.info("draining: asking %d agent session(s) to finish (up to %.0fs)", len(self.registry), grace)
+        await self.dispatcher.stop()  # no new assignments while agents finish
+        await self.supervisor.drain_all(grace)
+
+    async def _stop(self) -> None:
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace=2.0)
+        for component in reversed(self._started):
+            try:
+                await component.stop()
+            except Exception:
+                logger.exception("stopping %s failed", component.name)
+        self._started.clear()
+        if self.database is not None:
+            await self.database.dispose()
+        logger.info("control plane %s stopped", self.replica_id)

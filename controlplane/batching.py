@@ -1,0 +1,129 @@
+"""Group commit: concurrent callers' items are flushed together.
+
+A flush starts as soon as a worker is free, so a lone caller is not delayed; while flushes run, new items
+accumulate and go out together in the next one. Items are never split across flushes (a batch request
+stays atomic), and `max_items` bounds the size of one flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from controlplane.lifecycle import Component, TaskOwner
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Component, Generic[T, R]):
+    def __init__(
+        self,
+        name: str,
+        flush: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        max_items: int,
+        weight: Callable[[T], int] = lambda _item: 1,
+        concurrency: int = 1,
+        max_pending: int = 100_000,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self._flush = flush
+        self._max_items = max_items
+        self._weight = weight
+        self._concurrency = concurrency
+        self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._pending_weight = 0
+        self._max_pending = max_pending
+        self._has_items = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._workers = TaskOwner(name)
+        self._stopping = False
+        self.flushes = 0
+        self.items_flushed = 0
+
+    async def _start(self) -> None:
+        for index in range(self._concurrency):
+            self._workers.spawn(self._work(), f"worker-{index}")
+
+    async def _stop(self) -> None:
+        # Workers finish what is queued (including flushes in progress), then return.
+        self._stopping = True
+        self._has_items.set()
+        await self._workers.join(grace=30.0)
+        while self._pending:
+            _, future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(RuntimeError(f"{self.name} stopped"))
+
+    async def call(self, item: T) -> R:
+        """Queue `item` and wait for its result."""
+        return await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future[R]:
+        """Queue `item`; the future resolves when its flush has committed."""
+        if not self.running or self._stopping:
+            raise RuntimeError(f"{self.name} is not running")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._pending_weight += self._weight(item)
+        if self._pending_weight >= self._max_pending:
+            self._has_room.clear()
+        self._has_items.set()
+        return future
+
+    async def wait_for_room(self) -> None:
+        """Backpressure for producers that do not await their futures."""
+        await self._has_room.wait()
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        total = 0
+        while self._pending:
+            weight = self._weight(self._pending[0][0])
+            if batch and total + weight > self._max_items:
+                break
+            item = self._pending.popleft()
+            batch.append(item)
+            total += weight
+        self._pending_weight -= total
+        if self._pending_weight < self._max_pending:
+            self._has_room.set()
+        if not self._pending:
+            self._has_items.clear()
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            await self._has_items.wait()
+            batch = self._take()
+            if not batch:
+                if self._stopping:
+                    self._has_items.set()  # wake the other workers so they exit too
+                    return
+                continue
+            items = [item for item, _ in batch]
+            try:
+                results = await self._flush(items)
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(RuntimeError(f"{self.name} stopped"))
+                raise
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.flushes += 1
+            self.items_flushed += len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

@@ -1,0 +1,1 @@
+"""NATS: the doorbell between replicas and the broadcast bus for channels."""

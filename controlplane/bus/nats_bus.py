@@ -1,0 +1,117 @@
+"""The NATS connection and the cluster signals that travel on it.
+
+Subjects:
+  meshplane.doorbell            work became due: {"r": replica, "due": {capability: epoch}}
+  meshplane.tasks.changed       tasks got new events: {"r": replica, "ids": [...]}
+  meshplane.replica.<id>        commands for one replica: cancel an attempt, drain an instance
+  meshplane.sessions.replaced   an instance reconnected elsewhere: {"r", "instance", "session"}
+  meshplane.channel.<name>      channel messages
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from controlplane.lifecycle import Component
+
+logger = logging.getLogger(__name__)
+
+DOORBELL = "meshplane.doorbell"
+TASKS_CHANGED = "meshplane.tasks.changed"
+SESSIONS_REPLACED = "meshplane.sessions.replaced"
+CHANNEL_PREFIX = "meshplane.channel."
+
+
+def replica_subject(replica_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in replica_id)
+    return f"meshplane.replica.{safe}"
+
+
+JsonHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class NatsBus(Component):
+    name = "nats-bus"
+
+    def __init__(self, servers: list[str], *, client_name: str) -> None:
+        super().__init__()
+        self._servers = servers
+        self._client_name = client_name
+        self._nc: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("NATS is not connected")
+        return self._nc
+
+    async def _start(self) -> None:
+        self._nc = await nats.connect(
+            servers=self._servers,
+            name=self._client_name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        logger.info("connected to NATS at %s", self._nc.connected_url.netloc if self._nc.connected_url else "?")
+
+    async def _stop(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception:  # already closing or the server is gone; closing is all that matters
+                await self._nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.warning("NATS error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self.running:
+            logger.warning("NATS disconnected; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        logger.info("NATS reconnected")
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        await self.client.publish(subject, data)
+
+    async def publish_json(self, subject: str, payload: dict[str, Any]) -> None:
+        await self.client.publish(subject, json.dumps(payload, separators=(",", ":")).encode())
+
+    async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        subscription = await self.client.subscribe(subject, cb=handler)
+        await self.client.flush()  # the server knows the subscription before we say it is live
+        return subscription
+
+    async def subscribe_json(self, subject: str, handler: JsonHandler) -> Subscription:
+        async def on_message(msg: Msg) -> None:
+            try:
+                payload = json.loads(msg.data)
+            except ValueError:
+                logger.warning("ignoring malformed message on %s", msg.subject)
+                return
+            try:
+                await handler(payload)
+            except Exception:
+                logger.exception("handler for %s failed", msg.subject)
+
+        return await self.subscribe(subject, on_message)
+
+    async def flush(self) -> None:
+        await self.client.flush()

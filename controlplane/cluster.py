@@ -1,0 +1,130 @@
+"""This replica's side of the cluster: after-commit effects, and the NATS signals between replicas.
+
+Doorbells and change notices are hints — lost ones only delay work until the next poll — so
+publishing them never fails a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controlplane.bus.nats_bus import DOORBELL, SESSIONS_REPLACED, TASKS_CHANGED, NatsBus, replica_subject
+from controlplane.domain.tasks import TaskRef
+from controlplane.lifecycle import Component
+from controlplane.link.messages import CancelMsg
+from controlplane.link.registry import SessionRegistry
+from controlplane.services.transitions import AfterCommit, CancelOrder
+from controlplane.services.watch import WatchHub
+
+logger = logging.getLogger(__name__)
+
+WakeCallback = Callable[[float | None], None]
+DrainCallback = Callable[[str, float, str], None]
+
+
+class Cluster(Component):
+    name = "cluster"
+
+    def __init__(self, bus: NatsBus, registry: SessionRegistry, watch: WatchHub, *, replica_id: str) -> None:
+        super().__init__()
+        self._bus = bus
+        self._registry = registry
+        self._watch = watch
+        self.replica_id = replica_id
+        self._on_work_due: WakeCallback = lambda _at: None
+        self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
+        self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
+
+    def connect(self, *, work_due: WakeCallback, drain: DrainCallback, replaced: Callable[[str, str], None]) -> None:
+        """Wire the local handlers (the dispatcher's wake, the supervisor's drain and replace)."""
+        self._on_work_due = work_due
+        self._on_drain = drain
+        self._on_replaced = replaced
+
+    async def _start(self) -> None:
+        await self._bus.subscribe_json(DOORBELL, self._doorbell)
+        await self._bus.subscribe_json(TASKS_CHANGED, self._tasks_changed)
+        await self._bus.subscribe_json(SESSIONS_REPLACED, self._sessions_replaced)
+        await self._bus.subscribe_json(replica_subject(self.replica_id), self._command)
+
+    # -- outgoing
+
+    async def after_commit(self, after: AfterCommit) -> None:
+        if after.changed:
+            self._watch.notify(after.changed)
+            await self._publish(TASKS_CHANGED, {"r": self.replica_id, "ids": sorted(after.changed)})
+        if after.requeued:
+            self._on_work_due(min(after.requeued.values()))
+            await self._publish(DOORBELL, {"r": self.replica_id, "due": after.requeued})
+        for order in after.cancels:
+            await self.deliver_cancel(order)
+
+    async def deliver_cancel(self, order: CancelOrder) -> None:
+        if order.replica_id == self.replica_id:
+            self._cancel_locally(order.session_id, order.ref, order.reason)
+        elif order.replica_id:
+            await self._publish(
+                replica_subject(order.replica_id),
+                {
+                    "type": "cancel",
+                    "session": order.session_id,
+                    "task": order.ref.task_id,
+                    "attempt": order.ref.attempt,
+                    "reason": order.reason,
+                },
+            )
+
+    async def drain_instance(
+        self, *, replica_id: str, session_id: str, instance_id: str, timeout: float, reason: str
+    ) -> None:
+        if replica_id == self.replica_id:
+            self._on_drain(session_id, timeout, reason)
+        else:
+            await self._publish(
+                replica_subject(replica_id),
+                {"type": "drain", "session": session_id, "instance": instance_id, "timeout": timeout, "reason": reason},
+            )
+
+    async def announce_session(self, instance_id: str, session_id: str) -> None:
+        await self._publish(SESSIONS_REPLACED, {"r": self.replica_id, "instance": instance_id, "session": session_id})
+
+    async def _publish(self, subject: str, payload: dict[str, Any]) -> None:
+        try:
+            await self._bus.publish_json(subject, payload)
+        except Exception as exc:  # a hint lost is a delay, not an error
+            logger.warning("could not publish to %s: %s", subject, exc)
+
+    # -- incoming
+
+    def _cancel_locally(self, session_id: str, ref: TaskRef, reason: str) -> None:
+        session = self._registry.get(session_id)
+        if session is not None:
+            session.send(CancelMsg(ref, reason))
+
+    async def _doorbell(self, payload: dict[str, Any]) -> None:
+        if payload.get("r") == self.replica_id:
+            return
+        due = payload.get("due") or {}
+        if due:
+            self._on_work_due(max(time.time(), min(float(t) for t in due.values())))
+
+    async def _tasks_changed(self, payload: dict[str, Any]) -> None:
+        if payload.get("r") != self.replica_id:
+            self._watch.notify(payload.get("ids") or [])
+
+    async def _sessions_replaced(self, payload: dict[str, Any]) -> None:
+        if payload.get("r") != self.replica_id:
+            self._on_replaced(str(payload.get("instance", "")), str(payload.get("session", "")))
+
+    async def _command(self, payload: dict[str, Any]) -> None:
+        kind = payload.get("type")
+        if kind == "cancel":
+            ref = TaskRef(str(payload["task"]), int(payload["attempt"]))
+            self._cancel_locally(str(payload["session"]), ref, str(payload.get("reason", "cancelled")))
+        elif kind == "drain":
+            self._on_drain(str(payload["session"]), float(payload["timeout"]), str(payload.get("reason", "")))
+        else:
+            logger.warning("unknown replica command %r", kind)

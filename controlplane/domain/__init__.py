@@ -1,0 +1,1 @@
+"""Domain types of the control plane: plain dataclasses and enums, no protobuf, no SQL."""

@@ -1,0 +1,1 @@
+"""Agent sessions: one bidirectional stream per agent instance."""

@@ -1,0 +1,68 @@
+"""What the plane sends to an agent, as domain values (the servicer turns them into frames)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controlplane.domain.channels import ChannelMessage
+from controlplane.domain.payload import Payload
+from controlplane.domain.tasks import TaskRef
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentMsg:
+    task_id: str
+    attempt: int
+    capability: str
+    input: Payload
+    priority: int
+    correlation_id: str
+    metadata: dict[str, str]
+    deadline: float | None
+    heartbeat_timeout: float
+    max_attempts: int
+    traceparent: str = ""
+    tracestate: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelMsg:
+    ref: TaskRef
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckMsg:
+    refs: tuple[TaskRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DrainMsg:
+    timeout: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDelivery:
+    message: ChannelMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMsg:
+    code: int
+    message: str
+    field: str = ""
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredMsg:
+    session_id: str
+    heartbeat_interval: float
+    lease_timeout: float
+    replica_id: str
+    kept: tuple[TaskRef, ...] = field(default_factory=tuple)
+    max_payload_bytes: int = 0
+
+
+Outbound = AssignmentMsg | CancelMsg | AckMsg | DrainMsg | ChannelDelivery | ErrorMsg | RegisteredMsg

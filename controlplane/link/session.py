@@ -1,0 +1,120 @@
+"""One agent session: what it registered, its credits (in-flight attempts) and its outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from controlplane.domain.agents import Registration
+from controlplane.domain.channels import ChannelMessage
+from controlplane.domain.tasks import TaskRef
+from controlplane.link.messages import ChannelDelivery, Outbound
+
+
+class SessionState(Enum):
+    OPENING = "opening"  # registering; no work until `registered` has been sent
+    ACTIVE = "active"  # taking work
+    DRAINING = "draining"  # finishing work, taking none
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class InFlight:
+    heartbeat_timeout: float
+    last_beat: float  # monotonic
+
+
+class AgentSession:
+    """Held by the replica serving the stream. Credits: never more unfinished attempts than max_concurrency."""
+
+    def __init__(self, session_id: str, registration: Registration, *, replica_id: str) -> None:
+        self.session_id = session_id
+        self.registration = registration
+        self.replica_id = replica_id
+        self.connect_time = time.time()
+        self.last_seen = time.monotonic()
+        self.last_seen_wall = self.connect_time
+        self.load = 0.0
+        self.state = SessionState.OPENING
+        self.subscriptions: set[str] = set()
+        self.in_flight: dict[TaskRef, InFlight] = {}
+        self._outbox: deque[Outbound] = deque()
+        self._ready = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+
+    # -- identity
+
+    @property
+    def instance_id(self) -> str:
+        return self.registration.instance_id
+
+    @property
+    def agent_name(self) -> str:
+        return self.registration.agent_name
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.registration.max_concurrency
+
+    def __repr__(self) -> str:
+        return f"AgentSession({self.agent_name}/{self.instance_id} {self.session_id[:8]} {self.state.value})"
+
+    # -- credits
+
+    @property
+    def free_slots(self) -> int:
+        if self.state is not SessionState.ACTIVE:
+            return 0
+        return max(0, self.max_concurrency - len(self.in_flight))
+
+    @property
+    def utilisation(self) -> float:
+        return len(self.in_flight) / self.max_concurrency
+
+    def reserve(self, ref: TaskRef, heartbeat_timeout: float) -> None:
+        self.in_flight[ref] = InFlight(heartbeat_timeout, time.monotonic())
+
+    def release(self, ref: TaskRef) -> bool:
+        """Free the slot of a finished attempt; False if the session did not hold it."""
+        return self.in_flight.pop(ref, None) is not None
+
+    def beat(self, ref: TaskRef) -> None:
+        entry = self.in_flight.get(ref)
+        if entry is not None:
+            entry.last_beat = time.monotonic()
+
+    def touch(self) -> None:
+        self.last_seen = time.monotonic()
+        self.last_seen_wall = time.time()
+
+    # -- outbox
+
+    def send(self, message: Outbound) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self._outbox.append(message)
+        self._ready.set()
+
+    async def next_messages(self) -> list[Outbound]:
+        """Everything queued so far (waits for at least one message)."""
+        await self._ready.wait()
+        messages = list(self._outbox)
+        self._outbox.clear()
+        self._ready.clear()
+        return messages
+
+    def deliver(self, message: ChannelMessage) -> None:
+        """A message on a channel this session subscribed to."""
+        self.send(ChannelDelivery(message))
+
+    def close(self, reason: str) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        self.close_reason = reason
+        self.closed.set()
+        self._ready.set()  # wake the writer so it notices

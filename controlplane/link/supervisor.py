@@ -1,0 +1,296 @@
+"""The agent-link protocol for this replica's sessions, independent of gRPC framing.
+
+The servicer (api/link.py) turns frames into calls here, and drains each session's outbox into frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from controlplane.domain.agents import InstanceStatus, Registration
+from controlplane.domain.payload import Payload
+from controlplane.domain.tasks import TaskRef
+from controlplane.errors import MeshplaneError
+from controlplane.lifecycle import Component, TaskOwner
+from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, ErrorMsg, RegisteredMsg
+from controlplane.link.registry import SessionRegistry
+from controlplane.link.session import AgentSession, SessionState
+from controlplane.services.agents import AgentService, validate_registration
+from controlplane.services.channels import ChannelService
+from controlplane.services.recovery import RecoveryService
+from controlplane.services.reports import AgentReport, ReportService, ResultReport, UpdateReport
+from controlplane.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+INVALID_ARGUMENT = 3
+
+
+class SessionSupervisor(Component):
+    name = "session-supervisor"
+
+    def __init__(
+        self,
+        *,
+        registry: SessionRegistry,
+        agents: AgentService,
+        recovery: RecoveryService,
+        reports: ReportService,
+        channels: ChannelService,
+        announce: Callable[[str, str], object],
+        wake_dispatcher: Callable[[], None],
+        settings: Settings,
+        replica_id: str,
+    ) -> None:
+        super().__init__()
+        self._registry = registry
+        self._agents = agents
+        self._recovery = recovery
+        self._reports = reports
+        self._channels = channels
+        self._announce = announce
+        self._wake_dispatcher = wake_dispatcher
+        self._settings = settings
+        self._replica_id = replica_id
+        self._timers = TaskOwner(self.name)
+        self._leases: set[str] = set()  # closed sessions whose tasks keep their lease for now
+        self.lease_timeout = settings.lease_timeout.total_seconds()
+        self.heartbeat_interval = settings.heartbeat_interval.total_seconds()
+
+    async def _stop(self) -> None:
+        await self._timers.close()
+
+    # ------------------------------------------------------------ opening
+
+    async def open(self, registration: Registration, held: Sequence[TaskRef]) -> AgentSession:
+        """Validate and register a session; the session's first outbound message is `registered`."""
+        validate_registration(registration)
+        session = AgentSession(uuid.uuid4().hex, registration, replica_id=self._replica_id)  # OPENING: no work yet
+        for ref in held:
+            session.reserve(ref, 0.0)  # held attempts count against credits from the start
+        previous = self._registry.add(session)
+        if previous is not None:
+            previous.close("replaced by a newer session of the same instance")
+        actor = f"agent/{registration.agent_name}/{registration.instance_id}"
+        try:
+            await self._agents.record_connect(registration, session_id=session.session_id)
+            rebound = await self._recovery.rebind_instance(
+                instance_id=registration.instance_id, session_id=session.session_id, held=held, actor=actor
+            )
+            for channel in registration.subscriptions:
+                await self._channels.subscribe(channel, session)
+                session.subscriptions.add(channel)
+        except BaseException:
+            self._registry.remove(session)
+            session.close("registration failed")
+            raise
+        session.send(
+            RegisteredMsg(
+                session_id=session.session_id,
+                heartbeat_interval=self.heartbeat_interval,
+                lease_timeout=self.lease_timeout,
+                replica_id=self._replica_id,
+                kept=tuple(rebound.kept),
+                max_payload_bytes=self._settings.max_payload_bytes,
+            )
+        )
+        for ref in rebound.stale:
+            session.release(ref)
+            session.send(CancelMsg(ref, "not_held"))
+        session.state = SessionState.ACTIVE
+        self._announce(registration.instance_id, session.session_id)
+        self._wake_dispatcher()
+        logger.info(
+            "agent %s/%s connected (session %s, %d capabilities, max_concurrency %d, kept %d held task(s))",
+            registration.agent_name,
+            registration.instance_id,
+            session.session_id,
+            len(registration.capabilities),
+            registration.max_concurrency,
+            len(rebound.kept),
+        )
+        return session
+
+    # ------------------------------------------------------------ frames
+
+    def heartbeat(self, session: AgentSession, *, load: float) -> None:
+        session.touch()
+        session.load = load
+
+    def report(
+        self,
+        session: AgentSession,
+        *,
+        updates: Sequence[UpdateReport] = (),
+        results: Sequence[ResultReport] = (),
+        beats: Sequence[TaskRef] = (),
+    ) -> None:
+        """Task updates/results from the agent: credits are freed now, results acknowledged once durable."""
+        session.touch()
+        for ref in beats:
+            session.beat(ref)
+        for update in updates:
+            session.beat(update.ref)
+        freed = False
+        for result in results:
+            freed |= session.release(result.ref)
+        if freed:
+            self._wake_dispatcher()
+        if not updates and not results:
+            return
+        actor = f"agent/{session.agent_name}/{session.instance_id}"
+        future = self._reports.submit(AgentReport(actor, list(updates), list(results)))
+        refs = tuple(r.ref for r in results)
+        future.add_done_callback(lambda f: self._reported(session, refs, f))
+
+    async def report_when_room(
+        self,
+        session: AgentSession,
+        *,
+        updates: Sequence[UpdateReport] = (),
+        results: Sequence[ResultReport] = (),
+        beats: Sequence[TaskRef] = (),
+    ) -> None:
+        """`report`, but first wait while the report queue is full (backpressure on a flooding agent)."""
+        await self._reports.wait_for_room()
+        self.report(session, updates=updates, results=results, beats=beats)
+
+    def _reported(self, session: AgentSession, refs: tuple[TaskRef, ...], future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            error = None if future.cancelled() else future.exception()
+            logger.error("could not persist reports of session %s: %s; closing it", session.session_id, error)
+            session.close("reports could not be persisted; reconnect and resend")  # unacked results come back
+            return
+        if refs:
+            session.send(AckMsg(refs))
+
+    async def publish(self, session: AgentSession, channel: str, payload: Payload, headers: dict[str, str]) -> None:
+        session.touch()
+        try:
+            await self._channels.publish(
+                channel, payload, headers=headers, publisher=f"agent/{session.agent_name}/{session.instance_id}"
+            )
+        except MeshplaneError as exc:
+            session.send(ErrorMsg(INVALID_ARGUMENT, exc.message, "publish"))
+
+    async def subscribe(self, session: AgentSession, channel: str) -> None:
+        session.touch()
+        try:
+            await self._channels.subscribe(channel, session)
+        except MeshplaneError as exc:
+            session.send(ErrorMsg(INVALID_ARGUMENT, exc.message, "subscribe.channel"))
+            return
+        session.subscriptions.add(channel)
+
+    async def unsubscribe(self, session: AgentSession, channel: str) -> None:
+        session.touch()
+        session.subscriptions.discard(channel)
+        await self._channels.unsubscribe(channel, session)
+
+    async def agent_draining(self, session: AgentSession, reason: str) -> None:
+        session.touch()
+        if session.state is SessionState.ACTIVE:
+            session.state = SessionState.DRAINING
+            logger.info("agent %s/%s is draining: %s", session.agent_name, session.instance_id, reason)
+            await self._agents.record_status(session.instance_id, session.session_id, InstanceStatus.DRAINING)
+
+    # ------------------------------------------------------------ drain and close
+
+    def drain(self, session_id: str, timeout: float, reason: str) -> None:
+        """Operator drain: no new work; the agent finishes, then reconnects. Closed after `timeout` regardless."""
+        session = self._registry.get(session_id)
+        if session is None or session.state is SessionState.CLOSED:
+            return
+        session.state = SessionState.DRAINING
+        session.send(DrainMsg(timeout, reason))
+        self._timers.spawn(self._close_after(session, timeout), f"drain-deadline-{session_id[:8]}")
+
+    async def _close_after(self, session: AgentSession, delay: float) -> None:
+        try:
+            await asyncio.wait_for(session.closed.wait(), delay)
+        except TimeoutError:
+            session.close("drain timeout passed")
+
+    def replaced_elsewhere(self, instance_id: str, session_id: str) -> None:
+        session = self._registry.by_instance(instance_id)
+        if session is not None and session.session_id != session_id:
+            session.close("instance reconnected to another replica")
+
+    async def closed(self, session: AgentSession) -> None:
+        """The stream of `session` ended (for whatever reason): clean up and keep its tasks' leases."""
+        session.close(session.close_reason or "stream ended")
+        self._registry.remove(session)
+        if session.subscriptions:
+            await self._channels.unsubscribe_all(session, session.subscriptions)
+        try:
+            await self._agents.record_status(session.instance_id, session.session_id, InstanceStatus.DISCONNECTED)
+        except Exception:
+            logger.exception("could not record disconnect of %s", session.session_id)
+        logger.info(
+            "agent %s/%s session %s closed: %s (%d in flight)",
+            session.agent_name,
+            session.instance_id,
+            session.session_id,
+            session.close_reason,
+            len(session.in_flight),
+        )
+        if session.in_flight and self.running:
+            # The agent may reconnect and keep its tasks until the lease runs out.
+            delay = max(0.0, session.last_seen + self.lease_timeout - time.monotonic())
+            self._leases.add(session.session_id)
+            self._timers.spawn(self._expire_lease(session, delay), f"lease-{session.session_id[:8]}")
+
+    async def _expire_lease(self, session: AgentSession, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            actor = f"replica/{self._replica_id}"
+            await self._recovery.requeue_session(session.session_id, session.instance_id, actor=actor)
+        finally:
+            self._leases.discard(session.session_id)
+
+    # ------------------------------------------------------------ sweeps
+
+    def live_sessions(self) -> list[AgentSession]:
+        return [s for s in self._registry.sessions() if s.state is not SessionState.CLOSED]
+
+    def sessions_holding_tasks(self) -> list[str]:
+        """Open sessions, and closed ones whose lease has not run out yet (the agent may come back)."""
+        return [s.session_id for s in self._registry.sessions()] + list(self._leases)
+
+    def expire_silent(self) -> int:
+        """Close sessions that sent nothing for a whole lease."""
+        now = time.monotonic()
+        silent = [s for s in self._registry.sessions() if now - s.last_seen > self.lease_timeout]
+        for session in silent:
+            session.close(f"no heartbeat for {self.lease_timeout:g}s")
+        return len(silent)
+
+    def overdue_heartbeats(self) -> list[TaskRef]:
+        """Attempts with a heartbeat timeout whose agent has been silent about them for too long."""
+        now = time.monotonic()
+        overdue: list[TaskRef] = []
+        for session in self._registry.sessions():
+            for ref, entry in session.in_flight.items():
+                if entry.heartbeat_timeout and now - entry.last_beat > entry.heartbeat_timeout:
+                    entry.heartbeat_timeout = 0.0  # report once; the slot frees when the agent answers the cancel
+                    overdue.append(ref)
+        return overdue
+
+    async def drain_all(self, grace: float) -> None:
+        """Shutdown: ask every session to finish its work, and wait for them (bounded)."""
+        sessions = [s for s in self._registry.sessions() if s.state is not SessionState.CLOSED]
+        for session in sessions:
+            if session.state is SessionState.ACTIVE:
+                session.state = SessionState.DRAINING
+            session.send(DrainMsg(grace, "control plane shutting down"))
+        waiting = [asyncio.ensure_future(s.closed.wait()) for s in sessions]
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=grace)
+            for future in pending:
+                future.cancel()
+        for session in sessions:
+            session.close("control plane shutting down")

@@ -1,0 +1,1 @@
+"""Placing queued tasks on live sessions, and the clock-driven sweeps."""

@@ -1,0 +1,57 @@
+"""Placement strategies: pick a session for a task among those that can serve it."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+
+from controlplane.domain.scheduling import Strategy
+from controlplane.link.session import AgentSession
+from controlplane.store.tasks import QueuedTask
+
+
+def matches(session: AgentSession, task: QueuedTask) -> bool:
+    """Capability is implied by the candidate list; check agent name and label selector."""
+    registration = session.registration
+    if task.agent_name and registration.agent_name != task.agent_name:
+        return False
+    labels = registration.labels
+    return all(labels.get(key) == value for key, value in task.label_selector.items())
+
+
+def _rendezvous_score(key: str, instance_id: str) -> int:
+    digest = hashlib.blake2b(f"{key}\x00{instance_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Placer:
+    """Chooses sessions; keeps the little state round-robin needs."""
+
+    def __init__(self, default: Strategy, rng: random.Random | None = None) -> None:
+        self.default = default
+        self._rng = rng or random.Random()
+        self._turn: dict[str, int] = defaultdict(int)
+
+    def choose(self, task: QueuedTask, candidates: list[AgentSession]) -> AgentSession | None:
+        """The session to run `task`, or None if it must wait (no match, no room, or its sticky owner is full)."""
+        eligible = [s for s in candidates if matches(s, task)]
+        if not eligible:
+            return None
+        strategy = task.strategy or self.default
+        if strategy is Strategy.CONSISTENT_HASH and task.routing_key:
+            # Sticky: the same key goes to the same instance while it lives, even if that means waiting.
+            owner = max(eligible, key=lambda s: _rendezvous_score(task.routing_key, s.instance_id))
+            return owner if owner.free_slots else None
+        with_room = [s for s in eligible if s.free_slots]
+        if not with_room:
+            return None
+        if strategy is Strategy.ROUND_ROBIN:
+            with_room.sort(key=lambda s: s.instance_id)
+            turn = self._turn[task.capability]
+            self._turn[task.capability] = turn + 1
+            return with_room[turn % len(with_room)]
+        if strategy is Strategy.WEIGHTED:
+            return self._rng.choices(with_room, weights=[max(1, s.registration.weight) for s in with_room])[0]
+        # LEAST_LOADED (and CONSISTENT_HASH without a key): lowest utilisation, then fewest in flight.
+        return min(with_room, key=lambda s: (s.utilisation, len(s.in_flight), self._rng.random()))

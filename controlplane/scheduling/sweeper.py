@@ -1,0 +1,98 @@
+"""Clock-driven upkeep: silent sessions, heartbeat and deadline timeouts, dead replicas, expired state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from controlplane.lifecycle import Component, TaskOwner
+from controlplane.link.supervisor import SessionSupervisor
+from controlplane.services.agents import AgentService
+from controlplane.services.recovery import RecoveryService
+from controlplane.services.state import StateService
+from controlplane.settings import Settings
+from controlplane.store.unit_of_work import Store
+
+logger = logging.getLogger(__name__)
+
+STATE_PURGE_EVERY = 30.0
+
+
+class Sweeper(Component):
+    name = "sweeper"
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        supervisor: SessionSupervisor,
+        recovery: RecoveryService,
+        agents: AgentService,
+        state: StateService,
+        settings: Settings,
+        replica_id: str,
+        address: Callable[[], str],
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._supervisor = supervisor
+        self._recovery = recovery
+        self._agents = agents
+        self._state = state
+        self._replica_id = replica_id
+        self._address = address
+        self._interval = settings.sweep_interval.total_seconds()
+        self._heartbeat_every = settings.heartbeat_interval.total_seconds()
+        self._lease = settings.lease_timeout.total_seconds()
+        self._tasks = TaskOwner(self.name)
+        self._last: dict[str, float] = {}
+
+    async def beat_replica(self) -> None:
+        async with self._store.transaction() as uow:
+            await uow.replicas.heartbeat(self._replica_id, address=self._address(), now=time.time())
+
+    async def _start(self) -> None:
+        await self.beat_replica()
+        self._tasks.spawn(self._run(), "loop")
+
+    async def _stop(self) -> None:
+        await self._tasks.close()
+
+    def _due(self, name: str, every: float) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(name, 0.0) >= every:
+            self._last[name] = now
+            return True
+        return False
+
+    async def _step(self, name: str, action: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("sweep step %s failed", name)
+
+    async def sweep_once(self) -> None:
+        self._supervisor.expire_silent()
+        overdue = self._supervisor.overdue_heartbeats()
+        if overdue:
+            await self._step("heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
+        await self._step("deadlines", self._recovery.time_out)
+        if self._due("replica", self._heartbeat_every):
+            await self._step("replica-heartbeat", self.beat_replica)
+            await self._step("liveness", self._agents.record_liveness)
+        if self._due("recovery", self._lease / 2):
+            await self._step("reap-replicas", lambda: self._recovery.reap_replicas(lease_timeout=self._lease))
+            live = self._supervisor.sessions_holding_tasks()
+            cutoff = time.time() - self._lease
+            await self._step("orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff))
+        if self._due("state", STATE_PURGE_EVERY):
+            await self._step("state-purge", self._state.purge_expired)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.sweep_once()

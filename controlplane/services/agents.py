@@ -1,0 +1,190 @@
+"""Agents and their instances: registration records, listing, draining, liveness snapshots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from controlplane import paging
+from controlplane.domain.agents import Agent, AgentInstance, AgentStatus, InstanceStatus, Registration
+from controlplane.errors import FailedPrecondition, NotFound
+from controlplane.link.registry import SessionRegistry
+from controlplane.link.session import SessionState
+from controlplane.store.agents import InstanceLiveness
+from controlplane.store.unit_of_work import Store
+from controlplane.validation import CAPABILITY_RE, Violations
+
+MAX_CONCURRENCY_LIMIT = 10_000
+MAX_CAPABILITIES = 256
+
+
+class DrainSender(Protocol):
+    async def drain_instance(
+        self, *, replica_id: str, session_id: str, instance_id: str, timeout: float, reason: str
+    ) -> None: ...
+
+
+def validate_registration(reg: Registration) -> None:
+    """Every rule of the register frame, reported with field paths (`register.<field>`)."""
+    violations = Violations("register.")
+    violations.name("agent_name", reg.agent_name, what="agent name")
+    violations.name("instance_id", reg.instance_id, what="instance id")
+    violations.text("agent_version", reg.agent_version, max_length=100)
+    violations.text("description", reg.description, max_length=2000)
+    violations.string_map("labels", reg.labels)
+    violations.range("max_concurrency", reg.max_concurrency, low=1, high=MAX_CONCURRENCY_LIMIT)
+    violations.range("weight", reg.weight, low=1, high=1000)
+    if len(reg.capabilities) > MAX_CAPABILITIES:
+        violations.add("capabilities", f"at most {MAX_CAPABILITIES} capabilities")
+    seen: set[str] = set()
+    for index, capability in enumerate(reg.capabilities):
+        if not CAPABILITY_RE.match(capability.name):
+            violations.add(
+                f"capabilities[{index}].name",
+                "must be 1-200 characters of [A-Za-z0-9._-], starting with a letter or digit",
+            )
+        elif capability.name in seen:
+            violations.add(f"capabilities[{index}].name", f"duplicate capability {capability.name!r}")
+        seen.add(capability.name)
+    for index, channel in enumerate(reg.subscriptions):
+        violations.channel(f"subscriptions[{index}]", channel)
+    violations.raise_if_any()
+
+
+class AgentService:
+    def __init__(
+        self,
+        store: Store,
+        registry: SessionRegistry,
+        drains: DrainSender,
+        *,
+        replica_id: str,
+        default_drain_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._drains = drains
+        self._replica_id = replica_id
+        self._default_drain_timeout = default_drain_timeout
+        self._clock = clock
+
+    async def record_connect(self, reg: Registration, *, session_id: str) -> None:
+        async with self._store.transaction() as uow:
+            await uow.agents.register(reg, session_id=session_id, replica_id=self._replica_id, now=self._clock())
+
+    async def record_status(self, instance_id: str, session_id: str, status: InstanceStatus) -> None:
+        async with self._store.transaction() as uow:
+            await uow.agents.set_status(
+                instance_id,
+                session_id,
+                status,
+                now=self._clock(),
+                disconnected=status is InstanceStatus.DISCONNECTED,
+            )
+
+    async def record_liveness(self) -> int:
+        """Persist this replica's sessions' last-seen/in-flight/load (heartbeats themselves stay in memory)."""
+        rows = [
+            InstanceLiveness(s.instance_id, s.session_id, s.last_seen_wall, len(s.in_flight), s.load)
+            for s in self._registry.sessions()
+            if s.state is not SessionState.CLOSED
+        ]
+        if rows:
+            async with self._store.transaction() as uow:
+                await uow.agents.record_liveness(rows)
+        return len(rows)
+
+    # -- reads
+
+    async def _with_status(self, agents: Sequence[Agent]) -> list[Agent]:
+        async with self._store.reader() as uow:
+            counts = await uow.agents.connected_counts([a.name for a in agents])
+        for agent in agents:
+            connected, draining = counts.get(agent.name, (0, 0))
+            agent.connected_instances = connected
+            if connected == 0:
+                agent.status = AgentStatus.OFFLINE
+            elif draining == connected:
+                agent.status = AgentStatus.DRAINING
+            else:
+                agent.status = AgentStatus.ONLINE
+        return list(agents)
+
+    async def get_agent(self, name: str) -> Agent:
+        async with self._store.reader() as uow:
+            agent = await uow.agents.get_agent(name)
+        if agent is None:
+            raise NotFound("agent", name)
+        return (await self._with_status([agent]))[0]
+
+    async def list_agents(self, *, capability: str, page_size: int, page_token: str) -> tuple[list[Agent], str]:
+        size = paging.page_size(page_size)
+        after = paging.decode(page_token, [capability])
+        async with self._store.reader() as uow:
+            agents = await uow.agents.list_agents(limit=size + 1, after_name=after, capability=capability)
+        token = paging.encode(agents[size - 1].name, [capability]) if len(agents) > size else ""
+        return await self._with_status(agents[:size]), token
+
+    def _overlay_live(self, instance: AgentInstance) -> AgentInstance:
+        session = self._registry.by_instance(instance.instance_id)
+        if session is not None and session.session_id == instance.session_id:
+            instance.in_flight = len(session.in_flight)
+            instance.load = session.load
+            instance.last_seen_time = session.last_seen_wall
+        return instance
+
+    async def list_instances(
+        self, agent_name: str, *, include_disconnected: bool, page_size: int, page_token: str
+    ) -> tuple[list[AgentInstance], str]:
+        wildcard = agent_name == "-"
+        if not wildcard:
+            await self.get_agent(agent_name)  # NOT_FOUND for an unknown agent
+        size = paging.page_size(page_size)
+        filters = [agent_name, include_disconnected]
+        after = paging.decode(page_token, filters)
+        async with self._store.reader() as uow:
+            instances = await uow.agents.list_instances(
+                agent_name=None if wildcard else agent_name,
+                include_disconnected=include_disconnected,
+                limit=size + 1,
+                after_id=after,
+            )
+        token = paging.encode(instances[size - 1].instance_id, filters) if len(instances) > size else ""
+        return [self._overlay_live(i) for i in instances[:size]], token
+
+    async def drain(
+        self, agent_name: str, instance_id: str, *, timeout: float | None, reason: str, actor: str
+    ) -> AgentInstance:
+        violations = Violations()
+        violations.name("agent_name", agent_name, what="agent name")
+        violations.name("instance_id", instance_id, what="instance id")
+        if timeout is not None:
+            violations.range("timeout", timeout, low=0, high=24 * 3600)
+        violations.raise_if_any()
+        async with self._store.reader() as uow:
+            instance = await uow.agents.get_instance(instance_id)
+        if instance is None or instance.agent_name != agent_name:
+            raise NotFound("agent instance", f"{agent_name}/{instance_id}")
+        if instance.status is InstanceStatus.DISCONNECTED:
+            raise FailedPrecondition(f"agent instance {agent_name}/{instance_id} is not connected")
+        await self._drains.drain_instance(
+            replica_id=instance.replica_id,
+            session_id=instance.session_id,
+            instance_id=instance_id,
+            timeout=timeout or self._default_drain_timeout,
+            reason=reason or "drained by operator",
+        )
+        now = self._clock()
+        async with self._store.transaction() as uow:
+            await uow.agents.set_status(instance_id, instance.session_id, InstanceStatus.DRAINING, now=now)
+            await uow.audit.record(
+                actor=actor,
+                action="agent.drain",
+                resource=f"agents/{agent_name}/instances/{instance_id}",
+                now=now,
+                details={"reason": reason},
+            )
+        instance.status = InstanceStatus.DRAINING
+        return self._overlay_live(instance)

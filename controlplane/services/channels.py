@@ -1,0 +1,170 @@
+"""Broadcast channels over NATS: publish, and fan out to this replica's subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Protocol
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from controlplane import paging
+from controlplane.bus.nats_bus import CHANNEL_PREFIX, NatsBus
+from controlplane.domain.channels import Channel, ChannelMessage
+from controlplane.domain.payload import Payload
+from controlplane.errors import ResourceExhausted
+from controlplane.ids import new_id
+from controlplane.lifecycle import TaskOwner
+from controlplane.store.unit_of_work import Store
+from controlplane.validation import Violations
+
+logger = logging.getLogger(__name__)
+
+
+class ChannelSubscriber(Protocol):
+    def deliver(self, message: ChannelMessage) -> None:
+        """Must not block: queue the message or drop it."""
+        ...
+
+
+def _encode(message: ChannelMessage) -> bytes:
+    return json.dumps(
+        {
+            "id": message.message_id,
+            "c": message.channel,
+            "d": base64.b64encode(message.payload.data).decode(),
+            "ct": message.payload.content_type,
+            "h": message.headers,
+            "p": message.publisher,
+            "t": message.publish_time,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _decode(data: bytes) -> ChannelMessage:
+    raw = json.loads(data)
+    return ChannelMessage(
+        channel=raw["c"],
+        message_id=raw["id"],
+        payload=Payload(base64.b64decode(raw["d"]), raw["ct"]),
+        publisher=raw["p"],
+        publish_time=raw["t"],
+        headers=dict(raw.get("h") or {}),
+    )
+
+
+def check_channel_name(name: str, field_path: str = "channel") -> None:
+    violations = Violations()
+    violations.channel(field_path, name)
+    violations.raise_if_any()
+
+
+class ChannelService:
+    def __init__(
+        self, bus: NatsBus, store: Store, *, max_payload_bytes: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._max_payload_bytes = max_payload_bytes
+        self._clock = clock
+        self._local: dict[str, set[ChannelSubscriber]] = defaultdict(set)
+        self._nats_subscriptions: dict[str, Subscription] = {}
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._known_channels: set[str] = set()
+        self._background = TaskOwner("channels")
+        self.delivered = 0
+
+    async def _remember(self, channel: str) -> None:
+        if channel in self._known_channels:
+            return
+        async with self._store.transaction() as uow:
+            await uow.channels.ensure(channel, now=self._clock())
+        self._known_channels.add(channel)
+
+    async def publish(
+        self, channel: str, payload: Payload, *, headers: dict[str, str], publisher: str
+    ) -> ChannelMessage:
+        violations = Violations()
+        violations.channel("channel", channel)
+        violations.string_map("headers", headers, max_value=4096)
+        violations.raise_if_any()
+        if len(payload) > self._max_payload_bytes:
+            raise ResourceExhausted(
+                f"payload is {len(payload)} bytes; the limit is {self._max_payload_bytes} bytes (max_payload_bytes)"
+            )
+        message = ChannelMessage(
+            channel=channel,
+            message_id=new_id(),
+            payload=payload,
+            publisher=publisher,
+            publish_time=self._clock(),
+            headers=headers,
+        )
+        await self._remember(channel)
+        await self._bus.publish(CHANNEL_PREFIX + channel, _encode(message))
+        return message
+
+    async def subscribe(self, channel: str, subscriber: ChannelSubscriber) -> None:
+        """Deliver `channel`'s messages to `subscriber` from now on (live once this returns)."""
+        check_channel_name(channel)
+        async with self._locks[channel]:
+            self._local[channel].add(subscriber)
+            if channel not in self._nats_subscriptions:
+                self._nats_subscriptions[channel] = await self._bus.subscribe(
+                    CHANNEL_PREFIX + channel, self._on_message
+                )
+        await self._remember(channel)
+
+    async def unsubscribe(self, channel: str, subscriber: ChannelSubscriber) -> None:
+        async with self._locks[channel]:
+            members = self._local.get(channel)
+            if members is None:
+                return
+            members.discard(subscriber)
+            if not members:
+                del self._local[channel]
+                subscription = self._nats_subscriptions.pop(channel, None)
+                if subscription is not None:
+                    try:
+                        await subscription.unsubscribe()
+                    except Exception:  # the connection may be closing; the subscription dies with it
+                        logger.debug("unsubscribe from %s failed", channel, exc_info=True)
+
+    def unsubscribe_soon(self, channel: str, subscriber: ChannelSubscriber) -> None:
+        """Stop delivering at once; drop the NATS subscription in the background (safe from `finally`)."""
+        members = self._local.get(channel)
+        if members is not None:
+            members.discard(subscriber)
+        self._background.spawn(self.unsubscribe(channel, subscriber), f"unsubscribe-{channel}")
+
+    async def close(self) -> None:
+        await self._background.close()
+
+    async def unsubscribe_all(self, subscriber: ChannelSubscriber, channels: set[str]) -> None:
+        for channel in list(channels):
+            await self.unsubscribe(channel, subscriber)
+
+    async def _on_message(self, msg: Msg) -> None:
+        try:
+            message = _decode(msg.data)
+        except (ValueError, KeyError):
+            logger.warning("dropping malformed channel message on %s", msg.subject)
+            return
+        for subscriber in list(self._local.get(message.channel, ())):
+            subscriber.deliver(message)
+            self.delivered += 1
+
+    async def list_page(self, *, page_size: int, page_token: str) -> tuple[list[Channel], str]:
+        size = paging.page_size(page_size)
+        after = paging.decode(page_token, ["channels"])
+        async with self._store.reader() as uow:
+            channels = await uow.channels.list_page(limit=size + 1, after_name=after)
+        token = paging.encode(channels[size - 1].name, ["channels"]) if len(channels) > size else ""
+        return channels[:size], token

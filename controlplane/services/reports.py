@@ -1,0 +1,120 @@
+"""Agent reports (task updates and results), applied in group-committed batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from controlplane.batching import Batcher
+from controlplane.domain.payload import Payload
+from controlplane.domain.tasks import TaskError, TaskRef
+from controlplane.lifecycle import Component
+from controlplane.services.effects import Effects
+from controlplane.services.transitions import Transition
+from controlplane.settings import Settings
+from controlplane.store.unit_of_work import Store
+
+logger = logging.getLogger(__name__)
+
+
+class UpdateKind(Enum):
+    STARTED = "started"
+    PROGRESS = "progress"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReport:
+    ref: TaskRef
+    kind: UpdateKind
+    progress: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultReport:
+    ref: TaskRef
+    output: Payload | None = None
+    error: TaskError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """What one frame from one agent said about its tasks."""
+
+    actor: str
+    updates: list[UpdateReport] = field(default_factory=list)
+    results: list[ResultReport] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.updates) + len(self.results)
+
+
+class ReportService(Component):
+    name = "report-service"
+
+    def __init__(
+        self, store: Store, settings: Settings, effects: Effects, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._effects = effects
+        self._clock = clock
+        self._batcher: Batcher[AgentReport, None] = Batcher(
+            "report-batcher",
+            self._flush,
+            max_items=settings.batch_max_size * 4,
+            weight=lambda report: report.size,
+            concurrency=4 if store.is_postgres else 1,
+        )
+        self.applied_results = 0
+        self.stale_results = 0
+
+    async def _start(self) -> None:
+        await self._batcher.start()
+
+    async def _stop(self) -> None:
+        await self._batcher.stop()
+
+    def submit(self, report: AgentReport) -> asyncio.Future[None]:
+        """Queue a report; the future resolves once it is durable (then results may be acknowledged)."""
+        return self._batcher.enqueue(report)
+
+    async def wait_for_room(self) -> None:
+        await self._batcher.wait_for_room()
+
+    async def _flush(self, reports: list[AgentReport]) -> list[None]:
+        transition = Transition(now=self._clock(), actor="")
+        task_ids = {u.ref.task_id for r in reports for u in r.updates} | {
+            res.ref.task_id for r in reports for res in r.results
+        }
+        async with self._store.transaction() as uow:
+            live = await uow.tasks.lock_live(task_ids)
+            for report in reports:
+                transition.actor = report.actor
+                for update in report.updates:
+                    task = live.get(update.ref.task_id)
+                    if task is None:
+                        continue
+                    if update.kind is UpdateKind.STARTED:
+                        transition.start(task, update.ref)
+                    else:
+                        transition.progress(task, update.ref, update.progress, update.message)
+                for result in report.results:
+                    task = live.get(result.ref.task_id)
+                    if task is None or not transition.is_current(task, result.ref):
+                        self.stale_results += 1  # an attempt that is no longer current: never applied twice
+                        continue
+                    if result.output is not None:
+                        transition.succeed(task, result.ref, result.output)
+                    else:
+                        error = result.error or TaskError("unknown", "agent reported neither output nor error")
+                        transition.fail_attempt(task, error)
+                    self.applied_results += 1
+            await uow.tasks.write(transition.writes)
+        await self._effects.after_commit(transition.after)
+        return [None] * len(reports)

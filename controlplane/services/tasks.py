@@ -1,0 +1,282 @@
+"""Task use cases: submit (group-committed), read, list, cancel, resubmit, history."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from controlplane import paging
+from controlplane.batching import Batcher
+from controlplane.domain.tasks import (
+    RetryPolicy,
+    SubmitRequest,
+    Submitted,
+    Task,
+    TaskEvent,
+    TaskEventType,
+    TaskFilter,
+    TaskSpec,
+    TaskState,
+    Timeouts,
+)
+from controlplane.errors import FailedPrecondition, NotFound, ResourceExhausted
+from controlplane.ids import new_id
+from controlplane.lifecycle import Component
+from controlplane.services.effects import Effects
+from controlplane.services.transitions import AfterCommit, Transition
+from controlplane.settings import Settings
+from controlplane.store.unit_of_work import Store
+from controlplane.validation import Violations
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_SUBMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _SubmitBatch:
+    specs: list[TaskSpec]
+    actor: str
+    resubmitted_from: str = ""
+
+
+class TaskService(Component):
+    name = "task-service"
+
+    def __init__(
+        self, store: Store, settings: Settings, effects: Effects, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._settings = settings
+        self._effects = effects
+        self._clock = clock
+        self._submits: Batcher[_SubmitBatch, list[Submitted]] = Batcher(
+            "submit-batcher",
+            self._flush_submits,
+            max_items=settings.batch_max_size * 4,
+            weight=lambda batch: len(batch.specs),
+            concurrency=4 if store.is_postgres else 1,
+        )
+
+    async def _start(self) -> None:
+        await self._submits.start()
+
+    async def _stop(self) -> None:
+        await self._submits.stop()
+
+    # ------------------------------------------------------------ submit
+
+    def prepare(self, request: SubmitRequest, violations: Violations) -> TaskSpec | None:
+        """Validate a request and fill in defaults. Adds violations instead of raising."""
+        before = len(violations.items)
+        target = request.target
+        violations.capability("target.capability", target.capability)
+        violations.name("target.agent_name", target.agent_name, required=False, what="agent name")
+        violations.string_map("target.label_selector", target.label_selector)
+        violations.text("target.routing_key", target.routing_key, max_length=512)
+        violations.range("priority", request.priority, low=-1000, high=1000)
+        violations.text("idempotency_key", request.idempotency_key, max_length=200)
+        violations.text("correlation_id", request.correlation_id, max_length=200)
+        violations.string_map("metadata", request.metadata, max_value=4096)
+        retry = request.retry
+        violations.range("retry_policy.max_attempts", retry.max_attempts, low=0, high=100)
+        violations.non_negative("retry_policy.initial_backoff", retry.initial_backoff)
+        violations.non_negative("retry_policy.max_backoff", retry.max_backoff)
+        if retry.backoff_multiplier and retry.backoff_multiplier < 1:
+            violations.add("retry_policy.backoff_multiplier", "must be >= 1 (or 0 for the default)")
+        timeouts = request.timeouts
+        for name in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close"):
+            violations.non_negative(f"timeouts.{name}", getattr(timeouts, name))
+        if request.input.is_json:
+            try:
+                request.input.json_value()
+            except ValueError:
+                violations.add("input", "content type is application/json but the data is not valid JSON")
+        if len(violations.items) > before:
+            return None
+
+        s = self._settings
+        initial = retry.initial_backoff or s.default_initial_backoff.total_seconds()
+        maximum = retry.max_backoff or max(s.default_max_backoff.total_seconds(), initial)
+        if maximum < initial:
+            violations.add("retry_policy.max_backoff", "must be >= initial_backoff")
+            return None
+        return TaskSpec(
+            target=target,
+            input=request.input,
+            retry_policy=RetryPolicy(
+                max_attempts=retry.max_attempts or s.default_max_attempts,
+                initial_backoff=initial,
+                max_backoff=maximum,
+                backoff_multiplier=retry.backoff_multiplier or s.default_backoff_multiplier,
+                non_retryable_error_codes=retry.non_retryable_error_codes,
+            ),
+            timeouts=Timeouts(
+                schedule_to_start=timeouts.schedule_to_start or s.default_schedule_to_start.total_seconds(),
+                start_to_close=timeouts.start_to_close or s.default_start_to_close.total_seconds(),
+                heartbeat=timeouts.heartbeat,
+                schedule_to_close=timeouts.schedule_to_close or s.default_schedule_to_close.total_seconds(),
+            ),
+            priority=request.priority,
+            idempotency_key=request.idempotency_key,
+            correlation_id=request.correlation_id,
+            metadata=request.metadata,
+            traceparent=request.traceparent,
+            tracestate=request.tracestate,
+        )
+
+    def check_payload_size(self, field_path: str, size: int) -> None:
+        limit = self._settings.max_payload_bytes
+        if size > limit:
+            raise ResourceExhausted(f"{field_path} is {size} bytes; the limit is {limit} bytes (max_payload_bytes)")
+
+    async def submit(self, requests: Sequence[SubmitRequest], *, actor: str) -> list[Submitted]:
+        """Validate every request, then persist them all in one transaction (or none)."""
+        if not requests:
+            violations = Violations()
+            violations.add("requests", "at least one task is required")
+            violations.raise_if_any()
+        if len(requests) > MAX_BATCH_SUBMIT:
+            violations = Violations()
+            violations.add("requests", f"at most {MAX_BATCH_SUBMIT} tasks per call (got {len(requests)})")
+            violations.raise_if_any()
+        batch_prefix = len(requests) > 1
+        violations = Violations()
+        specs: list[TaskSpec] = []
+        for index, request in enumerate(requests):
+            prefix = f"requests[{index}]." if batch_prefix else ""
+            self.check_payload_size(f"{prefix}input", len(request.input))
+            spec = self.prepare(request, violations.nested(prefix))
+            if spec is not None:
+                specs.append(spec)
+        violations.raise_if_any()
+        return await self._submits.call(_SubmitBatch(specs, actor))
+
+    async def _flush_submits(self, batches: list[_SubmitBatch]) -> list[list[Submitted]]:
+        for attempt in range(3):
+            try:
+                return await self._persist_submits(batches)
+            except IntegrityError:
+                # Another replica inserted one of our idempotency keys between our lookup and insert.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _persist_submits(self, batches: list[_SubmitBatch]) -> list[list[Submitted]]:
+        now = self._clock()
+        keys = sorted({spec.idempotency_key for b in batches for spec in b.specs if spec.idempotency_key})
+        results: list[list[Submitted]] = []
+        new_tasks: list[Task] = []
+        actors: dict[str, str] = {}
+        async with self._store.transaction() as uow:
+            by_key = await uow.tasks.find_by_idempotency_keys(keys)
+            for batch in batches:
+                submitted: list[Submitted] = []
+                for spec in batch.specs:
+                    existing = by_key.get(spec.idempotency_key) if spec.idempotency_key else None
+                    if existing is not None:
+                        submitted.append(Submitted(existing, deduplicated=True))
+                        continue
+                    task = Task(
+                        id=new_id(),
+                        spec=spec,
+                        state=TaskState.QUEUED,
+                        create_time=now,
+                        update_time=now,
+                        resubmitted_from=batch.resubmitted_from,
+                        scheduled_time=now,
+                    )
+                    if spec.idempotency_key:
+                        by_key[spec.idempotency_key] = task
+                    new_tasks.append(task)
+                    actors[task.id] = batch.actor
+                    submitted.append(Submitted(task, deduplicated=False))
+                results.append(submitted)
+            for actor in set(actors.values()):
+                await uow.tasks.insert([t for t in new_tasks if actors[t.id] == actor], actor=actor)
+        if new_tasks:
+            after = AfterCommit(changed={t.id for t in new_tasks})
+            for task in new_tasks:
+                after.requeued.setdefault(task.spec.target.capability, now)
+            await self._effects.after_commit(after)
+        return results
+
+    # ------------------------------------------------------------ reads
+
+    async def get(self, task_id: str) -> Task:
+        async with self._store.reader() as uow:
+            task = await uow.tasks.get(task_id)
+        if task is None:
+            raise NotFound("task", task_id)
+        return task
+
+    async def list_page(self, task_filter: TaskFilter, *, page_size: int, page_token: str) -> tuple[list[Task], str]:
+        size = paging.page_size(page_size)
+        filters = [task_filter.state, task_filter.capability, task_filter.correlation_id]
+        before = paging.decode(page_token, filters)
+        async with self._store.reader() as uow:
+            tasks = await uow.tasks.list_page(task_filter, limit=size + 1, before_id=before)
+        next_token = paging.encode(tasks[size - 1].id, filters) if len(tasks) > size else ""
+        return tasks[:size], next_token
+
+    async def events_after(self, task_id: str, after_sequence: int) -> list[TaskEvent]:
+        """Stored events after `after_sequence`; the SUCCEEDED event carries the output."""
+        async with self._store.reader() as uow:
+            events = await uow.tasks.events_after(task_id, after_sequence)
+            if not events and not await uow.tasks.exists(task_id):
+                raise NotFound("task", task_id)
+            if any(e.type is TaskEventType.SUCCEEDED for e in events):
+                output = await uow.tasks.output_of(task_id)
+                events = [
+                    dataclasses.replace(e, output=output) if e.type is TaskEventType.SUCCEEDED else e for e in events
+                ]
+        return events
+
+    # ------------------------------------------------------------ changes
+
+    async def cancel(self, task_id: str, *, reason: str, actor: str) -> Task:
+        transition = Transition(now=self._clock(), actor=actor)
+        async with self._store.transaction() as uow:
+            live = (await uow.tasks.lock_live([task_id])).get(task_id)
+            if live is None:
+                raise NotFound("task", task_id)
+            transition.cancel(live, reason or "cancelled by client")
+            await uow.tasks.write(transition.writes)
+        await self._effects.after_commit(transition.after)
+        logger.info("task %s cancelled by %s", task_id, actor, extra={"task_id": task_id})
+        return await self.get(task_id)
+
+    async def resubmit(self, task_id: str, *, actor: str) -> Task:
+        original = await self.get(task_id)
+        if not original.state.is_terminal:
+            raise FailedPrecondition(f"task {task_id!r} is {original.state.name}; only ended tasks can be re-submitted")
+        spec = original.spec
+        copy = TaskSpec(
+            target=spec.target,
+            input=spec.input,
+            retry_policy=spec.retry_policy,
+            timeouts=spec.timeouts,
+            priority=spec.priority,
+            idempotency_key="",  # the key belongs to the original
+            correlation_id=spec.correlation_id,
+            metadata=spec.metadata,
+            traceparent=spec.traceparent,
+            tracestate=spec.tracestate,
+        )
+        [submitted] = await self._submits.call(_SubmitBatch([copy], actor, resubmitted_from=task_id))
+        async with self._store.transaction() as uow:
+            await uow.audit.record(
+                actor=actor,
+                action="task.resubmit",
+                resource=f"tasks/{task_id}",
+                now=self._clock(),
+                correlation_id=spec.correlation_id,
+                details={"new_task_id": submitted.task.id},
+            )
+        return submitted.task

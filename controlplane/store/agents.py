@@ -1,0 +1,264 @@
+"""Agents, agent instances (sessions) and control plane replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from controlplane.domain.agents import Agent, AgentInstance, Capability, InstanceStatus, Registration
+from controlplane.store.schema import agent_instances, agents, replicas
+
+
+def _capability_to_json(capability: Capability) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": capability.name, "description": capability.description}
+    if capability.input_schema is not None:
+        data["input_schema"] = capability.input_schema
+    if capability.output_schema is not None:
+        data["output_schema"] = capability.output_schema
+    return data
+
+
+def _capability_from_json(data: dict[str, Any]) -> Capability:
+    return Capability(
+        name=data["name"],
+        description=data.get("description", ""),
+        input_schema=data.get("input_schema"),
+        output_schema=data.get("output_schema"),
+    )
+
+
+def _agent_from_row(row: Any) -> Agent:
+    return Agent(
+        name=row.name,
+        version=row.version,
+        description=row.description,
+        capabilities=[_capability_from_json(c) for c in row.capabilities or []],
+        labels=dict(row.labels or {}),
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def _instance_from_row(row: Any) -> AgentInstance:
+    return AgentInstance(
+        instance_id=row.instance_id,
+        agent_name=row.agent_name,
+        version=row.version,
+        session_id=row.session_id,
+        status=InstanceStatus(row.status),
+        sdk_language=row.sdk_language,
+        sdk_version=row.sdk_version,
+        node=row.node,
+        pid=row.pid,
+        labels=dict(row.labels or {}),
+        capabilities=list(row.capabilities or []),
+        max_concurrency=row.max_concurrency,
+        weight=row.weight,
+        replica_id=row.replica_id,
+        connect_time=row.connect_time,
+        last_seen_time=row.last_seen_time,
+        in_flight=row.in_flight,
+        load=row.load,
+        disconnect_time=row.disconnect_time,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLiveness:
+    """What is periodically persisted about a live session (heartbeats stay in memory in between)."""
+
+    instance_id: str
+    session_id: str
+    last_seen_time: float
+    in_flight: int
+    load: float
+
+
+class AgentRepository:
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+
+    def _upsert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    async def register(self, reg: Registration, *, session_id: str, replica_id: str, now: float) -> None:
+        """Upsert the agent and its instance as connected on this session."""
+        agent_row = {
+            "name": reg.agent_name,
+            "version": reg.agent_version,
+            "description": reg.description,
+            "capabilities": [_capability_to_json(c) for c in reg.capabilities],
+            "labels": reg.labels,
+            "create_time": now,
+            "update_time": now,
+        }
+        stmt = self._upsert(agents).values(agent_row)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[agents.c.name],
+                set_={k: stmt.excluded[k] for k in ("version", "description", "capabilities", "labels", "update_time")},
+            )
+        )
+        instance_row = {
+            "instance_id": reg.instance_id,
+            "agent_name": reg.agent_name,
+            "version": reg.agent_version,
+            "session_id": session_id,
+            "status": int(InstanceStatus.CONNECTED),
+            "sdk_language": reg.sdk_language,
+            "sdk_version": reg.sdk_version,
+            "node": reg.node,
+            "pid": reg.pid,
+            "labels": reg.labels,
+            "capabilities": sorted(reg.capability_names),
+            "max_concurrency": reg.max_concurrency,
+            "weight": reg.weight,
+            "replica_id": replica_id,
+            "in_flight": 0,
+            "load": 0.0,
+            "connect_time": now,
+            "last_seen_time": now,
+            "disconnect_time": None,
+        }
+        stmt = self._upsert(agent_instances).values(instance_row)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[agent_instances.c.instance_id],
+                set_={k: stmt.excluded[k] for k in instance_row if k != "instance_id"},
+            )
+        )
+
+    async def set_status(
+        self, instance_id: str, session_id: str, status: InstanceStatus, *, now: float, disconnected: bool = False
+    ) -> bool:
+        """Change an instance's status if it is still on `session_id` (a newer session wins)."""
+        values: dict[str, Any] = {"status": int(status), "last_seen_time": now}
+        if disconnected:
+            values["disconnect_time"] = now
+            values["in_flight"] = 0
+        result = await self._conn.execute(
+            agent_instances.update()
+            .where(agent_instances.c.instance_id == instance_id, agent_instances.c.session_id == session_id)
+            .values(values)
+        )
+        return bool(result.rowcount)
+
+    async def record_liveness(self, rows: Sequence[InstanceLiveness]) -> None:
+        if not rows:
+            return
+        await self._conn.execute(
+            agent_instances.update()
+            .where(
+                agent_instances.c.instance_id == sa.bindparam("p_instance_id"),
+                agent_instances.c.session_id == sa.bindparam("p_session_id"),
+            )
+            .values(
+                last_seen_time=sa.bindparam("p_last_seen_time"),
+                in_flight=sa.bindparam("p_in_flight"),
+                load=sa.bindparam("p_load"),
+            ),
+            [
+                {
+                    "p_instance_id": r.instance_id,
+                    "p_session_id": r.session_id,
+                    "p_last_seen_time": r.last_seen_time,
+                    "p_in_flight": r.in_flight,
+                    "p_load": r.load,
+                }
+                for r in rows
+            ],
+        )
+
+    async def disconnect_replica(self, replica_id: str, *, now: float) -> int:
+        result = await self._conn.execute(
+            agent_instances.update()
+            .where(
+                agent_instances.c.replica_id == replica_id,
+                agent_instances.c.status != int(InstanceStatus.DISCONNECTED),
+            )
+            .values(status=int(InstanceStatus.DISCONNECTED), disconnect_time=now, in_flight=0)
+        )
+        return int(result.rowcount or 0)
+
+    async def get_agent(self, name: str) -> Agent | None:
+        row = (await self._conn.execute(sa.select(agents).where(agents.c.name == name))).first()
+        return _agent_from_row(row) if row else None
+
+    async def list_agents(self, *, limit: int, after_name: str | None, capability: str = "") -> list[Agent]:
+        query = sa.select(agents).order_by(agents.c.name).limit(limit)
+        if after_name:
+            query = query.where(agents.c.name > after_name)
+        rows = [_agent_from_row(row) for row in await self._conn.execute(query)]
+        if capability:  # capabilities are JSON; filter here to stay portable across both databases
+            rows = [a for a in rows if any(c.name == capability for c in a.capabilities)]
+        return rows
+
+    async def connected_counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """agent name -> (connected instances, of which draining)."""
+        if not names:
+            return {}
+        query = (
+            sa.select(agent_instances.c.agent_name, agent_instances.c.status, sa.func.count())
+            .where(
+                agent_instances.c.agent_name.in_(list(names)),
+                agent_instances.c.status != int(InstanceStatus.DISCONNECTED),
+            )
+            .group_by(agent_instances.c.agent_name, agent_instances.c.status)
+        )
+        counts: dict[str, tuple[int, int]] = {}
+        for name, status, count in await self._conn.execute(query):
+            connected, draining = counts.get(name, (0, 0))
+            connected += count
+            if status == int(InstanceStatus.DRAINING):
+                draining += count
+            counts[name] = (connected, draining)
+        return counts
+
+    async def get_instance(self, instance_id: str) -> AgentInstance | None:
+        row = (
+            await self._conn.execute(sa.select(agent_instances).where(agent_instances.c.instance_id == instance_id))
+        ).first()
+        return _instance_from_row(row) if row else None
+
+    async def list_instances(
+        self, *, agent_name: str | None, include_disconnected: bool, limit: int, after_id: str | None
+    ) -> list[AgentInstance]:
+        query = sa.select(agent_instances).order_by(agent_instances.c.instance_id).limit(limit)
+        if agent_name:
+            query = query.where(agent_instances.c.agent_name == agent_name)
+        if not include_disconnected:
+            query = query.where(agent_instances.c.status != int(InstanceStatus.DISCONNECTED))
+        if after_id:
+            query = query.where(agent_instances.c.instance_id > after_id)
+        return [_instance_from_row(row) for row in await self._conn.execute(query)]
+
+
+class ReplicaRepository:
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+
+    async def heartbeat(self, replica_id: str, *, address: str, now: float) -> None:
+        insert = postgresql.insert(replicas) if self._postgres else sqlite.insert(replicas)
+        stmt = insert.values(replica_id=replica_id, address=address, start_time=now, last_seen_time=now)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[replicas.c.replica_id],
+                set_={"last_seen_time": stmt.excluded.last_seen_time, "address": stmt.excluded.address},
+            )
+        )
+
+    async def silent_since(self, cutoff: float, *, exclude: str) -> list[str]:
+        query = sa.select(replicas.c.replica_id).where(
+            replicas.c.last_seen_time < cutoff, replicas.c.replica_id != exclude
+        )
+        return list((await self._conn.scalars(query)).all())
+
+    async def remove(self, replica_id: str) -> None:
+        await self._conn.execute(replicas.delete().where(replicas.c.replica_id == replica_id))

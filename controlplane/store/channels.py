@@ -1,0 +1,60 @@
+"""Channels that have been used, and the audit trail of API mutations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from controlplane.domain.channels import Channel
+from controlplane.store.schema import audit_events, channels
+
+
+class ChannelRepository:
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+
+    async def ensure(self, name: str, *, now: float) -> None:
+        insert = postgresql.insert(channels) if self._postgres else sqlite.insert(channels)
+        await self._conn.execute(insert.values(name=name, create_time=now).on_conflict_do_nothing())
+
+    async def list_page(self, *, limit: int, after_name: str | None) -> list[Channel]:
+        query = sa.select(channels).order_by(channels.c.name).limit(limit)
+        if after_name:
+            query = query.where(channels.c.name > after_name)
+        return [Channel(row.name, row.create_time) for row in await self._conn.execute(query)]
+
+
+class AuditRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        resource: str,
+        now: float,
+        correlation_id: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        await self._conn.execute(
+            audit_events.insert().values(
+                time=now,
+                actor=actor,
+                action=action,
+                resource=resource,
+                correlation_id=correlation_id,
+                details=details,
+            )
+        )
+
+    async def for_resource(self, resource: str) -> list[dict[str, Any]]:
+        result = await self._conn.execute(
+            sa.select(audit_events).where(audit_events.c.resource == resource).order_by(audit_events.c.id)
+        )
+        return [dict(row._mapping) for row in result]

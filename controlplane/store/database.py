@@ -1,0 +1,92 @@
+"""The database handle: an async engine, dialect facts, and transactions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+logger = logging.getLogger(__name__)
+
+
+class Database:
+    """Owns the engine. Services open transactions with `transaction()`; repositories only execute."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_postgres = self.url.get_backend_name() == "postgresql"
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if not (self.is_postgres or self.is_sqlite):
+            backend = self.url.get_backend_name()
+            raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")
+        self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block ends normally, rolled back on any exception."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (autocommit-free, rolled back at the end)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # One connection: SQLite has one writer anyway, and batching keeps it busy, not contended.
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": "meshplane"}},
+    )
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # the driver's implicit transactions off; _sqlite_on_begin starts them
+    cursor = dbapi_conn.cursor()
+    # WAL survives a killed process (SIGKILL) without losing committed transactions.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    # Take the write lock up front, so a transaction never fails half-way upgrading a read lock.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,46 @@
+"""One transaction with every repository bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from controlplane.store.agents import AgentRepository, ReplicaRepository
+from controlplane.store.channels import AuditRepository, ChannelRepository
+from controlplane.store.database import Database
+from controlplane.store.state import StateRepository
+from controlplane.store.tasks import TaskRepository
+
+
+class UnitOfWork:
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        self.connection = conn
+        self.tasks = TaskRepository(conn, postgres=postgres)
+        self.agents = AgentRepository(conn, postgres=postgres)
+        self.replicas = ReplicaRepository(conn, postgres=postgres)
+        self.state = StateRepository(conn, postgres=postgres)
+        self.channels = ChannelRepository(conn, postgres=postgres)
+        self.audit = AuditRepository(conn)
+
+
+class Store:
+    """The services' way into the database: `async with store.transaction() as uow: ...` commits on exit."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database.is_postgres
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        async with self.database.transaction() as conn:
+            yield UnitOfWork(conn, postgres=self.database.is_postgres)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[UnitOfWork]:
+        async with self.database.read() as conn:
+            yield UnitOfWork(conn, postgres=self.database.is_postgres)

@@ -1,0 +1,1 @@
+"""Shared helpers for Meshplane's tests (imported as ``tests.support``)."""
