@@ -121,13 +121,16 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         with self._watch.watch(request.task_id) as changed:
             while True:
                 changed.clear()  # before reading, so a change during the read is not missed
-                events = await self._tasks.events_after(request.task_id, after)
-                for event in events:
-                    yield task_service_pb2.WatchTaskResponse(event=convert.task_event_to_proto(event))
-                    after = event.sequence
-                if events and events[-1].state.is_terminal:
-                    return
-                if not events and (await self._tasks.get(request.task_id)).state.is_terminal:
+                # State first, events second: if the task had ended, the events read next include its end.
+                ended = (await self._tasks.get(request.task_id)).state.is_terminal
+                while True:
+                    events = await self._tasks.events_after(request.task_id, after)
+                    for event in events:
+                        yield task_service_pb2.WatchTaskResponse(event=convert.task_event_to_proto(event))
+                        after = event.sequence
+                    if not events:
+                        break
+                if ended:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)

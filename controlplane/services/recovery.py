@@ -14,6 +14,7 @@ from controlplane.domain.tasks import AttemptOutcome, TaskRef, TaskState
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
 from controlplane.store.schema import tasks
+from controlplane.store.tasks import LiveTask
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -126,25 +127,25 @@ class RecoveryService:
         return total
 
     async def time_out(self) -> int:
-        """Apply passed deadlines: attempt (start-to-close), schedule-to-start, and overall."""
+        """Apply passed deadlines: overall (schedule-to-close), schedule-to-start, and attempt (start-to-close)."""
         now = self._clock()
         active = [int(TaskState.ASSIGNED), int(TaskState.RUNNING)]
         transition = Transition(now=now, actor="system/timeouts")
         async with self._store.transaction() as uow:
-            for task in await uow.tasks.lock_live_where(
+            due: dict[str, LiveTask] = {}
+            for condition in (
                 sa.and_(tasks.c.state.in_([*active, int(TaskState.QUEUED)]), tasks.c.deadline <= now),
-                limit=SWEEP_BATCH,
+                sa.and_(tasks.c.state == int(TaskState.QUEUED), tasks.c.start_deadline <= now),
+                sa.and_(tasks.c.state.in_(active), tasks.c.attempt_deadline <= now),
             ):
-                transition.time_out(task, lifecycle.schedule_to_close_error(task.timeouts.schedule_to_close))
-            for task in await uow.tasks.lock_live_where(
-                sa.and_(tasks.c.state == int(TaskState.QUEUED), tasks.c.start_deadline <= now), limit=SWEEP_BATCH
-            ):
-                if not task.state.is_terminal:
+                for task in await uow.tasks.lock_live_where(condition, limit=SWEEP_BATCH):
+                    due.setdefault(task.id, task)  # one object per task, however many deadlines passed
+            for task in due.values():
+                if task.deadline is not None and task.deadline <= now:
+                    transition.time_out(task, lifecycle.schedule_to_close_error(task.timeouts.schedule_to_close))
+                elif task.state is TaskState.QUEUED:
                     transition.time_out(task, lifecycle.schedule_to_start_error(task.timeouts.schedule_to_start))
-            for task in await uow.tasks.lock_live_where(
-                sa.and_(tasks.c.state.in_(active), tasks.c.attempt_deadline <= now), limit=SWEEP_BATCH
-            ):
-                if task.state.is_active:
+                else:
                     error = lifecycle.attempt_timeout_error(task.timeouts.start_to_close)
                     transition.fail_attempt(task, error, AttemptOutcome.TIMED_OUT)
             await uow.tasks.write(transition.writes)
