@@ -69,7 +69,9 @@ class ReportService(Component):
             self._flush,
             max_items=settings.batch_max_size * 4,
             weight=lambda report: report.size,
-            concurrency=4 if store.is_postgres else 1,
+            # One flush at a time: an agent's reports must apply in the order it sent them (a progress
+            # update committed after its task's result would be lost). Each flush takes all that queued.
+            concurrency=1,
         )
         self.applied_results = 0
         self.stale_results = 0

@@ -1,0 +1,183 @@
+// Package config reads the gateway's settings from command-line flags, each
+// with a MESHPLANE_GATEWAY_* environment variable as fallback (a flag given on
+// the command line wins over its variable).
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults. The Helm chart and `meshplane up` rely on these names and values.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultUpstream        = "127.0.0.1:50051"
+	DefaultMaxRequestBytes = 4 << 20
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Config is the validated gateway configuration.
+type Config struct {
+	// Listen is the HTTP listen address; port 0 picks a free port.
+	Listen string
+	// Upstream is the control plane's gRPC address (host:port).
+	Upstream string
+	// UpstreamTLS dials the upstream with TLS instead of plaintext.
+	UpstreamTLS bool
+	// UpstreamCAFile is a PEM bundle that replaces the system roots. Without
+	// UpstreamTLS it is ignored (see IgnoredTLSSettings).
+	UpstreamCAFile string
+	// UpstreamServerName overrides the name checked in the upstream's
+	// certificate. Without UpstreamTLS it is ignored.
+	UpstreamServerName string
+	// CORSOrigins are the browser origins allowed to call the API; "*" allows any.
+	// Empty sends no CORS headers at all.
+	CORSOrigins []string
+	// MaxRequestBytes bounds a request body; larger ones get 413.
+	MaxRequestBytes int64
+	// OpenAPIFile, when set, is served at /openapi.json instead of the embedded spec.
+	OpenAPIFile string
+	// ShutdownTimeout bounds the graceful drain on SIGTERM/SIGINT.
+	ShutdownTimeout time.Duration
+	// LogLevel is the minimum level written to stderr.
+	LogLevel slog.Level
+	// LogFormat is "json" or "text".
+	LogFormat string
+}
+
+// envPrefix is prepended to a flag's upper-cased, underscored name to form
+// its environment variable, e.g. --upstream-tls → MESHPLANE_GATEWAY_UPSTREAM_TLS.
+const envPrefix = "MESHPLANE_GATEWAY_"
+
+// EnvName returns the environment variable that backs a flag.
+func EnvName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Parse reads args (without the program name) and, for every flag not given
+// there, the environment through lookupEnv. It returns flag.ErrHelp for
+// -h/--help after writing the usage to output.
+func Parse(args []string, lookupEnv func(string) (string, bool), output io.Writer) (*Config, error) {
+	var (
+		cfg         Config
+		corsOrigins string
+		logLevel    string
+	)
+	fs := flag.NewFlagSet("meshplane-gateway", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP listen address (host:port; port 0 picks a free one)")
+	fs.StringVar(&cfg.Upstream, "upstream", DefaultUpstream, "control plane gRPC address (host:port)")
+	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "dial the upstream with TLS")
+	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "PEM CA bundle to verify the upstream (default: system roots; only with --upstream-tls)")
+	fs.StringVar(&cfg.UpstreamServerName, "upstream-server-name", "", "server name to verify in the upstream certificate (only with --upstream-tls)")
+	fs.StringVar(&corsOrigins, "cors-origins", "", `comma-separated browser origins allowed by CORS, or "*"; empty disables CORS`)
+	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", DefaultMaxRequestBytes, "largest accepted request body in bytes (larger: 413)")
+	fs.StringVar(&cfg.OpenAPIFile, "openapi-file", "", "serve this OpenAPI document at /openapi.json instead of the embedded one")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long to drain in-flight requests on SIGTERM/SIGINT")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log format on stderr: json or text")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: meshplane-gateway [flags]\n\nREST bridge (grpc-gateway v2) to the Meshplane control plane.\n"+
+			"Every flag falls back to an environment variable, e.g. --upstream to %s.\n\n", EnvName("upstream"))
+		fs.PrintDefaults()
+	}
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := applyEnv(fs, lookupEnv); err != nil {
+		return nil, err
+	}
+
+	cfg.CORSOrigins = splitList(corsOrigins)
+	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return nil, fmt.Errorf("%s: %w", option("log-level"), err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// applyEnv sets every flag that was not given on the command line from its
+// environment variable, if that is set.
+func applyEnv(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		name := EnvName(f.Name)
+		value, ok := lookupEnv(name)
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, value); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, value, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, fmt.Errorf("%s must not be empty", option("listen")))
+	}
+	if c.Upstream == "" {
+		errs = append(errs, fmt.Errorf("%s must not be empty", option("upstream")))
+	}
+	if c.MaxRequestBytes <= 0 {
+		errs = append(errs, fmt.Errorf("%s must be positive, got %d", option("max-request-bytes"), c.MaxRequestBytes))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%s must not be negative, got %s", option("shutdown-timeout"), c.ShutdownTimeout))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("%s must be json or text, got %q", option("log-format"), c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// IgnoredTLSSettings names the TLS settings given while TLS is off, which the
+// gateway ignores (and should warn about): a chart may well set a CA bundle
+// and switch TLS off separately.
+func (c *Config) IgnoredTLSSettings() []string {
+	if c.UpstreamTLS {
+		return nil
+	}
+	var ignored []string
+	if c.UpstreamCAFile != "" {
+		ignored = append(ignored, option("upstream-ca-file"))
+	}
+	if c.UpstreamServerName != "" {
+		ignored = append(ignored, option("upstream-server-name"))
+	}
+	return ignored
+}
+
+// option names a setting both ways for error messages.
+func option(flagName string) string {
+	return "--" + flagName + " (" + EnvName(flagName) + ")"
+}
+
+// splitList splits a comma-separated list, trimming blanks and dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
