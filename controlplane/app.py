@@ -20,6 +20,8 @@ from controlplane.cluster import Cluster
 from controlplane.lifecycle import Component, Status
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.supervisor import SessionSupervisor
+from controlplane.observability.metrics import MetricsServer, build_registry
+from controlplane.observability.plane_metrics import plane_readings
 from controlplane.scheduling.dispatcher import Dispatcher
 from controlplane.scheduling.placement import Placer
 from controlplane.scheduling.sweeper import Sweeper
@@ -142,6 +144,10 @@ class ControlPlane(Component):
             address=lambda: self.address,
         )
 
+        self.metrics = MetricsServer(build_registry(plane_readings(self)))
+        if s.metrics_listen:
+            self.metrics.start(s.metrics_listen)
+
         self._server = self._build_server()
         port = self._server.add_insecure_port(s.listen)
         if port == 0:
@@ -219,4 +225,6 @@ class ControlPlane(Component):
         self._started.clear()
         if self.database is not None:
             await self.database.dispose()
+        if hasattr(self, "metrics"):
+            self.metrics.stop()
         logger.info("control plane %s stopped", self.replica_id)

@@ -37,6 +37,7 @@ class Cluster(Component):
         self._on_work_due: WakeCallback = lambda _at: None
         self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
         self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
+        self.tasks_ended: dict[str, int] = {}
 
     def connect(self, *, work_due: WakeCallback, drain: DrainCallback, replaced: Callable[[str, str], None]) -> None:
         """Wire the local handlers (the dispatcher's wake, the supervisor's drain and replace)."""
@@ -53,6 +54,8 @@ class Cluster(Component):
     # -- outgoing
 
     async def after_commit(self, after: AfterCommit) -> None:
+        for state, count in after.ended.items():
+            self.tasks_ended[state] = self.tasks_ended.get(state, 0) + count
         if after.changed:
             self._watch.notify(after.changed)
             await self._publish(TASKS_CHANGED, {"r": self.replica_id, "ids": sorted(after.changed)})

@@ -14,8 +14,7 @@ current_principal: contextvars.ContextVar[str] = contextvars.ContextVar("meshpla
 @dataclass(frozen=True, slots=True)
 class CallContext:
     actor: str
-    traceparent: str
-    tracestate: str
+    metadata: dict[str, str]
     request_id: str
 
 
@@ -24,9 +23,4 @@ def call_context(context: grpc.aio.ServicerContext) -> CallContext:
     principal = current_principal.get()
     request_id = metadata.get("x-request-id", "")
     actor = f"client/{principal}"
-    return CallContext(
-        actor=actor,
-        traceparent=metadata.get("traceparent", ""),
-        tracestate=metadata.get("tracestate", ""),
-        request_id=request_id,
-    )
+    return CallContext(actor=actor, metadata=metadata, request_id=request_id)

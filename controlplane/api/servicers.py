@@ -14,6 +14,7 @@ from controlplane.api.context import call_context
 from controlplane.domain.channels import ChannelMessage
 from controlplane.domain.tasks import TaskFilter, TaskState
 from controlplane.errors import InvalidArgument
+from controlplane.observability.tracing import submit_span
 from controlplane.services.agents import AgentService
 from controlplane.services.channels import ChannelService, check_channel_name
 from controlplane.services.state import StateService
@@ -51,8 +52,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.SubmitTaskRequest, context: grpc.aio.ServicerContext
     ) -> task_service_pb2.SubmitTaskResponse:
         call = call_context(context)
-        submit = convert.submit_request_from_proto(request, traceparent=call.traceparent, tracestate=call.tracestate)
-        [submitted] = await self._tasks.submit([submit], actor=call.actor)
+        with submit_span("meshplane.SubmitTask", call.metadata, capability=request.target.capability) as (tp, ts_):
+            submit = convert.submit_request_from_proto(request, traceparent=tp, tracestate=ts_)
+            [submitted] = await self._tasks.submit([submit], actor=call.actor)
         return task_service_pb2.SubmitTaskResponse(
             task=convert.task_to_proto(submitted.task), deduplicated=submitted.deduplicated
         )
@@ -61,13 +63,12 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.BatchSubmitTasksRequest, context: grpc.aio.ServicerContext
     ) -> task_service_pb2.BatchSubmitTasksResponse:
         call = call_context(context)
-        submits = [
-            convert.submit_request_from_proto(
-                r, field_prefix=f"requests[{i}].", traceparent=call.traceparent, tracestate=call.tracestate
-            )
-            for i, r in enumerate(request.requests)
-        ]
-        submitted = await self._tasks.submit(submits, actor=call.actor)
+        with submit_span("meshplane.BatchSubmitTasks", call.metadata, tasks=len(request.requests)) as (tp, ts_):
+            submits = [
+                convert.submit_request_from_proto(r, field_prefix=f"requests[{i}].", traceparent=tp, tracestate=ts_)
+                for i, r in enumerate(request.requests)
+            ]
+            submitted = await self._tasks.submit(submits, actor=call.actor)
         return task_service_pb2.BatchSubmitTasksResponse(
             tasks=[convert.task_to_proto(s.task) for s in submitted],
             deduplicated=[s.deduplicated for s in submitted],

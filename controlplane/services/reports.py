@@ -64,7 +64,7 @@ class ReportService(Component):
         self._store = store
         self._effects = effects
         self._clock = clock
-        self._batcher: Batcher[AgentReport, None] = Batcher(
+        self.batcher: Batcher[AgentReport, None] = Batcher(
             "report-batcher",
             self._flush,
             max_items=settings.batch_max_size * 4,
@@ -77,17 +77,17 @@ class ReportService(Component):
         self.stale_results = 0
 
     async def _start(self) -> None:
-        await self._batcher.start()
+        await self.batcher.start()
 
     async def _stop(self) -> None:
-        await self._batcher.stop()
+        await self.batcher.stop()
 
     def submit(self, report: AgentReport) -> asyncio.Future[None]:
         """Queue a report; the future resolves once it is durable (then results may be acknowledged)."""
-        return self._batcher.enqueue(report)
+        return self.batcher.enqueue(report)
 
     async def wait_for_room(self) -> None:
-        await self._batcher.wait_for_room()
+        await self.batcher.wait_for_room()
 
     async def _flush(self, reports: list[AgentReport]) -> list[None]:
         transition = Transition(now=self._clock(), actor="")

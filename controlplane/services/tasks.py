@@ -56,7 +56,9 @@ class TaskService(Component):
         self._settings = settings
         self._effects = effects
         self._clock = clock
-        self._submits: Batcher[_SubmitBatch, list[Submitted]] = Batcher(
+        self.submitted = 0
+        self.deduplicated = 0
+        self.submit_batcher: Batcher[_SubmitBatch, list[Submitted]] = Batcher(
             "submit-batcher",
             self._flush_submits,
             max_items=settings.batch_max_size * 4,
@@ -65,10 +67,10 @@ class TaskService(Component):
         )
 
     async def _start(self) -> None:
-        await self._submits.start()
+        await self.submit_batcher.start()
 
     async def _stop(self) -> None:
-        await self._submits.stop()
+        await self.submit_batcher.stop()
 
     # ------------------------------------------------------------ submit
 
@@ -156,7 +158,7 @@ class TaskService(Component):
             if spec is not None:
                 specs.append(spec)
         violations.raise_if_any()
-        return await self._submits.call(_SubmitBatch(specs, actor))
+        return await self.submit_batcher.call(_SubmitBatch(specs, actor))
 
     async def _flush_submits(self, batches: list[_SubmitBatch]) -> list[list[Submitted]]:
         for attempt in range(3):
@@ -200,6 +202,8 @@ class TaskService(Component):
                 results.append(submitted)
             for actor in set(actors.values()):
                 await uow.tasks.insert([t for t in new_tasks if actors[t.id] == actor], actor=actor)
+        self.submitted += len(new_tasks)
+        self.deduplicated += sum(len(r) for r in results) - len(new_tasks)
         if new_tasks:
             after = AfterCommit(changed={t.id for t in new_tasks})
             for task in new_tasks:
@@ -269,7 +273,7 @@ class TaskService(Component):
             traceparent=spec.traceparent,
             tracestate=spec.tracestate,
         )
-        [submitted] = await self._submits.call(_SubmitBatch([copy], actor, resubmitted_from=task_id))
+        [submitted] = await self.submit_batcher.call(_SubmitBatch([copy], actor, resubmitted_from=task_id))
         async with self._store.transaction() as uow:
             await uow.audit.record(
                 actor=actor,

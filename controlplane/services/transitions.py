@@ -48,6 +48,7 @@ class AfterCommit:
     changed: set[str] = field(default_factory=set)  # tasks with new events (wake watchers)
     cancels: list[CancelOrder] = field(default_factory=list)
     requeued: dict[str, float] = field(default_factory=dict)  # capability -> earliest due time
+    ended: dict[str, int] = field(default_factory=dict)  # terminal state name -> tasks that reached it
 
 
 @dataclass(slots=True)
@@ -63,6 +64,9 @@ class Transition:
     # -- helpers
 
     def _event(self, task: LiveTask, kind: TaskEventType, **fields: object) -> None:
+        if task.state.is_terminal:
+            name = task.state.name
+            self.after.ended[name] = self.after.ended.get(name, 0) + 1
         task.event_seq += 1
         task.update_time = self.now
         self.writes.live[task.id] = task

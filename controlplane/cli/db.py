@@ -1,0 +1,41 @@
+"""``meshplane db upgrade``: bring the database schema up to date."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from controlplane.cli import output
+from controlplane.cli.logs import configure_logging
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = subparsers.add_parser("db", help="database maintenance")
+    commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = commands.add_parser("upgrade", help="apply schema migrations (the control plane also does at start)")
+    upgrade.add_argument("--database-url", default=None, help="SQLAlchemy async URL (env MESHPLANE_DATABASE_URL)")
+    upgrade.add_argument("--data-dir", type=Path, default=None, help="where the default SQLite file lives")
+    upgrade.set_defaults(run=upgrade_database)
+
+
+async def upgrade_database(args: argparse.Namespace) -> int:
+    # Heavy imports (SQLAlchemy, Alembic), only for this command.
+    from controlplane.settings import Settings
+    from controlplane.store import migrate
+    from controlplane.store.database import Database
+
+    overrides: dict[str, Any] = {}
+    if args.database_url is not None:
+        overrides["database_url"] = args.database_url
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    settings = Settings(**overrides)
+    configure_logging("WARNING", settings.log_format)
+    database = Database(settings.effective_database_url)
+    try:
+        revision = await migrate.upgrade(database)
+    finally:
+        await database.dispose()
+    output.out(f"database {database.url.render_as_string(hide_password=True)} at revision {revision}")
+    return 0

@@ -1,0 +1,101 @@
+"""The REST gateway (a Go binary) as a child process of ``meshplane up``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+BINARY = "meshplane-gateway"
+_READY = re.compile(r"listening on (\S+)")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_gateway() -> Path | None:
+    """``MESHPLANE_GATEWAY_BIN``, else the repo's ``.tools/bin``, else ``PATH``."""
+    configured = os.environ.get("MESHPLANE_GATEWAY_BIN")
+    if configured:
+        path = Path(configured)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    for directory in (_REPO_ROOT / ".tools" / "bin", Path.cwd() / ".tools" / "bin"):
+        candidate = directory / BINARY
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(BINARY)
+    return Path(found) if found else None
+
+
+def _die_with_parent(args: list[str]) -> list[str]:
+    """SIGTERM the child when this process dies, even by SIGKILL (util-linux `setpriv`; no preexec_fn)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv and sys.platform.startswith("linux"):
+        return [setpriv, "--pdeathsig", "TERM", "--", *args]
+    return args
+
+
+class Gateway:
+    """Starts the gateway, waits for its ready line, and stops it."""
+
+    def __init__(self, binary: Path, *, listen: str, upstream: str) -> None:
+        self.binary = binary
+        self.listen = listen
+        self.upstream = upstream
+        self.url = ""
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 20.0) -> None:
+        """Raises RuntimeError when it exits or stays silent instead of getting ready."""
+        # Its own session: a terminal's Ctrl-C reaches `meshplane up` only, which stops the gateway in order.
+        self._process = await asyncio.create_subprocess_exec(
+            *_die_with_parent([str(self.binary), "--listen", self.listen, "--upstream", self.upstream]),
+            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert self._process.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = (await self._process.stdout.readline()).decode(errors="replace")
+                    if not line:
+                        code = await self._process.wait()
+                        raise RuntimeError(f"{self.binary.name} exited with code {code} before it was ready")
+                    match = _READY.search(line)
+                    if match:
+                        self.url = match.group(1)
+                        break
+        except TimeoutError as exc:
+            await self.stop()
+            raise RuntimeError(f"{self.binary.name} did not get ready within {timeout:g}s") from exc
+        self._reader = asyncio.ensure_future(self._drain_stdout())
+
+    async def _drain_stdout(self) -> None:
+        """Keep reading its stdout so a chatty gateway never blocks on a full pipe."""
+        assert self._process is not None and self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            logger.info("gateway: %s", line.decode(errors="replace").rstrip())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None

@@ -1,0 +1,82 @@
+"""The ``meshplane`` command: parse, dispatch, and turn expected failures into one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from agent_runtime import MeshplaneError, __version__
+from controlplane.cli import agents, channels, db, state, tasks, up
+from controlplane.cli.common import CliError, add_connection_options
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshplane",
+        description="Meshplane: a gRPC agent mesh. Run `meshplane up --demo`, then submit tasks.",
+    )
+    parser.add_argument("--version", action="version", version=f"meshplane {__version__}")
+    add_connection_options(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    up.add_command(commands)
+    db.add_commands(commands)
+    tasks.add_commands(commands)
+    agents.add_commands(commands)
+    channels.add_commands(commands)
+    state.add_commands(commands)
+    bench = commands.add_parser("bench", help="benchmark the control plane (meshplane bench --help)", add_help=False)
+    bench.set_defaults(run=run_bench, bench_args=[])
+    return parser
+
+
+async def run_bench(args: argparse.Namespace) -> int:
+    """Hand over to controlplane.bench (imported only now: it is heavy, and may not exist yet)."""
+    try:
+        bench: Any = importlib.import_module("controlplane.bench")
+    except ModuleNotFoundError as exc:
+        if exc.name != "controlplane.bench":
+            raise
+        print("error: the benchmark is not available in this build (controlplane.bench is missing)", file=sys.stderr)
+        return EXIT_USAGE
+    parser = argparse.ArgumentParser(prog="meshplane bench", description="Benchmark the control plane.")
+    bench.add_arguments(parser)
+    defaults = argparse.Namespace(target=args.target, token=args.token)
+    bench_args = parser.parse_args(args.bench_args, namespace=defaults)
+    return int(await bench.run(bench_args))
+
+
+def _message(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra  # the benchmark parses its own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    command: Command = args.run
+    try:
+        return asyncio.run(command(args))
+    except CliError as error:
+        print(f"error: {_message(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MeshplaneError as error:
+        print(f"error: {_message(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILURE

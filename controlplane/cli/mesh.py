@@ -1,0 +1,156 @@
+"""Running the mesh for ``meshplane up``: settings, the control plane, the demo agent, the gateway, shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import pydantic
+
+from agent_runtime import Agent
+from controlplane.app import ControlPlane
+from controlplane.cli import output
+from controlplane.cli.common import CliError
+from controlplane.cli.demo import DEMO_CAPABILITIES, demo_agent
+from controlplane.cli.gateway import Gateway, find_gateway
+from controlplane.cli.logs import configure_logging
+from controlplane.cli.up import DEFAULT_HTTP_LISTEN
+from controlplane.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_DEMO_CONNECT_SECONDS = 15.0
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        name: value
+        for name in ("data_dir", "listen", "database_url", "nats_url")
+        if (value := getattr(args, name)) is not None
+    }
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise CliError(f"invalid settings: {problems}") from exc
+
+
+def connect_address(address: str) -> str:
+    """Where a local client reaches a server listening on ``address`` (0.0.0.0 is not dialable everywhere)."""
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def _where(settings: Settings) -> str:
+    if settings.database_url:
+        return "database " + settings.database_url.split("@")[-1]
+    return f"data {settings.data_dir}"
+
+
+class _Signals:
+    """SIGTERM/SIGINT set an event (the first time); the mesh then shuts down gracefully."""
+
+    def __init__(self) -> None:
+        self.received = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[signal.Signals] = []
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+                self._installed.append(sig)
+        return self
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.received.is_set():
+            logger.warning("%s received again; still shutting down", sig.name)
+            return
+        logger.info("%s received: shutting down gracefully", sig.name)
+        self.received.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
+
+
+async def _start_demo(address: str, token: str | None) -> tuple[Agent, asyncio.Task[None]]:
+    agent = demo_agent()
+    serving = asyncio.ensure_future(agent.serve(address, token=token))
+    connected = asyncio.ensure_future(agent.wait_connected(timeout=_DEMO_CONNECT_SECONDS))
+    await asyncio.wait({serving, connected}, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():
+        connected.cancel()
+        serving.result()  # raises why it stopped
+    await connected
+    return agent, serving
+
+
+async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | None:
+    binary = find_gateway()
+    if binary is None:
+        output.out(
+            "meshplane: REST gateway not built (no meshplane-gateway in .tools/bin, on PATH or in "
+            "MESHPLANE_GATEWAY_BIN); serving gRPC only",
+            sys.stderr,
+        )
+        return None
+    listen = args.http_listen or os.environ.get("MESHPLANE_HTTP_LISTEN") or DEFAULT_HTTP_LISTEN
+    gateway = Gateway(binary, listen=listen, upstream=address)
+    try:
+        await gateway.start()
+    except (OSError, RuntimeError) as exc:
+        output.out(f"meshplane: REST gateway did not start ({exc}); serving gRPC only", sys.stderr)
+        return None
+    return gateway
+
+
+async def run_mesh(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+    plane = ControlPlane(settings)
+    demo: tuple[Agent, asyncio.Task[None]] | None = None
+    gateway: Gateway | None = None
+    with _Signals() as signals:
+        try:
+            await plane.start()
+        except (OSError, RuntimeError) as exc:
+            raise CliError(f"the control plane did not start: {exc}") from exc
+        try:
+            address = connect_address(plane.address)
+            token = settings.auth_tokens[0] if settings.auth_tokens else None
+            ready = f"meshplane ready: grpc {address} ({_where(settings)})"
+            if args.demo:
+                demo = await _start_demo(address, token)
+                ready += f", demo agent: {' '.join(DEMO_CAPABILITIES)}"
+            gateway = await _start_gateway(args, address)
+            if gateway is not None:
+                ready += f", rest {gateway.url}"
+            output.out(ready)
+            await signals.received.wait()
+        finally:
+            await _shut_down(plane, demo, gateway, settings.drain_timeout.total_seconds())
+    return 0
+
+
+async def _shut_down(
+    plane: ControlPlane, demo: tuple[Agent, asyncio.Task[None]] | None, gateway: Gateway | None, grace: float
+) -> None:
+    if gateway is not None:
+        await gateway.stop()
+    if demo is not None:
+        agent, serving = demo
+        await agent.drain(grace)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await serving
+    await plane.drain()
+    await plane.stop()
+    logger.info("meshplane stopped")

@@ -1,0 +1,175 @@
+"""``meshplane task ...``: submit, get, watch, cancel and list tasks."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from agent_runtime import TaskEvent, TaskFailed, TaskInfo, TaskState
+from controlplane.cli import output
+from controlplane.cli.common import CliError, add_connection_options, add_output_option, client, json_argument
+
+_STATES = [s.value.lower() for s in TaskState if s is not TaskState.UNSPECIFIED]
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    task = subparsers.add_parser("task", help="submit, inspect, watch and cancel tasks")
+    commands = task.add_subparsers(dest="task_command", metavar="COMMAND", required=True)
+
+    submit = commands.add_parser("submit", help="submit a task (prints its id, or its output with --wait)")
+    submit.add_argument("capability", help="the capability to run, e.g. demo.echo")
+    submit.add_argument("--input", "-i", default="null", help="the input: JSON, @FILE or @- (stdin)")
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first (-1000..1000)")
+    submit.add_argument("--idempotency-key", default="", help="submitting the same key again returns the same task")
+    submit.add_argument("--correlation-id", default="", help="carried to agents, logs and events")
+    submit.add_argument("--max-attempts", type=int, default=0, help="attempts including the first (default: plane's)")
+    submit.add_argument("--wait", action="store_true", help="wait for the task to end and print its output")
+    submit.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    submit.set_defaults(run=submit_task)
+
+    get = commands.add_parser("get", help="show a task and its attempts")
+    get.add_argument("task_id")
+    get.set_defaults(run=get_task)
+
+    watch = commands.add_parser("watch", help="follow a task until it ends (progress bar on a terminal)")
+    watch.add_argument("task_id")
+    watch.set_defaults(run=watch_task)
+
+    cancel = commands.add_parser("cancel", help="cancel a task")
+    cancel.add_argument("task_id")
+    cancel.add_argument("--reason", default="", help="recorded on the task and sent to the agent")
+    cancel.set_defaults(run=cancel_task)
+
+    ls = commands.add_parser("ls", help="list tasks, newest first")
+    ls.add_argument("--state", choices=_STATES, type=str.lower, help="only tasks in this state")
+    ls.add_argument("--capability", default="", help="only tasks for this capability")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    ls.set_defaults(run=list_tasks)
+
+    for command in (submit, get, watch, cancel, ls):
+        add_connection_options(command, top_level=False)
+        add_output_option(command)
+
+
+def _failed(task: TaskInfo) -> int:
+    why = f": {output.error_text(task.error)}" if task.error is not None else ""
+    reason = f" ({task.cancel_reason})" if task.cancel_reason else ""
+    output.out(f"error: task {task.id} ended {task.state.value}{reason}{why}", sys.stderr)
+    return 1
+
+
+async def submit_task(args: argparse.Namespace) -> int:
+    data = json_argument(args.input, "--input")
+    if not -1000 <= args.priority <= 1000:
+        raise CliError("--priority must be within -1000..1000")
+    async with client(args) as mesh:
+        handle = await mesh.submit(
+            args.capability,
+            data,
+            priority=args.priority,
+            idempotency_key=args.idempotency_key,
+            correlation_id=args.correlation_id,
+            max_attempts=args.max_attempts,
+        )
+        if not args.wait:
+            output.out(handle.task.to_json() if args.output == "json" else handle.id)
+            return 0
+        try:
+            task = await mesh.wait(handle.id, timeout=args.timeout)
+        except TaskFailed as failure:
+            if args.output == "json":
+                output.out(failure.task.to_json())
+            return _failed(failure.task)
+        except TimeoutError:
+            output.out(f"error: task {handle.id} did not end within {args.timeout:g}s", sys.stderr)
+            return 1
+    output.out(task.to_json() if args.output == "json" else output.value_text(task.output))
+    return 0
+
+
+async def get_task(args: argparse.Namespace) -> int:
+    async with client(args) as mesh:
+        task = await mesh.get(args.task_id)
+    output.out(task.to_json() if args.output == "json" else output.task_text(task))
+    return 0
+
+
+class _ProgressLine:
+    """One line redrawn in place on a terminal."""
+
+    def __init__(self) -> None:
+        self._width = 0
+
+    def draw(self, text: str) -> None:
+        padded = text.ljust(self._width)
+        self._width = len(text)
+        sys.stdout.write("\r" + padded)
+        sys.stdout.flush()
+
+    def finish(self) -> None:
+        if self._width:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+
+def _bar_text(event: TaskEvent, progress: float, message: str) -> str:
+    return f"{event.task_id} {output.progress_bar(progress)} {event.state.value:<11} {message}".rstrip()
+
+
+async def watch_task(args: argparse.Namespace) -> int:
+    live = args.output == "text" and sys.stdout.isatty()
+    line = _ProgressLine()
+    progress, message = 0.0, ""
+    last: TaskEvent | None = None
+    async with client(args) as mesh:
+        try:
+            async with contextlib.aclosing(mesh.watch(args.task_id)) as events:
+                async for event in events:
+                    last = event
+                    if args.output == "json":
+                        output.out(event.to_json(indent=None))
+                    elif not live:
+                        output.out(output.event_text(event))
+                    else:
+                        if event.type.value == "PROGRESS":
+                            progress, message = event.progress, event.message
+                        elif event.type.value == "SUCCEEDED":
+                            progress, message = 1.0, ""
+                        elif event.type.value == "RETRYING":
+                            progress, message = 0.0, f"retrying: {output.error_text(event.error)}"
+                        line.draw(_bar_text(event, progress, message))
+        finally:
+            line.finish()
+        task = await mesh.get(args.task_id)
+    if live and last is not None and task.state is TaskState.SUCCEEDED:
+        output.out(output.value_text(task.output))
+    if task.state is TaskState.SUCCEEDED:
+        return 0
+    if not task.state.is_terminal:
+        output.out(f"error: the watch of task {task.id} ended early (state {task.state.value})", sys.stderr)
+        return 1
+    return _failed(task)
+
+
+async def cancel_task(args: argparse.Namespace) -> int:
+    async with client(args) as mesh:
+        task = await mesh.cancel(args.task_id, reason=args.reason)
+    output.out(task.to_json() if args.output == "json" else f"task {task.id} {task.state.value}")
+    return 0
+
+
+async def list_tasks(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise CliError("--limit must be within 1..1000")
+    async with client(args) as mesh:
+        page = await mesh.list_tasks_page(state=args.state, capability=args.capability, page_size=args.limit)
+    if args.output == "json":
+        output.out(page.to_json())
+        return 0
+    rows = [
+        [t.id, t.state.value, t.capability, str(t.attempt), f"{t.progress * 100:.0f}%", output.age(t.create_time)]
+        for t in page.items
+    ]
+    output.out(output.table(rows, ["ID", "STATE", "CAPABILITY", "ATTEMPT", "PROGRESS", "AGE"]) if rows else "no tasks")
+    return 0

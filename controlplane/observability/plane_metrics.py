@@ -1,0 +1,52 @@
+"""The control plane's metrics: what each scrape reads from the running components."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from controlplane.observability.metrics import Reading, counter, gauge
+
+if TYPE_CHECKING:
+    from controlplane.app import ControlPlane
+
+
+def plane_readings(plane: ControlPlane) -> list[Reading]:
+    def batchers(stat: str) -> dict[str, float]:
+        return {b.name: getattr(b, stat) for b in (plane.tasks.submit_batcher, plane.reports.batcher)}
+
+    def in_flight() -> int:
+        return sum(len(session.in_flight) for session in plane.registry.sessions())
+
+    return [
+        counter("meshplane_tasks_submitted_total", "Tasks accepted (new ones).", lambda: plane.tasks.submitted),
+        counter(
+            "meshplane_tasks_deduplicated_total",
+            "Submissions answered with an existing task (idempotency key).",
+            lambda: plane.tasks.deduplicated,
+        ),
+        counter(
+            "meshplane_tasks_ended_total",
+            "Tasks that reached a terminal state, by state (transitions made on this replica).",
+            lambda: dict(plane.cluster.tasks_ended),
+            label="state",
+        ),
+        counter(
+            "meshplane_assignments_total", "Attempts assigned to agent sessions.", lambda: plane.dispatcher.assigned
+        ),
+        counter("meshplane_results_applied_total", "Agent results applied.", lambda: plane.reports.applied_results),
+        counter(
+            "meshplane_results_stale_total",
+            "Agent results ignored because their attempt was no longer current.",
+            lambda: plane.reports.stale_results,
+        ),
+        gauge("meshplane_agent_sessions", "Agent sessions connected to this replica.", lambda: len(plane.registry)),
+        gauge("meshplane_tasks_in_flight", "Attempts on this replica's sessions awaiting a result.", in_flight),
+        gauge("meshplane_task_watchers", "Open WatchTask streams on this replica.", lambda: len(plane.watch)),
+        counter("meshplane_batch_flushes_total", "Group-commit flushes.", lambda: batchers("flushes"), label="batcher"),
+        counter(
+            "meshplane_batch_items_total",
+            "Items written by group-commit flushes.",
+            lambda: batchers("items_flushed"),
+            label="batcher",
+        ),
+    ]

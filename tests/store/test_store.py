@@ -1,0 +1,184 @@
+"""One store test suite, run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
+
+from controlplane.domain.payload import Payload
+from controlplane.domain.state import StateEntry
+from controlplane.domain.tasks import RetryPolicy, Task, TaskFilter, TaskSpec, TaskState, TaskTarget, Timeouts
+from controlplane.ids import new_id
+from controlplane.store import migrate
+from controlplane.store.database import Database
+from controlplane.store.schema import metadata
+from controlplane.store.unit_of_work import Store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    database = Database(database_url, pool_size=5)
+    await migrate.upgrade(database)
+    try:
+        yield Store(database)
+    finally:
+        await database.dispose()
+
+
+def new_task(capability: str = "cap.a", *, priority: int = 0, key: str = "", now: float | None = None) -> Task:
+    now = now or time.time()
+    spec = TaskSpec(
+        target=TaskTarget(capability=capability, label_selector={"zone": "eu"}),
+        input=Payload.from_json({"hello": "wörld"}),
+        retry_policy=RetryPolicy(3, 1.0, 10.0, 2.0, ("Fatal",)),
+        timeouts=Timeouts(60.0, 30.0, 0.0, 3600.0),
+        priority=priority,
+        idempotency_key=key,
+        metadata={"m": "1"},
+    )
+    return Task(id=new_id(), spec=spec, state=TaskState.QUEUED, create_time=now, update_time=now, scheduled_time=now)
+
+
+async def test_migrations_create_exactly_the_declared_schema(store: Store) -> None:
+    async with store.reader() as uow:
+        diff = await uow.connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    # Expression indexes (priority DESC) cannot be reflected for comparison; they are checked below.
+    meaningful = [d for d in diff if not (d[0] in ("add_index", "remove_index") and d[1].name == "ix_tasks_queue")]
+    assert meaningful == []
+    assert await migrate.current_revision(store.database) == migrate.head_revision()
+
+
+async def test_upgrade_is_idempotent(store: Store) -> None:
+    assert await migrate.upgrade(store.database) == migrate.head_revision()
+
+
+async def test_task_round_trips_through_the_store(store: Store) -> None:
+    task = new_task(key="k-1")
+    async with store.transaction() as uow:
+        await uow.tasks.insert([task], actor="client/test")
+    async with store.reader() as uow:
+        loaded = await uow.tasks.get(task.id)
+        events = await uow.tasks.events_after(task.id, 0)
+    assert loaded is not None
+    assert loaded.spec == task.spec
+    assert loaded.state is TaskState.QUEUED
+    assert loaded.create_time == pytest.approx(task.create_time, abs=1e-6)
+    assert [(e.sequence, e.type.name) for e in events] == [(1, "CREATED")]
+
+
+async def test_idempotency_keys_are_unique(store: Store) -> None:
+    async with store.transaction() as uow:
+        await uow.tasks.insert([new_task(key="dup")], actor="a")
+    with pytest.raises(IntegrityError):
+        async with store.transaction() as uow:
+            await uow.tasks.insert([new_task(key="dup")], actor="a")
+    async with store.reader() as uow:
+        found = await uow.tasks.find_by_idempotency_keys(["dup", "other"])
+    assert list(found) == ["dup"]
+
+
+async def test_claims_take_due_tasks_by_priority_then_fifo(store: Store) -> None:
+    now = time.time()
+    low = [new_task(now=now) for _ in range(3)]
+    high = new_task(priority=9, now=now)
+    later = new_task(now=now)
+    later.scheduled_time = now + 3600  # backing off: not due
+    other = new_task("cap.b", now=now)
+    async with store.transaction() as uow:
+        await uow.tasks.insert([*low, high, later, other], actor="a")
+    async with store.transaction() as uow:
+        claimed = await uow.tasks.claim_queued(["cap.a"], now=now + 1, limit=10)
+    assert [c.id for c in claimed] == [high.id, *(t.id for t in low)]
+    assert claimed[0].input == high.spec.input
+
+
+@pytest.mark.postgres
+async def test_concurrent_claims_skip_locked_rows(postgres_server: object, tmp_path: object) -> None:
+    from tests.support.postgres import PostgresServer
+
+    assert isinstance(postgres_server, PostgresServer)
+    database = Database(postgres_server.create_database(), pool_size=4)
+    await migrate.upgrade(database)
+    store = Store(database)
+    try:
+        async with store.transaction() as uow:
+            await uow.tasks.insert([new_task() for _ in range(10)], actor="a")
+        first_claimed = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_claimer() -> list[str]:
+            async with store.transaction() as uow:
+                ids = [c.id for c in await uow.tasks.claim_queued(["cap.a"], now=time.time() + 1, limit=4)]
+                first_claimed.set()
+                await release.wait()  # hold the row locks
+                return ids
+
+        slow = asyncio.ensure_future(slow_claimer())
+        await first_claimed.wait()
+        async with store.transaction() as uow:
+            second = [c.id for c in await uow.tasks.claim_queued(["cap.a"], now=time.time() + 1, limit=10)]
+        release.set()
+        first = await slow
+        assert len(first) == 4 and len(second) == 6
+        assert not set(first) & set(second), "no row claimed twice"
+    finally:
+        await database.dispose()
+
+
+async def test_list_filters_and_orders_newest_first(store: Store) -> None:
+    tasks = [new_task("cap.a"), new_task("cap.b"), new_task("cap.a")]
+    async with store.transaction() as uow:
+        await uow.tasks.insert(tasks, actor="a")
+    async with store.reader() as uow:
+        everything = await uow.tasks.list_page(TaskFilter(), limit=10, before_id=None)
+        only_a = await uow.tasks.list_page(TaskFilter(capability="cap.a"), limit=10, before_id=None)
+        after_first = await uow.tasks.list_page(TaskFilter(), limit=10, before_id=tasks[2].id)
+    assert [t.id for t in everything] == [t.id for t in reversed(tasks)]
+    assert [t.id for t in only_a] == [tasks[2].id, tasks[0].id]
+    assert [t.id for t in after_first] == [tasks[1].id, tasks[0].id]
+
+
+async def test_state_compare_and_set(store: Store) -> None:
+    now = time.time()
+    entry = StateEntry("ns", "k", Payload.from_json(1), 1, now, now)
+    async with store.transaction() as uow:
+        await uow.state.insert(entry)
+    newer = StateEntry("ns", "k", Payload.from_json(2), 2, now, now)
+    async with store.transaction() as uow:
+        assert await uow.state.replace(newer, previous_version=1)
+        assert not await uow.state.replace(newer, previous_version=1), "stale version does not match"
+    async with store.reader() as uow:
+        stored = await uow.state.get("ns", "k", now=now)
+    assert stored is not None and stored.version == 2 and stored.value.json_value() == 2
+
+
+async def test_expired_state_is_invisible_and_purged(store: Store) -> None:
+    now = time.time()
+    async with store.transaction() as uow:
+        await uow.state.insert(StateEntry("ns", "gone", Payload.from_json(1), 1, now, now, expire_time=now - 1))
+        await uow.state.insert(StateEntry("ns", "kept", Payload.from_json(1), 1, now, now, expire_time=now + 60))
+    async with store.reader() as uow:
+        assert await uow.state.get("ns", "gone", now=now) is None
+        live = await uow.state.list_live("ns", prefix="", limit=10, after_key=None, now=now)
+    assert [e.key for e in live] == ["kept"]
+    async with store.transaction() as uow:
+        assert await uow.state.purge_expired(now=now) == 1
+    async with store.reader() as uow:
+        assert await uow.state.get_any("ns", "gone") is None
+
+
+async def test_replica_liveness(store: Store) -> None:
+    async with store.transaction() as uow:
+        await uow.replicas.heartbeat("r1", address="a:1", now=100.0)
+        await uow.replicas.heartbeat("r2", address="a:2", now=200.0)
+    async with store.reader() as uow:
+        assert await uow.replicas.silent_since(150.0, exclude="r2") == ["r1"]
+        assert await uow.replicas.silent_since(150.0, exclude="r1") == []
