@@ -118,6 +118,7 @@ class ControlPlane(Component):
             replica_id=self.replica_id,
             batch_max=s.batch_max_size,
             poll_interval=max(0.05, s.sweep_interval.total_seconds()),
+            concurrency=2 if store.is_postgres else 1,
         )
         self.supervisor = SessionSupervisor(
             registry=self.registry,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -48,6 +49,7 @@ class Batcher(Component, Generic[T, R]):
         self._stopping = False
         self.flushes = 0
         self.items_flushed = 0
+        self.flush_seconds = 0.0
 
     async def _start(self) -> None:
         for index in range(self._concurrency):
@@ -110,6 +112,7 @@ class Batcher(Component, Generic[T, R]):
                     return
                 continue
             items = [item for item, _ in batch]
+            started = time.perf_counter()
             try:
                 results = await self._flush(items)
             except asyncio.CancelledError:
@@ -124,6 +127,7 @@ class Batcher(Component, Generic[T, R]):
                 continue
             self.flushes += 1
             self.items_flushed += len(batch)
+            self.flush_seconds += time.perf_counter() - started
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from controlplane.domain.scheduling import Strategy
 from controlplane.domain.state import StateEntry
 from controlplane.domain.tasks import (
     Attempt,
+    RetryPolicy,
     RetryRequest,
     SubmitRequest,
     Task,
@@ -22,6 +24,7 @@ from controlplane.domain.tasks import (
     TaskEvent,
     TaskRef,
     TaskTarget,
+    Timeouts,
     TimeoutsRequest,
 )
 from controlplane.errors import InvalidArgument
@@ -213,10 +216,31 @@ def _attempt_to_proto(attempt: Attempt) -> task_pb2.TaskAttempt:
     )
 
 
+@functools.lru_cache(maxsize=512)
+def _retry_policy_proto(policy: RetryPolicy) -> task_pb2.RetryPolicy:
+    """Shared by the many tasks that use the same policy (treat as read-only)."""
+    return task_pb2.RetryPolicy(
+        max_attempts=policy.max_attempts,
+        initial_backoff=duration(policy.initial_backoff),
+        max_backoff=duration(policy.max_backoff),
+        backoff_multiplier=policy.backoff_multiplier,
+        non_retryable_error_codes=list(policy.non_retryable_error_codes),
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _timeouts_proto(timeouts: Timeouts) -> task_pb2.TaskTimeouts:
+    """Shared by the many tasks that use the same deadlines (treat as read-only)."""
+    return task_pb2.TaskTimeouts(
+        schedule_to_start=duration(timeouts.schedule_to_start),
+        start_to_close=duration(timeouts.start_to_close),
+        heartbeat=duration(timeouts.heartbeat),
+        schedule_to_close=duration(timeouts.schedule_to_close),
+    )
+
+
 def task_to_proto(task: Task, *, include_input: bool = True) -> task_pb2.Task:
     spec = task.spec
-    policy = spec.retry_policy
-    timeouts = spec.timeouts
     proto = task_pb2.Task(
         id=task.id,
         target=task_pb2.TaskTarget(
@@ -228,19 +252,8 @@ def task_to_proto(task: Task, *, include_input: bool = True) -> task_pb2.Task:
         ),
         priority=spec.priority,
         idempotency_key=spec.idempotency_key,
-        retry_policy=task_pb2.RetryPolicy(
-            max_attempts=policy.max_attempts,
-            initial_backoff=duration(policy.initial_backoff),
-            max_backoff=duration(policy.max_backoff),
-            backoff_multiplier=policy.backoff_multiplier,
-            non_retryable_error_codes=list(policy.non_retryable_error_codes),
-        ),
-        timeouts=task_pb2.TaskTimeouts(
-            schedule_to_start=duration(timeouts.schedule_to_start),
-            start_to_close=duration(timeouts.start_to_close),
-            heartbeat=duration(timeouts.heartbeat),
-            schedule_to_close=duration(timeouts.schedule_to_close),
-        ),
+        retry_policy=_retry_policy_proto(spec.retry_policy),
+        timeouts=_timeouts_proto(spec.timeouts),
         correlation_id=spec.correlation_id,
         metadata=spec.metadata,
         state=int(task.state),  # type: ignore[arg-type]

@@ -56,7 +56,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             submit = convert.submit_request_from_proto(request, traceparent=tp, tracestate=ts_)
             [submitted] = await self._tasks.submit([submit], actor=call.actor)
         return task_service_pb2.SubmitTaskResponse(
-            task=convert.task_to_proto(submitted.task), deduplicated=submitted.deduplicated
+            task=convert.task_to_proto(submitted.task, include_input=False), deduplicated=submitted.deduplicated
         )
 
     async def BatchSubmitTasks(
@@ -70,7 +70,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             ]
             submitted = await self._tasks.submit(submits, actor=call.actor)
         return task_service_pb2.BatchSubmitTasksResponse(
-            tasks=[convert.task_to_proto(s.task) for s in submitted],
+            tasks=[convert.task_to_proto(s.task, include_input=False) for s in submitted],
             deduplicated=[s.deduplicated for s in submitted],
         )
 

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from typing import Any
 
 import pydantic
@@ -97,10 +96,9 @@ async def _start_demo(address: str, token: str | None) -> tuple[Agent, asyncio.T
 async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | None:
     binary = find_gateway()
     if binary is None:
-        output.out(
-            "meshplane: REST gateway not built (no meshplane-gateway in .tools/bin, on PATH or in "
-            "MESHPLANE_GATEWAY_BIN); serving gRPC only",
-            sys.stderr,
+        logger.info(
+            "REST gateway not built (no meshplane-gateway in .tools/bin, on PATH or in MESHPLANE_GATEWAY_BIN); "
+            "serving gRPC only"
         )
         return None
     listen = args.http_listen or os.environ.get("MESHPLANE_HTTP_LISTEN") or DEFAULT_HTTP_LISTEN
@@ -108,7 +106,7 @@ async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | No
     try:
         await gateway.start()
     except (OSError, RuntimeError) as exc:
-        output.out(f"meshplane: REST gateway did not start ({exc}); serving gRPC only", sys.stderr)
+        logger.warning("REST gateway did not start (%s); serving gRPC only", exc)
         return None
     return gateway
 

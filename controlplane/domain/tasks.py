@@ -65,7 +65,7 @@ class TaskEventType(IntEnum):
     DEAD_LETTERED = 10
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskTarget:
     capability: str
     agent_name: str = ""
@@ -102,7 +102,7 @@ class Timeouts:
     schedule_to_close: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskError:
     code: str
     message: str
@@ -110,7 +110,7 @@ class TaskError:
     details: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSpec:
     """Everything a client decides about a task."""
 
@@ -163,7 +163,7 @@ class Task:
     replica_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskEvent:
     task_id: str
     sequence: int
@@ -193,7 +193,7 @@ class TaskFilter:
     correlation_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryRequest:
     """What a client asked for; zeros take the control plane's defaults."""
 
@@ -204,7 +204,7 @@ class RetryRequest:
     non_retryable_error_codes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimeoutsRequest:
     """Deadlines a client asked for, in seconds; zeros take the control plane's defaults."""
 
@@ -214,7 +214,7 @@ class TimeoutsRequest:
     schedule_to_close: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitRequest:
     """A task as a client submits it, before validation and defaults."""
 
@@ -222,15 +222,15 @@ class SubmitRequest:
     input: Payload
     priority: int = 0
     idempotency_key: str = ""
-    retry: RetryRequest = RetryRequest()
-    timeouts: TimeoutsRequest = TimeoutsRequest()
+    retry: RetryRequest = field(default_factory=RetryRequest)
+    timeouts: TimeoutsRequest = field(default_factory=TimeoutsRequest)
     correlation_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     traceparent: str = ""
     tracestate: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Submitted:
     task: Task
     deduplicated: bool

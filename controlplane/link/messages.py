@@ -9,7 +9,7 @@ from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskRef
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AssignmentMsg:
     task_id: str
     attempt: int
@@ -25,29 +25,29 @@ class AssignmentMsg:
     tracestate: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelMsg:
     ref: TaskRef
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AckMsg:
     refs: tuple[TaskRef, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DrainMsg:
     timeout: float
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChannelDelivery:
     message: ChannelMessage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ErrorMsg:
     code: int
     message: str
@@ -55,7 +55,7 @@ class ErrorMsg:
     fatal: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RegisteredMsg:
     session_id: str
     heartbeat_interval: float

@@ -143,7 +143,7 @@ class SessionSupervisor(Component):
         if not updates and not results:
             return
         actor = f"agent/{session.agent_name}/{session.instance_id}"
-        future = self._reports.submit(AgentReport(actor, list(updates), list(results)))
+        future = self._reports.submit(AgentReport(actor, session.instance_id, list(updates), list(results)))
         refs = tuple(r.ref for r in results)
         future.add_done_callback(lambda f: self._reported(session, refs, f))
 
@@ -156,7 +156,7 @@ class SessionSupervisor(Component):
         beats: Sequence[TaskRef] = (),
     ) -> None:
         """`report`, but first wait while the report queue is full (backpressure on a flooding agent)."""
-        await self._reports.wait_for_room()
+        await self._reports.wait_for_room(session.instance_id)
         self.report(session, updates=updates, results=results, beats=beats)
 
     def _reported(self, session: AgentSession, refs: tuple[TaskRef, ...], future: asyncio.Future[None]) -> None:

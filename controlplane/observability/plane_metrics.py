@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from controlplane.batching import Batcher
 from controlplane.observability.metrics import Reading, counter, gauge
 
 if TYPE_CHECKING:
@@ -12,7 +13,8 @@ if TYPE_CHECKING:
 
 def plane_readings(plane: ControlPlane) -> list[Reading]:
     def batchers(stat: str) -> dict[str, float]:
-        return {b.name: getattr(b, stat) for b in (plane.tasks.submit_batcher, plane.reports.batcher)}
+        batchers: list[Batcher[Any, Any]] = [plane.tasks.submit_batcher, *plane.reports.lanes]
+        return {b.name: getattr(b, stat) for b in batchers}
 
     def in_flight() -> int:
         return sum(len(session.in_flight) for session in plane.registry.sessions())
@@ -43,6 +45,20 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
         gauge("meshplane_tasks_in_flight", "Attempts on this replica's sessions awaiting a result.", in_flight),
         gauge("meshplane_task_watchers", "Open WatchTask streams on this replica.", lambda: len(plane.watch)),
         counter("meshplane_batch_flushes_total", "Group-commit flushes.", lambda: batchers("flushes"), label="batcher"),
+        counter(
+            "meshplane_batch_flush_seconds_total",
+            "Time spent in group-commit flushes.",
+            lambda: batchers("flush_seconds"),
+            label="batcher",
+        ),
+        counter(
+            "meshplane_dispatch_rounds_total", "Dispatcher claim-and-assign rounds.", lambda: plane.dispatcher.rounds
+        ),
+        counter(
+            "meshplane_dispatch_seconds_total",
+            "Time spent in dispatcher rounds.",
+            lambda: plane.dispatcher.round_seconds,
+        ),
         counter(
             "meshplane_batch_items_total",
             "Items written by group-commit flushes.",

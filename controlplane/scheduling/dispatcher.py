@@ -43,6 +43,7 @@ class Dispatcher(Component):
         replica_id: str,
         batch_max: int,
         poll_interval: float,
+        concurrency: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -53,11 +54,15 @@ class Dispatcher(Component):
         self._replica_id = replica_id
         self._batch_max = batch_max
         self._poll_interval = poll_interval
+        self._concurrency = concurrency
+        self._booked: dict[str, int] = {}  # slots that rounds in progress may still fill, per capability
         self._clock = clock
         self._wake = asyncio.Event()
         self._next_due: float | None = None
         self._tasks = TaskOwner(self.name)
         self.assigned = 0
+        self.rounds = 0
+        self.round_seconds = 0.0
 
     async def _start(self) -> None:
         self._tasks.spawn(self._run(), "loop")
@@ -91,28 +96,74 @@ class Dispatcher(Component):
                 logger.exception("dispatch failed; retrying shortly")
                 await asyncio.sleep(min(1.0, self._poll_interval))
 
-    async def dispatch(self) -> int:
-        """Place as much queued work as this replica's sessions have room for."""
-        total = 0
-        while True:
-            room = self._registry.capabilities_with_room()
-            if not room:
-                return total
-            limit = min(sum(room.values()), self._batch_max)
-            placed, claimed = await self._dispatch_once(room, limit)
-            total += placed
-            if placed == 0 or claimed < limit + CLAIM_SLACK:
-                return total
+    def _room(self) -> dict[str, int]:
+        """Free slots per capability, minus what rounds in progress have already booked."""
+        room = self._registry.capabilities_with_room()
+        for capability, booked in self._booked.items():
+            if capability in room:
+                room[capability] -= booked
+        return {capability: free for capability, free in room.items() if free > 0}
 
-    async def _dispatch_once(self, room: dict[str, int], limit: int) -> tuple[int, int]:
+    async def dispatch(self) -> int:
+        """Place as much queued work as this replica's sessions have room for.
+
+        Up to `concurrency` rounds overlap (PostgreSQL: SKIP LOCKED gives them disjoint rows), each booking
+        its share of the free slots before it claims, so together they never claim more than fits.
+        """
+        total = 0
+        running: set[asyncio.Future[tuple[int, bool]]] = set()
+        keep_going = True
+        while True:
+            while keep_going and len(running) < self._concurrency:
+                room = self._room()
+                if not room:
+                    break
+                running.add(asyncio.ensure_future(self._dispatch_once(room)))
+            if not running:
+                return total
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                placed, more = finished.result()
+                total += placed
+                keep_going = keep_going and placed > 0 and more
+
+    async def _dispatch_once(self, room: dict[str, int]) -> tuple[int, bool]:
+        """One transaction: claim per capability with room, bind, commit, send. Returns (placed, maybe more)."""
+        limits: dict[str, int] = {}
+        budget = self._batch_max
+        for capability, free in sorted(room.items(), key=lambda item: -item[1]):
+            if budget <= 0:
+                break
+            limits[capability] = min(free, budget)
+            budget -= limits[capability]
+        for capability, limit in limits.items():  # booked before the first await
+            self._booked[capability] = self._booked.get(capability, 0) + limit
+        started = time.perf_counter()
+        try:
+            placed, more = await self._place(limits)
+        finally:
+            self.round_seconds += time.perf_counter() - started
+            for capability, limit in limits.items():
+                left = self._booked[capability] - limit
+                if left:
+                    self._booked[capability] = left
+                else:
+                    del self._booked[capability]
+        self.rounds += 1
+        return placed, more or len(limits) < len(room)
+
+    async def _place(self, limits: dict[str, int]) -> tuple[int, bool]:
         transition = Transition(now=self._clock(), actor=f"replica/{self._replica_id}")
         planned: list[tuple[AgentSession, TaskRef, AssignmentMsg]] = []
+        more = False
         async with self._store.transaction() as uow:
-            claimed = await uow.tasks.claim_queued(list(room), now=transition.now, limit=limit + CLAIM_SLACK)
+            claimed = []
+            for capability, limit in limits.items():
+                batch = await uow.tasks.claim_queued(capability, now=transition.now, limit=limit + CLAIM_SLACK)
+                more |= len(batch) >= limit
+                claimed += batch
             try:
                 for task in claimed:
-                    if len(planned) >= limit:
-                        break
                     session = self._placer.choose(task, self._registry.candidates(task.capability))
                     if session is None:
                         continue
@@ -151,4 +202,4 @@ class Dispatcher(Component):
             session.send(message)
         self.assigned += len(planned)
         await self._effects.after_commit(transition.after)
-        return len(planned), len(claimed)
+        return len(planned), more

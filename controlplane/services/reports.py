@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -26,7 +27,7 @@ class UpdateKind(Enum):
     PROGRESS = "progress"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpdateReport:
     ref: TaskRef
     kind: UpdateKind
@@ -34,18 +35,19 @@ class UpdateReport:
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResultReport:
     ref: TaskRef
     output: Payload | None = None
     error: TaskError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AgentReport:
     """What one frame from one agent said about its tasks."""
 
     actor: str
+    instance_id: str
     updates: list[UpdateReport] = field(default_factory=list)
     results: list[ResultReport] = field(default_factory=list)
 
@@ -64,30 +66,40 @@ class ReportService(Component):
         self._store = store
         self._effects = effects
         self._clock = clock
-        self.batcher: Batcher[AgentReport, None] = Batcher(
-            "report-batcher",
-            self._flush,
-            max_items=settings.batch_max_size * 4,
-            weight=lambda report: report.size,
-            # One flush at a time: an agent's reports must apply in the order it sent them (a progress
-            # update committed after its task's result would be lost). Each flush takes all that queued.
-            concurrency=1,
-        )
+        # An agent's reports must apply in the order it sent them (a progress update committed after its
+        # task's result would be lost), so each agent instance always uses the same lane, and a lane
+        # flushes one batch at a time. Lanes flush in parallel on PostgreSQL (SQLite has one writer).
+        lanes = 4 if store.is_postgres else 1
+        self.lanes: list[Batcher[AgentReport, None]] = [
+            Batcher(
+                f"report-batcher-{index}",
+                self._flush,
+                max_items=settings.batch_max_size * 4,
+                weight=lambda report: report.size,
+                concurrency=1,
+            )
+            for index in range(lanes)
+        ]
         self.applied_results = 0
         self.stale_results = 0
 
     async def _start(self) -> None:
-        await self.batcher.start()
+        for lane in self.lanes:
+            await lane.start()
 
     async def _stop(self) -> None:
-        await self.batcher.stop()
+        for lane in self.lanes:
+            await lane.stop()
+
+    def _lane(self, instance_id: str) -> Batcher[AgentReport, None]:
+        return self.lanes[zlib.crc32(instance_id.encode()) % len(self.lanes)]
 
     def submit(self, report: AgentReport) -> asyncio.Future[None]:
         """Queue a report; the future resolves once it is durable (then results may be acknowledged)."""
-        return self.batcher.enqueue(report)
+        return self._lane(report.instance_id).enqueue(report)
 
-    async def wait_for_room(self) -> None:
-        await self.batcher.wait_for_room()
+    async def wait_for_room(self, instance_id: str) -> None:
+        await self._lane(instance_id).wait_for_room()
 
     async def _flush(self, reports: list[AgentReport]) -> list[None]:
         transition = Transition(now=self._clock(), actor="")

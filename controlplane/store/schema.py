@@ -31,7 +31,7 @@ tasks = sa.Table(
     sa.Column("input_data", sa.LargeBinary, nullable=False),
     sa.Column("input_content_type", sa.String(200), nullable=False),
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("max_attempts", sa.Integer, nullable=False),
     sa.Column("initial_backoff", sa.Float, nullable=False),
     sa.Column("max_backoff", sa.Float, nullable=False),
@@ -101,13 +101,28 @@ tasks = sa.Table(
         sqlite_where=sa.text("state IN (1, 2, 3)"),
     ),
     sa.Index("ix_tasks_state_id", "state", "id"),
-    sa.Index("ix_tasks_correlation_id", "correlation_id"),
+    # Most tasks have neither key nor correlation id: partial indexes keep them out of the index.
+    sa.Index(
+        "ux_tasks_idempotency_key",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_tasks_correlation_id",
+        "correlation_id",
+        postgresql_where=sa.text("correlation_id <> ''"),
+        sqlite_where=sa.text("correlation_id <> ''"),
+    ),
 )
 
 task_attempts = sa.Table(
     "task_attempts",
     metadata,
-    sa.Column("task_id", sa.String(26), sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    # No foreign key: attempts are written in the same transaction as their task, which is never
+    # deleted, and the per-row referential check would cost more than the rest of the insert.
+    sa.Column("task_id", sa.String(26), primary_key=True),
     sa.Column("attempt", sa.Integer, primary_key=True),
     sa.Column("agent_name", sa.String(128), nullable=False),
     sa.Column("agent_instance_id", sa.String(128), nullable=False),
@@ -123,7 +138,7 @@ task_attempts = sa.Table(
 task_events = sa.Table(
     "task_events",
     metadata,
-    sa.Column("task_id", sa.String(26), sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("task_id", sa.String(26), primary_key=True),  # no foreign key, as for attempts
     sa.Column("sequence", sa.Integer, primary_key=True),
     sa.Column("type", sa.SmallInteger, nullable=False),
     sa.Column("state", sa.SmallInteger, nullable=False),

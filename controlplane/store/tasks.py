@@ -28,6 +28,7 @@ from controlplane.domain.tasks import (
     TaskTarget,
     Timeouts,
 )
+from controlplane.store.bulk import Bulk, Col
 from controlplane.store.schema import task_attempts, task_events, tasks
 
 # ---------------------------------------------------------------- row <-> domain
@@ -289,7 +290,7 @@ def _live_from_row(row: Any) -> LiveTask:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueuedTask:
     """A queued task as the scheduler sees it when claiming."""
 
@@ -313,14 +314,14 @@ class QueuedTask:
     event_seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptStart:
     task_id: str
     attempt: int
     start_time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptEnd:
     task_id: str
     attempt: int
@@ -344,7 +345,7 @@ class NewEvent:
     error: TaskError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewAttempt:
     task_id: str
     attempt: int
@@ -354,7 +355,7 @@ class NewAttempt:
     assign_time: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Assigned:
     """A claimed task bound to a session (QUEUED -> ASSIGNED)."""
 
@@ -392,11 +393,180 @@ class TaskWrites:
         )
 
 
+# ---------------------------------------------------------------- hot-path column shapes
+
+_T, _I, _S, _F, _B, _J, _TM = "text", "int", "smallint", "float", "bytes", "json", "time"
+
+TASK_INSERT_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("id", _T), ("capability", _T), ("agent_name", _T), ("label_selector", _J), ("routing_key", _T),
+        ("strategy", _T), ("input_data", _B), ("input_content_type", _T), ("priority", _I),
+        ("idempotency_key", _T), ("max_attempts", _I), ("initial_backoff", _F), ("max_backoff", _F),
+        ("backoff_multiplier", _F), ("non_retryable_error_codes", _J), ("schedule_to_start", _F),
+        ("start_to_close", _F), ("heartbeat_timeout", _F), ("schedule_to_close", _F), ("correlation_id", _T),
+        ("metadata", _J), ("traceparent", _T), ("tracestate", _T), ("state", _S), ("attempt", _I),
+        ("resubmitted_from", _T), ("create_time", _TM), ("update_time", _TM), ("scheduled_time", _TM),
+        ("start_deadline", _TM), ("deadline", _TM), ("event_seq", _I),
+    ]
+)  # fmt: skip
+EVENT_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("task_id", _T), ("sequence", _I), ("type", _S), ("state", _S), ("attempt", _I), ("time", _TM),
+        ("actor", _T), ("agent_instance_id", _T), ("progress", _F), ("message", _T), ("error", _J),
+    ]
+)  # fmt: skip
+ATTEMPT_INSERT_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("task_id", _T), ("attempt", _I), ("agent_name", _T), ("agent_instance_id", _T), ("session_id", _T),
+        ("outcome", _S), ("assign_time", _TM),
+    ]
+)  # fmt: skip
+_KEY = (Col("id", _T),)
+_ATTEMPT_KEY = (Col("task_id", _T), Col("attempt", _I))
+ASSIGN_SETS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("state", _S), ("attempt", _I), ("session_id", _T), ("agent_instance_id", _T), ("replica_id", _T),
+        ("attempt_deadline", _TM), ("start_deadline", _TM), ("progress", _F), ("progress_message", _T),
+        ("update_time", _TM), ("event_seq", _I),
+    ]
+)  # fmt: skip
+LIVE_SETS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("state", _S), ("attempt", _I), ("error", _J), ("progress", _F), ("progress_message", _T),
+        ("cancel_reason", _T), ("update_time", _TM), ("end_time", _TM), ("scheduled_time", _TM),
+        ("start_deadline", _TM), ("attempt_deadline", _TM), ("session_id", _T), ("agent_instance_id", _T),
+        ("replica_id", _T), ("event_seq", _I),
+    ]
+)  # fmt: skip
+LIVE_WITH_OUTPUT_SETS = (*LIVE_SETS, Col("output_data", _B), Col("output_content_type", _T))
+ATTEMPT_START_SETS = (Col("start_time", _TM),)
+ATTEMPT_END_SETS = (Col("outcome", _S), Col("error", _J), Col("end_time", _TM))
+ATTEMPT_FULL_END_SETS = (Col("start_time", _TM), Col("outcome", _S), Col("error", _J), Col("end_time", _TM))
+CLAIM_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("id", _T), ("capability", _T), ("agent_name", _T), ("label_selector", _J), ("routing_key", _T),
+        ("strategy", _T), ("priority", _I), ("input_data", _B), ("input_content_type", _T),
+        ("correlation_id", _T), ("metadata", _J), ("traceparent", _T), ("tracestate", _T), ("attempt", _I),
+        ("max_attempts", _I), ("start_to_close", _F), ("heartbeat_timeout", _F), ("deadline", _TM),
+        ("event_seq", _I),
+    ]
+)  # fmt: skip
+LIVE_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("id", _T), ("capability", _T), ("state", _S), ("attempt", _I), ("max_attempts", _I),
+        ("initial_backoff", _F), ("max_backoff", _F), ("backoff_multiplier", _F),
+        ("non_retryable_error_codes", _J), ("schedule_to_start", _F), ("start_to_close", _F),
+        ("heartbeat_timeout", _F), ("schedule_to_close", _F), ("deadline", _TM), ("event_seq", _I),
+        ("session_id", _T), ("agent_instance_id", _T), ("replica_id", _T), ("correlation_id", _T),
+        ("error", _J), ("progress", _F), ("progress_message", _T), ("cancel_reason", _T),
+        ("update_time", _TM), ("end_time", _TM), ("scheduled_time", _TM), ("start_deadline", _TM),
+        ("attempt_deadline", _TM),
+    ]
+)  # fmt: skip
+
+
+def _insert_values(task: Task) -> tuple[Any, ...]:
+    spec = task.spec
+    policy = spec.retry_policy
+    timeouts = spec.timeouts
+    created = task.create_time
+    return (
+        task.id,
+        spec.target.capability,
+        spec.target.agent_name,
+        spec.target.label_selector or None,
+        spec.target.routing_key,
+        spec.target.strategy.value if spec.target.strategy else None,
+        spec.input.data,
+        spec.input.content_type,
+        spec.priority,
+        spec.idempotency_key or None,
+        policy.max_attempts,
+        policy.initial_backoff,
+        policy.max_backoff,
+        policy.backoff_multiplier,
+        list(policy.non_retryable_error_codes) or None,
+        timeouts.schedule_to_start,
+        timeouts.start_to_close,
+        timeouts.heartbeat,
+        timeouts.schedule_to_close,
+        spec.correlation_id,
+        spec.metadata or None,
+        spec.traceparent,
+        spec.tracestate,
+        int(task.state),
+        task.attempt,
+        task.resubmitted_from,
+        created,
+        task.update_time,
+        task.scheduled_time if task.scheduled_time is not None else created,
+        created + timeouts.schedule_to_start if timeouts.schedule_to_start else None,
+        created + timeouts.schedule_to_close if timeouts.schedule_to_close else None,
+        1,  # the CREATED event
+    )
+
+
+def _event_values(e: NewEvent) -> tuple[Any, ...]:
+    return (
+        e.task_id,
+        e.sequence,
+        int(e.type),
+        int(e.state),
+        e.attempt,
+        e.time,
+        e.actor,
+        e.agent_instance_id,
+        e.progress,
+        e.message[:1000],
+        error_to_json(e.error),
+    )
+
+
+def _live_from_dict(row: dict[str, Any]) -> LiveTask:
+    return LiveTask(
+        id=row["id"],
+        capability=row["capability"],
+        state=TaskState(row["state"]),
+        attempt=row["attempt"],
+        policy=RetryPolicy(
+            max_attempts=row["max_attempts"],
+            initial_backoff=row["initial_backoff"],
+            max_backoff=row["max_backoff"],
+            backoff_multiplier=row["backoff_multiplier"],
+            non_retryable_error_codes=tuple(row["non_retryable_error_codes"] or ()),
+        ),
+        timeouts=Timeouts(
+            schedule_to_start=row["schedule_to_start"],
+            start_to_close=row["start_to_close"],
+            heartbeat=row["heartbeat_timeout"],
+            schedule_to_close=row["schedule_to_close"],
+        ),
+        deadline=row["deadline"],
+        event_seq=row["event_seq"],
+        session_id=row["session_id"],
+        agent_instance_id=row["agent_instance_id"],
+        replica_id=row["replica_id"],
+        correlation_id=row["correlation_id"],
+        error=error_from_json(row["error"]),
+        progress=row["progress"],
+        progress_message=row["progress_message"],
+        cancel_reason=row["cancel_reason"],
+        update_time=row["update_time"],
+        end_time=row["end_time"],
+        scheduled_time=row["scheduled_time"],
+        start_deadline=row["start_deadline"],
+        attempt_deadline=row["attempt_deadline"],
+    )
+
+
 # ---------------------------------------------------------------- repository
-
-
-def _bind_names(columns: Iterable[str]) -> dict[str, Any]:
-    return {name: sa.bindparam(f"p_{name}") for name in columns}
 
 
 _LIVE_WRITE_FIELDS = [
@@ -417,49 +587,12 @@ _LIVE_WRITE_FIELDS = [
     "event_seq",
 ]
 
-_WRITE_LIVE = tasks.update().where(tasks.c.id == sa.bindparam("p_key")).values(**_bind_names(_LIVE_WRITE_FIELDS))
-_WRITE_OUTPUT = (
-    tasks.update()
-    .where(tasks.c.id == sa.bindparam("p_key"))
-    .values(output_data=sa.bindparam("p_output_data"), output_content_type=sa.bindparam("p_output_content_type"))
-)
-_ASSIGN = (
-    tasks.update()
-    .where(tasks.c.id == sa.bindparam("p_key"), tasks.c.state == int(TaskState.QUEUED))
-    .values(
-        state=int(TaskState.ASSIGNED),
-        attempt=sa.bindparam("p_attempt"),
-        session_id=sa.bindparam("p_session_id"),
-        agent_instance_id=sa.bindparam("p_agent_instance_id"),
-        replica_id=sa.bindparam("p_replica_id"),
-        attempt_deadline=sa.bindparam("p_attempt_deadline"),
-        start_deadline=None,
-        progress=0.0,
-        progress_message="",
-        update_time=sa.bindparam("p_update_time"),
-        event_seq=sa.bindparam("p_event_seq"),
-    )
-)
-_START_ATTEMPT = (
-    task_attempts.update()
-    .where(task_attempts.c.task_id == sa.bindparam("p_task_id"), task_attempts.c.attempt == sa.bindparam("p_attempt"))
-    .values(start_time=sa.bindparam("p_start_time"))
-)
-_END_ATTEMPT = (
-    task_attempts.update()
-    .where(
-        task_attempts.c.task_id == sa.bindparam("p_task_id"),
-        task_attempts.c.attempt == sa.bindparam("p_attempt"),
-        task_attempts.c.end_time.is_(None),
-    )
-    .values(outcome=sa.bindparam("p_outcome"), error=sa.bindparam("p_error"), end_time=sa.bindparam("p_end_time"))
-)
-
 
 class TaskRepository:
     def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
         self._conn = conn
         self._postgres = postgres
+        self._bulk = Bulk(conn, postgres=postgres)
 
     # -- creation
 
@@ -472,13 +605,13 @@ class TaskRepository:
     async def insert(self, new_tasks: Sequence[Task], *, actor: str) -> None:
         if not new_tasks:
             return
-        await self._conn.execute(tasks.insert(), [task_to_row(t) for t in new_tasks])
-        await self.append_events(
-            [
-                NewEvent(t.id, 1, TaskEventType.CREATED, TaskState.QUEUED, 0, t.create_time, actor=actor)
-                for t in new_tasks
-            ]
-        )
+        batch = self._bulk.batch()
+        batch.insert("tasks", TASK_INSERT_COLS, [_insert_values(t) for t in new_tasks])
+        created = [
+            NewEvent(t.id, 1, TaskEventType.CREATED, TaskState.QUEUED, 0, t.create_time, actor=actor) for t in new_tasks
+        ]
+        batch.insert("task_events", EVENT_COLS, [_event_values(e) for e in created])
+        await batch.execute()
 
     # -- reads
 
@@ -529,69 +662,52 @@ class TaskRepository:
     # -- claims
 
     async def claim_queued(
-        self, capabilities: Sequence[str], *, now: float, limit: int, exclude: Sequence[str] = ()
+        self, capability: str, *, now: float, limit: int, exclude: Sequence[str] = ()
     ) -> list[QueuedTask]:
-        """Lock up to `limit` due, queued tasks for these capabilities: priority first, then FIFO.
+        """Lock up to `limit` due, queued tasks of one capability: priority first, then FIFO.
 
-        On PostgreSQL, rows locked by another replica's claim are skipped (FOR UPDATE SKIP LOCKED).
+        Walks the partial index ix_tasks_queue (queued rows only) in order. On PostgreSQL, rows locked by
+        another replica's claim are skipped (FOR UPDATE SKIP LOCKED).
         """
-        query = (
-            sa.select(
-                tasks.c.id,
-                tasks.c.capability,
-                tasks.c.agent_name,
-                tasks.c.label_selector,
-                tasks.c.routing_key,
-                tasks.c.strategy,
-                tasks.c.priority,
-                tasks.c.input_data,
-                tasks.c.input_content_type,
-                tasks.c.correlation_id,
-                tasks.c.metadata,
-                tasks.c.traceparent,
-                tasks.c.tracestate,
-                tasks.c.attempt,
-                tasks.c.max_attempts,
-                tasks.c.start_to_close,
-                tasks.c.heartbeat_timeout,
-                tasks.c.deadline,
-                tasks.c.event_seq,
-            )
-            .where(
-                tasks.c.state == int(TaskState.QUEUED),
-                tasks.c.capability.in_(list(capabilities)),
-                tasks.c.scheduled_time <= now,
-            )
-            .order_by(tasks.c.priority.desc(), tasks.c.id)
-            .limit(limit)
-        )
-        if exclude:
-            query = query.where(tasks.c.id.not_in(list(exclude)))
+        bulk = self._bulk
+        select = f"SELECT {bulk.select_list('t', CLAIM_COLS)} FROM tasks AS t"
         if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        result = await self._conn.execute(query)
+            where = "t.state = 1 AND t.capability = $1 AND t.scheduled_time <= to_timestamp($2)"
+            params: list[Any] = [capability, now, limit]
+            if exclude:
+                where += " AND NOT (t.id = ANY($4::text[]))"
+                params.append(list(exclude))
+            sql = f"{select} WHERE {where} ORDER BY t.priority DESC, t.id LIMIT $3 FOR UPDATE SKIP LOCKED"
+        else:
+            where = "t.state = 1 AND t.capability = ? AND t.scheduled_time <= ?"
+            params = [capability, round(now * 1_000_000)]
+            if exclude:
+                where += f" AND t.id NOT IN ({', '.join('?' for _ in exclude)})"
+                params += list(exclude)
+            sql = f"{select} WHERE {where} ORDER BY t.priority DESC, t.id LIMIT ?"
+            params.append(limit)
         return [
             QueuedTask(
-                id=row.id,
-                capability=row.capability,
-                agent_name=row.agent_name,
-                label_selector=dict(row.label_selector or {}),
-                routing_key=row.routing_key,
-                strategy=Strategy(row.strategy) if row.strategy else None,
-                priority=row.priority,
-                input=Payload(bytes(row.input_data), row.input_content_type),
-                correlation_id=row.correlation_id,
-                metadata=dict(row.metadata or {}),
-                traceparent=row.traceparent,
-                tracestate=row.tracestate,
-                attempt=row.attempt,
-                max_attempts=row.max_attempts,
-                start_to_close=row.start_to_close,
-                heartbeat_timeout=row.heartbeat_timeout,
-                deadline=row.deadline,
-                event_seq=row.event_seq,
+                id=r["id"],
+                capability=r["capability"],
+                agent_name=r["agent_name"],
+                label_selector=r["label_selector"] or {},
+                routing_key=r["routing_key"],
+                strategy=Strategy(r["strategy"]) if r["strategy"] else None,
+                priority=r["priority"],
+                input=Payload(r["input_data"], r["input_content_type"]),
+                correlation_id=r["correlation_id"],
+                metadata=r["metadata"] or {},
+                traceparent=r["traceparent"],
+                tracestate=r["tracestate"],
+                attempt=r["attempt"],
+                max_attempts=r["max_attempts"],
+                start_to_close=r["start_to_close"],
+                heartbeat_timeout=r["heartbeat_timeout"],
+                deadline=r["deadline"],
+                event_seq=r["event_seq"],
             )
-            for row in result
+            for r in await bulk.fetch(sql, params, CLAIM_COLS)
         ]
 
     async def next_due_time(self, capabilities: Sequence[str]) -> float | None:
@@ -612,10 +728,23 @@ class TaskRepository:
         ids = sorted(set(task_ids))  # a stable order avoids deadlocks between concurrent batches
         if not ids:
             return {}
-        query = sa.select(*_LIVE_COLUMNS).where(tasks.c.id.in_(ids)).order_by(tasks.c.id)
+        bulk = self._bulk
         if self._postgres:
-            query = query.with_for_update()
-        return {row.id: _live_from_row(row) for row in await self._conn.execute(query)}
+            sql = (
+                f"SELECT {bulk.select_list('t', LIVE_COLS)} FROM tasks AS t WHERE t.id = ANY($1::text[])"
+                " ORDER BY t.id FOR UPDATE"
+            )
+            rows = await bulk.fetch(sql, [ids], LIVE_COLS)
+        else:
+            rows = []
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                sql = (
+                    f"SELECT {bulk.select_list('t', LIVE_COLS)} FROM tasks AS t"
+                    f" WHERE t.id IN ({', '.join('?' for _ in chunk)})"
+                )
+                rows += await bulk.fetch(sql, chunk, LIVE_COLS)
+        return {row["id"]: _live_from_dict(row) for row in rows}
 
     async def lock_live_where(
         self, condition: sa.ColumnElement[bool], *, limit: int, skip_locked: bool = True
@@ -626,122 +755,99 @@ class TaskRepository:
         return [_live_from_row(row) for row in await self._conn.execute(query)]
 
     async def write(self, writes: TaskWrites) -> None:
-        """Apply a batch of transitions: one executemany per statement kind."""
-        if writes.assigned:
-            await self._conn.execute(
-                _ASSIGN,
-                [
-                    {
-                        "p_key": a.task_id,
-                        "p_attempt": a.attempt,
-                        "p_session_id": a.session_id,
-                        "p_agent_instance_id": a.agent_instance_id,
-                        "p_replica_id": a.replica_id,
-                        "p_attempt_deadline": a.attempt_deadline,
-                        "p_update_time": a.time,
-                        "p_event_seq": a.event_seq,
-                    }
-                    for a in writes.assigned
-                ],
-            )
-        if writes.live:
-            await self._conn.execute(
-                _WRITE_LIVE,
-                [
-                    {
-                        "p_key": t.id,
-                        "p_state": int(t.state),
-                        "p_attempt": t.attempt,
-                        "p_error": error_to_json(t.error),
-                        "p_progress": t.progress,
-                        "p_progress_message": t.progress_message,
-                        "p_cancel_reason": t.cancel_reason,
-                        "p_update_time": t.update_time,
-                        "p_end_time": t.end_time,
-                        "p_scheduled_time": t.scheduled_time,
-                        "p_start_deadline": t.start_deadline,
-                        "p_attempt_deadline": t.attempt_deadline,
-                        "p_session_id": t.session_id,
-                        "p_agent_instance_id": t.agent_instance_id,
-                        "p_replica_id": t.replica_id,
-                        "p_event_seq": t.event_seq,
-                    }
-                    for t in writes.live.values()
-                ],
-            )
-        if writes.outputs:
-            await self._conn.execute(
-                _WRITE_OUTPUT,
-                [
-                    {"p_key": task_id, "p_output_data": p.data, "p_output_content_type": p.content_type}
-                    for task_id, p in writes.outputs.items()
-                ],
-            )
-        if writes.new_attempts:
-            await self._conn.execute(
-                task_attempts.insert(),
-                [
-                    {
-                        "task_id": a.task_id,
-                        "attempt": a.attempt,
-                        "agent_name": a.agent_name,
-                        "agent_instance_id": a.agent_instance_id,
-                        "session_id": a.session_id,
-                        "outcome": int(AttemptOutcome.RUNNING),
-                        "error": None,
-                        "assign_time": a.assign_time,
-                        "start_time": None,
-                        "end_time": None,
-                    }
-                    for a in writes.new_attempts
-                ],
-            )
-        if writes.attempt_starts:
-            await self._conn.execute(
-                _START_ATTEMPT,
-                [
-                    {"p_task_id": s.task_id, "p_attempt": s.attempt, "p_start_time": s.start_time}
-                    for s in writes.attempt_starts
-                ],
-            )
-        if writes.attempt_ends:
-            await self._conn.execute(
-                _END_ATTEMPT,
-                [
-                    {
-                        "p_task_id": e.task_id,
-                        "p_attempt": e.attempt,
-                        "p_outcome": int(e.outcome),
-                        "p_error": error_to_json(e.error),
-                        "p_end_time": e.end_time,
-                    }
-                    for e in writes.attempt_ends
-                ],
-            )
-        await self.append_events(writes.events)
-
-    async def append_events(self, events: Sequence[NewEvent]) -> None:
-        if not events:
-            return
-        await self._conn.execute(
-            task_events.insert(),
+        """Apply a batch of transitions: one set-based statement per kind, all sent together."""
+        bulk = self._bulk.batch()
+        bulk.update(
+            "tasks",
+            _KEY,
+            ASSIGN_SETS,
             [
-                {
-                    "task_id": e.task_id,
-                    "sequence": e.sequence,
-                    "type": int(e.type),
-                    "state": int(e.state),
-                    "attempt": e.attempt,
-                    "time": e.time,
-                    "actor": e.actor,
-                    "agent_instance_id": e.agent_instance_id,
-                    "progress": e.progress,
-                    "message": e.message[:1000],
-                    "error": error_to_json(e.error),
-                }
-                for e in events
+                (
+                    a.task_id,
+                    int(TaskState.ASSIGNED),
+                    a.attempt,
+                    a.session_id,
+                    a.agent_instance_id,
+                    a.replica_id,
+                    a.attempt_deadline,
+                    None,
+                    0.0,
+                    "",
+                    a.time,
+                    a.event_seq,
+                )
+                for a in writes.assigned
+            ],
+        )  # the claim locked these rows as QUEUED in this same transaction
+        # Each changed task is updated once; a success carries its output in the same statement.
+        plain, with_output = [], []
+        for t in writes.live.values():
+            values = (
+                t.id,
+                int(t.state),
+                t.attempt,
+                error_to_json(t.error),
+                t.progress,
+                t.progress_message,
+                t.cancel_reason,
+                t.update_time,
+                t.end_time,
+                t.scheduled_time,
+                t.start_deadline,
+                t.attempt_deadline,
+                t.session_id,
+                t.agent_instance_id,
+                t.replica_id,
+                t.event_seq,
+            )
+            output = writes.outputs.get(t.id)
+            if output is None:
+                plain.append(values)
+            else:
+                with_output.append((*values, output.data, output.content_type))
+        bulk.update("tasks", _KEY, LIVE_SETS, plain)
+        bulk.update("tasks", _KEY, LIVE_WITH_OUTPUT_SETS, with_output)
+        bulk.insert(
+            "task_attempts",
+            ATTEMPT_INSERT_COLS,
+            [
+                (
+                    a.task_id,
+                    a.attempt,
+                    a.agent_name,
+                    a.agent_instance_id,
+                    a.session_id,
+                    int(AttemptOutcome.RUNNING),
+                    a.assign_time,
+                )
+                for a in writes.new_attempts
             ],
         )
+        # An attempt that started and ended in the same batch is written once.
+        ends = {(e.task_id, e.attempt): e for e in writes.attempt_ends}
+        starts_only = [s for s in writes.attempt_starts if (s.task_id, s.attempt) not in ends]
+        started_at = {(s.task_id, s.attempt): s.start_time for s in writes.attempt_starts}
+        bulk.update(
+            "task_attempts",
+            _ATTEMPT_KEY,
+            ATTEMPT_START_SETS,
+            [(s.task_id, s.attempt, s.start_time) for s in starts_only],
+        )
+        full, end_only = [], []
+        for key, e in ends.items():
+            outcome = (int(e.outcome), error_to_json(e.error), e.end_time)
+            if key in started_at:
+                full.append((e.task_id, e.attempt, started_at[key], *outcome))
+            else:
+                end_only.append((e.task_id, e.attempt, *outcome))
+        # Attempts end once: only the current attempt of a locked task is ever ended.
+        bulk.update("task_attempts", _ATTEMPT_KEY, ATTEMPT_FULL_END_SETS, full)
+        bulk.update("task_attempts", _ATTEMPT_KEY, ATTEMPT_END_SETS, end_only)
+        bulk.insert("task_events", EVENT_COLS, [_event_values(e) for e in writes.events])
+        await bulk.execute()
+
+    async def append_events(self, events: Sequence[NewEvent]) -> None:
+        await self._bulk.insert("task_events", EVENT_COLS, [_event_values(e) for e in events])
 
     # -- sweeps
 

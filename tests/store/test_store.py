@@ -95,7 +95,7 @@ async def test_claims_take_due_tasks_by_priority_then_fifo(store: Store) -> None
     async with store.transaction() as uow:
         await uow.tasks.insert([*low, high, later, other], actor="a")
     async with store.transaction() as uow:
-        claimed = await uow.tasks.claim_queued(["cap.a"], now=now + 1, limit=10)
+        claimed = await uow.tasks.claim_queued("cap.a", now=now + 1, limit=10)
     assert [c.id for c in claimed] == [high.id, *(t.id for t in low)]
     assert claimed[0].input == high.spec.input
 
@@ -116,7 +116,7 @@ async def test_concurrent_claims_skip_locked_rows(postgres_server: object, tmp_p
 
         async def slow_claimer() -> list[str]:
             async with store.transaction() as uow:
-                ids = [c.id for c in await uow.tasks.claim_queued(["cap.a"], now=time.time() + 1, limit=4)]
+                ids = [c.id for c in await uow.tasks.claim_queued("cap.a", now=time.time() + 1, limit=4)]
                 first_claimed.set()
                 await release.wait()  # hold the row locks
                 return ids
@@ -124,7 +124,7 @@ async def test_concurrent_claims_skip_locked_rows(postgres_server: object, tmp_p
         slow = asyncio.ensure_future(slow_claimer())
         await first_claimed.wait()
         async with store.transaction() as uow:
-            second = [c.id for c in await uow.tasks.claim_queued(["cap.a"], now=time.time() + 1, limit=10)]
+            second = [c.id for c in await uow.tasks.claim_queued("cap.a", now=time.time() + 1, limit=10)]
         release.set()
         first = await slow
         assert len(first) == 4 and len(second) == 6

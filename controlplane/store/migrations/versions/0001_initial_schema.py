@@ -138,7 +138,6 @@ def upgrade() -> None:
         sa.Column("replica_id", sa.String(length=200), server_default="", nullable=False),
         sa.Column("event_seq", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
-        sa.UniqueConstraint("idempotency_key", name=op.f("uq_tasks_idempotency_key")),
     )
     # The claim query walks this partial index: queued rows only, by priority then FIFO.
     op.create_index(
@@ -165,7 +164,23 @@ def upgrade() -> None:
         postgresql_where=sa.text("state IN (2, 3)"),
         sqlite_where=sa.text("state IN (2, 3)"),
     )
-    op.create_index("ix_tasks_correlation_id", "tasks", ["correlation_id"], unique=False)
+    # Most tasks have neither key nor correlation id: partial indexes keep them out of the index.
+    op.create_index(
+        "ux_tasks_idempotency_key",
+        "tasks",
+        ["idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_tasks_correlation_id",
+        "tasks",
+        ["correlation_id"],
+        unique=False,
+        postgresql_where=sa.text("correlation_id <> ''"),
+        sqlite_where=sa.text("correlation_id <> ''"),
+    )
     op.create_index(
         "ix_tasks_deadline",
         "tasks",
@@ -233,9 +248,6 @@ def upgrade() -> None:
         sa.Column("assign_time", controlplane.store.types.EpochTime(), nullable=False),
         sa.Column("start_time", controlplane.store.types.EpochTime(), nullable=True),
         sa.Column("end_time", controlplane.store.types.EpochTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["task_id"], ["tasks.id"], name=op.f("fk_task_attempts_task_id_tasks"), ondelete="CASCADE"
-        ),
         sa.PrimaryKeyConstraint("task_id", "attempt", name=op.f("pk_task_attempts")),
     )
     op.create_table(
@@ -252,9 +264,6 @@ def upgrade() -> None:
         sa.Column("message", sa.String(length=1000), server_default="", nullable=False),
         sa.Column(
             "error", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=True
-        ),
-        sa.ForeignKeyConstraint(
-            ["task_id"], ["tasks.id"], name=op.f("fk_task_events_task_id_tasks"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("task_id", "sequence", name=op.f("pk_task_events")),
     )
@@ -282,6 +291,7 @@ def downgrade() -> None:
         sqlite_where=sa.text("state IN (1, 2, 3)"),
     )
     op.drop_index("ix_tasks_correlation_id", table_name="tasks")
+    op.drop_index("ux_tasks_idempotency_key", table_name="tasks")
     op.drop_index(
         "ix_tasks_attempt_deadline",
         table_name="tasks",

@@ -134,7 +134,7 @@ func (x *SubmitTaskRequest) GetMetadata() map[string]string {
 // Response for SubmitTask.
 type SubmitTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The task as stored.
+	// The task as stored, without its input (the caller has it; GetTask returns it).
 	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	// True when the idempotency key matched an existing task.
 	Deduplicated  bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
@@ -235,7 +235,7 @@ func (x *BatchSubmitTasksRequest) GetRequests() []*SubmitTaskRequest {
 // Response for BatchSubmitTasks.
 type BatchSubmitTasksResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The tasks, in request order.
+	// The tasks, in request order, without their inputs (GetTask returns them).
 	Tasks []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// deduplicated[i] is true when requests[i] matched an existing task's idempotency key.
 	Deduplicated  []bool `protobuf:"varint,2,rep,packed,name=deduplicated,proto3" json:"deduplicated,omitempty"`

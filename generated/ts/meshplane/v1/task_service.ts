@@ -71,7 +71,7 @@ export interface SubmitTaskRequest_MetadataEntry {
 
 /** Response for SubmitTask. */
 export interface SubmitTaskResponse {
-  /** The task as stored. */
+  /** The task as stored, without its input (the caller has it; GetTask returns it). */
   task?:
     | Task
     | undefined;
@@ -87,7 +87,7 @@ export interface BatchSubmitTasksRequest {
 
 /** Response for BatchSubmitTasks. */
 export interface BatchSubmitTasksResponse {
-  /** The tasks, in request order. */
+  /** The tasks, in request order, without their inputs (GetTask returns them). */
   tasks: Task[];
   /** deduplicated[i] is true when requests[i] matched an existing task's idempotency key. */
   deduplicated: boolean[];

@@ -1,0 +1,278 @@
+"""Set-based writes and lean reads for the hot path.
+
+On PostgreSQL a batch is ONE statement: `INSERT ... SELECT FROM unnest($1::text[], ...)` or
+`UPDATE ... FROM unnest(...)`, so the server parses, plans and executes once per batch instead of once
+per row. On SQLite (in-process, no round trips) a batch is one `executemany`. Both skip SQLAlchemy's
+per-row bind processing: values are converted here, once, to what the driver takes.
+
+Times are epoch seconds (float) in Python; PostgreSQL columns are timestamptz (`to_timestamp`,
+`extract(epoch ...)`), SQLite columns integer microseconds — the same as store.types.EpochTime.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    name: str
+    kind: str  # text | int | smallint | float | bool | bytes | json | time
+
+
+_PG_ARRAY = {
+    "text": "text[]",
+    "int": "int4[]",
+    "smallint": "int2[]",
+    "bigint": "int8[]",
+    "float": "float8[]",
+    "bool": "bool[]",
+    "bytes": "bytea[]",
+    "json": "text[]",
+    "time": "float8[]",
+}
+
+
+def _pg_value_expr(col: Col, source: str) -> str:
+    if col.kind == "json":
+        return f"{source}.{col.name}::jsonb"
+    if col.kind == "time":
+        return f"to_timestamp({source}.{col.name})"
+    return f"{source}.{col.name}"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _sqlite_value(col: Col, value: Any) -> Any:
+    if value is None:
+        return None
+    if col.kind == "json":
+        return json.dumps(value, separators=(",", ":"))
+    if col.kind == "time":
+        return round(value * 1_000_000)
+    if col.kind == "bool":
+        return 1 if value else 0
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    kind: str  # insert | update
+    table: str
+    cols: tuple[Col, ...]  # for updates: keys then sets
+    keys: int  # number of key columns (updates)
+    where: str
+
+
+class WriteBatch:
+    """Several set-based writes sent together: one statement (data-modifying CTEs) on PostgreSQL.
+
+    Statements in one batch must not touch the same row twice (PostgreSQL runs the CTEs on one snapshot).
+    """
+
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+        self._statements: list[tuple[_Statement, Sequence[Sequence[Any]]]] = []
+
+    def insert(self, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._statements.append((_Statement("insert", table, tuple(cols), 0, ""), rows))
+
+    def update(
+        self,
+        table: str,
+        keys: Sequence[Col],
+        sets: Sequence[Col],
+        rows: Sequence[Sequence[Any]],
+        *,
+        where: str = "",
+    ) -> None:
+        """UPDATE each row matched by `keys` (row values: keys first, then sets). `where` adds a guard on `t`."""
+        if rows:
+            self._statements.append((_Statement("update", table, (*keys, *sets), len(keys), where), rows))
+
+    async def execute(self) -> None:
+        if not self._statements:
+            return
+        if self._postgres:
+            shapes = tuple(statement for statement, _ in self._statements)
+            params: list[Any] = []
+            for statement, rows in self._statements:
+                params.extend(_pg_arrays(statement.cols, rows))
+            await self._conn.exec_driver_sql(_pg_script(shapes), tuple(params))
+        else:
+            for statement, rows in self._statements:
+                await self._sqlite(statement, rows)
+        self._statements.clear()
+
+    async def _sqlite(self, statement: _Statement, rows: Sequence[Sequence[Any]]) -> None:
+        if statement.kind == "insert":
+            sql = _sqlite_insert_sql(statement.table, statement.cols)
+            await self._conn.exec_driver_sql(sql, [_sqlite_row(statement.cols, row) for row in rows])
+            return
+        keys, sets = statement.cols[: statement.keys], statement.cols[statement.keys :]
+        sql = _sqlite_update_sql(statement.table, keys, sets, statement.where)
+        params = []
+        for row in rows:
+            converted = _sqlite_row(statement.cols, row)
+            params.append((*converted[statement.keys :], *converted[: statement.keys]))  # SET values, then keys
+        await self._conn.exec_driver_sql(sql, params)
+
+
+class Bulk:
+    """Dialect-specific batch statements, built once per (table, columns) shape."""
+
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        self._conn = conn
+        self._postgres = postgres
+
+    def batch(self) -> WriteBatch:
+        return WriteBatch(self._conn, postgres=self._postgres)
+
+    # ------------------------------------------------------------ writes
+
+    async def insert(self, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> None:
+        batch = self.batch()
+        batch.insert(table, cols, rows)
+        await batch.execute()
+
+    async def update(
+        self,
+        table: str,
+        keys: Sequence[Col],
+        sets: Sequence[Col],
+        rows: Sequence[Sequence[Any]],
+        *,
+        where: str = "",
+    ) -> None:
+        batch = self.batch()
+        batch.update(table, keys, sets, rows, where=where)
+        await batch.execute()
+
+    # ------------------------------------------------------------ reads
+
+    def select_list(self, table_alias: str, cols: Sequence[Col]) -> str:
+        """Column expressions that come back as plain Python values (times as epoch floats)."""
+        parts = []
+        for col in cols:
+            ref = f"{table_alias}.{col.name}" if table_alias else col.name
+            if col.kind == "time" and self._postgres:
+                parts.append(f"extract(epoch from {ref})::float8 AS {col.name}")
+            else:
+                parts.append(ref)
+        return ", ".join(parts)
+
+    def placeholder(self, index: int) -> str:
+        """The driver's placeholder for the index-th (1-based) parameter."""
+        return f"${index}" if self._postgres else "?"
+
+    def decode(self, cols: Sequence[Col], row: Sequence[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for col, value in zip(cols, row, strict=True):
+            if value is None:
+                out[col.name] = None
+            elif col.kind == "time":
+                out[col.name] = float(value) if self._postgres else value / 1_000_000
+            elif col.kind == "json":
+                out[col.name] = json.loads(value) if isinstance(value, str | bytes) else value
+            elif col.kind == "bytes":
+                out[col.name] = bytes(value)
+            else:
+                out[col.name] = value
+        return out
+
+    async def fetch(self, sql: str, params: Sequence[Any], cols: Sequence[Col]) -> list[dict[str, Any]]:
+        result = await self._conn.exec_driver_sql(sql, tuple(params))
+        return [self.decode(cols, row) for row in result.all()]
+
+
+# ---------------------------------------------------------------- SQL text (cached per shape)
+
+_SQL_CACHE: dict[tuple[Any, ...], str] = {}
+
+
+def _cached(key: tuple[Any, ...], build: Any) -> str:
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        sql = _SQL_CACHE[key] = build()
+    return sql
+
+
+def _pg_statement(statement: _Statement, first: int) -> str:
+    """One statement whose parameters start at $first (one array parameter per column)."""
+    cols = statement.cols
+    names = ", ".join(c.name for c in cols)
+    params = ", ".join(f"${first + i}::{_PG_ARRAY[c.kind]}" for i, c in enumerate(cols))
+    if statement.kind == "insert":
+        values = ", ".join(_pg_value_expr(c, "v") for c in cols)
+        return f"INSERT INTO {statement.table} ({names}) SELECT {values} FROM unnest({params}) AS v({names})"
+    keys, sets = cols[: statement.keys], cols[statement.keys :]
+    assignments = ", ".join(f"{c.name} = {_pg_value_expr(c, 'v')}" for c in sets)
+    match = " AND ".join(f"t.{k.name} = v.{k.name}" for k in keys)
+    # Without this the planner hashes the whole table (a sequential scan per batch); with it, the batch's
+    # rows are fetched through the primary key.
+    lookup = f"t.{keys[0].name} = ANY(${first}::{_PG_ARRAY[keys[0].kind]})"
+    guard = f" AND ({statement.where})" if statement.where else ""
+    return (
+        f"UPDATE {statement.table} AS t SET {assignments} FROM unnest({params}) AS v({names})"
+        f" WHERE {match} AND {lookup}{guard}"
+    )
+
+
+def _pg_script(statements: tuple[_Statement, ...]) -> str:
+    """All statements as one: each becomes a data-modifying CTE (executed exactly once, to completion)."""
+
+    def build() -> str:
+        parts = []
+        first = 1
+        for statement in statements:
+            parts.append(_pg_statement(statement, first))
+            first += len(statement.cols)
+        if len(parts) == 1:
+            return parts[0]
+        ctes = ", ".join(f"w{index} AS ({sql})" for index, sql in enumerate(parts))
+        return f"WITH {ctes} SELECT 1"
+
+    return _cached(("pg-script", statements), build)
+
+
+def _sqlite_insert_sql(table: str, cols: tuple[Col, ...]) -> str:
+    def build() -> str:
+        names = ", ".join(c.name for c in cols)
+        marks = ", ".join("?" for _ in cols)
+        return f"INSERT INTO {table} ({names}) VALUES ({marks})"
+
+    return _cached(("sqlite-insert", table, cols), build)
+
+
+def _sqlite_update_sql(table: str, keys: tuple[Col, ...], sets: tuple[Col, ...], where: str) -> str:
+    def build() -> str:
+        assignments = ", ".join(f"{c.name} = ?" for c in sets)
+        match = " AND ".join(f"{k.name} = ?" for k in keys)
+        guard = f" AND ({where.replace('t.', '')})" if where else ""
+        return f"UPDATE {table} SET {assignments} WHERE {match}{guard}"
+
+    return _cached(("sqlite-update", table, keys, sets, where), build)
+
+
+def _pg_arrays(cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:
+    columns: list[list[Any]] = [[] for _ in cols]
+    json_indexes = [i for i, c in enumerate(cols) if c.kind == "json"]
+    for row in rows:
+        for index, value in enumerate(row):
+            columns[index].append(value)
+    for index in json_indexes:
+        columns[index] = [_json(v) for v in columns[index]]
+    return tuple(columns)
+
+
+def _sqlite_row(cols: Iterable[Col], row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(_sqlite_value(col, value) for col, value in zip(cols, row, strict=True))
