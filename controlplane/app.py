@@ -216,6 +216,9 @@ class ControlPlane(Component):
 
     async def _stop(self) -> None:
         await self._health.enter_graceful_shutdown()
+        if hasattr(self, "supervisor") and self.supervisor.running:
+            # Streams end first, while the store and NATS are still up for their cleanup.
+            await self.supervisor.close_all(grace=5.0)
         if self._server is not None:
             await self._server.stop(grace=2.0)
         for component in reversed(self._started):

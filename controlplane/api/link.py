@@ -58,7 +58,7 @@ class AgentLinkServicer(agent_link_pb2_grpc.AgentLinkServiceServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            await self._supervisor.closed(session)
+            await asyncio.shield(self._supervisor.close_soon(session))
         if session.close_reason.startswith("no heartbeat"):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"session closed: {session.close_reason}")
 

@@ -120,19 +120,19 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             raise InvalidArgument.of("after_sequence", "must not be negative")
         after = request.after_sequence
         with self._watch.watch(request.task_id) as changed:
+            # State first, events second: if the task had already ended, the events read next include its end.
+            ended = (await self._tasks.get(request.task_id)).state.is_terminal
             while True:
                 changed.clear()  # before reading, so a change during the read is not missed
-                # State first, events second: if the task had ended, the events read next include its end.
-                ended = (await self._tasks.get(request.task_id)).state.is_terminal
-                while True:
-                    events = await self._tasks.events_after(request.task_id, after)
-                    for event in events:
-                        yield task_service_pb2.WatchTaskResponse(event=convert.task_event_to_proto(event))
-                        after = event.sequence
-                    if not events:
-                        break
-                if ended:
+                events = await self._tasks.events_after(request.task_id, after, check_exists=False)
+                for event in events:
+                    yield task_service_pb2.WatchTaskResponse(event=convert.task_event_to_proto(event))
+                    after = event.sequence
+                # The terminal event is written in the same transaction as the terminal state.
+                if ended or (events and events[-1].state.is_terminal):
                     return
+                if events:
+                    continue  # there may be more than one page
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)
 

@@ -58,6 +58,9 @@ class SessionSupervisor(Component):
         self._replica_id = replica_id
         self._timers = TaskOwner(self.name)
         self._leases: set[str] = set()  # closed sessions whose tasks keep their lease for now
+        self._open: set[str] = set()  # sessions whose stream handler has not finished its cleanup
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
         self.lease_timeout = settings.lease_timeout.total_seconds()
         self.heartbeat_interval = settings.heartbeat_interval.total_seconds()
 
@@ -102,6 +105,8 @@ class SessionSupervisor(Component):
             session.release(ref)
             session.send(CancelMsg(ref, "not_held"))
         session.state = SessionState.ACTIVE
+        self._open.add(session.session_id)
+        self._all_closed.clear()
         self._announce(registration.instance_id, session.session_id)
         self._wake_dispatcher()
         logger.info(
@@ -220,8 +225,23 @@ class SessionSupervisor(Component):
         if session is not None and session.session_id != session_id:
             session.close("instance reconnected to another replica")
 
+    def close_soon(self, session: AgentSession) -> asyncio.Task[None]:
+        """Start the cleanup of an ended stream as a task this supervisor owns.
+
+        The stream handler awaits it shielded: gRPC may cancel the handler, but not its cleanup.
+        """
+        return self._timers.spawn(self.closed(session), f"close-{session.session_id[:8]}")
+
     async def closed(self, session: AgentSession) -> None:
         """The stream of `session` ended (for whatever reason): clean up and keep its tasks' leases."""
+        try:
+            await self._cleanup(session)
+        finally:
+            self._open.discard(session.session_id)
+            if not self._open:
+                self._all_closed.set()
+
+    async def _cleanup(self, session: AgentSession) -> None:
         session.close(session.close_reason or "stream ended")
         self._registry.remove(session)
         if session.subscriptions:
@@ -279,6 +299,16 @@ class SessionSupervisor(Component):
                     entry.heartbeat_timeout = 0.0  # report once; the slot frees when the agent answers the cancel
                     overdue.append(ref)
         return overdue
+
+    async def close_all(self, grace: float) -> None:
+        """Shutdown: close every session and wait (bounded) until their stream handlers have cleaned up."""
+        for session in self.live_sessions():
+            session.send(DrainMsg(0.0, "control plane shutting down"))
+            session.close("control plane shutting down")
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), grace)
+        except TimeoutError:
+            logger.warning("%d agent session(s) did not finish closing within %.1fs", len(self._open), grace)
 
     async def drain_all(self, grace: float) -> None:
         """Shutdown: ask every session to finish its work, and wait for them (bounded)."""

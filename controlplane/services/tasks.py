@@ -229,11 +229,11 @@ class TaskService(Component):
         next_token = paging.encode(tasks[size - 1].id, filters) if len(tasks) > size else ""
         return tasks[:size], next_token
 
-    async def events_after(self, task_id: str, after_sequence: int) -> list[TaskEvent]:
+    async def events_after(self, task_id: str, after_sequence: int, *, check_exists: bool = True) -> list[TaskEvent]:
         """Stored events after `after_sequence`; the SUCCEEDED event carries the output."""
         async with self._store.reader() as uow:
             events = await uow.tasks.events_after(task_id, after_sequence)
-            if not events and not await uow.tasks.exists(task_id):
+            if check_exists and not events and not await uow.tasks.exists(task_id):
                 raise NotFound("task", task_id)
             if any(e.type is TaskEventType.SUCCEEDED for e in events):
                 output = await uow.tasks.output_of(task_id)

@@ -28,6 +28,9 @@ class Database:
             backend = self.url.get_backend_name()
             raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")
         self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
+        # SQLite (WAL) has one writer but concurrent readers: reads get their own connections, which
+        # never take the write lock. PostgreSQL reads share the one pool.
+        self._read_engine: AsyncEngine = _create_sqlite_reader(self.url, echo=echo) if self.is_sqlite else self.engine
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -37,8 +40,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommit-free, rolled back at the end)."""
-        async with self.engine.connect() as conn:
+        """A connection for reads (a read-only snapshot; rolled back at the end)."""
+        async with self._read_engine.connect() as conn:
             yield conn
 
     async def ping(self) -> None:
@@ -47,6 +50,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._read_engine is not self.engine:
+            await self._read_engine.dispose()
 
 
 def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
@@ -74,6 +79,17 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": "meshplane"}},
     )
+
+
+def _create_sqlite_reader(url: sa.URL, *, echo: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=4)
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_on_begin_read)
+    return engine
+
+
+def _sqlite_on_begin_read(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")  # deferred: a read snapshot, never the write lock
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -1,0 +1,489 @@
+package meshplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/meshplane/meshplane/generated/go/meshplane/v1"
+)
+
+// TaskState is the lifecycle state of a task.
+type TaskState string
+
+// Task states.
+const (
+	TaskQueued     TaskState = "QUEUED"
+	TaskAssigned   TaskState = "ASSIGNED"
+	TaskRunning    TaskState = "RUNNING"
+	TaskSucceeded  TaskState = "SUCCEEDED"
+	TaskFailed     TaskState = "FAILED"
+	TaskCancelled  TaskState = "CANCELLED"
+	TaskTimedOut   TaskState = "TIMED_OUT"
+	TaskDeadLetter TaskState = "DEAD_LETTER"
+)
+
+// Terminal says whether the state is final.
+func (s TaskState) Terminal() bool {
+	switch s {
+	case TaskSucceeded, TaskFailed, TaskCancelled, TaskTimedOut, TaskDeadLetter:
+		return true
+	}
+	return false
+}
+
+func taskState(s pb.TaskState) TaskState {
+	return TaskState(strings.TrimPrefix(s.String(), "TASK_STATE_"))
+}
+
+// ErrorInfo is a task's (or attempt's) error.
+type ErrorInfo struct {
+	Code      string
+	Message   string
+	Retryable bool
+	Details   map[string]any
+}
+
+func errorInfo(e *pb.TaskError) *ErrorInfo {
+	if e == nil {
+		return nil
+	}
+	return &ErrorInfo{Code: e.GetCode(), Message: e.GetMessage(), Retryable: e.GetRetryable(), Details: e.GetDetails().AsMap()}
+}
+
+// AttemptInfo is one attempt of a task.
+type AttemptInfo struct {
+	Attempt    int
+	AgentName  string
+	InstanceID string
+	// Outcome is RUNNING, SUCCEEDED, FAILED, TIMED_OUT, LOST or CANCELLED.
+	Outcome                        string
+	Error                          *ErrorInfo
+	AssignTime, StartTime, EndTime time.Time
+}
+
+// TaskInfo is a task as the control plane stores it.
+type TaskInfo struct {
+	ID         string
+	Capability string
+	State      TaskState
+	// Attempt is the current (or last) attempt number; 0 before the first assignment.
+	Attempt int
+	// Output is the output once SUCCEEDED: JSON unless OutputContentType says otherwise.
+	Output            json.RawMessage
+	OutputContentType string
+	// Error is the last error (FAILED, DEAD_LETTER, TIMED_OUT, or a failed attempt awaiting retry).
+	Error           *ErrorInfo
+	Progress        float64
+	ProgressMessage string
+	CancelReason    string
+	CorrelationID   string
+	Metadata        map[string]string
+	Attempts        []AttemptInfo
+	CreateTime      time.Time
+	UpdateTime      time.Time
+	EndTime         time.Time
+}
+
+// Decode decodes the JSON output into v.
+func (t *TaskInfo) Decode(v any) error { return decodeJSON(t.Output, t.OutputContentType, v) }
+
+func taskInfo(t *pb.Task) *TaskInfo {
+	info := &TaskInfo{
+		ID:              t.GetId(),
+		Capability:      t.GetTarget().GetCapability(),
+		State:           taskState(t.GetState()),
+		Attempt:         int(t.GetAttempt()),
+		Error:           errorInfo(t.GetError()),
+		Progress:        float64(t.GetProgress()),
+		ProgressMessage: t.GetProgressMessage(),
+		CancelReason:    t.GetCancelReason(),
+		CorrelationID:   t.GetCorrelationId(),
+		Metadata:        t.GetMetadata(),
+		CreateTime:      asTime(t.GetCreateTime()),
+		UpdateTime:      asTime(t.GetUpdateTime()),
+		EndTime:         asTime(t.GetEndTime()),
+	}
+	if t.GetOutput() != nil {
+		info.Output, info.OutputContentType, _ = decodePayload(t.GetOutput())
+	}
+	for _, a := range t.GetAttempts() {
+		info.Attempts = append(info.Attempts, AttemptInfo{
+			Attempt:    int(a.GetAttempt()),
+			AgentName:  a.GetAgentName(),
+			InstanceID: a.GetAgentInstanceId(),
+			Outcome:    strings.TrimPrefix(a.GetOutcome().String(), "ATTEMPT_OUTCOME_"),
+			Error:      errorInfo(a.GetError()),
+			AssignTime: asTime(a.GetAssignTime()),
+			StartTime:  asTime(a.GetStartTime()),
+			EndTime:    asTime(a.GetEndTime()),
+		})
+	}
+	return info
+}
+
+// TaskEventType says what happened to a task.
+type TaskEventType string
+
+// Task event types.
+const (
+	EventCreated      TaskEventType = "CREATED"
+	EventAssigned     TaskEventType = "ASSIGNED"
+	EventStarted      TaskEventType = "STARTED"
+	EventProgress     TaskEventType = "PROGRESS"
+	EventRetrying     TaskEventType = "RETRYING"
+	EventSucceeded    TaskEventType = "SUCCEEDED"
+	EventFailed       TaskEventType = "FAILED"
+	EventCancelled    TaskEventType = "CANCELLED"
+	EventTimedOut     TaskEventType = "TIMED_OUT"
+	EventDeadLettered TaskEventType = "DEAD_LETTERED"
+)
+
+// TaskEvent is one entry of a task's history.
+type TaskEvent struct {
+	TaskID     string
+	Sequence   int64
+	Type       TaskEventType
+	State      TaskState
+	Attempt    int
+	Time       time.Time
+	InstanceID string
+	Progress   float64
+	Message    string
+	Error      *ErrorInfo
+	Output     json.RawMessage
+}
+
+func taskEvent(e *pb.TaskEvent) TaskEvent {
+	ev := TaskEvent{
+		TaskID:     e.GetTaskId(),
+		Sequence:   e.GetSequence(),
+		Type:       TaskEventType(strings.TrimPrefix(e.GetType().String(), "TASK_EVENT_TYPE_")),
+		State:      taskState(e.GetState()),
+		Attempt:    int(e.GetAttempt()),
+		Time:       asTime(e.GetTime()),
+		InstanceID: e.GetAgentInstanceId(),
+		Progress:   float64(e.GetProgress()),
+		Message:    e.GetMessage(),
+		Error:      errorInfo(e.GetError()),
+	}
+	if e.GetOutput() != nil {
+		ev.Output, _, _ = decodePayload(e.GetOutput())
+	}
+	return ev
+}
+
+// SubmitOption tunes a submitted task.
+type SubmitOption func(*pb.SubmitTaskRequest)
+
+// WithIdempotencyKey makes the submission idempotent: the same key returns the same task.
+func WithIdempotencyKey(key string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { r.IdempotencyKey = key }
+}
+
+// WithPriority sets the priority (-1000..1000; higher runs first).
+func WithPriority(priority int) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { r.Priority = int32(priority) }
+}
+
+// WithCorrelationID sets the correlation id carried to agents, logs and events.
+func WithCorrelationID(id string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { r.CorrelationId = id }
+}
+
+// WithMetadata sets free-form metadata carried to the agent.
+func WithMetadata(metadata map[string]string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { r.Metadata = metadata }
+}
+
+// WithAgentName runs the task only on agents with this name.
+func WithAgentName(name string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { r.Target.AgentName = name }
+}
+
+// WithLabelSelector runs the task only on agent instances carrying all these labels.
+func WithLabelSelector(labels map[string]string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { r.Target.LabelSelector = labels }
+}
+
+// WithRoutingKey sets the key of consistent-hash (sticky) placement.
+func WithRoutingKey(key string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) {
+		r.Target.RoutingKey = key
+		r.Target.Strategy = pb.SchedulingStrategy_SCHEDULING_STRATEGY_CONSISTENT_HASH
+	}
+}
+
+// WithMaxAttempts sets the attempts allowed, the first included (1: no retry).
+func WithMaxAttempts(n int) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { retryPolicy(r).MaxAttempts = int32(n) }
+}
+
+// WithRetryBackoff sets the backoff between attempts: initial, growing by multiplier up to max.
+func WithRetryBackoff(initial, max time.Duration, multiplier float64) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) {
+		p := retryPolicy(r)
+		p.InitialBackoff, p.MaxBackoff, p.BackoffMultiplier = durationpb.New(initial), durationpb.New(max), multiplier
+	}
+}
+
+// WithNonRetryableCodes lists error codes that end the task FAILED at once.
+func WithNonRetryableCodes(codes ...string) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { retryPolicy(r).NonRetryableErrorCodes = codes }
+}
+
+// WithStartToClose bounds one attempt once assigned.
+func WithStartToClose(d time.Duration) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { timeouts(r).StartToClose = durationpb.New(d) }
+}
+
+// WithScheduleToStart bounds the wait in the queue before an attempt starts.
+func WithScheduleToStart(d time.Duration) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { timeouts(r).ScheduleToStart = durationpb.New(d) }
+}
+
+// WithScheduleToClose bounds the whole task, from submission to a terminal state.
+func WithScheduleToClose(d time.Duration) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { timeouts(r).ScheduleToClose = durationpb.New(d) }
+}
+
+// WithHeartbeatTimeout fails an attempt whose agent reports no progress or heartbeat for d.
+func WithHeartbeatTimeout(d time.Duration) SubmitOption {
+	return func(r *pb.SubmitTaskRequest) { timeouts(r).Heartbeat = durationpb.New(d) }
+}
+
+func retryPolicy(r *pb.SubmitTaskRequest) *pb.RetryPolicy {
+	if r.RetryPolicy == nil {
+		r.RetryPolicy = &pb.RetryPolicy{}
+	}
+	return r.RetryPolicy
+}
+
+func timeouts(r *pb.SubmitTaskRequest) *pb.TaskTimeouts {
+	if r.Timeouts == nil {
+		r.Timeouts = &pb.TaskTimeouts{}
+	}
+	return r.Timeouts
+}
+
+// Client uses the mesh: submit, inspect, wait for and cancel tasks; publish to channels;
+// read and write state. It is safe for concurrent use.
+type Client struct {
+	conn     *grpc.ClientConn
+	tasks    pb.TaskServiceClient
+	channels pb.ChannelServiceClient
+	agents   pb.AgentServiceClient
+	state    pb.StateServiceClient
+}
+
+// NewClient returns a client of the control plane at target (host:port). The connection is
+// made lazily, on the first call.
+func NewClient(target string, opts ...ClientOption) (*Client, error) {
+	var cfg clientConfig
+	for _, opt := range opts {
+		opt.applyClient(&cfg)
+	}
+	conn, err := dial(target, cfg.token, DefaultBackoffMax, false, cfg.dialOptions)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		conn:     conn,
+		tasks:    pb.NewTaskServiceClient(conn),
+		channels: pb.NewChannelServiceClient(conn),
+		agents:   pb.NewAgentServiceClient(conn),
+		state:    pb.NewStateServiceClient(conn),
+	}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Submit submits a task for capability with input (JSON-encoded; a [Blob] is sent as bytes).
+func (c *Client) Submit(ctx context.Context, capability string, input any, opts ...SubmitOption) (*TaskInfo, error) {
+	payload, err := encodePayload(input)
+	if err != nil {
+		return nil, err
+	}
+	req := &pb.SubmitTaskRequest{Target: &pb.TaskTarget{Capability: capability}, Input: payload}
+	for _, opt := range opts {
+		opt(req)
+	}
+	resp, err := c.tasks.SubmitTask(ctx, req)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return taskInfo(resp.GetTask()), nil
+}
+
+// Get returns a task with its attempts (an error matching ErrNotFound if there is none).
+func (c *Client) Get(ctx context.Context, taskID string) (*TaskInfo, error) {
+	resp, err := c.tasks.GetTask(ctx, &pb.GetTaskRequest{TaskId: taskID})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return taskInfo(resp.GetTask()), nil
+}
+
+// Cancel cancels a task and returns it; cancelling a task that already ended fails with an
+// error matching ErrFailedPrecondition.
+func (c *Client) Cancel(ctx context.Context, taskID, reason string) (*TaskInfo, error) {
+	resp, err := c.tasks.CancelTask(ctx, &pb.CancelTaskRequest{TaskId: taskID, Reason: reason})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return taskInfo(resp.GetTask()), nil
+}
+
+// Watch calls fn with a task's events (its history, then live ones) until the task ends, fn
+// returns an error, or ctx is done. A broken stream is resumed after the last event seen.
+func (c *Client) Watch(ctx context.Context, taskID string, fn func(TaskEvent) error) error {
+	var after int64
+	bo := newBackoff(DefaultBackoffInitial, 2*time.Second)
+	for {
+		ended, err := c.watchOnce(ctx, taskID, &after, fn)
+		if ended || err == nil {
+			return err
+		}
+		var rpc *RPCError
+		if !errors.As(err, &rpc) || rpc.Code != codes.Unavailable {
+			return err
+		}
+		timer := time.NewTimer(bo.Next())
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// watchOnce follows one WatchTask stream; ended says the task's terminal event was seen (or
+// fn stopped the watch).
+func (c *Client) watchOnce(ctx context.Context, taskID string, after *int64, fn func(TaskEvent) error) (bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.tasks.WatchTask(ctx, &pb.WatchTaskRequest{TaskId: taskID, AfterSequence: *after})
+	if err != nil {
+		return false, rpcError(err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return false, rpcError(err)
+		}
+		ev := taskEvent(resp.GetEvent())
+		*after = max(*after, ev.Sequence)
+		if err := fn(ev); err != nil {
+			return true, err
+		}
+		if ev.State.Terminal() {
+			return true, nil
+		}
+	}
+}
+
+// Wait waits until the task ends and returns it. A task that did not succeed is returned with a
+// *TaskFailedError (errors.Is ErrTaskFailed, and ErrTaskCancelled / ErrTaskTimedOut /
+// ErrTaskDeadLettered by its final state).
+func (c *Client) Wait(ctx context.Context, taskID string) (*TaskInfo, error) {
+	if err := c.Watch(ctx, taskID, func(TaskEvent) error { return nil }); err != nil {
+		return nil, err
+	}
+	task, err := c.Get(ctx, taskID)
+	if err != nil {
+		return nil, err
+	}
+	if task.State != TaskSucceeded {
+		return task, &TaskFailedError{Task: task}
+	}
+	return task, nil
+}
+
+// Run submits a task and waits for it (see Submit and Wait).
+func (c *Client) Run(ctx context.Context, capability string, input any, opts ...SubmitOption) (*TaskInfo, error) {
+	task, err := c.Submit(ctx, capability, input, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return c.Wait(ctx, task.ID)
+}
+
+// Publish broadcasts v (JSON, or a [Blob]) on a channel to every current subscriber.
+func (c *Client) Publish(ctx context.Context, channel string, v any) error {
+	return c.PublishWithHeaders(ctx, channel, v, nil)
+}
+
+// PublishWithHeaders is Publish with message headers.
+func (c *Client) PublishWithHeaders(ctx context.Context, channel string, v any, headers map[string]string) error {
+	if err := validChannel(channel); err != nil {
+		return err
+	}
+	payload, err := encodePayload(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.channels.Publish(ctx, &pb.PublishRequest{Channel: channel, Payload: payload, Headers: headers})
+	return rpcError(err)
+}
+
+// Subscribe calls fn with every message published on channel from when the subscription is
+// live (ready, if not nil, is then closed) until ctx is done or fn returns an error.
+func (c *Client) Subscribe(ctx context.Context, channel string, ready chan<- struct{}, fn func(*Message) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.channels.Subscribe(ctx, &pb.SubscribeRequest{Channel: channel})
+	if err != nil {
+		return rpcError(err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return rpcError(err)
+		}
+		switch ev := resp.GetEvent().(type) {
+		case *pb.SubscribeResponse_Started:
+			if ready != nil {
+				close(ready)
+				ready = nil
+			}
+		case *pb.SubscribeResponse_Message:
+			if err := fn(message(ev.Message)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// State is key/value state in a namespace (an agent's namespace is its name).
+func (c *Client) State(namespace string) *State {
+	return &State{namespace: namespace, client: func() (pb.StateServiceClient, error) { return c.state, nil }}
+}
+
+// DrainInstance asks a connected agent instance to finish its in-flight work, take no more,
+// and reconnect (timeout 0: the control plane's default).
+func (c *Client) DrainInstance(ctx context.Context, agentName, instanceID string, timeout time.Duration, reason string) error {
+	req := &pb.DrainAgentInstanceRequest{AgentName: agentName, InstanceId: instanceID, Reason: reason}
+	if timeout > 0 {
+		req.Timeout = durationpb.New(timeout)
+	}
+	_, err := c.agents.DrainAgentInstance(ctx, req)
+	return rpcError(err)
+}

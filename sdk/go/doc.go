@@ -1,0 +1,19 @@
+// Package meshplane is the Go SDK of Meshplane, a gRPC agent mesh.
+//
+// An [Agent] serves capabilities: it opens one bidirectional stream to the control plane,
+// registers, heartbeats, runs the tasks it is assigned (at most its max concurrency at a
+// time), reports progress and results, reconnects with jittered exponential backoff keeping
+// the tasks it still runs, and drains gracefully on shutdown. A [Client] submits tasks,
+// waits for them, cancels them and publishes to channels.
+//
+//	agent, err := meshplane.NewAgent("greeter")
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	agent.Handle("greet", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct{ Name string }) (map[string]string, error) {
+//		return map[string]string{"greeting": "hello " + in.Name}, nil
+//	}))
+//	log.Fatal(meshplane.RunWithSignals(agent, "127.0.0.1:50051"))
+//
+// The wire protocol is docs/agent-link.md in the Meshplane repository; every SDK follows it.
+package meshplane

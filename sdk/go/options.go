@@ -1,0 +1,203 @@
+package meshplane
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Default agent settings.
+const (
+	DefaultMaxConcurrency = 16
+	DefaultDrainTimeout   = 30 * time.Second
+	maxMaxConcurrency     = 10000
+	maxLabelLength        = 256
+)
+
+var (
+	nameRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	capabilityRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
+	channelRE    = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+)
+
+type agentConfig struct {
+	version        string
+	instanceID     string
+	description    string
+	labels         map[string]string
+	maxConcurrency int
+	weight         int
+	token          string
+	logger         *slog.Logger
+	backoffInitial time.Duration
+	backoffMax     time.Duration
+	drainTimeout   time.Duration
+	dialOptions    []grpc.DialOption
+}
+
+type clientConfig struct {
+	token       string
+	dialOptions []grpc.DialOption
+}
+
+// Option configures an [Agent] (NewAgent).
+type Option interface{ applyAgent(*agentConfig) }
+
+// ClientOption configures a [Client] (NewClient).
+type ClientOption interface{ applyClient(*clientConfig) }
+
+// SharedOption configures an [Agent] or a [Client].
+type SharedOption interface {
+	Option
+	ClientOption
+}
+
+type agentOption func(*agentConfig)
+
+func (f agentOption) applyAgent(c *agentConfig) { f(c) }
+
+type sharedOption struct {
+	agent  func(*agentConfig)
+	client func(*clientConfig)
+}
+
+func (o sharedOption) applyAgent(c *agentConfig)   { o.agent(c) }
+func (o sharedOption) applyClient(c *clientConfig) { o.client(c) }
+
+// WithVersion sets the agent's version (default "0.0.0").
+func WithVersion(version string) Option {
+	return agentOption(func(c *agentConfig) { c.version = version })
+}
+
+// WithInstanceID sets the instance id. It must stay the same for the process's lifetime; the
+// default is generated once per process (ProcessInstanceID).
+func WithInstanceID(id string) Option {
+	return agentOption(func(c *agentConfig) { c.instanceID = id })
+}
+
+// WithDescription sets the agent's human-readable description.
+func WithDescription(description string) Option {
+	return agentOption(func(c *agentConfig) { c.description = description })
+}
+
+// WithLabels adds labels (matched by task label selectors).
+func WithLabels(labels map[string]string) Option {
+	return agentOption(func(c *agentConfig) {
+		for k, v := range labels {
+			c.labels[k] = v
+		}
+	})
+}
+
+// WithMaxConcurrency sets how many tasks the agent runs at once (1..10000, default 16).
+func WithMaxConcurrency(n int) Option {
+	return agentOption(func(c *agentConfig) { c.maxConcurrency = n })
+}
+
+// WithWeight sets the agent's share for the weighted scheduling strategy (default 1).
+func WithWeight(weight int) Option {
+	return agentOption(func(c *agentConfig) { c.weight = weight })
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(logger *slog.Logger) Option {
+	return agentOption(func(c *agentConfig) { c.logger = logger })
+}
+
+// WithReconnectBackoff sets the reconnect backoff: delays double from initial to max, each
+// jittered by ±50 % (default 100ms to 5s).
+func WithReconnectBackoff(initial, max time.Duration) Option {
+	return agentOption(func(c *agentConfig) { c.backoffInitial, c.backoffMax = initial, max })
+}
+
+// WithDrainTimeout bounds a graceful shutdown: how long in-flight tasks may take to finish and
+// their results to be acknowledged before the agent leaves anyway (default 30s).
+func WithDrainTimeout(d time.Duration) Option {
+	return agentOption(func(c *agentConfig) { c.drainTimeout = d })
+}
+
+// WithToken sends `authorization: Bearer <token>` on every call.
+func WithToken(token string) SharedOption {
+	return sharedOption{
+		agent:  func(c *agentConfig) { c.token = token },
+		client: func(c *clientConfig) { c.token = token },
+	}
+}
+
+// WithDialOptions adds gRPC dial options (e.g. TLS transport credentials; the default is plaintext).
+func WithDialOptions(opts ...grpc.DialOption) SharedOption {
+	return sharedOption{
+		agent:  func(c *agentConfig) { c.dialOptions = append(c.dialOptions, opts...) },
+		client: func(c *clientConfig) { c.dialOptions = append(c.dialOptions, opts...) },
+	}
+}
+
+var (
+	processIDOnce sync.Once
+	processID     string
+)
+
+// ProcessInstanceID is the default instance id: generated once per process from the host name
+// and random bytes, so it is stable across reconnects and unique across processes.
+func ProcessInstanceID() string {
+	processIDOnce.Do(func() {
+		host, _ := os.Hostname()
+		host = strings.Map(func(r rune) rune {
+			if r < 128 && (r == '.' || r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9')) {
+				return r
+			}
+			return '-'
+		}, host)
+		host = strings.Trim(host, ".-_")
+		if len(host) > 64 {
+			host = host[:64]
+		}
+		b := make([]byte, 6)
+		_, _ = io.ReadFull(rand.Reader, b)
+		if host == "" {
+			host = "go"
+		}
+		processID = host + "-" + hex.EncodeToString(b)
+	})
+	return processID
+}
+
+func (c *agentConfig) validate(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("meshplane: invalid agent name %q: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit", name)
+	}
+	if !nameRE.MatchString(c.instanceID) {
+		return fmt.Errorf("meshplane: invalid instance id %q: 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit", c.instanceID)
+	}
+	if c.maxConcurrency < 1 || c.maxConcurrency > maxMaxConcurrency {
+		return fmt.Errorf("meshplane: max concurrency %d is outside 1..%d", c.maxConcurrency, maxMaxConcurrency)
+	}
+	if c.weight < 0 {
+		return fmt.Errorf("meshplane: weight %d is negative", c.weight)
+	}
+	for k, v := range c.labels {
+		if k == "" || len(k) > maxLabelLength || len(v) > maxLabelLength {
+			return fmt.Errorf("meshplane: label %q=%q: keys must be 1-%d characters, values at most %d", k, v, maxLabelLength, maxLabelLength)
+		}
+	}
+	if c.drainTimeout <= 0 {
+		return fmt.Errorf("meshplane: drain timeout must be positive")
+	}
+	return nil
+}
+
+func validChannel(name string) error {
+	if len(name) < 1 || len(name) > 200 || !channelRE.MatchString(name) {
+		return fmt.Errorf("meshplane: invalid channel name %q: 1-200 characters of [A-Za-z0-9_.-], no leading, trailing or double dot", name)
+	}
+	return nil
+}

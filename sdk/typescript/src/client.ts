@@ -1,0 +1,339 @@
+/** `MeshClient`: submit tasks and follow them, publish on channels, read and write state. */
+
+import { type ConnectionOptions, Connection, defaultTarget, defaultToken } from "./connection";
+import { channelMessage, durationFromMs, taskEvent, taskInfo } from "./convert";
+import {
+  TaskCancelledError,
+  TaskDeadLetteredError,
+  TaskFailedError,
+  TaskTimedOutError,
+  TimeoutError,
+  UnavailableError,
+} from "./errors";
+import { decodePayload, encodePayload } from "./payload";
+import {
+  AgentServiceClient,
+  ChannelServiceClient,
+  type Duration,
+  SchedulingStrategy,
+  type SubmitTaskRequest,
+  TaskServiceClient,
+} from "./proto";
+import { StateStore } from "./state";
+import { type ChannelMessage, isTerminal, type TaskEvent, type TaskInfo } from "./types";
+
+/** How a task may be placed among the agents that serve its capability. */
+export type Strategy = "least_loaded" | "round_robin" | "weighted" | "consistent_hash";
+
+const STRATEGIES: Record<Strategy, SchedulingStrategy> = {
+  least_loaded: SchedulingStrategy.SCHEDULING_STRATEGY_LEAST_LOADED,
+  round_robin: SchedulingStrategy.SCHEDULING_STRATEGY_ROUND_ROBIN,
+  weighted: SchedulingStrategy.SCHEDULING_STRATEGY_WEIGHTED,
+  consistent_hash: SchedulingStrategy.SCHEDULING_STRATEGY_CONSISTENT_HASH,
+};
+
+/** Everything a submission can say besides capability and input. Unset limits take the plane's defaults. */
+export interface SubmitOptions {
+  /** Higher runs first, -1000..1000. */
+  priority?: number;
+  /** Submitting the same key again returns the existing task. */
+  idempotencyKey?: string;
+  correlationId?: string;
+  metadata?: Record<string, string>;
+  /** Only agents with this name. */
+  agentName?: string;
+  /** Only agent instances with all of these labels. */
+  labelSelector?: Record<string, string>;
+  /** Key for the consistent-hash strategy. */
+  routingKey?: string;
+  strategy?: Strategy;
+  /** Total attempts including the first. */
+  maxAttempts?: number;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  backoffMultiplier?: number;
+  /** Error codes that end the task FAILED at once. */
+  nonRetryableErrorCodes?: string[];
+  scheduleToStartMs?: number;
+  startToCloseMs?: number;
+  /** Longest silence (no progress or heartbeat) of a running attempt. */
+  heartbeatTimeoutMs?: number;
+  scheduleToCloseMs?: number;
+  /** Content type of the input (default: application/json; application/octet-stream for bytes). */
+  contentType?: string;
+}
+
+/** A submitted task, and whether its idempotency key matched an existing one. */
+export interface SubmitResult extends TaskInfo {
+  readonly deduplicated: boolean;
+}
+
+/** Options of {@link MeshClient.wait} and {@link MeshClient.result}. */
+export interface WaitOptions {
+  /** Give up (reject with {@link TimeoutError}) after this long; the task goes on. */
+  timeoutMs?: number;
+  /** Give up when this signal aborts. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link MeshClient.watch}. */
+export interface WatchOptions {
+  /** Resume after this sequence number (0: the whole history). */
+  afterSequence?: number;
+  /** Stop watching when this signal aborts. */
+  signal?: AbortSignal;
+}
+
+/** Options of the client. */
+export interface MeshClientOptions extends ConnectionOptions {
+  /** Timeout of each unary call (default 30 000 ms). */
+  timeoutMs?: number;
+}
+
+const WATCH_RETRY_MS = 500;
+
+function ms(value: number | undefined): Duration | undefined {
+  return value === undefined ? undefined : durationFromMs(value);
+}
+
+/** Resolves the task if it SUCCEEDED; otherwise rejects with the matching {@link TaskFailedError}. */
+export function raiseForOutcome(task: TaskInfo): TaskInfo {
+  switch (task.state) {
+    case "SUCCEEDED":
+      return task;
+    case "CANCELLED":
+      throw new TaskCancelledError(task);
+    case "TIMED_OUT":
+      throw new TaskTimedOutError(task);
+    case "DEAD_LETTER":
+      throw new TaskDeadLetteredError(task);
+    default:
+      throw new TaskFailedError(task);
+  }
+}
+
+/** The SubmitTask request for a capability, input and options. */
+export function submitRequest(capability: string, input: unknown, options: SubmitOptions = {}): SubmitTaskRequest {
+  return {
+    target: {
+      capability,
+      agentName: options.agentName ?? "",
+      labelSelector: { ...options.labelSelector },
+      routingKey: options.routingKey ?? "",
+      strategy:
+        options.strategy === undefined ? SchedulingStrategy.SCHEDULING_STRATEGY_UNSPECIFIED : STRATEGIES[options.strategy],
+    },
+    input: encodePayload(input ?? null, options.contentType),
+    priority: options.priority ?? 0,
+    idempotencyKey: options.idempotencyKey ?? "",
+    retryPolicy: {
+      maxAttempts: options.maxAttempts ?? 0,
+      initialBackoff: ms(options.initialBackoffMs),
+      maxBackoff: ms(options.maxBackoffMs),
+      backoffMultiplier: options.backoffMultiplier ?? 0,
+      nonRetryableErrorCodes: [...(options.nonRetryableErrorCodes ?? [])],
+    },
+    timeouts: {
+      scheduleToStart: ms(options.scheduleToStartMs),
+      startToClose: ms(options.startToCloseMs),
+      heartbeat: ms(options.heartbeatTimeoutMs),
+      scheduleToClose: ms(options.scheduleToCloseMs),
+    },
+    correlationId: options.correlationId ?? "",
+    metadata: { ...options.metadata },
+  };
+}
+
+/**
+ * A client of the mesh: submit tasks and wait for them, cancel them, publish on channels, and
+ * read and write state. One gRPC channel; `close()` it when done.
+ *
+ * ```ts
+ * const client = new MeshClient("127.0.0.1:50051");
+ * const task = await client.submit("greet", { name: "Ada" });
+ * const done = await client.wait(task.id); // rejects with TaskFailedError unless it succeeded
+ * console.log(done.output);
+ * client.close();
+ * ```
+ */
+export class MeshClient {
+  readonly target: string;
+  private readonly connection: Connection;
+  private readonly timeoutMs: number;
+
+  constructor(target?: string, options: MeshClientOptions = {}) {
+    this.target = target || defaultTarget();
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.connection = new Connection(this.target, {
+      token: options.token ?? defaultToken(),
+      credentials: options.credentials,
+      channelOptions: options.channelOptions,
+    });
+  }
+
+  private get tasks(): TaskServiceClient {
+    return this.connection.client(TaskServiceClient);
+  }
+
+  // ------------------------------------------------------------ tasks
+
+  /** Submits a task for `capability` with `input` (any JSON value, or a Uint8Array). */
+  async submit(capability: string, input?: unknown, options: SubmitOptions = {}): Promise<SubmitResult> {
+    const stub = this.tasks;
+    const response = await this.connection.unary(
+      stub.submitTask.bind(stub),
+      submitRequest(capability, input, options),
+      this.timeoutMs,
+    );
+    if (response.task === undefined) {
+      throw new TypeError("the control plane answered SubmitTask without a task");
+    }
+    return { ...taskInfo(response.task), deduplicated: response.deduplicated };
+  }
+
+  /** The task with its attempts. */
+  async get(taskId: string): Promise<TaskInfo> {
+    const stub = this.tasks;
+    const response = await this.connection.unary(stub.getTask.bind(stub), { taskId }, this.timeoutMs);
+    if (response.task === undefined) {
+      throw new TypeError("the control plane answered GetTask without a task");
+    }
+    return taskInfo(response.task);
+  }
+
+  /** Cancels a task; resolves to it after cancellation. */
+  async cancel(taskId: string, reason = ""): Promise<TaskInfo> {
+    const stub = this.tasks;
+    const response = await this.connection.unary(stub.cancelTask.bind(stub), { taskId, reason }, this.timeoutMs);
+    if (response.task === undefined) {
+      throw new TypeError("the control plane answered CancelTask without a task");
+    }
+    return taskInfo(response.task);
+  }
+
+  /** The task's events: the stored ones after `afterSequence`, then live ones, ending after the terminal one. */
+  async *watch(taskId: string, options: WatchOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    const call = this.tasks.watchTask(
+      { taskId, afterSequence: options.afterSequence ?? 0 },
+      this.connection.metadata(),
+    );
+    const onAbort = (): void => call.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const response of call as AsyncIterable<{ event?: Parameters<typeof taskEvent>[0] }>) {
+        if (response.event !== undefined) {
+          yield taskEvent(response.event);
+        }
+      }
+    } catch (error) {
+      if (signal?.aborted) {
+        throw signal.reason;
+      }
+      throw this.connection.error(error);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      call.cancel();
+    }
+  }
+
+  /**
+   * Waits until the task ends; resolves to its final record if it SUCCEEDED, else rejects with
+   * {@link TaskFailedError} ({@link TaskCancelledError}, {@link TaskTimedOutError},
+   * {@link TaskDeadLetteredError}). Rides out control plane restarts.
+   */
+  async wait(taskId: string, options: WaitOptions = {}): Promise<TaskInfo> {
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) {
+      onAbort();
+    }
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(
+            () => controller.abort(new TimeoutError(`task ${taskId} did not end within ${options.timeoutMs} ms`)),
+            options.timeoutMs,
+          );
+    try {
+      let after = 0;
+      for (;;) {
+        try {
+          for await (const event of this.watch(taskId, { afterSequence: after, signal: controller.signal })) {
+            after = event.sequence;
+            if (isTerminal(event.state)) {
+              return raiseForOutcome(await this.get(taskId));
+            }
+          }
+          const task = await this.get(taskId); // the stream ended without a terminal event
+          if (isTerminal(task.state)) {
+            return raiseForOutcome(task);
+          }
+        } catch (error) {
+          if (!(error instanceof UnavailableError) || controller.signal.aborted) {
+            throw error;
+          }
+        }
+        await new Promise<void>((resolve) => setTimeout(resolve, WATCH_RETRY_MS));
+        controller.signal.throwIfAborted();
+      }
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Waits for the task's output (decoded JSON, or bytes); rejects like {@link wait}. */
+  async result<T = unknown>(taskId: string, options: WaitOptions = {}): Promise<T> {
+    return (await this.wait(taskId, options)).output as T;
+  }
+
+  // ------------------------------------------------------------ channels
+
+  /** Publishes a message (any JSON value, or a Uint8Array) on a channel. */
+  async publish(
+    channel: string,
+    data: unknown,
+    options: { headers?: Record<string, string>; contentType?: string } = {},
+  ): Promise<ChannelMessage> {
+    const stub = this.connection.client(ChannelServiceClient);
+    const response = await this.connection.unary(
+      stub.publish.bind(stub),
+      { channel, payload: encodePayload(data, options.contentType), headers: { ...options.headers } },
+      this.timeoutMs,
+    );
+    const message = response.message;
+    if (message === undefined) {
+      throw new TypeError("the control plane answered Publish without a message");
+    }
+    return channelMessage(message, decodePayload(message.payload));
+  }
+
+  // ------------------------------------------------------------ state and agents
+
+  /** The state entries of `namespace` (an agent's handlers use the namespace named after the agent). */
+  state(namespace: string): StateStore {
+    return new StateStore(this.connection, namespace, this.timeoutMs);
+  }
+
+  /** Asks an agent instance to finish its in-flight work and reconnect (a rolling restart). */
+  async drainInstance(
+    agentName: string,
+    instanceId: string,
+    options: { timeoutMs?: number; reason?: string } = {},
+  ): Promise<void> {
+    const stub = this.connection.client(AgentServiceClient);
+    await this.connection.unary(
+      stub.drainAgentInstance.bind(stub),
+      { agentName, instanceId, timeout: ms(options.timeoutMs), reason: options.reason ?? "" },
+      this.timeoutMs,
+    );
+  }
+
+  /** Closes the client's channel (idempotent). */
+  close(): void {
+    this.connection.close();
+  }
+}

@@ -1,0 +1,145 @@
+/** gRPC plumbing shared by the agent and the client: one channel, auth metadata, unary calls -> the error tree. */
+
+import {
+  type CallOptions,
+  Channel,
+  type ChannelCredentials,
+  type ChannelOptions,
+  type Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  credentials as grpcCredentials,
+  Metadata,
+  type ServiceError,
+} from "@grpc/grpc-js";
+
+import { errorFromStatus, isServiceError } from "./status";
+
+/** Where agents and clients connect when no target is given: `MESHPLANE_TARGET` or this. */
+export const DEFAULT_TARGET = "127.0.0.1:50051";
+
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** `MESHPLANE_TARGET` or `127.0.0.1:50051`. */
+export function defaultTarget(): string {
+  return process.env["MESHPLANE_TARGET"] || DEFAULT_TARGET;
+}
+
+/** `MESHPLANE_TOKEN`, if set. */
+export function defaultToken(): string | undefined {
+  return process.env["MESHPLANE_TOKEN"] || undefined;
+}
+
+/** How to reach the control plane. */
+export interface ConnectionOptions {
+  /** Bearer token sent as `authorization: Bearer <token>` on every call (default: `MESHPLANE_TOKEN`). */
+  token?: string;
+  /** Channel credentials (default: insecure, i.e. plaintext HTTP/2). */
+  credentials?: ChannelCredentials;
+  /** Extra grpc-js channel options; they override the SDK's. */
+  channelOptions?: ChannelOptions;
+}
+
+type ClientConstructor<T extends Client> = new (
+  address: string,
+  credentials: ChannelCredentials,
+  options?: Partial<ClientOptions>,
+) => T;
+
+/** The last (fullest) overload of a generated unary method. */
+export type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: Res) => void,
+) => ClientUnaryCall;
+
+/** One gRPC channel to the control plane, shared by every service client made from it. */
+export class Connection {
+  readonly target: string;
+  readonly channel: Channel;
+  private readonly token: string | undefined;
+  private readonly credentials: ChannelCredentials;
+  private readonly clients = new Map<unknown, Client>();
+  private closed = false;
+
+  constructor(target: string, options: ConnectionOptions & { keepalive?: boolean } = {}) {
+    this.target = target;
+    this.token = options.token;
+    this.credentials = options.credentials ?? grpcCredentials.createInsecure();
+    const channelOptions: ChannelOptions = {
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      // Come back quickly after a control plane restart (grpc-js would otherwise back off up to 120 s);
+      // the agent's own reconnect loop adds jittered backoff on top.
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 5_000,
+      ...(options.keepalive
+        ? {
+            // Notices a vanished control plane (no RST) within ~15 s; not more often than the plane
+            // allows (one ping per 5 s without data), or it closes the connection.
+            "grpc.keepalive_time_ms": 10_000,
+            "grpc.keepalive_timeout_ms": 5_000,
+            "grpc.keepalive_permit_without_calls": 1,
+          }
+        : {}),
+      ...options.channelOptions,
+    };
+    this.channel = new Channel(target, this.credentials, channelOptions);
+  }
+
+  /** Call metadata: the bearer token, when there is one. */
+  metadata(): Metadata {
+    const metadata = new Metadata();
+    if (this.token) {
+      metadata.set("authorization", `Bearer ${this.token}`);
+    }
+    return metadata;
+  }
+
+  /** A generated service client on this connection's channel (one per service). */
+  client<T extends Client>(constructor: ClientConstructor<T>): T {
+    let client = this.clients.get(constructor) as T | undefined;
+    if (client === undefined) {
+      client = new constructor(this.target, this.credentials, { channelOverride: this.channel });
+      this.clients.set(constructor, client);
+    }
+    return client;
+  }
+
+  /** A unary call; a failure rejects with the matching {@link RpcError}. */
+  unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, timeoutMs?: number): Promise<Res> {
+    const options: Partial<CallOptions> = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
+    return new Promise<Res>((resolve, reject) => {
+      method(request, this.metadata(), options, (error, response) => {
+        if (error) {
+          reject(this.error(error));
+        } else {
+          resolve(response);
+        }
+      });
+    });
+  }
+
+  /** The SDK error for whatever a call failed with. */
+  error(error: unknown): Error {
+    if (isServiceError(error)) {
+      return errorFromStatus(error, this.target);
+    }
+    return error instanceof Error ? error : new Error(String(error));
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Closes the channel (idempotent); calls in progress fail. */
+  close(): void {
+    if (this.closed) {
+      return;
+    }
+    this.closed = true;
+    this.clients.clear();
+    this.channel.close();
+  }
+}

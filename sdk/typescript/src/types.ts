@@ -1,0 +1,152 @@
+/** The SDK's plain data types (no generated protobuf types leak into the public API). */
+
+/** Any JSON value. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** A JSON object, e.g. a JSON Schema. */
+export type JsonObject = { [key: string]: JsonValue };
+
+/** The lifecycle state of a task. */
+export type TaskState =
+  | "UNSPECIFIED"
+  | "QUEUED"
+  | "ASSIGNED"
+  | "RUNNING"
+  | "SUCCEEDED"
+  | "FAILED"
+  | "CANCELLED"
+  | "TIMED_OUT"
+  | "DEAD_LETTER";
+
+/** The states a task never leaves. */
+export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set<TaskState>([
+  "SUCCEEDED",
+  "FAILED",
+  "CANCELLED",
+  "TIMED_OUT",
+  "DEAD_LETTER",
+]);
+
+/** True for SUCCEEDED, FAILED, CANCELLED, TIMED_OUT and DEAD_LETTER. */
+export function isTerminal(state: TaskState): boolean {
+  return TERMINAL_STATES.has(state);
+}
+
+/** What happened to a task. */
+export type TaskEventType =
+  | "UNSPECIFIED"
+  | "CREATED"
+  | "ASSIGNED"
+  | "STARTED"
+  | "PROGRESS"
+  | "RETRYING"
+  | "SUCCEEDED"
+  | "FAILED"
+  | "CANCELLED"
+  | "TIMED_OUT"
+  | "DEAD_LETTERED";
+
+/** How an attempt ended. */
+export type AttemptOutcome = "UNSPECIFIED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "LOST" | "CANCELLED";
+
+/** An error reported for a task (by its handler or by the control plane). */
+export interface ErrorInfo {
+  readonly code: string;
+  readonly message: string;
+  readonly retryable: boolean;
+  readonly details: Record<string, unknown>;
+}
+
+/** One attempt of a task. */
+export interface AttemptInfo {
+  readonly attempt: number;
+  readonly agentName: string;
+  readonly agentInstanceId: string;
+  readonly sessionId: string;
+  readonly outcome: AttemptOutcome;
+  readonly error: ErrorInfo | undefined;
+  readonly assignTime: Date | undefined;
+  readonly startTime: Date | undefined;
+  readonly endTime: Date | undefined;
+}
+
+/** A task as the control plane stores it. Payloads are decoded: JSON as values, other bytes as Uint8Array. */
+export interface TaskInfo {
+  readonly id: string;
+  readonly capability: string;
+  readonly agentName: string;
+  readonly labelSelector: Readonly<Record<string, string>>;
+  readonly state: TaskState;
+  /** Current (or last) attempt; 0 before the first assignment. */
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly input: unknown;
+  /** The output once SUCCEEDED (undefined before). */
+  readonly output: unknown;
+  /** The last error (FAILED, DEAD_LETTER, TIMED_OUT, or a failed attempt awaiting retry). */
+  readonly error: ErrorInfo | undefined;
+  readonly priority: number;
+  readonly idempotencyKey: string;
+  readonly correlationId: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Last reported progress, 0..1. */
+  readonly progress: number;
+  readonly progressMessage: string;
+  readonly cancelReason: string;
+  readonly resubmittedFrom: string;
+  readonly attempts: readonly AttemptInfo[];
+  readonly createTime: Date | undefined;
+  readonly updateTime: Date | undefined;
+  readonly endTime: Date | undefined;
+  readonly scheduledTime: Date | undefined;
+}
+
+/** One entry of a task's history (WatchTask). */
+export interface TaskEvent {
+  readonly taskId: string;
+  /** Position in the task's history, from 1. */
+  readonly sequence: number;
+  readonly type: TaskEventType;
+  /** The task's state after the event. */
+  readonly state: TaskState;
+  readonly attempt: number;
+  readonly time: Date | undefined;
+  readonly agentInstanceId: string;
+  readonly progress: number;
+  readonly message: string;
+  readonly error: ErrorInfo | undefined;
+  /** The output (SUCCEEDED events). */
+  readonly output: unknown;
+}
+
+/** A state entry: a value with its version (compare-and-set) and optional expiry. */
+export interface StateEntry<T = unknown> {
+  readonly namespace: string;
+  readonly key: string;
+  readonly value: T;
+  /** From 1, incremented by every write. */
+  readonly version: number;
+  readonly expireTime: Date | undefined;
+  readonly createTime: Date | undefined;
+  readonly updateTime: Date | undefined;
+}
+
+/** One page of a listing. */
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Pass to the next call; empty on the last page. */
+  readonly nextPageToken: string;
+}
+
+/** A message on a channel. */
+export interface ChannelMessage<T = unknown> {
+  readonly channel: string;
+  readonly messageId: string;
+  /** The decoded body: JSON as a value, other content types as Uint8Array. */
+  readonly data: T;
+  readonly contentType: string;
+  readonly headers: Readonly<Record<string, string>>;
+  /** "agent/<name>/<instance_id>" or "client". */
+  readonly publisher: string;
+  readonly publishTime: Date | undefined;
+}

@@ -1,0 +1,430 @@
+// The agent runtime's protocol duties, driven frame by frame without a network: what it answers to
+// assignments, cancellations, acks, reconnects and drains (the conformance suite covers the wire).
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+
+import { CancelledError } from "../src/errors";
+import type { LinkSession } from "../src/link";
+import { consoleLogger } from "../src/log";
+import { decodePayload, encodePayload } from "../src/payload";
+import {
+  type Assignment,
+  type ConnectRequest,
+  type ConnectResponse,
+  type Registered,
+  type TaskResult,
+  TaskUpdateKind,
+} from "../src/proto";
+import {
+  AgentRuntime,
+  type ChannelRegistration,
+  type RuntimeSpec,
+  type TaskRegistration,
+} from "../src/runtime";
+import type { TaskContext } from "../src/context";
+
+type Handler = (ctx: TaskContext, input: unknown) => unknown;
+
+const runtimes: AgentRuntime[] = [];
+
+afterEach(() => {
+  for (const runtime of runtimes.splice(0)) {
+    runtime.connection.close();
+  }
+});
+
+function registration(capability: string, handler: Handler, validate?: (x: unknown) => unknown): TaskRegistration {
+  return { capability, description: "", inputSchema: undefined, outputSchema: undefined, validate, handler };
+}
+
+function makeRuntime(
+  handlers: Record<string, Handler>,
+  options: { maxConcurrency?: number; channels?: Record<string, ChannelRegistration["handler"]>; validate?: Record<string, (x: unknown) => unknown> } = {},
+): AgentRuntime {
+  const tasks = new Map(
+    Object.entries(handlers).map(([name, handler]) => [name, registration(name, handler, options.validate?.[name])]),
+  );
+  const channels = new Map(
+    Object.entries(options.channels ?? {}).map(([channel, handler]) => [channel, { channel, handler }]),
+  );
+  const spec: RuntimeSpec = {
+    name: "unit",
+    version: "1.0.0",
+    instanceId: "unit-1",
+    description: "",
+    labels: { lang: "typescript" },
+    maxConcurrency: options.maxConcurrency ?? 4,
+    weight: 1,
+    tasks,
+    channels,
+    backoffInitialMs: 100,
+    backoffMaxMs: 5_000,
+    drainTimeoutMs: 1_000,
+    stateTimeoutMs: 1_000,
+    logger: consoleLogger("silent"),
+  };
+  const runtime = new AgentRuntime(spec, "127.0.0.1:1", {});
+  runtimes.push(runtime);
+  return runtime;
+}
+
+class FakeSession {
+  isEnded = false;
+  closes = 0;
+  registered: Registered | undefined;
+  closeWhenFlushed(): void {
+    this.closes += 1;
+  }
+}
+
+function connect(runtime: AgentRuntime, kept: Array<[string, number]> = []): FakeSession {
+  const session = new FakeSession();
+  runtime.registerFrame();
+  const registered: Registered = {
+    sessionId: `s-${Math.random()}`,
+    heartbeatInterval: { seconds: 0, nanos: 200_000_000 },
+    leaseTimeout: { seconds: 1, nanos: 500_000_000 },
+    replicaId: "r",
+    keptTasks: kept.map(([taskId, attempt]) => ({ taskId, attempt })),
+    maxPayloadBytes: 1 << 20,
+  };
+  session.registered = registered;
+  runtime.onRegistered(session as unknown as LinkSession, registered);
+  return session;
+}
+
+function assignment(taskId: string, capability: string, input: unknown, extra: Partial<Assignment> = {}): Assignment {
+  return {
+    taskId,
+    attempt: 1,
+    capability,
+    input: encodePayload(input),
+    priority: 0,
+    correlationId: "",
+    metadata: {},
+    deadline: undefined,
+    heartbeatTimeout: undefined,
+    maxAttempts: 3,
+    traceparent: "",
+    tracestate: "",
+    ...extra,
+  };
+}
+
+function send(runtime: AgentRuntime, session: FakeSession, frame: ConnectResponse["frame"]): void {
+  runtime.onFrame(session as unknown as LinkSession, { frame });
+}
+
+function assign(runtime: AgentRuntime, session: FakeSession, ...list: Assignment[]): void {
+  send(runtime, session, { $case: "assignments", assignments: { assignments: list } });
+}
+
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function until(condition: () => boolean, timeoutMs = 2_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error("condition not met in time");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function results(frames: ConnectRequest[]): TaskResult[] {
+  return frames.flatMap((f) => (f.frame?.$case === "taskResults" ? f.frame.taskResults.results : []));
+}
+
+function outcome(result: TaskResult | undefined): unknown {
+  const o = result?.outcome;
+  if (o?.$case === "output") {
+    return { output: decodePayload(o.output) };
+  }
+  return o?.$case === "error" ? { code: o.error.code, retryable: o.error.retryable } : undefined;
+}
+
+function heldTasks(runtime: AgentRuntime): Array<[string, number]> {
+  const frame = runtime.registerFrame().frame;
+  assert.ok(frame?.$case === "register");
+  return frame.register.heldTasks.map((ref) => [ref.taskId, ref.attempt]);
+}
+
+describe("AgentRuntime", () => {
+  it("registers what the agent is", () => {
+    const runtime = makeRuntime({ "unit.echo": (_ctx, input) => input }, { channels: { "unit.news": () => {} } });
+    const frame = runtime.registerFrame().frame;
+    assert.ok(frame?.$case === "register");
+    const register = frame.register;
+    assert.equal(register.agentName, "unit");
+    assert.equal(register.instanceId, "unit-1");
+    assert.deepEqual(register.capabilities.map((c) => c.name), ["unit.echo"]);
+    assert.deepEqual(register.sdk, { language: "typescript", version: "0.1.0" });
+    assert.deepEqual(register.subscriptions, ["unit.news"]);
+    assert.equal(register.maxConcurrency, 4);
+    assert.equal(register.pid, process.pid);
+    assert.deepEqual(register.heldTasks, []);
+  });
+
+  it("answers an assignment with exactly one result and keeps it until acknowledged", async () => {
+    const runtime = makeRuntime({ "unit.echo": (_ctx, input) => input });
+    const session = connect(runtime);
+    const a = assignment("t1", "unit.echo", { hello: "✓" });
+    assign(runtime, session, a);
+    assign(runtime, session, a); // a duplicate delivery is not run twice
+    await tick();
+    const sent = results(runtime.outbox.take());
+    assert.equal(sent.length, 1);
+    assert.deepEqual([sent[0]?.taskId, sent[0]?.attempt], ["t1", 1]);
+    assert.deepEqual(outcome(sent[0]), { output: { hello: "✓" } });
+
+    assert.deepEqual(heldTasks(runtime), [["t1", 1]]); // unacknowledged: listed after a reconnect
+    send(runtime, session, { $case: "resultAcks", resultAcks: { tasks: [{ taskId: "t1", attempt: 1 }] } });
+    assert.deepEqual(heldTasks(runtime), []);
+    await runtime.whenIdle();
+  });
+
+  it("sends STARTED while a handler runs, and progress only while it runs", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let context: TaskContext | undefined;
+    const runtime = makeRuntime({
+      "unit.slow": async (ctx) => {
+        context = ctx;
+        ctx.progress(0.5, "half");
+        await gate;
+        return { ok: true };
+      },
+    });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.slow", {}, { attempt: 2 }));
+    await tick();
+    const frames = runtime.outbox.take();
+    const updates = frames.flatMap((f) => (f.frame?.$case === "taskUpdates" ? f.frame.taskUpdates.updates : []));
+    assert.deepEqual(
+      updates.map((u) => [u.taskId, u.attempt, u.kind, u.message]),
+      [
+        ["t1", 2, TaskUpdateKind.TASK_UPDATE_KIND_STARTED, ""],
+        ["t1", 2, TaskUpdateKind.TASK_UPDATE_KIND_PROGRESS, "half"],
+      ],
+    );
+    assert.equal(runtime.inFlight, 1);
+    release();
+    await until(() => runtime.inFlight === 0);
+    context?.progress(1, "too late"); // dropped: the attempt has finished
+    const after = runtime.outbox.take();
+    assert.deepEqual(after.map((f) => f.frame?.$case), ["taskResults"]);
+    assert.throws(() => context?.progress(1.5), RangeError);
+  });
+
+  it("never runs more than max_concurrency handlers at once", async () => {
+    let running = 0;
+    let peak = 0;
+    const gates: Array<() => void> = [];
+    const runtime = makeRuntime(
+      {
+        "unit.hold": async () => {
+          running += 1;
+          peak = Math.max(peak, running);
+          await new Promise<void>((resolve) => gates.push(resolve));
+          running -= 1;
+          return {};
+        },
+      },
+      { maxConcurrency: 2 },
+    );
+    const session = connect(runtime);
+    assign(runtime, session, ...["a", "b", "c", "d"].map((id) => assignment(id, "unit.hold", {})));
+    await tick();
+    assert.equal(runtime.inFlight, 2);
+    while (gates.length > 0 || runtime.inFlight > 0) {
+      gates.shift()?.();
+      await tick();
+    }
+    assert.equal(peak, 2);
+    assert.equal(results(runtime.outbox.take()).length, 4);
+  });
+
+  it("signals a cancellation and reports it as `cancelled`, whatever the handler returns", async () => {
+    let reason: unknown;
+    const runtime = makeRuntime({
+      "unit.wait": async (ctx) => {
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        reason = ctx.signal.reason;
+        return { finished: "anyway" };
+      },
+      "unit.sleep": async (ctx) => {
+        await ctx.sleep(60_000);
+        return {};
+      },
+    });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.wait", {}), assignment("t2", "unit.sleep", {}));
+    await tick();
+    send(runtime, session, {
+      $case: "cancellations",
+      cancellations: {
+        cancellations: [
+          { taskId: "t1", attempt: 1, reason: "cancelled" },
+          { taskId: "t2", attempt: 1, reason: "timed_out" },
+        ],
+      },
+    });
+    await until(() => runtime.inFlight === 0);
+    assert.ok(reason instanceof CancelledError);
+    const sent = results(runtime.outbox.take());
+    assert.deepEqual(sent.map(outcome), [
+      { code: "cancelled", retryable: false },
+      { code: "cancelled", retryable: false },
+    ]);
+  });
+
+  it("cancels an attempt whose deadline passes, retryably", async () => {
+    const runtime = makeRuntime({
+      "unit.stuck": async (ctx) => {
+        await ctx.sleep(60_000);
+      },
+    });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.stuck", {}, { deadline: new Date(Date.now() + 30) }));
+    await until(() => runtime.inFlight === 0);
+    assert.deepEqual(results(runtime.outbox.take()).map(outcome), [{ code: "deadline_exceeded", retryable: true }]);
+  });
+
+  it("fails unknown capabilities and invalid input without retry", async () => {
+    const runtime = makeRuntime(
+      { "unit.typed": (_ctx, input) => input },
+      {
+        validate: {
+          "unit.typed": (input) => {
+            if (typeof input !== "object" || input === null || !("name" in input)) {
+              throw new Error("name is required");
+            }
+            return input;
+          },
+        },
+      },
+    );
+    const session = connect(runtime);
+    assign(
+      runtime,
+      session,
+      assignment("t1", "unit.nope", {}),
+      assignment("t2", "unit.typed", { other: 1 }),
+      assignment("t3", "unit.typed", { name: "x" }),
+      { ...assignment("t4", "unit.typed", null), input: { kind: { $case: "data", data: Buffer.from("{") }, contentType: "application/json" } },
+    );
+    await until(() => runtime.inFlight === 0);
+    const byTask = new Map(results(runtime.outbox.take()).map((r) => [r.taskId, outcome(r)]));
+    assert.deepEqual(byTask.get("t1"), { code: "unknown_capability", retryable: false });
+    assert.deepEqual(byTask.get("t2"), { code: "validation_failed", retryable: false });
+    assert.deepEqual(byTask.get("t3"), { output: { name: "x" } });
+    assert.deepEqual(byTask.get("t4"), { code: "validation_failed", retryable: false });
+  });
+
+  it("resends unacknowledged results the plane kept after a reconnect, and forgets the rest", async () => {
+    const runtime = makeRuntime({ "unit.echo": (_ctx, input) => input });
+    const first = connect(runtime);
+    assign(runtime, first, assignment("keep", "unit.echo", 1), assignment("drop", "unit.echo", 2));
+    await tick();
+    runtime.outbox.take(); // written, but the stream broke before the acks came
+    assert.deepEqual(heldTasks(runtime).sort(), [
+      ["drop", 1],
+      ["keep", 1],
+    ]);
+    connect(runtime, [["keep", 1]]);
+    const resent = results(runtime.outbox.take());
+    assert.deepEqual(resent.map((r) => [r.taskId, outcome(r)]), [["keep", { output: 1 }]]);
+    assert.deepEqual(heldTasks(runtime), [["keep", 1]]);
+  });
+
+  it("stops an attempt that is no longer held and drops its result", async () => {
+    let signalled = false;
+    const runtime = makeRuntime({
+      "unit.wait": async (ctx) => {
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        signalled = true;
+        return {};
+      },
+    });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.wait", {}));
+    await tick();
+    runtime.outbox.take();
+    send(runtime, session, {
+      $case: "cancellations",
+      cancellations: { cancellations: [{ taskId: "t1", attempt: 1, reason: "not_held" }] },
+    });
+    await until(() => runtime.inFlight === 0);
+    assert.ok(signalled);
+    assert.deepEqual(results(runtime.outbox.take()), []);
+    assert.deepEqual(heldTasks(runtime), []);
+  });
+
+  it("on `drain`, closes the session once every result is acknowledged", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const runtime = makeRuntime({ "unit.slow": async () => gate.then(() => ({})) });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.slow", {}));
+    await tick();
+    send(runtime, session, { $case: "drain", drain: { timeout: { seconds: 10, nanos: 0 }, reason: "rolling" } });
+    await tick();
+    assert.equal(session.closes, 0);
+    release();
+    await until(() => runtime.inFlight === 0);
+    await tick();
+    assert.equal(session.closes, 0); // the result is not acknowledged yet
+    send(runtime, session, { $case: "resultAcks", resultAcks: { tasks: [{ taskId: "t1", attempt: 1 }] } });
+    await tick();
+    assert.equal(session.closes, 1);
+  });
+
+  it("publishes through the link and delivers channel messages to their handler", async () => {
+    const received: unknown[] = [];
+    const runtime = makeRuntime(
+      {
+        "unit.pub": (ctx, input) => {
+          ctx.publish("unit.out", input, { headers: { h: "1" } });
+          return {};
+        },
+      },
+      { channels: { "unit.in": (_ctx, data) => void received.push(data) } },
+    );
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.pub", { x: [1] }));
+    await tick();
+    const publishes = runtime.outbox
+      .take()
+      .flatMap((f) => (f.frame?.$case === "publish" ? [f.frame.publish] : []));
+    assert.equal(publishes.length, 1);
+    assert.equal(publishes[0]?.channel, "unit.out");
+    assert.deepEqual(publishes[0]?.headers, { h: "1" });
+    assert.deepEqual(decodePayload(publishes[0]?.payload), { x: [1] });
+
+    send(runtime, session, {
+      $case: "channelMessage",
+      channelMessage: {
+        channel: "unit.in",
+        messageId: "m1",
+        payload: encodePayload({ hi: true }),
+        headers: {},
+        publisher: "client",
+        publishTime: new Date(),
+      },
+    });
+    await until(() => received.length === 1);
+    assert.deepEqual(received, [{ hi: true }]);
+  });
+
+  it("reports load in heartbeats", async () => {
+    const runtime = makeRuntime({ "unit.hang": () => new Promise(() => {}) }, { maxConcurrency: 4 });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.hang", {}));
+    await tick();
+    const frame = runtime.heartbeatFrame().frame;
+    assert.ok(frame?.$case === "heartbeat");
+    assert.equal(frame.heartbeat.inFlight, 1);
+    assert.equal(frame.heartbeat.load, 0.25);
+    assert.ok(frame.heartbeat.memoryBytes > 0);
+  });
+});
