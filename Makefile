@@ -78,7 +78,7 @@ buf-lint: node ## buf lint (STANDARD) on proto/
 buf-breaking: node ## buf breaking against origin/main (or main) when it has protos
 	@base=$$(git rev-parse --verify -q origin/main || git rev-parse --verify -q main || true); \
 	if [ -n "$$base" ] && git cat-file -e "$$base:proto/meshplane/v1" 2>/dev/null; then \
-	  $(BUF) breaking --against ".git#ref=$$base"; \
+	  $(BUF) breaking --against ".git#ref=$$base" && echo "buf breaking: no breaking change against $$base"; \
 	else echo "buf breaking: no protos on main yet, nothing to compare"; fi
 
 lint: venv buf-lint ## ruff, mypy (strict), buf lint
