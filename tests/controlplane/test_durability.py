@@ -1,0 +1,88 @@
+"""A control plane killed with SIGKILL loses no acknowledged task and completes none twice (both stores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from meshplane.v1 import task_pb2, task_service_pb2
+from tests.controlplane.helpers import submit, tasks_stub, watch_events
+from tests.controlplane.test_lifecycle import retry, wait_state
+from tests.support.eventually import eventually
+from tests.support.link_agent import LinkAgent
+from tests.support.plane_process import PlaneProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_sigkill_loses_nothing_and_completes_nothing_twice(tmp_path: Path, database_url: str) -> None:
+    port_plane = PlaneProcess(tmp_path / "plane", database_url=database_url, replica_id="first").start()
+    port = port_plane.address.rsplit(":", 1)[1]
+    try:
+        async with grpc.aio.insecure_channel(port_plane.address) as channel:
+            submitted = [(await submit(channel, data={"i": i}, retry_policy=retry(5))).id for i in range(30)]
+            keeper = LinkAgent(port_plane.address, name="keeper", max_concurrency=3)
+            goner = LinkAgent(port_plane.address, name="goner", max_concurrency=2)
+            await keeper.connect()
+            held = [await keeper.next_assignment() for _ in range(3)]
+            for assignment in held:
+                await keeper.started(assignment)
+            await keeper.succeed(held[0], {"done": "before the crash"})  # sent; the ack may or may not come
+            await goner.connect()
+            for _ in range(2):
+                await goner.started(await goner.next_assignment())
+            await eventually(lambda: len(goner.all_assignments) == 2)
+
+        port_plane.kill()  # SIGKILL: whatever was committed is all there is
+        await keeper.kill()
+        await goner.kill()  # this agent never comes back: its tasks must come back after the lease
+
+        second = PlaneProcess(
+            tmp_path / "plane", database_url=database_url, replica_id="second", listen=f"127.0.0.1:{port}"
+        ).start()
+        try:
+            async with grpc.aio.insecure_channel(second.address) as channel:
+                # The keeper reconnects holding its running tasks and its maybe-unacknowledged result.
+                returning = LinkAgent(
+                    second.address,
+                    name="keeper",
+                    instance_id=keeper.instance_id,
+                    max_concurrency=3,
+                    held=[(a.task_id, a.attempt) for a in held],
+                )
+                registered = await returning.connect()
+                assert registered is not None
+                kept = {t.task_id for t in registered.kept_tasks}
+                acked_before = (held[0].task_id, held[0].attempt) in keeper.acks
+                assert {a.task_id for a in held[1:]} <= kept, "running tasks are kept"
+                assert (held[0].task_id in kept) is not acked_before, "the result either committed or is still held"
+                await returning.succeed(held[0], {"done": "resent"})
+                for assignment in held[1:]:
+                    await returning.succeed(assignment, {"done": "after the restart"})
+                returning.serve_echo()
+
+                async def all_succeeded() -> bool:
+                    listed = await tasks_stub(channel).ListTasks(task_service_pb2.ListTasksRequest(page_size=100))
+                    states = {t.id: t.state for t in listed.tasks}
+                    return all(states.get(i) == task_pb2.TASK_STATE_SUCCEEDED for i in submitted)
+
+                await eventually(all_succeeded, timeout=60, message="every acknowledged task succeeded")
+                for task_id in submitted:
+                    events = await watch_events(channel, task_id)
+                    succeeded = [e for e in events if e.type == task_pb2.TASK_EVENT_TYPE_SUCCEEDED]
+                    assert len(succeeded) == 1, f"{task_id} completed {len(succeeded)} times"
+                lost = [a.task_id for a in goner.all_assignments]
+                for task_id in lost:
+                    done = await wait_state(channel, task_id, task_pb2.TASK_STATE_SUCCEEDED)
+                    assert done.attempts[0].outcome == task_pb2.ATTEMPT_OUTCOME_LOST
+                    assert done.attempts[-1].agent_instance_id == returning.instance_id
+                for assignment in held[1:]:
+                    done = await wait_state(channel, assignment.task_id, task_pb2.TASK_STATE_SUCCEEDED)
+                    assert len(done.attempts) == 1, "a kept task is not run again"
+                await returning.close()
+        finally:
+            second.kill()
+    finally:
+        port_plane.kill()
