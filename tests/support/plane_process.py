@@ -1,13 +1,9 @@
-"""One control plane replica in its own process, for tests that kill it (SIGKILL) or restart it.
-
-    python -m tests.support.plane_process     # settings from MESHPLANE_* env; prints "READY <address>"
-
-`PlaneProcess` starts it, waits for READY, and stops or kills it.
+"""One control plane replica in its own process (controlplane.devtools.serve), for tests that kill it
+(SIGKILL) or restart it. `PlaneProcess` starts it, waits for READY, and stops or kills it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -20,26 +16,6 @@ from typing import IO, Any
 from tests.support.plane import TEST_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _serve() -> None:
-    import logging
-
-    from controlplane.app import ControlPlane
-    from controlplane.settings import Settings
-
-    logging.basicConfig(level=os.environ.get("MESHPLANE_LOG_LEVEL", "WARNING"), stream=sys.stderr)
-    plane = ControlPlane(Settings())
-    await plane.start()
-    print(f"READY {plane.address}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await plane.drain(grace=5)
-    await plane.stop()
-    print("STOPPED", flush=True)
 
 
 class PlaneProcess:
@@ -57,7 +33,7 @@ class PlaneProcess:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._log = (data_dir / "plane-stderr.log").open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.plane_process"],
+            [sys.executable, "-m", "controlplane.devtools.serve"],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -103,7 +79,3 @@ def _env_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-if __name__ == "__main__":
-    asyncio.run(_serve())

@@ -1,11 +1,5 @@
-"""Free TCP ports for servers that cannot bind port 0 themselves."""
+"""Free TCP ports (shared with `meshplane bench`)."""
 
-from __future__ import annotations
+from controlplane.devtools.ports import free_port
 
-import socket
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port"]

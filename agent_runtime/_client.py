@@ -1,0 +1,482 @@
+"""`MeshClient`: submit tasks and follow them, talk on channels, read and write state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from google.protobuf import duration_pb2
+
+from agent_runtime import _payload
+from agent_runtime._errors import (
+    TaskCancelled,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskTimedOut,
+    Unavailable,
+)
+from agent_runtime._rpc import DEFAULT_TARGET, Connection, error_from_rpc
+from agent_runtime._state import Seconds, StateStore
+from agent_runtime._types import (
+    AgentInfo,
+    AgentInstanceInfo,
+    ChannelMessage,
+    Page,
+    StateEntry,
+    TaskEvent,
+    TaskInfo,
+    TaskState,
+)
+from meshplane.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    channel_pb2,
+    channel_pb2_grpc,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+
+_MAX_PAGE = 1000
+_WATCH_RETRY_SECONDS = 0.5
+_STREAM_END_GRACE_SECONDS = 2.0
+
+
+def _duration(value: Seconds) -> duration_pb2.Duration:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    proto = duration_pb2.Duration()
+    proto.FromNanoseconds(round(seconds * 1e9))
+    return proto
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """Everything a submission can say. Unset limits take the control plane's defaults."""
+
+    capability: str
+    input: Any = None
+    priority: int = 0
+    idempotency_key: str = ""
+    correlation_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    agent_name: str = ""
+    label_selector: Mapping[str, str] = field(default_factory=dict)
+    routing_key: str = ""
+    max_attempts: int = 0
+    non_retryable_error_codes: Sequence[str] = ()
+    schedule_to_start: Seconds | None = None
+    start_to_close: Seconds | None = None
+    heartbeat_timeout: Seconds | None = None
+    schedule_to_close: Seconds | None = None
+    content_type: str | None = None
+
+    def to_proto(self) -> task_service_pb2.SubmitTaskRequest:
+        request = task_service_pb2.SubmitTaskRequest(
+            target=task_pb2.TaskTarget(
+                capability=self.capability,
+                agent_name=self.agent_name,
+                label_selector=dict(self.label_selector),
+                routing_key=self.routing_key,
+            ),
+            input=_payload.encode(self.input, self.content_type),
+            priority=self.priority,
+            idempotency_key=self.idempotency_key,
+            correlation_id=self.correlation_id,
+            metadata=dict(self.metadata),
+        )
+        if self.max_attempts or self.non_retryable_error_codes:
+            request.retry_policy.max_attempts = self.max_attempts
+            request.retry_policy.non_retryable_error_codes.extend(self.non_retryable_error_codes)
+        timeouts = {
+            "schedule_to_start": self.schedule_to_start,
+            "start_to_close": self.start_to_close,
+            "heartbeat": self.heartbeat_timeout,
+            "schedule_to_close": self.schedule_to_close,
+        }
+        for name, value in timeouts.items():
+            if value is not None:
+                getattr(request.timeouts, name).CopyFrom(_duration(value))
+        return request
+
+
+_FAILURES: dict[TaskState, type[TaskFailed]] = {
+    TaskState.CANCELLED: TaskCancelled,
+    TaskState.TIMED_OUT: TaskTimedOut,
+    TaskState.DEAD_LETTER: TaskDeadLettered,
+}
+
+
+def raise_for_outcome(task: TaskInfo) -> TaskInfo:
+    """``task`` if it succeeded; otherwise the matching :class:`TaskFailed` (carrying the task)."""
+    if task.state is TaskState.SUCCEEDED:
+        return task
+    raise _FAILURES.get(task.state, TaskFailed)(task)
+
+
+class TaskHandle:
+    """A submitted task: its record at submission (``task``; the plane leaves the input out of it, ``get()``
+    has it), whether an idempotency key matched an existing task, and shortcuts to follow it."""
+
+    def __init__(self, client: MeshClient, task: TaskInfo, deduplicated: bool = False) -> None:
+        self.client = client
+        self.task = task
+        self.deduplicated = deduplicated
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the output; raises :class:`TaskFailed` (or a subclass) if the task does not succeed."""
+        return await self.client.result(self.id, timeout=timeout)
+
+    async def wait(self, timeout: float | None = None) -> TaskInfo:
+        """Wait for the task to end; its final record (raises :class:`TaskFailed` unless it succeeded)."""
+        return await self.client.wait(self.id, timeout=timeout)
+
+    def watch(self, *, after_sequence: int = 0) -> AsyncIterator[TaskEvent]:
+        """The task's events: history first, then live ones, ending with the terminal event."""
+        return self.client.watch(self.id, after_sequence=after_sequence)
+
+    async def get(self) -> TaskInfo:
+        return await self.client.get(self.id)
+
+    async def cancel(self, reason: str = "") -> TaskInfo:
+        return await self.client.cancel(self.id, reason=reason)
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.id!r}, capability={self.task.capability!r})"
+
+
+class Subscription:
+    """A live channel subscription: ``async with client.subscribe("news") as sub: async for m in sub: ...``.
+
+    Entering waits until the subscription is live, so nothing published afterwards is missed.
+    """
+
+    def __init__(self, connection: Connection, channel: str) -> None:
+        self._connection = connection
+        self.channel = channel
+        self._call: Any = None
+
+    async def start(self) -> None:
+        if self._call is not None:
+            return
+        stub = self._connection.stub(channel_pb2_grpc.ChannelServiceStub)
+        self._call = stub.Subscribe(
+            channel_pb2.SubscribeRequest(channel=self.channel), metadata=self._connection.metadata
+        )
+        try:
+            first = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self._connection.target) from exc
+        if first is grpc.aio.EOF or first.WhichOneof("event") != "started":
+            raise Unavailable(self._connection.target, "subscription did not start")
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChannelMessage:
+        await self.start()
+        while True:
+            try:
+                response = await self._call.read()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    raise StopAsyncIteration from exc
+                raise error_from_rpc(exc, self._connection.target) from exc
+            if response is grpc.aio.EOF:
+                raise StopAsyncIteration
+            if response.WhichOneof("event") == "message":
+                return ChannelMessage.from_proto(response.message)
+
+
+class MeshClient:
+    """Async client of the control plane's API.
+
+    ::
+
+        async with MeshClient("localhost:50051") as client:
+            task = await client.submit("text.summarize", {"text": "..."})
+            print(await task.result(timeout=30))
+
+    ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``; ``token`` to ``MESHPLANE_TOKEN``.
+    ``timeout`` bounds each unary call (seconds). Failed calls raise the :class:`RpcError` subclasses.
+    """
+
+    def __init__(self, target: str | None = None, *, token: str | None = None, timeout: float | None = 30.0) -> None:
+        self.target = target or os.environ.get("MESHPLANE_TARGET") or DEFAULT_TARGET
+        token = token or os.environ.get("MESHPLANE_TOKEN") or None
+        self._connection = Connection(self.target, token=token, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _stub(self, stub_class: type[Any]) -> Any:
+        return self._connection.stub(stub_class)
+
+    @property
+    def _tasks(self) -> Any:
+        return self._stub(task_service_pb2_grpc.TaskServiceStub)
+
+    @property
+    def _agents(self) -> Any:
+        return self._stub(agent_service_pb2_grpc.AgentServiceStub)
+
+    # ------------------------------------------------------------ tasks
+
+    async def submit(self, capability: str, input: Any = None, **options: Any) -> TaskHandle:
+        """Submit one task; ``options`` are the other :class:`TaskSpec` fields (priority, idempotency_key, ...)."""
+        return await self.submit_spec(TaskSpec(capability, input, **options))
+
+    async def submit_spec(self, spec: TaskSpec) -> TaskHandle:
+        """Submit one task described by a :class:`TaskSpec`."""
+        response = await self._connection.unary(self._tasks.SubmitTask, spec.to_proto())
+        return TaskHandle(self, TaskInfo.from_proto(response.task), response.deduplicated)
+
+    async def submit_many(self, specs: Iterable[TaskSpec]) -> list[TaskHandle]:
+        """Submit up to 1000 tasks atomically (all or none), in one call."""
+        request = task_service_pb2.BatchSubmitTasksRequest(requests=[s.to_proto() for s in specs])
+        response = await self._connection.unary(self._tasks.BatchSubmitTasks, request)
+        return [
+            TaskHandle(self, TaskInfo.from_proto(task), deduplicated)
+            for task, deduplicated in zip(response.tasks, response.deduplicated, strict=False)
+        ]
+
+    async def get(self, task_id: str) -> TaskInfo:
+        """The task with its attempts; :class:`NotFound` if there is none."""
+        response = await self._connection.unary(self._tasks.GetTask, task_service_pb2.GetTaskRequest(task_id=task_id))
+        return TaskInfo.from_proto(response.task)
+
+    async def cancel(self, task_id: str, *, reason: str = "") -> TaskInfo:
+        """Cancel a task (:class:`FailedPrecondition` if it already ended)."""
+        request = task_service_pb2.CancelTaskRequest(task_id=task_id, reason=reason)
+        response = await self._connection.unary(self._tasks.CancelTask, request)
+        return TaskInfo.from_proto(response.task)
+
+    async def resubmit(self, task_id: str) -> TaskHandle:
+        """Submit a new task with the spec of an ended one (e.g. a dead-lettered task)."""
+        request = task_service_pb2.ResubmitTaskRequest(task_id=task_id)
+        response = await self._connection.unary(self._tasks.ResubmitTask, request)
+        return TaskHandle(self, TaskInfo.from_proto(response.task))
+
+    async def list_tasks_page(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        capability: str = "",
+        correlation_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[TaskInfo]:
+        """One page of tasks, newest first (attempts omitted)."""
+        request = task_service_pb2.ListTasksRequest(
+            page_size=page_size,
+            page_token=page_token,
+            state=TaskState(str(state).upper()).to_proto() if state else 0,  # type: ignore[arg-type]
+            capability=capability,
+            correlation_id=correlation_id,
+        )
+        response = await self._connection.unary(self._tasks.ListTasks, request)
+        return Page([TaskInfo.from_proto(t) for t in response.tasks], response.next_page_token, response)
+
+    async def list_tasks(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        capability: str = "",
+        correlation_id: str = "",
+        limit: int = 50,
+    ) -> list[TaskInfo]:
+        """Up to ``limit`` tasks, newest first, following pages as needed."""
+        tasks: list[TaskInfo] = []
+        token = ""
+        while len(tasks) < limit:
+            page = await self.list_tasks_page(
+                state=state,
+                capability=capability,
+                correlation_id=correlation_id,
+                page_size=min(_MAX_PAGE, limit - len(tasks)),
+                page_token=token,
+            )
+            tasks += page.items
+            token = page.next_page_token
+            if not token:
+                break
+        return tasks[:limit]
+
+    async def watch(self, task_id: str, *, after_sequence: int = 0) -> AsyncGenerator[TaskEvent, None]:
+        """The task's events after ``after_sequence``: stored ones, then live ones, ending after the terminal one."""
+        request = task_service_pb2.WatchTaskRequest(task_id=task_id, after_sequence=after_sequence)
+        call = self._tasks.WatchTask(request, metadata=self._connection.metadata)
+        try:
+            async for response in call:
+                yield TaskEvent.from_proto(response.event)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+        finally:
+            call.cancel()
+
+    async def _terminal_event(self, task_id: str) -> TaskEvent | None:
+        """Follow the task until it ends (resuming the watch if the plane blips); its terminal event."""
+        after = 0
+        terminal: TaskEvent | None = None
+        while True:
+            try:
+                async with contextlib.aclosing(self.watch(task_id, after_sequence=after)) as events:
+                    async for event in events:
+                        after = event.sequence
+                        if event.state.is_terminal:
+                            terminal = event
+                            break
+                    if terminal is not None:
+                        # The plane ends the stream right after the terminal event: let it, rather than
+                        # cancel the call under the servicer's feet (bounded, in case it lingers).
+                        with contextlib.suppress(TimeoutError, StopAsyncIteration):
+                            await asyncio.wait_for(anext(events), _STREAM_END_GRACE_SECONDS)
+                return terminal  # None: the stream ended without one (the task had ended before)
+            except Unavailable:
+                if terminal is not None:
+                    return terminal
+                await asyncio.sleep(_WATCH_RETRY_SECONDS)
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task ends; its final record. Raises :class:`TaskFailed` (or
+        :class:`TaskCancelled`, :class:`TaskTimedOut`, :class:`TaskDeadLettered`) unless it succeeded,
+        and ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            await self._terminal_event(task_id)
+            return raise_for_outcome(await self.get(task_id))
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for the task's output (decoded JSON, or bytes); raises like :meth:`wait`."""
+        async with asyncio.timeout(timeout):
+            event = await self._terminal_event(task_id)
+            if event is not None and event.state is TaskState.SUCCEEDED:
+                return event.output
+            return raise_for_outcome(await self.get(task_id)).output
+
+    # ------------------------------------------------------------ agents
+
+    async def list_agents_page(
+        self, *, capability: str = "", page_size: int = 0, page_token: str = ""
+    ) -> Page[AgentInfo]:
+        """One page of agents, by name."""
+        request = agent_service_pb2.ListAgentsRequest(capability=capability, page_size=page_size, page_token=page_token)
+        response = await self._connection.unary(self._agents.ListAgents, request)
+        return Page([AgentInfo.from_proto(a) for a in response.agents], response.next_page_token, response)
+
+    async def list_agents(self, *, capability: str = "") -> list[AgentInfo]:
+        """Every registered agent, by name."""
+        agents: list[AgentInfo] = []
+        token = ""
+        while True:
+            page = await self.list_agents_page(capability=capability, page_size=_MAX_PAGE, page_token=token)
+            agents += page.items
+            token = page.next_page_token
+            if not token:
+                return agents
+
+    async def get_agent(self, name: str) -> AgentInfo:
+        response = await self._connection.unary(
+            self._agents.GetAgent, agent_service_pb2.GetAgentRequest(agent_name=name)
+        )
+        return AgentInfo.from_proto(response.agent)
+
+    async def list_instances(
+        self, agent_name: str = "-", *, include_disconnected: bool = False
+    ) -> list[AgentInstanceInfo]:
+        """Instances of one agent (``"-"``: of every agent)."""
+        instances: list[AgentInstanceInfo] = []
+        token = ""
+        while True:
+            request = agent_service_pb2.ListAgentInstancesRequest(
+                agent_name=agent_name,
+                include_disconnected=include_disconnected,
+                page_size=_MAX_PAGE,
+                page_token=token,
+            )
+            response = await self._connection.unary(self._agents.ListAgentInstances, request)
+            instances += [AgentInstanceInfo.from_proto(i) for i in response.instances]
+            token = response.next_page_token
+            if not token:
+                return instances
+
+    async def drain_instance(
+        self, agent_name: str, instance_id: str, *, timeout: Seconds | None = None, reason: str = ""
+    ) -> AgentInstanceInfo:
+        """Ask a connected instance to finish its work and reconnect (rolling upgrades)."""
+        request = agent_service_pb2.DrainAgentInstanceRequest(
+            agent_name=agent_name, instance_id=instance_id, reason=reason
+        )
+        if timeout is not None:
+            request.timeout.CopyFrom(_duration(timeout))
+        response = await self._connection.unary(self._agents.DrainAgentInstance, request)
+        return AgentInstanceInfo.from_proto(response.instance)
+
+    # ------------------------------------------------------------ channels
+
+    async def publish(self, channel: str, data: Any, *, headers: Mapping[str, str] | None = None) -> ChannelMessage:
+        """Publish a message to every current subscriber of ``channel``."""
+        request = channel_pb2.PublishRequest(channel=channel, payload=_payload.encode(data), headers=headers)
+        response = await self._connection.unary(self._stub(channel_pb2_grpc.ChannelServiceStub).Publish, request)
+        return ChannelMessage.from_proto(response.message)
+
+    def subscribe(self, channel: str) -> Subscription:
+        """A subscription to ``channel`` (use ``async with``; iterate for messages)."""
+        return Subscription(self._connection, channel)
+
+    # ------------------------------------------------------------ state
+
+    def state(self, namespace: str) -> StateStore:
+        """The state entries of ``namespace`` (an agent's tasks use the namespace named after the agent)."""
+        return StateStore(self._connection, namespace)
+
+    async def get_state(self, namespace: str, key: str) -> StateEntry | None:
+        """The entry, or None if absent."""
+        return await self.state(namespace).get(key)
+
+    async def put_state(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        ttl: Seconds | None = None,
+        expected_version: int | None = None,
+    ) -> StateEntry:
+        """Write an entry (compare-and-set with ``expected_version``; :class:`VersionConflict` on mismatch)."""
+        return await self.state(namespace).put(key, value, ttl=ttl, expected_version=expected_version)
+
+    async def delete_state(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
+        """Delete an entry; False if it did not exist."""
+        return await self.state(namespace).delete(key, expected_version=expected_version)

@@ -1,0 +1,162 @@
+"""gRPC plumbing shared by the agent and the client: channels, auth metadata, status -> error tree."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from agent_runtime import _errors
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_MAX_MESSAGE = 64 * 1024 * 1024
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def channel_options(*, keepalive: bool) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", _MAX_MESSAGE),
+        ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ]
+    if keepalive:
+        # Notices a vanished control plane (no RST, e.g. a dead host) within ~15s.
+        # Not more often than the plane allows (5s without data), or it closes the connection.
+        options += [
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+    return options
+
+
+def open_channel(target: str, *, keepalive: bool = False) -> grpc.aio.Channel:
+    """An insecure grpc.aio channel to the control plane (call from inside the event loop)."""
+    return grpc.aio.insecure_channel(target, options=channel_options(keepalive=keepalive))
+
+
+def auth_metadata(token: str | None) -> Metadata:
+    """``authorization: Bearer <token>`` when a token is given."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _status(trailing: Iterable[tuple[str, Any]] | None) -> status_pb2.Status | None:
+    for key, value in trailing or ():
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status()
+            try:
+                status.ParseFromString(value)
+            except Exception:
+                return None
+            return status
+    return None
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> _errors.RpcError:
+    """The SDK error for a failed call, with the details the plane packed into the status."""
+    code: grpc.StatusCode = exc.code()
+    message = exc.details() or code.name
+    status = _status(exc.trailing_metadata())
+    reason = ""
+    violations: list[_errors.FieldViolation] = []
+    preconditions: list[_errors.PreconditionViolation] = []
+    resource_type = resource_name = ""
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [_errors.FieldViolation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            preconditions += [
+                _errors.PreconditionViolation(v.type, v.subject, v.description) for v in failure.violations
+            ]
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            resource = error_details_pb2.ResourceInfo()
+            detail.Unpack(resource)
+            resource_type, resource_name = resource.resource_type, resource.resource_name
+
+    if code == grpc.StatusCode.NOT_FOUND:
+        return _errors.NotFound(
+            message, resource_type=resource_type, resource_name=resource_name, reason=reason or "NOT_FOUND"
+        )
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return _errors.InvalidArgument(message, violations=tuple(violations), reason=reason)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        cls = (
+            _errors.VersionConflict
+            if any(v.type == "VERSION_MISMATCH" for v in preconditions)
+            else _errors.FailedPrecondition
+        )
+        return cls(message, violations=tuple(preconditions), reason=reason)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return _errors.Unavailable(target, message)
+    simple: dict[grpc.StatusCode, type[_errors.RpcError]] = {
+        grpc.StatusCode.ALREADY_EXISTS: _errors.AlreadyExists,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: _errors.ResourceExhausted,
+        grpc.StatusCode.UNAUTHENTICATED: _errors.Unauthenticated,
+        grpc.StatusCode.PERMISSION_DENIED: _errors.PermissionDenied,
+        grpc.StatusCode.DEADLINE_EXCEEDED: _errors.DeadlineExceeded,
+    }
+    return simple.get(code, _errors.RpcError)(message, code=code.name, reason=reason)
+
+
+_UNSET: Any = object()
+
+
+class Connection:
+    """One channel to the control plane with its auth metadata; maps failed calls to the error tree.
+
+    The channel is opened lazily, inside the event loop of the first call.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        keepalive: bool = False,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.metadata = auth_metadata(token)
+        self.timeout = timeout
+        self._keepalive = keepalive
+        self._channel = channel
+        self._owns_channel = channel is None
+        self._stubs: dict[type[Any], Any] = {}
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = open_channel(self.target, keepalive=self._keepalive)
+        return self._channel
+
+    def stub(self, stub_class: type[Any]) -> Any:
+        stub = self._stubs.get(stub_class)
+        if stub is None:
+            stub = self._stubs[stub_class] = stub_class(self.channel)
+        return stub
+
+    async def unary(self, method: Any, request: Any, *, timeout: float | None = _UNSET) -> Any:
+        """Call a unary method of a stub; failures raise the matching :class:`RpcError`."""
+        try:
+            return await method(request, metadata=self.metadata, timeout=self.timeout if timeout is _UNSET else timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        self._stubs.clear()
+        if channel is not None and self._owns_channel:
+            await channel.close()

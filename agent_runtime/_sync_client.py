@@ -1,0 +1,164 @@
+"""`SyncMeshClient`: the client for code without an event loop (scripts, notebooks, WSGI apps)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from agent_runtime._client import MeshClient, TaskSpec
+from agent_runtime._state import Seconds
+from agent_runtime._types import (
+    AgentInfo,
+    AgentInstanceInfo,
+    ChannelMessage,
+    StateEntry,
+    TaskEvent,
+    TaskInfo,
+    TaskState,
+)
+
+T = TypeVar("T")
+
+
+class SyncMeshClient:
+    """The same operations as :class:`MeshClient`, blocking. Runs its own event loop; use from one thread.
+
+    ::
+
+        with SyncMeshClient("localhost:50051") as client:
+            task = client.submit("demo.echo", {"text": "hi"})
+            print(client.result(task.id, timeout=30))
+    """
+
+    def __init__(self, target: str | None = None, *, token: str | None = None, timeout: float | None = 30.0) -> None:
+        self._runner = asyncio.Runner()
+        self._client = MeshClient(target, token=token, timeout=timeout)
+        self.target = self._client.target
+
+    def _run(self, awaitable: Any) -> Any:
+        return self._runner.run(awaitable)
+
+    def close(self) -> None:
+        try:
+            self._run(self._client.close())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        async def step() -> T:
+            return await anext(iterator)
+
+        while True:
+            try:
+                yield self._run(step())
+            except StopAsyncIteration:
+                return
+
+    # ------------------------------------------------------------ tasks
+
+    def submit(self, capability: str, input: Any = None, **options: Any) -> TaskInfo:
+        """Submit one task; its record as stored (``options``: the other :class:`TaskSpec` fields)."""
+        handle = self._run(self._client.submit(capability, input, **options))
+        task: TaskInfo = handle.task
+        return task
+
+    def submit_many(self, specs: Iterable[TaskSpec]) -> list[TaskInfo]:
+        """Submit up to 1000 tasks atomically."""
+        handles = self._run(self._client.submit_many(specs))
+        return [h.task for h in handles]
+
+    def get(self, task_id: str) -> TaskInfo:
+        result: TaskInfo = self._run(self._client.get(task_id))
+        return result
+
+    def cancel(self, task_id: str, *, reason: str = "") -> TaskInfo:
+        result: TaskInfo = self._run(self._client.cancel(task_id, reason=reason))
+        return result
+
+    def list_tasks(
+        self, *, state: TaskState | str | None = None, capability: str = "", correlation_id: str = "", limit: int = 50
+    ) -> list[TaskInfo]:
+        result: list[TaskInfo] = self._run(
+            self._client.list_tasks(state=state, capability=capability, correlation_id=correlation_id, limit=limit)
+        )
+        return result
+
+    def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """Block until the task ends; raises :class:`TaskFailed` (or a subclass) unless it succeeded."""
+        result: TaskInfo = self._run(self._client.wait(task_id, timeout=timeout))
+        return result
+
+    def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """Block until the task's output is there."""
+        return self._run(self._client.result(task_id, timeout=timeout))
+
+    def watch(self, task_id: str, *, after_sequence: int = 0) -> Iterator[TaskEvent]:
+        """The task's events, ending after the terminal one."""
+        events = self._client.watch(task_id, after_sequence=after_sequence)
+        try:
+            yield from self._iterate(events)
+        finally:
+            self._run(events.aclose())
+
+    # ------------------------------------------------------------ agents
+
+    def list_agents(self, *, capability: str = "") -> list[AgentInfo]:
+        result: list[AgentInfo] = self._run(self._client.list_agents(capability=capability))
+        return result
+
+    def list_instances(self, agent_name: str = "-", *, include_disconnected: bool = False) -> list[AgentInstanceInfo]:
+        result: list[AgentInstanceInfo] = self._run(
+            self._client.list_instances(agent_name, include_disconnected=include_disconnected)
+        )
+        return result
+
+    # ------------------------------------------------------------ channels
+
+    def publish(self, channel: str, data: Any, *, headers: Mapping[str, str] | None = None) -> ChannelMessage:
+        result: ChannelMessage = self._run(self._client.publish(channel, data, headers=headers))
+        return result
+
+    @contextlib.contextmanager
+    def subscribe(self, channel: str) -> Iterator[Iterator[ChannelMessage]]:
+        """``with client.subscribe("news") as messages: for m in messages: ...`` (live once entered)."""
+        subscription = self._client.subscribe(channel)
+        self._run(subscription.start())
+        try:
+            yield self._iterate(subscription)
+        finally:
+            self._run(subscription.close())
+
+    # ------------------------------------------------------------ state
+
+    def get_state(self, namespace: str, key: str) -> StateEntry | None:
+        result: StateEntry | None = self._run(self._client.get_state(namespace, key))
+        return result
+
+    def put_state(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        ttl: Seconds | None = None,
+        expected_version: int | None = None,
+    ) -> StateEntry:
+        result: StateEntry = self._run(
+            self._client.put_state(namespace, key, value, ttl=ttl, expected_version=expected_version)
+        )
+        return result
+
+    def delete_state(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
+        result: bool = self._run(self._client.delete_state(namespace, key, expected_version=expected_version))
+        return result

@@ -1,0 +1,381 @@
+"""Typed values the client returns (never raw protobuf messages), built from the API's messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from google.protobuf import json_format, message, timestamp_pb2
+
+from agent_runtime import _payload
+from meshplane.v1 import agent_pb2, channel_pb2, common_pb2, state_pb2, task_pb2
+
+T = TypeVar("T")
+
+
+class TaskState(StrEnum):
+    """The lifecycle state of a task."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    QUEUED = "QUEUED"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    DEAD_LETTER = "DEAD_LETTER"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for states a task never leaves."""
+        return self in _TERMINAL
+
+    def to_proto(self) -> int:
+        return int(task_pb2.TaskState.Value(f"TASK_STATE_{self.value}"))
+
+    @classmethod
+    def from_proto(cls, value: int) -> TaskState:
+        return cls(task_pb2.TaskState.Name(value).removeprefix("TASK_STATE_"))
+
+
+_TERMINAL = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT, TaskState.DEAD_LETTER}
+)
+
+
+class TaskEventType(StrEnum):
+    """What happened to a task."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    CREATED = "CREATED"
+    ASSIGNED = "ASSIGNED"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    RETRYING = "RETRYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    DEAD_LETTERED = "DEAD_LETTERED"
+
+    @classmethod
+    def from_proto(cls, value: int) -> TaskEventType:
+        return cls(task_pb2.TaskEventType.Name(value).removeprefix("TASK_EVENT_TYPE_"))
+
+
+def _time(ts: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
+    if not present or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)
+
+
+class _FromProto:
+    """Keeps the message it was built from, so it can be printed exactly as the API sent it."""
+
+    __slots__ = ()
+    _message: message.Message
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The resource as protobuf JSON, exactly as ``json_format.MessageToJson`` prints it."""
+        return json_format.MessageToJson(self._message, indent=indent)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resource as protobuf JSON data (``json_format.MessageToDict``)."""
+        return json_format.MessageToDict(self._message)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo(_FromProto):
+    """A task error as recorded: stable code, message, whether a retry may help, details."""
+
+    code: str
+    message: str
+    retryable: bool
+    details: dict[str, Any]
+    _message: common_pb2.TaskError = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: common_pb2.TaskError) -> ErrorInfo:
+        return cls(proto.code, proto.message, proto.retryable, _payload.struct_to_dict(proto.details), proto)
+
+
+def _error(proto: Any, present: bool) -> ErrorInfo | None:
+    return ErrorInfo.from_proto(proto) if present else None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo(_FromProto):
+    """One attempt of a task on one agent instance."""
+
+    attempt: int
+    agent_name: str
+    agent_instance_id: str
+    outcome: str
+    error: ErrorInfo | None
+    assign_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    _message: task_pb2.TaskAttempt = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: task_pb2.TaskAttempt) -> AttemptInfo:
+        return cls(
+            attempt=proto.attempt,
+            agent_name=proto.agent_name,
+            agent_instance_id=proto.agent_instance_id,
+            outcome=task_pb2.AttemptOutcome.Name(proto.outcome).removeprefix("ATTEMPT_OUTCOME_"),
+            error=_error(proto.error, proto.HasField("error")),
+            assign_time=_time(proto.assign_time),
+            start_time=_time(proto.start_time),
+            end_time=_time(proto.end_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo(_FromProto):
+    """A task as the control plane stores it."""
+
+    id: str
+    capability: str
+    state: TaskState
+    input: Any
+    output: Any
+    error: ErrorInfo | None
+    attempt: int
+    max_attempts: int
+    attempts: tuple[AttemptInfo, ...]
+    priority: int
+    progress: float
+    progress_message: str
+    correlation_id: str
+    idempotency_key: str
+    metadata: dict[str, str]
+    agent_name: str
+    label_selector: dict[str, str]
+    cancel_reason: str
+    resubmitted_from: str
+    create_time: datetime | None
+    update_time: datetime | None
+    end_time: datetime | None
+    _message: task_pb2.Task = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: task_pb2.Task) -> TaskInfo:
+        return cls(
+            id=proto.id,
+            capability=proto.target.capability,
+            state=TaskState.from_proto(proto.state),
+            input=_payload.decode(proto.input) if proto.HasField("input") else None,
+            output=_payload.decode(proto.output) if proto.HasField("output") else None,
+            error=_error(proto.error, proto.HasField("error")),
+            attempt=proto.attempt,
+            max_attempts=proto.retry_policy.max_attempts,
+            attempts=tuple(AttemptInfo.from_proto(a) for a in proto.attempts),
+            priority=proto.priority,
+            progress=proto.progress,
+            progress_message=proto.progress_message,
+            correlation_id=proto.correlation_id,
+            idempotency_key=proto.idempotency_key,
+            metadata=dict(proto.metadata),
+            agent_name=proto.target.agent_name,
+            label_selector=dict(proto.target.label_selector),
+            cancel_reason=proto.cancel_reason,
+            resubmitted_from=proto.resubmitted_from,
+            create_time=_time(proto.create_time),
+            update_time=_time(proto.update_time),
+            end_time=_time(proto.end_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent(_FromProto):
+    """One entry of a task's history (sequence numbers start at 1)."""
+
+    task_id: str
+    sequence: int
+    type: TaskEventType
+    state: TaskState
+    attempt: int
+    time: datetime | None
+    agent_instance_id: str
+    progress: float
+    message: str
+    error: ErrorInfo | None
+    output: Any
+    _message: task_pb2.TaskEvent = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: task_pb2.TaskEvent) -> TaskEvent:
+        return cls(
+            task_id=proto.task_id,
+            sequence=proto.sequence,
+            type=TaskEventType.from_proto(proto.type),
+            state=TaskState.from_proto(proto.state),
+            attempt=proto.attempt,
+            time=_time(proto.time),
+            agent_instance_id=proto.agent_instance_id,
+            progress=proto.progress,
+            message=proto.message,
+            error=_error(proto.error, proto.HasField("error")),
+            output=_payload.decode(proto.output) if proto.HasField("output") else None,
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityInfo:
+    """A capability an agent registered."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
+
+    @classmethod
+    def from_proto(cls, proto: common_pb2.Capability) -> CapabilityInfo:
+        return cls(
+            name=proto.name,
+            description=proto.description,
+            input_schema=_payload.struct_to_dict(proto.input_schema) if proto.HasField("input_schema") else None,
+            output_schema=_payload.struct_to_dict(proto.output_schema) if proto.HasField("output_schema") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo(_FromProto):
+    """A registered agent (all its instances together)."""
+
+    name: str
+    version: str
+    description: str
+    status: str
+    connected_instances: int
+    capabilities: tuple[CapabilityInfo, ...]
+    labels: dict[str, str]
+    update_time: datetime | None
+    _message: agent_pb2.Agent = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: agent_pb2.Agent) -> AgentInfo:
+        return cls(
+            name=proto.name,
+            version=proto.version,
+            description=proto.description,
+            status=agent_pb2.AgentStatus.Name(proto.status).removeprefix("AGENT_STATUS_"),
+            connected_instances=proto.connected_instances,
+            capabilities=tuple(CapabilityInfo.from_proto(c) for c in proto.capabilities),
+            labels=dict(proto.labels),
+            update_time=_time(proto.update_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInstanceInfo(_FromProto):
+    """One running copy of an agent and its current (or last) session."""
+
+    instance_id: str
+    agent_name: str
+    version: str
+    status: str
+    session_id: str
+    capabilities: tuple[str, ...]
+    max_concurrency: int
+    in_flight: int
+    load: float
+    labels: dict[str, str]
+    sdk: str
+    node: str
+    pid: int
+    connect_time: datetime | None
+    last_seen_time: datetime | None
+    _message: agent_pb2.AgentInstance = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: agent_pb2.AgentInstance) -> AgentInstanceInfo:
+        return cls(
+            instance_id=proto.instance_id,
+            agent_name=proto.agent_name,
+            version=proto.version,
+            status=agent_pb2.AgentInstanceStatus.Name(proto.status).removeprefix("AGENT_INSTANCE_STATUS_"),
+            session_id=proto.session_id,
+            capabilities=tuple(proto.capabilities),
+            max_concurrency=proto.max_concurrency,
+            in_flight=proto.in_flight,
+            load=proto.load,
+            labels=dict(proto.labels),
+            sdk=f"{proto.sdk.language} {proto.sdk.version}".strip(),
+            node=proto.node,
+            pid=proto.pid,
+            connect_time=_time(proto.connect_time),
+            last_seen_time=_time(proto.last_seen_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMessage(_FromProto):
+    """A message on a channel."""
+
+    channel: str
+    message_id: str
+    data: Any
+    content_type: str
+    headers: dict[str, str]
+    publisher: str
+    publish_time: datetime | None
+    _message: channel_pb2.ChannelMessage = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: channel_pb2.ChannelMessage) -> ChannelMessage:
+        return cls(
+            channel=proto.channel,
+            message_id=proto.message_id,
+            data=_payload.decode(proto.payload),
+            content_type=proto.payload.content_type or _payload.JSON_CONTENT_TYPE,
+            headers=dict(proto.headers),
+            publisher=proto.publisher,
+            publish_time=_time(proto.publish_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry(_FromProto):
+    """One state entry: its value and version (for compare-and-set)."""
+
+    namespace: str
+    key: str
+    value: Any
+    version: int
+    expire_time: datetime | None
+    create_time: datetime | None
+    update_time: datetime | None
+    _message: state_pb2.StateEntry = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: state_pb2.StateEntry) -> StateEntry:
+        return cls(
+            namespace=proto.namespace,
+            key=proto.key,
+            value=_payload.decode(proto.value),
+            version=proto.version,
+            expire_time=_time(proto.expire_time, proto.HasField("expire_time")),
+            create_time=_time(proto.create_time),
+            update_time=_time(proto.update_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page(_FromProto, Generic[T]):
+    """One page of a listing; pass ``next_page_token`` to get the next (empty on the last page)."""
+
+    items: list[T]
+    next_page_token: str
+    _message: message.Message = field(repr=False, compare=False)

@@ -1,0 +1,320 @@
+"""`meshplane bench`: the control plane's performance figures, measured in one run on this machine.
+
+Everything runs here at once, as the figures require: a throwaway PostgreSQL (fsync and synchronous
+commit on), the control plane (its own process), no-op agents (their own processes), the client load
+(its own process). Printed: batch and single-submit throughput (submitted to result persisted), one
+caller's submit latency, a bare grpc.aio echo stream as the machine's ceiling and our ratio to it, and
+the RSS/CPU of a control plane holding many idle agent sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import multiprocessing.context
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from controlplane.bench import echo, load, noop_agent
+from controlplane.devtools.postgres import PostgresServer
+
+CAPABILITY = "bench.noop"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default="", help="PostgreSQL URL (default: a throwaway server for the run)")
+    parser.add_argument("--tasks", type=int, default=50_000, help="tasks in the batch phase")
+    parser.add_argument("--batch", type=int, default=100, help="tasks per BatchSubmitTasks call")
+    parser.add_argument("--batch-callers", type=int, default=8, help="concurrent BatchSubmitTasks callers")
+    parser.add_argument("--single-tasks", type=int, default=20_000, help="tasks in the single-submit phase")
+    parser.add_argument("--callers", type=int, default=64, help="concurrent SubmitTask callers")
+    parser.add_argument("--latency-samples", type=int, default=2_000, help="sequential submits for latency")
+    parser.add_argument("--agent-processes", type=int, default=2)
+    parser.add_argument("--agents-per-process", type=int, default=2)
+    parser.add_argument("--agent-concurrency", type=int, default=512, help="max_concurrency of each agent")
+    parser.add_argument("--idle-sessions", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="how long idle CPU is measured")
+    parser.add_argument("--echo-seconds", type=float, default=5.0)
+    parser.add_argument("--skip", action="append", default=[], choices=["batch", "single", "latency", "echo", "idle"])
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+# ------------------------------------------------------------------ processes
+
+
+class PlaneProcess:
+    """A control plane in its own process (controlplane.devtools.serve), with its metrics endpoint."""
+
+    def __init__(self, database_url: str, data_dir: Path, **settings: str) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "MESHPLANE_DATABASE_URL": database_url,
+            "MESHPLANE_DATA_DIR": str(data_dir),
+            "MESHPLANE_LISTEN": "127.0.0.1:0",
+            "MESHPLANE_METRICS_LISTEN": "127.0.0.1:0",
+            "MESHPLANE_LOG_LEVEL": "WARNING",
+            **{f"MESHPLANE_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.devtools.serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=(data_dir / "plane.log").open("a"),
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("READY "):
+            self.process.kill()
+            raise RuntimeError(f"the control plane did not start; see {data_dir / 'plane.log'}")
+        _, self.address, self.metrics_address = line.split()
+        self.ps = psutil.Process(self.process.pid)
+
+    def metric(self, name: str, labels: str = "") -> float:
+        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line.split()[-1])
+        return 0.0
+
+    def succeeded(self) -> float:
+        return self.metric("meshplane_tasks_ended_total", 'state="SUCCEEDED"')
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _spawn() -> multiprocessing.context.SpawnContext:
+    return multiprocessing.get_context("spawn")
+
+
+def _postgres_cpu() -> float:
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+    return total
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+async def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------------ phases
+
+
+async def _throughput(plane: PlaneProcess, kind: str, total: int, batch: int, callers: int) -> dict[str, Any]:
+    """Submit `total` tasks and time them until every result is persisted."""
+    baseline = plane.succeeded()
+    plane_cpu, pg_cpu = _cpu(plane.ps), _postgres_cpu()
+    started = time.perf_counter()
+    with _spawn().Pool(1) as pool:
+        pending = pool.apply_async(load.run_load, (kind, plane.address, CAPABILITY, total, batch, callers))
+        await _wait_for(lambda: plane.succeeded() >= baseline + total, 600, f"{total} results")
+        elapsed = time.perf_counter() - started
+        result: load.LoadResult = pending.get(timeout=600)
+    figures: dict[str, Any] = {
+        "tasks": total,
+        "tasks_per_second": round(total / elapsed),
+        "submitted_per_second": round(result.submitted / result.seconds),
+        "seconds": round(elapsed, 2),
+        "plane_cpu_us_per_task": round((_cpu(plane.ps) - plane_cpu) / total * 1e6),
+        "postgres_cpu_us_per_task": round((_postgres_cpu() - pg_cpu) / total * 1e6),
+    }
+    if result.latencies_ms:
+        figures["submit_p50_ms"] = round(statistics.median(result.latencies_ms), 2)
+    return figures
+
+
+async def _latency(plane: PlaneProcess, samples: int) -> dict[str, Any]:
+    with _spawn().Pool(1) as pool:
+        result: load.LoadResult = pool.apply(load.run_load, ("single", plane.address, CAPABILITY, samples, 1, 1))
+    latencies = sorted(result.latencies_ms)
+    return {
+        "samples": samples,
+        "p50_ms": round(latencies[len(latencies) // 2], 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 3),
+        "max_ms": round(latencies[-1], 3),
+    }
+
+
+async def _echo(seconds: float) -> dict[str, Any]:
+    context = _spawn()
+    parent, child = context.Pipe()
+    server = context.Process(target=echo.serve_echo, args=(child,), daemon=True)
+    server.start()
+    port = parent.recv()
+    try:
+        with context.Pool(1) as pool:
+            one = pool.apply(echo.measure_echo, (f"127.0.0.1:{port}", 1, seconds))
+            many = pool.apply(echo.measure_echo, (f"127.0.0.1:{port}", 64, seconds, 4))
+    finally:
+        parent.send("stop")
+        server.join(timeout=10)
+    return {"one_stream_round_trips_per_second": round(one), "64_streams_round_trips_per_second": round(many)}
+
+
+async def _idle(database_url: str, work: Path, sessions: int, seconds: float) -> dict[str, Any]:
+    plane = PlaneProcess(database_url, work / "idle")
+    processes = []
+    try:
+        per_process = 2_500
+        context = _spawn()
+        for start in range(0, sessions, per_process):
+            count = min(per_process, sessions - start)
+            process = context.Process(
+                target=noop_agent.run_agents,
+                args=(plane.address, count, "bench.idle", 1),
+                kwargs={"idle": True, "per_channel": 20},
+                daemon=True,
+            )
+            process.start()
+            processes.append(process)
+        connect_started = time.perf_counter()
+        await _wait_for(lambda: plane.metric("meshplane_agent_sessions") >= sessions, 900, f"{sessions} sessions")
+        connect_seconds = time.perf_counter() - connect_started
+        await asyncio.sleep(5)  # let registration settle, then measure steady heartbeats
+        before = _cpu(plane.ps)
+        await asyncio.sleep(seconds)
+        cpu_percent = (_cpu(plane.ps) - before) / seconds * 100
+        return {
+            "sessions": sessions,
+            "connect_seconds": round(connect_seconds, 1),
+            "plane_rss_mb": round(plane.ps.memory_info().rss / 2**20),
+            "plane_cpu_percent_of_one_core": round(cpu_percent, 1),
+            "heartbeat_interval_seconds": 5,
+        }
+    finally:
+        for process in processes:
+            process.terminate()
+        plane.stop()
+
+
+# ------------------------------------------------------------------ run
+
+
+async def run(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="meshplane-bench-"))
+    postgres: PostgresServer | None = None
+    figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    say: Callable[[str], None] = (lambda _text: None) if args.json else (lambda text: print(text, flush=True))
+    try:
+        database_url = args.database_url
+        if not database_url:
+            say("starting a throwaway PostgreSQL (fsync on, synchronous_commit on)...")
+            postgres = PostgresServer(fsync=True).start()
+            database_url = postgres.create_database()
+        figures["database"] = "postgresql (throwaway)" if postgres else "postgresql"
+
+        if "echo" not in args.skip:
+            say("measuring the bare grpc.aio echo ceiling...")
+            figures["echo_ceiling"] = await _echo(args.echo_seconds)
+
+        if {"batch", "single", "latency"} - set(args.skip):
+            plane = PlaneProcess(database_url, work)
+            agents = []
+            try:
+                context = _spawn()
+                for _ in range(args.agent_processes):
+                    process = context.Process(
+                        target=noop_agent.run_agents,
+                        args=(plane.address, args.agents_per_process, CAPABILITY, args.agent_concurrency),
+                        daemon=True,
+                    )
+                    process.start()
+                    agents.append(process)
+                expected = args.agent_processes * args.agents_per_process
+                await _wait_for(lambda: plane.metric("meshplane_agent_sessions") >= expected, 60, "agents")
+                if "batch" not in args.skip:
+                    say(f"batch phase: {args.tasks} tasks, {args.batch} per call, {args.batch_callers} callers...")
+                    figures["batch_submit"] = await _throughput(
+                        plane, "batch", args.tasks, args.batch, args.batch_callers
+                    )
+                if "single" not in args.skip:
+                    say(f"single-submit phase: {args.single_tasks} tasks, {args.callers} concurrent callers...")
+                    figures["single_submit"] = await _throughput(plane, "single", args.single_tasks, 1, args.callers)
+                if "latency" not in args.skip:
+                    say(f"latency phase: {args.latency_samples} sequential submits from one caller...")
+                    figures["one_caller_latency"] = await _latency(plane, args.latency_samples)
+            finally:
+                for process in agents:
+                    process.terminate()
+                plane.stop()
+
+        if "batch_submit" in figures and "echo_ceiling" in figures:
+            ceiling = figures["echo_ceiling"]["one_stream_round_trips_per_second"]
+            figures["batch_submit"]["ratio_to_one_stream_echo"] = round(
+                figures["batch_submit"]["tasks_per_second"] / ceiling, 2
+            )
+
+        if "idle" not in args.skip:
+            say(f"idle phase: {args.idle_sessions} agent sessions, CPU over {args.idle_seconds:.0f}s...")
+            idle_url = postgres.create_database() if postgres else database_url
+            figures["idle_sessions"] = await _idle(idle_url, work, args.idle_sessions, args.idle_seconds)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(render(figures))
+    return 0
+
+
+def render(figures: dict[str, Any]) -> str:
+    lines = ["", "meshplane bench results", "======================="]
+    for section, values in figures.items():
+        if isinstance(values, dict):
+            lines.append(f"{section}:")
+            lines.extend(f"  {key:36s} {value}" for key, value in values.items())
+        else:
+            lines.append(f"{section}: {values}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """`python -m controlplane.bench` (the same as `meshplane bench`)."""
+    parser = argparse.ArgumentParser(prog="meshplane bench", description=__doc__)
+    add_arguments(parser)
+    from controlplane.devtools.serve import run_event_loop
+
+    result: list[int] = []
+
+    async def go() -> None:
+        result.append(await run(parser.parse_args()))
+
+    run_event_loop(go())
+    return result[0]

@@ -1,0 +1,5 @@
+import sys
+
+from controlplane.bench import main
+
+sys.exit(main())

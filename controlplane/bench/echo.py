@@ -1,0 +1,83 @@
+"""The machine's ceiling: a bare grpc.aio bidirectional echo stream, ~100-byte messages, no work at all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from controlplane.devtools.serve import run_event_loop
+
+_METHOD = "/bench.Echo/Stream"
+_MESSAGE = b"x" * 100
+
+
+async def _serve(port_holder: list[int], ready: asyncio.Event, stop: asyncio.Event) -> None:
+    async def echo(requests: AsyncIterator[bytes], _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for message in requests:
+            yield message
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(echo)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port_holder.append(server.add_insecure_port("127.0.0.1:0"))
+    await server.start()
+    ready.set()
+    await stop.wait()
+    await server.stop(0)
+
+
+def serve_echo(connection: object) -> None:
+    """Process entry point: serve echo, send the port back over `connection`, stop when it sends anything."""
+    from multiprocessing.connection import Connection
+
+    assert isinstance(connection, Connection)
+
+    async def main() -> None:
+        port: list[int] = []
+        ready, stop = asyncio.Event(), asyncio.Event()
+        server = asyncio.ensure_future(_serve(port, ready, stop))
+        await ready.wait()
+        connection.send(port[0])
+        await asyncio.get_running_loop().run_in_executor(None, connection.recv)
+        stop.set()
+        await server
+
+    run_event_loop(main())
+
+
+async def _round_trips(target: str, streams: int, seconds: float, window: int) -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        call_factory = channel.stream_stream(_METHOD)
+        counts = [0] * streams
+        deadline = time.perf_counter() + seconds
+
+        async def one(index: int) -> None:
+            call = call_factory()
+            for _ in range(window):  # keep `window` messages in flight
+                await call.write(_MESSAGE)
+            while time.perf_counter() < deadline:
+                await call.read()
+                counts[index] += 1
+                await call.write(_MESSAGE)
+            await call.done_writing()
+            call.cancel()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(streams)))
+        return sum(counts) / (time.perf_counter() - started)
+
+
+def measure_echo(target: str, streams: int, seconds: float, window: int = 32) -> float:
+    """Process entry point: round trips per second over `streams` streams."""
+    result: list[float] = []
+
+    async def main() -> None:
+        result.append(await _round_trips(target, streams, seconds, window))
+
+    run_event_loop(main())
+    return result[0]

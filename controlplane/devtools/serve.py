@@ -1,0 +1,45 @@
+"""`python -m controlplane.devtools.serve`: one control plane from MESHPLANE_* env, for tests and benchmarks.
+
+Prints `READY <grpc address> <metrics address>` once serving; drains and exits 0 on SIGTERM/SIGINT.
+(`meshplane up` is the user-facing command; this runner has no CLI flags and a machine-readable line.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from controlplane.app import ControlPlane
+from controlplane.settings import Settings
+
+
+async def serve() -> None:
+    logging.basicConfig(level=os.environ.get("MESHPLANE_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    plane = ControlPlane(Settings())
+    await plane.start()
+    print(f"READY {plane.address} {plane.metrics.address or '-'}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await plane.drain(grace=5)
+    await plane.stop()
+    print("STOPPED", flush=True)
+
+
+def run_event_loop(main: object) -> None:
+    """Run a coroutine on uvloop when it is installed (faster), else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+    else:
+        uvloop.run(main)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    run_event_loop(serve())

@@ -1,0 +1,96 @@
+"""`meshplane channel`, `state`, `db upgrade`, `bench`, and the unreachable-plane error."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import MESHPLANE, REPO, Mesh, cli_env, lines, run_cli
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_channel_publish_reaches_a_subscriber(mesh: Mesh) -> None:
+    subscriber = subprocess.Popen(
+        [MESHPLANE, "channel", "subscribe", "cli-news", "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(mesh.address),
+        cwd=REPO,
+    )
+    try:
+        assert subscriber.stderr is not None
+        assert subscriber.stderr.readline().strip() == "subscribed to cli-news"  # live: nothing published is lost
+        first = mesh.cli("channel", "publish", "cli-news", "--data", '{"n": 1}')
+        assert first.returncode == 0, first.stderr
+        assert len(first.stdout.strip()) == 26  # the message id
+        second = mesh.cli("channel", "publish", "cli-news", "--data", '"two"', "--header", "k=v", "-o", "json")
+        assert json.loads(second.stdout)["headers"] == {"k": "v"}
+        out, _ = subscriber.communicate(timeout=30)
+    finally:
+        subscriber.kill()
+        subscriber.wait()
+    assert subscriber.returncode == 0
+    assert lines(out) == ['{"n": 1}', '"two"']
+
+
+def test_state_put_get_rm_and_a_version_conflict(mesh: Mesh) -> None:
+    put = mesh.cli("state", "put", "cli", "color", "--value", '{"name": "blue"}', "--expected-version", "0")
+    assert (put.returncode, put.stdout) == (0, "version 1\n")
+    assert mesh.cli("state", "get", "cli", "color").stdout == '{"name": "blue"}\n'
+    entry = json.loads(mesh.cli("state", "get", "cli", "color", "-o", "json").stdout)
+    assert (entry["namespace"], entry["key"], entry["version"]) == ("cli", "color", "1")
+
+    conflict = mesh.cli("state", "put", "cli", "color", "--value", '"red"', "--expected-version", "0")
+    assert conflict.returncode == 1
+    assert conflict.stderr.startswith("error: ") and "expected version 0" in conflict.stderr
+    assert len(lines(conflict.stderr)) == 1
+
+    with_ttl = mesh.cli("state", "put", "cli", "color", "--value", '"red"', "--ttl", "5m", "-o", "json")
+    assert "expireTime" in json.loads(with_ttl.stdout)
+
+    assert mesh.cli("state", "rm", "cli", "color").stdout == "deleted cli/color\n"
+    missing = mesh.cli("state", "get", "cli", "color")
+    assert (missing.returncode, missing.stderr) == (1, "error: state cli/color not found\n")
+    assert mesh.cli("state", "rm", "cli", "color").returncode == 1
+
+
+def test_an_unreachable_control_plane_is_one_clear_line() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    result = run_cli("task", "ls", target=address)
+    assert (result.returncode, result.stderr) == (1, f"error: control plane unreachable at {address}\n")
+    flag = run_cli("--target", address, "agents", "ls", target=None)
+    assert flag.stderr == f"error: control plane unreachable at {address}\n"
+    after = run_cli("agents", "ls", "--target", address, target="127.0.0.1:1")
+    assert after.stderr == f"error: control plane unreachable at {address}\n"
+
+
+def test_db_upgrade_migrates_a_fresh_database(tmp_path: Path) -> None:
+    result = run_cli("db", "upgrade", "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}", target=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("database sqlite+aiosqlite:///") and " at revision " in result.stdout
+    assert (tmp_path / "fresh.db").exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("controlplane.bench") is not None, reason="controlplane.bench exists: wiring is live"
+)
+def test_bench_says_when_the_benchmark_is_missing() -> None:
+    result = run_cli("bench", "--tasks", "10", target=None)
+    assert result.returncode == 2
+    assert lines(result.stderr) == [
+        "error: the benchmark is not available in this build (controlplane.bench is missing)"
+    ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("controlplane.bench") is None, reason="no controlplane.bench yet")
+def test_bench_hands_its_options_to_the_benchmark() -> None:
+    result = run_cli("bench", "--help", target=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: meshplane bench")

@@ -1,0 +1,141 @@
+"""`meshplane task ...` and `agents ls` against a running mesh with demo agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from meshplane.v1 import agent_service_pb2, agent_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
+from tests.cli.conftest import Mesh, lines
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _raw_task_json(address: str, task_id: str) -> str:
+    async def fetch() -> str:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = task_service_pb2_grpc.TaskServiceStub(channel)
+            response = await stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id))
+            return json_format.MessageToJson(response.task)
+
+    return asyncio.run(fetch())
+
+
+def test_submit_and_wait_prints_the_output(mesh: Mesh) -> None:
+    result = mesh.cli("task", "submit", "demo.echo", "--input", '{"text":"hi"}', "--wait")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"text": "hi"}
+    assert result.stderr == ""
+
+
+def test_submit_prints_the_id_and_get_shows_the_task(mesh: Mesh) -> None:
+    submitted = mesh.cli("task", "submit", "demo.echo", "--input", "[1, 2]", "--priority", "3")
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    assert len(task_id) == 26  # a ULID and nothing else: `$(meshplane task submit ...)` works
+
+    waited = mesh.cli("task", "watch", task_id)
+    assert waited.returncode == 0, waited.stderr
+    text = mesh.cli("task", "get", task_id)
+    assert text.returncode == 0, text.stderr
+    assert f"id:         {task_id}" in text.stdout
+    assert "state:      SUCCEEDED" in text.stdout
+    assert "output:     [1, 2]" in text.stdout
+    assert "attempt 1: SUCCEEDED on demo/" in text.stdout
+
+    as_json = mesh.cli("task", "get", task_id, "--output", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.stdout == _raw_task_json(mesh.address, task_id) + "\n"  # exactly json_format's rendering
+
+
+def test_watch_prints_every_event_then_exits(mesh: Mesh) -> None:
+    task_id = mesh.cli("task", "submit", "demo.sleep", "--input", '{"seconds": 0.5}').stdout.strip()
+    watched = mesh.cli("task", "watch", task_id)
+    assert watched.returncode == 0, watched.stderr
+    events = lines(watched.stdout)
+    assert events[0] == "#1 CREATED state=QUEUED"
+    assert any(" PROGRESS " in e and "progress=100%" in e for e in events)
+    assert events[-1].endswith('SUCCEEDED state=SUCCEEDED attempt=1 output={"slept": 0.5}')
+
+    as_json = mesh.cli("task", "watch", task_id, "-o", "json")
+    parsed = [json.loads(line) for line in lines(as_json.stdout)]
+    assert [e["sequence"] for e in parsed] == [str(i) for i in range(1, len(events) + 1)]  # int64: JSON strings
+    assert parsed[-1]["type"] == "TASK_EVENT_TYPE_SUCCEEDED"
+
+
+def test_flaky_tasks_are_retried_until_they_succeed(mesh: Mesh) -> None:
+    result = mesh.cli("task", "submit", "demo.flaky", "--input", '{"failures": 1}', "--wait", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    task = json.loads(result.stdout)
+    assert task["state"] == "TASK_STATE_SUCCEEDED"
+    assert [a["outcome"] for a in task["attempts"]] == ["ATTEMPT_OUTCOME_FAILED", "ATTEMPT_OUTCOME_SUCCEEDED"]
+
+
+def test_cancel_ends_a_running_task(mesh: Mesh) -> None:
+    task_id = mesh.cli("task", "submit", "demo.sleep", "--input", '{"seconds": 60}').stdout.strip()
+    cancelled = mesh.cli("task", "cancel", task_id, "--reason", "enough")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"task {task_id} CANCELLED"
+
+    watched = mesh.cli("task", "watch", task_id)
+    assert watched.returncode == 1
+    assert watched.stderr.strip() == f"error: task {task_id} ended CANCELLED (enough)"
+
+    again = mesh.cli("task", "cancel", task_id)
+    assert again.returncode == 1
+    assert again.stderr.startswith("error: ") and len(lines(again.stderr)) == 1
+
+
+def test_ls_lists_tasks_with_filters(mesh: Mesh) -> None:
+    mesh.cli("task", "submit", "demo.echo", "--input", '"for ls"', "--wait")
+    text = mesh.cli("task", "ls", "--capability", "demo.echo", "--state", "succeeded", "--limit", "2")
+    assert text.returncode == 0, text.stderr
+    rows = lines(text.stdout)
+    assert rows[0].split() == ["ID", "STATE", "CAPABILITY", "ATTEMPT", "PROGRESS", "AGE"]
+    assert 1 <= len(rows) - 1 <= 2
+    assert all(" SUCCEEDED " in row and " demo.echo " in row for row in rows[1:])
+
+    as_json = json.loads(mesh.cli("task", "ls", "--limit", "1", "-o", "json").stdout)
+    assert len(as_json["tasks"]) == 1
+
+
+def test_agents_ls_shows_the_demo_agent(mesh: Mesh) -> None:
+    text = mesh.cli("agents", "ls")
+    assert text.returncode == 0, text.stderr
+    assert any(row.split()[:3] == ["demo", row.split()[1], "ONLINE"] for row in lines(text.stdout)[1:])
+    assert "demo.echo demo.sleep demo.flaky" in text.stdout
+
+    as_json = mesh.cli("agents", "ls", "--output", "json")
+
+    async def fetch() -> str:
+        async with grpc.aio.insecure_channel(mesh.address) as channel:
+            stub = agent_service_pb2_grpc.AgentServiceStub(channel)
+            response = await stub.ListAgents(agent_service_pb2.ListAgentsRequest(page_size=1000))
+            return json_format.MessageToJson(response)
+
+    assert json.loads(as_json.stdout)["agents"][0]["name"] == json.loads(asyncio.run(fetch()))["agents"][0]["name"]
+
+
+def test_expected_errors_are_one_line_and_a_non_zero_exit(mesh: Mesh) -> None:
+    not_found = mesh.cli("task", "get", "01NOTATASK")
+    assert (not_found.returncode, not_found.stderr) == (1, "error: task 01NOTATASK not found\n")
+
+    invalid = mesh.cli("task", "submit", "", "--input", "{}")
+    assert invalid.returncode == 1
+    assert invalid.stderr == "error: invalid argument: target.capability: capability is required\n"
+
+    bad_json = mesh.cli("task", "submit", "demo.echo", "--input", "{oops")
+    assert bad_json.returncode == 2
+    assert bad_json.stderr.startswith("error: --input is not valid JSON: ") and len(lines(bad_json.stderr)) == 1
+
+    missing_file = mesh.cli("task", "submit", "demo.echo", "--input", "@/nonexistent/input.json")
+    assert missing_file.returncode == 2 and missing_file.stderr.startswith("error: cannot read --input file")
+
+
+def test_input_can_come_from_a_file_or_stdin(mesh: Mesh, tmp_path: object) -> None:
+    from_stdin = mesh.cli("task", "submit", "demo.echo", "--input", "@-", "--wait", stdin='{"from": "stdin"}')
+    assert json.loads(from_stdin.stdout) == {"from": "stdin"}

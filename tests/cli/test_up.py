@@ -1,0 +1,61 @@
+"""`meshplane up`: ready line, JSON logs, serving through the CLI, SIGTERM -> graceful exit 0."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from controlplane.cli.gateway import find_gateway
+from tests.cli.conftest import cli_env, start_mesh
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_up_serves_until_sigterm_and_logs_json(tmp_path: Path) -> None:
+    env = cli_env(MESHPLANE_LOG_FORMAT="json", MESHPLANE_GATEWAY_BIN=str(tmp_path / "no-gateway"))
+    mesh = start_mesh(tmp_path / "data", env=env)
+    try:
+        assert mesh.ready_line == (
+            f"meshplane ready: grpc {mesh.address} (data {tmp_path / 'data'}), "
+            "demo agent: demo.echo demo.sleep demo.flaky"
+        )
+        result = mesh.cli("task", "submit", "demo.flaky", "--input", '{"failures": 1}', "--wait")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"attempt": 2}
+    finally:
+        code = mesh.stop()
+    assert code == 0
+
+    records = [json.loads(line) for line in mesh.log.read_text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    failure = next(r for r in records if r["logger"] == "agent_runtime.task" and "FlakyError" in r["message"])
+    assert failure["level"] == "WARNING" and len(failure["task_id"]) == 26 and failure["attempt"] == 1
+    assert any(r["message"].startswith("REST gateway not built") for r in records)
+    assert records[-1]["message"] == "meshplane stopped"
+
+
+@pytest.mark.skipif(find_gateway() is None, reason="the REST gateway (.tools/bin/meshplane-gateway) is not built")
+def test_up_starts_the_rest_gateway_when_it_is_built(tmp_path: Path) -> None:
+    mesh = start_mesh(tmp_path / "data", env=cli_env(), demo=False)
+    try:
+        assert ", rest http://127.0.0.1:" in mesh.ready_line
+        url = mesh.ready_line.split(", rest ")[1].split(",")[0]
+        submitted = mesh.cli("task", "submit", "nobody.serves.this", "--input", '{"via": "grpc"}').stdout.strip()
+        with urllib.request.urlopen(f"{url}/v1/tasks/{submitted}", timeout=10) as response:
+            task = json.loads(response.read())["task"]
+        assert task["id"] == submitted and task["input"]["json"] == {"via": "grpc"}
+    finally:
+        assert mesh.stop() == 0
+
+
+def test_up_without_a_gateway_says_so_and_carries_on(tmp_path: Path) -> None:
+    mesh = start_mesh(tmp_path / "data", env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")), demo=False)
+    try:
+        assert mesh.ready_line == f"meshplane ready: grpc {mesh.address} (data {tmp_path / 'data'})"
+        assert mesh.cli("agents", "ls").stdout.strip() == "no agents"
+    finally:
+        assert mesh.stop() == 0
+    assert "REST gateway not built" in mesh.log.read_text()

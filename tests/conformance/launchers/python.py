@@ -1,0 +1,35 @@
+"""The Python SDK's conformance agent launcher .
+
+Nothing to build: the agent is tests/conformance/agents/python/agent.py, run with this interpreter.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+LANGUAGE = "python"
+
+AGENT = Path(__file__).resolve().parents[1] / "agents" / "python" / "agent.py"
+
+
+def build() -> None:
+    """Nothing to build (the SDK is installed in this interpreter's environment)."""
+
+
+def command(target: str, name: str, instance_id: str, max_concurrency: int, token: str | None = None) -> list[str]:
+    argv = [
+        sys.executable,
+        str(AGENT),
+        "--target",
+        target,
+        "--name",
+        name,
+        "--instance-id",
+        instance_id,
+        "--max-concurrency",
+        str(max_concurrency),
+    ]
+    if token is not None:
+        argv += ["--token", token]
+    return argv

@@ -1,0 +1,158 @@
+"""MeshClient: typed results, waiting, and the error tree mapped from gRPC statuses."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_runtime import (
+    Agent,
+    FailedPrecondition,
+    InvalidArgument,
+    MeshClient,
+    NotFound,
+    SyncMeshClient,
+    TaskCancelled,
+    TaskContext,
+    TaskEventType,
+    TaskSpec,
+    TaskState,
+    Unauthenticated,
+    Unavailable,
+)
+from tests.sdk.conftest import serving
+from tests.support.plane import running_plane
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def echo_agent(name: str = "echoer") -> Agent:
+    agent = Agent(name)
+
+    @agent.task("demo.echo")
+    async def echo(ctx: TaskContext, data: Any) -> Any:
+        return data
+
+    return agent
+
+
+async def test_submit_get_list_and_batch(serve: Any, client: MeshClient) -> None:
+    async with serve(echo_agent()):
+        handle = await client.submit("demo.echo", {"n": 1}, priority=5, correlation_id="c-1", metadata={"k": "v"})
+        assert handle.task.state is TaskState.QUEUED
+        assert await handle.result(timeout=10) == {"n": 1}
+
+        task = await client.get(handle.id)
+        assert task.state is TaskState.SUCCEEDED
+        assert (task.input, task.output) == ({"n": 1}, {"n": 1})
+        assert (task.priority, task.correlation_id, task.metadata) == (5, "c-1", {"k": "v"})
+        assert [a.outcome for a in task.attempts] == ["SUCCEEDED"]
+        assert task.to_dict()["id"] == handle.id
+
+        batch = await client.submit_many([TaskSpec("demo.echo", i) for i in range(5)])
+        assert [await h.result(timeout=10) for h in batch] == list(range(5))
+
+        listed = await client.list_tasks(capability="demo.echo", limit=3)
+        assert len(listed) == 3
+        assert all(t.capability == "demo.echo" for t in listed)
+        page = await client.list_tasks_page(state=TaskState.SUCCEEDED, page_size=2)
+        assert len(page.items) == 2 and page.next_page_token
+
+
+async def test_idempotent_submit_returns_the_same_task(client: MeshClient) -> None:
+    first = await client.submit("demo.echo", 1, idempotency_key="once")
+    second = await client.submit("demo.echo", 2, idempotency_key="once")
+    assert second.id == first.id
+    assert (first.deduplicated, second.deduplicated) == (False, True)
+
+
+async def test_wait_and_watch_follow_a_task_to_its_end(serve: Any, client: MeshClient) -> None:
+    handle = await client.submit("demo.echo", "hello")  # queued: no agent yet
+    waiter = asyncio.ensure_future(handle.wait(timeout=10))
+    async with serve(echo_agent()):
+        final = await waiter
+    assert final.state is TaskState.SUCCEEDED and final.output == "hello"
+    events = [e async for e in client.watch(handle.id)]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type is TaskEventType.SUCCEEDED and events[-1].output == "hello"
+    resumed = [e async for e in client.watch(handle.id, after_sequence=len(events) - 1)]
+    assert [e.sequence for e in resumed] == [len(events)]
+
+
+async def test_waiting_on_a_cancelled_task_raises_with_the_task(client: MeshClient) -> None:
+    handle = await client.submit("nobody.serves.this", None)
+    waiter = asyncio.ensure_future(handle.result(timeout=10))
+    cancelled = await handle.cancel(reason="changed my mind")
+    assert cancelled.state is TaskState.CANCELLED
+    with pytest.raises(TaskCancelled) as raised:
+        await waiter
+    assert raised.value.task.id == handle.id
+    assert raised.value.task.cancel_reason == "changed my mind"
+    with pytest.raises(TimeoutError):
+        await (await client.submit("nobody.serves.this", None)).wait(timeout=0.2)
+
+
+async def test_errors_are_mapped_to_the_error_tree(client: MeshClient) -> None:
+    with pytest.raises(NotFound) as not_found:
+        await client.get("01NOTATASK")
+    assert str(not_found.value) == "task 01NOTATASK not found"
+    assert (not_found.value.resource_type, not_found.value.resource_name) == ("task", "01NOTATASK")
+
+    with pytest.raises(InvalidArgument) as invalid:
+        await client.submit("", None, priority=5000)
+    fields = {v.field for v in invalid.value.violations}
+    assert {"target.capability", "priority"} <= fields
+    assert str(invalid.value).startswith("invalid argument: ")
+
+    with pytest.raises(NotFound):
+        async for _ in client.watch("01NOTATASK"):
+            pass
+
+    handle = await client.submit("nobody.serves.this", None)
+    await client.cancel(handle.id)
+    with pytest.raises(FailedPrecondition):
+        await client.cancel(handle.id)
+
+
+async def test_an_unreachable_control_plane_is_unavailable() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    async with MeshClient(address, timeout=5) as client:
+        with pytest.raises(Unavailable) as unavailable:
+            await client.get("01ANY")
+    assert str(unavailable.value) == f"control plane unreachable at {address}"
+
+
+async def test_tokens_authenticate_clients_and_agents(tmp_path: Path) -> None:
+    async with running_plane(tmp_path / "plane", auth_tokens=["s3cret"]) as plane:
+        async with MeshClient(plane.address) as anonymous:
+            with pytest.raises(Unauthenticated):
+                await anonymous.list_tasks()
+        agent = echo_agent()
+        with pytest.raises(Unauthenticated):
+            await asyncio.wait_for(agent.serve(plane.address), 10)
+        async with MeshClient(plane.address, token="s3cret") as client, serving(agent, plane.address, token="s3cret"):
+            assert await (await client.submit("demo.echo", "ok")).result(timeout=10) == "ok"
+
+
+async def test_the_sync_client_works_without_an_event_loop(serve: Any, plane: Any) -> None:
+    def use_it() -> tuple[Any, Any, list[str], Any]:
+        with SyncMeshClient(plane.address) as client:
+            task = client.submit("demo.echo", {"sync": True})
+            output = client.result(task.id, timeout=10)
+            events = [e.type.value for e in client.watch(task.id)]
+            client.put_state("sync", "k", 1)
+            with client.subscribe("sync-news") as messages:
+                client.publish("sync-news", "hi")
+                message = next(messages)
+            return output, client.get_state("sync", "k"), events, message.data
+
+    async with serve(echo_agent()):
+        output, entry, events, message = await asyncio.to_thread(use_it)
+    assert output == {"sync": True}
+    assert entry is not None and entry.value == 1
+    assert events[0] == "CREATED" and events[-1] == "SUCCEEDED"
+    assert message == "hi"
