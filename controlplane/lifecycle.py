@@ -7,7 +7,10 @@ import logging
 from collections.abc import Coroutine
 from enum import Enum
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
+_uninterruptible: set[asyncio.Task[Any]] = set()
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +110,15 @@ class TaskOwner:
                     "%s: %d task(s) did not finish within %.1fs; cancelling", self._owner, len(pending), grace
                 )
         await self.close()
+
+
+async def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` so that cancelling the caller does not interrupt it half-way.
+
+    The caller still sees its cancellation; the work finishes (commit and after-commit effects included)
+    in a task kept referenced until done.
+    """
+    task = asyncio.ensure_future(coroutine)
+    _uninterruptible.add(task)
+    task.add_done_callback(_uninterruptible.discard)
+    return await asyncio.shield(task)

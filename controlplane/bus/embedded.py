@@ -73,6 +73,7 @@ class EmbeddedNats(Component):
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr_log,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the plane, which stops this in order
         )
         stderr_log.close()
         ports_file = ports_dir / f"{Path(binary).name}_{self._process.pid}.ports"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from controlplane.domain.agents import InstanceStatus, Registration
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskRef
-from controlplane.errors import MeshplaneError
+from controlplane.errors import MeshplaneError, Unavailable
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, ErrorMsg, RegisteredMsg
 from controlplane.link.registry import SessionRegistry
@@ -61,6 +61,7 @@ class SessionSupervisor(Component):
         self._open: set[str] = set()  # sessions whose stream handler has not finished its cleanup
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        self.accepting = True  # False once shutdown began: new sessions are refused
         self.lease_timeout = settings.lease_timeout.total_seconds()
         self.heartbeat_interval = settings.heartbeat_interval.total_seconds()
 
@@ -71,6 +72,8 @@ class SessionSupervisor(Component):
 
     async def open(self, registration: Registration, held: Sequence[TaskRef]) -> AgentSession:
         """Validate and register a session; the session's first outbound message is `registered`."""
+        if not self.accepting:
+            raise Unavailable("this control plane replica is shutting down; connect to another replica")
         validate_registration(registration)
         session = AgentSession(uuid.uuid4().hex, registration, replica_id=self._replica_id)  # OPENING: no work yet
         for ref in held:
@@ -302,6 +305,7 @@ class SessionSupervisor(Component):
 
     async def close_all(self, grace: float) -> None:
         """Shutdown: close every session and wait (bounded) until their stream handlers have cleaned up."""
+        self.accepting = False
         for session in self.live_sessions():
             session.send(DrainMsg(0.0, "control plane shutting down"))
             session.close("control plane shutting down")
@@ -312,6 +316,7 @@ class SessionSupervisor(Component):
 
     async def drain_all(self, grace: float) -> None:
         """Shutdown: ask every session to finish its work, and wait for them (bounded)."""
+        self.accepting = False
         sessions = [s for s in self._registry.sessions() if s.state is not SessionState.CLOSED]
         for session in sessions:
             if session.state is SessionState.ACTIVE:

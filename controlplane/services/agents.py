@@ -12,7 +12,7 @@ from controlplane.errors import FailedPrecondition, NotFound
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import SessionState
 from controlplane.store.agents import InstanceLiveness
-from controlplane.store.unit_of_work import Store
+from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import CAPABILITY_RE, Violations
 
 MAX_CONCURRENCY_LIMIT = 10_000
@@ -71,8 +71,10 @@ class AgentService:
         self._clock = clock
 
     async def record_connect(self, reg: Registration, *, session_id: str) -> None:
-        async with self._store.transaction() as uow:
+        async def work(uow: UnitOfWork) -> None:
             await uow.agents.register(reg, session_id=session_id, replica_id=self._replica_id, now=self._clock())
+
+        await self._store.run(work)
 
     async def record_status(self, instance_id: str, session_id: str, status: InstanceStatus) -> None:
         async with self._store.transaction() as uow:
@@ -177,7 +179,8 @@ class AgentService:
             reason=reason or "drained by operator",
         )
         now = self._clock()
-        async with self._store.transaction() as uow:
+
+        async def work(uow: UnitOfWork) -> None:
             await uow.agents.set_status(instance_id, instance.session_id, InstanceStatus.DRAINING, now=now)
             await uow.audit.record(
                 actor=actor,
@@ -186,5 +189,7 @@ class AgentService:
                 now=now,
                 details={"reason": reason},
             )
+
+        await self._store.run(work)
         instance.status = InstanceStatus.DRAINING
         return self._overlay_live(instance)

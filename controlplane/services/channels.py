@@ -21,7 +21,7 @@ from controlplane.domain.payload import Payload
 from controlplane.errors import ResourceExhausted
 from controlplane.ids import new_id
 from controlplane.lifecycle import TaskOwner
-from controlplane.store.unit_of_work import Store
+from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
 logger = logging.getLogger(__name__)
@@ -84,8 +84,11 @@ class ChannelService:
     async def _remember(self, channel: str) -> None:
         if channel in self._known_channels:
             return
-        async with self._store.transaction() as uow:
+
+        async def work(uow: UnitOfWork) -> None:
             await uow.channels.ensure(channel, now=self._clock())
+
+        await self._store.run(work)
         self._known_channels.add(channel)
 
     async def publish(

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from controlplane.domain import lifecycle
 from controlplane.domain.tasks import AttemptOutcome, TaskRef, TaskState
+from controlplane.lifecycle import run_to_completion
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
 from controlplane.store.schema import tasks
@@ -41,6 +42,9 @@ class RecoveryService:
         self, *, instance_id: str, session_id: str, held: Sequence[TaskRef], actor: str
     ) -> Rebound:
         """A (re)connected instance: keep the attempts it still holds, lose the ones it no longer has."""
+        return await run_to_completion(self._rebind(instance_id, session_id, held, actor))
+
+    async def _rebind(self, instance_id: str, session_id: str, held: Sequence[TaskRef], actor: str) -> Rebound:
         transition = Transition(now=self._clock(), actor=actor)
         kept: list[TaskRef] = []
         stale: list[TaskRef] = []

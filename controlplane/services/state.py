@@ -11,6 +11,7 @@ from controlplane import paging
 from controlplane.domain.payload import Payload
 from controlplane.domain.state import StateEntry
 from controlplane.errors import NotFound, ResourceExhausted, VersionMismatch
+from controlplane.lifecycle import run_to_completion
 from controlplane.store.unit_of_work import Store
 from controlplane.validation import Violations
 
@@ -65,6 +66,11 @@ class StateService:
             raise ResourceExhausted(
                 f"value is {len(value)} bytes; the limit is {self._max_payload_bytes} bytes (max_payload_bytes)"
             )
+        return await run_to_completion(self._put(namespace, key, value, ttl, expected_version, actor))
+
+    async def _put(
+        self, namespace: str, key: str, value: Payload, ttl: float | None, expected_version: int | None, actor: str
+    ) -> StateEntry:
         subject = f"namespaces/{namespace}/states/{key}"
         now = self._clock()
         try:
@@ -100,6 +106,9 @@ class StateService:
 
     async def delete(self, namespace: str, key: str, *, expected_version: int | None, actor: str) -> None:
         _check_address(namespace, key)
+        await run_to_completion(self._delete(namespace, key, expected_version, actor))
+
+    async def _delete(self, namespace: str, key: str, expected_version: int | None, actor: str) -> None:
         subject = f"namespaces/{namespace}/states/{key}"
         now = self._clock()
         async with self._store.transaction() as uow:

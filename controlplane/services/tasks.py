@@ -26,11 +26,11 @@ from controlplane.domain.tasks import (
 )
 from controlplane.errors import FailedPrecondition, NotFound, ResourceExhausted
 from controlplane.ids import new_id
-from controlplane.lifecycle import Component
+from controlplane.lifecycle import Component, run_to_completion
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import AfterCommit, Transition
 from controlplane.settings import Settings
-from controlplane.store.unit_of_work import Store
+from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,11 @@ class TaskService(Component):
     # ------------------------------------------------------------ changes
 
     async def cancel(self, task_id: str, *, reason: str, actor: str) -> Task:
+        # Commit and the cancellation sent to the agent happen together, even if the caller goes away.
+        await run_to_completion(self._cancel(task_id, reason=reason, actor=actor))
+        return await self.get(task_id)
+
+    async def _cancel(self, task_id: str, *, reason: str, actor: str) -> None:
         transition = Transition(now=self._clock(), actor=actor)
         async with self._store.transaction() as uow:
             live = (await uow.tasks.lock_live([task_id])).get(task_id)
@@ -254,7 +259,6 @@ class TaskService(Component):
             await uow.tasks.write(transition.writes)
         await self._effects.after_commit(transition.after)
         logger.info("task %s cancelled by %s", task_id, actor, extra={"task_id": task_id})
-        return await self.get(task_id)
 
     async def resubmit(self, task_id: str, *, actor: str) -> Task:
         original = await self.get(task_id)
@@ -274,7 +278,8 @@ class TaskService(Component):
             tracestate=spec.tracestate,
         )
         [submitted] = await self.submit_batcher.call(_SubmitBatch([copy], actor, resubmitted_from=task_id))
-        async with self._store.transaction() as uow:
+
+        async def audit(uow: UnitOfWork) -> None:
             await uow.audit.record(
                 actor=actor,
                 action="task.resubmit",
@@ -283,4 +288,6 @@ class TaskService(Component):
                 correlation_id=spec.correlation_id,
                 details={"new_task_id": submitted.task.id},
             )
+
+        await self._store.run(audit)
         return submitted.task

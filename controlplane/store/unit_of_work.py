@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from controlplane.lifecycle import run_to_completion
 from controlplane.store.agents import AgentRepository, ReplicaRepository
 from controlplane.store.channels import AuditRepository, ChannelRepository
 from controlplane.store.database import Database
@@ -25,6 +27,9 @@ class UnitOfWork:
         self.audit = AuditRepository(conn)
 
 
+T = TypeVar("T")
+
+
 class Store:
     """The services' way into the database: `async with store.transaction() as uow: ...` commits on exit."""
 
@@ -39,6 +44,19 @@ class Store:
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self.database.transaction() as conn:
             yield UnitOfWork(conn, postgres=self.database.is_postgres)
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """`work` in one transaction that a cancelled caller cannot interrupt half-way.
+
+        For writes made on a request's behalf: if the client goes away mid-transaction, the transaction
+        still commits or rolls back as a whole (and never leaves a connection holding a lock).
+        """
+
+        async def unit() -> T:
+            async with self.transaction() as uow:
+                return await work(uow)
+
+        return await run_to_completion(unit())
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[UnitOfWork]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from tests.controlplane.helpers import get_task, submit
 from tests.controlplane.test_lifecycle import retry, wait_state
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -245,3 +247,21 @@ async def test_agents_and_instances_are_listed(plane: ControlPlane, channel: grp
         await agents.GetAgent(agent_service_pb2.GetAgentRequest(agent_name="nobody"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     await agent.close()
+
+
+async def test_a_draining_plane_refuses_new_sessions(tmp_path: Path) -> None:
+    async with running_plane(tmp_path) as plane, grpc.aio.insecure_channel(plane.address) as channel:
+        busy = LinkAgent(plane.address, name="busy")
+        await busy.connect()
+        task = await submit(channel)
+        assignment = await busy.next_assignment()
+        draining = asyncio.ensure_future(plane.drain(grace=10))
+        await eventually(lambda: len(busy.drains) == 1)
+        late = LinkAgent(plane.address, name="late")
+        await late.connect(wait=False)
+        await asyncio.wait_for(late.ended.wait(), 10)
+        assert late.end_code == grpc.StatusCode.UNAVAILABLE
+        await busy.succeed(assignment, {"finished": "during the drain"})
+        await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
+        await busy.close()
+        await asyncio.wait_for(draining, 10)

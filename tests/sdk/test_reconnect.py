@@ -59,7 +59,7 @@ async def test_held_tasks_survive_a_control_plane_restart(tmp_path: Path) -> Non
     """
     address = f"127.0.0.1:{free_port()}"
     # A long lease: the new plane must not give up on the old replica's tasks before the agent is back.
-    settings = plane_support.test_settings(tmp_path / "plane", listen=address, lease_timeout=20)
+    settings = plane_support.plane_settings(tmp_path / "plane", listen=address, lease_timeout=20)
     gates = {"early": asyncio.Event(), "late": asyncio.Event()}
     runs: collections.Counter[str] = collections.Counter()
     agent = gated_agent("survivor", gates, runs)
@@ -82,7 +82,7 @@ async def test_held_tasks_survive_a_control_plane_restart(tmp_path: Path) -> Non
             await eventually(lambda: runs["early"] == 1 and agent.in_flight == 1)
 
             second_plane = ControlPlane(
-                plane_support.test_settings(tmp_path / "plane", listen=address, lease_timeout=20)
+                plane_support.plane_settings(tmp_path / "plane", listen=address, lease_timeout=20)
             )
             await second_plane.start()
             await eventually(lambda: agent.session_id not in (None, first_session), message="reconnected")

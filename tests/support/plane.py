@@ -22,7 +22,7 @@ TEST_SETTINGS: dict[str, Any] = {
 }
 
 
-def test_settings(data_dir: Path, **overrides: Any) -> Settings:
+def plane_settings(data_dir: Path, **overrides: Any) -> Settings:
     values = {**TEST_SETTINGS, "data_dir": data_dir, **overrides}
     return Settings(**values)
 
@@ -30,7 +30,7 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
 @asynccontextmanager
 async def running_plane(data_dir: Path, **overrides: Any) -> AsyncIterator[ControlPlane]:
     """A started ControlPlane (SQLite + embedded NATS unless URLs are given); stopped on exit."""
-    plane = ControlPlane(test_settings(data_dir, **overrides))
+    plane = ControlPlane(plane_settings(data_dir, **overrides))
     await plane.start()
     try:
         yield plane
