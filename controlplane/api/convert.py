@@ -163,40 +163,66 @@ _STRATEGIES = {
 _STRATEGY_NUMBERS = {v: k for k, v in _STRATEGIES.items()}
 
 
+# Submissions in a batch mostly repeat the same target, retry policy and timeouts: each distinct one is
+# converted once (keyed by its wire bytes) and shared.
+_SHARED: dict[bytes, Any] = {}
+_SHARED_LIMIT = 4096
+
+
+def _shared(kind: bytes, message: Any, build: Any) -> Any:
+    key = kind + message.SerializeToString()
+    value = _SHARED.get(key)
+    if value is None:
+        if len(_SHARED) >= _SHARED_LIMIT:
+            _SHARED.clear()
+        value = _SHARED[key] = build(message)
+    return value
+
+
+def _target(target: task_pb2.TaskTarget) -> TaskTarget:
+    return TaskTarget(
+        capability=target.capability,
+        agent_name=target.agent_name,
+        label_selector=dict(target.label_selector),
+        routing_key=target.routing_key,
+        strategy=_STRATEGIES.get(target.strategy),
+    )
+
+
+def _retry(retry: task_pb2.RetryPolicy) -> RetryRequest:
+    return RetryRequest(
+        max_attempts=retry.max_attempts,
+        initial_backoff=seconds(retry.initial_backoff),
+        max_backoff=seconds(retry.max_backoff),
+        backoff_multiplier=retry.backoff_multiplier,
+        non_retryable_error_codes=tuple(retry.non_retryable_error_codes),
+    )
+
+
+def _timeouts(timeouts: task_pb2.TaskTimeouts) -> TimeoutsRequest:
+    return TimeoutsRequest(
+        schedule_to_start=seconds(timeouts.schedule_to_start),
+        start_to_close=seconds(timeouts.start_to_close),
+        heartbeat=seconds(timeouts.heartbeat),
+        schedule_to_close=seconds(timeouts.schedule_to_close),
+    )
+
+
 def submit_request_from_proto(
     request: task_service_pb2.SubmitTaskRequest, *, field_prefix: str = "", traceparent: str = "", tracestate: str = ""
 ) -> SubmitRequest:
     target = request.target
     if target.strategy and target.strategy not in _STRATEGIES:
         raise InvalidArgument.of(f"{field_prefix}target.strategy", f"unknown strategy {target.strategy}")
-    retry = request.retry_policy
-    timeouts = request.timeouts
     return SubmitRequest(
-        target=TaskTarget(
-            capability=target.capability,
-            agent_name=target.agent_name,
-            label_selector=dict(target.label_selector),
-            routing_key=target.routing_key,
-            strategy=_STRATEGIES.get(target.strategy),
-        ),
+        target=_shared(b"t", target, _target),  # shared: never mutated
         input=payload_from_proto(request.input, f"{field_prefix}input"),
         priority=request.priority,
         idempotency_key=request.idempotency_key,
-        retry=RetryRequest(
-            max_attempts=retry.max_attempts,
-            initial_backoff=seconds(retry.initial_backoff),
-            max_backoff=seconds(retry.max_backoff),
-            backoff_multiplier=retry.backoff_multiplier,
-            non_retryable_error_codes=tuple(retry.non_retryable_error_codes),
-        ),
-        timeouts=TimeoutsRequest(
-            schedule_to_start=seconds(timeouts.schedule_to_start),
-            start_to_close=seconds(timeouts.start_to_close),
-            heartbeat=seconds(timeouts.heartbeat),
-            schedule_to_close=seconds(timeouts.schedule_to_close),
-        ),
+        retry=_shared(b"r", request.retry_policy, _retry),
+        timeouts=_shared(b"o", request.timeouts, _timeouts),
         correlation_id=request.correlation_id,
-        metadata=dict(request.metadata),
+        metadata=dict(request.metadata) if request.metadata else {},
         traceparent=traceparent,
         tracestate=tracestate,
     )

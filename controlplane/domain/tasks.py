@@ -193,7 +193,7 @@ class TaskFilter:
     correlation_id: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RetryRequest:
     """What a client asked for; zeros take the control plane's defaults."""
 
@@ -204,7 +204,7 @@ class RetryRequest:
     non_retryable_error_codes: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TimeoutsRequest:
     """Deadlines a client asked for, in seconds; zeros take the control plane's defaults."""
 

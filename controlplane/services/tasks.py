@@ -14,6 +14,7 @@ from controlplane import paging
 from controlplane.batching import Batcher
 from controlplane.domain.tasks import (
     RetryPolicy,
+    RetryRequest,
     SubmitRequest,
     Submitted,
     Task,
@@ -22,7 +23,9 @@ from controlplane.domain.tasks import (
     TaskFilter,
     TaskSpec,
     TaskState,
+    TaskTarget,
     Timeouts,
+    TimeoutsRequest,
 )
 from controlplane.errors import FailedPrecondition, NotFound, ResourceExhausted
 from controlplane.ids import new_id
@@ -58,6 +61,10 @@ class TaskService(Component):
         self._clock = clock
         self.submitted = 0
         self.deduplicated = 0
+        self._target_checks: dict[tuple[object, ...], list[tuple[str, str]]] = {}
+        self._limits: dict[
+            tuple[RetryRequest, TimeoutsRequest], tuple[RetryPolicy, Timeouts] | list[tuple[str, str]]
+        ] = {}
         self.submit_batcher: Batcher[_SubmitBatch, list[Submitted]] = Batcher(
             "submit-batcher",
             self._flush_submits,
@@ -77,54 +84,31 @@ class TaskService(Component):
     def prepare(self, request: SubmitRequest, violations: Violations) -> TaskSpec | None:
         """Validate a request and fill in defaults. Adds violations instead of raising."""
         before = len(violations.items)
-        target = request.target
-        violations.capability("target.capability", target.capability)
-        violations.name("target.agent_name", target.agent_name, required=False, what="agent name")
-        violations.string_map("target.label_selector", target.label_selector)
-        violations.text("target.routing_key", target.routing_key, max_length=512)
+        target_problems = self._target_problems(request.target)
+        for field_path, description in target_problems:
+            violations.add(field_path, description)
         violations.range("priority", request.priority, low=-1000, high=1000)
         violations.text("idempotency_key", request.idempotency_key, max_length=200)
         violations.text("correlation_id", request.correlation_id, max_length=200)
-        violations.string_map("metadata", request.metadata, max_value=4096)
-        retry = request.retry
-        violations.range("retry_policy.max_attempts", retry.max_attempts, low=0, high=100)
-        violations.non_negative("retry_policy.initial_backoff", retry.initial_backoff)
-        violations.non_negative("retry_policy.max_backoff", retry.max_backoff)
-        if retry.backoff_multiplier and retry.backoff_multiplier < 1:
-            violations.add("retry_policy.backoff_multiplier", "must be >= 1 (or 0 for the default)")
-        timeouts = request.timeouts
-        for name in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close"):
-            violations.non_negative(f"timeouts.{name}", getattr(timeouts, name))
+        if request.metadata:
+            violations.string_map("metadata", request.metadata, max_value=4096)
+        resolved = self._resolve_limits(request.retry, request.timeouts)
+        if isinstance(resolved, list):
+            for field_path, description in resolved:
+                violations.add(field_path, description)
         if request.input.is_json:
             try:
                 request.input.json_value()
             except ValueError:
                 violations.add("input", "content type is application/json but the data is not valid JSON")
-        if len(violations.items) > before:
+        if len(violations.items) > before or isinstance(resolved, list):
             return None
-
-        s = self._settings
-        initial = retry.initial_backoff or s.default_initial_backoff.total_seconds()
-        maximum = retry.max_backoff or max(s.default_max_backoff.total_seconds(), initial)
-        if maximum < initial:
-            violations.add("retry_policy.max_backoff", "must be >= initial_backoff")
-            return None
+        policy, timeouts = resolved
         return TaskSpec(
-            target=target,
+            target=request.target,
             input=request.input,
-            retry_policy=RetryPolicy(
-                max_attempts=retry.max_attempts or s.default_max_attempts,
-                initial_backoff=initial,
-                max_backoff=maximum,
-                backoff_multiplier=retry.backoff_multiplier or s.default_backoff_multiplier,
-                non_retryable_error_codes=retry.non_retryable_error_codes,
-            ),
-            timeouts=Timeouts(
-                schedule_to_start=timeouts.schedule_to_start or s.default_schedule_to_start.total_seconds(),
-                start_to_close=timeouts.start_to_close or s.default_start_to_close.total_seconds(),
-                heartbeat=timeouts.heartbeat,
-                schedule_to_close=timeouts.schedule_to_close or s.default_schedule_to_close.total_seconds(),
-            ),
+            retry_policy=policy,
+            timeouts=timeouts,
             priority=request.priority,
             idempotency_key=request.idempotency_key,
             correlation_id=request.correlation_id,
@@ -132,6 +116,66 @@ class TaskService(Component):
             traceparent=request.traceparent,
             tracestate=request.tracestate,
         )
+
+    def _target_problems(self, target: TaskTarget) -> list[tuple[str, str]]:
+        """Violations of a target (cached: a batch's tasks usually share theirs)."""
+        key = (target.capability, target.agent_name, tuple(sorted(target.label_selector.items())), target.routing_key)
+        cached = self._target_checks.get(key)
+        if cached is None:
+            check = Violations()
+            check.capability("target.capability", target.capability)
+            check.name("target.agent_name", target.agent_name, required=False, what="agent name")
+            check.string_map("target.label_selector", target.label_selector)
+            check.text("target.routing_key", target.routing_key, max_length=512)
+            cached = [(v.field, v.description) for v in check.items]
+            if len(self._target_checks) > 4096:
+                self._target_checks.clear()
+            self._target_checks[key] = cached
+        return cached
+
+    def _resolve_limits(
+        self, retry: RetryRequest, timeouts: TimeoutsRequest
+    ) -> tuple[RetryPolicy, Timeouts] | list[tuple[str, str]]:
+        """The retry policy and deadlines with defaults filled in, or their violations (cached per value)."""
+        cached = self._limits.get((retry, timeouts))
+        if cached is not None:
+            return cached
+        check = Violations()
+        check.range("retry_policy.max_attempts", retry.max_attempts, low=0, high=100)
+        check.non_negative("retry_policy.initial_backoff", retry.initial_backoff)
+        check.non_negative("retry_policy.max_backoff", retry.max_backoff)
+        if retry.backoff_multiplier and retry.backoff_multiplier < 1:
+            check.add("retry_policy.backoff_multiplier", "must be >= 1 (or 0 for the default)")
+        for name in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close"):
+            check.non_negative(f"timeouts.{name}", getattr(timeouts, name))
+        s = self._settings
+        initial = retry.initial_backoff or s.default_initial_backoff.total_seconds()
+        maximum = retry.max_backoff or max(s.default_max_backoff.total_seconds(), initial)
+        if not check.items and maximum < initial:
+            check.add("retry_policy.max_backoff", "must be >= initial_backoff")
+        result: tuple[RetryPolicy, Timeouts] | list[tuple[str, str]]
+        if check.items:
+            result = [(v.field, v.description) for v in check.items]
+        else:
+            result = (
+                RetryPolicy(
+                    max_attempts=retry.max_attempts or s.default_max_attempts,
+                    initial_backoff=initial,
+                    max_backoff=maximum,
+                    backoff_multiplier=retry.backoff_multiplier or s.default_backoff_multiplier,
+                    non_retryable_error_codes=retry.non_retryable_error_codes,
+                ),
+                Timeouts(
+                    schedule_to_start=timeouts.schedule_to_start or s.default_schedule_to_start.total_seconds(),
+                    start_to_close=timeouts.start_to_close or s.default_start_to_close.total_seconds(),
+                    heartbeat=timeouts.heartbeat,
+                    schedule_to_close=timeouts.schedule_to_close or s.default_schedule_to_close.total_seconds(),
+                ),
+            )
+        if len(self._limits) > 4096:
+            self._limits.clear()
+        self._limits[(retry, timeouts)] = result
+        return result
 
     def check_payload_size(self, field_path: str, size: int) -> None:
         limit = self._settings.max_payload_bytes

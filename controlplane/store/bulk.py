@@ -39,11 +39,14 @@ _PG_ARRAY = {
 
 
 def _pg_value_expr(col: Col, source: str) -> str:
+    """`source` is "v" (a column of the unnest) or a scalar parameter like "$7"."""
+    scalar = source.startswith("$")
+    ref = f"{source}::{_PG_ARRAY[col.kind].removesuffix('[]')}" if scalar else f"{source}.{col.name}"
     if col.kind == "json":
-        return f"{source}.{col.name}::jsonb"
+        return f"{ref}::jsonb"
     if col.kind == "time":
-        return f"to_timestamp({source}.{col.name})"
-    return f"{source}.{col.name}"
+        return f"to_timestamp({ref})"
+    return ref
 
 
 def _json(value: Any) -> str | None:
@@ -103,11 +106,21 @@ class WriteBatch:
         if not self._statements:
             return
         if self._postgres:
-            shapes = tuple(statement for statement, _ in self._statements)
+            shapes: list[tuple[_Statement, tuple[bool, ...]]] = []
             params: list[Any] = []
             for statement, rows in self._statements:
-                params.extend(_pg_arrays(statement.cols, rows))
-            await self._conn.exec_driver_sql(_pg_script(shapes), tuple(params))
+                columns = _pg_arrays(statement.cols, rows)
+                # A column with one value for every row goes once, as a scalar: most columns of a batch
+                # (capability, policy, times, state...) are like that, and each array element costs.
+                constant = tuple(
+                    index >= statement.keys and index > 0 and column.count(column[0]) == len(column)
+                    for index, column in enumerate(columns)
+                )
+                shapes.append((statement, constant))
+                params.extend(
+                    column[0] if is_constant else column for column, is_constant in zip(columns, constant, strict=True)
+                )
+            await self._conn.exec_driver_sql(_pg_script(tuple(shapes)), tuple(params))
         else:
             for statement, rows in self._statements:
                 await self._sqlite(statement, rows)
@@ -206,16 +219,23 @@ def _cached(key: tuple[Any, ...], build: Any) -> str:
     return sql
 
 
-def _pg_statement(statement: _Statement, first: int) -> str:
-    """One statement whose parameters start at $first (one array parameter per column)."""
+def _pg_statement(statement: _Statement, constant: tuple[bool, ...], first: int) -> str:
+    """One statement whose parameters start at $first: one per column, an array unless `constant`."""
     cols = statement.cols
-    names = ", ".join(c.name for c in cols)
-    params = ", ".join(f"${first + i}::{_PG_ARRAY[c.kind]}" for i, c in enumerate(cols))
+    number = {col.name: first + index for index, col in enumerate(cols)}
+    varying = [col for col, is_constant in zip(cols, constant, strict=True) if not is_constant]
+    names = ", ".join(c.name for c in varying)
+    params = ", ".join(f"${number[c.name]}::{_PG_ARRAY[c.kind]}" for c in varying)
+
+    def value(col: Col, is_constant: bool) -> str:
+        return _pg_value_expr(col, f"${number[col.name]}" if is_constant else "v")
+
     if statement.kind == "insert":
-        values = ", ".join(_pg_value_expr(c, "v") for c in cols)
-        return f"INSERT INTO {statement.table} ({names}) SELECT {values} FROM unnest({params}) AS v({names})"
-    keys, sets = cols[: statement.keys], cols[statement.keys :]
-    assignments = ", ".join(f"{c.name} = {_pg_value_expr(c, 'v')}" for c in sets)
+        values = ", ".join(value(c, k) for c, k in zip(cols, constant, strict=True))
+        all_names = ", ".join(c.name for c in cols)
+        return f"INSERT INTO {statement.table} ({all_names}) SELECT {values} FROM unnest({params}) AS v({names})"
+    keys = cols[: statement.keys]
+    assignments = ", ".join(f"{c.name} = {value(c, k)}" for c, k in zip(cols, constant, strict=True) if c not in keys)
     match = " AND ".join(f"t.{k.name} = v.{k.name}" for k in keys)
     # Without this the planner hashes the whole table (a sequential scan per batch); with it, the batch's
     # rows are fetched through the primary key.
@@ -227,14 +247,14 @@ def _pg_statement(statement: _Statement, first: int) -> str:
     )
 
 
-def _pg_script(statements: tuple[_Statement, ...]) -> str:
+def _pg_script(statements: tuple[tuple[_Statement, tuple[bool, ...]], ...]) -> str:
     """All statements as one: each becomes a data-modifying CTE (executed exactly once, to completion)."""
 
     def build() -> str:
         parts = []
         first = 1
-        for statement in statements:
-            parts.append(_pg_statement(statement, first))
+        for statement, constant in statements:
+            parts.append(_pg_statement(statement, constant, first))
             first += len(statement.cols)
         if len(parts) == 1:
             return parts[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,31 @@ _HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build the agents of the selected languages before any test runs, outside per-test timeouts."""
+    """Build the agents of the selected languages before any test runs, outside per-test timeouts.
+
+    A selected test module may also define ``prepare_conformance()`` (no arguments, raises nothing): it is
+    called once here, for builds of its own (test_mixed_language.py: every agent and client).
+    """
     if session.config.option.collectonly:
         return
     wanted: set[str] = set()
+    preparers: dict[str, Callable[[], None]] = {}
     for item in session.items:
+        if _HERE not in Path(str(item.path)).resolve().parents:
+            continue
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and _HERE in Path(str(item.path)).resolve().parents:
+        if callspec is not None:
             language = callspec.params.get("language")
             if language in driver.LANGUAGES:
                 wanted.add(language)
+        preparer = getattr(getattr(item, "module", None), "prepare_conformance", None)
+        if callable(preparer):
+            preparers[str(item.path)] = preparer
     for language in driver.LANGUAGES:
         if language in wanted:
             driver.prepare(language)
+    for preparer in preparers.values():
+        preparer()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,190 @@
+// Command meshplane-conformance-client is the Go SDK's mixed-language conformance client: the
+// command line fixed by tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the
+// SDK's public client API only (NewClient, Submit, Wait, Publish).
+//
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
+//	    [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
+//
+// submit prints one JSON line per task, in submission order; publish prints {"published": C}.
+// Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage. Logs go to stderr.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	meshplane "github.com/meshplane/meshplane/sdk/go"
+)
+
+const usage = `usage: meshplane-conformance-client --target HOST:PORT [--token TOKEN] COMMAND ...
+  submit --capability C --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+  publish --channel C --data JSON`
+
+// line is what submit prints for one task.
+type line struct {
+	TaskID string          `json:"task_id"`
+	State  string          `json:"state"`
+	Output json.RawMessage `json:"output,omitempty"`
+	Error  *lineError      `json:"error,omitempty"`
+}
+
+type lineError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	global := flag.NewFlagSet("meshplane-conformance-client", flag.ContinueOnError)
+	global.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	target := global.String("target", "", "control plane address HOST:PORT")
+	token := global.String("token", "", "bearer token")
+	if err := global.Parse(args); err != nil || *target == "" || global.NArg() == 0 {
+		global.Usage()
+		return 2
+	}
+	var opts []meshplane.ClientOption
+	if *token != "" {
+		opts = append(opts, meshplane.WithToken(*token))
+	}
+	client, err := meshplane.NewClient(*target, opts...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v\n", err)
+		return 1
+	}
+	defer client.Close()
+
+	command, rest := global.Arg(0), global.Args()[1:]
+	switch command {
+	case "submit":
+		return submit(client, rest)
+	case "publish":
+		return publish(client, rest)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n%s\n", command, usage)
+		return 2
+	}
+}
+
+func submit(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	capability := fs.String("capability", "", "capability to run")
+	input := fs.String("input", "", "task input (JSON)")
+	count := fs.Int("count", 1, "number of tasks")
+	selector := fs.String("label-selector", "", "K=V[,K=V...]: only agent instances with these labels")
+	timeout := fs.Float64("timeout", 30, "seconds to wait for all tasks")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *capability == "" || *count < 1 || !json.Valid([]byte(*input)) {
+		fs.Usage()
+		return 2
+	}
+	labels, err := parseSelector(*selector)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%v\n%s\n", err, usage)
+		return 2
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeout*float64(time.Second)))
+	defer cancel()
+	var submitOpts []meshplane.SubmitOption
+	if len(labels) > 0 {
+		submitOpts = append(submitOpts, meshplane.WithLabelSelector(labels))
+	}
+	ids := make([]string, 0, *count)
+	for range *count {
+		task, err := client.Submit(ctx, *capability, json.RawMessage(*input), submitOpts...)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "submit %s: %v\n", *capability, err)
+			return 1
+		}
+		ids = append(ids, task.ID)
+	}
+
+	lines := make([]line, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			task, err := client.Wait(ctx, id)
+			var failed *meshplane.TaskFailedError
+			switch {
+			case err == nil:
+				lines[i] = line{TaskID: id, State: string(task.State), Output: task.Output}
+			case errors.As(err, &failed):
+				lines[i] = line{TaskID: id, State: string(failed.Task.State)}
+				if e := failed.Task.Error; e != nil {
+					lines[i].Error = &lineError{Code: e.Code, Message: e.Message}
+				}
+			default:
+				errs[i] = err
+			}
+		})
+	}
+	wg.Wait()
+
+	code := 0
+	out := json.NewEncoder(os.Stdout)
+	for i := range lines {
+		if errs[i] != nil {
+			fmt.Fprintf(os.Stderr, "wait %s: %v\n", ids[i], errs[i])
+			return 1
+		}
+		if err := out.Encode(lines[i]); err != nil {
+			fmt.Fprintf(os.Stderr, "stdout: %v\n", err)
+			return 1
+		}
+		if lines[i].State != string(meshplane.TaskSucceeded) {
+			code = 1
+		}
+	}
+	return code
+}
+
+func publish(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	channel := fs.String("channel", "", "channel to publish on")
+	data := fs.String("data", "", "message (JSON)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *channel == "" || !json.Valid([]byte(*data)) {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.Publish(ctx, *channel, json.RawMessage(*data)); err != nil {
+		fmt.Fprintf(os.Stderr, "publish %s: %v\n", *channel, err)
+		return 1
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(map[string]string{"published": *channel}); err != nil {
+		fmt.Fprintf(os.Stderr, "stdout: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseSelector parses "k=v,k2=v2" ("" is no selector).
+func parseSelector(s string) (map[string]string, error) {
+	labels := map[string]string{}
+	if s == "" {
+		return labels, nil
+	}
+	for pair := range strings.SplitSeq(s, ",") {
+		key, value, ok := strings.Cut(pair, "=")
+		if !ok || key == "" {
+			return nil, fmt.Errorf("bad --label-selector %q: want K=V[,K=V...]", s)
+		}
+		labels[key] = value
+	}
+	return labels, nil
+}

@@ -1,0 +1,104 @@
+"""The Python SDK's mixed-language conformance client (tests/conformance/CONTRACT.md, "Mixed-language clients"),
+built with the public client API only (MeshClient: submit, wait, publish).
+
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] submit --capability C
+    --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from agent_runtime import MeshClient, TaskFailed
+
+
+def json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+
+
+def selector(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in filter(None, text.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"bad label selector {text!r}: want K=V[,K=V...]")
+        labels[key] = value
+    return labels
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def print_line(value: dict[str, Any]) -> None:
+    print(json.dumps(value), flush=True)
+
+
+async def wait_line(client: MeshClient, task_id: str) -> dict[str, Any]:
+    try:
+        task = await client.wait(task_id)
+    except TaskFailed as exc:
+        line: dict[str, Any] = {"task_id": task_id, "state": exc.task.state.value}
+        if exc.task.error is not None:
+            line["error"] = {"code": exc.task.error.code, "message": exc.task.error.message}
+        return line
+    return {"task_id": task_id, "state": task.state.value, "output": task.output}
+
+
+async def submit(client: MeshClient, args: argparse.Namespace) -> int:
+    async with asyncio.timeout(args.timeout):
+        handles = [
+            await client.submit(args.capability, args.input, label_selector=args.label_selector)
+            for _ in range(args.count)
+        ]
+        lines = await asyncio.gather(*(wait_line(client, handle.id) for handle in handles))
+    for line in lines:
+        print_line(line)
+    return 0 if all(line["state"] == "SUCCEEDED" for line in lines) else 1
+
+
+async def publish(client: MeshClient, args: argparse.Namespace) -> int:
+    await client.publish(args.channel, args.data)
+    print_line({"published": args.channel})
+    return 0
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--token", default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    sub = commands.add_parser("submit")
+    sub.add_argument("--capability", required=True)
+    sub.add_argument("--input", type=json_value, required=True)
+    sub.add_argument("--count", type=positive, default=1)
+    sub.add_argument("--label-selector", type=selector, default={})
+    sub.add_argument("--timeout", type=float, default=30.0)
+    pub = commands.add_parser("publish")
+    pub.add_argument("--channel", required=True)
+    pub.add_argument("--data", type=json_value, required=True)
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+
+    async with MeshClient(args.target, token=args.token) as client:
+        try:
+            if args.command == "submit":
+                return await submit(client, args)
+            return await publish(client, args)
+        except Exception as exc:
+            print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

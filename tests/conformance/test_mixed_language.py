@@ -1,0 +1,195 @@
+"""The mixed-language mesh (issue 6): one control plane, a conformance agent of every SDK language, and the
+mixed-language clients of tests/conformance/CONTRACT.md.
+
+- A client in each language submits tasks that must run on the agents of the two other languages (label
+  selector ``lang=<other>``); every result must come from an agent of the right language.
+- A client in each language publishes on ``conf.broadcast``; every message must reach the agents of all
+  three languages (each echoes what it receives on ``conf.received``, which the test subscribes to over
+  the raw gRPC ChannelService).
+
+Every language's agent and client is needed: a missing toolchain skips locally and fails under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.app import ControlPlane
+from meshplane.v1 import task_pb2
+from tests.conformance import driver, mixed_clients
+from tests.conformance.driver import LANGUAGES, AgentProcess, Agents, Mesh, describe, output
+from tests.conformance.mixed_clients import ClientRun
+from tests.support.eventually import eventually
+from tests.support.link_agent import payload_value
+from tests.support.plane import running_plane
+
+WHOAMI_COUNT = 3
+PAYLOAD = {"text": "héllo ✓", "n": 42, "x": 1.5, "list": [1, "two", None, True], "nested": {"a": {"b": []}}}
+
+
+def prepare_conformance() -> None:
+    """Called by conftest.py before any test runs (outside per-test timeouts): build every agent and client."""
+    for language in LANGUAGES:
+        driver.prepare(language)
+        mixed_clients.prepare(language)
+
+
+@dataclass
+class Polyglot:
+    plane: ControlPlane
+    mesh: Mesh
+    agents: dict[str, AgentProcess]  # by language
+    clients: dict[str, list[str]]  # argv prefix, by language
+
+    async def client(self, language: str, *args: str) -> ClientRun:
+        argv = [*self.clients[language], "--target", self.plane.address, *args]
+        return await mixed_clients.run(language, argv)
+
+
+@pytest.fixture
+async def polyglot(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Polyglot]:
+    """A plane with one conformance agent per language; on the way out the agents are stopped, then the plane
+    once it recorded their disconnection (as conftest's ``plane`` fixture does)."""
+    launchers = {language: driver.launcher(language) for language in LANGUAGES}  # skip/fail before any start
+    clients = {language: mixed_clients.client(language) for language in LANGUAGES}
+    groups = {language: Agents(launchers[language], language, tmp_path) for language in LANGUAGES}
+    async with running_plane(tmp_path / "plane") as plane:
+        try:
+            started = await asyncio.gather(
+                *(groups[language].start(plane.address) for language in LANGUAGES), return_exceptions=True
+            )
+            agents: dict[str, AgentProcess] = {}
+            for language, outcome in zip(LANGUAGES, started, strict=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                agents[language] = outcome
+            async with Mesh(plane.address) as mesh:
+                yield Polyglot(plane, mesh, agents, clients)
+        finally:
+            await asyncio.gather(*(group.close() for group in groups.values()))
+            async with Mesh(plane.address) as mesh:
+                await mesh.wait_all_disconnected()
+            if getattr(request.node, "conformance_call_failed", False) or getattr(
+                request.node, "conformance_setup_failed", False
+            ):
+                print("---- conformance agents ----\n" + "\n\n".join(g.report() for g in groups.values()))
+
+
+async def check_submission(
+    polyglot: Polyglot, run: ClientRun, agent_language: str, capability: str, count: int
+) -> list[str]:
+    """What is wrong with a client's submit run whose tasks had to run on ``agent_language``'s agent."""
+    what = f"{run.language} client -> {agent_language} agent, {capability}"
+    if run.returncode != 0:
+        return [f"{what}: {run.describe()}"]
+    lines = run.lines()
+    if len(lines) != count:
+        return [f"{what}: {count} lines expected: {run.describe()}"]
+    agent = polyglot.agents[agent_language]
+    problems: list[str] = []
+    for line in lines:
+        task = await polyglot.mesh.get(line["task_id"])
+        if capability == "conf.whoami":
+            expected = {"language": agent_language, "instance_id": agent.instance_id, "attempt": 1, "task_id": task.id}
+        else:
+            expected = PAYLOAD
+        if line != {"task_id": task.id, "state": "SUCCEEDED", "output": expected}:
+            problems.append(f"{what}: printed {line!r}, expected output {expected!r}")
+        if task.state != task_pb2.TASK_STATE_SUCCEEDED or output(task) != expected:
+            problems.append(f"{what}: {describe(task)}")
+        if dict(task.target.label_selector) != {"lang": agent_language}:
+            problems.append(f"{what}: submitted with label selector {dict(task.target.label_selector)!r}")
+        if [a.agent_instance_id for a in task.attempts] != [agent.instance_id]:
+            problems.append(f"{what}: ran on {[a.agent_instance_id for a in task.attempts]!r}: {describe(task)}")
+    return problems
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_in_each_language_runs_tasks_on_agents_of_the_other_two(polyglot: Polyglot) -> None:
+    plan = [
+        (client_language, agent_language, capability, data, count)
+        for client_language in LANGUAGES
+        for agent_language in LANGUAGES
+        if agent_language != client_language
+        for capability, data, count in (("conf.whoami", {}, WHOAMI_COUNT), ("conf.echo", PAYLOAD, 1))
+    ]
+    runs = await asyncio.gather(
+        *(
+            polyglot.client(
+                client_language,
+                "submit",
+                "--capability",
+                capability,
+                "--input",
+                json.dumps(data),
+                "--count",
+                str(count),
+                "--label-selector",
+                f"lang={agent_language}",
+                "--timeout",
+                "30",
+            )
+            for client_language, agent_language, capability, data, count in plan
+        )
+    )
+    problems: list[str] = []
+    for (_, agent_language, capability, _, count), run in zip(plan, runs, strict=True):
+        problems += await check_submission(polyglot, run, agent_language, capability, count)
+    assert not problems, "\n".join(problems)
+
+
+def echoed_by(received: driver.Subscription, message: Any) -> dict[str, str]:
+    """The agents (language -> publisher) that echoed ``message`` on conf.received so far."""
+    return {
+        payload["language"]: m.publisher
+        for m in received.messages
+        if isinstance(payload := payload_value(m.payload), dict) and payload.get("message") == message
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_a_broadcast_from_each_language_reaches_agents_of_all_three(polyglot: Polyglot) -> None:
+    mesh = polyglot.mesh
+    everyone = {language: f"agent/{agent.name}/{agent.instance_id}" for language, agent in polyglot.agents.items()}
+    async with mesh.subscription("conf.received") as received:
+        # Every agent's conf.broadcast subscription is live (delivery is at-most-once: republish until it is).
+        warm_up = {"warm_up": uuid.uuid4().hex}
+
+        async def all_listening() -> bool:
+            if echoed_by(received, warm_up) == everyone:
+                return True
+            await mesh.publish("conf.broadcast", warm_up)
+            return False
+
+        await eventually(all_listening, timeout=20, interval=0.3, message="every agent echoes conf.broadcast")
+
+        # Then each language's client publishes once; each message must reach all three agents.
+        messages = {language: {"from": language, "nonce": uuid.uuid4().hex, "data": PAYLOAD} for language in LANGUAGES}
+        runs = await asyncio.gather(
+            *(
+                polyglot.client(language, "publish", "--channel", "conf.broadcast", "--data", json.dumps(message))
+                for language, message in messages.items()
+            )
+        )
+        for run in runs:
+            assert run.returncode == 0, run.describe()
+            assert run.lines() == [{"published": "conf.broadcast"}], run.describe()
+
+        def everywhere() -> bool:
+            return all(echoed_by(received, message) == everyone for message in messages.values())
+
+        try:
+            await eventually(everywhere, timeout=15, message="every broadcast echoed by every agent")
+        except AssertionError:
+            reached = {language: echoed_by(received, message) for language, message in messages.items()}
+            raise AssertionError(
+                f"broadcast (by client language) -> echoed by {reached!r}; expected {everyone!r}"
+            ) from None
