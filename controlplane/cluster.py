@@ -56,6 +56,14 @@ class Cluster(Component):
     async def after_commit(self, after: AfterCommit) -> None:
         for state, count in after.ended.items():
             self.tasks_ended[state] = self.tasks_ended.get(state, 0) + count
+        for task_id, correlation_id, outcome, why in after.notable:
+            logger.info(
+                "task %s ended %s: %s",
+                task_id,
+                outcome,
+                why,
+                extra={"task_id": task_id, "correlation_id": correlation_id, "outcome": outcome},
+            )
         if after.changed:
             self._watch.notify(after.changed)
             await self._publish(TASKS_CHANGED, {"r": self.replica_id, "ids": sorted(after.changed)})

@@ -1,4 +1,4 @@
-"""Identifiers: time-ordered ULIDs, so ordering by id is ordering by creation (FIFO)."""
+"""Identifiers: 26-character, time-ordered (ULID-like), so ordering by id is ordering by creation (FIFO)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import os
 import threading
 import time
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: characters sort in value order
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value as two characters
+_SHIFTS = range(120, -1, -10)
 
 
-class _UlidGenerator:
-    """Monotonic within a process: ids made in the same millisecond still sort in creation order."""
+class _IdGenerator:
+    """48 bits of milliseconds then 80 random bits; monotonic within a process even in the same millisecond."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -27,14 +29,11 @@ class _UlidGenerator:
                 self._last_ms = now_ms
                 self._last_random = int.from_bytes(os.urandom(10), "big") >> 1  # room to increment
             value = (now_ms << 80) | (self._last_random & ((1 << 80) - 1))
-        chars = []
-        for _ in range(26):
-            chars.append(_ALPHABET[value & 31])
-            value >>= 5
-        return "".join(reversed(chars))
+        # 128 bits as 26 characters (130 bits, two leading zeros), most significant first: sorts like the number.
+        return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
-_generator = _UlidGenerator()
+_generator = _IdGenerator()
 
 
 def new_id() -> str:

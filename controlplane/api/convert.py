@@ -265,17 +265,41 @@ def _timeouts_proto(timeouts: Timeouts) -> task_pb2.TaskTimeouts:
     )
 
 
-def task_to_proto(task: Task, *, include_input: bool = True) -> task_pb2.Task:
+class ProtoMemo:
+    """Sub-messages shared by the tasks of one response (alike tasks of a batch): built once each."""
+
+    def __init__(self) -> None:
+        self._targets: dict[int, tuple[TaskTarget, task_pb2.TaskTarget]] = {}
+        self._stamps: dict[float, timestamp_pb2.Timestamp] = {}
+
+    def target(self, target: TaskTarget) -> task_pb2.TaskTarget:
+        found = self._targets.get(id(target))
+        if found is None or found[0] is not target:
+            found = self._targets[id(target)] = (target, _target_proto(target))
+        return found[1]
+
+    def stamp(self, value: float) -> timestamp_pb2.Timestamp:
+        found = self._stamps.get(value)
+        if found is None:
+            found = self._stamps[value] = timestamp(value)  # type: ignore[assignment]
+        return found  # type: ignore[return-value]
+
+
+def _target_proto(target: TaskTarget) -> task_pb2.TaskTarget:
+    return task_pb2.TaskTarget(
+        capability=target.capability,
+        agent_name=target.agent_name,
+        label_selector=target.label_selector,
+        routing_key=target.routing_key,
+        strategy=_STRATEGY_NUMBERS.get(target.strategy, 0) if target.strategy else 0,  # type: ignore[arg-type]
+    )
+
+
+def task_to_proto(task: Task, *, include_input: bool = True, memo: ProtoMemo | None = None) -> task_pb2.Task:
     spec = task.spec
     proto = task_pb2.Task(
         id=task.id,
-        target=task_pb2.TaskTarget(
-            capability=spec.target.capability,
-            agent_name=spec.target.agent_name,
-            label_selector=spec.target.label_selector,
-            routing_key=spec.target.routing_key,
-            strategy=_STRATEGY_NUMBERS.get(spec.target.strategy, 0) if spec.target.strategy else 0,  # type: ignore[arg-type]
-        ),
+        target=memo.target(spec.target) if memo else _target_proto(spec.target),
         priority=spec.priority,
         idempotency_key=spec.idempotency_key,
         retry_policy=_retry_policy_proto(spec.retry_policy),
@@ -290,8 +314,8 @@ def task_to_proto(task: Task, *, include_input: bool = True) -> task_pb2.Task:
         progress_message=task.progress_message,
         resubmitted_from=task.resubmitted_from,
         cancel_reason=task.cancel_reason,
-        create_time=timestamp(task.create_time),
-        update_time=timestamp(task.update_time),
+        create_time=memo.stamp(task.create_time) if memo else timestamp(task.create_time),
+        update_time=memo.stamp(task.update_time) if memo else timestamp(task.update_time),
         end_time=timestamp(task.end_time),
     )
     if include_input:

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from sqlalchemy.exc import DBAPIError
 
 from controlplane import errors
 
@@ -94,6 +95,15 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str, exc: E
     )
 
 
+def _unavailable(exc: Exception) -> errors.Unavailable | None:
+    """A lost database connection is transient: the client may retry."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return errors.Unavailable("the database connection was lost; retry")
+    if isinstance(exc, OSError | ConnectionError):
+        return errors.Unavailable(f"a backing service is unreachable ({type(exc).__name__}); retry")
+    return None
+
+
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -103,6 +113,9 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError) or _is_abort(exc):
                 raise
+            transient = _unavailable(exc)
+            if transient is not None:
+                await abort_with(context, transient)
             await _abort_internal(context, method, exc)
         return None
 
@@ -121,6 +134,9 @@ def _wrap_streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., 
             except Exception as exc:
                 if _is_abort(exc):
                     raise
+                transient = _unavailable(exc)
+                if transient is not None:
+                    await abort_with(context, transient)
                 await _abort_internal(context, method, exc)
 
         return generator

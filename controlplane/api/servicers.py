@@ -69,8 +69,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                 for i, r in enumerate(request.requests)
             ]
             submitted = await self._tasks.submit(submits, actor=call.actor)
+        memo = convert.ProtoMemo()
         return task_service_pb2.BatchSubmitTasksResponse(
-            tasks=[convert.task_to_proto(s.task, include_input=False) for s in submitted],
+            tasks=[convert.task_to_proto(s.task, include_input=False, memo=memo) for s in submitted],
             deduplicated=[s.deduplicated for s in submitted],
         )
 

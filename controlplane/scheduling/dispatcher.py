@@ -162,9 +162,14 @@ class Dispatcher(Component):
                 batch = await uow.tasks.claim_queued(capability, now=transition.now, limit=limit + CLAIM_SLACK)
                 more |= len(batch) >= limit
                 claimed += batch
+            memo: dict[tuple[object, ...], list[AgentSession]] = {}
+            candidates: dict[str, list[AgentSession]] = {}
             try:
                 for task in claimed:
-                    session = self._placer.choose(task, self._registry.candidates(task.capability))
+                    serving = candidates.get(task.capability)
+                    if serving is None:
+                        serving = candidates[task.capability] = self._registry.candidates(task.capability)
+                    session = self._placer.choose(task, serving, memo)
                     if session is None:
                         continue
                     attempt = transition.assign(

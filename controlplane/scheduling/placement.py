@@ -33,9 +33,25 @@ class Placer:
         self._rng = rng or random.Random()
         self._turn: dict[str, int] = defaultdict(int)
 
-    def choose(self, task: QueuedTask, candidates: list[AgentSession]) -> AgentSession | None:
-        """The session to run `task`, or None if it must wait (no match, no room, or its sticky owner is full)."""
-        eligible = [s for s in candidates if matches(s, task)]
+    def choose(
+        self,
+        task: QueuedTask,
+        candidates: list[AgentSession],
+        memo: dict[tuple[object, ...], list[AgentSession]] | None = None,
+    ) -> AgentSession | None:
+        """The session to run `task`, or None if it must wait (no match, no room, or its sticky owner is full).
+
+        `memo` (one per dispatch round) keeps the matching sessions of each kind of task, so a batch of
+        alike tasks filters the candidates once.
+        """
+        if memo is None:
+            eligible = [s for s in candidates if matches(s, task)]
+        else:
+            key = (task.capability, task.agent_name, tuple(sorted(task.label_selector.items())))
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = [s for s in candidates if matches(s, task)]
+            eligible = found
         if not eligible:
             return None
         strategy = task.strategy or self.default

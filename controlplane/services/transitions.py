@@ -49,6 +49,7 @@ class AfterCommit:
     cancels: list[CancelOrder] = field(default_factory=list)
     requeued: dict[str, float] = field(default_factory=dict)  # capability -> earliest due time
     ended: dict[str, int] = field(default_factory=dict)  # terminal state name -> tasks that reached it
+    notable: list[tuple[str, str, str, str]] = field(default_factory=list)  # (task, correlation, what, why)
 
 
 @dataclass(slots=True)
@@ -67,6 +68,9 @@ class Transition:
         if task.state.is_terminal:
             name = task.state.name
             self.after.ended[name] = self.after.ended.get(name, 0) + 1
+            if task.state is not TaskState.SUCCEEDED:
+                why = task.error.message if task.error else task.cancel_reason
+                self.after.notable.append((task.id, task.correlation_id, name, why))
         task.event_seq += 1
         task.update_time = self.now
         self.writes.live[task.id] = task

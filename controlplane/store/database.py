@@ -76,7 +76,9 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping (it costs a round trip per transaction): a connection found dead fails its
+        # transaction once (clients get UNAVAILABLE, which is retryable) and the pool replaces it.
+        pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "meshplane"}},
     )
 

@@ -265,3 +265,22 @@ async def test_a_draining_plane_refuses_new_sessions(tmp_path: Path) -> None:
         await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
         await busy.close()
         await asyncio.wait_for(draining, 10)
+
+
+async def test_health_is_not_serving_while_draining(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with running_plane(tmp_path) as plane, grpc.aio.insecure_channel(plane.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+        agent = LinkAgent(plane.address, name="lingering")
+        await agent.connect()
+        draining = asyncio.ensure_future(plane.drain(grace=10))
+
+        async def not_serving() -> bool:
+            answer = await health.Check(health_pb2.HealthCheckRequest())
+            return answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await eventually(not_serving)
+        await agent.close()
+        await asyncio.wait_for(draining, 10)
