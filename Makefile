@@ -95,7 +95,10 @@ fmt: venv ## Format Python code
 test: venv node ## Run every test (Python, interop, Go, TypeScript)
 	$(VENV)/bin/pytest
 
-run: venv ## Start the mesh with demo agents
+run: venv ## Start the mesh with demo agents (and the REST gateway: built when Go is installed)
+	@if command -v go >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory gateway-build || echo "the REST gateway did not build: meshplane up uses an earlier build if there is one"; \
+	else echo "Go not found: starting without the REST gateway"; fi
 	$(VENV)/bin/meshplane up --demo
 
 # ---------------------------------------------------------------- REST gateway (Go)

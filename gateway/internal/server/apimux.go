@@ -1,10 +1,14 @@
 package server
 
 import (
+	"context"
+	"fmt"
+	"net/http"
 	"net/textproto"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // jsonMarshaler renders messages as proto3 JSON with camelCase names (as the
@@ -21,12 +25,29 @@ var jsonMarshaler = &runtime.HTTPBodyMarshaler{
 }
 
 // newAPIMux returns the grpc-gateway mux, without services registered.
-func newAPIMux() *runtime.ServeMux {
+func newAPIMux() (*runtime.ServeMux, error) {
+	routes, err := clientRoutes()
+	if err != nil {
+		return nil, fmt.Errorf("reading the HTTP rules of the client services: %w", err)
+	}
 	return runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithErrorHandler(errorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler(routes)),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
-	)
+		runtime.WithForwardResponseOption(streamContentType),
+	), nil
+}
+
+// streamContentType types a server stream's response before its first
+// message. grpc-gateway sets Content-Type only with the first message, so a
+// stream that ends without one (a watch resumed after the terminal event)
+// would be an untyped 200. Called with a nil message only for that prelude.
+func streamContentType(_ context.Context, w http.ResponseWriter, resp proto.Message) error {
+	if resp == nil && w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	return nil
 }
 
 // incomingHeader decides which HTTP request headers become gRPC metadata.

@@ -46,7 +46,7 @@ func TestErrorMapping(t *testing.T) {
 		{"malformed JSON", http.MethodPost, "/v1/tasks", `{"target":`, http.StatusBadRequest, codes.InvalidArgument},
 		{"unimplemented RPC", http.MethodGet, "/v1/channels", "", http.StatusNotImplemented, codes.Unimplemented},
 		{"unknown route", http.MethodGet, "/v1/nothing-here", "", http.StatusNotFound, codes.NotFound},
-		{"wrong method", http.MethodDelete, "/v1/tasks", "", http.StatusNotImplemented, codes.Unimplemented},
+		{"wrong method", http.MethodDelete, "/v1/tasks", "", http.StatusMethodNotAllowed, codes.Unimplemented},
 		{"plain FAILED_PRECONDITION stays 400", http.MethodPut, "/v1/namespaces/demo/states/plain-precondition",
 			`{"value": {"json": 1}}`, http.StatusBadRequest, codes.FailedPrecondition},
 	} {

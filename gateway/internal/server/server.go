@@ -49,10 +49,13 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 
+	api, err := newAPIMux()
+	if err != nil {
+		return nil, err
+	}
 	// Cancelling ctx closes the connections the generated Register*FromEndpoint
 	// functions open (one per service).
 	ctx, cancel := context.WithCancel(context.Background())
-	api := newAPIMux()
 	if err := registerServices(ctx, api, cfg.Upstream, opts); err != nil {
 		cancel()
 		return nil, err

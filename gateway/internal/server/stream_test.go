@@ -150,3 +150,21 @@ func TestSubscribeStreamsOneofEvents(t *testing.T) {
 		t.Errorf("second line %+v", l)
 	}
 }
+
+// A stream that ends before any message (a watch resumed after the terminal
+// event) is still a typed, empty application/json response.
+func TestWatchTaskEmptyStreamIsJSON(t *testing.T) {
+	up := startUpstream(t)
+	gw := startGateway(t, up.addr)
+	close(up.watch)
+	resp, r := openStream(t, gw.URL+"/v1/tasks/scripted:watch?afterSequence=9")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Errorf("body %q, %v; want empty", rest, err)
+	}
+}

@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// route is one HTTP binding of a client-facing RPC, from its google.api.http
+// rule: the method and the path template, split into segments that are a
+// literal, "*" (one segment) or "**" (the rest of the path), and a verb.
+type route struct {
+	method   string
+	segments []string
+	verb     string
+}
+
+// clientRoutes returns the HTTP bindings of every client-facing service, as
+// the generated handlers register them. It only reads the compiled-in proto
+// descriptors, so an error is a build problem, not a runtime condition.
+func clientRoutes() ([]route, error) {
+	var routes []route
+	for _, s := range clientServices {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(s.name))
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.name, err)
+		}
+		sd, ok := d.(protoreflect.ServiceDescriptor)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a service", s.name)
+		}
+		for i := range sd.Methods().Len() {
+			md := sd.Methods().Get(i)
+			rule, ok := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+			if !ok || rule == nil {
+				continue
+			}
+			for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
+				method, template := httpBinding(r)
+				if method == "" {
+					continue
+				}
+				rt, err := parseTemplate(method, template)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", md.FullName(), err)
+				}
+				routes = append(routes, rt)
+			}
+		}
+	}
+	return routes, nil
+}
+
+// httpBinding returns a rule's HTTP method and path template ("" if it has none).
+func httpBinding(r *annotations.HttpRule) (method, template string) {
+	switch p := r.GetPattern().(type) {
+	case *annotations.HttpRule_Get:
+		return http.MethodGet, p.Get
+	case *annotations.HttpRule_Post:
+		return http.MethodPost, p.Post
+	case *annotations.HttpRule_Put:
+		return http.MethodPut, p.Put
+	case *annotations.HttpRule_Delete:
+		return http.MethodDelete, p.Delete
+	case *annotations.HttpRule_Patch:
+		return http.MethodPatch, p.Patch
+	case *annotations.HttpRule_Custom:
+		return p.Custom.GetKind(), p.Custom.GetPath()
+	}
+	return "", ""
+}
+
+// parseTemplate parses a google.api.http path template, e.g.
+// "/v1/tasks/{task_id}:cancel" or "/v1/{name=projects/*/items/*}".
+func parseTemplate(method, template string) (route, error) {
+	if !strings.HasPrefix(template, "/") {
+		return route{}, fmt.Errorf("path template %q does not start with /", template)
+	}
+	rest := template[1:]
+	rt := route{method: method}
+	// The verb is a ":LITERAL" after the last segment (not inside a variable).
+	if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.ContainsAny(rest[i:], "/}") {
+		rest, rt.verb = rest[:i], rest[i+1:]
+	}
+	depth, start := 0, 0
+	for i := 0; i <= len(rest); i++ {
+		if i < len(rest) {
+			switch rest[i] {
+			case '{':
+				depth++
+				continue
+			case '}':
+				depth--
+				continue
+			case '/':
+				if depth > 0 {
+					continue
+				}
+			default:
+				continue
+			}
+		}
+		segment := rest[start:i]
+		start = i + 1
+		switch {
+		case segment == "":
+			return route{}, fmt.Errorf("path template %q has an empty segment", template)
+		case strings.HasPrefix(segment, "{") && strings.HasSuffix(segment, "}"):
+			_, inner, found := strings.Cut(segment[1:len(segment)-1], "=")
+			if !found {
+				inner = "*"
+			}
+			rt.segments = append(rt.segments, strings.Split(inner, "/")...)
+		default:
+			rt.segments = append(rt.segments, segment)
+		}
+	}
+	if depth != 0 {
+		return route{}, fmt.Errorf("path template %q has unbalanced braces", template)
+	}
+	return rt, nil
+}
+
+// matches reports whether the route's template matches the request path,
+// split into components as grpc-gateway's ServeMux splits it.
+func (rt route) matches(components []string) bool {
+	if rt.verb != "" {
+		last := components[len(components)-1]
+		idx := len(last) - len(rt.verb) - 1
+		if idx <= 0 || last[idx:] != ":"+rt.verb {
+			return false
+		}
+		components = append(slices.Clone(components[:len(components)-1]), last[:idx])
+	}
+	for i, segment := range rt.segments {
+		switch {
+		case segment == "**":
+			return true
+		case i >= len(components):
+			return false
+		case segment != "*" && segment != components[i]:
+			return false
+		}
+	}
+	return len(components) == len(rt.segments)
+}
+
+// allowedMethods lists, sorted, the methods of the routes matching r's path.
+// A path that ends in a custom method's verb ("/v1/tasks/t-1:cancel") names
+// that custom method (AIP-136), as in the OpenAPI document, even though a
+// plain template ("/v1/tasks/{task_id}") would also take "t-1:cancel" as an id.
+func allowedMethods(routes []route, r *http.Request) []string {
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	if !strings.HasPrefix(path, "/") {
+		return nil
+	}
+	components := strings.Split(path[1:], "/")
+	var matching []route
+	custom := false
+	for _, rt := range routes {
+		if rt.matches(components) {
+			matching = append(matching, rt)
+			custom = custom || rt.verb != ""
+		}
+	}
+	var methods []string
+	for _, rt := range matching {
+		if (rt.verb != "" || !custom) && !slices.Contains(methods, rt.method) {
+			methods = append(methods, rt.method)
+		}
+	}
+	slices.Sort(methods)
+	return methods
+}
+
+// routingErrorHandler answers requests no handler takes. grpc-gateway's
+// default maps a known path with another method to 501 Not Implemented, a
+// server error; it is the client's mistake, so this answers 405 Method Not
+// Allowed with an Allow header (RFC 9110, section 15.5.6) and the usual
+// status body (code 12, UNIMPLEMENTED). Everything else keeps the default.
+func routingErrorHandler(routes []route) runtime.RoutingErrorHandlerFunc {
+	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+		if httpStatus != http.StatusMethodNotAllowed {
+			runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, httpStatus)
+			return
+		}
+		if allow := allowedMethods(routes, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+		}
+		err := status.Error(codes.Unimplemented, http.StatusText(http.StatusMethodNotAllowed))
+		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
+	}
+}
