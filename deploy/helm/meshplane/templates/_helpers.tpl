@@ -160,6 +160,12 @@ value to change. Included from the control-plane ConfigMap, which is always rend
 {{- if le (float64 $cp.terminationGracePeriodSeconds) $needed -}}
 {{- fail (printf "controlPlane.terminationGracePeriodSeconds (%v) must be greater than controlPlane.config.drainTimeout (%s) plus controlPlane.preStopSleepSeconds (%v), or Kubernetes kills the plane before it has drained" $cp.terminationGracePeriodSeconds $cp.config.drainTimeout $cp.preStopSleepSeconds) -}}
 {{- end -}}
+{{- /* The plane answers NOT_SERVING to every health check while it drains, liveness included. */ -}}
+{{- $live := $cp.probes.liveness -}}
+{{- $liveBudget := mulf $live.periodSeconds $live.failureThreshold -}}
+{{- if le $liveBudget $drain -}}
+{{- fail (printf "controlPlane.probes.liveness.periodSeconds * failureThreshold (%v * %v = %vs) must be longer than controlPlane.config.drainTimeout (%s): the plane reports NOT_SERVING while it drains, so the kubelet would restart it mid-drain" $live.periodSeconds $live.failureThreshold $liveBudget $cp.config.drainTimeout) -}}
+{{- end -}}
 {{- $hb := include "meshplane.seconds" $cp.config.heartbeatInterval | float64 -}}
 {{- $lease := include "meshplane.seconds" $cp.config.leaseTimeout | float64 -}}
 {{- if le $lease $hb -}}
