@@ -128,6 +128,7 @@ class ControlPlane(Component):
             channels=self.channels,
             announce=lambda instance, session: asyncio.ensure_future(self.cluster.announce_session(instance, session)),
             wake_dispatcher=self.dispatcher.wake,
+            slot_freed=self.dispatcher.slot_freed,
             settings=s,
             replica_id=self.replica_id,
         )

@@ -1,8 +1,13 @@
 """Group commit: concurrent callers' items are flushed together.
 
-A flush starts as soon as a worker is free, so a lone caller is not delayed; while flushes run, new items
-accumulate and go out together in the next one. Items are never split across flushes (a batch request
-stays atomic), and `max_items` bounds the size of one flush.
+A flush starts as soon as nothing else is flushing, so a lone caller is not delayed; while a flush runs,
+new items accumulate and go out together in the next one. Items are never split across flushes (a batch
+request stays atomic), and `max_items` bounds the size of one flush.
+
+Flushes overlap only when the backlog is deep: a further flush starts while others run only once at
+least `parallel_weight` is waiting. Small flushes in parallel would each pay a transaction for a handful
+of items (and take the CPU the batching was meant to save); big ones in parallel hide the database's
+round trips. Batchers that share a `FlushGate` count each other's flushes (the report lanes do).
 """
 
 from __future__ import annotations
@@ -22,6 +27,49 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class FlushGate:
+    """Turns to flush, for the batchers that share it: one at a time, first come first served, unless a
+    batcher's backlog is deep enough to overlap (then it goes at once)."""
+
+    def __init__(self, parallel_weight: int) -> None:
+        self.parallel_weight = parallel_weight
+        self.active = 0
+        self._queue: deque[tuple[object, asyncio.Future[None]]] = deque()
+
+    async def enter(self, owner: object, backlog: int) -> None:
+        """Wait for a turn; `leave()` when the flush is done."""
+        if backlog >= self.parallel_weight or (self.active == 0 and not self._queue):
+            self.active += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((owner, turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.leave()  # the turn was handed over just as we were cancelled: pass it on
+            else:
+                self._queue.remove((owner, turn))
+            raise
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._hand_over(None)
+
+    def deep_backlog(self, owner: object) -> None:
+        """`owner` has enough waiting to overlap: its first queued turn starts now."""
+        self._hand_over(owner)
+
+    def _hand_over(self, owner: object | None) -> None:
+        for entry in self._queue:
+            if owner is None or entry[0] is owner:
+                self._queue.remove(entry)
+                self.active += 1
+                entry[1].set_result(None)
+                return
+
+
 class Batcher(Component, Generic[T, R]):
     def __init__(
         self,
@@ -31,6 +79,7 @@ class Batcher(Component, Generic[T, R]):
         max_items: int,
         weight: Callable[[T], int] = lambda _item: 1,
         concurrency: int = 1,
+        gate: FlushGate | None = None,
         max_pending: int = 100_000,
     ) -> None:
         super().__init__()
@@ -39,6 +88,7 @@ class Batcher(Component, Generic[T, R]):
         self._max_items = max_items
         self._weight = weight
         self._concurrency = concurrency
+        self._gate = gate or FlushGate(parallel_weight=max_items // 4 or 1)
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._pending_weight = 0
         self._max_pending = max_pending
@@ -79,6 +129,8 @@ class Batcher(Component, Generic[T, R]):
         if self._pending_weight >= self._max_pending:
             self._has_room.clear()
         self._has_items.set()
+        if self._pending_weight >= self._gate.parallel_weight:
+            self._gate.deep_backlog(self)
         return future
 
     async def wait_for_room(self) -> None:
@@ -105,8 +157,10 @@ class Batcher(Component, Generic[T, R]):
     async def _work(self) -> None:
         while True:
             await self._has_items.wait()
+            await self._gate.enter(self, self._pending_weight)
             batch = self._take()
             if not batch:
+                self._gate.leave()
                 if self._stopping:
                     self._has_items.set()  # wake the other workers so they exit too
                     return
@@ -125,6 +179,8 @@ class Batcher(Component, Generic[T, R]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._gate.leave()
             self.flushes += 1
             self.items_flushed += len(batch)
             self.flush_seconds += time.perf_counter() - started

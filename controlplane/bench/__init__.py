@@ -84,7 +84,7 @@ class PlaneProcess:
         self.ps = psutil.Process(self.process.pid)
 
     def metric(self, name: str, labels: str = "") -> float:
-        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=30) as response:
             text = response.read().decode()
         prefix = f"{name}{{{labels}}} " if labels else f"{name} "
         for line in text.splitlines():
@@ -125,8 +125,14 @@ def _cpu(proc: psutil.Process) -> float:
 
 
 async def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` (in a thread: a scrape of a saturated plane can be slow) until it holds."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while True:
+        try:
+            if await asyncio.to_thread(check):
+                return
+        except OSError:  # a scrape that timed out: the plane is busy, ask again
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)

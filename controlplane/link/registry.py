@@ -61,6 +61,10 @@ class SessionRegistry:
                 room[capability] = free
         return room
 
+    def capability_count(self) -> int:
+        """How many capabilities the registered sessions serve."""
+        return len(self._by_capability)
+
     def candidates(self, capability: str) -> list[AgentSession]:
         """Active sessions serving `capability` (with or without free slots)."""
         members = self._by_capability.get(capability)

@@ -43,6 +43,7 @@ class SessionSupervisor(Component):
         channels: ChannelService,
         announce: Callable[[str, str], object],
         wake_dispatcher: Callable[[], None],
+        slot_freed: Callable[[], None],
         settings: Settings,
         replica_id: str,
     ) -> None:
@@ -54,6 +55,7 @@ class SessionSupervisor(Component):
         self._channels = channels
         self._announce = announce
         self._wake_dispatcher = wake_dispatcher
+        self._slot_freed = slot_freed
         self._settings = settings
         self._replica_id = replica_id
         self._timers = TaskOwner(self.name)
@@ -147,7 +149,7 @@ class SessionSupervisor(Component):
         for result in results:
             freed |= session.release(result.ref)
         if freed:
-            self._wake_dispatcher()
+            self._slot_freed()
         if not updates and not results:
             return
         actor = f"agent/{session.agent_name}/{session.instance_id}"

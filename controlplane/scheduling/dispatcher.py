@@ -1,8 +1,9 @@
 """Places queued tasks on this replica's live sessions.
 
-Woken by doorbells (a submit or retry on any replica, a freed slot, a new session), it claims due
-tasks for the capabilities that have room, binds each to a session, commits, and only then sends
-the assignments — several per frame.
+Woken by doorbells (a submit or retry on any replica, a new session) and by freed slots (only while
+work may be waiting for one), it claims due tasks for the capabilities that have room, binds each to a
+session, commits, and only then sends the assignments — several per frame. Rounds overlap only while
+the queue is deeper than one round takes.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Dispatcher(Component):
         self._clock = clock
         self._wake = asyncio.Event()
         self._next_due: float | None = None
+        # Work may be waiting for a free slot: cleared by a dispatch that found the queue empty for
+        # every capability with room and none without room, with no new work announced meanwhile.
+        self._backlog = True
+        self._work_announced = 0
+        self._left_behind = False
         self._tasks = TaskOwner(self.name)
         self.assigned = 0
         self.rounds = 0
@@ -71,12 +77,19 @@ class Dispatcher(Component):
         await self._tasks.close()
 
     def wake(self, at: float | None = None) -> None:
-        """Dispatch now, or at wall-clock time `at` (a retry's backoff)."""
+        """New work or a new session: dispatch now, or at wall-clock time `at` (a retry's backoff)."""
+        self._work_announced += 1
+        self._backlog = True
         if at is None or at <= self._clock():
             self._wake.set()
         elif self._next_due is None or at < self._next_due:
             self._next_due = at
             self._wake.set()  # re-arm the timer
+
+    def slot_freed(self) -> None:
+        """A session has room again: worth a round only if work may be waiting."""
+        if self._backlog:
+            self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -107,25 +120,37 @@ class Dispatcher(Component):
     async def dispatch(self) -> int:
         """Place as much queued work as this replica's sessions have room for.
 
-        Up to `concurrency` rounds overlap (PostgreSQL: SKIP LOCKED gives them disjoint rows), each booking
-        its share of the free slots before it claims, so together they never claim more than fits.
+        One round at a time until a round fills up; then up to `concurrency` rounds overlap (PostgreSQL:
+        SKIP LOCKED gives them disjoint rows), each booking its share of the free slots before it claims,
+        so together they never claim more than fits.
         """
+        announced = self._work_announced
+        self._left_behind = False
+        saturated = self._registry.capability_count() > len(self._room())
         total = 0
         running: set[asyncio.Future[tuple[int, bool]]] = set()
         keep_going = True
+        overlap = 1
         while True:
-            while keep_going and len(running) < self._concurrency:
+            while keep_going and len(running) < overlap:
                 room = self._room()
                 if not room:
+                    saturated = saturated or self._registry.capability_count() > 0
                     break
                 running.add(asyncio.ensure_future(self._dispatch_once(room)))
             if not running:
-                return total
+                break
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
                 placed, more = finished.result()
                 total += placed
+                saturated = saturated or more
                 keep_going = keep_going and placed > 0 and more
+                if more:
+                    overlap = self._concurrency
+        if not saturated and not self._left_behind and self._work_announced == announced:
+            self._backlog = False
+        return total
 
     async def _dispatch_once(self, room: dict[str, int]) -> tuple[int, bool]:
         """One transaction: claim per capability with room, bind, commit, send. Returns (placed, maybe more)."""
@@ -202,6 +227,8 @@ class Dispatcher(Component):
                 for session, ref, _ in planned:
                     session.release(ref)
                 raise
+        if len(planned) < len(claimed):
+            self._left_behind = True  # claimable work no session here could take now
         # Committed: now the agents may hear about it (each session's writer coalesces them into frames).
         for session, _, message in planned:
             session.send(message)

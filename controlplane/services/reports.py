@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from controlplane.batching import Batcher
+from controlplane.batching import Batcher, FlushGate
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskError, TaskRef
 from controlplane.lifecycle import Component
@@ -68,8 +68,10 @@ class ReportService(Component):
         self._clock = clock
         # An agent's reports must apply in the order it sent them (a progress update committed after its
         # task's result would be lost), so each agent instance always uses the same lane, and a lane
-        # flushes one batch at a time. Lanes flush in parallel on PostgreSQL (SQLite has one writer).
+        # flushes one batch at a time. Lanes flush in parallel on PostgreSQL (SQLite has one writer), once
+        # their backlogs are deep enough to be worth it (the shared gate).
         lanes = 4 if store.is_postgres else 1
+        gate = FlushGate(parallel_weight=max(1, settings.batch_max_size // 2))
         self.lanes: list[Batcher[AgentReport, None]] = [
             Batcher(
                 f"report-batcher-{index}",
@@ -77,6 +79,7 @@ class ReportService(Component):
                 max_items=settings.batch_max_size * 4,
                 weight=lambda report: report.size,
                 concurrency=1,
+                gate=gate,
             )
             for index in range(lanes)
         ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from controlplane import paging
-from controlplane.batching import Batcher
+from controlplane.batching import Batcher, FlushGate
 from controlplane.domain.tasks import (
     RetryPolicy,
     RetryRequest,
@@ -71,6 +71,7 @@ class TaskService(Component):
             max_items=settings.batch_max_size * 4,
             weight=lambda batch: len(batch.specs),
             concurrency=4 if store.is_postgres else 1,
+            gate=FlushGate(parallel_weight=max(1, settings.batch_max_size // 2)),
         )
 
     async def _start(self) -> None:
