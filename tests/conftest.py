@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from controlplane.app import ControlPlane
 from tests.support.plane import running_plane
 from tests.support.postgres import PostgresServer, find_pg_bin
-from tests.support.toolchain import toolchain_missing
+from tests.support.toolchain import require_tool, toolchain_missing
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,17 @@ async def sqlite_plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
 async def channel(plane: ControlPlane) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(plane.address) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def gateway_binary() -> Path:
+    """`make gateway-build`, once per session (skipped without Go; a failure under CI=true)."""
+    require_tool("go", "the REST gateway is a Go module (install Go >= 1.26)")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        ["make", "--no-print-directory", "gateway-build"], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"make gateway-build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    binary = root / ".tools" / "bin" / "meshplane-gateway"
+    assert binary.is_file()
+    return binary

@@ -48,7 +48,11 @@ def shell(command: str, address: str) -> subprocess.Popen[str]:
 
 def test_make_run_is_meshplane_up_demo() -> None:
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^run:.*\n\t\$\(VENV\)/bin/meshplane up --demo$", makefile, flags=re.MULTILINE)
+    recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE)
+    assert recipe is not None
+    lines = recipe.group(1).splitlines()
+    assert lines[-1] == "\t$(VENV)/bin/meshplane up --demo"
+    assert "command -v go" in lines[0] and "gateway-build" in recipe.group(1)  # the REST gateway, when Go is there
     assert "`make run` starts the mesh with demo agents (`meshplane up --demo`" in quickstart()
 
 

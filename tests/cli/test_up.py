@@ -37,8 +37,8 @@ def test_up_serves_until_sigterm_and_logs_json(tmp_path: Path) -> None:
     assert records[-1]["message"] == "meshplane stopped"
 
 
-@pytest.mark.skipif(find_gateway() is None, reason="the REST gateway (.tools/bin/meshplane-gateway) is not built")
-def test_up_starts_the_rest_gateway_when_it_is_built(tmp_path: Path) -> None:
+def test_up_starts_the_rest_gateway_when_it_is_built(gateway_binary: Path, tmp_path: Path) -> None:
+    assert find_gateway() == gateway_binary  # where `make gateway-build` puts it is where `up` looks
     mesh = start_mesh(tmp_path / "data", env=cli_env(), demo=False)
     try:
         assert ", rest http://127.0.0.1:" in mesh.ready_line
