@@ -126,7 +126,7 @@ class Dispatcher(Component):
         """
         announced = self._work_announced
         self._left_behind = False
-        saturated = self._registry.capability_count() > len(self._room())
+        saturated = False  # some capability lacked room, or a round filled up
         total = 0
         running: set[asyncio.Future[tuple[int, bool]]] = set()
         keep_going = True
@@ -134,8 +134,8 @@ class Dispatcher(Component):
         while True:
             while keep_going and len(running) < overlap:
                 room = self._room()
+                saturated = saturated or len(room) < self._registry.capability_count()
                 if not room:
-                    saturated = saturated or self._registry.capability_count() > 0
                     break
                 running.add(asyncio.ensure_future(self._dispatch_once(room)))
             if not running:
