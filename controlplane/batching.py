@@ -4,6 +4,10 @@ A flush starts as soon as nothing else is flushing, so a lone caller is not dela
 new items accumulate and go out together in the next one. Items are never split across flushes (a batch
 request stays atomic), and `max_items` bounds the size of one flush.
 
+Under concurrent load a flush may wait `linger` for company first: when the previous flush carried more
+than one caller's items (others are clearly submitting too), a shallow batch waits until the backlog is
+deep or `linger` has passed. A lone caller's flushes never wait (each of its batches holds one item).
+
 Flushes overlap only when the backlog is deep: a further flush starts while others run only once at
 least `parallel_weight` is waiting. Small flushes in parallel would each pay a transaction for a handful
 of items (and take the CPU the batching was meant to save); big ones in parallel hide the database's
@@ -13,6 +17,7 @@ round trips. Batchers that share a `FlushGate` count each other's flushes (the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -81,6 +86,7 @@ class Batcher(Component, Generic[T, R]):
         concurrency: int = 1,
         gate: FlushGate | None = None,
         max_pending: int = 100_000,
+        linger: float = 0.0,
     ) -> None:
         super().__init__()
         self.name = name
@@ -95,6 +101,9 @@ class Batcher(Component, Generic[T, R]):
         self._has_items = asyncio.Event()
         self._has_room = asyncio.Event()
         self._has_room.set()
+        self._deep = asyncio.Event()  # the backlog reached the gate's parallel weight
+        self._linger = linger
+        self._last_batch_size = 0
         self._workers = TaskOwner(name)
         self._stopping = False
         self.flushes = 0
@@ -130,6 +139,7 @@ class Batcher(Component, Generic[T, R]):
             self._has_room.clear()
         self._has_items.set()
         if self._pending_weight >= self._gate.parallel_weight:
+            self._deep.set()
             self._gate.deep_backlog(self)
         return future
 
@@ -152,11 +162,22 @@ class Batcher(Component, Generic[T, R]):
             self._has_room.set()
         if not self._pending:
             self._has_items.clear()
+        if self._pending_weight < self._gate.parallel_weight:
+            self._deep.clear()
         return batch
+
+    async def _wait_for_company(self) -> None:
+        """Under concurrent load, give a shallow batch up to `linger` to grow (see the module doc)."""
+        if self._linger <= 0 or self._last_batch_size <= 1 or self._stopping or self._deep.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._linger):
+                await self._deep.wait()
 
     async def _work(self) -> None:
         while True:
             await self._has_items.wait()
+            await self._wait_for_company()
             await self._gate.enter(self, self._pending_weight)
             batch = self._take()
             if not batch:
@@ -166,6 +187,7 @@ class Batcher(Component, Generic[T, R]):
                     return
                 continue
             items = [item for item, _ in batch]
+            self._last_batch_size = len(batch)
             started = time.perf_counter()
             try:
                 results = await self._flush(items)

@@ -1,11 +1,14 @@
 """This replica's side of the cluster: after-commit effects, and the NATS signals between replicas.
 
 Doorbells and change notices are hints — lost ones only delay work until the next poll — so
-publishing them never fails a request.
+publishing them never fails a request. They are coalesced: whatever commits within SIGNAL_DELAY goes out
+as one doorbell and one change notice (local effects — this replica's dispatcher and watchers — happen
+at once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -13,13 +16,16 @@ from typing import Any
 
 from controlplane.bus.nats_bus import DOORBELL, SESSIONS_REPLACED, TASKS_CHANGED, NatsBus, replica_subject
 from controlplane.domain.tasks import TaskRef
-from controlplane.lifecycle import Component
+from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import CancelMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.services.transitions import AfterCommit, CancelOrder
 from controlplane.services.watch import WatchHub
 
 logger = logging.getLogger(__name__)
+
+SIGNAL_DELAY = 0.002  # seconds a doorbell / change notice waits for company
+MAX_IDS_PER_NOTICE = 5_000  # keeps a change notice far below NATS's payload limit
 
 WakeCallback = Callable[[float | None], None]
 DrainCallback = Callable[[str, float, str], None]
@@ -38,6 +44,10 @@ class Cluster(Component):
         self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
         self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
         self.tasks_ended: dict[str, int] = {}
+        self._changed: set[str] = set()  # not yet announced to the other replicas
+        self._due: dict[str, float] = {}
+        self._signals_waiting = asyncio.Event()
+        self._signaller = TaskOwner("cluster-signals")
 
     def connect(self, *, work_due: WakeCallback, drain: DrainCallback, replaced: Callable[[str, str], None]) -> None:
         """Wire the local handlers (the dispatcher's wake, the supervisor's drain and replace)."""
@@ -50,6 +60,11 @@ class Cluster(Component):
         await self._bus.subscribe_json(TASKS_CHANGED, self._tasks_changed)
         await self._bus.subscribe_json(SESSIONS_REPLACED, self._sessions_replaced)
         await self._bus.subscribe_json(replica_subject(self.replica_id), self._command)
+        self._signaller.spawn(self._send_signals(), "send")
+
+    async def _stop(self) -> None:
+        await self._signaller.close()
+        await self._publish_signals()  # what committed last still reaches the other replicas
 
     # -- outgoing
 
@@ -66,10 +81,13 @@ class Cluster(Component):
             )
         if after.changed:
             self._watch.notify(after.changed)
-            await self._publish(TASKS_CHANGED, {"r": self.replica_id, "ids": sorted(after.changed)})
+            self._changed.update(after.changed)
+            self._signals_waiting.set()
         if after.requeued:
             self._on_work_due(min(after.requeued.values()))
-            await self._publish(DOORBELL, {"r": self.replica_id, "due": after.requeued})
+            for capability, due in after.requeued.items():
+                self._due[capability] = min(due, self._due.get(capability, due))
+            self._signals_waiting.set()
         for order in after.cancels:
             await self.deliver_cancel(order)
 
@@ -101,6 +119,23 @@ class Cluster(Component):
 
     async def announce_session(self, instance_id: str, session_id: str) -> None:
         await self._publish(SESSIONS_REPLACED, {"r": self.replica_id, "instance": instance_id, "session": session_id})
+
+    async def _send_signals(self) -> None:
+        while True:
+            await self._signals_waiting.wait()
+            await asyncio.sleep(SIGNAL_DELAY)
+            self._signals_waiting.clear()
+            await self._publish_signals()
+
+    async def _publish_signals(self) -> None:
+        changed, self._changed = sorted(self._changed), set()
+        due, self._due = self._due, {}
+        if due:
+            await self._publish(DOORBELL, {"r": self.replica_id, "due": due})
+        for start in range(0, len(changed), MAX_IDS_PER_NOTICE):
+            await self._publish(
+                TASKS_CHANGED, {"r": self.replica_id, "ids": changed[start : start + MAX_IDS_PER_NOTICE]}
+            )
 
     async def _publish(self, subject: str, payload: dict[str, Any]) -> None:
         try:

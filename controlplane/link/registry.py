@@ -52,11 +52,20 @@ class SessionRegistry:
     def by_instance(self, instance_id: str) -> AgentSession | None:
         return self._by_instance.get(instance_id)
 
-    def capabilities_with_room(self) -> dict[str, int]:
-        """capability -> free slots summed over active sessions that serve it."""
+    def capabilities_with_room(self, *, at_most: int | None = None) -> dict[str, int]:
+        """capability -> free slots summed over active sessions that serve it.
+
+        With `at_most`, counting stops there: a caller that takes at most that many needs no exact figure,
+        and with thousands of idle sessions the exact sum is a walk over all of them.
+        """
         room: dict[str, int] = {}
         for capability, members in self._by_capability.items():
-            free = sum(s.free_slots for s in members.values())
+            free = 0
+            for session in members.values():
+                free += session.free_slots
+                if at_most is not None and free >= at_most:
+                    free = at_most
+                    break
             if free:
                 room[capability] = free
         return room

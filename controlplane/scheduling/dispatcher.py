@@ -111,7 +111,8 @@ class Dispatcher(Component):
 
     def _room(self) -> dict[str, int]:
         """Free slots per capability, minus what rounds in progress have already booked."""
-        room = self._registry.capabilities_with_room()
+        # Rounds in progress book at most `concurrency` batches: counting beyond that plus one batch is moot.
+        room = self._registry.capabilities_with_room(at_most=self._batch_max * (self._concurrency + 1))
         for capability, booked in self._booked.items():
             if capability in room:
                 room[capability] -= booked
@@ -181,7 +182,7 @@ class Dispatcher(Component):
         transition = Transition(now=self._clock(), actor=f"replica/{self._replica_id}")
         planned: list[tuple[AgentSession, TaskRef, AssignmentMsg]] = []
         more = False
-        async with self._store.transaction() as uow:
+        async with self._store.hot_transaction() as uow:
             claimed = []
             for capability, limit in limits.items():
                 batch = await uow.tasks.claim_queued(capability, now=transition.now, limit=limit + CLAIM_SLACK)

@@ -17,6 +17,7 @@ from controlplane.validation import CAPABILITY_RE, Violations
 
 MAX_CONCURRENCY_LIMIT = 10_000
 MAX_CAPABILITIES = 256
+LIVENESS_REFRESH = 30.0  # seconds between last-seen writes of an otherwise unchanged session
 
 
 class DrainSender(Protocol):
@@ -69,6 +70,7 @@ class AgentService:
         self._replica_id = replica_id
         self._default_drain_timeout = default_drain_timeout
         self._clock = clock
+        self._persisted: dict[str, tuple[int, float, float]] = {}  # session -> in_flight, load, written at
 
     async def record_connect(self, reg: Registration, *, session_id: str) -> None:
         async def work(uow: UnitOfWork) -> None:
@@ -87,15 +89,26 @@ class AgentService:
             )
 
     async def record_liveness(self) -> int:
-        """Persist this replica's sessions' last-seen/in-flight/load (heartbeats themselves stay in memory)."""
-        rows = [
-            InstanceLiveness(s.instance_id, s.session_id, s.last_seen_wall, len(s.in_flight), s.load)
-            for s in self._registry.sessions()
-            if s.state is not SessionState.CLOSED
-        ]
+        """Persist what changed about this replica's sessions: in-flight count and load at once, last-seen
+        only every LIVENESS_REFRESH seconds (heartbeats themselves stay in memory). Returns rows written."""
+        now = self._clock()
+        rows: list[InstanceLiveness] = []
+        persisted: dict[str, tuple[int, float, float]] = {}
+        for session in self._registry.sessions():
+            if session.state is SessionState.CLOSED:
+                continue
+            in_flight, load = len(session.in_flight), session.load
+            previous = self._persisted.get(session.session_id)
+            if previous is None or previous[:2] != (in_flight, load) or now - previous[2] >= LIVENESS_REFRESH:
+                rows.append(
+                    InstanceLiveness(session.instance_id, session.session_id, session.last_seen_wall, in_flight, load)
+                )
+                previous = (in_flight, load, now)
+            persisted[session.session_id] = previous
         if rows:
             async with self._store.transaction() as uow:
                 await uow.agents.record_liveness(rows)
+        self._persisted = persisted  # sessions gone since are forgotten
         return len(rows)
 
     # -- reads

@@ -45,6 +45,11 @@ class RecoveryService:
         return await run_to_completion(self._rebind(instance_id, session_id, held, actor))
 
     async def _rebind(self, instance_id: str, session_id: str, held: Sequence[TaskRef], actor: str) -> Rebound:
+        if not held:
+            # The common case (a fresh agent): nothing to keep, and usually nothing it owned to lose.
+            async with self._store.reader() as uow:
+                if not await uow.tasks.active_ids_of_instance(instance_id):
+                    return Rebound([], [])
         transition = Transition(now=self._clock(), actor=actor)
         kept: list[TaskRef] = []
         stale: list[TaskRef] = []

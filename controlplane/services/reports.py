@@ -79,6 +79,7 @@ class ReportService(Component):
                 max_items=settings.batch_max_size * 4,
                 weight=lambda report: report.size,
                 concurrency=1,
+                linger=settings.batch_linger.total_seconds(),
                 gate=gate,
             )
             for index in range(lanes)
@@ -109,7 +110,7 @@ class ReportService(Component):
         task_ids = {u.ref.task_id for r in reports for u in r.updates} | {
             res.ref.task_id for r in reports for res in r.results
         }
-        async with self._store.transaction() as uow:
+        async with self._store.hot_transaction() as uow:
             live = await uow.tasks.lock_live(task_ids)
             for report in reports:
                 transition.actor = report.actor

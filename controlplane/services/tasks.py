@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
-
 from controlplane import paging
 from controlplane.batching import Batcher, FlushGate
 from controlplane.domain.tasks import (
@@ -33,6 +31,7 @@ from controlplane.lifecycle import Component, run_to_completion
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import AfterCommit, Transition
 from controlplane.settings import Settings
+from controlplane.store.sql import DuplicateKey
 from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
@@ -71,6 +70,7 @@ class TaskService(Component):
             max_items=settings.batch_max_size * 4,
             weight=lambda batch: len(batch.specs),
             concurrency=4 if store.is_postgres else 1,
+            linger=settings.batch_linger.total_seconds(),
             gate=FlushGate(parallel_weight=max(1, settings.batch_max_size // 2)),
         )
 
@@ -209,7 +209,7 @@ class TaskService(Component):
         for attempt in range(3):
             try:
                 return await self._persist_submits(batches)
-            except IntegrityError:
+            except DuplicateKey:
                 # Another replica inserted one of our idempotency keys between our lookup and insert.
                 if attempt == 2:
                     raise
@@ -221,7 +221,8 @@ class TaskService(Component):
         results: list[list[Submitted]] = []
         new_tasks: list[Task] = []
         actors: dict[str, str] = {}
-        async with self._store.transaction() as uow:
+        # Without idempotency keys the flush is one INSERT statement: no transaction around it needed.
+        async with self._store.hot_transaction(single_statement=not keys) as uow:
             by_key = await uow.tasks.find_by_idempotency_keys(keys)
             for batch in batches:
                 submitted: list[Submitted] = []
@@ -245,8 +246,7 @@ class TaskService(Component):
                     actors[task.id] = batch.actor
                     submitted.append(Submitted(task, deduplicated=False))
                 results.append(submitted)
-            for actor in set(actors.values()):
-                await uow.tasks.insert([t for t in new_tasks if actors[t.id] == actor], actor=actor)
+            await uow.tasks.insert(new_tasks, actors=actors)
         self.submitted += len(new_tasks)
         self.deduplicated += sum(len(r) for r in results) - len(new_tasks)
         if new_tasks:

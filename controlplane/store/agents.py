@@ -11,7 +11,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.domain.agents import Agent, AgentInstance, Capability, InstanceStatus, Registration
+from controlplane.store.bulk import Bulk, Col
 from controlplane.store.schema import agent_instances, agents, replicas
+from controlplane.store.sql import AlchemySql
+
+_AGENT_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("name", "text"), ("version", "text"), ("description", "text"), ("capabilities", "json"),
+        ("labels", "json"), ("create_time", "time"), ("update_time", "time"),
+    ]
+)  # fmt: skip
+_INSTANCE_COLS = tuple(
+    Col(name, kind)
+    for name, kind in [
+        ("instance_id", "text"), ("agent_name", "text"), ("version", "text"), ("session_id", "text"),
+        ("status", "smallint"), ("sdk_language", "text"), ("sdk_version", "text"), ("node", "text"),
+        ("pid", "int"), ("labels", "json"), ("capabilities", "json"), ("max_concurrency", "int"),
+        ("weight", "int"), ("replica_id", "text"), ("in_flight", "int"), ("load", "float"),
+        ("connect_time", "time"), ("last_seen_time", "time"), ("disconnect_time", "time"),
+    ]
+)  # fmt: skip
+_LIVENESS_KEY = (Col("instance_id", "text"), Col("session_id", "text"))
+_LIVENESS_SETS = (Col("last_seen_time", "time"), Col("in_flight", "int"), Col("load", "float"))
 
 
 def _capability_to_json(capability: Capability) -> dict[str, Any]:
@@ -83,56 +105,51 @@ class AgentRepository:
     def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
         self._conn = conn
         self._postgres = postgres
+        self._bulk = Bulk(AlchemySql(conn), postgres=postgres)
 
     def _upsert(self, table: sa.Table) -> Any:
         return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     async def register(self, reg: Registration, *, session_id: str, replica_id: str, now: float) -> None:
-        """Upsert the agent and its instance as connected on this session."""
-        agent_row = {
-            "name": reg.agent_name,
-            "version": reg.agent_version,
-            "description": reg.description,
-            "capabilities": [_capability_to_json(c) for c in reg.capabilities],
-            "labels": reg.labels,
-            "create_time": now,
-            "update_time": now,
-        }
-        stmt = self._upsert(agents).values(agent_row)
-        await self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[agents.c.name],
-                set_={k: stmt.excluded[k] for k in ("version", "description", "capabilities", "labels", "update_time")},
-            )
+        """Upsert the agent and its instance as connected on this session (one statement on PostgreSQL)."""
+        batch = self._bulk.batch()
+        capabilities = [_capability_to_json(c) for c in reg.capabilities]
+        batch.upsert(
+            "agents",
+            _AGENT_COLS,
+            [(reg.agent_name, reg.agent_version, reg.description, capabilities, reg.labels, now, now)],
+            conflict=("name",),
+            keep=("create_time",),
         )
-        instance_row = {
-            "instance_id": reg.instance_id,
-            "agent_name": reg.agent_name,
-            "version": reg.agent_version,
-            "session_id": session_id,
-            "status": int(InstanceStatus.CONNECTED),
-            "sdk_language": reg.sdk_language,
-            "sdk_version": reg.sdk_version,
-            "node": reg.node,
-            "pid": reg.pid,
-            "labels": reg.labels,
-            "capabilities": sorted(reg.capability_names),
-            "max_concurrency": reg.max_concurrency,
-            "weight": reg.weight,
-            "replica_id": replica_id,
-            "in_flight": 0,
-            "load": 0.0,
-            "connect_time": now,
-            "last_seen_time": now,
-            "disconnect_time": None,
-        }
-        stmt = self._upsert(agent_instances).values(instance_row)
-        await self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[agent_instances.c.instance_id],
-                set_={k: stmt.excluded[k] for k in instance_row if k != "instance_id"},
-            )
+        batch.upsert(
+            "agent_instances",
+            _INSTANCE_COLS,
+            [
+                (
+                    reg.instance_id,
+                    reg.agent_name,
+                    reg.agent_version,
+                    session_id,
+                    int(InstanceStatus.CONNECTED),
+                    reg.sdk_language,
+                    reg.sdk_version,
+                    reg.node,
+                    reg.pid,
+                    reg.labels,
+                    sorted(reg.capability_names),
+                    reg.max_concurrency,
+                    reg.weight,
+                    replica_id,
+                    0,
+                    0.0,
+                    now,
+                    now,
+                    None,
+                )
+            ],
+            conflict=("instance_id",),
         )
+        await batch.execute()
 
     async def set_status(
         self, instance_id: str, session_id: str, status: InstanceStatus, *, now: float, disconnected: bool = False
@@ -150,29 +167,12 @@ class AgentRepository:
         return bool(result.rowcount)
 
     async def record_liveness(self, rows: Sequence[InstanceLiveness]) -> None:
-        if not rows:
-            return
-        await self._conn.execute(
-            agent_instances.update()
-            .where(
-                agent_instances.c.instance_id == sa.bindparam("p_instance_id"),
-                agent_instances.c.session_id == sa.bindparam("p_session_id"),
-            )
-            .values(
-                last_seen_time=sa.bindparam("p_last_seen_time"),
-                in_flight=sa.bindparam("p_in_flight"),
-                load=sa.bindparam("p_load"),
-            ),
-            [
-                {
-                    "p_instance_id": r.instance_id,
-                    "p_session_id": r.session_id,
-                    "p_last_seen_time": r.last_seen_time,
-                    "p_in_flight": r.in_flight,
-                    "p_load": r.load,
-                }
-                for r in rows
-            ],
+        """One set-based UPDATE for all rows (each row only if its instance is still on that session)."""
+        await self._bulk.update(
+            "agent_instances",
+            _LIVENESS_KEY,
+            _LIVENESS_SETS,
+            [(r.instance_id, r.session_id, r.last_seen_time, r.in_flight, r.load) for r in rows],
         )
 
     async def disconnect_replica(self, replica_id: str, *, now: float) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from controlplane.store.sql import Sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,7 @@ class _Statement:
     cols: tuple[Col, ...]  # for updates: keys then sets
     keys: int  # number of key columns (updates)
     where: str
+    upsert: str = ""  # inserts: "ON CONFLICT ..." clause
 
 
 class WriteBatch:
@@ -80,14 +81,33 @@ class WriteBatch:
     Statements in one batch must not touch the same row twice (PostgreSQL runs the CTEs on one snapshot).
     """
 
-    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
-        self._conn = conn
+    def __init__(self, sql: Sql, *, postgres: bool) -> None:
+        self._sql = sql
         self._postgres = postgres
         self._statements: list[tuple[_Statement, Sequence[Sequence[Any]]]] = []
 
     def insert(self, table: str, cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._statements.append((_Statement("insert", table, tuple(cols), 0, ""), rows))
+
+    def upsert(
+        self,
+        table: str,
+        cols: Sequence[Col],
+        rows: Sequence[Sequence[Any]],
+        *,
+        conflict: Sequence[str],
+        keep: Sequence[str] = (),
+    ) -> None:
+        """INSERT, or on a `conflict` (unique columns) UPDATE every other column except `keep`.
+
+        No two rows may share their conflict columns (PostgreSQL updates a row at most once per statement).
+        """
+        if rows:
+            updated = [c.name for c in cols if c.name not in conflict and c.name not in keep]
+            assignments = ", ".join(f"{name} = excluded.{name}" for name in updated)
+            clause = f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
+            self._statements.append((_Statement("insert", table, tuple(cols), 0, "", clause), rows))
 
     def update(
         self,
@@ -120,7 +140,7 @@ class WriteBatch:
                 params.extend(
                     column[0] if is_constant else column for column, is_constant in zip(columns, constant, strict=True)
                 )
-            await self._conn.exec_driver_sql(_pg_script(tuple(shapes)), tuple(params))
+            await self._sql.run(_pg_script(tuple(shapes)), params)
         else:
             for statement, rows in self._statements:
                 await self._sqlite(statement, rows)
@@ -128,8 +148,8 @@ class WriteBatch:
 
     async def _sqlite(self, statement: _Statement, rows: Sequence[Sequence[Any]]) -> None:
         if statement.kind == "insert":
-            sql = _sqlite_insert_sql(statement.table, statement.cols)
-            await self._conn.exec_driver_sql(sql, [_sqlite_row(statement.cols, row) for row in rows])
+            sql = _sqlite_insert_sql(statement.table, statement.cols) + statement.upsert
+            await self._sql.run_many(sql, [_sqlite_row(statement.cols, row) for row in rows])
             return
         keys, sets = statement.cols[: statement.keys], statement.cols[statement.keys :]
         sql = _sqlite_update_sql(statement.table, keys, sets, statement.where)
@@ -137,18 +157,18 @@ class WriteBatch:
         for row in rows:
             converted = _sqlite_row(statement.cols, row)
             params.append((*converted[statement.keys :], *converted[: statement.keys]))  # SET values, then keys
-        await self._conn.exec_driver_sql(sql, params)
+        await self._sql.run_many(sql, params)
 
 
 class Bulk:
     """Dialect-specific batch statements, built once per (table, columns) shape."""
 
-    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
-        self._conn = conn
+    def __init__(self, sql: Sql, *, postgres: bool) -> None:
+        self._sql = sql
         self._postgres = postgres
 
     def batch(self) -> WriteBatch:
-        return WriteBatch(self._conn, postgres=self._postgres)
+        return WriteBatch(self._sql, postgres=self._postgres)
 
     # ------------------------------------------------------------ writes
 
@@ -203,8 +223,7 @@ class Bulk:
         return out
 
     async def fetch(self, sql: str, params: Sequence[Any], cols: Sequence[Col]) -> list[dict[str, Any]]:
-        result = await self._conn.exec_driver_sql(sql, tuple(params))
-        return [self.decode(cols, row) for row in result.all()]
+        return [self.decode(cols, row) for row in await self._sql.fetch(sql, params)]
 
 
 # ---------------------------------------------------------------- SQL text (cached per shape)
@@ -233,7 +252,10 @@ def _pg_statement(statement: _Statement, constant: tuple[bool, ...], first: int)
     if statement.kind == "insert":
         values = ", ".join(value(c, k) for c, k in zip(cols, constant, strict=True))
         all_names = ", ".join(c.name for c in cols)
-        return f"INSERT INTO {statement.table} ({all_names}) SELECT {values} FROM unnest({params}) AS v({names})"
+        return (
+            f"INSERT INTO {statement.table} ({all_names}) SELECT {values} FROM unnest({params}) AS v({names})"
+            + statement.upsert
+        )
     keys = cols[: statement.keys]
     assignments = ", ".join(f"{c.name} = {value(c, k)}" for c, k in zip(cols, constant, strict=True) if c not in keys)
     match = " AND ".join(f"t.{k.name} = v.{k.name}" for k in keys)

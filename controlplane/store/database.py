@@ -1,18 +1,27 @@
-"""The database handle: an async engine, dialect facts, and transactions."""
+"""The database handle: an async engine, dialect facts, and transactions.
+
+On PostgreSQL the hot path's transactions (`statements()`) run on a separate pool of bare asyncpg
+connections (see store.sql); everything else goes through SQLAlchemy.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from controlplane.errors import Unavailable
+from controlplane.store.sql import AlchemySql, AsyncpgSql, DuplicateKey, Sql
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +37,9 @@ class Database:
             backend = self.url.get_backend_name()
             raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")
         self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
+        self._pool_size = pool_size
+        self._raw_pool: asyncpg.Pool | None = None
+        self._raw_pool_lock = asyncio.Lock()
         # SQLite (WAL) has one writer but concurrent readers: reads get their own connections, which
         # never take the write lock. PostgreSQL reads share the one pool.
         self._read_engine: AsyncEngine = _create_sqlite_reader(self.url, echo=echo) if self.is_sqlite else self.engine
@@ -37,6 +49,49 @@ class Database:
         """One transaction: committed when the block ends normally, rolled back on any exception."""
         async with self.engine.begin() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def statements(self, *, single_statement: bool = False) -> AsyncIterator[Sql]:
+        """One transaction for plain SQL (the hot path), committed when the block ends normally.
+
+        On PostgreSQL it runs on a bare asyncpg connection. `single_statement`: the caller runs exactly
+        one statement, which PostgreSQL makes atomic by itself, so no BEGIN/COMMIT round trips are sent.
+        """
+        if not self.is_postgres:
+            try:
+                async with self.engine.begin() as conn:
+                    yield AlchemySql(conn)
+            except sa.exc.IntegrityError as exc:
+                raise DuplicateKey(str(exc.orig)) from exc
+            return
+        pool = self._raw_pool or await self._open_raw_pool()
+        try:
+            async with pool.acquire() as conn:
+                if single_statement:
+                    yield AsyncpgSql(conn)
+                else:
+                    async with conn.transaction():
+                        yield AsyncpgSql(conn)
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateKey(str(exc)) from exc
+        except (asyncpg.PostgresConnectionError, OSError) as exc:
+            raise Unavailable(f"the database connection was lost ({type(exc).__name__}); retry") from exc
+
+    async def _open_raw_pool(self) -> asyncpg.Pool:
+        async with self._raw_pool_lock:
+            if self._raw_pool is None:
+                self._raw_pool = await asyncpg.create_pool(
+                    self.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                    min_size=1,
+                    max_size=self._pool_size,
+                    max_inactive_connection_lifetime=1800,
+                    # Every hot statement finds its rows through an index (primary keys, the queue's partial
+                    # index). Prepared statements keep a generic plan, and one made while a table was small
+                    # (a new database) scans the table sequentially until statistics catch up: never here.
+                    server_settings={"application_name": "meshplane", "enable_seqscan": "off"},
+                    reset=_keep_session,
+                )
+            return self._raw_pool
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -49,9 +104,17 @@ class Database:
             await conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._raw_pool is not None:
+            pool, self._raw_pool = self._raw_pool, None
+            await pool.close()
         await self.engine.dispose()
         if self._read_engine is not self.engine:
             await self._read_engine.dispose()
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's default reset query (a round trip per transaction): the hot
+    path changes no session state. (The pool still rolls back a transaction left open.)"""
 
 
 def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:

@@ -1,12 +1,15 @@
 """Task rows: insert, read, claim, lock for a transition, and write transitions back — in batches.
 
+`TaskRows` is the hot path (submit, claim, transitions): plain set-based SQL through `store.sql.Sql`, so it
+runs on a bare driver connection too. `TaskRepository` adds the rest (reads, sweeps) on SQLAlchemy.
 Repositories only execute statements on the connection they are given; the caller owns the transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +33,7 @@ from controlplane.domain.tasks import (
 )
 from controlplane.store.bulk import Bulk, Col
 from controlplane.store.schema import task_attempts, task_events, tasks
+from controlplane.store.sql import AlchemySql, Sql
 
 # ---------------------------------------------------------------- row <-> domain
 
@@ -424,6 +428,17 @@ ATTEMPT_INSERT_COLS = tuple(
         ("outcome", _S), ("assign_time", _TM),
     ]
 )  # fmt: skip
+TASK_COLS = (
+    *TASK_INSERT_COLS,
+    *(
+        Col(name, kind)
+        for name, kind in [
+            ("output_data", _B), ("output_content_type", _T), ("error", _J), ("progress", _F),
+            ("progress_message", _T), ("cancel_reason", _T), ("end_time", _TM), ("attempt_deadline", _TM),
+            ("session_id", _T), ("agent_instance_id", _T), ("replica_id", _T),
+        ]
+    ),
+)  # fmt: skip
 _KEY = (Col("id", _T),)
 _ATTEMPT_KEY = (Col("task_id", _T), Col("attempt", _I))
 ASSIGN_SETS = tuple(
@@ -588,76 +603,33 @@ _LIVE_WRITE_FIELDS = [
 ]
 
 
-class TaskRepository:
-    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
-        self._conn = conn
+class TaskRows:
+    """The hot path's statements on task rows: set-based, plain SQL (see store.sql)."""
+
+    def __init__(self, sql: Sql, *, postgres: bool) -> None:
         self._postgres = postgres
-        self._bulk = Bulk(conn, postgres=postgres)
+        self._bulk = Bulk(sql, postgres=postgres)
 
     # -- creation
 
     async def find_by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, Task]:
-        if not keys:
-            return {}
-        result = await self._conn.execute(sa.select(tasks).where(tasks.c.idempotency_key.in_(list(keys))))
-        return {row.idempotency_key: task_from_row(row) for row in result}
+        found: dict[str, Task] = {}
+        for row in await self._fetch_where_in("idempotency_key", sorted(set(keys)), TASK_COLS):
+            found[row["idempotency_key"]] = task_from_row(SimpleNamespace(**row))
+        return found
 
-    async def insert(self, new_tasks: Sequence[Task], *, actor: str) -> None:
+    async def insert(self, new_tasks: Sequence[Task], *, actors: Mapping[str, str]) -> None:
+        """Insert queued tasks and their CREATED events (one statement on PostgreSQL); `actors`: task id -> actor."""
         if not new_tasks:
             return
         batch = self._bulk.batch()
         batch.insert("tasks", TASK_INSERT_COLS, [_insert_values(t) for t in new_tasks])
         created = [
-            NewEvent(t.id, 1, TaskEventType.CREATED, TaskState.QUEUED, 0, t.create_time, actor=actor) for t in new_tasks
+            NewEvent(t.id, 1, TaskEventType.CREATED, TaskState.QUEUED, 0, t.create_time, actor=actors[t.id])
+            for t in new_tasks
         ]
         batch.insert("task_events", EVENT_COLS, [_event_values(e) for e in created])
         await batch.execute()
-
-    # -- reads
-
-    async def get(self, task_id: str) -> Task | None:
-        row = (await self._conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).first()
-        if row is None:
-            return None
-        attempts = await self._conn.execute(
-            sa.select(task_attempts).where(task_attempts.c.task_id == task_id).order_by(task_attempts.c.attempt)
-        )
-        return task_from_row(row, [_attempt_from_row(a) for a in attempts])
-
-    async def list_page(self, task_filter: TaskFilter, *, limit: int, before_id: str | None) -> list[Task]:
-        query = sa.select(tasks).order_by(tasks.c.id.desc()).limit(limit)
-        if task_filter.state is not None:
-            query = query.where(tasks.c.state == int(task_filter.state))
-        if task_filter.capability:
-            query = query.where(tasks.c.capability == task_filter.capability)
-        if task_filter.correlation_id:
-            query = query.where(tasks.c.correlation_id == task_filter.correlation_id)
-        if before_id:
-            query = query.where(tasks.c.id < before_id)
-        return [task_from_row(row) for row in await self._conn.execute(query)]
-
-    async def events_after(self, task_id: str, after_sequence: int, limit: int = 1000) -> list[TaskEvent]:
-        result = await self._conn.execute(
-            sa.select(task_events)
-            .where(task_events.c.task_id == task_id, task_events.c.sequence > after_sequence)
-            .order_by(task_events.c.sequence)
-            .limit(limit)
-        )
-        return [event_from_row(row) for row in result]
-
-    async def output_of(self, task_id: str) -> Payload | None:
-        row = (
-            await self._conn.execute(
-                sa.select(tasks.c.output_data, tasks.c.output_content_type).where(tasks.c.id == task_id)
-            )
-        ).first()
-        if row is None or row.output_data is None:
-            return None
-        return Payload(bytes(row.output_data), row.output_content_type or "")
-
-    async def exists(self, task_id: str) -> bool:
-        row = (await self._conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task_id))).first()
-        return row is not None
 
     # -- claims
 
@@ -710,49 +682,30 @@ class TaskRepository:
             for r in await bulk.fetch(sql, params, CLAIM_COLS)
         ]
 
-    async def next_due_time(self, capabilities: Sequence[str]) -> float | None:
-        """The earliest scheduled_time among queued tasks for these capabilities."""
-        if not capabilities:
-            return None
-        value = await self._conn.scalar(
-            sa.select(sa.func.min(tasks.c.scheduled_time)).where(
-                tasks.c.state == int(TaskState.QUEUED), tasks.c.capability.in_(list(capabilities))
-            )
-        )
-        return float(value) if value is not None else None
-
     # -- transitions
 
     async def lock_live(self, task_ids: Iterable[str]) -> dict[str, LiveTask]:
         """Read (and on PostgreSQL lock) these tasks for a transition."""
         ids = sorted(set(task_ids))  # a stable order avoids deadlocks between concurrent batches
-        if not ids:
-            return {}
-        bulk = self._bulk
-        if self._postgres:
-            sql = (
-                f"SELECT {bulk.select_list('t', LIVE_COLS)} FROM tasks AS t WHERE t.id = ANY($1::text[])"
-                " ORDER BY t.id FOR UPDATE"
-            )
-            rows = await bulk.fetch(sql, [ids], LIVE_COLS)
-        else:
-            rows = []
-            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                chunk = ids[start : start + 500]
-                sql = (
-                    f"SELECT {bulk.select_list('t', LIVE_COLS)} FROM tasks AS t"
-                    f" WHERE t.id IN ({', '.join('?' for _ in chunk)})"
-                )
-                rows += await bulk.fetch(sql, chunk, LIVE_COLS)
+        rows = await self._fetch_where_in("id", ids, LIVE_COLS, lock=True)
         return {row["id"]: _live_from_dict(row) for row in rows}
 
-    async def lock_live_where(
-        self, condition: sa.ColumnElement[bool], *, limit: int, skip_locked: bool = True
-    ) -> list[LiveTask]:
-        query = sa.select(*_LIVE_COLUMNS).where(condition).order_by(tasks.c.id).limit(limit)
+    async def _fetch_where_in(
+        self, column: str, values: Sequence[str], cols: Sequence[Col], *, lock: bool = False
+    ) -> list[dict[str, Any]]:
+        """Rows whose text `column` is one of `values` (locked FOR UPDATE on PostgreSQL if `lock`)."""
+        if not values:
+            return []
+        bulk = self._bulk
+        select = f"SELECT {bulk.select_list('t', cols)} FROM tasks AS t"
         if self._postgres:
-            query = query.with_for_update(skip_locked=skip_locked)
-        return [_live_from_row(row) for row in await self._conn.execute(query)]
+            locking = " ORDER BY t.id FOR UPDATE" if lock else ""
+            return await bulk.fetch(f"{select} WHERE t.{column} = ANY($1::text[]){locking}", [list(values)], cols)
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(values), 500):  # SQLite's bound-parameter limit
+            chunk = values[start : start + 500]
+            rows += await bulk.fetch(f"{select} WHERE t.{column} IN ({', '.join('?' for _ in chunk)})", chunk, cols)
+        return rows
 
     async def write(self, writes: TaskWrites) -> None:
         """Apply a batch of transitions: one set-based statement per kind, all sent together."""
@@ -848,6 +801,83 @@ class TaskRepository:
 
     async def append_events(self, events: Sequence[NewEvent]) -> None:
         await self._bulk.insert("task_events", EVENT_COLS, [_event_values(e) for e in events])
+
+
+class TaskRepository(TaskRows):
+    """Task rows on an SQLAlchemy connection: the hot path's statements, plus reads and sweeps."""
+
+    def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
+        super().__init__(AlchemySql(conn), postgres=postgres)
+        self._conn = conn
+
+    # -- reads
+
+    async def get(self, task_id: str) -> Task | None:
+        row = (await self._conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).first()
+        if row is None:
+            return None
+        attempts = await self._conn.execute(
+            sa.select(task_attempts).where(task_attempts.c.task_id == task_id).order_by(task_attempts.c.attempt)
+        )
+        return task_from_row(row, [_attempt_from_row(a) for a in attempts])
+
+    async def list_page(self, task_filter: TaskFilter, *, limit: int, before_id: str | None) -> list[Task]:
+        query = sa.select(tasks).order_by(tasks.c.id.desc()).limit(limit)
+        if task_filter.state is not None:
+            query = query.where(tasks.c.state == int(task_filter.state))
+        if task_filter.capability:
+            query = query.where(tasks.c.capability == task_filter.capability)
+        if task_filter.correlation_id:
+            query = query.where(tasks.c.correlation_id == task_filter.correlation_id)
+        if before_id:
+            query = query.where(tasks.c.id < before_id)
+        return [task_from_row(row) for row in await self._conn.execute(query)]
+
+    async def events_after(self, task_id: str, after_sequence: int, limit: int = 1000) -> list[TaskEvent]:
+        result = await self._conn.execute(
+            sa.select(task_events)
+            .where(task_events.c.task_id == task_id, task_events.c.sequence > after_sequence)
+            .order_by(task_events.c.sequence)
+            .limit(limit)
+        )
+        return [event_from_row(row) for row in result]
+
+    async def output_of(self, task_id: str) -> Payload | None:
+        row = (
+            await self._conn.execute(
+                sa.select(tasks.c.output_data, tasks.c.output_content_type).where(tasks.c.id == task_id)
+            )
+        ).first()
+        if row is None or row.output_data is None:
+            return None
+        return Payload(bytes(row.output_data), row.output_content_type or "")
+
+    async def exists(self, task_id: str) -> bool:
+        row = (await self._conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task_id))).first()
+        return row is not None
+
+    # -- claims
+
+    async def next_due_time(self, capabilities: Sequence[str]) -> float | None:
+        """The earliest scheduled_time among queued tasks for these capabilities."""
+        if not capabilities:
+            return None
+        value = await self._conn.scalar(
+            sa.select(sa.func.min(tasks.c.scheduled_time)).where(
+                tasks.c.state == int(TaskState.QUEUED), tasks.c.capability.in_(list(capabilities))
+            )
+        )
+        return float(value) if value is not None else None
+
+    # -- transitions
+
+    async def lock_live_where(
+        self, condition: sa.ColumnElement[bool], *, limit: int, skip_locked: bool = True
+    ) -> list[LiveTask]:
+        query = sa.select(*_LIVE_COLUMNS).where(condition).order_by(tasks.c.id).limit(limit)
+        if self._postgres:
+            query = query.with_for_update(skip_locked=skip_locked)
+        return [_live_from_row(row) for row in await self._conn.execute(query)]
 
     # -- sweeps
 

@@ -12,8 +12,9 @@ from controlplane.lifecycle import run_to_completion
 from controlplane.store.agents import AgentRepository, ReplicaRepository
 from controlplane.store.channels import AuditRepository, ChannelRepository
 from controlplane.store.database import Database
+from controlplane.store.sql import Sql
 from controlplane.store.state import StateRepository
-from controlplane.store.tasks import TaskRepository
+from controlplane.store.tasks import TaskRepository, TaskRows
 
 
 class UnitOfWork:
@@ -25,6 +26,13 @@ class UnitOfWork:
         self.state = StateRepository(conn, postgres=postgres)
         self.channels = ChannelRepository(conn, postgres=postgres)
         self.audit = AuditRepository(conn)
+
+
+class HotUnitOfWork:
+    """One hot-path transaction (submit, claim, transitions): task rows through plain SQL only."""
+
+    def __init__(self, sql: Sql, *, postgres: bool) -> None:
+        self.tasks = TaskRows(sql, postgres=postgres)
 
 
 T = TypeVar("T")
@@ -44,6 +52,16 @@ class Store:
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self.database.transaction() as conn:
             yield UnitOfWork(conn, postgres=self.database.is_postgres)
+
+    @asynccontextmanager
+    async def hot_transaction(self, *, single_statement: bool = False) -> AsyncIterator[HotUnitOfWork]:
+        """Like `transaction()`, for the hot path: on PostgreSQL a bare driver connection (see store.sql).
+
+        `single_statement`: the block runs exactly one statement (atomic by itself; no BEGIN/COMMIT sent).
+        Raises store.sql.DuplicateKey when a unique constraint was hit.
+        """
+        async with self.database.statements(single_statement=single_statement) as sql:
+            yield HotUnitOfWork(sql, postgres=self.database.is_postgres)
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """`work` in one transaction that a cancelled caller cannot interrupt half-way.

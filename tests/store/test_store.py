@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.exc import IntegrityError
 
 from controlplane.domain.payload import Payload
 from controlplane.domain.state import StateEntry
@@ -18,6 +17,7 @@ from controlplane.ids import new_id
 from controlplane.store import migrate
 from controlplane.store.database import Database
 from controlplane.store.schema import metadata
+from controlplane.store.sql import DuplicateKey
 from controlplane.store.unit_of_work import Store
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,10 +60,14 @@ async def test_upgrade_is_idempotent(store: Store) -> None:
     assert await migrate.upgrade(store.database) == migrate.head_revision()
 
 
+def actors(tasks: list[Task], actor: str = "a") -> dict[str, str]:
+    return {t.id: actor for t in tasks}
+
+
 async def test_task_round_trips_through_the_store(store: Store) -> None:
     task = new_task(key="k-1")
-    async with store.transaction() as uow:
-        await uow.tasks.insert([task], actor="client/test")
+    async with store.hot_transaction(single_statement=True) as hot:
+        await hot.tasks.insert([task], actors=actors([task], "client/test"))
     async with store.reader() as uow:
         loaded = await uow.tasks.get(task.id)
         events = await uow.tasks.events_after(task.id, 0)
@@ -72,17 +76,34 @@ async def test_task_round_trips_through_the_store(store: Store) -> None:
     assert loaded.state is TaskState.QUEUED
     assert loaded.create_time == pytest.approx(task.create_time, abs=1e-6)
     assert [(e.sequence, e.type.name) for e in events] == [(1, "CREATED")]
+    async with store.hot_transaction() as hot:
+        by_key = await hot.tasks.find_by_idempotency_keys(["k-1"])
+    assert by_key["k-1"].spec == task.spec and by_key["k-1"].id == task.id
 
 
 async def test_idempotency_keys_are_unique(store: Store) -> None:
-    async with store.transaction() as uow:
-        await uow.tasks.insert([new_task(key="dup")], actor="a")
-    with pytest.raises(IntegrityError):
-        async with store.transaction() as uow:
-            await uow.tasks.insert([new_task(key="dup")], actor="a")
+    first = new_task(key="dup")
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert([first], actors=actors([first]))
+    second, unrelated = new_task(key="dup"), new_task(key="fresh")
+    with pytest.raises(DuplicateKey):
+        async with store.hot_transaction() as hot:
+            await hot.tasks.insert([unrelated], actors=actors([unrelated]))
+            await hot.tasks.insert([second], actors=actors([second]))
     async with store.reader() as uow:
-        found = await uow.tasks.find_by_idempotency_keys(["dup", "other"])
-    assert list(found) == ["dup"]
+        found = await uow.tasks.find_by_idempotency_keys(["dup", "fresh", "other"])
+    assert list(found) == ["dup"], "the failed transaction wrote nothing, not even its first statement"
+    assert found["dup"].id == first.id
+
+
+async def test_a_hot_transaction_that_raises_writes_nothing(store: Store) -> None:
+    task = new_task()
+    with pytest.raises(RuntimeError):
+        async with store.hot_transaction() as hot:
+            await hot.tasks.insert([task], actors=actors([task]))
+            raise RuntimeError("boom")
+    async with store.reader() as uow:
+        assert await uow.tasks.get(task.id) is None
 
 
 async def test_claims_take_due_tasks_by_priority_then_fifo(store: Store) -> None:
@@ -92,10 +113,10 @@ async def test_claims_take_due_tasks_by_priority_then_fifo(store: Store) -> None
     later = new_task(now=now)
     later.scheduled_time = now + 3600  # backing off: not due
     other = new_task("cap.b", now=now)
-    async with store.transaction() as uow:
-        await uow.tasks.insert([*low, high, later, other], actor="a")
-    async with store.transaction() as uow:
-        claimed = await uow.tasks.claim_queued("cap.a", now=now + 1, limit=10)
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert([*low, high, later, other], actors=actors([*low, high, later, other]))
+    async with store.hot_transaction() as hot:
+        claimed = await hot.tasks.claim_queued("cap.a", now=now + 1, limit=10)
     assert [c.id for c in claimed] == [high.id, *(t.id for t in low)]
     assert claimed[0].input == high.spec.input
 
@@ -109,22 +130,23 @@ async def test_concurrent_claims_skip_locked_rows(postgres_server: object, tmp_p
     await migrate.upgrade(database)
     store = Store(database)
     try:
-        async with store.transaction() as uow:
-            await uow.tasks.insert([new_task() for _ in range(10)], actor="a")
+        queued = [new_task() for _ in range(10)]
+        async with store.hot_transaction() as hot:
+            await hot.tasks.insert(queued, actors=actors(queued))
         first_claimed = asyncio.Event()
         release = asyncio.Event()
 
         async def slow_claimer() -> list[str]:
-            async with store.transaction() as uow:
-                ids = [c.id for c in await uow.tasks.claim_queued("cap.a", now=time.time() + 1, limit=4)]
+            async with store.hot_transaction() as hot:
+                ids = [c.id for c in await hot.tasks.claim_queued("cap.a", now=time.time() + 1, limit=4)]
                 first_claimed.set()
                 await release.wait()  # hold the row locks
                 return ids
 
         slow = asyncio.ensure_future(slow_claimer())
         await first_claimed.wait()
-        async with store.transaction() as uow:
-            second = [c.id for c in await uow.tasks.claim_queued("cap.a", now=time.time() + 1, limit=10)]
+        async with store.hot_transaction() as hot:
+            second = [c.id for c in await hot.tasks.claim_queued("cap.a", now=time.time() + 1, limit=10)]
         release.set()
         first = await slow
         assert len(first) == 4 and len(second) == 6
@@ -135,8 +157,8 @@ async def test_concurrent_claims_skip_locked_rows(postgres_server: object, tmp_p
 
 async def test_list_filters_and_orders_newest_first(store: Store) -> None:
     tasks = [new_task("cap.a"), new_task("cap.b"), new_task("cap.a")]
-    async with store.transaction() as uow:
-        await uow.tasks.insert(tasks, actor="a")
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert(tasks, actors=actors(tasks))
     async with store.reader() as uow:
         everything = await uow.tasks.list_page(TaskFilter(), limit=10, before_id=None)
         only_a = await uow.tasks.list_page(TaskFilter(capability="cap.a"), limit=10, before_id=None)
