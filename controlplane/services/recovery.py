@@ -92,13 +92,18 @@ class RecoveryService:
     async def requeue_orphans(self, live_sessions: Sequence[str], *, older_than: float) -> int:
         """Active tasks of this replica on no live session (a session that closed mid-assignment)."""
         now = self._clock()
+        # Which sessions hold such tasks is a short list (an index-only read); the live ones can be many.
+        async with self._store.reader() as uow:
+            holding = await uow.tasks.sessions_holding_active(self._replica_id, updated_before=older_than)
+        orphaned = sorted(holding - set(live_sessions))
+        if not orphaned:
+            return 0
         condition = sa.and_(
             tasks.c.state.in_([int(TaskState.ASSIGNED), int(TaskState.RUNNING)]),
             tasks.c.replica_id == self._replica_id,
             tasks.c.update_time < older_than,
+            tasks.c.session_id.in_(orphaned),
         )
-        if live_sessions:
-            condition = sa.and_(condition, tasks.c.session_id.not_in(list(live_sessions)))
         transition = Transition(now=now, actor=f"replica/{self._replica_id}")
         async with self._store.transaction() as uow:
             for task in await uow.tasks.lock_live_where(condition, limit=SWEEP_BATCH):

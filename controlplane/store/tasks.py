@@ -889,6 +889,19 @@ class TaskRepository(TaskRows):
             query = query.where(tasks.c.session_id.not_in(list(exclude_sessions)))
         return list((await self._conn.scalars(query)).all())
 
+    async def sessions_holding_active(self, replica_id: str, *, updated_before: float) -> set[str]:
+        """Sessions of this replica with assigned/running tasks last changed before `updated_before`."""
+        query = (
+            sa.select(tasks.c.session_id)
+            .where(
+                tasks.c.state.in_([int(TaskState.ASSIGNED), int(TaskState.RUNNING)]),
+                tasks.c.replica_id == replica_id,
+                tasks.c.update_time < updated_before,
+            )
+            .distinct()
+        )
+        return set((await self._conn.scalars(query)).all())
+
     async def active_ids_of_instance(self, instance_id: str) -> list[str]:
         query = sa.select(tasks.c.id).where(
             tasks.c.state.in_([int(TaskState.ASSIGNED), int(TaskState.RUNNING)]),

@@ -12,13 +12,13 @@ from alembic.runtime.migration import MigrationContext
 
 from controlplane.domain.payload import Payload
 from controlplane.domain.state import StateEntry
-from controlplane.domain.tasks import RetryPolicy, Task, TaskFilter, TaskSpec, TaskState, TaskTarget, Timeouts
-from controlplane.ids import new_id
+from controlplane.domain.tasks import TaskFilter, TaskState
 from controlplane.store import migrate
 from controlplane.store.database import Database
 from controlplane.store.schema import metadata
 from controlplane.store.sql import DuplicateKey
 from controlplane.store.unit_of_work import Store
+from tests.support.tasks import actors, new_task
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,20 +33,6 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         await database.dispose()
 
 
-def new_task(capability: str = "cap.a", *, priority: int = 0, key: str = "", now: float | None = None) -> Task:
-    now = now or time.time()
-    spec = TaskSpec(
-        target=TaskTarget(capability=capability, label_selector={"zone": "eu"}),
-        input=Payload.from_json({"hello": "wörld"}),
-        retry_policy=RetryPolicy(3, 1.0, 10.0, 2.0, ("Fatal",)),
-        timeouts=Timeouts(60.0, 30.0, 0.0, 3600.0),
-        priority=priority,
-        idempotency_key=key,
-        metadata={"m": "1"},
-    )
-    return Task(id=new_id(), spec=spec, state=TaskState.QUEUED, create_time=now, update_time=now, scheduled_time=now)
-
-
 async def test_migrations_create_exactly_the_declared_schema(store: Store) -> None:
     async with store.reader() as uow:
         diff = await uow.connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
@@ -58,10 +44,6 @@ async def test_migrations_create_exactly_the_declared_schema(store: Store) -> No
 
 async def test_upgrade_is_idempotent(store: Store) -> None:
     assert await migrate.upgrade(store.database) == migrate.head_revision()
-
-
-def actors(tasks: list[Task], actor: str = "a") -> dict[str, str]:
-    return {t.id: actor for t in tasks}
 
 
 async def test_task_round_trips_through_the_store(store: Store) -> None:
