@@ -189,6 +189,11 @@ class ControlPlane(Component):
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.so_reuseport", 0),
+                # Thousands of agent streams each send a small frame now and then; bandwidth-delay probing
+                # pings on those reads cost ~20% of an idle plane's CPU. A fixed 1 MiB stream window
+                # instead keeps large payloads moving on high-latency links.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", 1 << 20),
             ],
         )
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.watch), server)
