@@ -118,6 +118,7 @@ class Batcher(Component, Generic[T, R]):
         # Workers finish what is queued (including flushes in progress), then return.
         self._stopping = True
         self._has_items.set()
+        self._deep.set()  # a worker waiting for company goes now
         await self._workers.join(grace=30.0)
         while self._pending:
             _, future = self._pending.popleft()

@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     default_start_to_close: Duration = Field(timedelta(minutes=10), description="Longest run of one attempt.")
     default_schedule_to_close: Duration = Field(timedelta(hours=24), description="Overall deadline of a task.")
 
-    db_pool_size: int = Field(10, ge=1, le=200, description="Database connection pool size (PostgreSQL).")
+    db_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL connections per pool (SQLAlchemy + overflow, and the hot path)."
+    )
     batch_max_size: int = Field(256, ge=1, description="Largest batch of claims/commits/frames the plane forms.")
     batch_linger: Duration = Field(
         timedelta(milliseconds=2), description="How long a batch waits for company before it is written."

@@ -97,3 +97,31 @@ async def test_batchers_sharing_a_gate_take_turns_in_arrival_order(
     assert await b1 == 20
     assert await a2 == 30
     assert first.batches == [[1], [3]]
+
+
+async def test_a_lone_callers_flushes_never_linger(started: Callable[..., Batcher[int, int]]) -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    # A linger far beyond the test's timeout: if a lone caller's flush waited for company, this would hang.
+    batcher = started(recorder, max_items=100, gate=FlushGate(parallel_weight=50), linger=3600.0)
+    await batcher.start()
+    for n in range(1, 6):
+        assert await batcher.call(n) == n * 10
+    assert recorder.batches == [[1], [2], [3], [4], [5]]
+
+
+async def test_under_concurrent_load_a_shallow_batch_waits_for_company(
+    started: Callable[..., Batcher[int, int]],
+) -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    batcher = started(recorder, max_items=100, gate=FlushGate(parallel_weight=3), linger=3600.0)
+    await batcher.start()
+    assert await asyncio.gather(batcher.enqueue(1), batcher.enqueue(2)) == [10, 20]
+    assert recorder.batches == [[1, 2]], "two callers at once: others are clearly submitting"
+    third = batcher.enqueue(3)
+    await asyncio.sleep(0.05)
+    assert recorder.batches == [[1, 2]], "a shallow batch after a shared one flushed without waiting"
+    rest = [batcher.enqueue(4), batcher.enqueue(5)]  # the backlog is deep now: it goes at once
+    assert [await third, *[await future for future in rest]] == [30, 40, 50]
+    assert recorder.batches == [[1, 2], [3, 4, 5]]
