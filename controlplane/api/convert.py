@@ -289,7 +289,7 @@ def _target_proto(target: TaskTarget) -> task_pb2.TaskTarget:
     return task_pb2.TaskTarget(
         capability=target.capability,
         agent_name=target.agent_name,
-        label_selector=target.label_selector,
+        label_selector=target.label_selector or None,  # an empty map: skip the generic update()
         routing_key=target.routing_key,
         strategy=_STRATEGY_NUMBERS.get(target.strategy, 0) if target.strategy else 0,  # type: ignore[arg-type]
     )
@@ -305,7 +305,7 @@ def task_to_proto(task: Task, *, include_input: bool = True, memo: ProtoMemo | N
         retry_policy=_retry_policy_proto(spec.retry_policy),
         timeouts=_timeouts_proto(spec.timeouts),
         correlation_id=spec.correlation_id,
-        metadata=spec.metadata,
+        metadata=spec.metadata or None,
         state=int(task.state),  # type: ignore[arg-type]
         attempt=task.attempt,
         attempts=[_attempt_to_proto(a) for a in task.attempts],
@@ -472,7 +472,7 @@ def _assignment(message: link.AssignmentMsg) -> agent_link_pb2.Assignment:
         input=payload_for_agent(message.input),
         priority=message.priority,
         correlation_id=message.correlation_id,
-        metadata=message.metadata,
+        metadata=message.metadata or None,
         deadline=timestamp(message.deadline),
         heartbeat_timeout=duration(message.heartbeat_timeout) if message.heartbeat_timeout else None,
         max_attempts=message.max_attempts,
