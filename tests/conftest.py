@@ -10,6 +10,9 @@ import grpc
 import pytest
 
 from controlplane.app import ControlPlane
+from controlplane.store import migrate
+from controlplane.store.database import Database
+from controlplane.store.unit_of_work import Store
 from tests.support.plane import running_plane
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.toolchain import require_tool, toolchain_missing
@@ -33,6 +36,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each of the two databases (see `database_url`)."""
+    database = Database(database_url, pool_size=5)
+    await migrate.upgrade(database)
+    try:
+        yield Store(database)
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

@@ -107,9 +107,6 @@ class AgentRepository:
         self._postgres = postgres
         self._bulk = Bulk(AlchemySql(conn), postgres=postgres)
 
-    def _upsert(self, table: sa.Table) -> Any:
-        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
-
     async def register(self, reg: Registration, *, session_id: str, replica_id: str, now: float) -> None:
         """Upsert the agent and its instance as connected on this session (one statement on PostgreSQL)."""
         batch = self._bulk.batch()

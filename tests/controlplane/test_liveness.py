@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,8 +11,6 @@ from controlplane.domain.tasks import TaskRef
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession, SessionState
 from controlplane.services.agents import LIVENESS_REFRESH, AgentService
-from controlplane.store import migrate
-from controlplane.store.database import Database
 from controlplane.store.unit_of_work import Store
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,16 +27,6 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    database = Database(database_url, pool_size=2)
-    await migrate.upgrade(database)
-    try:
-        yield Store(database)
-    finally:
-        await database.dispose()
 
 
 async def _connect(service: AgentService, registry: SessionRegistry, instance_id: str) -> AgentSession:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from controlplane.domain.tasks import TaskState
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.transitions import AfterCommit, Transition
-from controlplane.store import migrate
-from controlplane.store.database import Database
 from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
 
@@ -24,16 +21,6 @@ class _Effects:
 
     async def after_commit(self, after: AfterCommit) -> None:
         self.changed |= after.changed
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    database = Database(database_url, pool_size=2)
-    await migrate.upgrade(database)
-    try:
-        yield Store(database)
-    finally:
-        await database.dispose()
 
 
 async def _assign(store: Store, sessions: list[str], *, now: float) -> list[str]:

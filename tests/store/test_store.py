@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,16 +20,6 @@ from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    database = Database(database_url, pool_size=5)
-    await migrate.upgrade(database)
-    try:
-        yield Store(database)
-    finally:
-        await database.dispose()
 
 
 async def test_migrations_create_exactly_the_declared_schema(store: Store) -> None:
