@@ -19,3 +19,20 @@ The driver (``tests/conformance/driver.py``) imports ``tests.conformance.launche
 every language of :data:`tests.conformance.driver.LANGUAGES`; a missing module skips that language's
 scenarios locally and fails them under ``CI=true``.
 """
+
+
+def agent_flags(target: str, name: str, instance_id: str, max_concurrency: int, token: str | None) -> list[str]:
+    """The contract's command-line flags, the same for every language (the launcher puts its program first)."""
+    flags = [
+        "--target",
+        target,
+        "--name",
+        name,
+        "--instance-id",
+        instance_id,
+        "--max-concurrency",
+        str(max_concurrency),
+    ]
+    if token is not None:
+        flags += ["--token", token]
+    return flags

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.conformance.launchers import agent_flags
 from tests.support.toolchain import require_tool
 
 LANGUAGE = "go"
@@ -45,17 +46,4 @@ def build() -> None:
 def command(target: str, name: str, instance_id: str, max_concurrency: int, token: str | None = None) -> list[str]:
     if "binary" not in _built:
         raise RuntimeError("build() has not run")
-    argv = [
-        str(_built["binary"]),
-        "--target",
-        target,
-        "--name",
-        name,
-        "--instance-id",
-        instance_id,
-        "--max-concurrency",
-        str(max_concurrency),
-    ]
-    if token is not None:
-        argv += ["--token", token]
-    return argv
+    return [str(_built["binary"]), *agent_flags(target, name, instance_id, max_concurrency, token)]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tests.conformance.launchers import agent_flags
+
 LANGUAGE = "python"
 
 AGENT = Path(__file__).resolve().parents[1] / "agents" / "python" / "agent.py"
@@ -18,18 +20,4 @@ def build() -> None:
 
 
 def command(target: str, name: str, instance_id: str, max_concurrency: int, token: str | None = None) -> list[str]:
-    argv = [
-        sys.executable,
-        str(AGENT),
-        "--target",
-        target,
-        "--name",
-        name,
-        "--instance-id",
-        instance_id,
-        "--max-concurrency",
-        str(max_concurrency),
-    ]
-    if token is not None:
-        argv += ["--token", token]
-    return argv
+    return [sys.executable, str(AGENT), *agent_flags(target, name, instance_id, max_concurrency, token)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tests.conformance.launchers import agent_flags
 from tests.support.toolchain import require_tool, toolchain_missing
 
 LANGUAGE = "typescript"
@@ -48,18 +49,4 @@ def command(target: str, name: str, instance_id: str, max_concurrency: int, toke
     node = _built.get("node")
     if node is None:
         raise RuntimeError("build() has not run")
-    argv = [
-        node,
-        str(AGENT_DIR / "dist" / "agent.js"),
-        "--target",
-        target,
-        "--name",
-        name,
-        "--instance-id",
-        instance_id,
-        "--max-concurrency",
-        str(max_concurrency),
-    ]
-    if token is not None:
-        argv += ["--token", token]
-    return argv
+    return [node, str(AGENT_DIR / "dist" / "agent.js"), *agent_flags(target, name, instance_id, max_concurrency, token)]
