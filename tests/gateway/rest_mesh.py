@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import selectors
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +19,7 @@ import httpx
 from agent_runtime import Agent
 from controlplane.app import ControlPlane
 from tests.support.plane import running_plane
+from tests.support.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_BINARY = ROOT / ".tools" / "bin" / "meshplane-gateway"
@@ -69,17 +68,7 @@ class GatewayProcess:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_process_group(process, grace=10)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import pytest
 
+from tests.support.processes import stop_process_group
 from tests.support.toolchain import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,16 +128,7 @@ def meshplane_up(gateway_binary: Path, data_dir: Path, **env: str) -> Iterator[s
         assert match, f"meshplane up is not ready with a REST gateway: {line!r}\n{(data_dir / 'up.log').read_text()}"
         yield match.group(1)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_process_group(process, grace=30)
 
 
 @pytest.fixture
