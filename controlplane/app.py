@@ -109,6 +109,7 @@ class ControlPlane(Component):
             self.cluster,
             replica_id=self.replica_id,
             default_drain_timeout=s.drain_timeout.total_seconds(),
+            batch_max=s.batch_max_size,
         )
         self.dispatcher = Dispatcher(
             store,
@@ -160,6 +161,7 @@ class ControlPlane(Component):
         await self._launch(self.cluster)
         await self._launch(self.tasks)
         await self._launch(self.reports)
+        await self._launch(self.agents)
         await self._launch(self.supervisor)
         await self._launch(self.sweeper)  # records this replica as alive before any session arrives
         await self._server.start()

@@ -85,9 +85,13 @@ class SessionSupervisor(Component):
             previous.close("replaced by a newer session of the same instance")
         actor = f"agent/{registration.agent_name}/{registration.instance_id}"
         try:
-            await self._agents.record_connect(registration, session_id=session.session_id)
+            owns_active = await self._agents.record_connect(registration, session_id=session.session_id)
             rebound = await self._recovery.rebind_instance(
-                instance_id=registration.instance_id, session_id=session.session_id, held=held, actor=actor
+                instance_id=registration.instance_id,
+                session_id=session.session_id,
+                held=held,
+                owns_active=owns_active,
+                actor=actor,
             )
             for channel in registration.subscriptions:
                 await self._channels.subscribe(channel, session)

@@ -7,11 +7,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from controlplane import paging
+from controlplane.batching import Batcher
 from controlplane.domain.agents import Agent, AgentInstance, AgentStatus, InstanceStatus, Registration
 from controlplane.errors import FailedPrecondition, NotFound
+from controlplane.lifecycle import Component
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import SessionState
-from controlplane.store.agents import InstanceLiveness
+from controlplane.store.agents import Connected, InstanceLiveness
 from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import CAPABILITY_RE, Violations
 
@@ -53,7 +55,9 @@ def validate_registration(reg: Registration) -> None:
     violations.raise_if_any()
 
 
-class AgentService:
+class AgentService(Component):
+    name = "agent-service"
+
     def __init__(
         self,
         store: Store,
@@ -62,8 +66,10 @@ class AgentService:
         *,
         replica_id: str,
         default_drain_timeout: float,
+        batch_max: int = 500,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self._store = store
         self._registry = registry
         self._drains = drains
@@ -71,12 +77,28 @@ class AgentService:
         self._default_drain_timeout = default_drain_timeout
         self._clock = clock
         self._persisted: dict[str, tuple[int, float, float]] = {}  # session -> in_flight, load, written at
+        # Agents reconnect in crowds (a replica went away, a fleet restarted): their registrations share
+        # transactions instead of paying one each.
+        self.connect_batcher: Batcher[Connected, bool] = Batcher(
+            "connect-batcher", self._flush_connects, max_items=batch_max
+        )
 
-    async def record_connect(self, reg: Registration, *, session_id: str) -> None:
-        async def work(uow: UnitOfWork) -> None:
-            await uow.agents.register(reg, session_id=session_id, replica_id=self._replica_id, now=self._clock())
+    async def _start(self) -> None:
+        await self.connect_batcher.start()
 
-        await self._store.run(work)
+    async def _stop(self) -> None:
+        await self.connect_batcher.stop()
+
+    async def record_connect(self, reg: Registration, *, session_id: str) -> bool:
+        """Record the instance as connected on this session. Returns whether it still owns assigned or
+        running tasks (a fresh agent does not, and needs no rebinding)."""
+        return await self.connect_batcher.call(Connected(reg, session_id))
+
+    async def _flush_connects(self, connected: list[Connected]) -> list[bool]:
+        async with self._store.hot_transaction() as uow:
+            await uow.agents.register(connected, replica_id=self._replica_id, now=self._clock())
+            owning = await uow.tasks.instances_owning_active([c.registration.instance_id for c in connected])
+        return [c.registration.instance_id in owning for c in connected]
 
     async def record_status(self, instance_id: str, session_id: str, status: InstanceStatus) -> None:
         async with self._store.transaction() as uow:

@@ -39,17 +39,17 @@ class RecoveryService:
         self._clock = clock
 
     async def rebind_instance(
-        self, *, instance_id: str, session_id: str, held: Sequence[TaskRef], actor: str
+        self, *, instance_id: str, session_id: str, held: Sequence[TaskRef], owns_active: bool, actor: str
     ) -> Rebound:
-        """A (re)connected instance: keep the attempts it still holds, lose the ones it no longer has."""
+        """A (re)connected instance: keep the attempts it still holds, lose the ones it no longer has.
+
+        `owns_active`: whether the store had assigned or running tasks of this instance when it registered.
+        """
+        if not held and not owns_active:
+            return Rebound([], [])  # the common case, a fresh agent: nothing to keep, nothing to lose
         return await run_to_completion(self._rebind(instance_id, session_id, held, actor))
 
     async def _rebind(self, instance_id: str, session_id: str, held: Sequence[TaskRef], actor: str) -> Rebound:
-        if not held:
-            # The common case (a fresh agent): nothing to keep, and usually nothing it owned to lose.
-            async with self._store.reader() as uow:
-                if not await uow.tasks.active_ids_of_instance(instance_id):
-                    return Rebound([], [])
         transition = Transition(now=self._clock(), actor=actor)
         kept: list[TaskRef] = []
         stale: list[TaskRef] = []

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from controlplane.domain.agents import Agent, AgentInstance, Capability, InstanceStatus, Registration
 from controlplane.store.bulk import Bulk, Col
 from controlplane.store.schema import agent_instances, agents, replicas
-from controlplane.store.sql import AlchemySql
+from controlplane.store.sql import AlchemySql, Sql
 
 _AGENT_COLS = tuple(
     Col(name, kind)
@@ -101,52 +101,47 @@ class InstanceLiveness:
     load: float
 
 
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A session that registered: its agent and instance rows are upserted as connected on it."""
+
+    registration: Registration
+    session_id: str
+
+
+class AgentRows:
+    """Registration on the hot path (plain SQL): many sessions' agent and instance rows in two statements."""
+
+    def __init__(self, sql: Sql, *, postgres: bool) -> None:
+        self._bulk = Bulk(sql, postgres=postgres)
+
+    async def register(self, connected: Sequence[Connected], *, replica_id: str, now: float) -> None:
+        """Upsert each agent and instance as connected on its session; for an instance or agent named more
+        than once, the last registration wins (as it would one after another)."""
+        agent_rows: dict[str, tuple[Any, ...]] = {}
+        instance_rows: dict[str, tuple[Any, ...]] = {}
+        for entry in connected:
+            reg = entry.registration
+            capabilities = [_capability_to_json(c) for c in reg.capabilities]
+            agent_rows[reg.agent_name] = (
+                reg.agent_name, reg.agent_version, reg.description, capabilities, reg.labels, now, now
+            )  # fmt: skip
+            instance_rows[reg.instance_id] = (
+                reg.instance_id, reg.agent_name, reg.agent_version, entry.session_id, int(InstanceStatus.CONNECTED),
+                reg.sdk_language, reg.sdk_version, reg.node, reg.pid, reg.labels, sorted(reg.capability_names),
+                reg.max_concurrency, reg.weight, replica_id, 0, 0.0, now, now, None,
+            )  # fmt: skip
+        batch = self._bulk.batch()
+        batch.upsert("agents", _AGENT_COLS, list(agent_rows.values()), conflict=("name",), keep=("create_time",))
+        batch.upsert("agent_instances", _INSTANCE_COLS, list(instance_rows.values()), conflict=("instance_id",))
+        await batch.execute()
+
+
 class AgentRepository:
     def __init__(self, conn: AsyncConnection, *, postgres: bool) -> None:
         self._conn = conn
         self._postgres = postgres
         self._bulk = Bulk(AlchemySql(conn), postgres=postgres)
-
-    async def register(self, reg: Registration, *, session_id: str, replica_id: str, now: float) -> None:
-        """Upsert the agent and its instance as connected on this session (one statement on PostgreSQL)."""
-        batch = self._bulk.batch()
-        capabilities = [_capability_to_json(c) for c in reg.capabilities]
-        batch.upsert(
-            "agents",
-            _AGENT_COLS,
-            [(reg.agent_name, reg.agent_version, reg.description, capabilities, reg.labels, now, now)],
-            conflict=("name",),
-            keep=("create_time",),
-        )
-        batch.upsert(
-            "agent_instances",
-            _INSTANCE_COLS,
-            [
-                (
-                    reg.instance_id,
-                    reg.agent_name,
-                    reg.agent_version,
-                    session_id,
-                    int(InstanceStatus.CONNECTED),
-                    reg.sdk_language,
-                    reg.sdk_version,
-                    reg.node,
-                    reg.pid,
-                    reg.labels,
-                    sorted(reg.capability_names),
-                    reg.max_concurrency,
-                    reg.weight,
-                    replica_id,
-                    0,
-                    0.0,
-                    now,
-                    now,
-                    None,
-                )
-            ],
-            conflict=("instance_id",),
-        )
-        await batch.execute()
 
     async def set_status(
         self, instance_id: str, session_id: str, status: InstanceStatus, *, now: float, disconnected: bool = False

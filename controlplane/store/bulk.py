@@ -225,6 +225,10 @@ class Bulk:
     async def fetch(self, sql: str, params: Sequence[Any], cols: Sequence[Col]) -> list[dict[str, Any]]:
         return [self.decode(cols, row) for row in await self._sql.fetch(sql, params)]
 
+    async def fetch_raw(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        """Rows as the driver returns them (for plain text and number columns)."""
+        return await self._sql.fetch(sql, params)
+
 
 # ---------------------------------------------------------------- SQL text (cached per shape)
 

@@ -690,6 +690,21 @@ class TaskRows:
         rows = await self._fetch_where_in("id", ids, LIVE_COLS, lock=True)
         return {row["id"]: _live_from_dict(row) for row in rows}
 
+    async def instances_owning_active(self, instance_ids: Sequence[str]) -> set[str]:
+        """Which of these agent instances own assigned or running tasks."""
+        ids = sorted(set(instance_ids))
+        if not ids:
+            return set()
+        select = "SELECT DISTINCT agent_instance_id FROM tasks WHERE state IN (2, 3) AND agent_instance_id"
+        owning: set[str] = set()
+        if self._postgres:
+            return {row[0] for row in await self._bulk.fetch_raw(f"{select} = ANY($1::text[])", [ids])}
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            rows = await self._bulk.fetch_raw(f"{select} IN ({', '.join('?' for _ in chunk)})", chunk)
+            owning.update(row[0] for row in rows)
+        return owning
+
     async def _fetch_where_in(
         self, column: str, values: Sequence[str], cols: Sequence[Col], *, lock: bool = False
     ) -> list[dict[str, Any]]:

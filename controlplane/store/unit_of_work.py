@@ -9,7 +9,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controlplane.lifecycle import run_to_completion
-from controlplane.store.agents import AgentRepository, ReplicaRepository
+from controlplane.store.agents import AgentRepository, AgentRows, ReplicaRepository
 from controlplane.store.channels import AuditRepository, ChannelRepository
 from controlplane.store.database import Database
 from controlplane.store.sql import Sql
@@ -29,10 +29,11 @@ class UnitOfWork:
 
 
 class HotUnitOfWork:
-    """One hot-path transaction (submit, claim, transitions): task rows through plain SQL only."""
+    """One hot-path transaction (submit, claim, transitions, registration): rows through plain SQL only."""
 
     def __init__(self, sql: Sql, *, postgres: bool) -> None:
         self.tasks = TaskRows(sql, postgres=postgres)
+        self.agents = AgentRows(sql, postgres=postgres)
 
 
 T = TypeVar("T")
