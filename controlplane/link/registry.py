@@ -70,6 +70,10 @@ class SessionRegistry:
                 room[capability] = free
         return room
 
+    def serves(self, capability: str) -> bool:
+        """Whether any registered session (in whatever state) serves `capability`."""
+        return capability in self._by_capability
+
     def capability_count(self) -> int:
         """How many capabilities the registered sessions serve."""
         return len(self._by_capability)

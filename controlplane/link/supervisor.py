@@ -80,6 +80,9 @@ class SessionSupervisor(Component):
         session = AgentSession(uuid.uuid4().hex, registration, replica_id=self._replica_id)  # OPENING: no work yet
         for ref in held:
             session.reserve(ref, 0.0)  # held attempts count against credits from the start
+        # Work for capabilities already served here was seen by the dispatcher's last round (or is still
+        # marked as waiting): a session adding none needs a round only if work may be waiting.
+        brings_capability = not all(self._registry.serves(name) for name in registration.capability_names)
         previous = self._registry.add(session)
         if previous is not None:
             previous.close("replaced by a newer session of the same instance")
@@ -117,7 +120,10 @@ class SessionSupervisor(Component):
         self._open.add(session.session_id)
         self._all_closed.clear()
         self._announce(registration.instance_id, session.session_id)
-        self._wake_dispatcher()
+        if brings_capability:
+            self._wake_dispatcher()
+        else:
+            self._slot_freed()
         logger.info(
             "agent %s/%s connected (session %s, %d capabilities, max_concurrency %d, kept %d held task(s))",
             registration.agent_name,

@@ -1,9 +1,9 @@
 """Places queued tasks on this replica's live sessions.
 
-Woken by doorbells (a submit or retry on any replica, a new session) and by freed slots (only while
-work may be waiting for one), it claims due tasks for the capabilities that have room, binds each to a
-session, commits, and only then sends the assignments — several per frame. Rounds overlap only while
-the queue is deeper than one round takes.
+Woken by doorbells (a submit or retry on any replica, a session serving a capability new here) and by
+freed slots or joining sessions (only while work may be waiting for them), it claims due tasks for the
+capabilities that have room, binds each to a session, commits, and only then sends the assignments —
+several per frame. Rounds overlap only while the queue is deeper than one round takes.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Dispatcher(Component):
             self._wake.set()  # re-arm the timer
 
     def slot_freed(self) -> None:
-        """A session has room again: worth a round only if work may be waiting."""
+        """A session has room again, or joined: worth a round only if work may be waiting."""
         if self._backlog:
             self._wake.set()
 

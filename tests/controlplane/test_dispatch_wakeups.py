@@ -1,0 +1,89 @@
+"""When a joining session wakes the dispatcher, on both stores.
+
+The plane here polls only every 30 s, so work placed within the tests' few seconds was placed because
+the right wake-up happened, not by the fallback poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from controlplane.app import ControlPlane
+from meshplane.v1 import task_pb2
+from tests.controlplane.helpers import submit
+from tests.support.eventually import eventually
+from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def quiet_plane(tmp_path: Path, database_url: str) -> AsyncIterator[ControlPlane]:
+    async with running_plane(tmp_path / "plane", database_url=database_url, sweep_interval=30) as started:
+        yield started
+
+
+@pytest.fixture
+async def quiet_channel(quiet_plane: ControlPlane) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(quiet_plane.address) as opened:
+        yield opened
+
+
+async def test_a_joining_session_takes_work_that_waited_for_room(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    busy = LinkAgent(quiet_plane.address, capabilities=["cap.room"], max_concurrency=1)
+    await busy.connect()
+    first = await submit(quiet_channel, capability="cap.room")
+    assert (await busy.next_assignment()).task_id == first.id
+    waiting = await submit(quiet_channel, capability="cap.room")
+
+    joining = LinkAgent(quiet_plane.address, capabilities=["cap.room"], max_concurrency=1)
+    await joining.connect()
+    assert (await joining.next_assignment(timeout=5)).task_id == waiting.id
+    await busy.close()
+    await joining.close()
+
+
+async def test_a_joining_session_takes_work_no_other_session_could_take(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    elsewhere = LinkAgent(quiet_plane.address, capabilities=["cap.zone"], labels={"zone": "us"})
+    await elsewhere.connect()
+    target = task_pb2.TaskTarget(capability="cap.zone", label_selector={"zone": "eu"})
+    waiting = await submit(quiet_channel, target=target)
+    rounds = quiet_plane.dispatcher.rounds
+    await eventually(lambda: quiet_plane.dispatcher.rounds > rounds, message="the submit's dispatch round")
+
+    joining = LinkAgent(quiet_plane.address, capabilities=["cap.zone"], labels={"zone": "eu"})
+    await joining.connect()
+    assert (await joining.next_assignment(timeout=5)).task_id == waiting.id
+    await elsewhere.close()
+    await joining.close()
+
+
+async def test_a_session_adding_no_capability_costs_no_round_when_nothing_waits(quiet_plane: ControlPlane) -> None:
+    first = LinkAgent(quiet_plane.address, capabilities=["cap.idle"])
+    await first.connect()
+    await eventually(lambda: quiet_plane.dispatcher.rounds == 1, message="the round for a new capability")
+
+    second = LinkAgent(quiet_plane.address, capabilities=["cap.idle"])
+    await second.connect()
+    session = quiet_plane.registry.by_instance(second.instance_id)
+    assert session is not None
+    joined = time.monotonic()
+    # A few heartbeats later the plane has long had its chance to run a (needless) round.
+    await eventually(lambda: session.last_seen > joined + 0.5, message="heartbeats of the second session")
+    assert quiet_plane.dispatcher.rounds == 1, "a session serving only served capabilities woke the dispatcher"
+
+    third = LinkAgent(quiet_plane.address, capabilities=["cap.new"])
+    await third.connect()
+    await eventually(lambda: quiet_plane.dispatcher.rounds == 2, message="the round for another new capability")
+    for agent in (first, second, third):
+        await agent.close()
