@@ -23,6 +23,10 @@ class SessionRegistry:
     def sessions(self) -> list[AgentSession]:
         return list(self._by_session.values())
 
+    def holding_attempts(self) -> list[AgentSession]:
+        """Sessions with attempts in flight (idle ones, usually most, are skipped at C speed)."""
+        return [s for s in self._by_session.values() if s.in_flight]
+
     def add(self, session: AgentSession) -> AgentSession | None:
         """Register a session; returns the older session of the same instance, which it replaces."""
         previous = self._by_instance.get(session.instance_id)

@@ -19,6 +19,7 @@ from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, ErrorMsg, RegisteredMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession, SessionState
+from controlplane.link.silence import SilenceWatch
 from controlplane.services.agents import AgentService, validate_registration
 from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
@@ -66,6 +67,7 @@ class SessionSupervisor(Component):
         self.accepting = True  # False once shutdown began: new sessions are refused
         self.lease_timeout = settings.lease_timeout.total_seconds()
         self.heartbeat_interval = settings.heartbeat_interval.total_seconds()
+        self._silence = SilenceWatch(self.lease_timeout)
 
     async def _stop(self) -> None:
         await self._timers.close()
@@ -84,6 +86,7 @@ class SessionSupervisor(Component):
         # marked as waiting): a session adding none needs a round only if work may be waiting.
         brings_capability = not all(self._registry.serves(name) for name in registration.capability_names)
         previous = self._registry.add(session)
+        self._silence.watch(session)
         if previous is not None:
             previous.close("replaced by a newer session of the same instance")
         actor = f"agent/{registration.agent_name}/{registration.instance_id}"
@@ -298,8 +301,7 @@ class SessionSupervisor(Component):
 
     def expire_silent(self) -> int:
         """Close sessions that sent nothing for a whole lease."""
-        now = time.monotonic()
-        silent = [s for s in self._registry.sessions() if now - s.last_seen > self.lease_timeout]
+        silent = self._silence.silent(time.monotonic())
         for session in silent:
             session.close(f"no heartbeat for {self.lease_timeout:g}s")
         return len(silent)
@@ -308,7 +310,7 @@ class SessionSupervisor(Component):
         """Attempts with a heartbeat timeout whose agent has been silent about them for too long."""
         now = time.monotonic()
         overdue: list[TaskRef] = []
-        for session in self._registry.sessions():
+        for session in self._registry.holding_attempts():
             for ref, entry in session.in_flight.items():
                 if entry.heartbeat_timeout and now - entry.last_beat > entry.heartbeat_timeout:
                     entry.heartbeat_timeout = 0.0  # report once; the slot frees when the agent answers the cancel
