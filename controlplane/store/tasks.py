@@ -690,6 +690,22 @@ class TaskRows:
         rows = await self._fetch_where_in("id", ids, LIVE_COLS, lock=True)
         return {row["id"]: _live_from_dict(row) for row in rows}
 
+    async def deadline_passed(self, now: float) -> bool:
+        """Whether some live task's overall, schedule-to-start or attempt deadline is at or before `now`
+        (one statement probing the three partial deadline indexes)."""
+        probes = (
+            "SELECT 1 FROM tasks WHERE state IN (1, 2, 3) AND deadline <= {p}",
+            "SELECT 1 FROM tasks WHERE state = 1 AND start_deadline <= {p}",
+            "SELECT 1 FROM tasks WHERE state IN (2, 3) AND attempt_deadline <= {p}",
+        )
+        if self._postgres:
+            placeholder, params = "to_timestamp($1)", [now]
+        else:
+            placeholder, params = "?", [round(now * 1_000_000)] * len(probes)
+        sql = "SELECT " + " OR ".join(f"EXISTS ({probe.format(p=placeholder)})" for probe in probes)
+        [[found]] = await self._bulk.fetch_raw(sql, params)
+        return bool(found)
+
     async def instances_owning_active(self, instance_ids: Sequence[str]) -> set[str]:
         """Which of these agent instances own assigned or running tasks."""
         ids = sorted(set(instance_ids))

@@ -175,3 +175,14 @@ async def test_replica_liveness(store: Store) -> None:
     async with store.reader() as uow:
         assert await uow.replicas.silent_since(150.0, exclude="r2") == ["r1"]
         assert await uow.replicas.silent_since(150.0, exclude="r1") == []
+
+
+async def test_deadline_passed_answers_from_the_deadline_indexes(store: Store) -> None:
+    task = new_task(now=1_800_000_000.0)  # schedule-to-start 60 s, schedule-to-close 3600 s
+    async with store.hot_transaction(single_statement=True) as hot:
+        assert not await hot.tasks.deadline_passed(1_900_000_000.0), "no live task, no deadline"
+    async with store.hot_transaction(single_statement=True) as hot:
+        await hot.tasks.insert([task], actors=actors([task]))
+    for now, passed in [(1_800_000_059.0, False), (1_800_000_060.0, True), (1_800_003_601.0, True)]:
+        async with store.hot_transaction(single_statement=True) as hot:
+            assert await hot.tasks.deadline_passed(now) is passed, now
