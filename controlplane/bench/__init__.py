@@ -315,7 +315,7 @@ def main() -> int:
     """`python -m controlplane.bench` (the same as `meshplane bench`)."""
     parser = argparse.ArgumentParser(prog="meshplane bench", description=__doc__)
     add_arguments(parser)
-    from controlplane.devtools.serve import run_event_loop
+    from controlplane.runtime import run_event_loop
 
     result: list[int] = []
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from controlplane.devtools.serve import run_event_loop
+from controlplane.runtime import run_event_loop
 
 _METHOD = "/bench.Echo/Stream"
 _MESSAGE = b"x" * 100

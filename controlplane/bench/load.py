@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from controlplane.devtools.serve import run_event_loop
+from controlplane.runtime import run_event_loop
 from meshplane.v1 import common_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from controlplane.devtools.serve import run_event_loop
+from controlplane.runtime import run_event_loop
 from meshplane.v1 import agent_link_pb2 as al
 from meshplane.v1 import agent_link_pb2_grpc, common_pb2
 

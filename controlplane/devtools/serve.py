@@ -13,6 +13,7 @@ import signal
 import sys
 
 from controlplane.app import ControlPlane
+from controlplane.runtime import run_event_loop, tune_garbage_collection
 from controlplane.settings import Settings
 
 
@@ -20,6 +21,7 @@ async def serve() -> None:
     logging.basicConfig(level=os.environ.get("MESHPLANE_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     plane = ControlPlane(Settings())
     await plane.start()
+    tune_garbage_collection()
     print(f"READY {plane.address} {plane.metrics.address or '-'}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -29,16 +31,6 @@ async def serve() -> None:
     await plane.drain(grace=5)
     await plane.stop()
     print("STOPPED", flush=True)
-
-
-def run_event_loop(main: object) -> None:
-    """Run a coroutine on uvloop when it is installed (faster), else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-    else:
-        uvloop.run(main)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
