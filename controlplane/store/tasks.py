@@ -712,9 +712,9 @@ class TaskRows:
         if not ids:
             return set()
         select = "SELECT DISTINCT agent_instance_id FROM tasks WHERE state IN (2, 3) AND agent_instance_id"
-        owning: set[str] = set()
         if self._postgres:
             return {row[0] for row in await self._bulk.fetch_raw(f"{select} = ANY($1::text[])", [ids])}
+        owning: set[str] = set()
         for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             rows = await self._bulk.fetch_raw(f"{select} IN ({', '.join('?' for _ in chunk)})", chunk)

@@ -14,7 +14,7 @@ from controlplane.domain.state import StateEntry
 from controlplane.domain.tasks import TaskFilter, TaskState
 from controlplane.store import migrate
 from controlplane.store.database import Database
-from controlplane.store.schema import metadata
+from controlplane.store.schema import metadata, tasks
 from controlplane.store.sql import DuplicateKey
 from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
@@ -186,3 +186,18 @@ async def test_deadline_passed_answers_from_the_deadline_indexes(store: Store) -
     for now, passed in [(1_800_000_059.0, False), (1_800_000_060.0, True), (1_800_003_601.0, True)]:
         async with store.hot_transaction(single_statement=True) as hot:
             assert await hot.tasks.deadline_passed(now) is passed, now
+
+
+async def test_instances_owning_active_names_only_instances_with_assigned_or_running_tasks(store: Store) -> None:
+    running, queued = new_task(), new_task()
+    async with store.hot_transaction(single_statement=True) as hot:
+        await hot.tasks.insert([running, queued], actors=actors([running, queued]))
+    async with store.transaction() as uow:
+        for task, state, instance in [(running, TaskState.RUNNING, "i-busy"), (queued, TaskState.QUEUED, "i-idle")]:
+            await uow.connection.execute(
+                tasks.update().where(tasks.c.id == task.id).values(state=int(state), agent_instance_id=instance)
+            )
+    asked = ["i-busy", "i-idle", *(f"i-{n}" for n in range(700))]  # more than one SQLite statement's worth
+    async with store.hot_transaction() as hot:
+        assert await hot.tasks.instances_owning_active(asked) == {"i-busy"}
+        assert await hot.tasks.instances_owning_active([]) == set()
