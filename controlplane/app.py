@@ -183,8 +183,10 @@ class ControlPlane(Component):
 
     def _build_server(self) -> grpc.aio.Server:
         s = self.settings
+        # Without tokens there is nothing to check: no auth interceptor (each one costs every RPC a hop).
+        interceptors = [AuthInterceptor(s.auth_tokens)] if s.auth_tokens else []
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(s.auth_tokens), ErrorInterceptor()],
+            interceptors=[*interceptors, ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
                 ("grpc.max_send_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
