@@ -708,35 +708,32 @@ class TaskRows:
 
     async def instances_owning_active(self, instance_ids: Sequence[str]) -> set[str]:
         """Which of these agent instances own assigned or running tasks."""
-        ids = sorted(set(instance_ids))
-        if not ids:
-            return set()
-        select = "SELECT DISTINCT agent_instance_id FROM tasks WHERE state IN (2, 3) AND agent_instance_id"
-        if self._postgres:
-            return {row[0] for row in await self._bulk.fetch_raw(f"{select} = ANY($1::text[])", [ids])}
+        select = "SELECT DISTINCT agent_instance_id FROM tasks WHERE state IN (2, 3) AND "
         owning: set[str] = set()
-        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-            chunk = ids[start : start + 500]
-            rows = await self._bulk.fetch_raw(f"{select} IN ({', '.join('?' for _ in chunk)})", chunk)
-            owning.update(row[0] for row in rows)
+        for condition, params in self._one_of("agent_instance_id", sorted(set(instance_ids))):
+            owning.update(row[0] for row in await self._bulk.fetch_raw(select + condition, params))
         return owning
 
     async def _fetch_where_in(
         self, column: str, values: Sequence[str], cols: Sequence[Col], *, lock: bool = False
     ) -> list[dict[str, Any]]:
         """Rows whose text `column` is one of `values` (locked FOR UPDATE on PostgreSQL if `lock`)."""
+        select = f"SELECT {self._bulk.select_list('t', cols)} FROM tasks AS t WHERE "
+        locking = " ORDER BY t.id FOR UPDATE" if lock and self._postgres else ""
+        rows: list[dict[str, Any]] = []
+        for condition, params in self._one_of(f"t.{column}", values):
+            rows += await self._bulk.fetch(select + condition + locking, params, cols)
+        return rows
+
+    def _one_of(self, column: str, values: Sequence[str]) -> list[tuple[str, list[Any]]]:
+        """`column` is one of `values`, as (condition, parameters): one condition on PostgreSQL, one per
+        500 values on SQLite (its bound-parameter limit); none for no values."""
         if not values:
             return []
-        bulk = self._bulk
-        select = f"SELECT {bulk.select_list('t', cols)} FROM tasks AS t"
         if self._postgres:
-            locking = " ORDER BY t.id FOR UPDATE" if lock else ""
-            return await bulk.fetch(f"{select} WHERE t.{column} = ANY($1::text[]){locking}", [list(values)], cols)
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(values), 500):  # SQLite's bound-parameter limit
-            chunk = values[start : start + 500]
-            rows += await bulk.fetch(f"{select} WHERE t.{column} IN ({', '.join('?' for _ in chunk)})", chunk, cols)
-        return rows
+            return [(f"{column} = ANY($1::text[])", [list(values)])]
+        chunks = [list(values[start : start + 500]) for start in range(0, len(values), 500)]
+        return [(f"{column} IN ({', '.join('?' for _ in chunk)})", chunk) for chunk in chunks]
 
     async def write(self, writes: TaskWrites) -> None:
         """Apply a batch of transitions: one set-based statement per kind, all sent together."""
