@@ -128,7 +128,7 @@ class ControlPlane(Component):
             reports=self.reports,
             channels=self.channels,
             announce=lambda instance, session: asyncio.ensure_future(self.cluster.announce_session(instance, session)),
-            wake_dispatcher=self.dispatcher.wake,
+            session_joined=self.dispatcher.session_joined,
             slot_freed=self.dispatcher.slot_freed,
             settings=s,
             replica_id=self.replica_id,

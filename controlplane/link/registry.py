@@ -74,9 +74,9 @@ class SessionRegistry:
                 room[capability] = free
         return room
 
-    def serves(self, capability: str) -> bool:
-        """Whether any registered session (in whatever state) serves `capability`."""
-        return capability in self._by_capability
+    def capabilities(self) -> frozenset[str]:
+        """The capabilities the registered sessions (in whatever state) serve."""
+        return frozenset(self._by_capability)
 
     def capability_count(self) -> int:
         """How many capabilities the registered sessions serve."""

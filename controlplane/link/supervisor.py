@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.domain.agents import InstanceStatus, Registration
 from controlplane.domain.payload import Payload
@@ -43,7 +43,7 @@ class SessionSupervisor(Component):
         reports: ReportService,
         channels: ChannelService,
         announce: Callable[[str, str], object],
-        wake_dispatcher: Callable[[], None],
+        session_joined: Callable[[Iterable[str]], None],
         slot_freed: Callable[[], None],
         settings: Settings,
         replica_id: str,
@@ -55,7 +55,7 @@ class SessionSupervisor(Component):
         self._reports = reports
         self._channels = channels
         self._announce = announce
-        self._wake_dispatcher = wake_dispatcher
+        self._session_joined = session_joined
         self._slot_freed = slot_freed
         self._settings = settings
         self._replica_id = replica_id
@@ -82,9 +82,6 @@ class SessionSupervisor(Component):
         session = AgentSession(uuid.uuid4().hex, registration, replica_id=self._replica_id)  # OPENING: no work yet
         for ref in held:
             session.reserve(ref, 0.0)  # held attempts count against credits from the start
-        # Work for capabilities already served here was seen by the dispatcher's last round (or is still
-        # marked as waiting): a session adding none needs a round only if work may be waiting.
-        brings_capability = not all(self._registry.serves(name) for name in registration.capability_names)
         previous = self._registry.add(session)
         self._silence.watch(session)
         if previous is not None:
@@ -123,10 +120,7 @@ class SessionSupervisor(Component):
         self._open.add(session.session_id)
         self._all_closed.clear()
         self._announce(registration.instance_id, session.session_id)
-        if brings_capability:
-            self._wake_dispatcher()
-        else:
-            self._slot_freed()
+        self._session_joined(registration.capability_names)
         logger.info(
             "agent %s/%s connected (session %s, %d capabilities, max_concurrency %d, kept %d held task(s))",
             registration.agent_name,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from controlplane.domain.tasks import TaskRef
 from controlplane.lifecycle import Component, TaskOwner
@@ -63,6 +63,7 @@ class Dispatcher(Component):
         # Work may be waiting for a free slot: cleared by a dispatch that found the queue empty for
         # every capability with room and none without room, with no new work announced meanwhile.
         self._backlog = True
+        self._covered: frozenset[str] = frozenset()  # capabilities served when the backlog was last cleared
         self._work_announced = 0
         self._left_behind = False
         self._tasks = TaskOwner(self.name)
@@ -77,7 +78,7 @@ class Dispatcher(Component):
         await self._tasks.close()
 
     def wake(self, at: float | None = None) -> None:
-        """New work or a new session: dispatch now, or at wall-clock time `at` (a retry's backoff)."""
+        """New work: dispatch now, or at wall-clock time `at` (a retry's backoff)."""
         self._work_announced += 1
         self._backlog = True
         if at is None or at <= self._clock():
@@ -87,8 +88,14 @@ class Dispatcher(Component):
             self._wake.set()  # re-arm the timer
 
     def slot_freed(self) -> None:
-        """A session has room again, or joined: worth a round only if work may be waiting."""
+        """A session has room again: worth a round only if work may be waiting."""
         if self._backlog:
+            self._wake.set()
+
+    def session_joined(self, capabilities: Iterable[str]) -> None:
+        """A session became active: a round if work may be waiting, or if it serves a capability the round
+        that cleared the backlog did not look at (its queue may hold work nobody here could take)."""
+        if self._backlog or not self._covered.issuperset(capabilities):
             self._wake.set()
 
     async def _run(self) -> None:
@@ -126,6 +133,7 @@ class Dispatcher(Component):
         so together they never claim more than fits.
         """
         announced = self._work_announced
+        covered = self._registry.capabilities()
         self._left_behind = False
         saturated = False  # some capability lacked room, or a round filled up
         total = 0
@@ -151,6 +159,7 @@ class Dispatcher(Component):
                     overlap = self._concurrency
         if not saturated and not self._left_behind and self._work_announced == announced:
             self._backlog = False
+            self._covered = covered
         return total
 
     async def _dispatch_once(self, room: dict[str, int]) -> tuple[int, bool]:
