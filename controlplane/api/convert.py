@@ -271,6 +271,8 @@ class ProtoMemo:
     def __init__(self) -> None:
         self._targets: dict[int, tuple[TaskTarget, task_pb2.TaskTarget]] = {}
         self._stamps: dict[float, timestamp_pb2.Timestamp] = {}
+        # Keyed by the ids of the spec's parts; the value keeps them alive, so an id is not reused meanwhile.
+        self._shells: dict[tuple[int, int, int, int, float, float], tuple[object, task_pb2.Task]] = {}
 
     def target(self, target: TaskTarget) -> task_pb2.TaskTarget:
         found = self._targets.get(id(target))
@@ -284,6 +286,23 @@ class ProtoMemo:
             found = self._stamps[value] = timestamp(value)  # type: ignore[assignment]
         return found  # type: ignore[return-value]
 
+    def shell(self, task: Task) -> task_pb2.Task:
+        """A Task holding what alike tasks share: target, retry policy, deadlines, priority, times."""
+        spec = task.spec
+        key = (
+            id(spec.target),
+            id(spec.retry_policy),
+            id(spec.timeouts),
+            spec.priority,
+            task.create_time,
+            task.update_time,
+        )
+        found = self._shells.get(key)
+        if found is None:
+            parts = (spec.target, spec.retry_policy, spec.timeouts)
+            found = self._shells[key] = (parts, _task_shell(task, self))
+        return found[1]
+
 
 def _target_proto(target: TaskTarget) -> task_pb2.TaskTarget:
     return task_pb2.TaskTarget(
@@ -295,29 +314,50 @@ def _target_proto(target: TaskTarget) -> task_pb2.TaskTarget:
     )
 
 
-def task_to_proto(task: Task, *, include_input: bool = True, memo: ProtoMemo | None = None) -> task_pb2.Task:
+def _task_shell(task: Task, memo: ProtoMemo) -> task_pb2.Task:
     spec = task.spec
-    proto = task_pb2.Task(
-        id=task.id,
-        target=memo.target(spec.target) if memo else _target_proto(spec.target),
+    return task_pb2.Task(
+        target=memo.target(spec.target),
         priority=spec.priority,
-        idempotency_key=spec.idempotency_key,
         retry_policy=_retry_policy_proto(spec.retry_policy),
         timeouts=_timeouts_proto(spec.timeouts),
-        correlation_id=spec.correlation_id,
-        metadata=spec.metadata or None,
-        state=int(task.state),  # type: ignore[arg-type]
-        attempt=task.attempt,
-        attempts=[_attempt_to_proto(a) for a in task.attempts],
-        error=task_error_to_proto(task.error),
-        progress=task.progress,
-        progress_message=task.progress_message,
-        resubmitted_from=task.resubmitted_from,
-        cancel_reason=task.cancel_reason,
-        create_time=memo.stamp(task.create_time) if memo else timestamp(task.create_time),
-        update_time=memo.stamp(task.update_time) if memo else timestamp(task.update_time),
-        end_time=timestamp(task.end_time),
+        create_time=memo.stamp(task.create_time),
+        update_time=memo.stamp(task.update_time),
     )
+
+
+def task_to_proto(task: Task, *, include_input: bool = True, memo: ProtoMemo | None = None) -> task_pb2.Task:
+    """The task as clients see it. Pass one `memo` for the tasks of one response: alike tasks (a batch)
+    then copy their shared fields from one prebuilt message instead of building them each."""
+    spec = task.spec
+    proto = task_pb2.Task()
+    proto.CopyFrom((memo or ProtoMemo()).shell(task))
+    proto.id = task.id
+    proto.state = int(task.state)  # type: ignore[assignment]
+    # Fields a new task leaves empty are set only when not (an assignment costs, even of a default).
+    if task.attempt:
+        proto.attempt = task.attempt
+    if spec.idempotency_key:
+        proto.idempotency_key = spec.idempotency_key
+    if spec.correlation_id:
+        proto.correlation_id = spec.correlation_id
+    if task.progress:
+        proto.progress = task.progress
+    if task.progress_message:
+        proto.progress_message = task.progress_message
+    if task.resubmitted_from:
+        proto.resubmitted_from = task.resubmitted_from
+    if task.cancel_reason:
+        proto.cancel_reason = task.cancel_reason
+    if spec.metadata:
+        proto.metadata.update(spec.metadata)
+    if task.attempts:
+        proto.attempts.extend(_attempt_to_proto(a) for a in task.attempts)
+    error = task_error_to_proto(task.error)
+    if error is not None:
+        proto.error.CopyFrom(error)
+    if task.end_time is not None:
+        proto.end_time.FromNanoseconds(round(task.end_time * 1e9))
     if include_input:
         proto.input.CopyFrom(payload_for_client(spec.input))
     if task.output is not None:

@@ -12,7 +12,7 @@ Times are epoch seconds (float) in Python; PostgreSQL columns are timestamptz (`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,14 @@ def _pg_value_expr(col: Col, source: str) -> str:
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _micros_to_seconds(value: int) -> float:
+    return value / 1_000_000
 
 
 def _sqlite_value(col: Col, value: Any) -> Any:
@@ -207,23 +215,37 @@ class Bulk:
         """The driver's placeholder for the index-th (1-based) parameter."""
         return f"${index}" if self._postgres else "?"
 
-    def decode(self, cols: Sequence[Col], row: Sequence[Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for col, value in zip(cols, row, strict=True):
-            if value is None:
-                out[col.name] = None
-            elif col.kind == "time":
-                out[col.name] = float(value) if self._postgres else value / 1_000_000
-            elif col.kind == "json":
-                out[col.name] = json.loads(value) if isinstance(value, str | bytes) else value
-            elif col.kind == "bytes":
-                out[col.name] = bytes(value)
-            else:
-                out[col.name] = value
+    def decode_all(self, cols: Sequence[Col], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Rows as dicts of plain Python values; only the columns whose driver value differs are converted."""
+        names = [col.name for col in cols]
+        converted = [
+            (index, col.name, convert)
+            for index, col in enumerate(cols)
+            if (convert := self._converter(col.kind)) is not None
+        ]
+        out = []
+        for row in rows:
+            values = dict(zip(names, row, strict=True))
+            for index, name, convert in converted:
+                value = row[index]
+                if value is not None:
+                    values[name] = convert(value)
+            out.append(values)
         return out
 
+    def _converter(self, kind: str) -> Callable[[Any], Any] | None:
+        if kind == "json":
+            return _json_value
+        if self._postgres:  # times come back as float8 (select_list), bytea as bytes
+            return None
+        if kind == "time":
+            return _micros_to_seconds
+        if kind == "bytes":
+            return bytes
+        return None
+
     async def fetch(self, sql: str, params: Sequence[Any], cols: Sequence[Col]) -> list[dict[str, Any]]:
-        return [self.decode(cols, row) for row in await self._sql.fetch(sql, params)]
+        return self.decode_all(cols, await self._sql.fetch(sql, params))
 
     async def fetch_raw(self, sql: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
         """Rows as the driver returns them (for plain text and number columns)."""
@@ -310,13 +332,13 @@ def _sqlite_update_sql(table: str, keys: tuple[Col, ...], sets: tuple[Col, ...],
 
 
 def _pg_arrays(cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:
-    columns: list[list[Any]] = [[] for _ in cols]
-    json_indexes = [i for i, c in enumerate(cols) if c.kind == "json"]
-    for row in rows:
-        for index, value in enumerate(row):
-            columns[index].append(value)
-    for index in json_indexes:
-        columns[index] = [_json(v) for v in columns[index]]
+    """Rows as one list per column (JSON columns encoded)."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    if len(columns) != len(cols):
+        raise ValueError(f"rows have {len(columns)} values; {len(cols)} columns were named")
+    for index, col in enumerate(cols):
+        if col.kind == "json":
+            columns[index] = [_json(v) for v in columns[index]]
     return tuple(columns)
 
 
