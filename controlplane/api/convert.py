@@ -504,21 +504,38 @@ def _ref(ref: TaskRef) -> agent_link_pb2.TaskRef:
     return agent_link_pb2.TaskRef(task_id=ref.task_id, attempt=ref.attempt)
 
 
-def _assignment(message: link.AssignmentMsg) -> agent_link_pb2.Assignment:
-    return agent_link_pb2.Assignment(
-        task_id=message.task_id,
-        attempt=message.attempt,
-        capability=message.capability,
-        input=payload_for_agent(message.input),
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        metadata=message.metadata or None,
-        deadline=timestamp(message.deadline),
-        heartbeat_timeout=duration(message.heartbeat_timeout) if message.heartbeat_timeout else None,
-        max_attempts=message.max_attempts,
-        traceparent=message.traceparent,
-        tracestate=message.tracestate,
-    )
+def _assignments_frame(run: list[link.AssignmentMsg]) -> agent_link_pb2.ConnectResponse:
+    """One frame of assignments, built in place. Assignments of one dispatch round mostly agree on
+    capability, priority, deadline and limits: those are copied from one shell message per kind."""
+    frame = agent_link_pb2.ConnectResponse()
+    assignments = frame.assignments.assignments
+    shells: dict[tuple[str, int, float | None, float, int], agent_link_pb2.Assignment] = {}
+    for message in run:
+        key = (message.capability, message.priority, message.deadline, message.heartbeat_timeout, message.max_attempts)
+        shell = shells.get(key)
+        if shell is None:
+            shell = shells[key] = agent_link_pb2.Assignment(
+                capability=message.capability,
+                priority=message.priority,
+                deadline=timestamp(message.deadline),
+                heartbeat_timeout=duration(message.heartbeat_timeout) if message.heartbeat_timeout else None,
+                max_attempts=message.max_attempts,
+            )
+        assignment = assignments.add()
+        assignment.CopyFrom(shell)
+        assignment.task_id = message.task_id
+        assignment.attempt = message.attempt
+        assignment.input.data = message.input.data  # agents get bytes; every SDK decodes JSON itself
+        assignment.input.content_type = message.input.content_type
+        if message.correlation_id:
+            assignment.correlation_id = message.correlation_id
+        if message.metadata:
+            assignment.metadata.update(message.metadata)
+        if message.traceparent:
+            assignment.traceparent = message.traceparent
+        if message.tracestate:
+            assignment.tracestate = message.tracestate
+    return frame
 
 
 def _run_of(messages: list[link.Outbound], index: int, kind: type[_M], limit: int = _MAX_PER_FRAME) -> list[_M]:
@@ -541,8 +558,7 @@ def frames(messages: list[link.Outbound]) -> list[agent_link_pb2.ConnectResponse
         if isinstance(message, link.AssignmentMsg):
             assignments = _run_of(messages, index, link.AssignmentMsg)
             index += len(assignments)
-            batch = agent_link_pb2.Assignments(assignments=[_assignment(a) for a in assignments])
-            out.append(agent_link_pb2.ConnectResponse(assignments=batch))
+            out.append(_assignments_frame(assignments))
         elif isinstance(message, link.CancelMsg):
             cancels = _run_of(messages, index, link.CancelMsg)
             index += len(cancels)

@@ -6,7 +6,7 @@ import dataclasses
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from controlplane.api.convert import ProtoMemo, task_to_proto
+from controlplane.api.convert import ProtoMemo, frames, task_to_proto
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import (
     Attempt,
@@ -14,12 +14,14 @@ from controlplane.domain.tasks import (
     RetryPolicy,
     Task,
     TaskError,
+    TaskRef,
     TaskSpec,
     TaskState,
     TaskTarget,
     Timeouts,
 )
-from meshplane.v1 import common_pb2, task_pb2
+from controlplane.link.messages import AckMsg, AssignmentMsg
+from meshplane.v1 import agent_link_pb2, common_pb2, task_pb2
 
 NOW = 1_790_000_000.25
 POLICY = RetryPolicy(max_attempts=3, initial_backoff=1.0, max_backoff=60.0, backoff_multiplier=2.0)
@@ -146,3 +148,54 @@ def test_a_finished_task_carries_attempts_error_output_and_end_time() -> None:
     proto.ClearField("attempts")
     proto.ClearField("input")
     assert proto == expected
+
+
+def _assignment(task_id: str, **fields: object) -> AssignmentMsg:
+    values: dict[str, object] = {
+        "task_id": task_id,
+        "attempt": 1,
+        "capability": "demo.echo",
+        "input": Payload(b'{"n":1}'),
+        "priority": 0,
+        "correlation_id": "",
+        "metadata": {},
+        "deadline": NOW + 300,
+        "heartbeat_timeout": 0.0,
+        "max_attempts": 3,
+    }
+    values.update(fields)
+    return AssignmentMsg(**values)  # type: ignore[arg-type]
+
+
+def _expected_assignment(message: AssignmentMsg) -> agent_link_pb2.Assignment:
+    return agent_link_pb2.Assignment(
+        task_id=message.task_id,
+        attempt=message.attempt,
+        capability=message.capability,
+        input=common_pb2.Payload(data=message.input.data, content_type=message.input.content_type),
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        metadata=message.metadata,
+        deadline=_stamp(message.deadline) if message.deadline is not None else None,
+        heartbeat_timeout=_seconds(message.heartbeat_timeout) if message.heartbeat_timeout else None,
+        max_attempts=message.max_attempts,
+        traceparent=message.traceparent,
+        tracestate=message.tracestate,
+    )
+
+
+def test_assignments_share_a_frame_and_keep_each_ones_own_fields() -> None:
+    run = [
+        _assignment("a1", correlation_id="c-1", metadata={"k": "v"}, traceparent="00-1-2-01", tracestate="x=1"),
+        _assignment("a2", attempt=2),  # same shell as a1, none of its own fields
+        _assignment("a3", capability="demo.other", input=Payload(b"\x00\x01", "application/octet-stream")),
+        _assignment("a4", priority=7),
+        _assignment("a5", deadline=None),
+        _assignment("a6", heartbeat_timeout=2.5),
+        _assignment("a7", max_attempts=9),
+    ]
+    ack = AckMsg((TaskRef("done", 1),))
+    out = frames([*run, ack, _assignment("a8")])
+    assert [frame.WhichOneof("frame") for frame in out] == ["assignments", "result_acks", "assignments"]
+    assert list(out[0].assignments.assignments) == [_expected_assignment(m) for m in run]
+    assert list(out[2].assignments.assignments) == [_expected_assignment(_assignment("a8"))]
