@@ -26,6 +26,7 @@ from controlplane.scheduling.dispatcher import Dispatcher
 from controlplane.scheduling.placement import Placer
 from controlplane.scheduling.sweeper import Sweeper
 from controlplane.services.agents import AgentService
+from controlplane.services.audit import AuditTrail
 from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.reports import ReportService
@@ -102,7 +103,8 @@ class ControlPlane(Component):
         self.reports = ReportService(store, s, self.cluster)
         self.recovery = RecoveryService(store, self.cluster, replica_id=self.replica_id)
         self.state = StateService(store, max_payload_bytes=s.max_payload_bytes)
-        self.channels = ChannelService(self.bus, store, max_payload_bytes=s.max_payload_bytes)
+        self.audit = AuditTrail(store, s)
+        self.channels = ChannelService(self.bus, store, self.audit, max_payload_bytes=s.max_payload_bytes)
         self.agents = AgentService(
             store,
             self.registry,
@@ -158,6 +160,7 @@ class ControlPlane(Component):
         host = s.listen.rsplit(":", 1)[0] or "0.0.0.0"
         self.address = f"{host}:{port}"
 
+        await self._launch(self.audit)
         await self._launch(self.cluster)
         await self._launch(self.tasks)
         await self._launch(self.reports)

@@ -177,12 +177,14 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: agent_service_pb2.DrainAgentInstanceRequest, context: grpc.aio.ServicerContext
     ) -> agent_service_pb2.DrainAgentInstanceResponse:
         timeout = convert.seconds(request.timeout) if request.HasField("timeout") else None
+        call = call_context(context)
         instance = await self._agents.drain(
             request.agent_name,
             request.instance_id,
             timeout=timeout,
             reason=request.reason,
-            actor=call_context(context).actor,
+            actor=call.actor,
+            correlation_id=call.correlation_id,
         )
         return agent_service_pb2.DrainAgentInstanceResponse(instance=convert.instance_to_proto(instance))
 
@@ -209,8 +211,13 @@ class ChannelServicer(channel_pb2_grpc.ChannelServiceServicer):
         self, request: channel_pb2.PublishRequest, context: grpc.aio.ServicerContext
     ) -> channel_pb2.PublishResponse:
         payload = convert.payload_from_proto(request.payload, "payload")
+        call = call_context(context)
         message = await self._channels.publish(
-            request.channel, payload, headers=dict(request.headers), publisher=call_context(context).actor
+            request.channel,
+            payload,
+            headers=dict(request.headers),
+            publisher=call.actor,
+            correlation_id=call.correlation_id,
         )
         return channel_pb2.PublishResponse(message=convert.channel_message_to_proto(message))
 
@@ -250,24 +257,28 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
     async def PutState(
         self, request: state_pb2.PutStateRequest, context: grpc.aio.ServicerContext
     ) -> state_pb2.PutStateResponse:
+        call = call_context(context)
         entry = await self._state.put(
             request.namespace,
             request.key,
             convert.payload_from_proto(request.value, "value"),
             ttl=convert.seconds(request.ttl) if request.HasField("ttl") else None,
             expected_version=request.expected_version if request.HasField("expected_version") else None,
-            actor=call_context(context).actor,
+            actor=call.actor,
+            correlation_id=call.correlation_id,
         )
         return state_pb2.PutStateResponse(entry=convert.state_entry_to_proto(entry))
 
     async def DeleteState(
         self, request: state_pb2.DeleteStateRequest, context: grpc.aio.ServicerContext
     ) -> state_pb2.DeleteStateResponse:
+        call = call_context(context)
         await self._state.delete(
             request.namespace,
             request.key,
             expected_version=request.expected_version if request.HasField("expected_version") else None,
-            actor=call_context(context).actor,
+            actor=call.actor,
+            correlation_id=call.correlation_id,
         )
         return state_pb2.DeleteStateResponse()
 

@@ -192,7 +192,14 @@ class AgentService(Component):
         return [self._overlay_live(i) for i in instances[:size]], token
 
     async def drain(
-        self, agent_name: str, instance_id: str, *, timeout: float | None, reason: str, actor: str
+        self,
+        agent_name: str,
+        instance_id: str,
+        *,
+        timeout: float | None,
+        reason: str,
+        actor: str,
+        correlation_id: str = "",
     ) -> AgentInstance:
         violations = Violations()
         violations.name("agent_name", agent_name, what="agent name")
@@ -222,6 +229,7 @@ class AgentService(Component):
                 action="agent.drain",
                 resource=f"agents/{agent_name}/instances/{instance_id}",
                 now=now,
+                correlation_id=correlation_id,
                 details={"reason": reason},
             )
 

@@ -16,11 +16,13 @@ from nats.aio.subscription import Subscription
 
 from controlplane import paging
 from controlplane.bus.nats_bus import CHANNEL_PREFIX, NatsBus
+from controlplane.domain.audit import AuditEntry
 from controlplane.domain.channels import Channel, ChannelMessage
 from controlplane.domain.payload import Payload
 from controlplane.errors import ResourceExhausted
 from controlplane.ids import new_id
 from controlplane.lifecycle import TaskOwner
+from controlplane.services.audit import AuditTrail
 from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
@@ -68,10 +70,17 @@ def check_channel_name(name: str, field_path: str = "channel") -> None:
 
 class ChannelService:
     def __init__(
-        self, bus: NatsBus, store: Store, *, max_payload_bytes: int, clock: Callable[[], float] = time.time
+        self,
+        bus: NatsBus,
+        store: Store,
+        audit: AuditTrail,
+        *,
+        max_payload_bytes: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._bus = bus
         self._store = store
+        self._audit = audit
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock
         self._local: dict[str, set[ChannelSubscriber]] = defaultdict(set)
@@ -92,8 +101,9 @@ class ChannelService:
         self._known_channels.add(channel)
 
     async def publish(
-        self, channel: str, payload: Payload, *, headers: dict[str, str], publisher: str
+        self, channel: str, payload: Payload, *, headers: dict[str, str], publisher: str, correlation_id: str = ""
     ) -> ChannelMessage:
+        """Broadcast to every subscriber on every replica; returns once sent and audited."""
         violations = Violations()
         violations.channel("channel", channel)
         violations.string_map("headers", headers, max_value=4096)
@@ -112,6 +122,16 @@ class ChannelService:
         )
         await self._remember(channel)
         await self._bus.publish(CHANNEL_PREFIX + channel, _encode(message))
+        await self._audit.record(
+            AuditEntry(
+                actor=publisher,
+                action="channel.publish",
+                resource=f"channels/{channel}",
+                time=message.publish_time,
+                correlation_id=correlation_id,
+                details={"message_id": message.message_id, "bytes": len(payload)},
+            )
+        )
         return message
 
     async def subscribe(self, channel: str, subscriber: ChannelSubscriber) -> None:

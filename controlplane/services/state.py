@@ -48,6 +48,7 @@ class StateService:
         ttl: float | None,
         expected_version: int | None,
         actor: str,
+        correlation_id: str = "",
     ) -> StateEntry:
         violations = Violations()
         violations.name("namespace", namespace, what="namespace")
@@ -66,10 +67,17 @@ class StateService:
             raise ResourceExhausted(
                 f"value is {len(value)} bytes; the limit is {self._max_payload_bytes} bytes (max_payload_bytes)"
             )
-        return await run_to_completion(self._put(namespace, key, value, ttl, expected_version, actor))
+        return await run_to_completion(self._put(namespace, key, value, ttl, expected_version, actor, correlation_id))
 
     async def _put(
-        self, namespace: str, key: str, value: Payload, ttl: float | None, expected_version: int | None, actor: str
+        self,
+        namespace: str,
+        key: str,
+        value: Payload,
+        ttl: float | None,
+        expected_version: int | None,
+        actor: str,
+        correlation_id: str,
     ) -> StateEntry:
         subject = f"namespaces/{namespace}/states/{key}"
         now = self._clock()
@@ -97,18 +105,27 @@ class StateService:
                 elif not await uow.state.replace(entry, previous_version=stored.version):
                     raise VersionMismatch(subject, expected_version or current_version, None)
                 await uow.audit.record(
-                    actor=actor, action="state.put", resource=subject, now=now, details={"version": entry.version}
+                    actor=actor,
+                    action="state.put",
+                    resource=subject,
+                    now=now,
+                    correlation_id=correlation_id,
+                    details={"version": entry.version},
                 )
         except IntegrityError as exc:
             # A concurrent first write of the same key won.
             raise VersionMismatch(subject, expected_version or 0, None) from exc
         return entry
 
-    async def delete(self, namespace: str, key: str, *, expected_version: int | None, actor: str) -> None:
+    async def delete(
+        self, namespace: str, key: str, *, expected_version: int | None, actor: str, correlation_id: str = ""
+    ) -> None:
         _check_address(namespace, key)
-        await run_to_completion(self._delete(namespace, key, expected_version, actor))
+        await run_to_completion(self._delete(namespace, key, expected_version, actor, correlation_id))
 
-    async def _delete(self, namespace: str, key: str, expected_version: int | None, actor: str) -> None:
+    async def _delete(
+        self, namespace: str, key: str, expected_version: int | None, actor: str, correlation_id: str
+    ) -> None:
         subject = f"namespaces/{namespace}/states/{key}"
         now = self._clock()
         async with self._store.transaction() as uow:
@@ -120,7 +137,12 @@ class StateService:
             if not await uow.state.delete(namespace, key, version=stored.version):
                 raise VersionMismatch(subject, expected_version or stored.version, None)
             await uow.audit.record(
-                actor=actor, action="state.delete", resource=subject, now=now, details={"version": stored.version}
+                actor=actor,
+                action="state.delete",
+                resource=subject,
+                now=now,
+                correlation_id=correlation_id,
+                details={"version": stored.version},
             )
 
     async def list_page(

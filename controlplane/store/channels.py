@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from controlplane.domain.audit import AuditEntry
 from controlplane.domain.channels import Channel
 from controlplane.store.schema import audit_events, channels
 
@@ -42,16 +44,25 @@ class AuditRepository:
         correlation_id: str = "",
         details: dict[str, Any] | None = None,
     ) -> None:
-        await self._conn.execute(
-            audit_events.insert().values(
-                time=now,
-                actor=actor,
-                action=action,
-                resource=resource,
-                correlation_id=correlation_id,
-                details=details,
+        entry = AuditEntry(actor, action, resource, now, correlation_id, details)
+        await self.record_many([entry])
+
+    async def record_many(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            await self._conn.execute(
+                audit_events.insert(),
+                [
+                    {
+                        "time": e.time,
+                        "actor": e.actor,
+                        "action": e.action,
+                        "resource": e.resource,
+                        "correlation_id": e.correlation_id,
+                        "details": e.details,
+                    }
+                    for e in entries
+                ],
             )
-        )
 
     async def for_resource(self, resource: str) -> list[dict[str, Any]]:
         result = await self._conn.execute(

@@ -205,6 +205,10 @@ class LinkAgent:
         result = al.TaskResult(task_id=task_id, attempt=attempt, error=error)
         await self.send(al.ConnectRequest(task_results=al.TaskResults(results=[result])))
 
+    async def publish(self, channel: str, value: Any, headers: dict[str, str] | None = None) -> None:
+        frame = al.ChannelPublish(channel=channel, payload=json_payload(value), headers=headers or {})
+        await self.send(al.ConnectRequest(publish=frame))
+
     async def echo_forever(self) -> None:
         """Answer every assignment with its own input (run as a background task)."""
         while True:

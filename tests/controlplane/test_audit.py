@@ -1,0 +1,173 @@
+"""The audit trail: every mutating API call and task transition is recorded with its actor and correlation id
+(both stores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from controlplane.api.auth import principal_of
+from controlplane.app import ControlPlane
+from controlplane.domain.tasks import TaskEventType
+from controlplane.store.schema import task_events
+from controlplane.store.unit_of_work import Store
+from meshplane.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    channel_pb2,
+    channel_pb2_grpc,
+    common_pb2,
+    state_pb2,
+    state_pb2_grpc,
+    task_pb2,
+    task_service_pb2,
+)
+from tests.controlplane.helpers import submit_request, tasks_stub
+from tests.controlplane.test_lifecycle import wait_state
+from tests.support.eventually import eventually
+from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "audit-s3cret"
+CLIENT = f"client/{principal_of(TOKEN)}"
+
+
+def _metadata(correlation_id: str = "") -> tuple[tuple[str, str], ...]:
+    return (("x-correlation-id", correlation_id),) if correlation_id else ()
+
+
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Every call of the channel carries the token (helpers that take no metadata included)."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._signed(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._signed(details), request)
+
+    @staticmethod
+    def _signed(details: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add("authorization", f"Bearer {TOKEN}")
+        return details._replace(metadata=metadata)
+
+
+def _store(plane: ControlPlane) -> Store:
+    assert plane.database is not None
+    return Store(plane.database)
+
+
+async def _audit(plane: ControlPlane, resource: str) -> list[dict[str, Any]]:
+    async with _store(plane).reader() as uow:
+        return await uow.audit.for_resource(resource)
+
+
+async def _event_actors(plane: ControlPlane, task_id: str) -> list[tuple[TaskEventType, str]]:
+    async with _store(plane).reader() as uow:
+        rows = await uow.connection.execute(
+            sa.select(task_events.c.type, task_events.c.actor)
+            .where(task_events.c.task_id == task_id)
+            .order_by(task_events.c.sequence)
+        )
+        return [(TaskEventType(row.type), row.actor) for row in rows]
+
+
+async def test_mutating_calls_and_transitions_record_actor_and_correlation_id(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with (
+        running_plane(tmp_path / "plane", database_url=database_url, auth_tokens=[TOKEN], replica_id="r1") as plane,
+        grpc.aio.insecure_channel(plane.address, interceptors=[_Bearer()]) as channel,
+    ):
+        agent = LinkAgent(plane.address, name="auditor", token=TOKEN)
+        await agent.connect()
+        agent_actor = f"agent/auditor/{agent.instance_id}"
+        tasks = tasks_stub(channel)
+
+        # Task transitions: who submitted, who assigned, who ran it.
+        submitted = await tasks.SubmitTask(
+            submit_request(data={"n": 1}, correlation_id="order-7"), metadata=_metadata()
+        )
+        ran = submitted.task.id
+        assignment = await agent.next_assignment()
+        await agent.started(assignment)
+        await agent.succeed(assignment, {"ok": True})
+        await wait_state(channel, ran, task_pb2.TASK_STATE_SUCCEEDED)
+        assert await _event_actors(plane, ran) == [
+            (TaskEventType.CREATED, CLIENT),
+            (TaskEventType.ASSIGNED, "replica/r1"),
+            (TaskEventType.STARTED, agent_actor),
+            (TaskEventType.SUCCEEDED, agent_actor),
+        ]
+
+        # Cancel (a transition by the client) and resubmit (an audit entry under the task's correlation id).
+        waiting = (
+            await tasks.SubmitTask(
+                submit_request(data={"n": 2}, capability="nobody.serves", correlation_id="order-8"),
+                metadata=_metadata(),
+            )
+        ).task.id
+        await tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=waiting), metadata=_metadata())
+        assert (await _event_actors(plane, waiting))[-1] == (TaskEventType.CANCELLED, CLIENT)
+        copy = await tasks.ResubmitTask(task_service_pb2.ResubmitTaskRequest(task_id=waiting), metadata=_metadata())
+        [resubmitted] = await _audit(plane, f"tasks/{waiting}")
+        assert (resubmitted["actor"], resubmitted["action"], resubmitted["correlation_id"]) == (
+            CLIENT,
+            "task.resubmit",
+            "order-8",
+        )
+        assert resubmitted["details"] == {"new_task_id": copy.task.id}
+
+        # State writes: the caller's x-correlation-id goes with them.
+        state = state_pb2_grpc.StateServiceStub(channel)
+        value = common_pb2.Payload(data=b'{"v":1}', content_type="application/json")
+        await state.PutState(
+            state_pb2.PutStateRequest(namespace="carts", key="c1", value=value), metadata=_metadata("put-1")
+        )
+        await state.DeleteState(state_pb2.DeleteStateRequest(namespace="carts", key="c1"), metadata=_metadata("del-1"))
+        entries = await _audit(plane, "namespaces/carts/states/c1")
+        assert [(e["actor"], e["action"], e["correlation_id"], e["details"]) for e in entries] == [
+            (CLIENT, "state.put", "put-1", {"version": 1}),
+            (CLIENT, "state.delete", "del-1", {"version": 1}),
+        ]
+
+        # A publish changes no row, and is audited all the same: by the client and by an agent.
+        channels = channel_pb2_grpc.ChannelServiceStub(channel)
+        published = await channels.Publish(
+            channel_pb2.PublishRequest(channel="orders", payload=value), metadata=_metadata("pub-1")
+        )
+        await agent.publish("orders", {"from": "agent"})
+        entries = await _audit_eventually(plane, "channels/orders", count=2)
+        assert [(e["actor"], e["action"], e["correlation_id"]) for e in entries] == [
+            (CLIENT, "channel.publish", "pub-1"),
+            (agent_actor, "channel.publish", ""),
+        ]
+        assert entries[0]["details"] == {"message_id": published.message.message_id, "bytes": len(value.data)}
+
+        # An operator's drain.
+        agents = agent_service_pb2_grpc.AgentServiceStub(channel)
+        await agents.DrainAgentInstance(
+            agent_service_pb2.DrainAgentInstanceRequest(agent_name="auditor", instance_id=agent.instance_id),
+            metadata=_metadata("drain-1"),
+        )
+        [drained] = await _audit(plane, f"agents/auditor/instances/{agent.instance_id}")
+        assert (drained["actor"], drained["action"], drained["correlation_id"]) == (CLIENT, "agent.drain", "drain-1")
+        await agent.close()
+
+
+async def _audit_eventually(plane: ControlPlane, resource: str, *, count: int) -> list[dict[str, Any]]:
+    """An agent's publish is a frame without a reply: wait until its entry is there."""
+    found: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        found[:] = await _audit(plane, resource)
+        return len(found) >= count
+
+    await eventually(enough, message=f"{count} audit entries for {resource}")
+    return found
