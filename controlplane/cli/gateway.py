@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,25 +49,34 @@ class Gateway:
         self.listen = listen
         self.upstream = upstream
         self.url = ""
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pipe: asyncio.ReadTransport | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 20.0) -> None:
         """Raises RuntimeError when it exits or stays silent instead of getting ready."""
-        # Its own session: a terminal's Ctrl-C reaches `meshplane up` only, which stops the gateway in order.
-        self._process = await asyncio.create_subprocess_exec(
-            *_die_with_parent([str(self.binary), "--listen", self.listen, "--upstream", self.upstream]),
-            stdout=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
+        # Spawned by `subprocess`, not by the event loop: uvloop's spawner runs the interpreter's at-fork
+        # handlers (gRPC's among them) in the child while the plane's gRPC threads are busy, and the
+        # child died of SIGSEGV before it could exec. Its own session: a terminal's Ctrl-C reaches
+        # `meshplane up` only, which stops the gateway in order.
+        self._process = await asyncio.to_thread(
+            subprocess.Popen,
+            _die_with_parent([str(self.binary), "--listen", self.listen, "--upstream", self.upstream]),
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         assert self._process.stdout is not None
+        stdout = asyncio.StreamReader()
+        self._pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stdout), self._process.stdout
+        )
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    line = (await self._process.stdout.readline()).decode(errors="replace")
+                    line = (await stdout.readline()).decode(errors="replace")
                     if not line:
-                        code = await self._process.wait()
+                        code = await asyncio.to_thread(self._process.wait)
                         raise RuntimeError(f"{self.binary.name} exited with code {code} before it was ready")
                     match = _READY.search(line)
                     if match:
@@ -75,27 +85,29 @@ class Gateway:
         except TimeoutError as exc:
             await self.stop()
             raise RuntimeError(f"{self.binary.name} did not get ready within {timeout:g}s") from exc
-        self._reader = asyncio.ensure_future(self._drain_stdout())
+        self._reader = asyncio.ensure_future(self._drain_stdout(stdout))
 
-    async def _drain_stdout(self) -> None:
+    async def _drain_stdout(self, stdout: asyncio.StreamReader) -> None:
         """Keep reading its stdout so a chatty gateway never blocks on a full pipe."""
-        assert self._process is not None and self._process.stdout is not None
-        while line := await self._process.stdout.readline():
+        while line := await stdout.readline():
             logger.info("gateway: %s", line.decode(errors="replace").rstrip())
 
     async def stop(self, grace: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
+        if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), grace)
-            except TimeoutError:
+                await asyncio.to_thread(process.wait, grace)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-                await process.wait()
+                await asyncio.to_thread(process.wait)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 from agent_runtime import MeshplaneError, __version__
 from controlplane.cli import agents, channels, db, state, tasks, up
 from controlplane.cli.common import CliError, add_connection_options
+from controlplane.runtime import run_event_loop
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     command: Command = args.run
     try:
-        return asyncio.run(command(args))
+        return run_event_loop(command(args))
     except CliError as error:
         print(f"error: {_message(error)}", file=sys.stderr)
         return EXIT_USAGE
