@@ -30,7 +30,8 @@ def find_pg_bin() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self, *, fsync: bool = False, max_connections: int = 300) -> None:
+    def __init__(self, *, fsync: bool = False, max_connections: int = 300, tls_only: bool = False) -> None:
+        """`tls_only`: TCP clients must use TLS (a self-signed certificate); plain connections are rejected."""
         bin_dir = find_pg_bin()
         if bin_dir is None:
             raise FileNotFoundError("PostgreSQL server binaries (initdb, postgres) not found")
@@ -40,6 +41,7 @@ class PostgresServer:
         self.data_dir = self.root / "data"
         self._fsync = fsync
         self._max_connections = max_connections
+        self._tls_only = tls_only
         self._as_user: str | None = "postgres" if os.geteuid() == 0 else None
         self.user = "postgres" if self._as_user else pwd.getpwuid(os.geteuid()).pw_name
 
@@ -75,6 +77,9 @@ class PostgresServer:
             "-c synchronous_commit=on",
             "-c shared_buffers=128MB",
         ]
+        if self._tls_only:
+            self._require_tls()
+            options.append("-c ssl=on")
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
@@ -89,6 +94,27 @@ class PostgresServer:
             "start",
         )
         return self
+
+    def _require_tls(self) -> None:
+        """A self-signed certificate for the server, and pg_hba rules that turn plain TCP away."""
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                "-keyout", str(self.data_dir / "server.key"), "-out", str(self.data_dir / "server.crt"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
+        )
+        for name in ("server.key", "server.crt", "pg_hba.conf"):
+            path = self.data_dir / name
+            path.chmod(0o600)
+            if self._as_user:
+                pw = pwd.getpwnam(self._as_user)
+                os.chown(path, pw.pw_uid, pw.pw_gid)
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

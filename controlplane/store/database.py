@@ -81,7 +81,7 @@ class Database:
         async with self._raw_pool_lock:
             if self._raw_pool is None:
                 self._raw_pool = await asyncpg.create_pool(
-                    self.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                    asyncpg_dsn(self.url),
                     min_size=1,
                     max_size=self._pool_size,
                     max_inactive_connection_lifetime=1800,
@@ -134,16 +134,40 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
+    dsn = asyncpg_dsn(url)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn, server_settings={"application_name": "meshplane"})
+
     return create_async_engine(
-        url,
+        url.set(query={}),  # the options are in the DSN `connect` uses
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
         # No pre-ping (it costs a round trip per transaction): a connection found dead fails its
         # transaction once (clients get UNAVAILABLE, which is retryable) and the pool replaces it.
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "meshplane"}},
+        async_creator=connect,
     )
+
+
+# SQLAlchemy's asyncpg dialect documents `?ssl=...`; libpq and asyncpg's DSN parser read `sslmode`.
+_SSL_VALUES = {"true": "require", "false": "disable"}
+
+
+def asyncpg_dsn(url: sa.URL) -> str:
+    """The URL as asyncpg (and libpq) read it: `postgresql://...`, with `ssl=` spelled `sslmode=`.
+
+    Both of the plane's PostgreSQL pools (SQLAlchemy's and the hot path's bare asyncpg one) connect with
+    this DSN through asyncpg itself, so every libpq option asyncpg understands (sslmode, sslrootcert,
+    sslcert, sslkey, target_session_attrs, ...) means the same on both; other query options become
+    server settings.
+    """
+    query = dict(url.query)
+    ssl = query.pop("ssl", None)
+    if isinstance(ssl, str) and "sslmode" not in query:
+        query["sslmode"] = _SSL_VALUES.get(ssl.lower(), ssl)
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
 
 
 def _create_sqlite_reader(url: sa.URL, *, echo: bool) -> AsyncEngine:
