@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from controlplane.api import convert
+from controlplane.api.errors import status_code
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskError, TaskRef
 from controlplane.errors import InvalidArgument, MeshplaneError
@@ -132,7 +133,10 @@ class AgentLinkServicer(agent_link_pb2_grpc.AgentLinkServiceServicer):
         elif kind == "publish":
             payload = self._payload(session, frame.publish.payload, "publish.payload")
             if payload is not None:
-                await self._supervisor.publish(session, frame.publish.channel, payload, dict(frame.publish.headers))
+                try:
+                    await self._supervisor.publish(session, frame.publish.channel, payload, dict(frame.publish.headers))
+                except MeshplaneError as exc:  # the frame fails; the session goes on
+                    session.send(ErrorMsg(status_code(exc).value[0], exc.message, "publish"))
         elif kind == "subscribe":
             await self._supervisor.subscribe(session, frame.subscribe.channel)
         elif kind == "unsubscribe":

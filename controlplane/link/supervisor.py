@@ -186,13 +186,11 @@ class SessionSupervisor(Component):
             session.send(AckMsg(refs))
 
     async def publish(self, session: AgentSession, channel: str, payload: Payload, headers: dict[str, str]) -> None:
+        """Raises what ChannelService.publish raises (the link servicer answers it with an error frame)."""
         session.touch()
-        try:
-            await self._channels.publish(
-                channel, payload, headers=headers, publisher=f"agent/{session.agent_name}/{session.instance_id}"
-            )
-        except MeshplaneError as exc:
-            session.send(ErrorMsg(INVALID_ARGUMENT, exc.message, "publish"))
+        await self._channels.publish(
+            channel, payload, headers=headers, publisher=f"agent/{session.agent_name}/{session.instance_id}"
+        )
 
     async def subscribe(self, session: AgentSession, channel: str) -> None:
         session.touch()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from controlplane.batching import Batcher
 from controlplane.domain.audit import AuditEntry
+from controlplane.errors import MeshplaneError, Unavailable
 from controlplane.lifecycle import Component
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store, UnitOfWork
@@ -32,8 +33,13 @@ class AuditTrail(Component):
         await self._batcher.stop()
 
     async def record(self, entry: AuditEntry) -> None:
-        """Returns once the entry is committed."""
-        await self._batcher.call(entry)
+        """Returns once the entry is committed; raises Unavailable when it could not be written."""
+        try:
+            await self._batcher.call(entry)
+        except MeshplaneError:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"could not write the audit entry for {entry.action} on {entry.resource}") from exc
 
     async def _flush(self, entries: list[AuditEntry]) -> list[None]:
         async def write(uow: UnitOfWork) -> None:

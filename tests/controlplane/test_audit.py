@@ -171,3 +171,29 @@ async def _audit_eventually(plane: ControlPlane, resource: str, *, count: int) -
 
     await eventually(enough, message=f"{count} audit entries for {resource}")
     return found
+
+
+async def test_a_publish_that_cannot_be_audited_fails_and_the_agent_session_lives_on(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    agent = LinkAgent(plane.address, name="publisher")
+    await agent.connect()
+    agent.serve_echo()
+    async with _store(plane).transaction() as uow:
+        await uow.connection.execute(sa.text("DROP TABLE audit_events"))  # every audit write fails from now on
+
+    channels = channel_pb2_grpc.ChannelServiceStub(channel)
+    request = channel_pb2.PublishRequest(channel="news", payload=common_pb2.Payload(data=b"1"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channels.Publish(request)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "audit entry for channel.publish on channels/news" in (caught.value.details() or "")
+
+    await agent.publish("news", {"n": 2})
+    await eventually(lambda: agent.errors, message="an error frame for the agent's publish")
+    [error] = agent.errors
+    assert (error.code, error.field, error.fatal) == (grpc.StatusCode.UNAVAILABLE.value[0], "publish", False)
+    # The stream stays up: the agent still gets and finishes work.
+    task = await tasks_stub(channel).SubmitTask(submit_request(data={"after": "error"}))
+    await wait_state(channel, task.task.id, task_pb2.TASK_STATE_SUCCEEDED)
+    await agent.close()

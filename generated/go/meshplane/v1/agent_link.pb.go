@@ -418,7 +418,9 @@ type ConnectResponse_Drain struct {
 }
 
 type ConnectResponse_Error struct {
-	// The agent sent something invalid. After a fatal error the stream closes.
+	// A frame from the agent was not applied: `code` says why (INVALID_ARGUMENT for bad input,
+	// RESOURCE_EXHAUSTED, UNAVAILABLE when the plane could not complete it). After a fatal error the
+	// stream closes.
 	Error *LinkError `protobuf:"bytes,6,opt,name=error,proto3,oneof"`
 }
 

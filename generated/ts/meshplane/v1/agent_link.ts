@@ -127,7 +127,11 @@ export interface ConnectResponse {
     /** Finish in-flight work, take no more, then reconnect. */
     { $case: "drain"; drain: Drain }
     | //
-    /** The agent sent something invalid. After a fatal error the stream closes. */
+    /**
+     * A frame from the agent was not applied: `code` says why (INVALID_ARGUMENT for bad input,
+     * RESOURCE_EXHAUSTED, UNAVAILABLE when the plane could not complete it). After a fatal error the
+     * stream closes.
+     */
     { $case: "error"; error: LinkError }
     | //
     /** These results are durable; the agent may forget them. */
