@@ -95,7 +95,7 @@ class AgentLinkServicer(agent_link_pb2_grpc.AgentLinkServiceServicer):
         try:
             payload = convert.payload_from_proto(message, field)
         except MeshplaneError as exc:
-            session.send(ErrorMsg(_INVALID_ARGUMENT, exc.message, field))
+            session.send(_frame_failed(exc, field))
             return None
         return payload
 
@@ -135,10 +135,13 @@ class AgentLinkServicer(agent_link_pb2_grpc.AgentLinkServiceServicer):
             if payload is not None:
                 try:
                     await self._supervisor.publish(session, frame.publish.channel, payload, dict(frame.publish.headers))
-                except MeshplaneError as exc:  # the frame fails; the session goes on
-                    session.send(ErrorMsg(status_code(exc).value[0], exc.message, "publish"))
+                except MeshplaneError as exc:
+                    session.send(_frame_failed(exc, "publish"))
         elif kind == "subscribe":
-            await self._supervisor.subscribe(session, frame.subscribe.channel)
+            try:
+                await self._supervisor.subscribe(session, frame.subscribe.channel)
+            except MeshplaneError as exc:
+                session.send(_frame_failed(exc, "subscribe.channel"))
         elif kind == "unsubscribe":
             await self._supervisor.unsubscribe(session, frame.unsubscribe.channel)
         elif kind == "draining":
@@ -156,3 +159,8 @@ def _too_large(size: int, limit: int) -> TaskError:
         message=f"output is {size} bytes; the limit is {limit} bytes (max_payload_bytes)",
         retryable=False,
     )
+
+
+def _frame_failed(error: MeshplaneError, field: str) -> ErrorMsg:
+    """The agent's frame was not applied; the session goes on. Coded like the gRPC status of the same error."""
+    return ErrorMsg(status_code(error).value[0], error.message, field)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from controlplane.domain.agents import InstanceStatus, Registration
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskRef
-from controlplane.errors import MeshplaneError, Unavailable
+from controlplane.errors import Unavailable
 from controlplane.lifecycle import Component, TaskOwner
-from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, ErrorMsg, RegisteredMsg
+from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, RegisteredMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession, SessionState
 from controlplane.link.silence import SilenceWatch
@@ -27,8 +27,6 @@ from controlplane.services.reports import AgentReport, ReportService, ResultRepo
 from controlplane.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-INVALID_ARGUMENT = 3
 
 
 class SessionSupervisor(Component):
@@ -193,12 +191,9 @@ class SessionSupervisor(Component):
         )
 
     async def subscribe(self, session: AgentSession, channel: str) -> None:
+        """Raises what ChannelService.subscribe raises (the link servicer answers it with an error frame)."""
         session.touch()
-        try:
-            await self._channels.subscribe(channel, session)
-        except MeshplaneError as exc:
-            session.send(ErrorMsg(INVALID_ARGUMENT, exc.message, "subscribe.channel"))
-            return
+        await self._channels.subscribe(channel, session)
         session.subscriptions.add(channel)
 
     async def unsubscribe(self, session: AgentSession, channel: str) -> None:

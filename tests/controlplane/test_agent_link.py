@@ -284,3 +284,21 @@ async def test_health_is_not_serving_while_draining(tmp_path: Path) -> None:
         await eventually(not_serving)
         await agent.close()
         await asyncio.wait_for(draining, 10)
+
+
+async def test_a_bad_channel_frame_gets_an_error_frame_and_the_session_goes_on(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    agent = LinkAgent(plane.address)
+    await agent.connect()
+    agent.serve_echo()
+    await agent.send(al.ConnectRequest(subscribe=al.ChannelSubscribe(channel="no spaces allowed")))
+    await agent.publish("no spaces allowed", {"n": 1})
+    await eventually(lambda: len(agent.errors) == 2, message="two error frames")
+    assert [(e.code, e.field, e.fatal) for e in agent.errors] == [
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "subscribe.channel", False),
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "publish", False),
+    ]
+    task = await submit(channel, data={"still": "served"})
+    await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
+    await agent.close()
