@@ -633,9 +633,7 @@ class TaskRows:
 
     # -- claims
 
-    async def claim_queued(
-        self, capability: str, *, now: float, limit: int, exclude: Sequence[str] = ()
-    ) -> list[QueuedTask]:
+    async def claim_queued(self, capability: str, *, now: float, limit: int) -> list[QueuedTask]:
         """Lock up to `limit` due, queued tasks of one capability: priority first, then FIFO.
 
         Walks the partial index ix_tasks_queue (queued rows only) in order. On PostgreSQL, rows locked by
@@ -646,18 +644,11 @@ class TaskRows:
         if self._postgres:
             where = "t.state = 1 AND t.capability = $1 AND t.scheduled_time <= to_timestamp($2)"
             params: list[Any] = [capability, now, limit]
-            if exclude:
-                where += " AND NOT (t.id = ANY($4::text[]))"
-                params.append(list(exclude))
             sql = f"{select} WHERE {where} ORDER BY t.priority DESC, t.id LIMIT $3 FOR UPDATE SKIP LOCKED"
         else:
             where = "t.state = 1 AND t.capability = ? AND t.scheduled_time <= ?"
-            params = [capability, round(now * 1_000_000)]
-            if exclude:
-                where += f" AND t.id NOT IN ({', '.join('?' for _ in exclude)})"
-                params += list(exclude)
+            params = [capability, round(now * 1_000_000), limit]
             sql = f"{select} WHERE {where} ORDER BY t.priority DESC, t.id LIMIT ?"
-            params.append(limit)
         return [
             QueuedTask(
                 id=r["id"],
