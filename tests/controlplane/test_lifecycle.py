@@ -220,12 +220,14 @@ async def test_start_to_close_timeout_cancels_the_attempt_and_retries(
 async def test_heartbeat_timeout_fails_a_silent_attempt(plane: ControlPlane, channel: grpc.aio.Channel) -> None:
     agent = LinkAgent(plane.address, max_concurrency=2)
     await agent.connect()
-    task = await submit(channel, retry_policy=retry(1), timeouts=task_pb2.TaskTimeouts(heartbeat=seconds(0.4)))
+    task = await submit(channel, retry_policy=retry(1), timeouts=task_pb2.TaskTimeouts(heartbeat=seconds(1.0)))
     assignment = await agent.next_assignment()
-    assert assignment.heartbeat_timeout.ToNanoseconds() == 400_000_000
+    assert assignment.heartbeat_timeout.ToNanoseconds() == 1_000_000_000
     await agent.progress(assignment, 0.1)
     await wait_state(channel, task.id, task_pb2.TASK_STATE_RUNNING)
-    for _ in range(6):  # the agent keeps beating for 0.9s, longer than the 0.4s timeout: no timeout
+    # The agent keeps beating for 1.5s, longer than the 1s timeout: no timeout. (Beats 0.15s apart leave
+    # a busy machine 0.85s of slack before a beat would be late.)
+    for _ in range(10):
         await asyncio.sleep(0.15)  # pacing the agent's behaviour, not waiting for the plane
         await agent.task_heartbeat(assignment)
     assert (await get_task(channel, task.id)).state == task_pb2.TASK_STATE_RUNNING
