@@ -91,14 +91,16 @@ class ControlPlane(Component):
         await migrate.upgrade(self.database)
         store = Store(self.database)
 
-        self.bus = await self._launch(
-            NatsBus(
-                [u.strip() for u in self.nats_url.split(",") if u.strip()], client_name=f"meshplane-{self.replica_id}"
-            )
+        nats_servers = [u.strip() for u in self.nats_url.split(",") if u.strip()]
+        # Channels need their own messages back (local subscribers hear local publishes through NATS);
+        # the cluster signals do not, so they have a connection of their own that skips the echo.
+        self.bus = await self._launch(NatsBus(nats_servers, client_name=f"meshplane-{self.replica_id}"))
+        self.signal_bus = await self._launch(
+            NatsBus(nats_servers, client_name=f"meshplane-{self.replica_id}-signals", no_echo=True)
         )
         self.registry = SessionRegistry()
         self.watch = WatchHub()
-        self.cluster = Cluster(self.bus, self.registry, self.watch, replica_id=self.replica_id)
+        self.cluster = Cluster(self.signal_bus, self.registry, self.watch, replica_id=self.replica_id)
         self.tasks = TaskService(store, s, self.cluster)
         self.reports = ReportService(store, s, self.cluster)
         self.recovery = RecoveryService(store, self.cluster, replica_id=self.replica_id)

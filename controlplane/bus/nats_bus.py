@@ -41,10 +41,13 @@ JsonHandler = Callable[[dict[str, Any]], Awaitable[None]]
 class NatsBus(Component):
     name = "nats-bus"
 
-    def __init__(self, servers: list[str], *, client_name: str) -> None:
+    def __init__(self, servers: list[str], *, client_name: str, no_echo: bool = False) -> None:
+        """`no_echo`: the server does not send this connection's own messages back to its subscriptions
+        (the cluster signals: a replica ignores its own, and receiving them costs a read and a parse each)."""
         super().__init__()
         self._servers = servers
         self._client_name = client_name
+        self._no_echo = no_echo
         self._nc: Client | None = None
 
     @property
@@ -57,6 +60,7 @@ class NatsBus(Component):
         self._nc = await nats.connect(
             servers=self._servers,
             name=self._client_name,
+            no_echo=self._no_echo,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,

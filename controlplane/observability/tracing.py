@@ -18,8 +18,17 @@ _tracer = trace.get_tracer("meshplane.controlplane")
 @contextmanager
 def submit_span(name: str, metadata: Mapping[str, str], **attributes: str | int) -> Iterator[tuple[str, str]]:
     """A server span for a submit, child of the caller's context; yields (traceparent, tracestate) to store."""
+    if "traceparent" not in metadata and not _sdk_configured():
+        # No caller's trace and nothing records spans: the span would be invalid and carry nothing on.
+        yield "", ""
+        return
     parent = propagate.extract(dict(metadata))
     with _tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield carrier.get("traceparent", ""), carrier.get("tracestate", "")
+
+
+def _sdk_configured() -> bool:
+    """Whether a tracer provider that may record spans is installed (the API's defaults never do)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
