@@ -111,8 +111,11 @@ class Batcher(Component, Generic[T, R]):
         self.flush_seconds = 0.0
 
     async def _start(self) -> None:
+        # One worker flushes whatever is waiting; the others only help with a deep backlog. (Were they
+        # all to take shallow batches, each would find the few items left by the last, and a flush of
+        # one item makes the next skip its wait for company.)
         for index in range(self._concurrency):
-            self._workers.spawn(self._work(), f"worker-{index}")
+            self._workers.spawn(self._work(helper=index > 0), f"worker-{index}")
 
     async def _stop(self) -> None:
         # Workers finish what is queued (including flushes in progress), then return.
@@ -175,17 +178,23 @@ class Batcher(Component, Generic[T, R]):
             async with asyncio.timeout(self._linger):
                 await self._deep.wait()
 
-    async def _work(self) -> None:
+    async def _work(self, *, helper: bool) -> None:
         while True:
-            await self._has_items.wait()
-            await self._wait_for_company()
+            if helper:
+                await self._deep.wait()
+            else:
+                await self._has_items.wait()
+                await self._wait_for_company()
             await self._gate.enter(self, self._pending_weight)
             batch = self._take()
             if not batch:
                 self._gate.leave()
                 if self._stopping:
                     self._has_items.set()  # wake the other workers so they exit too
+                    self._deep.set()
                     return
+                if helper:
+                    await asyncio.sleep(0)  # the backlog went to other workers: let them clear `_deep`
                 continue
             items = [item for item, _ in batch]
             self._last_batch_size = len(batch)
