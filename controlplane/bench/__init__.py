@@ -3,8 +3,8 @@
 Everything runs here at once, as the figures require: a throwaway PostgreSQL (fsync and synchronous
 commit on), the control plane (its own process), no-op agents (their own processes), the client load
 (its own process). Printed: batch and single-submit throughput (submitted to result persisted), one
-caller's submit latency, a bare grpc.aio echo stream as the machine's ceiling and our ratio to it, and
-the RSS/CPU of a control plane holding many idle agent sessions.
+caller's submit latency, bare grpc.aio echo calls (a stream, and unary calls) as the machine's ceilings
+and our ratios to them, and the RSS/CPU of a control plane holding many idle agent sessions.
 """
 
 from __future__ import annotations
@@ -186,10 +186,18 @@ async def _echo(seconds: float) -> dict[str, Any]:
         with context.Pool(1) as pool:
             one = pool.apply(echo.measure_echo, (f"127.0.0.1:{port}", 1, seconds))
             many = pool.apply(echo.measure_echo, (f"127.0.0.1:{port}", 64, seconds, 4))
+            unary_one, unary_one_p50 = pool.apply(echo.measure_unary, (f"127.0.0.1:{port}", 1, seconds))
+            unary_many, _ = pool.apply(echo.measure_unary, (f"127.0.0.1:{port}", 64, seconds))
     finally:
         parent.send("stop")
         server.join(timeout=10)
-    return {"one_stream_round_trips_per_second": round(one), "64_streams_round_trips_per_second": round(many)}
+    return {
+        "one_stream_round_trips_per_second": round(one),
+        "64_streams_round_trips_per_second": round(many),
+        "unary_one_caller_calls_per_second": round(unary_one),
+        "unary_one_caller_p50_ms": round(unary_one_p50, 3),
+        "unary_64_callers_calls_per_second": round(unary_many),
+    }
 
 
 async def _idle(database_url: str, work: Path, sessions: int, seconds: float) -> dict[str, Any]:
@@ -279,11 +287,8 @@ async def run(args: argparse.Namespace) -> int:
                     process.terminate()
                 plane.stop()
 
-        if "batch_submit" in figures and "echo_ceiling" in figures:
-            ceiling = figures["echo_ceiling"]["one_stream_round_trips_per_second"]
-            figures["batch_submit"]["ratio_to_one_stream_echo"] = round(
-                figures["batch_submit"]["tasks_per_second"] / ceiling, 2
-            )
+        if "echo_ceiling" in figures:
+            add_ratios(figures)
 
         if "idle" not in args.skip:
             say(f"idle phase: {args.idle_sessions} agent sessions, CPU over {args.idle_seconds:.0f}s...")
@@ -298,6 +303,24 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(render(figures))
     return 0
+
+
+def add_ratios(figures: dict[str, Any]) -> None:
+    """Each figure against the bare call it is made of: batches are streamed, single submits are unary."""
+    ceiling = figures["echo_ceiling"]
+    if "batch_submit" in figures:
+        batch = figures["batch_submit"]
+        batch["ratio_to_one_stream_echo"] = round(
+            batch["tasks_per_second"] / ceiling["one_stream_round_trips_per_second"], 2
+        )
+    if "single_submit" in figures:
+        single = figures["single_submit"]
+        single["ratio_to_64_caller_unary_echo"] = round(
+            single["tasks_per_second"] / ceiling["unary_64_callers_calls_per_second"], 2
+        )
+    if "one_caller_latency" in figures:
+        latency = figures["one_caller_latency"]
+        latency["bare_unary_p50_ms"] = ceiling["unary_one_caller_p50_ms"]
 
 
 def render(figures: dict[str, Any]) -> str:

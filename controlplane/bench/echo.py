@@ -1,8 +1,10 @@
-"""The machine's ceiling: a bare grpc.aio bidirectional echo stream, ~100-byte messages, no work at all."""
+"""The machine's ceilings: a bare grpc.aio bidirectional echo stream and a bare unary echo call, ~100-byte
+messages, no work at all (the first bounds streamed work such as batches, the second single submits)."""
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import AsyncIterator
 
@@ -11,6 +13,7 @@ import grpc
 from controlplane.runtime import run_event_loop
 
 _METHOD = "/bench.Echo/Stream"
+_UNARY_METHOD = "/bench.Echo/Unary"
 _MESSAGE = b"x" * 100
 
 
@@ -19,8 +22,15 @@ async def _serve(port_holder: list[int], ready: asyncio.Event, stop: asyncio.Eve
         async for message in requests:
             yield message
 
+    async def echo_one(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
     handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(echo)}
+        "bench.Echo",
+        {
+            "Stream": grpc.stream_stream_rpc_method_handler(echo),
+            "Unary": grpc.unary_unary_rpc_method_handler(echo_one),
+        },
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
@@ -78,6 +88,34 @@ def measure_echo(target: str, streams: int, seconds: float, window: int = 32) ->
 
     async def main() -> None:
         result.append(await _round_trips(target, streams, seconds, window))
+
+    run_event_loop(main())
+    return result[0]
+
+
+async def _unary_calls(target: str, callers: int, seconds: float) -> tuple[float, float]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(_UNARY_METHOD)
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def one() -> None:
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                await call(_MESSAGE)
+                latencies.append(time.perf_counter() - began)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(callers)))
+        return len(latencies) / (time.perf_counter() - started), statistics.median(latencies) * 1000
+
+
+def measure_unary(target: str, callers: int, seconds: float) -> tuple[float, float]:
+    """Process entry point: (calls per second, p50 ms) of `callers` concurrent callers of a bare unary echo."""
+    result: list[tuple[float, float]] = []
+
+    async def main() -> None:
+        result.append(await _unary_calls(target, callers, seconds))
 
     run_event_loop(main())
     return result[0]
