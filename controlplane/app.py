@@ -30,6 +30,7 @@ from controlplane.services.audit import AuditTrail
 from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.reports import ReportService
+from controlplane.services.retention import Retention
 from controlplane.services.state import StateService
 from controlplane.services.tasks import TaskService
 from controlplane.services.watch import WatchHub
@@ -146,6 +147,11 @@ class ControlPlane(Component):
             recovery=self.recovery,
             agents=self.agents,
             state=self.state,
+            retention=Retention(
+                store,
+                task_retention=s.task_retention.total_seconds(),
+                audit_retention=s.audit_retention.total_seconds(),
+            ),
             settings=s,
             replica_id=self.replica_id,
             address=lambda: self.address,

@@ -39,3 +39,9 @@ _generator = _IdGenerator()
 def new_id() -> str:
     """A new 26-character, lexicographically time-ordered id."""
     return _generator.new()
+
+
+def lowest_id_at(epoch_seconds: float) -> str:
+    """The smallest id made at `epoch_seconds`: every id made before that time sorts below it."""
+    value = max(0, int(epoch_seconds * 1000)) << 80
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -21,14 +21,14 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _parse_duration(value: object) -> object:
-    """Accept "1.5" (seconds), "500ms", "5s", "2m", "1h", numbers, or whatever pydantic accepts."""
+    """Accept "1.5" (seconds), "500ms", "5s", "2m", "1h", "7d", numbers, or whatever pydantic accepts."""
     if isinstance(value, str):
         text = value.strip().lower()
-        for unit in ("ms", "s", "m", "h"):
+        for unit in ("ms", "s", "m", "h", "d"):
             number = text.removesuffix(unit)
             if number != text:
                 try:
@@ -52,7 +52,7 @@ def _default_replica_id() -> str:
 class Settings(BaseSettings):
     """Everything the control plane can be told.
 
-    Durations accept seconds ("5", "0.5"), "500ms", "5s", "2m", "1h", or ISO 8601 ("PT5S").
+    Durations accept seconds ("5", "0.5"), "500ms", "5s", "2m", "1h", "7d", or ISO 8601 ("PT5S").
 
     With no URLs, the control plane is embedded: SQLite in `data_dir` and a child `nats-server`.
     """
@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         timedelta(milliseconds=2), description="How long a batch waits for company before it is written."
     )
     sweep_interval: Duration = Field(timedelta(seconds=1), description="How often timeouts and leases are checked.")
+    task_retention: Duration = Field(
+        timedelta(days=7),
+        description="How long ended tasks (with their events and attempts) are kept; 0 keeps them forever.",
+    )
+    audit_retention: Duration = Field(
+        timedelta(days=90), description="How long audit entries are kept; 0 keeps them forever."
+    )
+    housekeeping_interval: Duration = Field(
+        timedelta(seconds=30),
+        description="How often expired state, and tasks and audit entries past their retention, are deleted.",
+    )
 
     metrics_listen: str = Field("", description="Prometheus /metrics listen address (host:port); empty disables.")
     log_level: str = Field("INFO")
@@ -115,6 +126,11 @@ class Settings(BaseSettings):
             raise ValueError("lease_timeout must be longer than heartbeat_interval")
         if self.default_max_backoff < self.default_initial_backoff:
             raise ValueError("default_max_backoff must be >= default_initial_backoff")
+        for name in ("task_retention", "audit_retention"):
+            if getattr(self, name) < timedelta(0):
+                raise ValueError(f"{name} must be >= 0 (0 keeps everything)")
+        if self.housekeeping_interval <= timedelta(0):
+            raise ValueError("housekeeping_interval must be > 0")
         return self
 
     @property

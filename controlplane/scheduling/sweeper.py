@@ -1,4 +1,5 @@
-"""Clock-driven upkeep: silent sessions, heartbeat and deadline timeouts, dead replicas, expired state."""
+"""Clock-driven upkeep: silent sessions, heartbeat and deadline timeouts, dead replicas; and, on a slower
+clock of its own (housekeeping), expired state and whatever has outlived its retention."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.supervisor import SessionSupervisor
 from controlplane.services.agents import AgentService
 from controlplane.services.recovery import RecoveryService
+from controlplane.services.retention import Retention
 from controlplane.services.state import StateService
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
-
-STATE_PURGE_EVERY = 30.0
 
 
 class Sweeper(Component):
@@ -31,6 +31,7 @@ class Sweeper(Component):
         recovery: RecoveryService,
         agents: AgentService,
         state: StateService,
+        retention: Retention,
         settings: Settings,
         replica_id: str,
         address: Callable[[], str],
@@ -41,6 +42,8 @@ class Sweeper(Component):
         self._recovery = recovery
         self._agents = agents
         self._state = state
+        self._retention = retention
+        self._housekeeping_every = settings.housekeeping_interval.total_seconds()
         self._replica_id = replica_id
         self._address = address
         self._interval = settings.sweep_interval.total_seconds()
@@ -56,6 +59,8 @@ class Sweeper(Component):
     async def _start(self) -> None:
         await self.beat_replica()
         self._tasks.spawn(self._run(), "loop")
+        # Its own loop: a long purge never holds up timeouts and lease checks.
+        self._tasks.spawn(self._housekeeping(), "housekeeping")
 
     async def _stop(self) -> None:
         await self._tasks.close()
@@ -89,10 +94,17 @@ class Sweeper(Component):
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease
             await self._step("orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff))
-        if self._due("state", STATE_PURGE_EVERY):
-            await self._step("state-purge", self._state.purge_expired)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             await self.sweep_once()
+
+    async def housekeep_once(self) -> None:
+        await self._step("state-purge", self._state.purge_expired)
+        await self._step("retention", self._retention.purge)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self._housekeeping_every)
+            await self.housekeep_once()

@@ -25,6 +25,9 @@ def _check_address(namespace: str, key: str) -> None:
     violations.raise_if_any()
 
 
+PURGE_BATCH = 1000  # expired entries deleted per transaction
+
+
 class StateService:
     def __init__(self, store: Store, *, max_payload_bytes: int, clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -163,5 +166,12 @@ class StateService:
         return entries[:size], token
 
     async def purge_expired(self) -> int:
-        async with self._store.transaction() as uow:
-            return await uow.state.purge_expired(now=self._clock())
+        """Delete expired entries, a batch per transaction, until none is left."""
+        now = self._clock()
+        total = 0
+        while True:
+            async with self._store.transaction() as uow:
+                deleted = await uow.state.purge_expired(now=now, limit=PURGE_BATCH)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total

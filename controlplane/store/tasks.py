@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from controlplane.domain.payload import Payload
 from controlplane.domain.scheduling import Strategy
 from controlplane.domain.tasks import (
+    TERMINAL_STATES,
     Attempt,
     AttemptOutcome,
     RetryPolicy,
@@ -31,6 +32,7 @@ from controlplane.domain.tasks import (
     TaskTarget,
     Timeouts,
 )
+from controlplane.ids import lowest_id_at
 from controlplane.store.bulk import Bulk, Col
 from controlplane.store.schema import task_attempts, task_events, tasks
 from controlplane.store.sql import AlchemySql, Sql
@@ -874,6 +876,34 @@ class TaskRepository(TaskRows):
     async def exists(self, task_id: str) -> bool:
         row = (await self._conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task_id))).first()
         return row is not None
+
+    # -- retention
+
+    async def purge_ended(self, *, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` tasks that ended before `ended_before`, with their events and attempts.
+
+        A task ends after it was created and ids are creation-ordered, so only ids below the cutoff's can
+        qualify: the (state, id) index bounds the scan. On PostgreSQL, rows another replica is purging are
+        skipped.
+        """
+        ended = [int(state) for state in TERMINAL_STATES]
+        query = (
+            sa.select(tasks.c.id)
+            .where(
+                tasks.c.state.in_(ended),
+                tasks.c.id < lowest_id_at(ended_before),
+                tasks.c.end_time < ended_before,
+            )
+            .limit(limit)
+        )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        ids = list((await self._conn.scalars(query)).all())
+        if ids:
+            await self._conn.execute(task_events.delete().where(task_events.c.task_id.in_(ids)))
+            await self._conn.execute(task_attempts.delete().where(task_attempts.c.task_id.in_(ids)))
+            await self._conn.execute(tasks.delete().where(tasks.c.id.in_(ids)))
+        return len(ids)
 
     # -- claims
 

@@ -23,6 +23,12 @@ DURATION = {
     "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$",
     "description": "A duration: a number and a unit, e.g. 500ms, 30s, 2m, 1h.",
 }
+# Retention settings also take days (the control plane parses "7d"; Go and Prometheus durations do not).
+RETENTION = {
+    "type": "string",
+    "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)$",
+    "description": "A retention: a number and a unit, e.g. 12h, 7d; 0s keeps everything.",
+}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}
 QUANTITY = {"type": ["string", "number"], "pattern": r"^[+]?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+|[mkMGTPE]|[KMGTPE]i)?$"}
@@ -49,6 +55,8 @@ CHART_SET_ENV = [
     "MESHPLANE_MAX_PAYLOAD_BYTES",
     "MESHPLANE_DEFAULT_STRATEGY",
     "MESHPLANE_DB_POOL_SIZE",
+    "MESHPLANE_TASK_RETENTION",
+    "MESHPLANE_AUDIT_RETENTION",
     "MESHPLANE_METRICS_LISTEN",
     "MESHPLANE_LOG_LEVEL",
     "MESHPLANE_LOG_FORMAT",
@@ -85,6 +93,7 @@ def obj(
 
 defs = {
     "duration": DURATION,
+    "retention": RETENTION,
     "port": PORT,
     "stringMap": STRMAP,
     "image": obj(
@@ -224,6 +233,8 @@ control_plane = obj(
                     "enum": ["least_loaded", "round_robin", "weighted", "consistent_hash"],
                 },
                 "dbPoolSize": {"type": "integer", "minimum": 1, "maximum": 200},
+                "taskRetention": {"$ref": "#/definitions/retention"},
+                "auditRetention": {"$ref": "#/definitions/retention"},
                 "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]},
                 "logFormat": {"type": "string", "enum": ["json", "text"]},
             }

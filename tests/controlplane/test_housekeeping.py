@@ -1,0 +1,82 @@
+"""Housekeeping through a running plane: ended tasks and audit entries go once their retention is over;
+live tasks stay. And the retention settings' validation."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from pydantic import ValidationError
+
+from controlplane.settings import Settings
+from controlplane.store.unit_of_work import Store
+from meshplane.v1 import common_pb2, state_pb2, state_pb2_grpc, task_pb2
+from tests.controlplane.helpers import get_task, submit
+from tests.controlplane.test_lifecycle import wait_state
+from tests.support.eventually import eventually
+from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _gone(channel: grpc.aio.Channel, task_id: str) -> bool:
+    try:
+        await get_task(channel, task_id)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        return True
+    return False
+
+
+async def test_ended_tasks_and_audit_entries_are_deleted_after_their_retention(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with (
+        running_plane(
+            tmp_path / "plane",
+            database_url=database_url,
+            task_retention="0.5s",
+            audit_retention="0.5s",
+            housekeeping_interval="0.1s",
+        ) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        agent = LinkAgent(plane.address)
+        await agent.connect()
+        agent.serve_echo()
+        done = await submit(channel)
+        waiting = await submit(channel, capability="nobody.serves.this")
+        await wait_state(channel, done.id, task_pb2.TASK_STATE_SUCCEEDED)
+        await state_pb2_grpc.StateServiceStub(channel).PutState(
+            state_pb2.PutStateRequest(namespace="n", key="k", value=common_pb2.Payload(data=b"1"))
+        )
+        assert plane.database is not None
+        store = Store(plane.database)
+
+        async def audit_entries() -> int:
+            async with store.reader() as uow:
+                return len(await uow.audit.for_resource("namespaces/n/states/k"))
+
+        assert await audit_entries() == 1
+        await eventually(lambda: _gone(channel, done.id), timeout=15)
+        await eventually(lambda: _none_left(audit_entries), timeout=15)
+        assert (await get_task(channel, waiting.id)).state == task_pb2.TASK_STATE_QUEUED, "live tasks stay"
+        await agent.close()
+
+
+async def _none_left(count: Callable[[], Awaitable[int]]) -> bool:
+    return await count() == 0
+
+
+def test_retention_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, task_retention="7d", audit_retention="0")
+    assert settings.task_retention == timedelta(days=7)
+    assert settings.audit_retention == timedelta(0)
+    with pytest.raises(ValidationError, match="task_retention must be >= 0"):
+        Settings(data_dir=tmp_path, task_retention="-1s")
+    with pytest.raises(ValidationError, match="housekeeping_interval must be > 0"):
+        Settings(data_dir=tmp_path, housekeeping_interval="0")

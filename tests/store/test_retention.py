@@ -1,0 +1,140 @@
+"""Retention on both stores: ended tasks (with their events and attempts) and audit entries past their time
+are deleted, a batch per transaction until none is left; nothing live or recent is touched."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from controlplane.domain.audit import AuditEntry
+from controlplane.domain.tasks import TaskState
+from controlplane.ids import lowest_id_at, new_id
+from controlplane.services import retention as retention_module
+from controlplane.services.retention import Retention
+from controlplane.store.schema import audit_events, task_attempts, task_events, tasks
+from controlplane.store.unit_of_work import Store
+from tests.support.tasks import actors, new_task
+
+pytestmark = pytest.mark.timeout(120)
+
+DAY = 86_400.0
+
+
+async def _insert(store: Store, count: int, *, key: str = "") -> list[str]:
+    created = [new_task(key=f"{key}-{i}" if key else "") for i in range(count)]
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert(created, actors=actors(created))
+    return [t.id for t in created]
+
+
+async def _end(store: Store, ids: list[str], *, state: TaskState, at: float) -> None:
+    """Mark tasks ended at `at`, each with one attempt (as the plane leaves them)."""
+    async with store.transaction() as uow:
+        await uow.connection.execute(tasks.update().where(tasks.c.id.in_(ids)).values(state=int(state), end_time=at))
+        await uow.connection.execute(
+            task_attempts.insert(),
+            [
+                {
+                    "task_id": task_id,
+                    "attempt": 1,
+                    "agent_name": "a",
+                    "agent_instance_id": "i",
+                    "session_id": "s",
+                    "outcome": 1,
+                    "assign_time": at - 1,
+                    "end_time": at,
+                }
+                for task_id in ids
+            ],
+        )
+
+
+async def _count(store: Store, table: sa.Table, column: sa.Column[str], ids: list[str]) -> int:
+    async with store.reader() as uow:
+        return int(await uow.connection.scalar(sa.select(sa.func.count()).select_from(table).where(column.in_(ids))))
+
+
+def test_lowest_id_at_sorts_below_every_id_made_from_that_moment() -> None:
+    before = lowest_id_at(time.time())
+    made = new_id()
+    assert before < made
+    assert made < lowest_id_at(time.time() + 0.01)
+    assert len(before) == len(made) == 26
+
+
+async def test_ended_tasks_past_retention_go_with_their_events_and_attempts(store: Store) -> None:
+    now = time.time()
+    old_ended = await _insert(store, 3)
+    recently_ended = await _insert(store, 2)
+    queued = await _insert(store, 2)
+    running = await _insert(store, 1)
+    await _end(store, old_ended[:2], state=TaskState.SUCCEEDED, at=now + 10)
+    await _end(store, old_ended[2:], state=TaskState.DEAD_LETTER, at=now + 10)
+    await _end(store, recently_ended, state=TaskState.FAILED, at=now + 100)
+    async with store.transaction() as uow:
+        await uow.connection.execute(tasks.update().where(tasks.c.id.in_(running)).values(state=int(TaskState.RUNNING)))
+
+    # A week's retention, a week and 50 seconds later: ended at +10 is past it, ended at +100 is not.
+    purged = await Retention(store, task_retention=7 * DAY, audit_retention=0, clock=lambda: now + 7 * DAY + 50).purge()
+
+    assert purged.tasks == 3
+    assert await _count(store, tasks, tasks.c.id, old_ended) == 0
+    assert await _count(store, task_events, task_events.c.task_id, old_ended) == 0
+    assert await _count(store, task_attempts, task_attempts.c.task_id, old_ended) == 0
+    kept = recently_ended + queued + running
+    assert await _count(store, tasks, tasks.c.id, kept) == len(kept)
+    assert await _count(store, task_events, task_events.c.task_id, kept) == len(kept)  # their CREATED events
+    assert await _count(store, task_attempts, task_attempts.c.task_id, recently_ended) == 2
+
+
+async def test_a_purged_tasks_idempotency_key_can_be_used_again(store: Store) -> None:
+    now = time.time()
+    ids = await _insert(store, 1, key="once")
+    await _end(store, ids, state=TaskState.SUCCEEDED, at=now)
+    await Retention(store, task_retention=DAY, audit_retention=0, clock=lambda: now + 2 * DAY).purge()
+    async with store.hot_transaction() as hot:
+        assert await hot.tasks.find_by_idempotency_keys(["once-0"]) == {}
+    assert len(await _insert(store, 1, key="once")) == 1
+
+
+async def test_a_pass_deletes_batch_after_batch_until_nothing_old_is_left(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention_module, "BATCH", 7)
+    now = time.time()
+    ids = await _insert(store, 30)
+    await _end(store, ids, state=TaskState.CANCELLED, at=now)
+    purged = await Retention(store, task_retention=DAY, audit_retention=0, clock=lambda: now + 2 * DAY).purge()
+    assert purged.tasks == 30
+    assert await _count(store, tasks, tasks.c.id, ids) == 0
+
+
+async def test_audit_entries_past_retention_are_deleted(store: Store) -> None:
+    now = time.time()
+    async with store.transaction() as uow:
+        await uow.audit.record_many(
+            [
+                AuditEntry("client/a", "state.put", "old/1", now - 91 * DAY),
+                AuditEntry("client/a", "state.put", "old/2", now - 90 * DAY - 1),
+                AuditEntry("client/a", "state.put", "new/1", now - 89 * DAY),
+                AuditEntry("client/a", "state.put", "new/2", now),
+            ]
+        )
+    purged = await Retention(store, task_retention=0, audit_retention=90 * DAY, clock=lambda: now).purge()
+    assert purged.audit_entries == 2
+    async with store.reader() as uow:
+        left = await uow.connection.scalars(sa.select(audit_events.c.resource).order_by(audit_events.c.id))
+        assert list(left) == ["new/1", "new/2"]
+
+
+async def test_a_zero_retention_keeps_everything(store: Store) -> None:
+    now = time.time()
+    ids = await _insert(store, 2)
+    await _end(store, ids, state=TaskState.SUCCEEDED, at=now - 365 * DAY)
+    async with store.transaction() as uow:
+        await uow.audit.record_many([AuditEntry("client/a", "state.put", "ancient", now - 365 * DAY)])
+    purged = await Retention(store, task_retention=0, audit_retention=0, clock=lambda: now).purge()
+    assert (purged.tasks, purged.audit_entries) == (0, 0)
+    assert await _count(store, tasks, tasks.c.id, ids) == 2
