@@ -23,6 +23,7 @@ from controlplane.link.supervisor import SessionSupervisor
 from controlplane.observability.metrics import MetricsServer, build_registry
 from controlplane.observability.plane_metrics import plane_readings
 from controlplane.scheduling.dispatcher import Dispatcher
+from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.scheduling.sweeper import Sweeper
 from controlplane.services.agents import AgentService
@@ -116,6 +117,12 @@ class ControlPlane(Component):
             default_drain_timeout=s.drain_timeout.total_seconds(),
             batch_max=s.batch_max_size,
         )
+        self.remote_instances = RemoteInstances(
+            store,
+            replica_id=self.replica_id,
+            max_age=s.heartbeat_interval.total_seconds(),
+            lease_timeout=s.lease_timeout.total_seconds(),
+        )
         self.dispatcher = Dispatcher(
             store,
             self.registry,
@@ -125,6 +132,7 @@ class ControlPlane(Component):
             batch_max=s.batch_max_size,
             poll_interval=max(0.05, s.sweep_interval.total_seconds()),
             concurrency=2 if store.is_postgres else 1,
+            remote=self.remote_instances,
         )
         self.supervisor = SessionSupervisor(
             registry=self.registry,
@@ -139,7 +147,7 @@ class ControlPlane(Component):
             replica_id=self.replica_id,
         )
         self.cluster.connect(
-            work_due=self.dispatcher.wake, drain=self.supervisor.drain, replaced=self.supervisor.replaced_elsewhere
+            work_due=self.dispatcher.wake, drain=self.supervisor.drain, replaced=self._session_opened_elsewhere
         )
         self.sweeper = Sweeper(
             store=store,
@@ -186,6 +194,12 @@ class ControlPlane(Component):
             self.database.url.render_as_string(hide_password=True),
             self.nats_url,
         )
+
+    def _session_opened_elsewhere(self, instance_id: str, session_id: str) -> None:
+        """Another replica opened a session: a session of that instance here is replaced, and sticky
+        placement reads the other replicas' instances again."""
+        self.supervisor.replaced_elsewhere(instance_id, session_id)
+        self.remote_instances.invalidate()
 
     async def _launch(self, component: C) -> C:
         await component.start()

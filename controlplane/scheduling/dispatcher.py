@@ -19,9 +19,11 @@ from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AssignmentMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession
+from controlplane.scheduling.membership import RemoteInstance, RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
+from controlplane.store.tasks import QueuedTask
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class Dispatcher(Component):
         batch_max: int,
         poll_interval: float,
         concurrency: int = 1,
+        remote: RemoteInstances | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -56,6 +59,7 @@ class Dispatcher(Component):
         self._batch_max = batch_max
         self._poll_interval = poll_interval
         self._concurrency = concurrency
+        self._remote = remote  # other replicas' instances, for sticky placement across the cluster
         self._booked: dict[str, int] = {}  # slots that rounds in progress may still fill, per capability
         self._clock = clock
         self._wake = asyncio.Event()
@@ -197,6 +201,7 @@ class Dispatcher(Component):
                 batch = await uow.tasks.claim_queued(capability, now=transition.now, limit=limit + CLAIM_SLACK)
                 more |= len(batch) >= limit
                 claimed += batch
+            remote = await self._remote_owners(claimed)
             memo: dict[tuple[object, ...], list[AgentSession]] = {}
             candidates: dict[str, list[AgentSession]] = {}
             try:
@@ -204,7 +209,7 @@ class Dispatcher(Component):
                     serving = candidates.get(task.capability)
                     if serving is None:
                         serving = candidates[task.capability] = self._registry.candidates(task.capability)
-                    session = self._placer.choose(task, serving, memo)
+                    session = self._placer.choose(task, serving, memo, remote.get(task.capability))
                     if session is None:
                         continue
                     attempt = transition.assign(
@@ -245,3 +250,10 @@ class Dispatcher(Component):
         self.assigned += len(planned)
         await self._effects.after_commit(transition.after)
         return len(planned), more
+
+    async def _remote_owners(self, claimed: list[QueuedTask]) -> dict[str, list[RemoteInstance]]:
+        """Other replicas' instances, per capability of the sticky tasks claimed (none otherwise)."""
+        if self._remote is None:
+            return {}
+        sticky = {task.capability for task in claimed if self._placer.is_sticky(task)}
+        return {capability: await self._remote.serving(capability) for capability in sticky}

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from controlplane.domain.scheduling import Strategy
 from controlplane.link.session import AgentSession
+from controlplane.scheduling.membership import RemoteInstance
 from controlplane.store.tasks import QueuedTask
 
 
@@ -18,6 +19,12 @@ def matches(session: AgentSession, task: QueuedTask) -> bool:
         return False
     labels = registration.labels
     return all(labels.get(key) == value for key, value in task.label_selector.items())
+
+
+def matches_remote(instance: RemoteInstance, task: QueuedTask) -> bool:
+    if task.agent_name and instance.agent_name != task.agent_name:
+        return False
+    return all(instance.labels.get(key) == value for key, value in task.label_selector.items())
 
 
 def _rendezvous_score(key: str, instance_id: str) -> int:
@@ -33,13 +40,19 @@ class Placer:
         self._rng = rng or random.Random()
         self._turn: dict[str, int] = defaultdict(int)
 
+    def is_sticky(self, task: QueuedTask) -> bool:
+        """Placed by consistent hashing on its routing key (the owner may be on another replica)."""
+        return (task.strategy or self.default) is Strategy.CONSISTENT_HASH and bool(task.routing_key)
+
     def choose(
         self,
         task: QueuedTask,
         candidates: list[AgentSession],
         memo: dict[tuple[object, ...], list[AgentSession]] | None = None,
+        remote: list[RemoteInstance] | None = None,
     ) -> AgentSession | None:
-        """The session to run `task`, or None if it must wait (no match, no room, or its sticky owner is full).
+        """The session to run `task`, or None if it must wait (no match, no room, its sticky owner is full,
+        or its sticky owner is an instance on another replica: `remote`, the instances there).
 
         `memo` (one per dispatch round) keeps the matching sessions of each kind of task, so a batch of
         alike tasks filters the candidates once.
@@ -56,8 +69,19 @@ class Placer:
             return None
         strategy = task.strategy or self.default
         if strategy is Strategy.CONSISTENT_HASH and task.routing_key:
-            # Sticky: the same key goes to the same instance while it lives, even if that means waiting.
-            owner = max(eligible, key=lambda s: _rendezvous_score(task.routing_key, s.instance_id))
+            # Sticky: the same key goes to the same instance while it lives, even if that means waiting —
+            # for room, or for the replica the instance is connected to.
+            routing_key = task.routing_key
+            owner = max(eligible, key=lambda s: _rendezvous_score(routing_key, s.instance_id))
+            best = _rendezvous_score(routing_key, owner.instance_id)
+            local = {s.instance_id for s in eligible}
+            for instance in remote or ():
+                if (
+                    instance.instance_id not in local
+                    and _rendezvous_score(routing_key, instance.instance_id) > best
+                    and matches_remote(instance, task)
+                ):
+                    return None
             return owner if owner.free_slots else None
         with_room = [s for s in eligible if s.free_slots]
         if not with_room:

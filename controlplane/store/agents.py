@@ -218,6 +218,30 @@ class AgentRepository:
         ).first()
         return _instance_from_row(row) if row else None
 
+    async def connected_elsewhere(self, *, replica_id: str, replicas_seen_since: float) -> list[RemoteInstanceRow]:
+        """Instances connected (not draining) to other replicas that are alive."""
+        query = (
+            sa.select(
+                agent_instances.c.instance_id,
+                agent_instances.c.agent_name,
+                agent_instances.c.labels,
+                agent_instances.c.capabilities,
+                agent_instances.c.replica_id,
+            )
+            .join(replicas, replicas.c.replica_id == agent_instances.c.replica_id)
+            .where(
+                agent_instances.c.status == int(InstanceStatus.CONNECTED),
+                agent_instances.c.replica_id != replica_id,
+                replicas.c.last_seen_time >= replicas_seen_since,
+            )
+        )
+        return [
+            RemoteInstanceRow(
+                row.instance_id, row.agent_name, dict(row.labels or {}), list(row.capabilities or []), row.replica_id
+            )
+            for row in await self._conn.execute(query)
+        ]
+
     async def list_instances(
         self, *, agent_name: str | None, include_disconnected: bool, limit: int, after_id: str | None
     ) -> list[AgentInstance]:
@@ -229,6 +253,15 @@ class AgentRepository:
         if after_id:
             query = query.where(agent_instances.c.instance_id > after_id)
         return [_instance_from_row(row) for row in await self._conn.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteInstanceRow:
+    instance_id: str
+    agent_name: str
+    labels: dict[str, str]
+    capabilities: list[str]
+    replica_id: str
 
 
 class ReplicaRepository:

@@ -108,3 +108,38 @@ async def test_losing_a_replica_loses_no_task(shared: dict[str, str], tmp_path: 
     finally:
         a.kill()
         b.kill()
+
+
+async def test_consistent_hash_is_sticky_across_replicas(shared: dict[str, str], tmp_path: Path) -> None:
+    """A routing key goes to one instance of the whole cluster, whichever replica the task was submitted to
+    and whichever replica's dispatcher claimed it."""
+    a, b = replica(tmp_path, "replica-a", shared), replica(tmp_path, "replica-b", shared)
+    agents = [LinkAgent(a.address, name="on-a"), LinkAgent(b.address, name="on-b")]
+    try:
+        for agent in agents:
+            await agent.connect()
+            agent.serve_echo()
+        keys = [f"customer-{n}" for n in range(16)]
+        async with grpc.aio.insecure_channel(a.address) as on_a, grpc.aio.insecure_channel(b.address) as on_b:
+            submitted: dict[str, str] = {}  # task id -> routing key
+            for round_ in range(3):
+                for index, key in enumerate(keys):
+                    via = on_a if (index + round_) % 2 == 0 else on_b
+                    target = task_pb2.TaskTarget(
+                        capability="demo.echo",
+                        routing_key=key,
+                        strategy=task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH,
+                    )
+                    submitted[(await submit(via, target=target)).id] = key
+            owners: dict[str, set[str]] = {}
+            for task_id, key in submitted.items():
+                done = await wait_state(on_a, task_id, task_pb2.TASK_STATE_SUCCEEDED)
+                owners.setdefault(key, set()).add(done.attempts[0].agent_instance_id)
+        assert all(len(instances) == 1 for instances in owners.values()), owners
+        used = {next(iter(instances)) for instances in owners.values()}
+        assert used == {agent.instance_id for agent in agents}, "keys spread over the instances of both replicas"
+    finally:
+        for agent in agents:
+            await agent.close()
+        a.kill()
+        b.kill()
