@@ -56,9 +56,11 @@ async def test_a_joining_session_takes_work_no_other_session_could_take(
 ) -> None:
     elsewhere = LinkAgent(quiet_plane.address, capabilities=["cap.zone"], labels={"zone": "us"})
     await elsewhere.connect()
+    await eventually(lambda: quiet_plane.dispatcher.rounds >= 1, message="the round for the new capability")
+    # Counted before the submit: its round may end before the client hears back.
+    rounds = quiet_plane.dispatcher.rounds
     target = task_pb2.TaskTarget(capability="cap.zone", label_selector={"zone": "eu"})
     waiting = await submit(quiet_channel, target=target)
-    rounds = quiet_plane.dispatcher.rounds
     await eventually(lambda: quiet_plane.dispatcher.rounds > rounds, message="the submit's dispatch round")
 
     joining = LinkAgent(quiet_plane.address, capabilities=["cap.zone"], labels={"zone": "eu"})
