@@ -154,7 +154,6 @@ class ControlPlane(Component):
             supervisor=self.supervisor,
             recovery=self.recovery,
             agents=self.agents,
-            state=self.state,
             retention=Retention(
                 store,
                 task_retention=s.task_retention.total_seconds(),

@@ -29,8 +29,12 @@ class _IdGenerator:
                 self._last_ms = now_ms
                 self._last_random = int.from_bytes(os.urandom(10), "big") >> 1  # room to increment
             value = (now_ms << 80) | (self._last_random & ((1 << 80) - 1))
-        # 128 bits as 26 characters (130 bits, two leading zeros), most significant first: sorts like the number.
-        return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+        return _encode(value)
+
+
+def _encode(value: int) -> str:
+    """128 bits as 26 characters (130 bits, two leading zeros), most significant first: sorts like the number."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 _generator = _IdGenerator()
@@ -43,5 +47,4 @@ def new_id() -> str:
 
 def lowest_id_at(epoch_seconds: float) -> str:
     """The smallest id made at `epoch_seconds`: every id made before that time sorts below it."""
-    value = max(0, int(epoch_seconds * 1000)) << 80
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+    return _encode(max(0, int(epoch_seconds * 1000)) << 80)

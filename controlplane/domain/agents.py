@@ -84,3 +84,14 @@ class AgentInstance:
     in_flight: int = 0
     load: float = 0.0
     disconnect_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteInstance:
+    """An instance connected to another replica, as sticky placement sees it."""
+
+    instance_id: str
+    agent_name: str
+    labels: dict[str, str]
+    capabilities: frozenset[str]
+    replica_id: str

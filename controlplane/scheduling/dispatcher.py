@@ -14,12 +14,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from controlplane.domain.agents import RemoteInstance
 from controlplane.domain.tasks import TaskRef
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AssignmentMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession
-from controlplane.scheduling.membership import RemoteInstance, RemoteInstances
+from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition

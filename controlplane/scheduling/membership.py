@@ -11,18 +11,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 
+from controlplane.domain.agents import RemoteInstance
 from controlplane.store.unit_of_work import Store
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteInstance:
-    instance_id: str
-    agent_name: str
-    labels: Mapping[str, str]
-    replica_id: str
 
 
 class RemoteInstances:
@@ -64,13 +56,12 @@ class RemoteInstances:
     async def _read(self) -> None:
         started, generation = self._clock(), self._generation
         async with self._store.reader() as uow:
-            rows = await uow.agents.connected_elsewhere(
+            instances = await uow.agents.connected_elsewhere(
                 replica_id=self._replica_id, replicas_seen_since=self._wall_clock() - self._lease_timeout
             )
         by_capability: dict[str, list[RemoteInstance]] = {}
-        for row in rows:
-            instance = RemoteInstance(row.instance_id, row.agent_name, row.labels, row.replica_id)
-            for capability in row.capabilities:
+        for instance in instances:
+            for capability in instance.capabilities:
                 by_capability.setdefault(capability, []).append(instance)
         self._by_capability = by_capability
         self._read_at = started if generation == self._generation else -math.inf

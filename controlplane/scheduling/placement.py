@@ -5,26 +5,23 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 
+from controlplane.domain.agents import RemoteInstance
 from controlplane.domain.scheduling import Strategy
 from controlplane.link.session import AgentSession
-from controlplane.scheduling.membership import RemoteInstance
 from controlplane.store.tasks import QueuedTask
 
 
 def matches(session: AgentSession, task: QueuedTask) -> bool:
     """Capability is implied by the candidate list; check agent name and label selector."""
-    registration = session.registration
-    if task.agent_name and registration.agent_name != task.agent_name:
+    return _selects(task, session.registration.agent_name, session.registration.labels)
+
+
+def _selects(task: QueuedTask, agent_name: str, labels: Mapping[str, str]) -> bool:
+    if task.agent_name and agent_name != task.agent_name:
         return False
-    labels = registration.labels
     return all(labels.get(key) == value for key, value in task.label_selector.items())
-
-
-def matches_remote(instance: RemoteInstance, task: QueuedTask) -> bool:
-    if task.agent_name and instance.agent_name != task.agent_name:
-        return False
-    return all(instance.labels.get(key) == value for key, value in task.label_selector.items())
 
 
 def _rendezvous_score(key: str, instance_id: str) -> int:
@@ -79,7 +76,7 @@ class Placer:
                 if (
                     instance.instance_id not in local
                     and _rendezvous_score(routing_key, instance.instance_id) > best
-                    and matches_remote(instance, task)
+                    and _selects(task, instance.agent_name, instance.labels)
                 ):
                     return None
             return owner if owner.free_slots else None

@@ -13,7 +13,6 @@ from controlplane.link.supervisor import SessionSupervisor
 from controlplane.services.agents import AgentService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.retention import Retention
-from controlplane.services.state import StateService
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
 
@@ -30,7 +29,6 @@ class Sweeper(Component):
         supervisor: SessionSupervisor,
         recovery: RecoveryService,
         agents: AgentService,
-        state: StateService,
         retention: Retention,
         settings: Settings,
         replica_id: str,
@@ -41,7 +39,6 @@ class Sweeper(Component):
         self._supervisor = supervisor
         self._recovery = recovery
         self._agents = agents
-        self._state = state
         self._retention = retention
         self._housekeeping_every = settings.housekeeping_interval.total_seconds()
         self._replica_id = replica_id
@@ -101,7 +98,6 @@ class Sweeper(Component):
             await self.sweep_once()
 
     async def housekeep_once(self) -> None:
-        await self._step("state-purge", self._state.purge_expired)
         await self._step("retention", self._retention.purge)
 
     async def _housekeeping(self) -> None:

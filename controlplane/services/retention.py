@@ -1,5 +1,6 @@
-"""Retention: what has outlived its time is deleted — ended tasks (with their events and attempts) and
-audit entries. Each batch is its own short transaction; a pass goes on until nothing old is left."""
+"""Retention: what has outlived its time is deleted — expired state entries, ended tasks (with their events
+and attempts) and audit entries. Each batch is its own short transaction; a pass goes on until nothing old
+is left."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ BATCH = 500  # rows per transaction (also well under SQLite's limit on bound par
 
 @dataclass(frozen=True)
 class Purged:
+    state_entries: int
     tasks: int
     audit_entries: int
 
@@ -30,7 +32,7 @@ class Retention:
         audit_retention: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Retentions in seconds; 0 keeps everything of that kind."""
+        """Retentions in seconds; 0 keeps everything of that kind. Expired state always goes."""
         self._store = store
         self._task_retention = task_retention
         self._audit_retention = audit_retention
@@ -38,30 +40,23 @@ class Retention:
 
     async def purge(self) -> Purged:
         now = self._clock()
-        purged = Purged(
-            tasks=await self._drain(self._task_retention, now, _ended_tasks),
-            audit_entries=await self._drain(self._audit_retention, now, _audit_entries),
-        )
-        if purged.tasks or purged.audit_entries:
-            logger.info("retention: deleted %d ended tasks and %d audit entries", purged.tasks, purged.audit_entries)
-        return purged
+        task_cutoff, audit_cutoff = now - self._task_retention, now - self._audit_retention
+        state_entries = await self._drain(lambda uow: uow.state.purge_expired(now=now, limit=BATCH))
+        tasks = audit_entries = 0
+        if self._task_retention > 0:
+            tasks = await self._drain(lambda uow: uow.tasks.purge_ended(ended_before=task_cutoff, limit=BATCH))
+        if self._audit_retention > 0:
+            audit_entries = await self._drain(lambda uow: uow.audit.purge_before(audit_cutoff, limit=BATCH))
+        if tasks or audit_entries:
+            logger.info("retention: deleted %d ended tasks and %d audit entries", tasks, audit_entries)
+        return Purged(state_entries, tasks, audit_entries)
 
-    async def _drain(self, retention: float, now: float, batch: Callable[[UnitOfWork, float], Awaitable[int]]) -> int:
-        if retention <= 0:
-            return 0
-        cutoff = now - retention
+    async def _drain(self, batch: Callable[[UnitOfWork], Awaitable[int]]) -> int:
+        """Run `batch` (deleting up to BATCH rows) in transaction after transaction until one deletes fewer."""
         total = 0
         while True:
             async with self._store.transaction() as uow:
-                deleted = await batch(uow, cutoff)
+                deleted = await batch(uow)
             total += deleted
             if deleted < BATCH:
                 return total
-
-
-async def _ended_tasks(uow: UnitOfWork, cutoff: float) -> int:
-    return await uow.tasks.purge_ended(ended_before=cutoff, limit=BATCH)
-
-
-async def _audit_entries(uow: UnitOfWork, cutoff: float) -> int:
-    return await uow.audit.purge_before(cutoff, limit=BATCH)

@@ -25,9 +25,6 @@ def _check_address(namespace: str, key: str) -> None:
     violations.raise_if_any()
 
 
-PURGE_BATCH = 1000  # expired entries deleted per transaction
-
-
 class StateService:
     def __init__(self, store: Store, *, max_payload_bytes: int, clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -164,14 +161,3 @@ class StateService:
             )
         token = paging.encode(entries[size - 1].key, filters) if len(entries) > size else ""
         return entries[:size], token
-
-    async def purge_expired(self) -> int:
-        """Delete expired entries, a batch per transaction, until none is left."""
-        now = self._clock()
-        total = 0
-        while True:
-            async with self._store.transaction() as uow:
-                deleted = await uow.state.purge_expired(now=now, limit=PURGE_BATCH)
-            total += deleted
-            if deleted < PURGE_BATCH:
-                return total

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controlplane.domain.agents import Agent, AgentInstance, Capability, InstanceStatus, Registration
+from controlplane.domain.agents import Agent, AgentInstance, Capability, InstanceStatus, Registration, RemoteInstance
 from controlplane.store.bulk import Bulk, Col
 from controlplane.store.schema import agent_instances, agents, replicas
 from controlplane.store.sql import AlchemySql, Sql
@@ -218,7 +218,7 @@ class AgentRepository:
         ).first()
         return _instance_from_row(row) if row else None
 
-    async def connected_elsewhere(self, *, replica_id: str, replicas_seen_since: float) -> list[RemoteInstanceRow]:
+    async def connected_elsewhere(self, *, replica_id: str, replicas_seen_since: float) -> list[RemoteInstance]:
         """Instances connected (not draining) to other replicas that are alive."""
         query = (
             sa.select(
@@ -236,8 +236,12 @@ class AgentRepository:
             )
         )
         return [
-            RemoteInstanceRow(
-                row.instance_id, row.agent_name, dict(row.labels or {}), list(row.capabilities or []), row.replica_id
+            RemoteInstance(
+                row.instance_id,
+                row.agent_name,
+                dict(row.labels or {}),
+                frozenset(row.capabilities or ()),
+                row.replica_id,
             )
             for row in await self._conn.execute(query)
         ]
@@ -253,15 +257,6 @@ class AgentRepository:
         if after_id:
             query = query.where(agent_instances.c.instance_id > after_id)
         return [_instance_from_row(row) for row in await self._conn.execute(query)]
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteInstanceRow:
-    instance_id: str
-    agent_name: str
-    labels: dict[str, str]
-    capabilities: list[str]
-    replica_id: str
 
 
 class ReplicaRepository:

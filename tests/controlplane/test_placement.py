@@ -3,13 +3,14 @@ plus the other replicas' instances."""
 
 from __future__ import annotations
 
-from controlplane.domain.agents import Capability, Registration
+from controlplane.domain.agents import Capability, Registration, RemoteInstance
 from controlplane.domain.payload import Payload
 from controlplane.domain.scheduling import Strategy
 from controlplane.link.session import AgentSession, SessionState
-from controlplane.scheduling.membership import RemoteInstance
 from controlplane.scheduling.placement import Placer
 from controlplane.store.tasks import QueuedTask
+
+CAP_A = frozenset({"cap.a"})
 
 
 def _session(instance_id: str, replica_id: str, labels: dict[str, str] | None = None) -> AgentSession:
@@ -20,7 +21,10 @@ def _session(instance_id: str, replica_id: str, labels: dict[str, str] | None = 
 
 
 def _remote(session: AgentSession) -> RemoteInstance:
-    return RemoteInstance(session.instance_id, session.agent_name, session.registration.labels, session.replica_id)
+    registration = session.registration
+    return RemoteInstance(
+        session.instance_id, session.agent_name, registration.labels, registration.capability_names, session.replica_id
+    )
 
 
 def _task(routing_key: str, label_selector: dict[str, str] | None = None) -> QueuedTask:
@@ -68,7 +72,7 @@ def test_exactly_one_replica_places_each_key_and_always_on_the_same_instance() -
 
 def test_a_remote_instance_the_task_cannot_use_does_not_hold_it_back() -> None:
     local = [_session("a-1", "A", {"zone": "eu"})]
-    remote = [RemoteInstance("b-1", "worker", {"zone": "us"}, "B")]
+    remote = [RemoteInstance("b-1", "worker", {"zone": "us"}, CAP_A, "B")]
     placer = Placer(Strategy.LEAST_LOADED)
     for n in range(32):
         assert placer.choose(_task(f"key-{n}", {"zone": "eu"}), local, remote=remote) is local[0]
@@ -76,7 +80,7 @@ def test_a_remote_instance_the_task_cannot_use_does_not_hold_it_back() -> None:
 
 def test_a_stale_remote_copy_of_a_local_instance_is_ignored() -> None:
     local = [_session("moved-1", "A")]
-    stale = [RemoteInstance("moved-1", "worker", {}, "B")]  # the database still has it on B
+    stale = [RemoteInstance("moved-1", "worker", {}, CAP_A, "B")]  # the database still has it on B
     placer = Placer(Strategy.LEAST_LOADED)
     for n in range(16):
         assert placer.choose(_task(f"key-{n}"), local, remote=stale) is local[0]
