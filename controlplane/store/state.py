@@ -112,18 +112,12 @@ class StateRepository:
         return [_entry_from_row(row) for row in await self._conn.execute(query)]
 
     async def purge_expired(self, *, now: float, limit: int = 1000) -> int:
-        victims = (
-            sa.select(state_entries.c.namespace, state_entries.c.key)
-            .where(state_entries.c.expire_time.is_not(None), state_entries.c.expire_time <= now)
-            .limit(limit)
-        )
-        rows = (await self._conn.execute(victims)).all()
-        for namespace, key in rows:
-            await self._conn.execute(
-                state_entries.delete().where(
-                    state_entries.c.namespace == namespace,
-                    state_entries.c.key == key,
-                    state_entries.c.expire_time <= now,
-                )
+        """Delete up to `limit` entries whose TTL has passed, in one statement; returns how many went."""
+        expired = (state_entries.c.expire_time.is_not(None), state_entries.c.expire_time <= now)
+        victims = sa.select(state_entries.c.namespace, state_entries.c.key).where(*expired).limit(limit)
+        result = await self._conn.execute(
+            state_entries.delete().where(
+                sa.tuple_(state_entries.c.namespace, state_entries.c.key).in_(victims.scalar_subquery()), *expired
             )
-        return len(rows)
+        )
+        return int(result.rowcount)

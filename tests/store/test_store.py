@@ -168,6 +168,29 @@ async def test_expired_state_is_invisible_and_purged(store: Store) -> None:
         assert await uow.state.get_any("ns", "gone") is None
 
 
+async def test_expired_state_is_purged_in_bounded_batches(store: Store) -> None:
+    now = time.time()
+    async with store.transaction() as uow:
+        for index in range(5):
+            await uow.state.insert(
+                StateEntry(f"ns{index % 2}", f"k{index}", Payload.from_json(index), 1, now, now, now - 1)
+            )
+        await uow.state.insert(StateEntry("ns0", "kept", Payload.from_json(1), 1, now, now, expire_time=now + 60))
+        await uow.state.insert(StateEntry("ns1", "forever", Payload.from_json(1), 1, now, now, expire_time=None))
+    purged = []
+    for _ in range(4):
+        async with store.transaction() as uow:
+            purged.append(await uow.state.purge_expired(now=now, limit=2))
+    assert purged == [2, 2, 1, 0]
+    async with store.reader() as uow:
+        left = [
+            e.key
+            for ns in ("ns0", "ns1")
+            for e in await uow.state.list_live(ns, prefix="", limit=10, after_key=None, now=now)
+        ]
+        assert sorted(left) == ["forever", "kept"]
+
+
 async def test_replica_liveness(store: Store) -> None:
     async with store.transaction() as uow:
         await uow.replicas.heartbeat("r1", address="a:1", now=100.0)
