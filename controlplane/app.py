@@ -17,7 +17,7 @@ from controlplane.api.servicers import AgentServicer, ChannelServicer, StateServ
 from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import NatsBus
 from controlplane.cluster import Cluster
-from controlplane.lifecycle import Component, Status
+from controlplane.lifecycle import Component, Status, settle
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.supervisor import SessionSupervisor
 from controlplane.observability.metrics import MetricsServer, build_registry
@@ -261,6 +261,7 @@ class ControlPlane(Component):
             except Exception:
                 logger.exception("stopping %s failed", component.name)
         self._started.clear()
+        await settle(grace=5.0)  # commits made on callers' behalf finish before the database closes
         if self.database is not None:
             await self.database.dispose()
         if hasattr(self, "metrics"):

@@ -122,3 +122,17 @@ async def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
     _uninterruptible.add(task)
     task.add_done_callback(_uninterruptible.discard)
     return await asyncio.shield(task)
+
+
+async def settle(grace: float) -> int:
+    """Wait up to `grace` seconds for this loop's `run_to_completion` work (commits under way) to end.
+
+    For shutdown, before the database closes. Returns how many are still running after the wait."""
+    loop = asyncio.get_running_loop()
+    running = [task for task in _uninterruptible if task.get_loop() is loop]
+    if not running:
+        return 0
+    _, pending = await asyncio.wait(running, timeout=grace)
+    if pending:
+        logger.warning("%d unit(s) of work still running after %.1fs; stopping anyway", len(pending), grace)
+    return len(pending)

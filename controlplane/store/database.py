@@ -7,7 +7,9 @@ connections (see store.sql); everything else goes through SQLAlchemy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 from controlplane.errors import Unavailable
 from controlplane.store.sql import AlchemySql, AsyncpgSql, DuplicateKey, Sql
@@ -43,6 +45,9 @@ class Database:
         # SQLite (WAL) has one writer but concurrent readers: reads get their own connections, which
         # never take the write lock. PostgreSQL reads share the one pool.
         self._read_engine: AsyncEngine = _create_sqlite_reader(self.url, echo=echo) if self.is_sqlite else self.engine
+        self._checked_in = asyncio.Event()  # set whenever a connection goes back to a pool (see dispose)
+        for engine in {self.engine, self._read_engine}:
+            event.listen(engine.sync_engine, "checkin", lambda *_: self._checked_in.set())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -103,7 +108,23 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
-    async def dispose(self) -> None:
+    def checked_out(self) -> int:
+        """Connections in use right now (both engines; the hot path's asyncpg pool waits for its own)."""
+        engines = {self.engine, self._read_engine}
+        return sum(e.pool.checkedout() for e in engines if isinstance(e.pool, QueuePool))
+
+    async def dispose(self, grace: float = 5.0) -> None:
+        """Close every connection, after waiting (up to `grace` seconds) for those in use to come back.
+
+        A connection still out when its engine is disposed is left open until it is returned; one held
+        for ever would keep its transaction (on SQLite, the database's one write lock) for ever."""
+        deadline = time.monotonic() + grace
+        while self.checked_out() and (left := deadline - time.monotonic()) > 0:
+            self._checked_in.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._checked_in.wait(), left)
+        if busy := self.checked_out():
+            logger.warning("closing the database with %d connection(s) still in use", busy)
         if self._raw_pool is not None:
             pool, self._raw_pool = self._raw_pool, None
             await pool.close()

@@ -224,3 +224,46 @@ async def test_instances_owning_active_names_only_instances_with_assigned_or_run
     async with store.hot_transaction() as hot:
         assert await hot.tasks.instances_owning_active(asked) == {"i-busy"}
         assert await hot.tasks.instances_owning_active([]) == set()
+
+
+async def _hold_a_transaction(store: Store, entered: asyncio.Event, release: asyncio.Event) -> None:
+    async with store.transaction() as uow:
+        now = time.time()
+        await uow.state.insert(StateEntry("ns", "held", Payload.from_json(1), 1, now, now))
+        entered.set()
+        await release.wait()
+
+
+async def test_closing_waits_for_a_transaction_under_way(database_url: str) -> None:
+    database = Database(database_url, pool_size=2)
+    await migrate.upgrade(database)
+    entered, release = asyncio.Event(), asyncio.Event()
+    holder = asyncio.create_task(_hold_a_transaction(Store(database), entered, release))
+    await entered.wait()
+    closing = asyncio.create_task(database.dispose(grace=60))
+    done, _ = await asyncio.wait({closing}, timeout=0.3)
+    assert not done, "the database closed under a transaction still in progress"
+    release.set()
+    await closing
+    assert holder.done() and holder.exception() is None
+    reopened = Database(database_url)
+    try:
+        async with Store(reopened).reader() as uow:
+            assert await uow.state.get_any("ns", "held") is not None, "the transaction committed"
+    finally:
+        await reopened.dispose()
+
+
+async def test_closing_gives_up_on_a_connection_held_past_the_grace(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(database_url, pool_size=2)
+    await migrate.upgrade(database)
+    entered, release = asyncio.Event(), asyncio.Event()
+    holder = asyncio.create_task(_hold_a_transaction(Store(database), entered, release))
+    await entered.wait()
+    await database.dispose(grace=0.05)
+    assert "1 connection(s) still in use" in caplog.text
+    assert not holder.done()
+    release.set()
+    await holder  # the orphaned connection still finishes its transaction
