@@ -4,7 +4,8 @@ Everything runs here at once, as the figures require: a throwaway PostgreSQL (fs
 commit on), the control plane (its own process), no-op agents (their own processes), the client load
 (its own process). Printed: batch and single-submit throughput (submitted to result persisted), one
 caller's submit latency, bare grpc.aio echo calls (a stream, and unary calls) as the machine's ceilings
-and our ratios to them, and the RSS/CPU of a control plane holding many idle agent sessions.
+and our ratios to them, a lone database commit (with the bare unary call, the floor under one caller's
+latency), and the RSS/CPU of a control plane holding many idle agent sessions.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from controlplane.bench import echo, load, noop_agent
+from controlplane.bench import commit, echo, load, noop_agent
 from controlplane.devtools.postgres import PostgresServer
 
 CAPABILITY = "bench.noop"
@@ -255,6 +256,8 @@ async def run(args: argparse.Namespace) -> int:
         if "echo" not in args.skip:
             say("measuring the bare grpc.aio echo ceiling...")
             figures["echo_ceiling"] = await _echo(args.echo_seconds)
+            say("measuring a lone database commit...")
+            figures["database_commit"] = await commit.measure_commit(database_url, args.latency_samples)
 
         if {"batch", "single", "latency"} - set(args.skip):
             plane = PlaneProcess(database_url, work)
@@ -321,6 +324,9 @@ def add_ratios(figures: dict[str, Any]) -> None:
     if "one_caller_latency" in figures:
         latency = figures["one_caller_latency"]
         latency["bare_unary_p50_ms"] = ceiling["unary_one_caller_p50_ms"]
+        if "database_commit" in figures:
+            # A submit is at least one unary call and one commit: the floor under the median.
+            latency["floor_p50_ms"] = round(latency["bare_unary_p50_ms"] + figures["database_commit"]["p50_ms"], 3)
 
 
 def render(figures: dict[str, Any]) -> str:

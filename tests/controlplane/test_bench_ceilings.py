@@ -1,14 +1,19 @@
 """`meshplane bench`'s ceilings: the bare echo server answers streamed and unary calls, and the figures are
-set against the bare call they are made of. (Counts only, never speeds: no wall-clock assertions.)"""
+set against the bare call they are made of, and a lone commit is measured for the latency floor. (Counts
+only, never speeds: no wall-clock assertions.)"""
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
-from controlplane.bench import add_ratios, echo
+from controlplane.bench import add_ratios, commit, echo
+from controlplane.store.database import asyncpg_dsn
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,8 +54,24 @@ def test_each_figure_is_set_against_its_own_ceiling() -> None:
         "batch_submit": {"tasks_per_second": 2500},
         "single_submit": {"tasks_per_second": 1000},
         "one_caller_latency": {"p50_ms": 3.0},
+        "database_commit": {"p50_ms": 0.4},
     }
     add_ratios(figures)
     assert figures["batch_submit"]["ratio_to_one_stream_echo"] == 0.5
     assert figures["single_submit"]["ratio_to_64_caller_unary_echo"] == 0.25
     assert figures["one_caller_latency"]["bare_unary_p50_ms"] == 1.1
+    assert figures["one_caller_latency"]["floor_p50_ms"] == 1.5
+
+
+@pytest.mark.postgres
+async def test_a_lone_commit_is_measured_on_a_scratch_table_that_is_dropped(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    figures = await commit.measure_commit(url, samples=20)
+    assert figures["samples"] == 20
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(url)))
+    try:
+        left = await connection.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'meshplane_bench_commit_%'")
+    finally:
+        await connection.close()
+    assert left == []
