@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import multiprocessing.context
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -300,6 +301,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         if postgres is not None:
             postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli.conftest import MESHPLANE, REPO, Mesh, cli_env, lines, run_cli
 from tests.support.ports import free_port
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,3 +83,35 @@ def test_bench_hands_its_options_to_the_benchmark() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: meshplane bench")
     assert "--idle-sessions" in result.stdout and "--batch-callers" in result.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+def test_a_small_bench_run_prints_every_figure_and_cleans_up(postgres_server: PostgresServer, tmp_path: Path) -> None:
+    """The whole benchmark, tiny: every phase runs and reports its counts (speeds are not asserted)."""
+    result = run_cli(
+        "bench",
+        "--database-url",
+        postgres_server.create_database(),
+        "--tasks=300",
+        "--single-tasks=100",
+        "--callers=8",
+        "--latency-samples=20",
+        "--echo-seconds=0.3",
+        "--agent-processes=1",
+        "--idle-sessions=20",
+        "--idle-seconds=1",
+        "--json",
+        target=None,
+        timeout=170,
+        env=cli_env(TMPDIR=str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["batch_submit"]["tasks"] == 300 and figures["batch_submit"]["tasks_per_second"] > 0
+    assert figures["single_submit"]["tasks"] == 100 and "ratio_to_64_caller_unary_echo" in figures["single_submit"]
+    assert figures["one_caller_latency"]["samples"] == 20
+    assert figures["one_caller_latency"]["floor_p50_ms"] > 0
+    assert figures["database_commit"]["samples"] == 20
+    assert figures["idle_sessions"]["sessions"] == 20
+    assert list(tmp_path.glob("meshplane-bench-*")) == [], "the run's work directory is removed"
