@@ -117,7 +117,7 @@ class StateRepository:
         victims = sa.select(state_entries.c.namespace, state_entries.c.key).where(*expired).limit(limit)
         result = await self._conn.execute(
             state_entries.delete().where(
-                sa.tuple_(state_entries.c.namespace, state_entries.c.key).in_(victims.scalar_subquery()), *expired
+                sa.tuple_(state_entries.c.namespace, state_entries.c.key).in_(victims), *expired
             )
         )
         return int(result.rowcount)
