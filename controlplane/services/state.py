@@ -11,8 +11,7 @@ from controlplane import paging
 from controlplane.domain.payload import Payload
 from controlplane.domain.state import StateEntry
 from controlplane.errors import NotFound, ResourceExhausted, VersionMismatch
-from controlplane.lifecycle import run_to_completion
-from controlplane.store.unit_of_work import Store
+from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
@@ -67,68 +66,53 @@ class StateService:
             raise ResourceExhausted(
                 f"value is {len(value)} bytes; the limit is {self._max_payload_bytes} bytes (max_payload_bytes)"
             )
-        return await run_to_completion(self._put(namespace, key, value, ttl, expected_version, actor, correlation_id))
-
-    async def _put(
-        self,
-        namespace: str,
-        key: str,
-        value: Payload,
-        ttl: float | None,
-        expected_version: int | None,
-        actor: str,
-        correlation_id: str,
-    ) -> StateEntry:
         subject = f"namespaces/{namespace}/states/{key}"
         now = self._clock()
+
+        async def write(uow: UnitOfWork) -> StateEntry:
+            stored = await uow.state.get_any(namespace, key, for_update=True)
+            live = stored if stored is not None and (stored.expire_time is None or stored.expire_time > now) else None
+            current_version = live.version if live is not None else 0
+            if expected_version is not None and expected_version != current_version:
+                raise VersionMismatch(subject, expected_version, live.version if live else None)
+            entry = StateEntry(
+                namespace=namespace,
+                key=key,
+                value=value,
+                # Versions keep growing across expiry and deletion, so a stale CAS can never match again.
+                version=(stored.version if stored else 0) + 1,
+                create_time=live.create_time if live else now,
+                update_time=now,
+                expire_time=now + ttl if ttl else None,
+            )
+            if stored is None:
+                await uow.state.insert(entry)
+            elif not await uow.state.replace(entry, previous_version=stored.version):
+                raise VersionMismatch(subject, expected_version or current_version, None)
+            await uow.audit.record(
+                actor=actor,
+                action="state.put",
+                resource=subject,
+                now=now,
+                correlation_id=correlation_id,
+                details={"version": entry.version},
+            )
+            return entry
+
         try:
-            async with self._store.transaction() as uow:
-                stored = await uow.state.get_any(namespace, key, for_update=True)
-                live = (
-                    stored if stored is not None and (stored.expire_time is None or stored.expire_time > now) else None
-                )
-                current_version = live.version if live is not None else 0
-                if expected_version is not None and expected_version != current_version:
-                    raise VersionMismatch(subject, expected_version, live.version if live else None)
-                entry = StateEntry(
-                    namespace=namespace,
-                    key=key,
-                    value=value,
-                    # Versions keep growing across expiry and deletion, so a stale CAS can never match again.
-                    version=(stored.version if stored else 0) + 1,
-                    create_time=live.create_time if live else now,
-                    update_time=now,
-                    expire_time=now + ttl if ttl else None,
-                )
-                if stored is None:
-                    await uow.state.insert(entry)
-                elif not await uow.state.replace(entry, previous_version=stored.version):
-                    raise VersionMismatch(subject, expected_version or current_version, None)
-                await uow.audit.record(
-                    actor=actor,
-                    action="state.put",
-                    resource=subject,
-                    now=now,
-                    correlation_id=correlation_id,
-                    details={"version": entry.version},
-                )
+            return await self._store.run(write)
         except IntegrityError as exc:
             # A concurrent first write of the same key won.
             raise VersionMismatch(subject, expected_version or 0, None) from exc
-        return entry
 
     async def delete(
         self, namespace: str, key: str, *, expected_version: int | None, actor: str, correlation_id: str = ""
     ) -> None:
         _check_address(namespace, key)
-        await run_to_completion(self._delete(namespace, key, expected_version, actor, correlation_id))
-
-    async def _delete(
-        self, namespace: str, key: str, expected_version: int | None, actor: str, correlation_id: str
-    ) -> None:
         subject = f"namespaces/{namespace}/states/{key}"
         now = self._clock()
-        async with self._store.transaction() as uow:
+
+        async def remove(uow: UnitOfWork) -> None:
             stored = await uow.state.get(namespace, key, now=now, for_update=True)
             if stored is None:
                 raise NotFound("state entry", f"{namespace}/{key}")
@@ -144,6 +128,8 @@ class StateService:
                 correlation_id=correlation_id,
                 details={"version": stored.version},
             )
+
+        await self._store.run(remove)
 
     async def list_page(
         self, namespace: str, *, prefix: str, page_size: int, page_token: str
