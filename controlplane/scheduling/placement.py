@@ -69,8 +69,9 @@ class Placer:
             # Sticky: the same key goes to the same instance while it lives, even if that means waiting —
             # for room, or for the replica the instance is connected to.
             routing_key = task.routing_key
-            owner = max(eligible, key=lambda s: _rendezvous_score(routing_key, s.instance_id))
-            best = _rendezvous_score(routing_key, owner.instance_id)
+            best, owner = max(
+                ((_rendezvous_score(routing_key, s.instance_id), s) for s in eligible), key=lambda pair: pair[0]
+            )
             local = {s.instance_id for s in eligible}
             for instance in remote or ():
                 if (
