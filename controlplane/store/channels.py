@@ -65,14 +65,12 @@ class AuditRepository:
             )
 
     async def purge_before(self, cutoff: float, *, limit: int) -> int:
-        """Delete up to `limit` entries recorded before `cutoff`, oldest first."""
+        """Delete up to `limit` entries recorded before `cutoff`, oldest first, in one statement."""
         old = (
             sa.select(audit_events.c.id).where(audit_events.c.time < cutoff).order_by(audit_events.c.time).limit(limit)
         )
-        ids = list((await self._conn.scalars(old)).all())
-        if ids:
-            await self._conn.execute(audit_events.delete().where(audit_events.c.id.in_(ids)))
-        return len(ids)
+        result = await self._conn.execute(audit_events.delete().where(audit_events.c.id.in_(old)))
+        return int(result.rowcount)
 
     async def for_resource(self, resource: str) -> list[dict[str, Any]]:
         result = await self._conn.execute(
