@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from controlplane.api.auth import AuthInterceptor
 from controlplane.api.errors import ErrorInterceptor
 from controlplane.api.link import AgentLinkServicer
+from controlplane.api.listeners import Listeners
 from controlplane.api.servicers import AgentServicer, ChannelServicer, StateServicer, TaskServicer
 from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import NatsBus
@@ -78,7 +79,7 @@ class ControlPlane(Component):
         self.nats_url = settings.nats_url
         self.embedded_nats: EmbeddedNats | None = None
         self.database: Database | None = None
-        self._server: grpc.aio.Server | None = None
+        self.listeners: Listeners | None = None
         self._health = health.aio.HealthServicer()
         self._started: list[Component] = []
 
@@ -168,12 +169,9 @@ class ControlPlane(Component):
         if s.metrics_listen:
             self.metrics.start(s.metrics_listen)
 
-        self._server = self._build_server()
-        port = self._server.add_insecure_port(s.listen)
-        if port == 0:
-            raise OSError(f"could not listen on {s.listen}")
+        self.listeners = Listeners(self._build_server, s.listen, s.accept_loops)
         host = s.listen.rsplit(":", 1)[0] or "0.0.0.0"
-        self.address = f"{host}:{port}"
+        self.address = f"{host}:{self.listeners.port}"
 
         await self._launch(self.audit)
         await self._launch(self.cluster)
@@ -182,7 +180,7 @@ class ControlPlane(Component):
         await self._launch(self.agents)
         await self._launch(self.supervisor)
         await self._launch(self.sweeper)  # records this replica as alive before any session arrives
-        await self._server.start()
+        await self.listeners.start()
         await self._launch(self.dispatcher)
         for service in ["", *SERVICE_NAMES]:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -205,7 +203,7 @@ class ControlPlane(Component):
         self._started.append(component)
         return component
 
-    def _build_server(self) -> grpc.aio.Server:
+    def _build_server(self, reuse_port: bool) -> grpc.aio.Server:
         s = self.settings
         # Without tokens there is nothing to check: no auth interceptor (each one costs every RPC a hop).
         interceptors = [AuthInterceptor(s.auth_tokens)] if s.auth_tokens else []
@@ -216,7 +214,7 @@ class ControlPlane(Component):
                 ("grpc.max_send_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(reuse_port)),  # only among our own listeners (see api.listeners)
                 # Thousands of agent streams each send a small frame now and then; bandwidth-delay probing
                 # pings on those reads cost ~20% of an idle plane's CPU. A fixed 1 MiB stream window
                 # instead keeps large payloads moving on high-latency links.
@@ -253,8 +251,8 @@ class ControlPlane(Component):
         if hasattr(self, "supervisor") and self.supervisor.running:
             # Streams end first, while the store and NATS are still up for their cleanup.
             await self.supervisor.close_all(grace=5.0)
-        if self._server is not None:
-            await self._server.stop(grace=2.0)
+        if self.listeners is not None:
+            await self.listeners.stop(grace=2.0)
         for component in reversed(self._started):
             try:
                 await component.stop()

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESHPLANE_", extra="ignore", validate_default=True)
 
     listen: str = Field("127.0.0.1:50051", description="gRPC listen address (host:port; port 0 picks one).")
+    accept_loops: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="gRPC servers sharing the listen port, each accepting calls on its own (connections are "
+        "spread over them); a grpc.aio server accepts one call at a time.",
+    )
     data_dir: Path = Field(Path(".meshplane"), description="Directory for the embedded SQLite file and NATS.")
     database_url: str = Field(
         "", description="SQLAlchemy async URL; empty means SQLite in data_dir (postgresql+asyncpg://... in prod)."

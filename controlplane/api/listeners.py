@@ -1,0 +1,85 @@
+"""The plane's gRPC listeners: several grpc.aio servers sharing one TCP port.
+
+A grpc.aio server accepts calls one at a time: it asks the core for the next call only once the event loop has
+handed it the last one, a few loop turns later. On a busy plane, whose loop turns are long, calls then wait to
+be accepted far longer than they take (the benchmark's 64 single-submit callers spent ~90% of each call there).
+Servers bound to the same port (SO_REUSEPORT) each accept on their own, and the kernel spreads connections over
+them; calls that share one connection still share one server.
+
+SO_REUSEPORT would also let another process bind the port we listen on and take part of our traffic. So before
+binding, the port is probed without it: a port someone listens on is refused, as with a single server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Callable
+
+import grpc
+
+
+class PortInUse(OSError):
+    pass
+
+
+def split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a TCP listen address such as `0.0.0.0:50051` or `[::]:0`; None for anything else."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or host.startswith("unix"):
+        return None
+    return host.strip("[]"), int(port)
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise PortInUse when some socket already listens on (host, port)."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # the servers' own bind reports an unknown host
+    for family, kind, proto, _, sockaddr in addresses:
+        with contextlib.closing(socket.socket(family, kind, proto)) as probe:
+            # SO_REUSEADDR, as gRPC's own sockets: only a listening socket (not TIME_WAIT leftovers) conflicts.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(f"{host}:{port} is already in use (another control plane?)") from exc
+                # Another failure (an address family this host lacks): gRPC skips it as well.
+
+
+class Listeners:
+    """`count` servers made by `build(reuse_port)`, listening on `address` (one for a non-TCP address)."""
+
+    def __init__(self, build: Callable[[bool], grpc.aio.Server], address: str, count: int) -> None:
+        tcp = split_address(address)
+        if tcp is not None and tcp[1]:
+            ensure_port_free(*tcp)
+        shared = tcp is not None and count > 1
+        first = build(shared)
+        self.port = first.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not listen on {address}")
+        self._servers = [first]
+        if tcp is None or not shared:
+            return
+        host = tcp[0]
+        bound = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        for _ in range(count - 1):
+            server = build(True)
+            if server.add_insecure_port(bound) != self.port:
+                raise OSError(f"could not share {bound} with another gRPC server")
+            self._servers.append(server)
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    async def start(self) -> None:
+        for server in self._servers:
+            await server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await asyncio.gather(*(server.stop(grace) for server in self._servers))
