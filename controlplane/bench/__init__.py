@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-callers", type=int, default=8, help="concurrent BatchSubmitTasks callers")
     parser.add_argument("--single-tasks", type=int, default=20_000, help="tasks in the single-submit phase")
     parser.add_argument("--callers", type=int, default=64, help="concurrent SubmitTask callers")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="client connections the concurrent callers (batch, single and unary echo) spread over",
+    )
+    parser.add_argument(
+        "--accept-loops", type=int, default=8, help="gRPC servers the plane and the echo listen with (one port)"
+    )
     parser.add_argument("--latency-samples", type=int, default=2_000, help="sequential submits for latency")
     parser.add_argument("--agent-processes", type=int, default=2)
     parser.add_argument("--agents-per-process", type=int, default=2)
@@ -143,18 +152,21 @@ async def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> Non
 # ------------------------------------------------------------------ phases
 
 
-async def _throughput(plane: PlaneProcess, kind: str, total: int, batch: int, callers: int) -> dict[str, Any]:
+async def _throughput(
+    plane: PlaneProcess, kind: str, total: int, batch: int, callers: int, connections: int
+) -> dict[str, Any]:
     """Submit `total` tasks and time them until every result is persisted."""
     baseline = plane.succeeded()
     plane_cpu, pg_cpu = _cpu(plane.ps), _postgres_cpu()
     started = time.perf_counter()
     with _spawn().Pool(1) as pool:
-        pending = pool.apply_async(load.run_load, (kind, plane.address, CAPABILITY, total, batch, callers))
+        pending = pool.apply_async(load.run_load, (kind, plane.address, CAPABILITY, total, batch, callers, connections))
         await _wait_for(lambda: plane.succeeded() >= baseline + total, 600, f"{total} results")
         elapsed = time.perf_counter() - started
         result: load.LoadResult = pending.get(timeout=600)
     figures: dict[str, Any] = {
         "tasks": total,
+        "connections": connections,
         "tasks_per_second": round(total / elapsed),
         "submitted_per_second": round(result.submitted / result.seconds),
         "seconds": round(elapsed, 2),
@@ -178,10 +190,10 @@ async def _latency(plane: PlaneProcess, samples: int) -> dict[str, Any]:
     }
 
 
-async def _echo(seconds: float) -> dict[str, Any]:
+async def _echo(seconds: float, connections: int, accept_loops: int) -> dict[str, Any]:
     context = _spawn()
     parent, child = context.Pipe()
-    server = context.Process(target=echo.serve_echo, args=(child,), daemon=True)
+    server = context.Process(target=echo.serve_echo, args=(child, accept_loops), daemon=True)
     server.start()
     port = parent.recv()
     try:
@@ -189,7 +201,7 @@ async def _echo(seconds: float) -> dict[str, Any]:
             one = pool.apply(echo.measure_echo, (f"127.0.0.1:{port}", 1, seconds))
             many = pool.apply(echo.measure_echo, (f"127.0.0.1:{port}", 64, seconds, 4))
             unary_one, unary_one_p50 = pool.apply(echo.measure_unary, (f"127.0.0.1:{port}", 1, seconds))
-            unary_many, _ = pool.apply(echo.measure_unary, (f"127.0.0.1:{port}", 64, seconds))
+            unary_many, _ = pool.apply(echo.measure_unary, (f"127.0.0.1:{port}", 64, seconds, connections))
     finally:
         parent.send("stop")
         server.join(timeout=10)
@@ -244,7 +256,10 @@ async def _idle(database_url: str, work: Path, sessions: int, seconds: float) ->
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="meshplane-bench-"))
     postgres: PostgresServer | None = None
-    figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    figures: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "plane": {"accept_loops": args.accept_loops},
+    }
     say: Callable[[str], None] = (lambda _text: None) if args.json else (lambda text: print(text, flush=True))
     try:
         database_url = args.database_url
@@ -256,12 +271,12 @@ async def run(args: argparse.Namespace) -> int:
 
         if "echo" not in args.skip:
             say("measuring the bare grpc.aio echo ceiling...")
-            figures["echo_ceiling"] = await _echo(args.echo_seconds)
+            figures["echo_ceiling"] = await _echo(args.echo_seconds, args.connections, args.accept_loops)
             say("measuring a lone database commit...")
             figures["database_commit"] = await commit.measure_commit(database_url, args.latency_samples)
 
         if {"batch", "single", "latency"} - set(args.skip):
-            plane = PlaneProcess(database_url, work)
+            plane = PlaneProcess(database_url, work, accept_loops=str(args.accept_loops))
             agents = []
             try:
                 context = _spawn()
@@ -278,11 +293,16 @@ async def run(args: argparse.Namespace) -> int:
                 if "batch" not in args.skip:
                     say(f"batch phase: {args.tasks} tasks, {args.batch} per call, {args.batch_callers} callers...")
                     figures["batch_submit"] = await _throughput(
-                        plane, "batch", args.tasks, args.batch, args.batch_callers
+                        plane, "batch", args.tasks, args.batch, args.batch_callers, args.connections
                     )
                 if "single" not in args.skip:
-                    say(f"single-submit phase: {args.single_tasks} tasks, {args.callers} concurrent callers...")
-                    figures["single_submit"] = await _throughput(plane, "single", args.single_tasks, 1, args.callers)
+                    say(
+                        f"single-submit phase: {args.single_tasks} tasks, {args.callers} concurrent callers "
+                        f"over {args.connections} connections..."
+                    )
+                    figures["single_submit"] = await _throughput(
+                        plane, "single", args.single_tasks, 1, args.callers, args.connections
+                    )
                 if "latency" not in args.skip:
                     say(f"latency phase: {args.latency_samples} sequential submits from one caller...")
                     figures["one_caller_latency"] = await _latency(plane, args.latency_samples)

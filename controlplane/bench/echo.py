@@ -1,5 +1,8 @@
 """The machine's ceilings: a bare grpc.aio bidirectional echo stream and a bare unary echo call, ~100-byte
-messages, no work at all (the first bounds streamed work such as batches, the second single submits)."""
+messages, no work at all (the first bounds streamed work such as batches, the second single submits).
+
+The echo listens as the plane does (`accept_loops` servers on one port), and concurrent unary callers spread
+over the same number of connections as the single-submit load, so the two are compared like for like."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from controlplane.api.listeners import Listeners
+from controlplane.bench.load import open_channels
 from controlplane.runtime import run_event_loop
 
 _METHOD = "/bench.Echo/Stream"
@@ -17,7 +22,7 @@ _UNARY_METHOD = "/bench.Echo/Unary"
 _MESSAGE = b"x" * 100
 
 
-async def _serve(port_holder: list[int], ready: asyncio.Event, stop: asyncio.Event) -> None:
+async def _serve(port_holder: list[int], ready: asyncio.Event, stop: asyncio.Event, accept_loops: int) -> None:
     async def echo(requests: AsyncIterator[bytes], _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         async for message in requests:
             yield message
@@ -32,16 +37,21 @@ async def _serve(port_holder: list[int], ready: asyncio.Event, stop: asyncio.Eve
             "Unary": grpc.unary_unary_rpc_method_handler(echo_one),
         },
     )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port_holder.append(server.add_insecure_port("127.0.0.1:0"))
-    await server.start()
+
+    def build(reuse_port: bool) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
+        server.add_generic_rpc_handlers((handler,))
+        return server
+
+    listeners = Listeners(build, "127.0.0.1:0", accept_loops)
+    port_holder.append(listeners.port)
+    await listeners.start()
     ready.set()
     await stop.wait()
-    await server.stop(0)
+    await listeners.stop(0)
 
 
-def serve_echo(connection: object) -> None:
+def serve_echo(connection: object, accept_loops: int = 1) -> None:
     """Process entry point: serve echo, send the port back over `connection`, stop when it sends anything."""
     from multiprocessing.connection import Connection
 
@@ -50,7 +60,7 @@ def serve_echo(connection: object) -> None:
     async def main() -> None:
         port: list[int] = []
         ready, stop = asyncio.Event(), asyncio.Event()
-        server = asyncio.ensure_future(_serve(port, ready, stop))
+        server = asyncio.ensure_future(_serve(port, ready, stop, accept_loops))
         await ready.wait()
         connection.send(port[0])
         await asyncio.get_running_loop().run_in_executor(None, connection.recv)
@@ -93,29 +103,31 @@ def measure_echo(target: str, streams: int, seconds: float, window: int = 32) ->
     return result[0]
 
 
-async def _unary_calls(target: str, callers: int, seconds: float) -> tuple[float, float]:
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(_UNARY_METHOD)
+async def _unary_calls(target: str, callers: int, seconds: float, connections: int) -> tuple[float, float]:
+    async with open_channels(target, connections) as channels:
+        calls = [channel.unary_unary(_UNARY_METHOD) for channel in channels]
         latencies: list[float] = []
         deadline = time.perf_counter() + seconds
 
-        async def one() -> None:
+        async def one(number: int) -> None:
+            call = calls[number % len(calls)]
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
                 await call(_MESSAGE)
                 latencies.append(time.perf_counter() - began)
 
         started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(callers)))
+        await asyncio.gather(*(one(number) for number in range(callers)))
         return len(latencies) / (time.perf_counter() - started), statistics.median(latencies) * 1000
 
 
-def measure_unary(target: str, callers: int, seconds: float) -> tuple[float, float]:
-    """Process entry point: (calls per second, p50 ms) of `callers` concurrent callers of a bare unary echo."""
+def measure_unary(target: str, callers: int, seconds: float, connections: int = 1) -> tuple[float, float]:
+    """Process entry point: (calls per second, p50 ms) of `callers` concurrent callers of a bare unary echo,
+    spread over `connections` connections."""
     result: list[tuple[float, float]] = []
 
     async def main() -> None:
-        result.append(await _unary_calls(target, callers, seconds))
+        result.append(await _unary_calls(target, callers, seconds, connections))
 
     run_event_loop(main())
     return result[0]

@@ -1,9 +1,15 @@
-"""Client load for the benchmark: batch submits, concurrent single submits, one-caller latency."""
+"""Client load for the benchmark: batch submits, concurrent single submits, one-caller latency.
+
+Concurrent callers spread over `connections` client connections, as callers from several client processes
+would (calls sharing one connection are accepted one at a time by one server; see controlplane.api.listeners).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -19,6 +25,18 @@ class LoadResult:
     latencies_ms: list[float]
 
 
+@asynccontextmanager
+async def open_channels(target: str, connections: int) -> AsyncIterator[list[grpc.aio.Channel]]:
+    """`connections` channels to `target`, each on its own TCP connection (gRPC shares them by default)."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if connections > 1 else []
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
+    try:
+        yield channels
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
 def _request(capability: str, index: int) -> task_service_pb2.SubmitTaskRequest:
     return task_service_pb2.SubmitTaskRequest(
         target=task_pb2.TaskTarget(capability=capability),
@@ -26,9 +44,9 @@ def _request(capability: str, index: int) -> task_service_pb2.SubmitTaskRequest:
     )
 
 
-async def _batches(target: str, capability: str, total: int, batch: int, callers: int) -> LoadResult:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+async def _batches(target: str, capability: str, total: int, batch: int, callers: int, connections: int) -> LoadResult:
+    async with open_channels(target, connections) as channels:
+        stubs = [task_service_pb2_grpc.TaskServiceStub(channel) for channel in channels]
         requests = [
             task_service_pb2.BatchSubmitTasksRequest(requests=[_request(capability, i) for i in range(batch)])
             for _ in range(4)
@@ -37,6 +55,7 @@ async def _batches(target: str, capability: str, total: int, batch: int, callers
 
         async def caller(number: int) -> None:
             nonlocal sent
+            stub = stubs[number % len(stubs)]
             while sent < total:
                 sent += batch
                 await stub.BatchSubmitTasks(requests[number % len(requests)])
@@ -46,15 +65,16 @@ async def _batches(target: str, capability: str, total: int, batch: int, callers
         return LoadResult(sent, time.perf_counter() - started, [])
 
 
-async def _singles(target: str, capability: str, total: int, callers: int) -> LoadResult:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+async def _singles(target: str, capability: str, total: int, callers: int, connections: int) -> LoadResult:
+    async with open_channels(target, connections) as channels:
+        stubs = [task_service_pb2_grpc.TaskServiceStub(channel) for channel in channels]
         request = _request(capability, 0)
         latencies: list[float] = []
         remaining = total
 
-        async def caller() -> None:
+        async def caller(number: int) -> None:
             nonlocal remaining
+            stub = stubs[number % len(stubs)]
             while remaining > 0:
                 remaining -= 1
                 began = time.perf_counter()
@@ -62,16 +82,18 @@ async def _singles(target: str, capability: str, total: int, callers: int) -> Lo
                 latencies.append((time.perf_counter() - began) * 1000)
 
         started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(callers)))
+        await asyncio.gather(*(caller(number) for number in range(callers)))
         return LoadResult(total, time.perf_counter() - started, latencies)
 
 
-def run_load(kind: str, target: str, capability: str, total: int, batch: int, callers: int) -> LoadResult:
+def run_load(
+    kind: str, target: str, capability: str, total: int, batch: int, callers: int, connections: int = 1
+) -> LoadResult:
     """Process entry point (the load runs in its own process, apart from the measuring one)."""
     if kind == "batch":
-        coroutine = _batches(target, capability, total, batch, callers)
+        coroutine = _batches(target, capability, total, batch, callers, connections)
     else:
-        coroutine = _singles(target, capability, total, callers)
+        coroutine = _singles(target, capability, total, callers, connections)
     result: list[LoadResult] = []
 
     async def main() -> None:
