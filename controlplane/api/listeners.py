@@ -28,7 +28,7 @@ class PortInUse(OSError):
 def split_address(address: str) -> tuple[str, int] | None:
     """(host, port) of a TCP listen address such as `0.0.0.0:50051` or `[::]:0`; None for anything else."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or host.startswith("unix"):
+    if not sep or not port.isdigit() or "/" in host:  # unix:/path, unix:///path
         return None
     return host.strip("[]"), int(port)
 

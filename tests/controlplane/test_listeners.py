@@ -74,4 +74,6 @@ def test_listen_addresses_are_split_into_host_and_port() -> None:
     assert split_address("[::]:0") == ("::", 0)
     assert split_address(":7000") == ("", 7000)
     assert split_address("unix:/run/meshplane.sock") is None
+    assert split_address("unix:///run/meshplane:1") is None
+    assert split_address("unixhost:50051") == ("unixhost", 50051)
     assert split_address("localhost") is None
