@@ -214,8 +214,8 @@ async def _echo(seconds: float, connections: int, accept_loops: int) -> dict[str
     }
 
 
-async def _idle(database_url: str, work: Path, sessions: int, seconds: float) -> dict[str, Any]:
-    plane = PlaneProcess(database_url, work / "idle")
+async def _idle(database_url: str, work: Path, sessions: int, seconds: float, accept_loops: int) -> dict[str, Any]:
+    plane = PlaneProcess(database_url, work / "idle", accept_loops=str(accept_loops))
     processes = []
     try:
         per_process = 2_500
@@ -317,7 +317,9 @@ async def run(args: argparse.Namespace) -> int:
         if "idle" not in args.skip:
             say(f"idle phase: {args.idle_sessions} agent sessions, CPU over {args.idle_seconds:.0f}s...")
             idle_url = postgres.create_database() if postgres else database_url
-            figures["idle_sessions"] = await _idle(idle_url, work, args.idle_sessions, args.idle_seconds)
+            figures["idle_sessions"] = await _idle(
+                idle_url, work, args.idle_sessions, args.idle_seconds, args.accept_loops
+            )
     finally:
         if postgres is not None:
             postgres.stop()
