@@ -64,7 +64,7 @@ class Listeners:
         if self.port == 0:
             raise OSError(f"could not listen on {address}")
         self._servers = [first]
-        if tcp is None or not shared:
+        if tcp is None or count <= 1:
             return
         host = tcp[0]
         bound = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"

@@ -45,8 +45,9 @@ class Database:
         # SQLite (WAL) has one writer but concurrent readers: reads get their own connections, which
         # never take the write lock. PostgreSQL reads share the one pool.
         self._read_engine: AsyncEngine = _create_sqlite_reader(self.url, echo=echo) if self.is_sqlite else self.engine
+        self._engines = {self.engine, self._read_engine}  # one on PostgreSQL
         self._checked_in = asyncio.Event()  # set whenever a connection goes back to a pool (see dispose)
-        for engine in {self.engine, self._read_engine}:
+        for engine in self._engines:
             event.listen(engine.sync_engine, "checkin", lambda *_: self._checked_in.set())
 
     @asynccontextmanager
@@ -110,8 +111,7 @@ class Database:
 
     def checked_out(self) -> int:
         """Connections in use right now (both engines; the hot path's asyncpg pool waits for its own)."""
-        engines = {self.engine, self._read_engine}
-        return sum(e.pool.checkedout() for e in engines if isinstance(e.pool, QueuePool))
+        return sum(e.pool.checkedout() for e in self._engines if isinstance(e.pool, QueuePool))
 
     async def dispose(self, grace: float = 5.0) -> None:
         """Close every connection, after waiting (up to `grace` seconds) for those in use to come back.
@@ -128,9 +128,8 @@ class Database:
         if self._raw_pool is not None:
             pool, self._raw_pool = self._raw_pool, None
             await pool.close()
-        await self.engine.dispose()
-        if self._read_engine is not self.engine:
-            await self._read_engine.dispose()
+        for engine in self._engines:
+            await engine.dispose()
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
