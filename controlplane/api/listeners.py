@@ -78,8 +78,15 @@ class Listeners:
         return len(self._servers)
 
     async def start(self) -> None:
-        for server in self._servers:
-            await server.start()
+        """Start every server, or none: when one fails to start, those already serving are stopped."""
+        started: list[grpc.aio.Server] = []
+        try:
+            for server in self._servers:
+                await server.start()
+                started.append(server)
+        except BaseException:
+            await asyncio.gather(*(server.stop(None) for server in started), return_exceptions=True)
+            raise
 
     async def stop(self, grace: float | None) -> None:
         await asyncio.gather(*(server.stop(grace) for server in self._servers))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controlplane.api.listeners import PortInUse, split_address
+from controlplane.api.listeners import Listeners, PortInUse, split_address
 from meshplane.v1 import task_service_pb2, task_service_pb2_grpc
 from tests.support.plane import running_plane
 
@@ -39,12 +40,7 @@ async def test_every_connection_is_served_whichever_server_accepts_it(tmp_path: 
 async def test_stopping_the_plane_closes_every_listener(tmp_path: Path) -> None:
     async with running_plane(tmp_path / "plane", accept_loops=4) as plane:
         address = plane.address
-    for _ in range(8):  # connections would spread over every server still listening
-        async with _own_connection(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    await _refused_everywhere(address)
 
 
 @pytest.mark.parametrize("loops", [1, 4])
@@ -57,6 +53,37 @@ async def test_a_second_plane_on_the_same_port_is_refused(tmp_path: Path, loops:
         async with _own_connection(first.address) as channel:
             answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _refused_everywhere(address: str) -> None:
+    for _ in range(8):  # connections would spread over every server still listening
+        async with _own_connection(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def test_when_one_listener_fails_to_start_the_others_stop() -> None:
+    built: list[grpc.aio.Server] = []
+
+    def build(reuse_port: bool) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
+        health_pb2_grpc.add_HealthServicer_to_server(grpc_health.aio.HealthServicer(), server)
+        if len(built) == 2:
+
+            async def refuse() -> None:
+                raise RuntimeError("this listener cannot start")
+
+            server.start = refuse  # type: ignore[method-assign]
+        built.append(server)
+        return server
+
+    listeners = Listeners(build, "127.0.0.1:0", 4)
+    with pytest.raises(RuntimeError, match="cannot start"):
+        await listeners.start()
+    await _refused_everywhere(f"127.0.0.1:{listeners.port}")
+    await listeners.stop(None)
 
 
 async def test_a_port_held_by_another_program_is_refused(tmp_path: Path) -> None:
