@@ -58,8 +58,7 @@ class Listeners:
         tcp = split_address(address)
         if tcp is not None and tcp[1]:
             ensure_port_free(*tcp)
-        shared = tcp is not None and count > 1
-        first = build(shared)
+        first = build(tcp is not None and count > 1)
         self.port = first.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not listen on {address}")

@@ -135,6 +135,10 @@ def _cpu(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
+_MIN_POLL_PAUSE = 0.02  # seconds between scrapes of the plane (see _wait_for)
+_MAX_POLL_PAUSE = 0.5
+
+
 async def _wait_for(read: Callable[[], float], target: float, timeout: float, what: str) -> None:
     """Poll `read` (a scrape, run in a thread: a saturated plane can be slow to answer) until it reaches
     `target`.
@@ -164,10 +168,6 @@ async def _wait_for(read: Callable[[], float], target: float, timeout: float, wh
         if now > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(pause)
-
-
-_MIN_POLL_PAUSE = 0.02
-_MAX_POLL_PAUSE = 0.5
 
 
 # ------------------------------------------------------------------ phases
