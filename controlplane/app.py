@@ -135,6 +135,7 @@ class ControlPlane(Component):
             concurrency=2 if store.is_postgres else 1,
             remote=self.remote_instances,
         )
+        self.tasks.connect_sync_match(self.dispatcher)  # a submit places what it can at once
         self.supervisor = SessionSupervisor(
             registry=self.registry,
             agents=self.agents,

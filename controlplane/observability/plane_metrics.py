@@ -35,6 +35,11 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
         counter(
             "meshplane_assignments_total", "Attempts assigned to agent sessions.", lambda: plane.dispatcher.assigned
         ),
+        counter(
+            "meshplane_assignments_on_submit_total",
+            "Of those, attempts placed by their own submit (a session had room and nothing was queued).",
+            lambda: plane.dispatcher.assigned_on_submit,
+        ),
         counter("meshplane_results_applied_total", "Agent results applied.", lambda: plane.reports.applied_results),
         counter(
             "meshplane_results_stale_total",

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.domain.agents import RemoteInstance
-from controlplane.domain.tasks import TaskRef
+from controlplane.domain.tasks import Task, TaskRef
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AssignmentMsg
 from controlplane.link.registry import SessionRegistry
@@ -24,10 +24,31 @@ from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
-from controlplane.store.tasks import QueuedTask
+from controlplane.store.tasks import QueuedTask, TaskWrites
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
+
+Binding = tuple[AgentSession, TaskRef, AssignmentMsg]
+
+
+class PlacedOnSubmit:
+    """Assignments a submit made itself (Dispatcher.place_new): slots taken, sent once the submit commits."""
+
+    def __init__(self, bindings: list[Binding], writes: TaskWrites, sent: Callable[[int], None]) -> None:
+        self.bindings = bindings
+        self.writes = writes  # their assignments, attempts and ASSIGNED events, for TaskRows.insert
+        self._sent = sent
+
+    def send(self) -> None:
+        for session, _, message in self.bindings:
+            session.send(message)
+        self._sent(len(self.bindings))
+
+    def release(self) -> None:
+        for session, ref, _ in self.bindings:
+            session.release(ref)
+
 
 # Claim a few more rows than there are slots, so tasks that no session here can take (label
 # selectors, agent names) do not hide placeable ones behind them.
@@ -73,6 +94,7 @@ class Dispatcher(Component):
         self._left_behind = False
         self._tasks = TaskOwner(self.name)
         self.assigned = 0
+        self.assigned_on_submit = 0  # of `assigned`: placed by their submit (place_new)
         self.rounds = 0
         self.round_seconds = 0.0
 
@@ -194,7 +216,7 @@ class Dispatcher(Component):
 
     async def _place(self, limits: dict[str, int]) -> tuple[int, bool]:
         transition = Transition(now=self._clock(), actor=f"replica/{self._replica_id}")
-        planned: list[tuple[AgentSession, TaskRef, AssignmentMsg]] = []
+        planned: list[Binding] = []
         more = False
         async with self._store.hot_transaction() as uow:
             claimed = []
@@ -211,33 +233,8 @@ class Dispatcher(Component):
                     if serving is None:
                         serving = candidates[task.capability] = self._registry.candidates(task.capability)
                     session = self._placer.choose(task, serving, memo, remote.get(task.capability))
-                    if session is None:
-                        continue
-                    attempt = transition.assign(
-                        task,
-                        session_id=session.session_id,
-                        agent_name=session.agent_name,
-                        instance_id=session.instance_id,
-                        replica_id=self._replica_id,
-                    )
-                    ref = TaskRef(task.id, attempt)
-                    session.reserve(ref, task.heartbeat_timeout)  # before the next choice sees its room
-                    deadline = transition.writes.assigned[-1].attempt_deadline
-                    message = AssignmentMsg(
-                        task_id=task.id,
-                        attempt=attempt,
-                        capability=task.capability,
-                        input=task.input,
-                        priority=task.priority,
-                        correlation_id=task.correlation_id,
-                        metadata=task.metadata,
-                        deadline=deadline,
-                        heartbeat_timeout=task.heartbeat_timeout,
-                        max_attempts=task.max_attempts,
-                        traceparent=task.traceparent,
-                        tracestate=task.tracestate,
-                    )
-                    planned.append((session, ref, message))
+                    if session is not None:
+                        planned.append(self._bind(task, session, transition))
                 await uow.tasks.write(transition.writes)
             except BaseException:
                 for session, ref, _ in planned:
@@ -252,9 +249,93 @@ class Dispatcher(Component):
         await self._effects.after_commit(transition.after)
         return len(planned), more
 
+    def _bind(self, task: QueuedTask, session: AgentSession, transition: Transition) -> Binding:
+        """Assign `task` to `session` in `transition` and take the slot (before the next choice sees its room)."""
+        attempt = transition.assign(
+            task,
+            session_id=session.session_id,
+            agent_name=session.agent_name,
+            instance_id=session.instance_id,
+            replica_id=self._replica_id,
+        )
+        ref = TaskRef(task.id, attempt)
+        session.reserve(ref, task.heartbeat_timeout)
+        message = AssignmentMsg(
+            task_id=task.id,
+            attempt=attempt,
+            capability=task.capability,
+            input=task.input,
+            priority=task.priority,
+            correlation_id=task.correlation_id,
+            metadata=task.metadata,
+            deadline=transition.writes.assigned[-1].attempt_deadline,
+            heartbeat_timeout=task.heartbeat_timeout,
+            max_attempts=task.max_attempts,
+            traceparent=task.traceparent,
+            tracestate=task.tracestate,
+        )
+        return session, ref, message
+
+    def place_new(self, tasks: Sequence[Task], now: float) -> PlacedOnSubmit | None:
+        """Sync match: bind tasks being submitted to sessions here with room, so that the submit inserts them
+        already ASSIGNED and no claim transaction is needed.
+
+        Only while no queued work can be waiting ahead of them (the backlog is clear and no round is
+        claiming), and never for sticky tasks (their owner may be on another replica). Tasks are taken in claim
+        order (priority, then FIFO), and those no session here can take now stay queued, as a round leaves them.
+        Returns None when nothing was placed. The caller writes the result's `writes` with the tasks, then
+        `send()`s the assignments once committed, or `release()`s the slots if the transaction failed.
+        """
+        if self._backlog or self._booked or not self.running:
+            return None
+        transition = Transition(now=now, actor=f"replica/{self._replica_id}")
+        bindings: list[Binding] = []
+        memo: dict[tuple[object, ...], list[AgentSession]] = {}
+        candidates: dict[str, list[AgentSession]] = {}
+        for task in sorted((_as_queued(t) for t in tasks), key=lambda q: (-q.priority, q.id)):
+            if self._placer.is_sticky(task):
+                continue
+            serving = candidates.get(task.capability)
+            if serving is None:
+                serving = candidates[task.capability] = self._registry.candidates(task.capability)
+            session = self._placer.choose(task, serving, memo)
+            if session is not None:
+                bindings.append(self._bind(task, session, transition))
+        return PlacedOnSubmit(bindings, transition.writes, self._sent_on_submit) if bindings else None
+
+    def _sent_on_submit(self, count: int) -> None:
+        self.assigned += count
+        self.assigned_on_submit += count
+
     async def _remote_owners(self, claimed: list[QueuedTask]) -> dict[str, list[RemoteInstance]]:
         """Other replicas' instances, per capability of the sticky tasks claimed (none otherwise)."""
         if self._remote is None:
             return {}
         sticky = {task.capability for task in claimed if self._placer.is_sticky(task)}
         return {capability: await self._remote.serving(capability) for capability in sticky}
+
+
+def _as_queued(task: Task) -> QueuedTask:
+    """A task being submitted, as a claim would have read it back."""
+    spec = task.spec
+    schedule_to_close = spec.timeouts.schedule_to_close
+    return QueuedTask(
+        id=task.id,
+        capability=spec.target.capability,
+        agent_name=spec.target.agent_name,
+        label_selector=spec.target.label_selector or {},
+        routing_key=spec.target.routing_key,
+        strategy=spec.target.strategy,
+        priority=spec.priority,
+        input=spec.input,
+        correlation_id=spec.correlation_id,
+        metadata=spec.metadata or {},
+        traceparent=spec.traceparent,
+        tracestate=spec.tracestate,
+        attempt=task.attempt,
+        max_attempts=spec.retry_policy.max_attempts,
+        start_to_close=spec.timeouts.start_to_close,
+        heartbeat_timeout=spec.timeouts.heartbeat,
+        deadline=task.create_time + schedule_to_close if schedule_to_close else None,
+        event_seq=1,  # the CREATED event
+    )

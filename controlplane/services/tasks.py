@@ -7,10 +7,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from controlplane import paging
 from controlplane.batching import Batcher, FlushGate
 from controlplane.domain.tasks import (
+    Attempt,
+    AttemptOutcome,
     RetryPolicy,
     RetryRequest,
     SubmitRequest,
@@ -32,12 +35,54 @@ from controlplane.services.effects import Effects
 from controlplane.services.transitions import AfterCommit, Transition
 from controlplane.settings import Settings
 from controlplane.store.sql import DuplicateKey
+from controlplane.store.tasks import TaskWrites
 from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_SUBMIT = 1000
+
+
+class PlacedWork(Protocol):
+    """Assignments a submit made itself: written with its tasks, sent once it commits."""
+
+    writes: TaskWrites
+
+    def send(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class SyncMatch(Protocol):
+    def place_new(self, tasks: Sequence[Task], now: float) -> PlacedWork | None:
+        """Bind some of `tasks` (being submitted) to sessions with room; None if none can be placed now."""
+        ...
+
+
+def _show_assigned(tasks: Sequence[Task], writes: TaskWrites) -> None:
+    """The submit's answer shows the tasks it placed as they were committed: ASSIGNED, with their attempt."""
+    by_id = {task.id: task for task in tasks}
+    attempts = {a.task_id: a for a in writes.new_attempts}
+    for assigned in writes.assigned:
+        task = by_id[assigned.task_id]
+        new = attempts[assigned.task_id]
+        task.state = TaskState.ASSIGNED
+        task.attempt = assigned.attempt
+        task.update_time = assigned.time
+        task.session_id = assigned.session_id
+        task.agent_instance_id = assigned.agent_instance_id
+        task.replica_id = assigned.replica_id
+        task.attempts = [
+            Attempt(
+                new.attempt,
+                new.agent_name,
+                new.agent_instance_id,
+                new.session_id,
+                AttemptOutcome.RUNNING,
+                new.assign_time,
+            )
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +103,7 @@ class TaskService(Component):
         self._settings = settings
         self._effects = effects
         self._clock = clock
+        self._sync_match: SyncMatch | None = None
         self.submitted = 0
         self.deduplicated = 0
         self._target_checks: dict[tuple[object, ...], list[tuple[str, str]]] = {}
@@ -215,44 +261,60 @@ class TaskService(Component):
                     raise
         raise AssertionError("unreachable")
 
+    def connect_sync_match(self, sync_match: SyncMatch) -> None:
+        """Let submits place their tasks on sessions with room at once (the dispatcher's place_new)."""
+        self._sync_match = sync_match
+
     async def _persist_submits(self, batches: list[_SubmitBatch]) -> list[list[Submitted]]:
         now = self._clock()
         keys = sorted({spec.idempotency_key for b in batches for spec in b.specs if spec.idempotency_key})
         results: list[list[Submitted]] = []
         new_tasks: list[Task] = []
         actors: dict[str, str] = {}
-        # Without idempotency keys the flush is one INSERT statement: no transaction around it needed.
-        async with self._store.hot_transaction(single_statement=not keys) as uow:
-            by_key = await uow.tasks.find_by_idempotency_keys(keys)
-            for batch in batches:
-                submitted: list[Submitted] = []
-                for spec in batch.specs:
-                    existing = by_key.get(spec.idempotency_key) if spec.idempotency_key else None
-                    if existing is not None:
-                        submitted.append(Submitted(existing, deduplicated=True))
-                        continue
-                    task = Task(
-                        id=new_id(),
-                        spec=spec,
-                        state=TaskState.QUEUED,
-                        create_time=now,
-                        update_time=now,
-                        resubmitted_from=batch.resubmitted_from,
-                        scheduled_time=now,
-                    )
-                    if spec.idempotency_key:
-                        by_key[spec.idempotency_key] = task
-                    new_tasks.append(task)
-                    actors[task.id] = batch.actor
-                    submitted.append(Submitted(task, deduplicated=False))
-                results.append(submitted)
-            await uow.tasks.insert(new_tasks, actors=actors)
+        placed: PlacedWork | None = None
+        try:
+            # Without idempotency keys the flush is one INSERT statement: no transaction around it needed.
+            async with self._store.hot_transaction(single_statement=not keys) as uow:
+                by_key = await uow.tasks.find_by_idempotency_keys(keys)
+                for batch in batches:
+                    submitted: list[Submitted] = []
+                    for spec in batch.specs:
+                        existing = by_key.get(spec.idempotency_key) if spec.idempotency_key else None
+                        if existing is not None:
+                            submitted.append(Submitted(existing, deduplicated=True))
+                            continue
+                        task = Task(
+                            id=new_id(),
+                            spec=spec,
+                            state=TaskState.QUEUED,
+                            create_time=now,
+                            update_time=now,
+                            resubmitted_from=batch.resubmitted_from,
+                            scheduled_time=now,
+                        )
+                        if spec.idempotency_key:
+                            by_key[spec.idempotency_key] = task
+                        new_tasks.append(task)
+                        actors[task.id] = batch.actor
+                        submitted.append(Submitted(task, deduplicated=False))
+                    results.append(submitted)
+                if new_tasks and self._sync_match is not None:
+                    placed = self._sync_match.place_new(new_tasks, now)
+                await uow.tasks.insert(new_tasks, actors=actors, placed=placed.writes if placed else None)
+        except BaseException:
+            if placed is not None:
+                placed.release()
+            raise
         self.submitted += len(new_tasks)
         self.deduplicated += sum(len(r) for r in results) - len(new_tasks)
+        if placed is not None:
+            placed.send()  # committed: now the agents may hear about it
+            _show_assigned(new_tasks, placed.writes)
         if new_tasks:
             after = AfterCommit(changed={t.id for t in new_tasks})
             for task in new_tasks:
-                after.requeued.setdefault(task.spec.target.capability, now)
+                if task.state is TaskState.QUEUED:
+                    after.requeued.setdefault(task.spec.target.capability, now)
             await self._effects.after_commit(after)
         return results
 

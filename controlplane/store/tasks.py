@@ -413,9 +413,11 @@ TASK_INSERT_COLS = tuple(
         ("start_to_close", _F), ("heartbeat_timeout", _F), ("schedule_to_close", _F), ("correlation_id", _T),
         ("metadata", _J), ("traceparent", _T), ("tracestate", _T), ("state", _S), ("attempt", _I),
         ("resubmitted_from", _T), ("create_time", _TM), ("update_time", _TM), ("scheduled_time", _TM),
-        ("start_deadline", _TM), ("deadline", _TM), ("event_seq", _I),
+        ("start_deadline", _TM), ("deadline", _TM), ("event_seq", _I), ("session_id", _T),
+        ("agent_instance_id", _T), ("replica_id", _T), ("attempt_deadline", _TM),
     ]
 )  # fmt: skip
+_INSERT_INDEX = {col.name: index for index, col in enumerate(TASK_INSERT_COLS)}
 EVENT_COLS = tuple(
     Col(name, kind)
     for name, kind in [
@@ -436,8 +438,7 @@ TASK_COLS = (
         Col(name, kind)
         for name, kind in [
             ("output_data", _B), ("output_content_type", _T), ("error", _J), ("progress", _F),
-            ("progress_message", _T), ("cancel_reason", _T), ("end_time", _TM), ("attempt_deadline", _TM),
-            ("session_id", _T), ("agent_instance_id", _T), ("replica_id", _T),
+            ("progress_message", _T), ("cancel_reason", _T), ("end_time", _TM),
         ]
     ),
 )  # fmt: skip
@@ -527,6 +528,40 @@ def _insert_values(task: Task) -> tuple[Any, ...]:
         created + timeouts.schedule_to_start if timeouts.schedule_to_start else None,
         created + timeouts.schedule_to_close if timeouts.schedule_to_close else None,
         1,  # the CREATED event
+        "",
+        "",
+        "",
+        None,
+    )
+
+
+def _assigned_insert_values(queued: tuple[Any, ...], assigned: Assigned) -> tuple[Any, ...]:
+    """A new task's row, bound at once to the session its submit placed it on (see TaskRows.insert)."""
+    values = list(queued)
+    for name, value in (
+        ("state", int(TaskState.ASSIGNED)),
+        ("attempt", assigned.attempt),
+        ("update_time", assigned.time),
+        ("start_deadline", None),
+        ("event_seq", assigned.event_seq),
+        ("session_id", assigned.session_id),
+        ("agent_instance_id", assigned.agent_instance_id),
+        ("replica_id", assigned.replica_id),
+        ("attempt_deadline", assigned.attempt_deadline),
+    ):
+        values[_INSERT_INDEX[name]] = value
+    return tuple(values)
+
+
+def _new_attempt_values(a: NewAttempt) -> tuple[Any, ...]:
+    return (
+        a.task_id,
+        a.attempt,
+        a.agent_name,
+        a.agent_instance_id,
+        a.session_id,
+        int(AttemptOutcome.RUNNING),
+        a.assign_time,
     )
 
 
@@ -620,17 +655,32 @@ class TaskRows:
             found[row["idempotency_key"]] = task_from_row(SimpleNamespace(**row))
         return found
 
-    async def insert(self, new_tasks: Sequence[Task], *, actors: Mapping[str, str]) -> None:
-        """Insert queued tasks and their CREATED events (one statement on PostgreSQL); `actors`: task id -> actor."""
+    async def insert(
+        self, new_tasks: Sequence[Task], *, actors: Mapping[str, str], placed: TaskWrites | None = None
+    ) -> None:
+        """Insert new tasks and their CREATED events (one statement on PostgreSQL); `actors`: task id -> actor.
+
+        `placed`: the assignments the submit made itself (only `assigned`, `new_attempts` and their ASSIGNED
+        `events`): those tasks are inserted already ASSIGNED, with their attempt, instead of QUEUED.
+        """
         if not new_tasks:
             return
+        assigned = {a.task_id: a for a in placed.assigned} if placed else {}
+        rows = []
+        for task in new_tasks:
+            values = _insert_values(task)
+            binding = assigned.get(task.id)
+            rows.append(values if binding is None else _assigned_insert_values(values, binding))
         batch = self._bulk.batch()
-        batch.insert("tasks", TASK_INSERT_COLS, [_insert_values(t) for t in new_tasks])
-        created = [
+        batch.insert("tasks", TASK_INSERT_COLS, rows)
+        events = [
             NewEvent(t.id, 1, TaskEventType.CREATED, TaskState.QUEUED, 0, t.create_time, actor=actors[t.id])
             for t in new_tasks
         ]
-        batch.insert("task_events", EVENT_COLS, [_event_values(e) for e in created])
+        if placed:
+            events += placed.events
+            batch.insert("task_attempts", ATTEMPT_INSERT_COLS, [_new_attempt_values(a) for a in placed.new_attempts])
+        batch.insert("task_events", EVENT_COLS, [_event_values(e) for e in events])
         await batch.execute()
 
     # -- claims
@@ -781,22 +831,7 @@ class TaskRows:
                 with_output.append((*values, output.data, output.content_type))
         bulk.update("tasks", _KEY, LIVE_SETS, plain)
         bulk.update("tasks", _KEY, LIVE_WITH_OUTPUT_SETS, with_output)
-        bulk.insert(
-            "task_attempts",
-            ATTEMPT_INSERT_COLS,
-            [
-                (
-                    a.task_id,
-                    a.attempt,
-                    a.agent_name,
-                    a.agent_instance_id,
-                    a.session_id,
-                    int(AttemptOutcome.RUNNING),
-                    a.assign_time,
-                )
-                for a in writes.new_attempts
-            ],
-        )
+        bulk.insert("task_attempts", ATTEMPT_INSERT_COLS, [_new_attempt_values(a) for a in writes.new_attempts])
         # An attempt that started and ended in the same batch is written once.
         ends = {(e.task_id, e.attempt): e for e in writes.attempt_ends}
         starts_only = [s for s in writes.attempt_starts if (s.task_id, s.attempt) not in ends]

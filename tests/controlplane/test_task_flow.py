@@ -22,7 +22,10 @@ async def test_submitted_task_runs_on_an_agent_and_its_output_is_stored(
     agent.serve_echo()
 
     task = await submit(channel, data={"text": "hello", "n": 3})
-    assert task.state == task_pb2.TASK_STATE_QUEUED
+    # An idle session had room and nothing was queued: the submit placed the task itself.
+    assert task.state == task_pb2.TASK_STATE_ASSIGNED
+    assert task.attempt == 1
+    assert [a.agent_instance_id for a in task.attempts] == [agent.instance_id]
     events = await watch_events(channel, task.id)
 
     assert [task_pb2.TaskEventType.Name(e.type) for e in events] == [

@@ -122,7 +122,8 @@ async def test_submit_plain_json_get_and_list_with_filter_and_paging(mesh: Mesh)
     http = mesh.http
     value = {"text": "hello", "numbers": [1, 2.5, None], "nested": {"ok": True}}
     submitted = await submit(http, "e2e.echo", value, priority=7)
-    assert submitted["state"] == "TASK_STATE_QUEUED"
+    # Queued, or already placed by its submit when an agent had room and nothing waited.
+    assert submitted["state"] in ("TASK_STATE_QUEUED", "TASK_STATE_ASSIGNED")
     assert submitted["target"]["capability"] == "e2e.echo" and submitted["priority"] == 7
 
     # The output comes back as the same plain JSON the agent returned.

@@ -1,0 +1,123 @@
+"""A submit places its tasks itself (sync match) when a session here has room and no queued work can be
+waiting ahead of them: the task is inserted ASSIGNED with its attempt, and no claim round is needed.
+Otherwise the task is queued and a dispatch round places it, as before. On both stores.
+
+The plane here polls only every 30 s, so a task placed within the tests' seconds was placed by its submit
+or by a round something woke, not by the fallback poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from controlplane.app import ControlPlane
+from meshplane.v1 import task_pb2, task_service_pb2
+from tests.controlplane.helpers import submit, submit_request, tasks_stub, watch_events
+from tests.support.eventually import eventually
+from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
+
+pytestmark = pytest.mark.timeout(60)
+
+QUEUED = task_pb2.TASK_STATE_QUEUED
+ASSIGNED = task_pb2.TASK_STATE_ASSIGNED
+
+
+@pytest.fixture
+async def quiet_plane(tmp_path: Path, database_url: str) -> AsyncIterator[ControlPlane]:
+    async with running_plane(tmp_path / "plane", database_url=database_url, sweep_interval=30) as started:
+        yield started
+
+
+@pytest.fixture
+async def quiet_channel(quiet_plane: ControlPlane) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(quiet_plane.address) as opened:
+        yield opened
+
+
+async def _connected(plane: ControlPlane, **options: object) -> LinkAgent:
+    agent = LinkAgent(plane.address, **options)  # type: ignore[arg-type]
+    await agent.connect()
+    # The round a new capability earns has run (and found nothing queued): the backlog is clear.
+    await eventually(lambda: plane.dispatcher.rounds >= 1, message="the joining session's round")
+    return agent
+
+
+async def test_a_submit_places_its_task_when_a_session_has_room_and_nothing_waits(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    agent = await _connected(quiet_plane, capabilities=["cap.sync"])
+    rounds = quiet_plane.dispatcher.rounds
+
+    task = await submit(quiet_channel, capability="cap.sync", data={"n": 1})
+    assert task.state == ASSIGNED
+    assert task.attempt == 1
+    assert [(a.attempt, a.agent_instance_id) for a in task.attempts] == [(1, agent.instance_id)]
+    assignment = await agent.next_assignment()
+    assert (assignment.task_id, assignment.attempt) == (task.id, 1)
+    assert quiet_plane.dispatcher.rounds == rounds  # no claim round was needed
+    assert quiet_plane.dispatcher.assigned_on_submit == 1
+
+    await agent.succeed(assignment, {"ok": True})
+    events = await watch_events(quiet_channel, task.id)
+    assert [(task_pb2.TaskEventType.Name(e.type), e.sequence, e.attempt) for e in events] == [
+        ("TASK_EVENT_TYPE_CREATED", 1, 0),
+        ("TASK_EVENT_TYPE_ASSIGNED", 2, 1),
+        ("TASK_EVENT_TYPE_STARTED", 3, 1),
+        ("TASK_EVENT_TYPE_SUCCEEDED", 4, 1),
+    ]
+    assert events[1].agent_instance_id == agent.instance_id
+    await agent.close()
+
+
+async def test_a_batch_places_by_priority_then_fifo_and_never_beyond_the_sessions_room(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    agent = await _connected(quiet_plane, capabilities=["cap.batch"], max_concurrency=2)
+    priorities = [0, 5, 0, 5, 0]
+    request = task_service_pb2.BatchSubmitTasksRequest(
+        requests=[submit_request("cap.batch", {"i": i}, priority=p) for i, p in enumerate(priorities)]
+    )
+    tasks = list((await tasks_stub(quiet_channel).BatchSubmitTasks(request)).tasks)
+    # Two slots: the two priority-5 tasks, in submission order; the rest wait in the queue.
+    assert [t.state for t in tasks] == [QUEUED, ASSIGNED, QUEUED, ASSIGNED, QUEUED]
+    placed = {(await agent.next_assignment()).task_id for _ in range(2)}
+    assert placed == {tasks[1].id, tasks[3].id}
+    assert len(quiet_plane.registry.by_instance(agent.instance_id).in_flight) == 2  # type: ignore[union-attr]
+    await agent.close()
+
+
+async def test_while_queued_work_may_be_waiting_a_submit_leaves_its_task_to_the_queue(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    agent = await _connected(quiet_plane, capabilities=["cap.wait"], labels={"zone": "us"})
+    # Nobody here can take this one: it stays queued, and the dispatcher knows work is waiting.
+    stranded = await submit(
+        quiet_channel, target=task_pb2.TaskTarget(capability="cap.wait", label_selector={"zone": "eu"})
+    )
+    assert stranded.state == QUEUED
+    rounds = quiet_plane.dispatcher.rounds
+    await eventually(lambda: quiet_plane.dispatcher.rounds > rounds, message="the round the queued task woke")
+
+    later = await submit(quiet_channel, capability="cap.wait")
+    assert later.state == QUEUED  # not placed past the queue, though the session has room
+    assert (await agent.next_assignment()).task_id == later.id  # a round placed it
+    assert quiet_plane.dispatcher.assigned_on_submit == 0
+    await agent.close()
+
+
+async def test_sticky_tasks_are_left_to_the_dispatcher(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    agent = await _connected(quiet_plane, capabilities=["cap.sticky"])
+    target = task_pb2.TaskTarget(
+        capability="cap.sticky", routing_key="user-7", strategy=task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH
+    )
+    task = await submit(quiet_channel, target=target)
+    assert task.state == QUEUED  # its owner may be an instance on another replica
+    assert (await agent.next_assignment()).task_id == task.id
+    await agent.close()
