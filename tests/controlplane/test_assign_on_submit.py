@@ -8,9 +8,6 @@ or by a round something woke, not by the fallback poll.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import grpc
 import pytest
 
@@ -19,24 +16,11 @@ from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import submit, submit_request, tasks_stub, watch_events
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
-from tests.support.plane import running_plane
 
 pytestmark = pytest.mark.timeout(60)
 
 QUEUED = task_pb2.TASK_STATE_QUEUED
 ASSIGNED = task_pb2.TASK_STATE_ASSIGNED
-
-
-@pytest.fixture
-async def quiet_plane(tmp_path: Path, database_url: str) -> AsyncIterator[ControlPlane]:
-    async with running_plane(tmp_path / "plane", database_url=database_url, sweep_interval=30) as started:
-        yield started
-
-
-@pytest.fixture
-async def quiet_channel(quiet_plane: ControlPlane) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(quiet_plane.address) as opened:
-        yield opened
 
 
 async def _connected(plane: ControlPlane, **options: object) -> LinkAgent:

@@ -7,8 +7,6 @@ the right wake-up happened, not by the fallback poll.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -18,21 +16,8 @@ from meshplane.v1 import task_pb2
 from tests.controlplane.helpers import submit
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
-from tests.support.plane import running_plane
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def quiet_plane(tmp_path: Path, database_url: str) -> AsyncIterator[ControlPlane]:
-    async with running_plane(tmp_path / "plane", database_url=database_url, sweep_interval=30) as started:
-        yield started
-
-
-@pytest.fixture
-async def quiet_channel(quiet_plane: ControlPlane) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(quiet_plane.address) as opened:
-        yield opened
 
 
 async def test_a_joining_session_takes_work_that_waited_for_room(
