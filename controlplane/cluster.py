@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from controlplane.bus.nats_bus import DOORBELL, SESSIONS_REPLACED, TASKS_CHANGED, NatsBus, replica_subject
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 SIGNAL_DELAY = 0.002  # seconds a doorbell / change notice waits for company
 MAX_IDS_PER_NOTICE = 5_000  # keeps a change notice far below NATS's payload limit
 
-WakeCallback = Callable[[float | None], None]
+WakeCallback = Callable[[Iterable[str], float | None], None]  # capabilities with new work, when due
 DrainCallback = Callable[[str, float, str], None]
 
 
@@ -40,7 +40,7 @@ class Cluster(Component):
         self._registry = registry
         self._watch = watch
         self.replica_id = replica_id
-        self._on_work_due: WakeCallback = lambda _at: None
+        self._on_work_due: WakeCallback = lambda _capabilities, _at: None
         self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
         self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
         self.tasks_ended: dict[str, int] = {}
@@ -84,7 +84,7 @@ class Cluster(Component):
             self._changed.update(after.changed)
             self._signals_waiting.set()
         if after.requeued:
-            self._on_work_due(min(after.requeued.values()))
+            self._on_work_due(after.requeued.keys(), min(after.requeued.values()))
             for capability, due in after.requeued.items():
                 self._due[capability] = min(due, self._due.get(capability, due))
             self._signals_waiting.set()
@@ -155,7 +155,7 @@ class Cluster(Component):
             return
         due = payload.get("due") or {}
         if due:
-            self._on_work_due(max(time.time(), min(float(t) for t in due.values())))
+            self._on_work_due(list(due), max(time.time(), min(float(t) for t in due.values())))
 
     async def _tasks_changed(self, payload: dict[str, Any]) -> None:
         if payload.get("r") != self.replica_id:

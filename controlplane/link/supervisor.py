@@ -42,7 +42,7 @@ class SessionSupervisor(Component):
         channels: ChannelService,
         announce: Callable[[str, str], object],
         session_joined: Callable[[Iterable[str]], None],
-        slot_freed: Callable[[], None],
+        slot_freed: Callable[[Iterable[str]], None],
         settings: Settings,
         replica_id: str,
     ) -> None:
@@ -154,7 +154,7 @@ class SessionSupervisor(Component):
         for result in results:
             freed |= session.release(result.ref)
         if freed:
-            self._slot_freed()
+            self._slot_freed(session.registration.capability_names)
         if not updates and not results:
             return
         actor = f"agent/{session.agent_name}/{session.instance_id}"

@@ -86,12 +86,12 @@ class Dispatcher(Component):
         self._clock = clock
         self._wake = asyncio.Event()
         self._next_due: float | None = None
-        # Work may be waiting for a free slot: cleared by a dispatch that found the queue empty for
-        # every capability with room and none without room, with no new work announced meanwhile.
-        self._backlog = True
-        self._covered: frozenset[str] = frozenset()  # capabilities served when the backlog was last cleared
-        self._work_announced = 0
-        self._left_behind = False
+        # Capabilities known to have no work waiting for a slot here: a dispatch found their queue drained
+        # (and no new work for them was announced meanwhile); new work for one takes it out. Any other
+        # capability may have work waiting, including every one before the first round. Sync match places
+        # only tasks of these, so nothing is placed ahead of work queued before it.
+        self._clear: set[str] = set()
+        self._announced_during: set[str] | None = None  # while a dispatch runs: work announced for these
         self._tasks = TaskOwner(self.name)
         self.assigned = 0
         self.assigned_on_submit = 0  # of `assigned`: placed by their submit (place_new)
@@ -104,25 +104,27 @@ class Dispatcher(Component):
     async def _stop(self) -> None:
         await self._tasks.close()
 
-    def wake(self, at: float | None = None) -> None:
-        """New work: dispatch now, or at wall-clock time `at` (a retry's backoff)."""
-        self._work_announced += 1
-        self._backlog = True
+    def wake(self, capabilities: Iterable[str], at: float | None = None) -> None:
+        """New work for `capabilities`: dispatch now, or at wall-clock time `at` (a retry's backoff)."""
+        for capability in capabilities:
+            self._clear.discard(capability)
+            if self._announced_during is not None:
+                self._announced_during.add(capability)
         if at is None or at <= self._clock():
             self._wake.set()
         elif self._next_due is None or at < self._next_due:
             self._next_due = at
             self._wake.set()  # re-arm the timer
 
-    def slot_freed(self) -> None:
-        """A session has room again: worth a round only if work may be waiting."""
-        if self._backlog:
+    def slot_freed(self, capabilities: Iterable[str]) -> None:
+        """A session serving `capabilities` has room again: worth a round only if work may be waiting."""
+        if not self._clear.issuperset(capabilities):
             self._wake.set()
 
     def session_joined(self, capabilities: Iterable[str]) -> None:
-        """A session became active: a round if work may be waiting, or if it serves a capability the round
-        that cleared the backlog did not look at (its queue may hold work nobody here could take)."""
-        if self._backlog or not self._covered.issuperset(capabilities):
+        """A session became active: worth a round if work may be waiting for any of its capabilities
+        (one no round has looked at yet may have work nobody here could take)."""
+        if not self._clear.issuperset(capabilities):
             self._wake.set()
 
     async def _run(self) -> None:
@@ -159,38 +161,41 @@ class Dispatcher(Component):
         SKIP LOCKED gives them disjoint rows), each booking its share of the free slots before it claims,
         so together they never claim more than fits.
         """
-        announced = self._work_announced
-        covered = self._registry.capabilities()
-        self._left_behind = False
-        saturated = False  # some capability lacked room, or a round filled up
+        announced: set[str] = set()
+        self._announced_during = announced
+        drained: set[str] = set()  # capabilities some round found with nothing more to claim or leave behind
+        unsettled: set[str] = set()  # capabilities some round found more (or unplaceable) work for
         total = 0
-        running: set[asyncio.Future[tuple[int, bool]]] = set()
+        running: set[asyncio.Future[tuple[int, bool, set[str], set[str]]]] = set()
         keep_going = True
         overlap = 1
-        while True:
-            while keep_going and len(running) < overlap:
-                room = self._room()
-                saturated = saturated or len(room) < self._registry.capability_count()
-                if not room:
+        try:
+            while True:
+                while keep_going and len(running) < overlap:
+                    room = self._room()
+                    if not room:
+                        break
+                    running.add(asyncio.ensure_future(self._dispatch_once(room)))
+                if not running:
                     break
-                running.add(asyncio.ensure_future(self._dispatch_once(room)))
-            if not running:
-                break
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for finished in done:
-                placed, more = finished.result()
-                total += placed
-                saturated = saturated or more
-                keep_going = keep_going and placed > 0 and more
-                if more:
-                    overlap = self._concurrency
-        if not saturated and not self._left_behind and self._work_announced == announced:
-            self._backlog = False
-            self._covered = covered
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    placed, more, round_drained, round_unsettled = finished.result()
+                    total += placed
+                    drained |= round_drained
+                    unsettled |= round_unsettled
+                    keep_going = keep_going and placed > 0 and more
+                    if more:
+                        overlap = self._concurrency
+        finally:
+            self._announced_during = None
+        self._clear |= drained - unsettled - announced
         return total
 
-    async def _dispatch_once(self, room: dict[str, int]) -> tuple[int, bool]:
-        """One transaction: claim per capability with room, bind, commit, send. Returns (placed, maybe more)."""
+    async def _dispatch_once(self, room: dict[str, int]) -> tuple[int, bool, set[str], set[str]]:
+        """One transaction: claim per capability with room, bind, commit, send.
+
+        Returns (placed, maybe more, capabilities drained, capabilities that may still have work waiting)."""
         limits: dict[str, int] = {}
         budget = self._batch_max
         for capability, free in sorted(room.items(), key=lambda item: -item[1]):
@@ -202,7 +207,7 @@ class Dispatcher(Component):
             self._booked[capability] = self._booked.get(capability, 0) + limit
         started = time.perf_counter()
         try:
-            placed, more = await self._place(limits)
+            placed, full, left_behind = await self._place(limits)
         finally:
             self.round_seconds += time.perf_counter() - started
             for capability, limit in limits.items():
@@ -212,17 +217,22 @@ class Dispatcher(Component):
                 else:
                     del self._booked[capability]
         self.rounds += 1
-        return placed, more or len(limits) < len(room)
+        more = bool(full) or len(limits) < len(room)
+        unsettled = full | left_behind
+        return placed, more, set(limits) - unsettled, unsettled
 
-    async def _place(self, limits: dict[str, int]) -> tuple[int, bool]:
+    async def _place(self, limits: dict[str, int]) -> tuple[int, set[str], set[str]]:
+        """Returns (placed, capabilities that may have more work, capabilities with claimed work no session took)."""
         transition = Transition(now=self._clock(), actor=f"replica/{self._replica_id}")
         planned: list[Binding] = []
-        more = False
+        full: set[str] = set()  # claimed as many as there was room for: there may be more
+        left_behind: set[str] = set()
         async with self._store.hot_transaction() as uow:
             claimed = []
             for capability, limit in limits.items():
                 batch = await uow.tasks.claim_queued(capability, now=transition.now, limit=limit + CLAIM_SLACK)
-                more |= len(batch) >= limit
+                if len(batch) >= limit:
+                    full.add(capability)
                 claimed += batch
             remote = await self._remote_owners(claimed)
             memo: dict[tuple[object, ...], list[AgentSession]] = {}
@@ -235,19 +245,19 @@ class Dispatcher(Component):
                     session = self._placer.choose(task, serving, memo, remote.get(task.capability))
                     if session is not None:
                         planned.append(self._bind(task, session, transition))
+                    else:
+                        left_behind.add(task.capability)  # claimable work no session here could take now
                 await uow.tasks.write(transition.writes)
             except BaseException:
                 for session, ref, _ in planned:
                     session.release(ref)
                 raise
-        if len(planned) < len(claimed):
-            self._left_behind = True  # claimable work no session here could take now
         # Committed: now the agents may hear about it (each session's writer coalesces them into frames).
         for session, _, message in planned:
             session.send(message)
         self.assigned += len(planned)
         await self._effects.after_commit(transition.after)
-        return len(planned), more
+        return len(planned), full, left_behind
 
     def _bind(self, task: QueuedTask, session: AgentSession, transition: Transition) -> Binding:
         """Assign `task` to `session` in `transition` and take the slot (before the next choice sees its room)."""
@@ -280,20 +290,21 @@ class Dispatcher(Component):
         """Sync match: bind tasks being submitted to sessions here with room, so that the submit inserts them
         already ASSIGNED and no claim transaction is needed.
 
-        Only while no queued work can be waiting ahead of them (the backlog is clear and no round is
-        claiming), and never for sticky tasks (their owner may be on another replica). Tasks are taken in claim
-        order (priority, then FIFO), and those no session here can take now stay queued, as a round leaves them.
+        Only tasks of capabilities with no queued work that can be waiting ahead of them (a round found their
+        queue drained, and none is claiming for them now), and never sticky tasks (their owner may be on another
+        replica). Tasks are taken in claim order (priority, then FIFO), and those no session here can take now
+        stay queued, as a round leaves them.
         Returns None when nothing was placed. The caller writes the result's `writes` with the tasks, then
         `send()`s the assignments once committed, or `release()`s the slots if the transaction failed.
         """
-        if self._backlog or self._booked or not self.running:
+        if not self.running:
             return None
         transition = Transition(now=now, actor=f"replica/{self._replica_id}")
         bindings: list[Binding] = []
         memo: dict[tuple[object, ...], list[AgentSession]] = {}
         candidates: dict[str, list[AgentSession]] = {}
         for task in sorted((_as_queued(t) for t in tasks), key=lambda q: (-q.priority, q.id)):
-            if self._placer.is_sticky(task):
+            if task.capability not in self._clear or task.capability in self._booked or self._placer.is_sticky(task):
                 continue
             serving = candidates.get(task.capability)
             if serving is None:

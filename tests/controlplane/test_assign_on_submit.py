@@ -94,6 +94,26 @@ async def test_while_queued_work_may_be_waiting_a_submit_leaves_its_task_to_the_
     await agent.close()
 
 
+async def test_work_waiting_for_one_capability_leaves_the_others_placed_on_submit(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    agent = await _connected(quiet_plane, capabilities=["cap.stuck", "cap.free"], labels={"zone": "us"})
+    stranded = await submit(
+        quiet_channel, target=task_pb2.TaskTarget(capability="cap.stuck", label_selector={"zone": "eu"})
+    )
+    assert stranded.state == QUEUED
+    rounds = quiet_plane.dispatcher.rounds
+    await eventually(lambda: quiet_plane.dispatcher.rounds > rounds, message="the round the queued task woke")
+
+    free = await submit(quiet_channel, capability="cap.free")
+    assert free.state == ASSIGNED  # nothing waits for cap.free: the stranded task does not hold it back
+    stuck = await submit(quiet_channel, capability="cap.stuck")
+    assert stuck.state == QUEUED  # but cap.stuck's queue goes first
+    assert {(await agent.next_assignment()).task_id for _ in range(2)} == {free.id, stuck.id}
+    assert quiet_plane.dispatcher.assigned_on_submit == 1
+    await agent.close()
+
+
 async def test_sticky_tasks_are_left_to_the_dispatcher(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:

@@ -74,3 +74,23 @@ async def test_a_session_adding_no_capability_costs_no_round_when_nothing_waits(
     await eventually(lambda: quiet_plane.dispatcher.rounds == 2, message="the round for another new capability")
     for agent in (first, second, third):
         await agent.close()
+
+
+async def test_a_freed_slot_costs_no_round_when_nothing_waits_for_its_capabilities(
+    quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
+) -> None:
+    agent = LinkAgent(quiet_plane.address, capabilities=["cap.freed"], max_concurrency=1)
+    await agent.connect()
+    await eventually(lambda: quiet_plane.dispatcher.rounds == 1, message="the round for a new capability")
+    task = await submit(quiet_channel, capability="cap.freed")
+    assert task.state == task_pb2.TASK_STATE_ASSIGNED  # placed by its submit: no round
+    await agent.succeed(await agent.next_assignment(), {"ok": True})
+    await eventually(
+        lambda: quiet_plane.reports.applied_results == 1, message="the result, which freed the session's slot"
+    )
+    session = quiet_plane.registry.by_instance(agent.instance_id)
+    assert session is not None
+    freed = time.monotonic()
+    await eventually(lambda: session.last_seen > freed + 0.5, message="heartbeats after the freed slot")
+    assert quiet_plane.dispatcher.rounds == 1, "a freed slot woke the dispatcher though nothing waited"
+    await agent.close()
