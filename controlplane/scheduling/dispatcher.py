@@ -24,7 +24,7 @@ from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
-from controlplane.store.tasks import QueuedTask, TaskWrites
+from controlplane.store.tasks import QueuedTask, TaskRows, TaskWrites
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,13 @@ class PlacedOnSubmit:
             session.release(ref)
 
 
-# Claim a few more rows than there are slots, so tasks that no session here can take (label
-# selectors, agent names) do not hide placeable ones behind them.
+# A claim reads a few more rows than there are slots, so that a few tasks no session here can take now
+# (label selectors, agent names, sticky owners elsewhere) cost no second read. When that is not enough, it
+# reads on past them, each page CLAIM_GROWTH times the last, up to CLAIM_PAGES pages a round: work no
+# session can take does not hide placeable work queued behind it.
 CLAIM_SLACK = 32
+CLAIM_GROWTH = 4
+CLAIM_PAGES = 4
 
 
 class Dispatcher(Component):
@@ -225,28 +229,16 @@ class Dispatcher(Component):
         """Returns (placed, capabilities that may have more work, capabilities with claimed work no session took)."""
         transition = Transition(now=self._clock(), actor=f"replica/{self._replica_id}")
         planned: list[Binding] = []
-        full: set[str] = set()  # claimed as many as there was room for: there may be more
+        full: set[str] = set()  # there may be more work than there was room for
         left_behind: set[str] = set()
         async with self._store.hot_transaction() as uow:
-            claimed = []
-            for capability, limit in limits.items():
-                batch = await uow.tasks.claim_queued(capability, now=transition.now, limit=limit + CLAIM_SLACK)
-                if len(batch) >= limit:
-                    full.add(capability)
-                claimed += batch
-            remote = await self._remote_owners(claimed)
-            memo: dict[tuple[object, ...], list[AgentSession]] = {}
-            candidates: dict[str, list[AgentSession]] = {}
             try:
-                for task in claimed:
-                    serving = candidates.get(task.capability)
-                    if serving is None:
-                        serving = candidates[task.capability] = self._registry.candidates(task.capability)
-                    session = self._placer.choose(task, serving, memo, remote.get(task.capability))
-                    if session is not None:
-                        planned.append(self._bind(task, session, transition))
-                    else:
-                        left_behind.add(task.capability)  # claimable work no session here could take now
+                for capability, limit in limits.items():
+                    more, passed_over = await self._claim_and_bind(uow.tasks, capability, limit, transition, planned)
+                    if more:
+                        full.add(capability)
+                    if passed_over:
+                        left_behind.add(capability)  # claimable work no session here could take now
                 await uow.tasks.write(transition.writes)
             except BaseException:
                 for session, ref, _ in planned:
@@ -258,6 +250,41 @@ class Dispatcher(Component):
         self.assigned += len(planned)
         await self._effects.after_commit(transition.after)
         return len(planned), full, left_behind
+
+    async def _claim_and_bind(
+        self, rows: TaskRows, capability: str, limit: int, transition: Transition, planned: list[Binding]
+    ) -> tuple[bool, bool]:
+        """Claim `capability`'s due tasks in queue order and bind each that a session here can take, until
+        `limit` are bound; reading on past those none can take (see CLAIM_PAGES).
+
+        Returns (maybe more work waiting, some task was passed over)."""
+        serving = self._registry.candidates(capability)
+        memo: dict[tuple[object, ...], list[AgentSession]] = {}
+        remote: list[RemoteInstance] | None = None
+        bound = 0
+        passed_over = False
+        after: tuple[int, str] | None = None
+        size = limit + CLAIM_SLACK
+        for _ in range(CLAIM_PAGES):
+            batch = await rows.claim_queued(capability, now=transition.now, limit=size, after=after)
+            if remote is None and self._remote is not None and any(self._placer.is_sticky(t) for t in batch):
+                remote = await self._remote.serving(capability)
+            for task in batch:
+                if bound >= limit:
+                    return True, passed_over  # no room left for the rest
+                session = self._placer.choose(task, serving, memo, remote)
+                if session is None:
+                    passed_over = True
+                else:
+                    planned.append(self._bind(task, session, transition))
+                    bound += 1
+            if len(batch) < size:
+                return False, passed_over  # the queue ends here
+            if bound >= limit:
+                return True, passed_over
+            after = (batch[-1].priority, batch[-1].id)
+            size *= CLAIM_GROWTH
+        return True, passed_over
 
     def _bind(self, task: QueuedTask, session: AgentSession, transition: Transition) -> Binding:
         """Assign `task` to `session` in `transition` and take the slot (before the next choice sees its room)."""
@@ -317,13 +344,6 @@ class Dispatcher(Component):
     def _sent_on_submit(self, count: int) -> None:
         self.assigned += count
         self.assigned_on_submit += count
-
-    async def _remote_owners(self, claimed: list[QueuedTask]) -> dict[str, list[RemoteInstance]]:
-        """Other replicas' instances, per capability of the sticky tasks claimed (none otherwise)."""
-        if self._remote is None:
-            return {}
-        sticky = {task.capability for task in claimed if self._placer.is_sticky(task)}
-        return {capability: await self._remote.serving(capability) for capability in sticky}
 
 
 def _as_queued(task: Task) -> QueuedTask:

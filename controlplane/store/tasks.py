@@ -685,22 +685,33 @@ class TaskRows:
 
     # -- claims
 
-    async def claim_queued(self, capability: str, *, now: float, limit: int) -> list[QueuedTask]:
-        """Lock up to `limit` due, queued tasks of one capability: priority first, then FIFO.
+    async def claim_queued(
+        self, capability: str, *, now: float, limit: int, after: tuple[int, str] | None = None
+    ) -> list[QueuedTask]:
+        """Lock up to `limit` due, queued tasks of one capability: priority first, then FIFO; `after`: only
+        those queued behind the task with this (priority, id).
 
         Walks the partial index ix_tasks_queue (queued rows only) in order. On PostgreSQL, rows locked by
         another replica's claim are skipped (FOR UPDATE SKIP LOCKED).
         """
         bulk = self._bulk
         select = f"SELECT {bulk.select_list('t', CLAIM_COLS)} FROM tasks AS t"
+        behind = ""
         if self._postgres:
             where = "t.state = 1 AND t.capability = $1 AND t.scheduled_time <= to_timestamp($2)"
             params: list[Any] = [capability, now, limit]
-            sql = f"{select} WHERE {where} ORDER BY t.priority DESC, t.id LIMIT $3 FOR UPDATE SKIP LOCKED"
+            if after is not None:
+                behind = " AND t.priority <= $4 AND (t.priority < $4 OR t.id > $5)"
+                params += after
+            sql = f"{select} WHERE {where}{behind} ORDER BY t.priority DESC, t.id LIMIT $3 FOR UPDATE SKIP LOCKED"
         else:
             where = "t.state = 1 AND t.capability = ? AND t.scheduled_time <= ?"
-            params = [capability, round(now * 1_000_000), limit]
-            sql = f"{select} WHERE {where} ORDER BY t.priority DESC, t.id LIMIT ?"
+            params = [capability, round(now * 1_000_000)]
+            if after is not None:
+                behind = " AND t.priority <= ? AND (t.priority < ? OR t.id > ?)"
+                params += [after[0], after[0], after[1]]
+            params.append(limit)
+            sql = f"{select} WHERE {where}{behind} ORDER BY t.priority DESC, t.id LIMIT ?"
         return [
             QueuedTask(
                 id=r["id"],

@@ -125,3 +125,25 @@ async def test_higher_priority_first_then_fifo(plane: ControlPlane, channel: grp
         await agent.succeed(assignment, {})
     assert order == [t.id for t in high] + [t.id for t in low]
     await agent.close()
+
+
+async def test_work_no_session_can_take_does_not_hide_work_queued_behind_it(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    # Far more tasks nobody here matches at the head of the queue than one claim reads (room + slack),
+    # at two priorities, with one task anybody can take queued behind each group.
+    mars = task_pb2.TaskTarget(capability="demo.echo", label_selector={"zone": "mars"})
+    stuck = [submit_request(target=mars, data={"i": i}, priority=5 if i % 2 else 0) for i in range(300)]
+    await tasks_stub(channel).BatchSubmitTasks(task_service_pb2.BatchSubmitTasksRequest(requests=stuck))
+    behind_low = await submit(channel, data={"behind": "low"})
+    behind_high = await submit(channel, data={"behind": "high"}, priority=5)
+
+    agent = LinkAgent(plane.address, labels={"zone": "earth"}, max_concurrency=1)
+    await agent.connect()
+    first = await agent.next_assignment()
+    assert first.task_id == behind_high.id
+    await agent.succeed(first, {})
+    second = await agent.next_assignment()
+    assert second.task_id == behind_low.id
+    await agent.succeed(second, {})
+    await agent.close()

@@ -92,6 +92,22 @@ async def test_claims_take_due_tasks_by_priority_then_fifo(store: Store) -> None
     assert claimed[0].input == high.spec.input
 
 
+async def test_a_claim_can_read_on_behind_a_given_task(store: Store) -> None:
+    now = time.time()
+    queue = [new_task(priority=p, now=now) for p in (0, 9, 0, 9, 0, 9)]
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert(queue, actors=actors(queue))
+    async with store.hot_transaction() as hot:
+        everything = [c.id for c in await hot.tasks.claim_queued("cap.a", now=now + 1, limit=10)]
+        pages = [await hot.tasks.claim_queued("cap.a", now=now + 1, limit=2)]
+        while pages[-1]:
+            last = pages[-1][-1]
+            pages.append(await hot.tasks.claim_queued("cap.a", now=now + 1, limit=2, after=(last.priority, last.id)))
+    assert everything == [t.id for t in sorted(queue, key=lambda t: (-t.spec.priority, t.id))]
+    # Pages of two, each read behind the last task of the one before, cross the priorities in queue order.
+    assert [[c.id for c in page] for page in pages] == [everything[0:2], everything[2:4], everything[4:6], []]
+
+
 @pytest.mark.postgres
 async def test_concurrent_claims_skip_locked_rows(postgres_server: object, tmp_path: object) -> None:
     from tests.support.postgres import PostgresServer
