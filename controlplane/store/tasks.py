@@ -581,24 +581,53 @@ def _event_values(e: NewEvent) -> tuple[Any, ...]:
     )
 
 
-def _live_from_dict(row: dict[str, Any]) -> LiveTask:
+_STATES = {int(state): state for state in TaskState}
+# Tasks mostly share a few retry policies and deadline sets: rows reuse one (immutable) value object each
+# rather than building two per row read on the hot path. Bounded: cleared when it grows past _MAX_SHARED.
+_POLICIES: dict[tuple[Any, ...], RetryPolicy] = {}
+_TIMEOUTS: dict[tuple[float, ...], Timeouts] = {}
+_MAX_SHARED = 4096
+
+
+def _shared_policy(
+    max_attempts: int, initial: float, maximum: float, multiplier: float, codes: Sequence[str] | None
+) -> RetryPolicy:
+    key = (max_attempts, initial, maximum, multiplier, tuple(codes) if codes else ())
+    policy = _POLICIES.get(key)
+    if policy is None:
+        if len(_POLICIES) >= _MAX_SHARED:
+            _POLICIES.clear()
+        policy = _POLICIES[key] = RetryPolicy(*key)
+    return policy
+
+
+def _shared_timeouts(
+    schedule_to_start: float, start_to_close: float, heartbeat: float, schedule_to_close: float
+) -> Timeouts:
+    key = (schedule_to_start, start_to_close, heartbeat, schedule_to_close)
+    timeouts = _TIMEOUTS.get(key)
+    if timeouts is None:
+        if len(_TIMEOUTS) >= _MAX_SHARED:
+            _TIMEOUTS.clear()
+        timeouts = _TIMEOUTS[key] = Timeouts(*key)
+    return timeouts
+
+
+def _live_from_dict(row: Mapping[str, Any]) -> LiveTask:
     return LiveTask(
         id=row["id"],
         capability=row["capability"],
-        state=TaskState(row["state"]),
+        state=_STATES[row["state"]],
         attempt=row["attempt"],
-        policy=RetryPolicy(
-            max_attempts=row["max_attempts"],
-            initial_backoff=row["initial_backoff"],
-            max_backoff=row["max_backoff"],
-            backoff_multiplier=row["backoff_multiplier"],
-            non_retryable_error_codes=tuple(row["non_retryable_error_codes"] or ()),
+        policy=_shared_policy(
+            row["max_attempts"],
+            row["initial_backoff"],
+            row["max_backoff"],
+            row["backoff_multiplier"],
+            row["non_retryable_error_codes"],
         ),
-        timeouts=Timeouts(
-            schedule_to_start=row["schedule_to_start"],
-            start_to_close=row["start_to_close"],
-            heartbeat=row["heartbeat_timeout"],
-            schedule_to_close=row["schedule_to_close"],
+        timeouts=_shared_timeouts(
+            row["schedule_to_start"], row["start_to_close"], row["heartbeat_timeout"], row["schedule_to_close"]
         ),
         deadline=row["deadline"],
         event_seq=row["event_seq"],
