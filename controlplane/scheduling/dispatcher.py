@@ -24,7 +24,7 @@ from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
-from controlplane.store.tasks import QueuedTask, TaskRows, TaskWrites
+from controlplane.store.tasks import QueuedTask, Takers, TaskRows, TaskWrites
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,14 @@ class PlacedOnSubmit:
             session.release(ref)
 
 
-# A claim reads a few more rows than there are slots, so that a few tasks no session here can take now
-# (label selectors, agent names, sticky owners elsewhere) cost no second read. When that is not enough, it
-# reads on past them, each page CLAIM_GROWTH times the last, up to CLAIM_PAGES pages a round: work no
-# session can take does not hide placeable work queued behind it.
+# A claim passes over tasks whose agent name or label selector no session here with room admits, in the
+# database (store.tasks.Takers). It reads a few more rows than there are slots, so that a few it returns
+# that still cannot be placed (sticky tasks owned by a full or remote instance, a name and labels admitted
+# by different sessions) cost no second read. When that is not enough, it reads on past them, each page
+# CLAIM_GROWTH times the last, up to CLAIM_PAGES pages a round: they do not hide placeable work behind them.
 CLAIM_SLACK = 32
 CLAIM_GROWTH = 4
-CLAIM_PAGES = 4
+CLAIM_PAGES = 3
 
 
 class Dispatcher(Component):
@@ -211,7 +212,7 @@ class Dispatcher(Component):
             self._booked[capability] = self._booked.get(capability, 0) + limit
         started = time.perf_counter()
         try:
-            placed, full, left_behind = await self._place(limits)
+            placed, full, waiting = await self._place(limits)
         finally:
             self.round_seconds += time.perf_counter() - started
             for capability, limit in limits.items():
@@ -222,15 +223,15 @@ class Dispatcher(Component):
                     del self._booked[capability]
         self.rounds += 1
         more = bool(full) or len(limits) < len(room)
-        unsettled = full | left_behind
+        unsettled = full | waiting
         return placed, more, set(limits) - unsettled, unsettled
 
     async def _place(self, limits: dict[str, int]) -> tuple[int, set[str], set[str]]:
-        """Returns (placed, capabilities that may have more work, capabilities with claimed work no session took)."""
+        """Returns (placed, capabilities that may have more work, capabilities with work this round left queued)."""
         transition = Transition(now=self._clock(), actor=f"replica/{self._replica_id}")
         planned: list[Binding] = []
         full: set[str] = set()  # there may be more work than there was room for
-        left_behind: set[str] = set()
+        waiting: set[str] = set()
         async with self._store.hot_transaction() as uow:
             try:
                 for capability, limit in limits.items():
@@ -238,8 +239,13 @@ class Dispatcher(Component):
                     if more:
                         full.add(capability)
                     if passed_over:
-                        left_behind.add(capability)  # claimable work no session here could take now
+                        waiting.add(capability)  # claimable work no session here could take now
                 await uow.tasks.write(transition.writes)
+                # The claims skip work nobody here can take (store.tasks.Takers): a capability whose queue looks
+                # drained may still hold some, which a session joining later could take.
+                for capability in limits.keys() - full - waiting:
+                    if await uow.tasks.any_due_queued(capability, transition.now):
+                        waiting.add(capability)
             except BaseException:
                 for session, ref, _ in planned:
                     session.release(ref)
@@ -249,7 +255,7 @@ class Dispatcher(Component):
             session.send(message)
         self.assigned += len(planned)
         await self._effects.after_commit(transition.after)
-        return len(planned), full, left_behind
+        return len(planned), full, waiting
 
     async def _claim_and_bind(
         self, rows: TaskRows, capability: str, limit: int, transition: Transition, planned: list[Binding]
@@ -259,6 +265,7 @@ class Dispatcher(Component):
 
         Returns (maybe more work waiting, some task was passed over)."""
         serving = self._registry.candidates(capability)
+        takers = _takers(serving)
         memo: dict[tuple[object, ...], list[AgentSession]] = {}
         remote: list[RemoteInstance] | None = None
         bound = 0
@@ -266,7 +273,7 @@ class Dispatcher(Component):
         after: tuple[int, str] | None = None
         size = limit + CLAIM_SLACK
         for _ in range(CLAIM_PAGES):
-            batch = await rows.claim_queued(capability, now=transition.now, limit=size, after=after)
+            batch = await rows.claim_queued(capability, now=transition.now, limit=size, after=after, takers=takers)
             if remote is None and self._remote is not None and any(self._placer.is_sticky(t) for t in batch):
                 remote = await self._remote.serving(capability)
             for task in batch:
@@ -344,6 +351,16 @@ class Dispatcher(Component):
     def _sent_on_submit(self, count: int) -> None:
         self.assigned += count
         self.assigned_on_submit += count
+
+
+def _takers(sessions: Sequence[AgentSession]) -> Takers:
+    """The names and distinct label sets of the sessions with room (what a claim may leave out by)."""
+    with_room = [s for s in sessions if s.free_slots]
+    label_sets = {tuple(sorted(s.registration.labels.items())) for s in with_room}
+    return Takers(
+        agent_names=tuple(sorted({s.agent_name for s in with_room})),
+        label_sets=tuple(dict(labels) for labels in sorted(label_sets)),
+    )
 
 
 def _as_queued(task: Task) -> QueuedTask:

@@ -7,7 +7,8 @@ Repositories only execute statements on the connection they are given; the calle
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -113,57 +114,6 @@ def task_from_row(row: Any, attempts: list[Attempt] | None = None) -> Task:
         agent_instance_id=row.agent_instance_id,
         replica_id=row.replica_id,
     )
-
-
-def task_to_row(task: Task) -> dict[str, Any]:
-    spec = task.spec
-    policy = spec.retry_policy
-    timeouts = spec.timeouts
-    return {
-        "id": task.id,
-        "capability": spec.target.capability,
-        "agent_name": spec.target.agent_name,
-        "label_selector": spec.target.label_selector or None,
-        "routing_key": spec.target.routing_key,
-        "strategy": spec.target.strategy.value if spec.target.strategy else None,
-        "input_data": spec.input.data,
-        "input_content_type": spec.input.content_type,
-        "priority": spec.priority,
-        "idempotency_key": spec.idempotency_key or None,
-        "max_attempts": policy.max_attempts,
-        "initial_backoff": policy.initial_backoff,
-        "max_backoff": policy.max_backoff,
-        "backoff_multiplier": policy.backoff_multiplier,
-        "non_retryable_error_codes": list(policy.non_retryable_error_codes) or None,
-        "schedule_to_start": timeouts.schedule_to_start,
-        "start_to_close": timeouts.start_to_close,
-        "heartbeat_timeout": timeouts.heartbeat,
-        "schedule_to_close": timeouts.schedule_to_close,
-        "correlation_id": spec.correlation_id,
-        "metadata": spec.metadata or None,
-        "traceparent": spec.traceparent,
-        "tracestate": spec.tracestate,
-        "state": int(task.state),
-        "attempt": task.attempt,
-        "output_data": None,
-        "output_content_type": None,
-        "error": None,
-        "progress": 0.0,
-        "progress_message": "",
-        "resubmitted_from": task.resubmitted_from,
-        "cancel_reason": "",
-        "create_time": task.create_time,
-        "update_time": task.update_time,
-        "end_time": None,
-        "scheduled_time": task.scheduled_time if task.scheduled_time is not None else task.create_time,
-        "start_deadline": (task.create_time + timeouts.schedule_to_start) if timeouts.schedule_to_start else None,
-        "deadline": (task.create_time + timeouts.schedule_to_close) if timeouts.schedule_to_close else None,
-        "attempt_deadline": None,
-        "session_id": "",
-        "agent_instance_id": "",
-        "replica_id": "",
-        "event_seq": 1,  # the CREATED event
-    }
 
 
 def _attempt_from_row(row: Any) -> Attempt:
@@ -294,6 +244,19 @@ def _live_from_row(row: Any) -> LiveTask:
         start_deadline=row.start_deadline,
         attempt_deadline=row.attempt_deadline,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Takers:
+    """Who could take a claimed task now: the agent names and label sets of the sessions with room.
+
+    A claim passes over tasks none of them could take, in the database (without reading or locking
+    them). Names and labels are checked apart, so a task may still come back that no one session could
+    take (placement decides); none comes back that one of them could have taken is left out.
+    """
+
+    agent_names: tuple[str, ...]
+    label_sets: tuple[Mapping[str, str], ...]
 
 
 @dataclass(slots=True)
@@ -647,6 +610,24 @@ def _live_from_dict(row: Mapping[str, Any]) -> LiveTask:
     )
 
 
+def _taken_by(takers: Takers, param: Callable[[Any], str], *, postgres: bool) -> list[str]:
+    """Conditions on `t` keeping the tasks that some agent name and some label set of `takers` admit."""
+    names = list(takers.agent_names)
+    label_sets = [json.dumps(dict(labels), separators=(",", ":")) for labels in takers.label_sets]
+    if postgres:
+        return [
+            f"(t.agent_name = '' OR t.agent_name = ANY({param(names)}::text[]))",
+            f"(t.label_selector IS NULL OR t.label_selector <@ ANY({param(label_sets)}::text[]::jsonb[]))",
+        ]
+    # SQLite: every selector entry is among some label set's entries (json_each over both).
+    return [
+        f"(t.agent_name = '' OR t.agent_name IN (SELECT value FROM json_each({param(json.dumps(names))})))",
+        f"(t.label_selector IS NULL OR EXISTS (SELECT 1 FROM json_each({param('[' + ','.join(label_sets) + ']')}) AS ls"
+        " WHERE NOT EXISTS (SELECT 1 FROM json_each(t.label_selector) AS e WHERE NOT EXISTS"
+        " (SELECT 1 FROM json_each(ls.value) AS l WHERE l.key = e.key AND l.value = e.value))))",
+    ]
+
+
 # ---------------------------------------------------------------- repository
 
 
@@ -715,32 +696,46 @@ class TaskRows:
     # -- claims
 
     async def claim_queued(
-        self, capability: str, *, now: float, limit: int, after: tuple[int, str] | None = None
+        self,
+        capability: str,
+        *,
+        now: float,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        takers: Takers | None = None,
     ) -> list[QueuedTask]:
         """Lock up to `limit` due, queued tasks of one capability: priority first, then FIFO; `after`: only
-        those queued behind the task with this (priority, id).
+        those queued behind the task with this (priority, id); `takers`: only those they could take.
 
         Walks the partial index ix_tasks_queue (queued rows only) in order. On PostgreSQL, rows locked by
         another replica's claim are skipped (FOR UPDATE SKIP LOCKED).
         """
         bulk = self._bulk
-        select = f"SELECT {bulk.select_list('t', CLAIM_COLS)} FROM tasks AS t"
-        behind = ""
-        if self._postgres:
-            where = "t.state = 1 AND t.capability = $1 AND t.scheduled_time <= to_timestamp($2)"
-            params: list[Any] = [capability, now, limit]
-            if after is not None:
-                behind = " AND t.priority <= $4 AND (t.priority < $4 OR t.id > $5)"
-                params += after
-            sql = f"{select} WHERE {where}{behind} ORDER BY t.priority DESC, t.id LIMIT $3 FOR UPDATE SKIP LOCKED"
-        else:
-            where = "t.state = 1 AND t.capability = ? AND t.scheduled_time <= ?"
-            params = [capability, round(now * 1_000_000)]
-            if after is not None:
-                behind = " AND t.priority <= ? AND (t.priority < ? OR t.id > ?)"
-                params += [after[0], after[0], after[1]]
-            params.append(limit)
-            sql = f"{select} WHERE {where}{behind} ORDER BY t.priority DESC, t.id LIMIT ?"
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return bulk.placeholder(len(params))
+
+        pg = self._postgres
+        conditions = [
+            "t.state = 1",
+            f"t.capability = {param(capability)}",
+            f"t.scheduled_time <= to_timestamp({param(now)})"
+            if pg
+            else f"t.scheduled_time <= {param(round(now * 1_000_000))}",
+        ]
+        if after is not None:
+            priority, task_id = after
+            conditions.append(
+                f"t.priority <= {param(priority)} AND (t.priority < {param(priority)} OR t.id > {param(task_id)})"
+            )
+        if takers is not None:
+            conditions += _taken_by(takers, param, postgres=pg)
+        select = f"SELECT {bulk.select_list('t', CLAIM_COLS)} FROM tasks AS t WHERE {' AND '.join(conditions)}"
+        sql = f"{select} ORDER BY t.priority DESC, t.id LIMIT {param(limit)}"
+        if pg:
+            sql += " FOR UPDATE SKIP LOCKED"
         return [
             QueuedTask(
                 id=r["id"],
@@ -772,6 +767,16 @@ class TaskRows:
         ids = sorted(set(task_ids))  # a stable order avoids deadlocks between concurrent batches
         rows = await self._fetch_where_in("id", ids, LIVE_COLS, lock=True)
         return {row["id"]: _live_from_dict(row) for row in rows}
+
+    async def any_due_queued(self, capability: str, now: float) -> bool:
+        """Whether a due task of `capability` is queued (this transaction's own claims and binds counted)."""
+        select = "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 1 AND capability = {} AND scheduled_time <= {})"
+        if self._postgres:
+            sql, params = select.format("$1", "to_timestamp($2)"), [capability, now]
+        else:
+            sql, params = select.format("?", "?"), [capability, round(now * 1_000_000)]
+        [[found]] = await self._bulk.fetch_raw(sql, params)
+        return bool(found)
 
     async def deadline_passed(self, now: float) -> bool:
         """Whether some live task's overall, schedule-to-start or attempt deadline is at or before `now`

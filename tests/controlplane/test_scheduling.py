@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from controlplane.app import ControlPlane
+from controlplane.scheduling.placement import _rendezvous_score
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import submit, submit_request, tasks_stub
 from tests.support.eventually import eventually
@@ -130,10 +131,10 @@ async def test_higher_priority_first_then_fifo(plane: ControlPlane, channel: grp
 async def test_work_no_session_can_take_does_not_hide_work_queued_behind_it(
     plane: ControlPlane, channel: grpc.aio.Channel
 ) -> None:
-    # Far more tasks nobody here matches at the head of the queue than one claim reads (room + slack),
-    # at two priorities, with one task anybody can take queued behind each group.
+    # Far more tasks nobody here matches at the head of the queue than a round reads (even reading on past
+    # them), at two priorities, with one task anybody can take queued behind each group.
     mars = task_pb2.TaskTarget(capability="demo.echo", label_selector={"zone": "mars"})
-    stuck = [submit_request(target=mars, data={"i": i}, priority=5 if i % 2 else 0) for i in range(300)]
+    stuck = [submit_request(target=mars, data={"i": i}, priority=5 if i % 2 else 0) for i in range(1000)]
     await tasks_stub(channel).BatchSubmitTasks(task_service_pb2.BatchSubmitTasksRequest(requests=stuck))
     behind_low = await submit(channel, data={"behind": "low"})
     behind_high = await submit(channel, data={"behind": "high"}, priority=5)
@@ -147,3 +148,33 @@ async def test_work_no_session_can_take_does_not_hide_work_queued_behind_it(
     assert second.task_id == behind_low.id
     await agent.succeed(second, {})
     await agent.close()
+
+
+async def test_sticky_work_waiting_for_its_full_owner_does_not_hide_work_behind_it(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    owner = LinkAgent(plane.address, name="owner", max_concurrency=1)
+    other = LinkAgent(plane.address, name="other", max_concurrency=1)
+    for agent in (owner, other):
+        await agent.connect()
+    busy = await submit(channel, target=task_pb2.TaskTarget(capability="demo.echo", agent_name="owner"))
+    assert (await owner.next_assignment()).task_id == busy.id  # held: the owner has no room now
+    # More sticky tasks than one claim reads (room + slack), all owned by the full instance...
+    keys = [k for k in (f"key-{n}" for n in range(400)) if _owned_by(k, owner, other)][:100]
+    sticky = [
+        submit_request(
+            target=task_pb2.TaskTarget(
+                capability="demo.echo", routing_key=key, strategy=task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH
+            )
+        )
+        for key in keys
+    ]
+    await tasks_stub(channel).BatchSubmitTasks(task_service_pb2.BatchSubmitTasksRequest(requests=sticky))
+    # ...and one task anybody can take behind them: the instance with room gets it.
+    behind = await submit(channel, data={"behind": True})
+    assert (await other.next_assignment()).task_id == behind.id
+    await close_all([owner, other])
+
+
+def _owned_by(routing_key: str, owner: LinkAgent, other: LinkAgent) -> bool:
+    return _rendezvous_score(routing_key, owner.instance_id) > _rendezvous_score(routing_key, other.instance_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -11,11 +12,12 @@ from alembic.runtime.migration import MigrationContext
 
 from controlplane.domain.payload import Payload
 from controlplane.domain.state import StateEntry
-from controlplane.domain.tasks import TaskFilter, TaskState
+from controlplane.domain.tasks import Task, TaskFilter, TaskState, TaskTarget
 from controlplane.store import migrate
 from controlplane.store.database import Database
 from controlplane.store.schema import metadata, tasks
 from controlplane.store.sql import DuplicateKey
+from controlplane.store.tasks import Takers
 from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
 
@@ -106,6 +108,37 @@ async def test_a_claim_can_read_on_behind_a_given_task(store: Store) -> None:
     assert everything == [t.id for t in sorted(queue, key=lambda t: (-t.spec.priority, t.id))]
     # Pages of two, each read behind the last task of the one before, cross the priorities in queue order.
     assert [[c.id for c in page] for page in pages] == [everything[0:2], everything[2:4], everything[4:6], []]
+
+
+async def test_a_claim_leaves_out_what_no_taker_admits_and_sees_the_rest_queued(store: Store) -> None:
+    now = time.time()
+
+    def aimed(agent_name: str = "", **labels: str) -> Task:
+        task = new_task(now=now)
+        target = TaskTarget(capability="cap.a", agent_name=agent_name, label_selector=labels)
+        return dataclasses.replace(task, spec=dataclasses.replace(task.spec, target=target))
+
+    anyone, eu, eu_gpu, mars, named, stranger, named_mars = (
+        aimed(),
+        aimed(zone="eu"),
+        aimed(zone="eu", gpu="yes"),
+        aimed(zone="mars"),
+        aimed("alpha"),
+        aimed("nobody"),
+        aimed("alpha", zone="mars"),
+    )
+    queue = [anyone, eu, eu_gpu, mars, named, stranger, named_mars]
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert(queue, actors=actors(queue))
+    takers = Takers(
+        agent_names=("alpha", "beta"), label_sets=({"zone": "eu", "gpu": "yes", "os": "linux"}, {"zone": "us"})
+    )
+    async with store.hot_transaction() as hot:
+        claimed = await hot.tasks.claim_queued("cap.a", now=now + 1, limit=10, takers=takers)
+        assert [c.id for c in claimed] == [anyone.id, eu.id, eu_gpu.id, named.id]
+        assert await hot.tasks.any_due_queued("cap.a", now + 1)  # mars and the stranger still wait
+        assert not await hot.tasks.any_due_queued("cap.b", now + 1)
+        assert not await hot.tasks.any_due_queued("cap.a", now - 3600)  # not due yet
 
 
 @pytest.mark.postgres
