@@ -50,11 +50,11 @@ class PlacedOnSubmit:
             session.release(ref)
 
 
-# A claim passes over tasks whose agent name or label selector no session here with room admits, in the
-# database (store.tasks.Takers). It reads a few more rows than there are slots, so that a few it returns
-# that still cannot be placed (sticky tasks owned by a full or remote instance, a name and labels admitted
-# by different sessions) cost no second read. When that is not enough, it reads on past them, each page
-# CLAIM_GROWTH times the last, up to CLAIM_PAGES pages a round: they do not hide placeable work behind them.
+# A claim reads a few more rows than there are slots, so that a few tasks no session here can take now
+# (label selectors, agent names, sticky owners full or elsewhere) cost no second read. When that is not
+# enough, it reads on past them, each page CLAIM_GROWTH times the last, up to CLAIM_PAGES pages a round,
+# leaving out in the database what no session here with room admits (store.tasks.Takers): work none can
+# take neither hides placeable work behind it nor costs a read per row.
 CLAIM_SLACK = 32
 CLAIM_GROWTH = 4
 CLAIM_PAGES = 3
@@ -241,11 +241,6 @@ class Dispatcher(Component):
                     if passed_over:
                         waiting.add(capability)  # claimable work no session here could take now
                 await uow.tasks.write(transition.writes)
-                # The claims skip work nobody here can take (store.tasks.Takers): a capability whose queue looks
-                # drained may still hold some, which a session joining later could take.
-                for capability in limits.keys() - full - waiting:
-                    if await uow.tasks.any_due_queued(capability, transition.now):
-                        waiting.add(capability)
             except BaseException:
                 for session, ref, _ in planned:
                     session.release(ref)
@@ -263,14 +258,18 @@ class Dispatcher(Component):
         """Claim `capability`'s due tasks in queue order and bind each that a session here can take, until
         `limit` are bound; reading on past those none can take (see CLAIM_PAGES).
 
+        The first page is read whole, so a queue it drains is known to hold nothing more (not even work no
+        session here can take). Further pages, read only once some task was passed over, leave out what no
+        session with room admits (store.tasks.Takers).
+
         Returns (maybe more work waiting, some task was passed over)."""
         serving = self._registry.candidates(capability)
-        takers = _takers(serving)
         memo: dict[tuple[object, ...], list[AgentSession]] = {}
         remote: list[RemoteInstance] | None = None
         bound = 0
         passed_over = False
         after: tuple[int, str] | None = None
+        takers: Takers | None = None
         size = limit + CLAIM_SLACK
         for _ in range(CLAIM_PAGES):
             batch = await rows.claim_queued(capability, now=transition.now, limit=size, after=after, takers=takers)
@@ -290,6 +289,7 @@ class Dispatcher(Component):
             if bound >= limit:
                 return True, passed_over
             after = (batch[-1].priority, batch[-1].id)
+            takers = takers or _takers(serving)
             size *= CLAIM_GROWTH
         return True, passed_over
 

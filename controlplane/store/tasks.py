@@ -768,16 +768,6 @@ class TaskRows:
         rows = await self._fetch_where_in("id", ids, LIVE_COLS, lock=True)
         return {row["id"]: _live_from_dict(row) for row in rows}
 
-    async def any_due_queued(self, capability: str, now: float) -> bool:
-        """Whether a due task of `capability` is queued (this transaction's own claims and binds counted)."""
-        select = "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 1 AND capability = {} AND scheduled_time <= {})"
-        if self._postgres:
-            sql, params = select.format("$1", "to_timestamp($2)"), [capability, now]
-        else:
-            sql, params = select.format("?", "?"), [capability, round(now * 1_000_000)]
-        [[found]] = await self._bulk.fetch_raw(sql, params)
-        return bool(found)
-
     async def deadline_passed(self, now: float) -> bool:
         """Whether some live task's overall, schedule-to-start or attempt deadline is at or before `now`
         (one statement probing the three partial deadline indexes)."""
