@@ -132,6 +132,11 @@ class Dispatcher(Component):
         if not self._clear.issuperset(capabilities):
             self._wake.set()
 
+    def is_clear(self, capability: str) -> bool:
+        """Whether a round found `capability`'s queue drained, with no new work for it announced since:
+        then submits place its tasks themselves (place_new) while a session here has room."""
+        return capability in self._clear
+
     async def _run(self) -> None:
         while True:
             timeout = self._poll_interval

@@ -23,18 +23,20 @@ QUEUED = task_pb2.TASK_STATE_QUEUED
 ASSIGNED = task_pb2.TASK_STATE_ASSIGNED
 
 
-async def _connected(plane: ControlPlane, **options: object) -> LinkAgent:
-    agent = LinkAgent(plane.address, **options)  # type: ignore[arg-type]
+async def _connected(plane: ControlPlane, capabilities: list[str], **options: object) -> LinkAgent:
+    agent = LinkAgent(plane.address, capabilities=capabilities, **options)  # type: ignore[arg-type]
     await agent.connect()
-    # The round a new capability earns has run (and found nothing queued): the backlog is clear.
-    await eventually(lambda: plane.dispatcher.rounds >= 1, message="the joining session's round")
+    # The round a new capability earns has run and found nothing queued: submits may place its tasks.
+    await eventually(
+        lambda: all(plane.dispatcher.is_clear(c) for c in capabilities), message="the joining session's round"
+    )
     return agent
 
 
 async def test_a_submit_places_its_task_when_a_session_has_room_and_nothing_waits(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
-    agent = await _connected(quiet_plane, capabilities=["cap.sync"])
+    agent = await _connected(quiet_plane, ["cap.sync"])
     rounds = quiet_plane.dispatcher.rounds
 
     task = await submit(quiet_channel, capability="cap.sync", data={"n": 1})
@@ -61,7 +63,7 @@ async def test_a_submit_places_its_task_when_a_session_has_room_and_nothing_wait
 async def test_a_batch_places_by_priority_then_fifo_and_never_beyond_the_sessions_room(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
-    agent = await _connected(quiet_plane, capabilities=["cap.batch"], max_concurrency=2)
+    agent = await _connected(quiet_plane, ["cap.batch"], max_concurrency=2)
     priorities = [0, 5, 0, 5, 0]
     request = task_service_pb2.BatchSubmitTasksRequest(
         requests=[submit_request("cap.batch", {"i": i}, priority=p) for i, p in enumerate(priorities)]
@@ -78,7 +80,7 @@ async def test_a_batch_places_by_priority_then_fifo_and_never_beyond_the_session
 async def test_while_queued_work_may_be_waiting_a_submit_leaves_its_task_to_the_queue(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
-    agent = await _connected(quiet_plane, capabilities=["cap.wait"], labels={"zone": "us"})
+    agent = await _connected(quiet_plane, ["cap.wait"], labels={"zone": "us"})
     # Nobody here can take this one: it stays queued, and the dispatcher knows work is waiting.
     stranded = await submit(
         quiet_channel, target=task_pb2.TaskTarget(capability="cap.wait", label_selector={"zone": "eu"})
@@ -97,7 +99,7 @@ async def test_while_queued_work_may_be_waiting_a_submit_leaves_its_task_to_the_
 async def test_work_waiting_for_one_capability_leaves_the_others_placed_on_submit(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
-    agent = await _connected(quiet_plane, capabilities=["cap.stuck", "cap.free"], labels={"zone": "us"})
+    agent = await _connected(quiet_plane, ["cap.stuck", "cap.free"], labels={"zone": "us"})
     stranded = await submit(
         quiet_channel, target=task_pb2.TaskTarget(capability="cap.stuck", label_selector={"zone": "eu"})
     )
@@ -117,7 +119,7 @@ async def test_work_waiting_for_one_capability_leaves_the_others_placed_on_submi
 async def test_sticky_tasks_are_left_to_the_dispatcher(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
-    agent = await _connected(quiet_plane, capabilities=["cap.sticky"])
+    agent = await _connected(quiet_plane, ["cap.sticky"])
     target = task_pb2.TaskTarget(
         capability="cap.sticky", routing_key="user-7", strategy=task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH
     )

@@ -81,7 +81,8 @@ async def test_a_freed_slot_costs_no_round_when_nothing_waits_for_its_capabiliti
 ) -> None:
     agent = LinkAgent(quiet_plane.address, capabilities=["cap.freed"], max_concurrency=1)
     await agent.connect()
-    await eventually(lambda: quiet_plane.dispatcher.rounds == 1, message="the round for a new capability")
+    await eventually(lambda: quiet_plane.dispatcher.is_clear("cap.freed"), message="the round for a new capability")
+    assert quiet_plane.dispatcher.rounds == 1
     task = await submit(quiet_channel, capability="cap.freed")
     assert task.state == task_pb2.TASK_STATE_ASSIGNED  # placed by its submit: no round
     await agent.succeed(await agent.next_assignment(), {"ok": True})

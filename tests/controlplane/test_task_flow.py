@@ -20,9 +20,11 @@ async def test_submitted_task_runs_on_an_agent_and_its_output_is_stored(
     agent = LinkAgent(plane.address, capabilities=["demo.echo"])
     await agent.connect()
     agent.serve_echo()
+    # The round the joining session earns looks at the queue: once it found nothing waiting...
+    await eventually(lambda: plane.dispatcher.is_clear("demo.echo"), message="the joining session's round")
 
     task = await submit(channel, data={"text": "hello", "n": 3})
-    # An idle session had room and nothing was queued: the submit placed the task itself.
+    # ...an idle session had room and nothing was queued: the submit placed the task itself.
     assert task.state == task_pb2.TASK_STATE_ASSIGNED
     assert task.attempt == 1
     assert [a.agent_instance_id for a in task.attempts] == [agent.instance_id]
