@@ -97,6 +97,10 @@ class Dispatcher(Component):
         # only tasks of these, so nothing is placed ahead of work queued before it.
         self._clear: set[str] = set()
         self._announced_during: set[str] | None = None  # while a dispatch runs: work announced for these
+        # Capabilities whose every due queued task a round in progress has claimed (and is assigning): until
+        # it ends, their new tasks queue behind nothing, so submits may place them too. (Should that round's
+        # transaction fail, tasks placed meanwhile went ahead of the ones it claimed; the next round takes those.)
+        self._claimed_out: set[str] = set()
         self._tasks = TaskOwner(self.name)
         self.assigned = 0
         self.assigned_on_submit = 0  # of `assigned`: placed by their submit (place_new)
@@ -113,6 +117,7 @@ class Dispatcher(Component):
         """New work for `capabilities`: dispatch now, or at wall-clock time `at` (a retry's backoff)."""
         for capability in capabilities:
             self._clear.discard(capability)
+            self._claimed_out.discard(capability)
             if self._announced_during is not None:
                 self._announced_during.add(capability)
         if at is None or at <= self._clock():
@@ -220,6 +225,7 @@ class Dispatcher(Component):
             placed, full, waiting = await self._place(limits)
         finally:
             self.round_seconds += time.perf_counter() - started
+            self._claimed_out.difference_update(limits)
             for capability, limit in limits.items():
                 left = self._booked[capability] - limit
                 if left:
@@ -289,8 +295,10 @@ class Dispatcher(Component):
                 else:
                     planned.append(self._bind(task, session, transition))
                     bound += 1
-            if len(batch) < size:
-                return False, passed_over  # the queue ends here
+            if len(batch) < size:  # the queue ends here
+                if not passed_over:
+                    self._claimed_out.add(capability)
+                return False, passed_over
             if bound >= limit:
                 return True, passed_over
             after = (batch[-1].priority, batch[-1].id)
@@ -330,9 +338,9 @@ class Dispatcher(Component):
         already ASSIGNED and no claim transaction is needed.
 
         Only tasks of capabilities with no queued work that can be waiting ahead of them (a round found their
-        queue drained, and none is claiming for them now), and never sticky tasks (their owner may be on another
-        replica). Tasks are taken in claim order (priority, then FIFO), and those no session here can take now
-        stay queued, as a round leaves them.
+        queue drained and none is claiming for them now, or the round in progress has claimed all of it), and
+        never sticky tasks (their owner may be on another replica). Tasks are taken in claim order (priority,
+        then FIFO), and those no session here can take now stay queued, as a round leaves them.
         Returns None when nothing was placed. The caller writes the result's `writes` with the tasks, then
         `send()`s the assignments once committed, or `release()`s the slots if the transaction failed.
         """
@@ -343,7 +351,7 @@ class Dispatcher(Component):
         memo: dict[tuple[object, ...], list[AgentSession]] = {}
         candidates: dict[str, list[AgentSession]] = {}
         for task in sorted((_as_queued(t) for t in tasks), key=lambda q: (-q.priority, q.id)):
-            if task.capability not in self._clear or task.capability in self._booked or self._placer.is_sticky(task):
+            if not self._nothing_ahead(task.capability) or self._placer.is_sticky(task):
                 continue
             serving = candidates.get(task.capability)
             if serving is None:
@@ -352,6 +360,11 @@ class Dispatcher(Component):
             if session is not None:
                 bindings.append(self._bind(task, session, transition))
         return PlacedOnSubmit(bindings, transition.writes, self._sent_on_submit) if bindings else None
+
+    def _nothing_ahead(self, capability: str) -> bool:
+        """No queued task of `capability` can be waiting that a new one would be placed ahead of."""
+        clear = capability in self._clear and capability not in self._booked
+        return clear or capability in self._claimed_out
 
     def _sent_on_submit(self, count: int) -> None:
         self.assigned += count

@@ -8,14 +8,20 @@ or by a round something woke, not by the fallback poll.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import grpc
 import pytest
 
 from controlplane.app import ControlPlane
+from controlplane.store.tasks import TaskRows, TaskWrites
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import submit, submit_request, tasks_stub, watch_events
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,6 +120,42 @@ async def test_work_waiting_for_one_capability_leaves_the_others_placed_on_submi
     assert {(await agent.next_assignment()).task_id for _ in range(2)} == {free.id, stuck.id}
     assert quiet_plane.dispatcher.assigned_on_submit == 1
     await agent.close()
+
+
+@pytest.mark.postgres
+async def test_while_a_round_assigns_all_that_was_queued_a_submit_still_places_its_task(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL only: on SQLite writes take turns, so no submit commits while a round's transaction is open.
+    async with (
+        running_plane(tmp_path / "plane", database_url=postgres_server.create_database(), sweep_interval=30) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        agent = await _connected(plane, ["cap.mid"])
+        # Hold the next round after its claim (its assignments written but not yet committed).
+        claimed_all, go_on = asyncio.Event(), asyncio.Event()
+        write = TaskRows.write
+
+        async def held_write(rows: TaskRows, writes: TaskWrites) -> None:
+            await write(rows, writes)
+            if writes.assigned:
+                claimed_all.set()
+                await go_on.wait()
+
+        monkeypatch.setattr(TaskRows, "write", held_write)
+        sticky = task_pb2.TaskTarget(
+            capability="cap.mid", routing_key="k", strategy=task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH
+        )
+        queued = await submit(channel, target=sticky)  # left to a round, which claims it
+        assert queued.state == QUEUED
+        await asyncio.wait_for(claimed_all.wait(), 10)
+        try:
+            during = await submit(channel, capability="cap.mid")
+            assert during.state == ASSIGNED  # nothing queued is left ahead of it: the round has claimed it all
+        finally:
+            go_on.set()
+        assert {(await agent.next_assignment()).task_id for _ in range(2)} == {queued.id, during.id}
+        await agent.close()
 
 
 async def test_sticky_tasks_are_left_to_the_dispatcher(
