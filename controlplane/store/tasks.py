@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -548,32 +548,19 @@ _STATES = {int(state): state for state in TaskState}
 # Tasks mostly share a few retry policies and deadline sets: rows reuse one (immutable) value object each
 # rather than building two per row read on the hot path. Bounded: cleared when it grows past _MAX_SHARED.
 _POLICIES: dict[tuple[Any, ...], RetryPolicy] = {}
-_TIMEOUTS: dict[tuple[float, ...], Timeouts] = {}
+_TIMEOUTS: dict[tuple[Any, ...], Timeouts] = {}
 _MAX_SHARED = 4096
+_V = TypeVar("_V")
 
 
-def _shared_policy(
-    max_attempts: int, initial: float, maximum: float, multiplier: float, codes: Sequence[str] | None
-) -> RetryPolicy:
-    key = (max_attempts, initial, maximum, multiplier, tuple(codes) if codes else ())
-    policy = _POLICIES.get(key)
-    if policy is None:
-        if len(_POLICIES) >= _MAX_SHARED:
-            _POLICIES.clear()
-        policy = _POLICIES[key] = RetryPolicy(*key)
-    return policy
-
-
-def _shared_timeouts(
-    schedule_to_start: float, start_to_close: float, heartbeat: float, schedule_to_close: float
-) -> Timeouts:
-    key = (schedule_to_start, start_to_close, heartbeat, schedule_to_close)
-    timeouts = _TIMEOUTS.get(key)
-    if timeouts is None:
-        if len(_TIMEOUTS) >= _MAX_SHARED:
-            _TIMEOUTS.clear()
-        timeouts = _TIMEOUTS[key] = Timeouts(*key)
-    return timeouts
+def _shared(cache: dict[tuple[Any, ...], _V], key: tuple[Any, ...], build: Callable[..., _V]) -> _V:
+    """The value `build(*key)`, made once per distinct key."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _MAX_SHARED:
+            cache.clear()
+        value = cache[key] = build(*key)
+    return value
 
 
 def _live_from_dict(row: Mapping[str, Any]) -> LiveTask:
@@ -582,15 +569,21 @@ def _live_from_dict(row: Mapping[str, Any]) -> LiveTask:
         capability=row["capability"],
         state=_STATES[row["state"]],
         attempt=row["attempt"],
-        policy=_shared_policy(
-            row["max_attempts"],
-            row["initial_backoff"],
-            row["max_backoff"],
-            row["backoff_multiplier"],
-            row["non_retryable_error_codes"],
+        policy=_shared(
+            _POLICIES,
+            (
+                row["max_attempts"],
+                row["initial_backoff"],
+                row["max_backoff"],
+                row["backoff_multiplier"],
+                tuple(row["non_retryable_error_codes"] or ()),
+            ),
+            RetryPolicy,
         ),
-        timeouts=_shared_timeouts(
-            row["schedule_to_start"], row["start_to_close"], row["heartbeat_timeout"], row["schedule_to_close"]
+        timeouts=_shared(
+            _TIMEOUTS,
+            (row["schedule_to_start"], row["start_to_close"], row["heartbeat_timeout"], row["schedule_to_close"]),
+            Timeouts,
         ),
         deadline=row["deadline"],
         event_seq=row["event_seq"],

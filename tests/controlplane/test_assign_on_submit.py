@@ -39,6 +39,15 @@ async def _connected(plane: ControlPlane, capabilities: list[str], **options: ob
     return agent
 
 
+async def _strand(plane: ControlPlane, channel: grpc.aio.Channel, capability: str) -> None:
+    """Queue a task of `capability` nobody here can take (zone=eu), and wait for the round it wakes: from
+    then on the dispatcher knows work of `capability` is waiting."""
+    stranded = await submit(channel, target=task_pb2.TaskTarget(capability=capability, label_selector={"zone": "eu"}))
+    assert stranded.state == QUEUED
+    rounds = plane.dispatcher.rounds
+    await eventually(lambda: plane.dispatcher.rounds > rounds, message="the round the queued task woke")
+
+
 async def test_a_submit_places_its_task_when_a_session_has_room_and_nothing_waits(
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
@@ -87,13 +96,7 @@ async def test_while_queued_work_may_be_waiting_a_submit_leaves_its_task_to_the_
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
     agent = await _connected(quiet_plane, ["cap.wait"], labels={"zone": "us"})
-    # Nobody here can take this one: it stays queued, and the dispatcher knows work is waiting.
-    stranded = await submit(
-        quiet_channel, target=task_pb2.TaskTarget(capability="cap.wait", label_selector={"zone": "eu"})
-    )
-    assert stranded.state == QUEUED
-    rounds = quiet_plane.dispatcher.rounds
-    await eventually(lambda: quiet_plane.dispatcher.rounds > rounds, message="the round the queued task woke")
+    await _strand(quiet_plane, quiet_channel, "cap.wait")
 
     later = await submit(quiet_channel, capability="cap.wait")
     assert later.state == QUEUED  # not placed past the queue, though the session has room
@@ -106,12 +109,7 @@ async def test_work_waiting_for_one_capability_leaves_the_others_placed_on_submi
     quiet_plane: ControlPlane, quiet_channel: grpc.aio.Channel
 ) -> None:
     agent = await _connected(quiet_plane, ["cap.stuck", "cap.free"], labels={"zone": "us"})
-    stranded = await submit(
-        quiet_channel, target=task_pb2.TaskTarget(capability="cap.stuck", label_selector={"zone": "eu"})
-    )
-    assert stranded.state == QUEUED
-    rounds = quiet_plane.dispatcher.rounds
-    await eventually(lambda: quiet_plane.dispatcher.rounds > rounds, message="the round the queued task woke")
+    await _strand(quiet_plane, quiet_channel, "cap.stuck")
 
     free = await submit(quiet_channel, capability="cap.free")
     assert free.state == ASSIGNED  # nothing waits for cap.free: the stranded task does not hold it back
