@@ -128,12 +128,14 @@ class Dispatcher(Component):
 
     def slot_freed(self, capabilities: Iterable[str]) -> None:
         """A session serving `capabilities` has room again: worth a round only if work may be waiting."""
-        if not self._clear.issuperset(capabilities):
-            self._wake.set()
+        self._wake_if_work_may_wait(capabilities)
 
     def session_joined(self, capabilities: Iterable[str]) -> None:
         """A session became active: worth a round if work may be waiting for any of its capabilities
         (one no round has looked at yet may have work nobody here could take)."""
+        self._wake_if_work_may_wait(capabilities)
+
+    def _wake_if_work_may_wait(self, capabilities: Iterable[str]) -> None:
         if not self._clear.issuperset(capabilities):
             self._wake.set()
 
@@ -284,11 +286,11 @@ class Dispatcher(Component):
         size = limit + CLAIM_SLACK
         for _ in range(CLAIM_PAGES):
             batch = await rows.claim_queued(capability, now=transition.now, limit=size, after=after, takers=takers)
-            if remote is None and self._remote is not None and any(self._placer.is_sticky(t) for t in batch):
-                remote = await self._remote.serving(capability)
             for task in batch:
                 if bound >= limit:
                     return True, passed_over  # no room left for the rest
+                if remote is None and self._remote is not None and self._placer.is_sticky(task):
+                    remote = await self._remote.serving(capability)  # read once, at the first sticky task
                 session = self._placer.choose(task, serving, memo, remote)
                 if session is None:
                     passed_over = True
