@@ -69,7 +69,20 @@ func (f *fakePlane) Connect(stream grpc.BidiStreamingServer[pb.ConnectRequest, p
 				return err
 			}
 		case err := <-s.end:
-			return err
+			// Frames queued before the end go out first, as they would from a real plane:
+			// select picks among ready cases at random, so without this an ack queued just
+			// before the end could be dropped.
+			for {
+				select {
+				case m := <-s.out:
+					if sendErr := stream.Send(m); sendErr != nil {
+						return sendErr
+					}
+					continue
+				default:
+				}
+				return err
+			}
 		case <-halfClosed: // like the real plane: the agent closed its side, the session ends
 			return nil
 		case <-stream.Context().Done():
