@@ -149,7 +149,10 @@ class ControlPlane(Component):
             replica_id=self.replica_id,
         )
         self.cluster.connect(
-            work_due=self.dispatcher.wake, drain=self.supervisor.drain, replaced=self._session_opened_elsewhere
+            work_due=self.dispatcher.wake,
+            retries=self.dispatcher.retries_pending,
+            drain=self.supervisor.drain,
+            replaced=self._session_opened_elsewhere,
         )
         self.sweeper = Sweeper(
             store=store,

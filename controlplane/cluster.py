@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from controlplane.bus.nats_bus import DOORBELL, SESSIONS_REPLACED, TASKS_CHANGED, NatsBus, replica_subject
@@ -28,6 +28,7 @@ SIGNAL_DELAY = 0.002  # seconds a doorbell / change notice waits for company
 MAX_IDS_PER_NOTICE = 5_000  # keeps a change notice far below NATS's payload limit
 
 WakeCallback = Callable[[Iterable[str], float | None], None]  # capabilities with new work, when due
+RetriesCallback = Callable[[Mapping[str, float]], None]  # capabilities with retries to come, the last one's time
 DrainCallback = Callable[[str, float, str], None]
 
 
@@ -41,17 +42,27 @@ class Cluster(Component):
         self._watch = watch
         self.replica_id = replica_id
         self._on_work_due: WakeCallback = lambda _capabilities, _at: None
+        self._on_retries: RetriesCallback = lambda _until: None
         self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
         self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
         self.tasks_ended: dict[str, int] = {}
         self._changed: set[str] = set()  # not yet announced to the other replicas
         self._due: dict[str, float] = {}
+        self._retries_until: dict[str, float] = {}
         self._signals_waiting = asyncio.Event()
         self._signaller = TaskOwner("cluster-signals")
 
-    def connect(self, *, work_due: WakeCallback, drain: DrainCallback, replaced: Callable[[str, str], None]) -> None:
-        """Wire the local handlers (the dispatcher's wake, the supervisor's drain and replace)."""
+    def connect(
+        self,
+        *,
+        work_due: WakeCallback,
+        retries: RetriesCallback,
+        drain: DrainCallback,
+        replaced: Callable[[str, str], None],
+    ) -> None:
+        """Wire the local handlers (the dispatcher's wake and retry window, the supervisor's drain and replace)."""
         self._on_work_due = work_due
+        self._on_retries = retries
         self._on_drain = drain
         self._on_replaced = replaced
 
@@ -83,6 +94,10 @@ class Cluster(Component):
             self._watch.notify(after.changed)
             self._changed.update(after.changed)
             self._signals_waiting.set()
+        if after.retries:
+            self._on_retries(after.retries)
+            for capability, until in after.retries.items():
+                self._retries_until[capability] = max(until, self._retries_until.get(capability, until))
         if after.requeued:
             self._on_work_due(after.requeued.keys(), min(after.requeued.values()))
             for capability, due in after.requeued.items():
@@ -130,8 +145,12 @@ class Cluster(Component):
     async def _publish_signals(self) -> None:
         changed, self._changed = sorted(self._changed), set()
         due, self._due = self._due, {}
+        until, self._retries_until = self._retries_until, {}
         if due:
-            await self._publish(DOORBELL, {"r": self.replica_id, "due": due})
+            doorbell: dict[str, Any] = {"r": self.replica_id, "due": due}
+            if until:
+                doorbell["until"] = until
+            await self._publish(DOORBELL, doorbell)
         for start in range(0, len(changed), MAX_IDS_PER_NOTICE):
             await self._publish(
                 TASKS_CHANGED, {"r": self.replica_id, "ids": changed[start : start + MAX_IDS_PER_NOTICE]}
@@ -154,6 +173,9 @@ class Cluster(Component):
         if payload.get("r") == self.replica_id:
             return
         due = payload.get("due") or {}
+        until = payload.get("until") or {}
+        if until:
+            self._on_retries({str(capability): float(t) for capability, t in until.items()})
         if due:
             self._on_work_due(list(due), max(time.time(), min(float(t) for t in due.values())))
 

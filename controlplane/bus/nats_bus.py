@@ -1,7 +1,8 @@
 """The NATS connection and the cluster signals that travel on it.
 
 Subjects:
-  meshplane.doorbell            work became due: {"r": replica, "due": {capability: epoch}}
+  meshplane.doorbell            work became due: {"r": replica, "due": {capability: epoch}}, with
+                                "until": {capability: epoch} when retries were scheduled (the last one's time)
   meshplane.tasks.changed       tasks got new events: {"r": replica, "ids": [...]}
   meshplane.replica.<id>        commands for one replica: cancel an attempt, drain an instance
   meshplane.sessions.replaced   an instance reconnected elsewhere: {"r", "instance", "session"}

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.domain.agents import RemoteInstance
 from controlplane.domain.tasks import Task, TaskRef
@@ -101,6 +101,11 @@ class Dispatcher(Component):
         # it ends, their new tasks queue behind nothing, so submits may place them too. (Should that round's
         # transaction fail, tasks placed meanwhile went ahead of the ones it claimed; the next round takes those.)
         self._claimed_out: set[str] = set()
+        # Capabilities with retries scheduled (a failed attempt's backoff), and when the last of them comes
+        # due. One that came due must not be overtaken by tasks submitted after it, so until a round that
+        # began after that time finds the queue drained, sync match leaves these capabilities' tasks to the
+        # queue, and a freed slot is worth a round.
+        self._retrying: dict[str, float] = {}
         self._tasks = TaskOwner(self.name)
         self.assigned = 0
         self.assigned_on_submit = 0  # of `assigned`: placed by their submit (place_new)
@@ -108,6 +113,9 @@ class Dispatcher(Component):
         self.round_seconds = 0.0
 
     async def _start(self) -> None:
+        # Retries scheduled before this replica started were announced to no one here.
+        async with self._store.reader() as uow:
+            self.retries_pending(await uow.tasks.last_due_later(self._clock()))
         self._tasks.spawn(self._run(), "loop")
 
     async def _stop(self) -> None:
@@ -126,6 +134,12 @@ class Dispatcher(Component):
             self._next_due = at
             self._wake.set()  # re-arm the timer
 
+    def retries_pending(self, until: Mapping[str, float]) -> None:
+        """Retries of these capabilities were scheduled, the last to come due at the given (wall-clock) time."""
+        for capability, at in until.items():
+            if at > self._retrying.get(capability, 0.0):
+                self._retrying[capability] = at
+
     def slot_freed(self, capabilities: Iterable[str]) -> None:
         """A session serving `capabilities` has room again: worth a round only if work may be waiting."""
         self._wake_if_work_may_wait(capabilities)
@@ -136,13 +150,15 @@ class Dispatcher(Component):
         self._wake_if_work_may_wait(capabilities)
 
     def _wake_if_work_may_wait(self, capabilities: Iterable[str]) -> None:
-        if not self._clear.issuperset(capabilities):
-            self._wake.set()
+        for capability in capabilities:
+            if not self.is_clear(capability):
+                self._wake.set()
+                return
 
     def is_clear(self, capability: str) -> bool:
-        """Whether a round found `capability`'s queue drained, with no new work for it announced since:
-        then submits place its tasks themselves (place_new) while a session here has room."""
-        return capability in self._clear
+        """Whether a round found `capability`'s queue drained, with no new work for it announced since and no
+        retry of it pending: then submits place its tasks themselves (place_new) while a session here has room."""
+        return capability in self._clear and capability not in self._retrying
 
     async def _run(self) -> None:
         while True:
@@ -178,6 +194,7 @@ class Dispatcher(Component):
         SKIP LOCKED gives them disjoint rows), each booking its share of the free slots before it claims,
         so together they never claim more than fits.
         """
+        began = self._clock()
         announced: set[str] = set()
         self._announced_during = announced
         drained: set[str] = set()  # capabilities some round found with nothing more to claim or leave behind
@@ -206,7 +223,11 @@ class Dispatcher(Component):
                         overlap = self._concurrency
         finally:
             self._announced_during = None
-        self._clear |= drained - unsettled - announced
+        cleared = drained - unsettled - announced
+        self._clear |= cleared
+        for capability in cleared & self._retrying.keys():
+            if self._retrying[capability] <= began:  # every retry was due when this dispatch claimed
+                del self._retrying[capability]
         return total
 
     async def _dispatch_once(self, room: dict[str, int]) -> tuple[int, bool, set[str], set[str]]:
@@ -340,9 +361,10 @@ class Dispatcher(Component):
         already ASSIGNED and no claim transaction is needed.
 
         Only tasks of capabilities with no queued work that can be waiting ahead of them (a round found their
-        queue drained and none is claiming for them now, or the round in progress has claimed all of it), and
-        never sticky tasks (their owner may be on another replica). Tasks are taken in claim order (priority,
-        then FIFO), and those no session here can take now stay queued, as a round leaves them.
+        queue drained and none is claiming for them now, or the round in progress has claimed all of it; and
+        no retry of theirs is pending), and never sticky tasks (their owner may be on another replica). Tasks
+        are taken in claim order (priority, then FIFO), and those no session here can take now stay queued,
+        as a round leaves them.
         Returns None when nothing was placed. The caller writes the result's `writes` with the tasks, then
         `send()`s the assignments once committed, or `release()`s the slots if the transaction failed.
         """
@@ -365,6 +387,8 @@ class Dispatcher(Component):
 
     def _nothing_ahead(self, capability: str) -> bool:
         """No queued task of `capability` can be waiting that a new one would be placed ahead of."""
+        if capability in self._retrying:
+            return False
         clear = capability in self._clear and capability not in self._booked
         return clear or capability in self._claimed_out
 

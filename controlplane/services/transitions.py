@@ -48,6 +48,7 @@ class AfterCommit:
     changed: set[str] = field(default_factory=set)  # tasks with new events (wake watchers)
     cancels: list[CancelOrder] = field(default_factory=list)
     requeued: dict[str, float] = field(default_factory=dict)  # capability -> earliest due time
+    retries: dict[str, float] = field(default_factory=dict)  # capability -> latest retry's due time
     ended: dict[str, int] = field(default_factory=dict)  # terminal state name -> tasks that reached it
     notable: list[tuple[str, str, str, str]] = field(default_factory=list)  # (task, correlation, what, why)
 
@@ -195,6 +196,8 @@ class Transition:
             task.start_deadline = decision.retry_at + sts if sts else None
             due = self.after.requeued.get(task.capability)
             self.after.requeued[task.capability] = decision.retry_at if due is None else min(due, decision.retry_at)
+            last = self.after.retries.get(task.capability)
+            self.after.retries[task.capability] = decision.retry_at if last is None else max(last, decision.retry_at)
         else:
             task.end_time = self.now
         self._event(task, decision.event_type, error=error, message=error.message)

@@ -991,6 +991,15 @@ class TaskRepository(TaskRows):
             query = query.with_for_update(skip_locked=skip_locked)
         return [_live_from_row(row) for row in await self._conn.execute(query)]
 
+    async def last_due_later(self, now: float) -> dict[str, float]:
+        """Per capability, when the last queued task not yet due at `now` comes due (retries in their backoff)."""
+        query = (
+            sa.select(tasks.c.capability, sa.func.max(tasks.c.scheduled_time))
+            .where(tasks.c.state == int(TaskState.QUEUED), tasks.c.scheduled_time > now)
+            .group_by(tasks.c.capability)
+        )
+        return {capability: float(due) for capability, due in await self._conn.execute(query)}
+
     # -- sweeps
 
     async def active_on_replica(self, replica_id: str, *, exclude_sessions: Sequence[str] = ()) -> list[str]:

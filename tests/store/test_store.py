@@ -110,6 +110,24 @@ async def test_a_claim_can_read_on_behind_a_given_task(store: Store) -> None:
     assert [[c.id for c in page] for page in pages] == [everything[0:2], everything[2:4], everything[4:6], []]
 
 
+async def test_the_last_due_time_of_work_queued_for_later_is_known_per_capability(store: Store) -> None:
+    now = time.time()
+    queue = [
+        new_task("cap.a", now=now - 1),  # due already
+        new_task("cap.a", now=now + 5),  # retries in their backoff
+        new_task("cap.a", now=now + 9),
+        new_task("cap.b", now=now + 3),
+        new_task("cap.c", now=now - 2),
+    ]
+    async with store.hot_transaction() as hot:
+        await hot.tasks.insert(queue, actors=actors(queue))
+    async with store.reader() as uow:
+        later = await uow.tasks.last_due_later(now)
+    assert later.keys() == {"cap.a", "cap.b"}
+    assert later["cap.a"] == pytest.approx(now + 9, abs=1e-3)
+    assert later["cap.b"] == pytest.approx(now + 3, abs=1e-3)
+
+
 async def test_a_claim_can_leave_out_what_no_taker_admits(store: Store) -> None:
     now = time.time()
 
