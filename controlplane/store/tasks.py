@@ -209,43 +209,6 @@ _LIVE_COLUMNS = [
 ]
 
 
-def _live_from_row(row: Any) -> LiveTask:
-    return LiveTask(
-        id=row.id,
-        capability=row.capability,
-        state=TaskState(row.state),
-        attempt=row.attempt,
-        policy=RetryPolicy(
-            max_attempts=row.max_attempts,
-            initial_backoff=row.initial_backoff,
-            max_backoff=row.max_backoff,
-            backoff_multiplier=row.backoff_multiplier,
-            non_retryable_error_codes=tuple(row.non_retryable_error_codes or ()),
-        ),
-        timeouts=Timeouts(
-            schedule_to_start=row.schedule_to_start,
-            start_to_close=row.start_to_close,
-            heartbeat=row.heartbeat_timeout,
-            schedule_to_close=row.schedule_to_close,
-        ),
-        deadline=row.deadline,
-        event_seq=row.event_seq,
-        session_id=row.session_id,
-        agent_instance_id=row.agent_instance_id,
-        replica_id=row.replica_id,
-        correlation_id=row.correlation_id,
-        error=error_from_json(row.error),
-        progress=row.progress,
-        progress_message=row.progress_message,
-        cancel_reason=row.cancel_reason,
-        update_time=row.update_time,
-        end_time=row.end_time,
-        scheduled_time=row.scheduled_time,
-        start_deadline=row.start_deadline,
-        attempt_deadline=row.attempt_deadline,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Takers:
     """Who could take a claimed task now: the agent names and label sets of the sessions with room.
@@ -563,7 +526,7 @@ def _shared(cache: dict[tuple[Any, ...], _V], key: tuple[Any, ...], build: Calla
     return value
 
 
-def _live_from_dict(row: Mapping[str, Any]) -> LiveTask:
+def _live_from_dict(row: Mapping[Any, Any]) -> LiveTask:
     return LiveTask(
         id=row["id"],
         capability=row["capability"],
@@ -989,7 +952,7 @@ class TaskRepository(TaskRows):
         query = sa.select(*_LIVE_COLUMNS).where(condition).order_by(tasks.c.id).limit(limit)
         if self._postgres:
             query = query.with_for_update(skip_locked=skip_locked)
-        return [_live_from_row(row) for row in await self._conn.execute(query)]
+        return [_live_from_dict(row._mapping) for row in await self._conn.execute(query)]
 
     async def last_due_later(self, now: float) -> dict[str, float]:
         """Per capability, when the last queued task not yet due at `now` comes due (retries in their backoff)."""

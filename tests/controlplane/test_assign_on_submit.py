@@ -14,12 +14,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 
 from controlplane.app import ControlPlane
 from controlplane.store.tasks import TaskRows, TaskWrites
 from meshplane.v1 import task_pb2, task_service_pb2
-from tests.controlplane.helpers import get_task, submit, submit_request, tasks_stub, watch_events
+from tests.controlplane.helpers import submit, submit_request, tasks_stub, watch_events
+from tests.controlplane.test_lifecycle import retry, wait_state
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
 from tests.support.plane import running_plane
@@ -172,9 +172,7 @@ async def test_sticky_tasks_are_left_to_the_dispatcher(
 
 
 # Long enough for the tests' steps before the retry comes due, even on a slow machine.
-RETRY_SOON = task_pb2.RetryPolicy(
-    max_attempts=3, initial_backoff=duration_pb2.Duration(seconds=2), max_backoff=duration_pb2.Duration(seconds=2)
-)
+RETRY_SOON = retry(3, backoff=2.0)
 
 
 async def test_a_retry_that_came_due_is_not_overtaken_by_new_submits(
@@ -184,7 +182,7 @@ async def test_a_retry_that_came_due_is_not_overtaken_by_new_submits(
     first = await submit(quiet_channel, capability="cap.retry", retry_policy=RETRY_SOON)
     assert first.state == ASSIGNED
     await agent.fail(await agent.next_assignment())
-    retried = await _in_state(quiet_channel, first.id, QUEUED)
+    retried = await wait_state(quiet_channel, first.id, QUEUED)
 
     await _retry_goes_before_what_is_submitted_after_it_came_due(quiet_channel, agent, retried)
     await agent.close()
@@ -200,7 +198,7 @@ async def test_a_retry_scheduled_before_a_restart_is_not_overtaken_by_new_submit
         agent = await _connected(plane, ["cap.retry"])
         first = await submit(channel, capability="cap.retry", retry_policy=RETRY_SOON)
         await agent.fail(await agent.next_assignment())
-        retried = await _in_state(channel, first.id, QUEUED)
+        retried = await wait_state(channel, first.id, QUEUED)
         await agent.close()
 
     # The new plane heard no announcement of that retry: it reads the pending ones when it starts.
@@ -226,18 +224,10 @@ async def _retry_goes_before_what_is_submitted_after_it_came_due(
 
     # The slot frees with the retry due: the retry goes first, not the task submitted next.
     await agent.succeed((before.id, 1), {"ok": True})
-    await _in_state(channel, before.id, task_pb2.TASK_STATE_SUCCEEDED)
+    await wait_state(channel, before.id, task_pb2.TASK_STATE_SUCCEEDED)
     after = await submit(channel, capability="cap.retry")
     assert after.state == QUEUED
     assignment = await agent.next_assignment()
     assert (assignment.task_id, assignment.attempt) == (retried.id, 2)
     await agent.succeed(assignment, {"ok": True})
     assert (await agent.next_assignment()).task_id == after.id
-
-
-async def _in_state(channel: grpc.aio.Channel, task_id: str, state: int) -> task_pb2.Task:
-    async def reached() -> task_pb2.Task | None:
-        task = await get_task(channel, task_id)
-        return task if task.state == state else None
-
-    return await eventually(reached, message=f"task {task_id} in state {task_pb2.TaskState.Name(state)}")
