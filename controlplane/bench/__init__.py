@@ -370,8 +370,14 @@ def add_ratios(figures: dict[str, Any]) -> None:
         latency = figures["one_caller_latency"]
         latency["bare_unary_p50_ms"] = ceiling["unary_one_caller_p50_ms"]
         if "database_commit" in figures:
-            # A submit is at least one unary call and one commit: the floor under the median.
-            latency["floor_p50_ms"] = round(latency["bare_unary_p50_ms"] + figures["database_commit"]["p50_ms"], 3)
+            # A submit is at least one unary call and one commit: the floor under the median. One caller's
+            # commits come milliseconds apart, each waking an idle database: the second floor counts that.
+            commit_figures = figures["database_commit"]
+            latency["floor_p50_ms"] = round(latency["bare_unary_p50_ms"] + commit_figures["p50_ms"], 3)
+            if "p50_after_idle_ms" in commit_figures:
+                latency["floor_after_idle_p50_ms"] = round(
+                    latency["bare_unary_p50_ms"] + commit_figures["p50_after_idle_ms"], 3
+                )
 
 
 def render(figures: dict[str, Any]) -> str:

@@ -112,6 +112,7 @@ def test_a_small_bench_run_prints_every_figure_and_cleans_up(postgres_server: Po
     assert figures["single_submit"]["tasks"] == 100 and "ratio_to_64_caller_unary_echo" in figures["single_submit"]
     assert figures["one_caller_latency"]["samples"] == 20
     assert figures["one_caller_latency"]["floor_p50_ms"] > 0
+    assert figures["one_caller_latency"]["floor_after_idle_p50_ms"] > 0
     assert figures["database_commit"]["samples"] == 20
     assert figures["idle_sessions"]["sessions"] == 20
     assert list(tmp_path.glob("meshplane-bench-*")) == [], "the run's work directory is removed"

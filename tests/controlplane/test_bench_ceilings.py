@@ -54,21 +54,24 @@ def test_each_figure_is_set_against_its_own_ceiling() -> None:
         "batch_submit": {"tasks_per_second": 2500},
         "single_submit": {"tasks_per_second": 1000},
         "one_caller_latency": {"p50_ms": 3.0},
-        "database_commit": {"p50_ms": 0.4},
+        "database_commit": {"p50_ms": 0.4, "p50_after_idle_ms": 0.7},
     }
     add_ratios(figures)
     assert figures["batch_submit"]["ratio_to_one_stream_echo"] == 0.5
     assert figures["single_submit"]["ratio_to_64_caller_unary_echo"] == 0.25
     assert figures["one_caller_latency"]["bare_unary_p50_ms"] == 1.1
     assert figures["one_caller_latency"]["floor_p50_ms"] == 1.5
+    assert figures["one_caller_latency"]["floor_after_idle_p50_ms"] == 1.8
 
 
 @pytest.mark.postgres
 async def test_a_lone_commit_is_measured_on_a_scratch_table_that_is_dropped(postgres_server: PostgresServer) -> None:
     url = postgres_server.create_database()
-    figures = await commit.measure_commit(url, samples=20)
+    figures = await commit.measure_commit(url, samples=20, idle_gap=0.001)
     assert figures["samples"] == 20
     assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert figures["idle_gap_ms"] == 1.0
+    assert figures["p50_after_idle_ms"] > 0
     connection = await asyncpg.connect(asyncpg_dsn(make_url(url)))
     try:
         left = await connection.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'meshplane_bench_commit_%'")
