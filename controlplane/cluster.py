@@ -3,7 +3,7 @@
 Doorbells and change notices are hints — lost ones only delay work until the next poll — so
 publishing them never fails a request. They are coalesced: whatever commits within SIGNAL_DELAY goes out
 as one doorbell and one change notice (local effects — this replica's dispatcher and watchers — happen
-at once).
+at once). A replica alone on its NATS (see controlplane.presence) sends none.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from controlplane.domain.tasks import TaskRef
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import CancelMsg
 from controlplane.link.registry import SessionRegistry
+from controlplane.presence import PRESENCE_INTERVAL, Presence
 from controlplane.services.transitions import AfterCommit, CancelOrder
 from controlplane.services.watch import WatchHub
 
@@ -35,9 +36,18 @@ DrainCallback = Callable[[str, float, str], None]
 class Cluster(Component):
     name = "cluster"
 
-    def __init__(self, bus: NatsBus, registry: SessionRegistry, watch: WatchHub, *, replica_id: str) -> None:
+    def __init__(
+        self,
+        bus: NatsBus,
+        registry: SessionRegistry,
+        watch: WatchHub,
+        *,
+        replica_id: str,
+        presence_interval: float = PRESENCE_INTERVAL,
+    ) -> None:
         super().__init__()
         self._bus = bus
+        self.presence = Presence(bus, replica_id=replica_id, interval=presence_interval)
         self._registry = registry
         self._watch = watch
         self.replica_id = replica_id
@@ -51,6 +61,8 @@ class Cluster(Component):
         self._retries_until: dict[str, float] = {}
         self._signals_waiting = asyncio.Event()
         self._signaller = TaskOwner("cluster-signals")
+        self.signals_sent = 0  # doorbells and change notices published
+        self.signals_skipped = 0  # coalesced signals not published: no other replica to hear them
 
     def connect(
         self,
@@ -67,6 +79,7 @@ class Cluster(Component):
         self._on_replaced = replaced
 
     async def _start(self) -> None:
+        await self.presence.start()
         await self._bus.subscribe_json(DOORBELL, self._doorbell)
         await self._bus.subscribe_json(TASKS_CHANGED, self._tasks_changed)
         await self._bus.subscribe_json(SESSIONS_REPLACED, self._sessions_replaced)
@@ -76,6 +89,7 @@ class Cluster(Component):
     async def _stop(self) -> None:
         await self._signaller.close()
         await self._publish_signals()  # what committed last still reaches the other replicas
+        await self.presence.stop()
 
     # -- outgoing
 
@@ -143,9 +157,16 @@ class Cluster(Component):
             await self._publish_signals()
 
     async def _publish_signals(self) -> None:
+        if not (self._changed or self._due):
+            return
+        if self.presence.alone:  # no other replica to hear them
+            self._changed, self._due, self._retries_until = set(), {}, {}
+            self.signals_skipped += 1
+            return
         changed, self._changed = sorted(self._changed), set()
         due, self._due = self._due, {}
         until, self._retries_until = self._retries_until, {}
+        self.signals_sent += 1
         if due:
             doorbell: dict[str, Any] = {"r": self.replica_id, "due": due}
             if until:

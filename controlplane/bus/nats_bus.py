@@ -6,6 +6,8 @@ Subjects:
   meshplane.tasks.changed       tasks got new events: {"r": replica, "ids": [...]}
   meshplane.replica.<id>        commands for one replica: cancel an attempt, drain an instance
   meshplane.sessions.replaced   an instance reconnected elsewhere: {"r", "instance", "session"}
+  meshplane.replicas.presence   a replica is there: {"r"}, with "hello": true when it starts (answer it)
+                                and "bye": true when it stops
   meshplane.channel.<name>      channel messages
 """
 
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 DOORBELL = "meshplane.doorbell"
 TASKS_CHANGED = "meshplane.tasks.changed"
 SESSIONS_REPLACED = "meshplane.sessions.replaced"
+PRESENCE = "meshplane.replicas.presence"
 CHANNEL_PREFIX = "meshplane.channel."
 
 

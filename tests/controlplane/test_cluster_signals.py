@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 
-from controlplane.bus.nats_bus import NatsBus
+from controlplane.bus.nats_bus import DOORBELL, PRESENCE, TASKS_CHANGED, NatsBus
 from controlplane.cluster import Cluster
 from controlplane.link.registry import SessionRegistry
 from controlplane.services.transitions import AfterCommit
@@ -34,9 +36,11 @@ class Heard:
 
 
 @asynccontextmanager
-async def _replica(nats_url: str, name: str, heard: Heard) -> AsyncIterator[Cluster]:
+async def _replica(
+    nats_url: str, name: str, heard: Heard, *, presence_interval: float = 60.0
+) -> AsyncIterator[Cluster]:
     bus = NatsBus([nats_url], client_name=name, no_echo=True)
-    cluster = Cluster(bus, SessionRegistry(), WatchHub(), replica_id=name)
+    cluster = Cluster(bus, SessionRegistry(), WatchHub(), replica_id=name, presence_interval=presence_interval)
     cluster.connect(
         work_due=heard.work_due,
         retries=heard.retries_pending,
@@ -66,3 +70,57 @@ async def test_retries_scheduled_on_one_replica_reach_the_others_dispatchers_wit
         [(capabilities, at)] = there.due
         assert capabilities == ["cap.x", "cap.y"]
         assert at is not None and at >= 50.0  # the earliest due time (or now, if that has passed)
+
+
+async def test_replicas_learn_of_each_other_when_one_starts_and_forget_it_when_it_stops(tmp_path: Path) -> None:
+    # Announcements an hour apart: all either learns here comes from the hello, its answer and the goodbye.
+    async with nats_server(tmp_path / "nats") as url, _replica(url, "a", Heard(), presence_interval=3600) as a:
+        assert a.presence.others() == []
+        async with _replica(url, "b", Heard(), presence_interval=3600) as b:
+            await eventually(lambda: a.presence.others() == ["b"], message="a heard b's hello")
+            await eventually(lambda: b.presence.others() == ["a"], message="b heard a's answer")
+            assert not a.presence.alone and not b.presence.alone
+        await eventually(lambda: a.presence.others() == [], message="a heard b's goodbye")
+
+
+async def test_a_replica_that_falls_silent_is_forgotten_after_three_intervals(tmp_path: Path) -> None:
+    async with nats_server(tmp_path / "nats") as url, _replica(url, "a", Heard(), presence_interval=0.05) as a:
+        ghost = await nats.connect(url)
+        try:
+            await ghost.publish(PRESENCE, b'{"r":"ghost"}')  # one word, never again
+            await eventually(lambda: a.presence.others() == ["ghost"], message="a heard the ghost")
+            await eventually(lambda: a.presence.others() == [], message="the ghost expired")
+            await eventually(lambda: a.presence.alone, message="a knows it is alone")
+        finally:
+            await ghost.close()
+
+
+async def test_a_replica_alone_sends_no_signals_until_another_joins(tmp_path: Path) -> None:
+    heard_by_b = Heard()
+    async with nats_server(tmp_path / "nats") as url, _replica(url, "a", Heard(), presence_interval=0.05) as a:
+        listener = await nats.connect(url)
+        received: list[str] = []
+
+        async def record(msg: Msg) -> None:
+            received.append(msg.subject)
+
+        try:
+            await listener.subscribe(DOORBELL, cb=record)
+            await listener.subscribe(TASKS_CHANGED, cb=record)
+            await listener.flush()
+            await eventually(lambda: a.presence.alone, message="a's first interval is over")
+
+            await a.after_commit(AfterCommit(changed={"t-1"}, requeued={"cap.x": 1.0}))
+            await eventually(lambda: a.signals_skipped == 1, message="a dropped its signals")
+            await listener.flush()
+            assert received == [] and a.signals_sent == 0
+
+            async with _replica(url, "b", heard_by_b, presence_interval=0.05):
+                await eventually(lambda: a.presence.others() == ["b"], message="a heard b")
+                await a.after_commit(AfterCommit(changed={"t-2"}, requeued={"cap.y": 1.0}))
+                await eventually(lambda: heard_by_b.due, message="the doorbell at replica b")
+                assert heard_by_b.due[0][0] == ["cap.y"]
+                await eventually(lambda: sorted(received) == [DOORBELL, TASKS_CHANGED], message="the listener")
+                assert a.signals_sent == 1 and a.signals_skipped == 1
+        finally:
+            await listener.close()
