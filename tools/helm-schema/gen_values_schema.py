@@ -329,6 +329,7 @@ gateway = obj(
                     "description": 'Origins like https://app.example.com, or "*".',
                 },
                 "maxRequestBytes": {"type": "integer", "minimum": 1024},
+                "upstreamConnections": {"type": "integer", "minimum": 1, "maximum": 64},
                 "shutdownTimeout": {"$ref": "#/definitions/duration"},
                 "logLevel": {"type": "string", "enum": ["debug", "info", "warn", "error"]},
                 "logFormat": {"type": "string", "enum": ["json", "text"]},

@@ -19,6 +19,10 @@ const (
 	DefaultUpstream        = "127.0.0.1:50051"
 	DefaultMaxRequestBytes = 4 << 20
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultUpstreamConnections: the plane accepts one connection's calls one
+	// at a time, so calls spread over a few connections are accepted in parallel.
+	DefaultUpstreamConnections = 8
+	maxUpstreamConnections     = 64
 )
 
 // Config is the validated gateway configuration.
@@ -35,6 +39,9 @@ type Config struct {
 	// UpstreamServerName overrides the name checked in the upstream's
 	// certificate. Without UpstreamTLS it is ignored.
 	UpstreamServerName string
+	// UpstreamConnections is how many connections calls to the upstream are
+	// spread over, in turn.
+	UpstreamConnections int
 	// CORSOrigins are the browser origins allowed to call the API; "*" allows any.
 	// Empty sends no CORS headers at all.
 	CORSOrigins []string
@@ -75,6 +82,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), output io.Write
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "dial the upstream with TLS")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "PEM CA bundle to verify the upstream (default: system roots; only with --upstream-tls)")
 	fs.StringVar(&cfg.UpstreamServerName, "upstream-server-name", "", "server name to verify in the upstream certificate (only with --upstream-tls)")
+	fs.IntVar(&cfg.UpstreamConnections, "upstream-connections", DefaultUpstreamConnections, "connections to the upstream that calls are spread over")
 	fs.StringVar(&corsOrigins, "cors-origins", "", `comma-separated browser origins allowed by CORS, or "*"; empty disables CORS`)
 	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", DefaultMaxRequestBytes, "largest accepted request body in bytes (larger: 413)")
 	fs.StringVar(&cfg.OpenAPIFile, "openapi-file", "", "serve this OpenAPI document at /openapi.json instead of the embedded one")
@@ -136,6 +144,9 @@ func (c *Config) validate() error {
 	}
 	if c.Upstream == "" {
 		errs = append(errs, fmt.Errorf("%s must not be empty", option("upstream")))
+	}
+	if c.UpstreamConnections < 1 || c.UpstreamConnections > maxUpstreamConnections {
+		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("upstream-connections"), maxUpstreamConnections, c.UpstreamConnections))
 	}
 	if c.MaxRequestBytes <= 0 {
 		errs = append(errs, fmt.Errorf("%s must be positive, got %d", option("max-request-bytes"), c.MaxRequestBytes))

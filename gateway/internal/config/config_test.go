@@ -25,12 +25,13 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Listen:          "127.0.0.1:8080",
-		Upstream:        "127.0.0.1:50051",
-		MaxRequestBytes: 4194304,
-		ShutdownTimeout: 10 * time.Second,
-		LogLevel:        slog.LevelInfo,
-		LogFormat:       "json",
+		Listen:              "127.0.0.1:8080",
+		Upstream:            "127.0.0.1:50051",
+		UpstreamConnections: 8,
+		MaxRequestBytes:     4194304,
+		ShutdownTimeout:     10 * time.Second,
+		LogLevel:            slog.LevelInfo,
+		LogFormat:           "json",
 	}
 	if cfg.CORSOrigins != nil || cfg.UpstreamTLS || cfg.UpstreamCAFile != "" || cfg.OpenAPIFile != "" {
 		t.Errorf("unexpected non-default: %+v", cfg)
@@ -47,6 +48,7 @@ func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 		"MESHPLANE_GATEWAY_UPSTREAM_TLS":         "true",
 		"MESHPLANE_GATEWAY_UPSTREAM_CA_FILE":     "/etc/ca.pem",
 		"MESHPLANE_GATEWAY_UPSTREAM_SERVER_NAME": "plane.internal",
+		"MESHPLANE_GATEWAY_UPSTREAM_CONNECTIONS": "8",
 		"MESHPLANE_GATEWAY_CORS_ORIGINS":         " https://a.example , ,http://localhost:3000",
 		"MESHPLANE_GATEWAY_MAX_REQUEST_BYTES":    "1048576",
 		"MESHPLANE_GATEWAY_OPENAPI_FILE":         "/spec.json",
@@ -62,7 +64,7 @@ func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 		t.Errorf("flags should win: %+v", cfg)
 	}
 	if cfg.Listen != "0.0.0.0:9000" || !cfg.UpstreamTLS || cfg.UpstreamCAFile != "/etc/ca.pem" ||
-		cfg.UpstreamServerName != "plane.internal" || cfg.OpenAPIFile != "/spec.json" ||
+		cfg.UpstreamServerName != "plane.internal" || cfg.UpstreamConnections != 8 || cfg.OpenAPIFile != "/spec.json" ||
 		cfg.ShutdownTimeout != 3*time.Second || cfg.LogLevel != slog.LevelDebug || cfg.LogFormat != "text" {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
@@ -89,6 +91,8 @@ func TestInvalid(t *testing.T) {
 		{"bad env bool", nil, map[string]string{"MESHPLANE_GATEWAY_UPSTREAM_TLS": "maybe"}, "MESHPLANE_GATEWAY_UPSTREAM_TLS"},
 		{"bad env size", nil, map[string]string{"MESHPLANE_GATEWAY_MAX_REQUEST_BYTES": "4MB"}, "MESHPLANE_GATEWAY_MAX_REQUEST_BYTES"},
 		{"zero size", []string{"--max-request-bytes", "0"}, nil, "--max-request-bytes"},
+		{"no connections", []string{"--upstream-connections", "0"}, nil, "--upstream-connections"},
+		{"too many connections", nil, map[string]string{"MESHPLANE_GATEWAY_UPSTREAM_CONNECTIONS": "65"}, "--upstream-connections"},
 		{"empty upstream", []string{"--upstream", ""}, nil, "--upstream"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
 		{"bad log format", []string{"--log-format", "xml"}, nil, "--log-format"},

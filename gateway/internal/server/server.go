@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"time"
 
-	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -53,23 +52,19 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Cancelling ctx closes the connections the generated Register*FromEndpoint
-	// functions open (one per service).
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := registerServices(ctx, api, cfg.Upstream, opts); err != nil {
-		cancel()
+	upstream, err := dialPool(cfg.Upstream, cfg.UpstreamConnections, opts)
+	if err != nil {
 		return nil, err
 	}
-	healthConn, err := grpc.NewClient(cfg.Upstream, opts...)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("health client for %s: %w", cfg.Upstream, err)
+	if err := registerServices(context.Background(), api, upstream); err != nil {
+		_ = upstream.Close()
+		return nil, err
 	}
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", handleHealthz)
 	root.Handle("GET /readyz", &readiness{
-		client:   healthpb.NewHealthClient(healthConn),
+		client:   healthpb.NewHealthClient(upstream),
 		upstream: cfg.Upstream,
 		timeout:  readyTimeout,
 	})
@@ -87,10 +82,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 
 	return &Gateway{
 		handler: h,
-		close: func() {
-			cancel()
-			_ = healthConn.Close()
-		},
+		close:   func() { _ = upstream.Close() },
 	}, nil
 }
 

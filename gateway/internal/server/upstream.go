@@ -20,27 +20,36 @@ import (
 // from the control plane, so a large page of tasks still reaches the client.
 const maxUpstreamResponseBytes = 64 << 20
 
-// service is one client-facing gRPC service and its generated grpc-gateway registration.
+// service is one client-facing gRPC service and its generated grpc-gateway
+// registration, forwarding over the given connection(s).
 type service struct {
 	name     string
-	register func(context.Context, *runtime.ServeMux, string, []grpc.DialOption) error
+	register func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 }
 
 // clientServices lists every service with google.api.http annotations. A test
 // checks it against the proto registry, so a new client-facing service fails
 // the build's tests until it is added here. AgentLinkService is worker-only.
 var clientServices = []service{
-	{meshplanev1.TaskService_ServiceDesc.ServiceName, meshplanev1.RegisterTaskServiceHandlerFromEndpoint},
-	{meshplanev1.AgentService_ServiceDesc.ServiceName, meshplanev1.RegisterAgentServiceHandlerFromEndpoint},
-	{meshplanev1.ChannelService_ServiceDesc.ServiceName, meshplanev1.RegisterChannelServiceHandlerFromEndpoint},
-	{meshplanev1.StateService_ServiceDesc.ServiceName, meshplanev1.RegisterStateServiceHandlerFromEndpoint},
+	{meshplanev1.TaskService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+		return meshplanev1.RegisterTaskServiceHandlerClient(ctx, mux, meshplanev1.NewTaskServiceClient(cc))
+	}},
+	{meshplanev1.AgentService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+		return meshplanev1.RegisterAgentServiceHandlerClient(ctx, mux, meshplanev1.NewAgentServiceClient(cc))
+	}},
+	{meshplanev1.ChannelService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+		return meshplanev1.RegisterChannelServiceHandlerClient(ctx, mux, meshplanev1.NewChannelServiceClient(cc))
+	}},
+	{meshplanev1.StateService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+		return meshplanev1.RegisterStateServiceHandlerClient(ctx, mux, meshplanev1.NewStateServiceClient(cc))
+	}},
 }
 
-// registerServices registers every client-facing service on mux. The
-// connections it opens close when ctx is done.
-func registerServices(ctx context.Context, mux *runtime.ServeMux, upstream string, opts []grpc.DialOption) error {
+// registerServices registers every client-facing service on mux, forwarding
+// over upstream.
+func registerServices(ctx context.Context, mux *runtime.ServeMux, upstream grpc.ClientConnInterface) error {
 	for _, s := range clientServices {
-		if err := s.register(ctx, mux, upstream, opts); err != nil {
+		if err := s.register(ctx, mux, upstream); err != nil {
 			return fmt.Errorf("registering %s: %w", s.name, err)
 		}
 	}

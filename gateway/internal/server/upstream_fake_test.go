@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -29,8 +31,9 @@ type fakeUpstream struct {
 	addr   string
 	health *health.Server
 
-	mu sync.Mutex
-	md map[string]metadata.MD // incoming metadata by full method name
+	mu    sync.Mutex
+	md    map[string]metadata.MD // incoming metadata by full method name
+	peers map[string]int         // calls by the client address (one per connection) they came over
 
 	// watch scripts the "scripted" WatchTask stream: each step is sent (or,
 	// if it carries an error, ends the stream with it); closing ends it OK.
@@ -49,6 +52,7 @@ func startUpstream(t *testing.T, opts ...grpc.ServerOption) *fakeUpstream {
 	f := &fakeUpstream{
 		health: health.NewServer(),
 		md:     map[string]metadata.MD{},
+		peers:  map[string]int{},
 		watch:  make(chan watchStep, 1),
 	}
 	srv := grpc.NewServer(append(opts,
@@ -82,6 +86,21 @@ func (f *fakeUpstream) record(ctx context.Context, method string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.md[method] = md.Copy()
+	if p, ok := peer.FromContext(ctx); ok {
+		f.peers[p.Addr.String()]++
+	}
+}
+
+// callsByConnection returns how many calls came over each client connection.
+func (f *fakeUpstream) callsByConnection() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var counts []int
+	for _, n := range f.peers {
+		counts = append(counts, n)
+	}
+	slices.Sort(counts)
+	return counts
 }
 
 // metadata returns what the last call of method received.
