@@ -223,12 +223,21 @@ class MeshClient:
 
     ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``; ``token`` to ``MESHPLANE_TOKEN``.
     ``timeout`` bounds each unary call (seconds). Failed calls raise the :class:`RpcError` subclasses.
+    ``connections`` (1 to 64): how many connections calls take in turn. The control plane accepts one
+    connection's calls one at a time, so a client making many calls at once goes faster over several.
     """
 
-    def __init__(self, target: str | None = None, *, token: str | None = None, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        connections: int = 1,
+    ) -> None:
         self.target = target or os.environ.get("MESHPLANE_TARGET") or DEFAULT_TARGET
         token = token or os.environ.get("MESHPLANE_TOKEN") or None
-        self._connection = Connection(self.target, token=token, timeout=timeout)
+        self._connection = Connection(self.target, token=token, timeout=timeout, connections=connections)
 
     async def close(self) -> None:
         await self._connection.close()

@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 from agent_runtime import _errors
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+MAX_CONNECTIONS = 64
 _MAX_MESSAGE = 64 * 1024 * 1024
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -34,9 +35,15 @@ def channel_options(*, keepalive: bool) -> list[tuple[str, Any]]:
     return options
 
 
-def open_channel(target: str, *, keepalive: bool = False) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to the control plane (call from inside the event loop)."""
-    return grpc.aio.insecure_channel(target, options=channel_options(keepalive=keepalive))
+def open_channel(target: str, *, keepalive: bool = False, own_connection: bool = False) -> grpc.aio.Channel:
+    """An insecure grpc.aio channel to the control plane (call from inside the event loop).
+
+    `own_connection`: the channel gets a TCP connection of its own (channels to one target otherwise share one).
+    """
+    options = channel_options(keepalive=keepalive)
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 def auth_metadata(token: str | None) -> Metadata:
@@ -114,9 +121,12 @@ _UNSET: Any = object()
 
 
 class Connection:
-    """One channel to the control plane with its auth metadata; maps failed calls to the error tree.
+    """Channels to the control plane with their auth metadata; maps failed calls to the error tree.
 
-    The channel is opened lazily, inside the event loop of the first call.
+    Channels open lazily, inside the event loop of the first call. With `connections` > 1, calls take that
+    many channels in turn, each on its own TCP connection: the control plane accepts one connection's calls
+    one at a time (it listens with several servers on one port, and the kernel spreads connections, not
+    calls, over them), so many concurrent calls go faster over several.
     """
 
     def __init__(
@@ -127,25 +137,37 @@ class Connection:
         timeout: float | None = 30.0,
         keepalive: bool = False,
         channel: grpc.aio.Channel | None = None,
+        connections: int = 1,
     ) -> None:
+        if not 1 <= connections <= MAX_CONNECTIONS:
+            raise ValueError(f"connections must be between 1 and {MAX_CONNECTIONS}, got {connections}")
         self.target = target
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self._keepalive = keepalive
-        self._channel = channel
-        self._owns_channel = channel is None
-        self._stubs: dict[type[Any], Any] = {}
+        self._size = 1 if channel is not None else connections
+        self._channels: list[grpc.aio.Channel] = [channel] if channel is not None else []
+        self._owns_channels = channel is None
+        self._next = 0
+        self._stubs: dict[tuple[type[Any], int], Any] = {}
 
     @property
     def channel(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            self._channel = open_channel(self.target, keepalive=self._keepalive)
-        return self._channel
+        return self._channel(0)
+
+    def _channel(self, index: int) -> grpc.aio.Channel:
+        while len(self._channels) <= index:
+            own = self._size > 1
+            self._channels.append(open_channel(self.target, keepalive=self._keepalive, own_connection=own))
+        return self._channels[index]
 
     def stub(self, stub_class: type[Any]) -> Any:
-        stub = self._stubs.get(stub_class)
+        """A stub on the next channel in turn (for one call or stream)."""
+        index = self._next
+        self._next = (index + 1) % self._size
+        stub = self._stubs.get((stub_class, index))
         if stub is None:
-            stub = self._stubs[stub_class] = stub_class(self.channel)
+            stub = self._stubs[(stub_class, index)] = stub_class(self._channel(index))
         return stub
 
     async def unary(self, method: Any, request: Any, *, timeout: float | None = _UNSET) -> Any:
@@ -156,7 +178,8 @@ class Connection:
             raise error_from_rpc(exc, self.target) from exc
 
     async def close(self) -> None:
-        channel, self._channel = self._channel, None
+        channels, self._channels = self._channels, []
         self._stubs.clear()
-        if channel is not None and self._owns_channel:
-            await channel.close()
+        if self._owns_channels:
+            for channel in channels:
+                await channel.close()
