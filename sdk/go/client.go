@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -276,35 +277,40 @@ func timeouts(r *pb.SubmitTaskRequest) *pb.TaskTimeouts {
 // Client uses the mesh: submit, inspect, wait for and cancel tasks; publish to channels;
 // read and write state. It is safe for concurrent use.
 type Client struct {
-	conn     *grpc.ClientConn
+	conns    *connPool
 	tasks    pb.TaskServiceClient
 	channels pb.ChannelServiceClient
 	agents   pb.AgentServiceClient
 	state    pb.StateServiceClient
 }
 
-// NewClient returns a client of the control plane at target (host:port). The connection is
-// made lazily, on the first call.
+// NewClient returns a client of the control plane at target (host:port). Connections are
+// made lazily, on the first call (see [WithConnections] for more than one).
 func NewClient(target string, opts ...ClientOption) (*Client, error) {
-	var cfg clientConfig
+	cfg := clientConfig{connections: 1}
 	for _, opt := range opts {
 		opt.applyClient(&cfg)
 	}
-	conn, err := dial(target, cfg.token, DefaultBackoffMax, false, cfg.dialOptions)
+	if cfg.connections < 1 || cfg.connections > maxConnections {
+		return nil, fmt.Errorf("meshplane: connections must be between 1 and %d, got %d", maxConnections, cfg.connections)
+	}
+	conns, err := dialPool(cfg.connections, func() (*grpc.ClientConn, error) {
+		return dial(target, cfg.token, DefaultBackoffMax, false, cfg.dialOptions)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return &Client{
-		conn:     conn,
-		tasks:    pb.NewTaskServiceClient(conn),
-		channels: pb.NewChannelServiceClient(conn),
-		agents:   pb.NewAgentServiceClient(conn),
-		state:    pb.NewStateServiceClient(conn),
+		conns:    conns,
+		tasks:    pb.NewTaskServiceClient(conns),
+		channels: pb.NewChannelServiceClient(conns),
+		agents:   pb.NewAgentServiceClient(conns),
+		state:    pb.NewStateServiceClient(conns),
 	}, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connections.
+func (c *Client) Close() error { return c.conns.Close() }
 
 // Submit submits a task for capability with input (JSON-encoded; a [Blob] is sent as bytes).
 func (c *Client) Submit(ctx context.Context, capability string, input any, opts ...SubmitOption) (*TaskInfo, error) {

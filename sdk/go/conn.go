@@ -2,7 +2,9 @@ package meshplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -57,6 +59,54 @@ func dial(target, token string, maxBackoff time.Duration, keepalives bool, extra
 		return nil, fmt.Errorf("meshplane: connect to %s: %w", target, err)
 	}
 	return conn, nil
+}
+
+// maxConnections bounds [WithConnections].
+const maxConnections = 64
+
+// connPool is several client connections that calls take in turn. grpc-go keeps one HTTP/2
+// connection per address in a ClientConn, and the control plane accepts the calls of one
+// connection one at a time (it listens with several servers on one port; the kernel spreads
+// connections, not calls, over them).
+type connPool struct {
+	conns []*grpc.ClientConn
+	next  atomic.Uint64
+}
+
+var _ grpc.ClientConnInterface = (*connPool)(nil)
+
+func dialPool(size int, dialOne func() (*grpc.ClientConn, error)) (*connPool, error) {
+	p := &connPool{}
+	for range size {
+		conn, err := dialOne()
+		if err != nil {
+			_ = p.Close()
+			return nil, err
+		}
+		p.conns = append(p.conns, conn)
+	}
+	return p, nil
+}
+
+func (p *connPool) pick() *grpc.ClientConn {
+	return p.conns[(p.next.Add(1)-1)%uint64(len(p.conns))]
+}
+
+func (p *connPool) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return p.pick().Invoke(ctx, method, args, reply, opts...)
+}
+
+func (p *connPool) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return p.pick().NewStream(ctx, desc, method, opts...)
+}
+
+// Close closes every connection.
+func (p *connPool) Close() error {
+	var errs []error
+	for _, conn := range p.conns {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func contextError(code codes.Code) error {

@@ -47,6 +47,7 @@ type agentConfig struct {
 type clientConfig struct {
 	token       string
 	dialOptions []grpc.DialOption
+	connections int
 }
 
 // Option configures an [Agent] (NewAgent).
@@ -64,6 +65,10 @@ type SharedOption interface {
 type agentOption func(*agentConfig)
 
 func (f agentOption) applyAgent(c *agentConfig) { f(c) }
+
+type clientOption func(*clientConfig)
+
+func (f clientOption) applyClient(c *clientConfig) { f(c) }
 
 type sharedOption struct {
 	agent  func(*agentConfig)
@@ -131,6 +136,13 @@ func WithToken(token string) SharedOption {
 		agent:  func(c *agentConfig) { c.token = token },
 		client: func(c *clientConfig) { c.token = token },
 	}
+}
+
+// WithConnections spreads a [Client]'s calls over n connections (1 to 64; default 1), in turn.
+// The control plane accepts one connection's calls one at a time, so a client making many
+// calls at once goes faster over several.
+func WithConnections(n int) ClientOption {
+	return clientOption(func(c *clientConfig) { c.connections = n })
 }
 
 // WithDialOptions adds gRPC dial options (e.g. TLS transport credentials; the default is plaintext).
