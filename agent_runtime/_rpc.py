@@ -136,7 +136,6 @@ class Connection:
         token: str | None = None,
         timeout: float | None = 30.0,
         keepalive: bool = False,
-        channel: grpc.aio.Channel | None = None,
         connections: int = 1,
     ) -> None:
         if not 1 <= connections <= MAX_CONNECTIONS:
@@ -145,15 +144,10 @@ class Connection:
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self._keepalive = keepalive
-        self._size = 1 if channel is not None else connections
-        self._channels: list[grpc.aio.Channel] = [channel] if channel is not None else []
-        self._owns_channels = channel is None
+        self._size = connections
+        self._channels: list[grpc.aio.Channel] = []  # opened as calls first need them
         self._next = 0
         self._stubs: dict[tuple[type[Any], int], Any] = {}
-
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        return self._channel(0)
 
     def _channel(self, index: int) -> grpc.aio.Channel:
         while len(self._channels) <= index:
@@ -180,6 +174,5 @@ class Connection:
     async def close(self) -> None:
         channels, self._channels = self._channels, []
         self._stubs.clear()
-        if self._owns_channels:
-            for channel in channels:
-                await channel.close()
+        for channel in channels:
+            await channel.close()
