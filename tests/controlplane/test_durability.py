@@ -16,9 +16,16 @@ from tests.support.plane_process import PlaneProcess
 
 pytestmark = pytest.mark.timeout(120)
 
+# The keeper must reconnect to the second replica before the first one's lease runs out, or the second
+# replica rightly takes its tasks back. Starting a replica process takes over a second in a slow hour,
+# so the lease here is wider than the suite's 1.5 s (the goner's tasks come back after it).
+LEASE_S = 6.0
+
 
 async def test_sigkill_loses_nothing_and_completes_nothing_twice(tmp_path: Path, database_url: str) -> None:
-    port_plane = PlaneProcess(tmp_path / "plane", database_url=database_url, replica_id="first").start()
+    port_plane = PlaneProcess(
+        tmp_path / "plane", database_url=database_url, replica_id="first", lease_timeout=LEASE_S
+    ).start()
     port = port_plane.address.rsplit(":", 1)[1]
     try:
         async with grpc.aio.insecure_channel(port_plane.address) as channel:
@@ -40,7 +47,11 @@ async def test_sigkill_loses_nothing_and_completes_nothing_twice(tmp_path: Path,
         await goner.kill()  # this agent never comes back: its tasks must come back after the lease
 
         second = PlaneProcess(
-            tmp_path / "plane", database_url=database_url, replica_id="second", listen=f"127.0.0.1:{port}"
+            tmp_path / "plane",
+            database_url=database_url,
+            replica_id="second",
+            listen=f"127.0.0.1:{port}",
+            lease_timeout=LEASE_S,
         ).start()
         try:
             async with grpc.aio.insecure_channel(second.address) as channel:

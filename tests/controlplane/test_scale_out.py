@@ -26,8 +26,13 @@ async def shared(postgres_server: PostgresServer, tmp_path: Path) -> AsyncIterat
         yield {"database_url": postgres_server.create_database(), "nats_url": nats_url}
 
 
-def replica(tmp_path: Path, name: str, shared: dict[str, str]) -> PlaneProcess:
-    return PlaneProcess(tmp_path / name, replica_id=name, **shared).start()
+def replica(tmp_path: Path, name: str, shared: dict[str, str], **settings: object) -> PlaneProcess:
+    return PlaneProcess(tmp_path / name, replica_id=name, **shared, **settings).start()
+
+
+# A moving agent must reconnect before its old replica's lease runs out, or the survivor rightly takes its
+# task back; a lease wider than the suite's 1.5 s keeps that from being a race in a slow hour.
+MOVE_LEASE_S = 4.0
 
 
 async def test_task_submitted_on_one_replica_runs_on_an_agent_of_another(
@@ -65,7 +70,8 @@ async def test_task_submitted_on_one_replica_runs_on_an_agent_of_another(
 
 
 async def test_losing_a_replica_loses_no_task(shared: dict[str, str], tmp_path: Path) -> None:
-    a, b = replica(tmp_path, "replica-a", shared), replica(tmp_path, "replica-b", shared)
+    a = replica(tmp_path, "replica-a", shared, lease_timeout=MOVE_LEASE_S)
+    b = replica(tmp_path, "replica-b", shared, lease_timeout=MOVE_LEASE_S)
     try:
         async with grpc.aio.insecure_channel(a.address) as on_a:
             # Agent 1 lives on B and reconnects to A after B dies: its running task is kept.
@@ -98,7 +104,7 @@ async def test_losing_a_replica_loses_no_task(shared: dict[str, str], tmp_path: 
 
             rescuer = LinkAgent(a.address, name="rescuer", capabilities=["other.cap"])
             await rescuer.connect()
-            retried = await rescuer.next_assignment(timeout=20)  # after B's lease (1.5s) ran out
+            retried = await rescuer.next_assignment(timeout=20)  # after B's lease ran out
             assert (retried.task_id, retried.attempt) == (orphan.id, 2)
             await rescuer.succeed(retried, {})
             recovered = await wait_state(on_a, orphan.id, task_pb2.TASK_STATE_SUCCEEDED)
