@@ -1,4 +1,4 @@
-/** gRPC plumbing shared by the agent and the client: one channel, auth metadata, unary calls -> the error tree. */
+/** gRPC plumbing shared by the agent and the client: channels, auth metadata, unary calls -> the error tree. */
 
 import {
   type CallOptions,
@@ -20,6 +20,9 @@ export const DEFAULT_TARGET = "127.0.0.1:50051";
 
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+/** The most connections one {@link Connection} opens. */
+export const MAX_CONNECTIONS = 64;
+
 /** `MESHPLANE_TARGET` or `127.0.0.1:50051`. */
 export function defaultTarget(): string {
   return process.env["MESHPLANE_TARGET"] || DEFAULT_TARGET;
@@ -40,6 +43,14 @@ export interface ConnectionOptions {
   channelOptions?: ChannelOptions;
 }
 
+/** What the agent and the client add to {@link ConnectionOptions}. */
+export interface ChannelSetup {
+  /** Keepalive pings, for a long-lived stream (the agent's link). */
+  keepalive?: boolean;
+  /** How many connections calls take in turn (1 to {@link MAX_CONNECTIONS}; default 1). */
+  connections?: number;
+}
+
 type ClientConstructor<T extends Client> = new (
   address: string,
   credentials: ChannelCredentials,
@@ -54,16 +65,24 @@ export type UnaryMethod<Req, Res> = (
   callback: (error: ServiceError | null, response: Res) => void,
 ) => ClientUnaryCall;
 
-/** One gRPC channel to the control plane, shared by every service client made from it. */
+/**
+ * Channels to the control plane, shared by every service client made from them. With `connections` > 1,
+ * service clients take the channels in turn, each on its own TCP connection.
+ */
 export class Connection {
   readonly target: string;
-  readonly channel: Channel;
+  private readonly channels: Channel[];
   private readonly token: string | undefined;
   private readonly credentials: ChannelCredentials;
-  private readonly clients = new Map<unknown, Client>();
+  private readonly clients = new Map<unknown, Client[]>();
+  private next = 0;
   private closed = false;
 
-  constructor(target: string, options: ConnectionOptions & { keepalive?: boolean } = {}) {
+  constructor(target: string, options: ConnectionOptions & ChannelSetup = {}) {
+    const size = options.connections ?? 1;
+    if (!Number.isInteger(size) || size < 1 || size > MAX_CONNECTIONS) {
+      throw new RangeError(`connections must be between 1 and ${MAX_CONNECTIONS}, got ${size}`);
+    }
     this.target = target;
     this.token = options.token;
     this.credentials = options.credentials ?? grpcCredentials.createInsecure();
@@ -83,9 +102,12 @@ export class Connection {
             "grpc.keepalive_permit_without_calls": 1,
           }
         : {}),
+      // Channels with equal options to one target share one subchannel (one TCP connection) through
+      // grpc-js's global pool; several connections need channels of their own.
+      ...(size > 1 ? { "grpc.use_local_subchannel_pool": 1 } : {}),
       ...options.channelOptions,
     };
-    this.channel = new Channel(target, this.credentials, channelOptions);
+    this.channels = Array.from({ length: size }, () => new Channel(target, this.credentials, channelOptions));
   }
 
   /** Call metadata: the bearer token, when there is one. */
@@ -97,12 +119,19 @@ export class Connection {
     return metadata;
   }
 
-  /** A generated service client on this connection's channel (one per service). */
+  /** A generated service client on the next channel in turn (for one call or stream). */
   client<T extends Client>(constructor: ClientConstructor<T>): T {
-    let client = this.clients.get(constructor) as T | undefined;
+    const index = this.next;
+    this.next = (index + 1) % this.channels.length;
+    let clients = this.clients.get(constructor) as T[] | undefined;
+    if (clients === undefined) {
+      clients = [];
+      this.clients.set(constructor, clients);
+    }
+    let client = clients[index];
     if (client === undefined) {
-      client = new constructor(this.target, this.credentials, { channelOverride: this.channel });
-      this.clients.set(constructor, client);
+      client = new constructor(this.target, this.credentials, { channelOverride: this.channels[index] });
+      clients[index] = client;
     }
     return client;
   }
@@ -133,13 +162,15 @@ export class Connection {
     return this.closed;
   }
 
-  /** Closes the channel (idempotent); calls in progress fail. */
+  /** Closes the channels (idempotent); calls in progress fail. */
   close(): void {
     if (this.closed) {
       return;
     }
     this.closed = true;
     this.clients.clear();
-    this.channel.close();
+    for (const channel of this.channels) {
+      channel.close();
+    }
   }
 }
