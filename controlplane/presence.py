@@ -3,7 +3,8 @@
 Each replica says hello when it starts (those already running answer at once), then announces itself
 every `interval`, and says goodbye when it stops; one not heard from for `EXPIRY` intervals is gone.
 For its first interval a replica assumes others may be there, since an answer to its hello can be late
-or lost. The signals are hints either way: what a replica misses it finds by polling.
+or lost, and again after its NATS connection comes back (the others may have forgotten it, and it them, while
+it was gone). The signals are hints either way: what a replica misses it finds by polling.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controlplane.bus.nats_bus import PRESENCE, NatsBus
-from controlplane.lifecycle import Component, TaskOwner
+from controlplane.lifecycle import Component, Status, TaskOwner
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ class Presence(Component):
 
     async def _start(self) -> None:
         await self._bus.subscribe_json(PRESENCE, self._heard)
-        self._unsure_until = self._clock() + self._interval
-        await self._announce(hello=True)
+        self._bus.on_reconnected(self._say_hello)
+        await self._say_hello()
         self._announcer.spawn(self._keep_announcing(), "announce")
 
     async def _stop(self) -> None:
@@ -75,6 +76,13 @@ class Presence(Component):
         self._last_heard[replica] = self._clock()
         if payload.get("hello"):
             await self._announce()  # the newcomer learns of this replica now, not an interval later
+
+    async def _say_hello(self) -> None:
+        """Unsure for an interval, and ask the others to say they are there."""
+        if self.status is Status.STOPPED:
+            return  # a reconnect while this replica leaves
+        self._unsure_until = self._clock() + self._interval
+        await self._announce(hello=True)
 
     async def _keep_announcing(self) -> None:
         while True:

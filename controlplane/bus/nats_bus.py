@@ -53,6 +53,11 @@ class NatsBus(Component):
         self._client_name = client_name
         self._no_echo = no_echo
         self._nc: Client | None = None
+        self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+
+    def on_reconnected(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Call `listener` each time the connection comes back after a loss (subscriptions are restored)."""
+        self._reconnect_listeners.append(listener)
 
     @property
     def client(self) -> Client:
@@ -91,6 +96,11 @@ class NatsBus(Component):
 
     async def _on_reconnected(self) -> None:
         logger.info("NATS reconnected")
+        for listener in self._reconnect_listeners:
+            try:
+                await listener()
+            except Exception:
+                logger.exception("a NATS reconnect listener failed")
 
     @property
     def connected(self) -> bool:

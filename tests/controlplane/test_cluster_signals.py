@@ -10,10 +10,11 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import DOORBELL, PRESENCE, TASKS_CHANGED, NatsBus
 from controlplane.cluster import Cluster
 from controlplane.link.registry import SessionRegistry
-from controlplane.presence import Presence
+from controlplane.presence import EXPIRY, Presence
 from controlplane.services.transitions import AfterCommit
 from controlplane.services.watch import WatchHub
 from tests.support.eventually import eventually
@@ -134,3 +135,35 @@ async def test_a_replica_alone_sends_no_signals_until_another_joins(tmp_path: Pa
                 assert a.signals_sent == 1 and a.signals_skipped == 1
         finally:
             await listener.close()
+
+
+async def test_replicas_that_lost_nats_meet_again_as_soon_as_it_is_back(tmp_path: Path) -> None:
+    now = [1000.0]
+    interval = 3600.0  # no announcement in the test's time: all they learn comes from hellos and answers
+    first = EmbeddedNats(tmp_path / "nats")
+    await first.start()
+    url = first.url
+    buses = [NatsBus([url], client_name=name, no_echo=True) for name in ("a", "b")]
+    a = Presence(buses[0], replica_id="a", interval=interval, clock=lambda: now[0])
+    b = Presence(buses[1], replica_id="b", interval=interval, clock=lambda: now[0])
+    second: EmbeddedNats | None = None
+    try:
+        for component in (*buses, a, b):
+            await component.start()
+        await eventually(lambda: a.others() == ["b"] and b.others() == ["a"], message="they met")
+
+        await first.stop()  # NATS is gone for longer than a replica is remembered
+        now[0] += EXPIRY * interval + 1
+        assert a.others() == [] and b.others() == []
+
+        second = EmbeddedNats(tmp_path / "nats-again", port=int(url.rsplit(":", 1)[1]))
+        await second.start()  # back on the same address: each bus reconnects and its replica says hello
+        # Unsure again until an interval has passed (or another replica answers).
+        await eventually(lambda: not a.alone and not b.alone, timeout=15, message="both reconnected")
+        await eventually(lambda: a.others() == ["b"] and b.others() == ["a"], message="they met again")
+    finally:
+        for component in (b, a, *buses):
+            await component.stop()
+        if second is not None:
+            await second.stop()
+        await first.stop()
