@@ -48,12 +48,14 @@ class Sweeper(Component):
         self._lease = settings.lease_timeout.total_seconds()
         self._tasks = TaskOwner(self.name)
         self._last: dict[str, float] = {}
+        self._started = 0.0
 
     async def beat_replica(self) -> None:
         async with self._store.transaction() as uow:
             await uow.replicas.heartbeat(self._replica_id, address=self._address(), now=time.time())
 
     async def _start(self) -> None:
+        self._started = time.monotonic()
         await self.beat_replica()
         self._tasks.spawn(self._run(), "loop")
         # Its own loop: a long purge never holds up timeouts and lease checks.
@@ -61,6 +63,15 @@ class Sweeper(Component):
 
     async def _stop(self) -> None:
         await self._tasks.close()
+
+    @property
+    def settled(self) -> bool:
+        """Up for a lease: agents of replicas that died (or of this replica's id in an earlier process) have had
+        a lease to reconnect here, keeping the tasks they still run. Until then no task is taken back from a
+        silent replica or a session that is gone, however long ago it went quiet: after an outage longer than
+        the lease (the only replica restarting, say), its agents come back with work that would otherwise run
+        twice."""
+        return time.monotonic() - self._started >= self._lease
 
     def _due(self, name: str, every: float) -> bool:
         now = time.monotonic()
@@ -86,7 +97,7 @@ class Sweeper(Component):
         if self._due("replica", self._heartbeat_every):
             await self._step("replica-heartbeat", self.beat_replica)
             await self._step("liveness", self._agents.record_liveness)
-        if self._due("recovery", self._lease / 2):
+        if self.settled and self._due("recovery", self._lease / 2):
             await self._step("reap-replicas", lambda: self._recovery.reap_replicas(lease_timeout=self._lease))
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -16,10 +17,10 @@ from tests.support.plane_process import PlaneProcess
 
 pytestmark = pytest.mark.timeout(120)
 
-# The keeper must reconnect to the second replica before the first one's lease runs out, or the second
-# replica rightly takes its tasks back. Starting a replica process takes over a second in a slow hour,
-# so the lease here is wider than the suite's 1.5 s (the goner's tasks come back after it).
-LEASE_S = 6.0
+# A restarted replica takes no task back before it has been up for a lease, so that agents have a lease to
+# come back holding theirs. The keeper reconnects right after the restart, well inside that in any hour
+# with the lease here, wider than the suite's (the goner's tasks come back after it).
+LEASE_S = 4.0
 
 
 async def test_sigkill_loses_nothing_and_completes_nothing_twice(tmp_path: Path, database_url: str) -> None:
@@ -104,3 +105,63 @@ async def test_sigkill_loses_nothing_and_completes_nothing_twice(tmp_path: Path,
             second.kill()
     finally:
         port_plane.kill()
+
+
+async def test_agents_back_within_a_lease_of_a_restart_keep_their_tasks_however_long_the_outage(
+    tmp_path: Path, database_url: str
+) -> None:
+    lease = 3.0  # the keeper's reconnect comes well inside a lease of the restart in a slow hour too
+    first = PlaneProcess(tmp_path / "plane", database_url=database_url, replica_id="first", lease_timeout=lease).start()
+    port = first.address.rsplit(":", 1)[1]
+    try:
+        async with grpc.aio.insecure_channel(first.address) as channel:
+            keeper = LinkAgent(first.address, name="keeper", max_concurrency=1)
+            await keeper.connect()
+            kept = await submit(channel, retry_policy=retry(3))
+            held = await keeper.next_assignment()
+            await keeper.started(held)
+            await wait_state(channel, kept.id, task_pb2.TASK_STATE_RUNNING)
+            goner = LinkAgent(first.address, name="goner", max_concurrency=1)
+            await goner.connect()
+            orphan = await submit(channel, retry_policy=retry(3))
+            await goner.started(await goner.next_assignment())
+            await wait_state(channel, orphan.id, task_pb2.TASK_STATE_RUNNING)
+    finally:
+        first.kill()
+    await keeper.kill()
+    await goner.kill()
+    await asyncio.sleep(lease + 0.5)  # the only replica stays down for longer than the lease
+
+    second = PlaneProcess(
+        tmp_path / "plane",
+        database_url=database_url,
+        replica_id="second",
+        listen=f"127.0.0.1:{port}",
+        lease_timeout=lease,
+    ).start()
+    try:
+        await asyncio.sleep(0.25)  # the agent's reconnect backoff
+        returning = LinkAgent(
+            second.address,
+            name="keeper",
+            instance_id=keeper.instance_id,
+            max_concurrency=1,
+            held=[(held.task_id, held.attempt)],
+        )
+        registered = await returning.connect()
+        assert registered is not None
+        assert [t.task_id for t in registered.kept_tasks] == [kept.id], "the task it still runs is kept"
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            await returning.succeed(held, {"kept": True})
+            done = await wait_state(channel, kept.id, task_pb2.TASK_STATE_SUCCEEDED)
+            assert len(done.attempts) == 1, "a kept task is not run again"
+
+            # The goner never comes back: once the restarted replica has been up a lease, its task is retried.
+            retried = await returning.next_assignment(timeout=20)
+            assert (retried.task_id, retried.attempt) == (orphan.id, 2)
+            await returning.succeed(retried, {})
+            recovered = await wait_state(channel, orphan.id, task_pb2.TASK_STATE_SUCCEEDED)
+            assert recovered.attempts[0].outcome == task_pb2.ATTEMPT_OUTCOME_LOST
+        await returning.close()
+    finally:
+        second.kill()
