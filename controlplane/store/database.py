@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -157,6 +158,7 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
             pool_size=1,
             max_overflow=0,
             pool_timeout=60,
+            connect_args=_SQLITE_CONNECT_ARGS,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
@@ -198,10 +200,32 @@ def asyncpg_dsn(url: sa.URL) -> str:
 
 
 def _create_sqlite_reader(url: sa.URL, *, echo: bool) -> AsyncEngine:
-    engine = create_async_engine(url, echo=echo, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=4)
+    engine = create_async_engine(
+        url, echo=echo, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=4, connect_args=_SQLITE_CONNECT_ARGS
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_on_begin_read)
     return engine
+
+
+class _RollingBackConnection(sqlite3.Connection):
+    """A SQLite connection that rolls back its open transaction before closing.
+
+    A connection closed while one of its statements is unfinished (a transaction cancelled mid-statement,
+    whose cursor lives on in the cancellation's traceback) only becomes a "zombie": SQLite keeps it open,
+    with its transaction and the database's write lock, until that statement is finalized, which may wait
+    for the cyclic garbage collector. Every writer would meanwhile wait out its busy timeout. A rollback
+    aborts unfinished statements and frees the lock at once.
+    """
+
+    def close(self) -> None:
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+        super().close()
+
+
+_SQLITE_CONNECT_ARGS: dict[str, Any] = {"factory": _RollingBackConnection}
 
 
 def _sqlite_on_begin_read(conn: Any) -> None:
