@@ -44,9 +44,9 @@ async def _connected(plane: ControlPlane, capabilities: list[str], **options: ob
 async def _strand(plane: ControlPlane, channel: grpc.aio.Channel, capability: str) -> None:
     """Queue a task of `capability` nobody here can take (zone=eu), and wait for the round it wakes: from
     then on the dispatcher knows work of `capability` is waiting."""
+    rounds = plane.dispatcher.rounds  # counted before the submit: its round may end before the answer arrives
     stranded = await submit(channel, target=task_pb2.TaskTarget(capability=capability, label_selector={"zone": "eu"}))
     assert stranded.state == QUEUED
-    rounds = plane.dispatcher.rounds
     await eventually(lambda: plane.dispatcher.rounds > rounds, message="the round the queued task woke")
 
 
