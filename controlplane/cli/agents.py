@@ -1,4 +1,4 @@
-"""``meshplane agents ls`` and ``meshplane agent run FILE_OR_MODULE:ATTR``."""
+"""``meshplane agents ls|instances|drain`` and ``meshplane agent run FILE_OR_MODULE:ATTR``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,13 +18,29 @@ from controlplane.cli.logs import configure_logging
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    agents = subparsers.add_parser("agents", help="list registered agents")
+    agents = subparsers.add_parser("agents", help="list registered agents and their instances; drain an instance")
     agents_commands = agents.add_subparsers(dest="agents_command", metavar="COMMAND", required=True)
     ls = agents_commands.add_parser("ls", help="list agents and their connected instances")
     ls.add_argument("--capability", default="", help="only agents that registered this capability")
     ls.set_defaults(run=list_agents)
-    add_connection_options(ls, top_level=False)
-    add_output_option(ls)
+
+    instances = agents_commands.add_parser("instances", help="list the running copies of one agent (or of all)")
+    instances.add_argument("agent", nargs="?", default="-", help="the agent's name (default: every agent)")
+    instances.add_argument("--all", action="store_true", help="include disconnected instances")
+    instances.set_defaults(run=list_instances)
+
+    drain = agents_commands.add_parser(
+        "drain", help="ask an instance to finish its tasks, take no new ones and reconnect (rolling upgrades)"
+    )
+    drain.add_argument("agent", help="the agent's name")
+    drain.add_argument("instance_id")
+    drain.add_argument("--timeout", type=float, default=None, help="seconds its tasks get to finish (plane default)")
+    drain.add_argument("--reason", default="", help="recorded and sent to the agent")
+    drain.set_defaults(run=drain_instance)
+
+    for command in (ls, instances, drain):
+        add_connection_options(command, top_level=False)
+        add_output_option(command)
 
     agent = subparsers.add_parser("agent", help="run an agent written with the Python SDK")
     agent_commands = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
@@ -46,6 +63,39 @@ async def list_agents(args: argparse.Namespace) -> int:
         for a in page.items
     ]
     output.out(output.table(rows, ["NAME", "VERSION", "STATUS", "INSTANCES", "CAPABILITIES"]) if rows else "no agents")
+    return 0
+
+
+async def list_instances(args: argparse.Namespace) -> int:
+    async with client(args) as mesh:
+        found = await mesh.list_instances(args.agent, include_disconnected=args.all)
+    if args.output == "json":
+        output.out(json.dumps({"instances": [i.to_dict() for i in found]}, indent=2))  # the response's JSON
+        return 0
+    rows = [
+        [
+            i.instance_id,
+            i.agent_name,
+            i.status,
+            f"{i.in_flight}/{i.max_concurrency}",
+            f"{i.load:.2f}",
+            i.sdk or "-",
+            f"{i.node or '-'}:{i.pid}",
+            output.age(i.last_seen_time),
+        ]
+        for i in found
+    ]
+    headers = ["INSTANCE", "AGENT", "STATUS", "IN FLIGHT", "LOAD", "SDK", "NODE:PID", "LAST SEEN"]
+    output.out(output.table(rows, headers) if rows else "no instances")
+    return 0
+
+
+async def drain_instance(args: argparse.Namespace) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        raise CliError("--timeout must be positive")
+    async with client(args) as mesh:
+        instance = await mesh.drain_instance(args.agent, args.instance_id, timeout=args.timeout, reason=args.reason)
+    output.out(instance.to_json() if args.output == "json" else f"instance {instance.instance_id} {instance.status}")
     return 0
 
 

@@ -68,6 +68,8 @@ def task_text(task: TaskInfo) -> str:
         fields.append(("cancel reason", task.cancel_reason))
     if task.correlation_id:
         fields.append(("correlation id", task.correlation_id))
+    if task.resubmitted_from:
+        fields.append(("resubmitted from", task.resubmitted_from))
     fields.append(("created", task.create_time.isoformat() if task.create_time else "-"))
     if task.end_time:
         fields.append(("ended", task.end_time.isoformat()))

@@ -1,4 +1,4 @@
-"""``meshplane task ...``: submit, get, watch, cancel and list tasks."""
+"""``meshplane task ...``: submit, get, watch, cancel, re-submit and list tasks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from agent_runtime import TaskEvent, TaskFailed, TaskInfo, TaskState
+from agent_runtime import MeshClient, TaskEvent, TaskFailed, TaskHandle, TaskInfo, TaskState
 from controlplane.cli import output
 from controlplane.cli.common import CliError, add_connection_options, add_output_option, client, json_argument
 
@@ -14,7 +14,7 @@ _STATES = [s.value.lower() for s in TaskState if s is not TaskState.UNSPECIFIED]
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    task = subparsers.add_parser("task", help="submit, inspect, watch and cancel tasks")
+    task = subparsers.add_parser("task", help="submit, inspect, watch, cancel and re-submit tasks")
     commands = task.add_subparsers(dest="task_command", metavar="COMMAND", required=True)
 
     submit = commands.add_parser("submit", help="submit a task (prints its id, or its output with --wait)")
@@ -24,8 +24,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     submit.add_argument("--idempotency-key", default="", help="submitting the same key again returns the same task")
     submit.add_argument("--correlation-id", default="", help="carried to agents, logs and events")
     submit.add_argument("--max-attempts", type=int, default=0, help="attempts including the first (default: plane's)")
-    submit.add_argument("--wait", action="store_true", help="wait for the task to end and print its output")
-    submit.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    _add_wait_options(submit)
     submit.set_defaults(run=submit_task)
 
     get = commands.add_parser("get", help="show a task and its attempts")
@@ -41,15 +40,27 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     cancel.add_argument("--reason", default="", help="recorded on the task and sent to the agent")
     cancel.set_defaults(run=cancel_task)
 
+    resubmit = commands.add_parser(
+        "resubmit", help="submit an ended task (e.g. dead-lettered) again as a new task (prints the new id)"
+    )
+    resubmit.add_argument("task_id")
+    _add_wait_options(resubmit)
+    resubmit.set_defaults(run=resubmit_task)
+
     ls = commands.add_parser("ls", help="list tasks, newest first")
     ls.add_argument("--state", choices=_STATES, type=str.lower, help="only tasks in this state")
     ls.add_argument("--capability", default="", help="only tasks for this capability")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
     ls.set_defaults(run=list_tasks)
 
-    for command in (submit, get, watch, cancel, ls):
+    for command in (submit, get, watch, cancel, resubmit, ls):
         add_connection_options(command, top_level=False)
         add_output_option(command)
+
+
+def _add_wait_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--wait", action="store_true", help="wait for the task to end and print its output")
+    command.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
 
 
 def _failed(task: TaskInfo) -> int:
@@ -72,18 +83,29 @@ async def submit_task(args: argparse.Namespace) -> int:
             correlation_id=args.correlation_id,
             max_attempts=args.max_attempts,
         )
-        if not args.wait:
-            output.out(handle.task.to_json() if args.output == "json" else handle.id)
-            return 0
-        try:
-            task = await mesh.wait(handle.id, timeout=args.timeout)
-        except TaskFailed as failure:
-            if args.output == "json":
-                output.out(failure.task.to_json())
-            return _failed(failure.task)
-        except TimeoutError:
-            output.out(f"error: task {handle.id} did not end within {args.timeout:g}s", sys.stderr)
-            return 1
+        return await _print_or_wait(mesh, handle, args)
+
+
+async def resubmit_task(args: argparse.Namespace) -> int:
+    async with client(args) as mesh:
+        handle = await mesh.resubmit(args.task_id)
+        return await _print_or_wait(mesh, handle, args)
+
+
+async def _print_or_wait(mesh: MeshClient, handle: TaskHandle, args: argparse.Namespace) -> int:
+    """The new task's id (its resource with --output json); with --wait, its output once it has ended."""
+    if not args.wait:
+        output.out(handle.task.to_json() if args.output == "json" else handle.id)
+        return 0
+    try:
+        task = await mesh.wait(handle.id, timeout=args.timeout)
+    except TaskFailed as failure:
+        if args.output == "json":
+            output.out(failure.task.to_json())
+        return _failed(failure.task)
+    except TimeoutError:
+        output.out(f"error: task {handle.id} did not end within {args.timeout:g}s", sys.stderr)
+        return 1
     output.out(task.to_json() if args.output == "json" else output.value_text(task.output))
     return 0
 

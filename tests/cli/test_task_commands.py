@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import grpc
 import pytest
@@ -11,6 +12,7 @@ from google.protobuf import json_format
 
 from meshplane.v1 import agent_service_pb2, agent_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
 from tests.cli.conftest import Mesh, lines
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,6 +90,62 @@ def test_cancel_ends_a_running_task(mesh: Mesh) -> None:
     again = mesh.cli("task", "cancel", task_id)
     assert again.returncode == 1
     assert again.stderr.startswith("error: ") and len(lines(again.stderr)) == 1
+
+
+def test_resubmit_runs_an_ended_task_again_as_a_new_task(mesh: Mesh) -> None:
+    original = json.loads(mesh.cli("task", "submit", "demo.echo", "--input", '{"n": 7}', "--wait", "-o", "json").stdout)
+
+    waited = mesh.cli("task", "resubmit", original["id"], "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout) == {"n": 7}
+
+    resubmitted = mesh.cli("task", "resubmit", original["id"])
+    assert resubmitted.returncode == 0, resubmitted.stderr
+    copy_id = resubmitted.stdout.strip()
+    assert len(copy_id) == 26 and copy_id != original["id"]
+    assert mesh.cli("task", "watch", copy_id).returncode == 0
+    shown = mesh.cli("task", "get", copy_id)
+    assert f"resubmitted from: {original['id']}" in lines(shown.stdout)
+    assert 'output:           {"n": 7}' in lines(shown.stdout)
+
+    running = mesh.cli("task", "submit", "demo.sleep", "--input", '{"seconds": 60}').stdout.strip()
+    refused = mesh.cli("task", "resubmit", running)
+    assert refused.returncode == 1
+    only_ended = rf"error: task '{running}' is (QUEUED|ASSIGNED|RUNNING); only ended tasks can be re-submitted\n"
+    assert re.fullmatch(only_ended, refused.stderr), refused.stderr
+    assert mesh.cli("task", "cancel", running).returncode == 0
+
+
+def test_agents_instances_lists_and_drain_recycles_an_instance(mesh: Mesh) -> None:
+    listed = mesh.cli("agents", "instances", "demo")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = lines(listed.stdout)
+    assert header.split() == ["INSTANCE", "AGENT", "STATUS", "IN", "FLIGHT", "LOAD", "SDK", "NODE:PID", "LAST", "SEEN"]
+    [row] = [r.split() for r in rows if r.split()[2] == "CONNECTED"]
+    instance_id = row[0]
+    assert row[1] == "demo" and row[3].endswith("/64") and row[5] == "python"
+
+    def connected() -> list[dict[str, str]]:
+        found = json.loads(mesh.cli("agents", "instances", "demo", "-o", "json").stdout)["instances"]
+        return [i for i in found if i["status"] == "AGENT_INSTANCE_STATUS_CONNECTED"]
+
+    [before] = connected()
+    assert before["instanceId"] == instance_id
+
+    drained = mesh.cli("agents", "drain", "demo", instance_id, "--timeout", "5", "--reason", "upgrade")
+    assert drained.returncode == 0, drained.stderr
+    assert drained.stdout == f"instance {instance_id} DRAINING\n"
+
+    def back_with_a_new_session() -> bool:  # the SDK finishes its work and reconnects as the same instance
+        return any(i["instanceId"] == instance_id and i["sessionId"] != before["sessionId"] for i in connected())
+
+    asyncio.run(eventually(back_with_a_new_session, timeout=30, interval=0.2, message="the instance reconnected"))
+    assert json.loads(mesh.cli("task", "submit", "demo.echo", "--input", "1", "--wait").stdout) == 1
+
+    unknown = mesh.cli("agents", "drain", "demo", "no-such-instance")
+    assert (unknown.returncode, unknown.stderr) == (1, "error: agent instance demo/no-such-instance not found\n")
+    no_agent = mesh.cli("agents", "instances", "nobody")
+    assert (no_agent.returncode, no_agent.stderr) == (1, "error: agent nobody not found\n")
 
 
 def test_ls_lists_tasks_with_filters(mesh: Mesh) -> None:
