@@ -87,6 +87,8 @@ type TaskInfo struct {
 	CancelReason    string
 	CorrelationID   string
 	Metadata        map[string]string
+	// ResubmittedFrom is the ended task this one was re-submitted from (Resubmit), if any.
+	ResubmittedFrom string
 	Attempts        []AttemptInfo
 	CreateTime      time.Time
 	UpdateTime      time.Time
@@ -108,6 +110,7 @@ func taskInfo(t *pb.Task) *TaskInfo {
 		CancelReason:    t.GetCancelReason(),
 		CorrelationID:   t.GetCorrelationId(),
 		Metadata:        t.GetMetadata(),
+		ResubmittedFrom: t.GetResubmittedFrom(),
 		CreateTime:      asTime(t.GetCreateTime()),
 		UpdateTime:      asTime(t.GetUpdateTime()),
 		EndTime:         asTime(t.GetEndTime()),
@@ -342,6 +345,16 @@ func (c *Client) Get(ctx context.Context, taskID string) (*TaskInfo, error) {
 // error matching ErrFailedPrecondition.
 func (c *Client) Cancel(ctx context.Context, taskID, reason string) (*TaskInfo, error) {
 	resp, err := c.tasks.CancelTask(ctx, &pb.CancelTaskRequest{TaskId: taskID, Reason: reason})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return taskInfo(resp.GetTask()), nil
+}
+
+// Resubmit submits a new task with the spec of an ended one (a dead-lettered task, say) and returns
+// the new task; a task not yet ended fails with an error matching ErrFailedPrecondition.
+func (c *Client) Resubmit(ctx context.Context, taskID string) (*TaskInfo, error) {
+	resp, err := c.tasks.ResubmitTask(ctx, &pb.ResubmitTaskRequest{TaskId: taskID})
 	if err != nil {
 		return nil, rpcError(err)
 	}

@@ -3,6 +3,8 @@ mixed-language clients of tests/conformance/CONTRACT.md.
 
 - A client in each language submits tasks that must run on the agents of the two other languages (label
   selector ``lang=<other>``); every result must come from an agent of the right language.
+- A client in each language re-submits a task it ran (a new task with the same spec, run by the same agent)
+  and is refused for a task still running.
 - A client in each language publishes on ``conf.broadcast``; every message must reach the agents of all
   three languages (each echoes what it receives on ``conf.received``, which the test subscribes to over
   the raw gRPC ChannelService).
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 
 from controlplane.app import ControlPlane
-from meshplane.v1 import task_pb2
+from meshplane.v1 import task_pb2, task_service_pb2
 from tests.conformance import driver, mixed_clients
 from tests.conformance.driver import LANGUAGES, AgentProcess, Agents, Mesh, describe, output
 from tests.conformance.mixed_clients import ClientRun
@@ -193,3 +195,41 @@ async def test_a_broadcast_from_each_language_reaches_agents_of_all_three(polygl
             raise AssertionError(
                 f"broadcast (by client language) -> echoed by {reached!r}; expected {everyone!r}"
             ) from None
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_in_each_language_resubmits_an_ended_task_and_only_an_ended_one(polyglot: Polyglot) -> None:
+    mesh = polyglot.mesh
+    running = await mesh.submit("conf.sleep", {"seconds": 30})
+
+    async def check(language: str) -> list[str]:
+        what = f"{language} client"
+        submit = ["submit", "--capability", "conf.echo", "--input", json.dumps(PAYLOAD)]
+        first = await polyglot.client(language, *submit, "--label-selector", f"lang={language}")
+        if first.returncode != 0:
+            return [f"{what}, submit: {first.describe()}"]
+        [original] = first.lines()
+        again = await polyglot.client(language, "resubmit", "--task-id", original["task_id"])
+        if again.returncode != 0 or len(again.lines()) != 1:
+            return [f"{what}, resubmit: {again.describe()}"]
+        [line] = again.lines()
+        problems: list[str] = []
+        expected = {"task_id": line["task_id"], "state": "SUCCEEDED", "output": PAYLOAD}
+        if line != {**expected, "resubmitted_from": original["task_id"]} or line["task_id"] == original["task_id"]:
+            problems.append(f"{what}: resubmit printed {line!r} for {original['task_id']}")
+        copy = await mesh.get(line["task_id"])
+        if copy.resubmitted_from != original["task_id"] or dict(copy.target.label_selector) != {"lang": language}:
+            problems.append(f"{what}: the copy is not the original's spec: {describe(copy)}")
+        if [a.agent_instance_id for a in copy.attempts] != [polyglot.agents[language].instance_id]:
+            problems.append(f"{what}: the copy ran on {[a.agent_instance_id for a in copy.attempts]!r}")
+        refused = await polyglot.client(language, "resubmit", "--task-id", running.id)
+        if refused.returncode != 1 or refused.stdout.strip():
+            problems.append(f"{what}: re-submitting a running task was not refused: {refused.describe()}")
+        return problems
+
+    try:
+        results = await asyncio.gather(*(check(language) for language in LANGUAGES))
+    finally:
+        await mesh.tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=running.id))
+    problems = [problem for result in results for problem in result]
+    assert not problems, "\n".join(problems)

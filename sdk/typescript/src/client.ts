@@ -207,6 +207,19 @@ export class MeshClient {
     return taskInfo(response.task);
   }
 
+  /**
+   * Submits a new task with the spec of an ended one (a dead-lettered task, say); resolves to the new
+   * task (its `resubmittedFrom` is `taskId`). A task not yet ended is refused (FAILED_PRECONDITION).
+   */
+  async resubmit(taskId: string): Promise<TaskInfo> {
+    const stub = this.tasks;
+    const response = await this.connection.unary(stub.resubmitTask.bind(stub), { taskId }, this.timeoutMs);
+    if (response.task === undefined) {
+      throw new TypeError("the control plane answered ResubmitTask without a task");
+    }
+    return taskInfo(response.task);
+  }
+
   /** Cancels a task; resolves to it after cancellation. */
   async cancel(taskId: string, reason = ""): Promise<TaskInfo> {
     const stub = this.tasks;

@@ -1,12 +1,14 @@
 // Command meshplane-conformance-client is the Go SDK's mixed-language conformance client: the
 // command line fixed by tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the
-// SDK's public client API only (NewClient, Submit, Wait, Publish).
+// SDK's public client API only (NewClient, Submit, Resubmit, Wait, Publish).
 //
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
 //	    [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] resubmit --task-id ID [--timeout SECONDS]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 //
-// submit prints one JSON line per task, in submission order; publish prints {"published": C}.
+// submit prints one JSON line per task, in submission order; resubmit one line for the new task (with
+// "resubmitted_from"); publish prints {"published": C}.
 // Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage. Logs go to stderr.
 package main
 
@@ -26,14 +28,16 @@ import (
 
 const usage = `usage: meshplane-conformance-client --target HOST:PORT [--token TOKEN] COMMAND ...
   submit --capability C --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+  resubmit --task-id ID [--timeout SECONDS]
   publish --channel C --data JSON`
 
 // line is what submit prints for one task.
 type line struct {
-	TaskID string          `json:"task_id"`
-	State  string          `json:"state"`
-	Output json.RawMessage `json:"output,omitempty"`
-	Error  *lineError      `json:"error,omitempty"`
+	TaskID          string          `json:"task_id"`
+	State           string          `json:"state"`
+	Output          json.RawMessage `json:"output,omitempty"`
+	Error           *lineError      `json:"error,omitempty"`
+	ResubmittedFrom string          `json:"resubmitted_from,omitempty"`
 }
 
 type lineError struct {
@@ -69,6 +73,8 @@ func run(args []string) int {
 	switch command {
 	case "submit":
 		return submit(client, rest)
+	case "resubmit":
+		return resubmit(client, rest)
 	case "publish":
 		return publish(client, rest)
 	default:
@@ -115,21 +121,7 @@ func submit(client *meshplane.Client, args []string) int {
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		wg.Go(func() {
-			task, err := client.Wait(ctx, id)
-			var failed *meshplane.TaskFailedError
-			switch {
-			case err == nil:
-				lines[i] = line{TaskID: id, State: string(task.State), Output: task.Output}
-			case errors.As(err, &failed):
-				lines[i] = line{TaskID: id, State: string(failed.Task.State)}
-				if e := failed.Task.Error; e != nil {
-					lines[i].Error = &lineError{Code: e.Code, Message: e.Message}
-				}
-			default:
-				errs[i] = err
-			}
-		})
+		wg.Go(func() { lines[i], errs[i] = waitLine(ctx, client, id) })
 	}
 	wg.Wait()
 
@@ -149,6 +141,56 @@ func submit(client *meshplane.Client, args []string) int {
 		}
 	}
 	return code
+}
+
+// waitLine waits for a task through the SDK's wait API and describes how it ended.
+func waitLine(ctx context.Context, client *meshplane.Client, id string) (line, error) {
+	task, err := client.Wait(ctx, id)
+	var failed *meshplane.TaskFailedError
+	switch {
+	case err == nil:
+		return line{TaskID: id, State: string(task.State), Output: task.Output}, nil
+	case errors.As(err, &failed):
+		l := line{TaskID: id, State: string(failed.Task.State)}
+		if e := failed.Task.Error; e != nil {
+			l.Error = &lineError{Code: e.Code, Message: e.Message}
+		}
+		return l, nil
+	default:
+		return line{}, err
+	}
+}
+
+func resubmit(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("resubmit", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	taskID := fs.String("task-id", "", "the ended task to run again")
+	timeout := fs.Float64("timeout", 30, "seconds to wait for the new task")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *taskID == "" {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeout*float64(time.Second)))
+	defer cancel()
+	task, err := client.Resubmit(ctx, *taskID)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "resubmit %s: %v\n", *taskID, err)
+		return 1
+	}
+	l, err := waitLine(ctx, client, task.ID)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wait %s: %v\n", task.ID, err)
+		return 1
+	}
+	l.ResubmittedFrom = task.ResubmittedFrom
+	if err := json.NewEncoder(os.Stdout).Encode(l); err != nil {
+		fmt.Fprintf(os.Stderr, "stdout: %v\n", err)
+		return 1
+	}
+	if l.State != string(meshplane.TaskSucceeded) {
+		return 1
+	}
+	return 0
 }
 
 func publish(client *meshplane.Client, args []string) int {

@@ -1,8 +1,10 @@
 """The Python SDK's mixed-language conformance client (tests/conformance/CONTRACT.md, "Mixed-language clients"),
-built with the public client API only (MeshClient: submit, wait, publish).
+built with the public client API only (MeshClient: submit, resubmit, wait, publish).
 
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] submit --capability C
     --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] resubmit --task-id ID
+    [--timeout SECONDS]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 """
 
@@ -68,6 +70,14 @@ async def submit(client: MeshClient, args: argparse.Namespace) -> int:
     return 0 if all(line["state"] == "SUCCEEDED" for line in lines) else 1
 
 
+async def resubmit(client: MeshClient, args: argparse.Namespace) -> int:
+    async with asyncio.timeout(args.timeout):
+        handle = await client.resubmit(args.task_id)
+        line = await wait_line(client, handle.id)
+    print_line({**line, "resubmitted_from": handle.task.resubmitted_from})
+    return 0 if line["state"] == "SUCCEEDED" else 1
+
+
 async def publish(client: MeshClient, args: argparse.Namespace) -> int:
     await client.publish(args.channel, args.data)
     print_line({"published": args.channel})
@@ -85,6 +95,9 @@ async def main(argv: list[str]) -> int:
     sub.add_argument("--count", type=positive, default=1)
     sub.add_argument("--label-selector", type=selector, default={})
     sub.add_argument("--timeout", type=float, default=30.0)
+    again = commands.add_parser("resubmit")
+    again.add_argument("--task-id", required=True)
+    again.add_argument("--timeout", type=float, default=30.0)
     pub = commands.add_parser("publish")
     pub.add_argument("--channel", required=True)
     pub.add_argument("--data", type=json_value, required=True)
@@ -92,9 +105,8 @@ async def main(argv: list[str]) -> int:
 
     async with MeshClient(args.target, token=args.token) as client:
         try:
-            if args.command == "submit":
-                return await submit(client, args)
-            return await publish(client, args)
+            run = {"submit": submit, "resubmit": resubmit, "publish": publish}[args.command]
+            return await run(client, args)
         except Exception as exc:
             print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

@@ -1,12 +1,14 @@
 // The TypeScript SDK's mixed-language conformance client: the command line fixed by
 // tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the SDK's public client API
-// only (MeshClient: submit, wait, publish).
+// only (MeshClient: submit, resubmit, wait, publish).
 //
 //   node dist/client.js --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
 //       [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+//   node dist/client.js --target HOST:PORT [--token TOKEN] resubmit --task-id ID [--timeout SECONDS]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 //
-// submit prints one JSON line per task, in submission order; publish prints {"published": C}.
+// submit prints one JSON line per task, in submission order; resubmit one line for the new task (with
+// "resubmitted_from"); publish prints {"published": C}.
 // Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage.
 
 import { parseArgs } from "node:util";
@@ -15,6 +17,7 @@ import { MeshClient, TaskFailedError } from "@meshplane/sdk";
 
 const USAGE = `usage: client.js --target HOST:PORT [--token TOKEN] COMMAND ...
   submit --capability C --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+  resubmit --task-id ID [--timeout SECONDS]
   publish --channel C --data JSON`;
 
 class UsageError extends Error {}
@@ -104,6 +107,25 @@ async function submit(client: MeshClient, argv: string[]): Promise<number> {
   return lines.every((line) => line.state === "SUCCEEDED") ? 0 : 1;
 }
 
+async function resubmit(client: MeshClient, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { "task-id": { type: "string" }, timeout: { type: "string", default: "30" } },
+    strict: true,
+  });
+  const taskId = values["task-id"];
+  const timeout = Number(values.timeout);
+  if (!taskId || !(timeout > 0)) {
+    throw new UsageError("resubmit needs --task-id and a --timeout > 0");
+  }
+  const deadline = Date.now() + timeout * 1000;
+  const task = await client.resubmit(taskId);
+  const line = await waitLine(client, task.id, deadline);
+  line.resubmitted_from = task.resubmittedFrom;
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+  return line.state === "SUCCEEDED" ? 0 : 1;
+}
+
 async function publish(client: MeshClient, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -132,11 +154,17 @@ async function main(argv: string[]): Promise<number> {
     if (!values.target) {
       throw new UsageError("--target is required");
     }
-    if (command !== "submit" && command !== "publish") {
+    const commands: Record<string, (client: MeshClient, argv: string[]) => Promise<number>> = {
+      submit,
+      resubmit,
+      publish,
+    };
+    const run = Object.hasOwn(commands, command) ? commands[command] : undefined;
+    if (run === undefined) {
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     }
     client = new MeshClient(values.target, { token: values.token });
-    return command === "submit" ? await submit(client, rest) : await publish(client, rest);
+    return await run(client, rest);
   } catch (error) {
     const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
     const usage = error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"));
