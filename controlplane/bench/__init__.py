@@ -173,18 +173,30 @@ async def _wait_for(read: Callable[[], float], target: float, timeout: float, wh
 # ------------------------------------------------------------------ phases
 
 
+async def _run_load(kind: str, address: str, total: int, batch: int, callers: int, connections: int) -> load.LoadResult:
+    """The client load, in its own process."""
+    arguments = (kind, address, CAPABILITY, total, batch, callers, connections)
+    with _spawn().Pool(1) as pool:
+        return await asyncio.to_thread(pool.apply, load.run_load, arguments)
+
+
 async def _throughput(
-    plane: PlaneProcess, kind: str, total: int, batch: int, callers: int, connections: int
+    plane: PlaneProcess,
+    agents: list[psutil.Process],
+    kind: str,
+    total: int,
+    batch: int,
+    callers: int,
+    connections: int,
 ) -> dict[str, Any]:
     """Submit `total` tasks and time them until every result is persisted."""
     baseline = plane.succeeded()
-    plane_cpu, pg_cpu = _cpu(plane.ps), _postgres_cpu()
+    plane_cpu, pg_cpu, agents_cpu = _cpu(plane.ps), _postgres_cpu(), sum(map(_cpu, agents))
     started = time.perf_counter()
-    with _spawn().Pool(1) as pool:
-        pending = pool.apply_async(load.run_load, (kind, plane.address, CAPABILITY, total, batch, callers, connections))
-        await _wait_for(plane.succeeded, baseline + total, 600, f"{total} results")
-        elapsed = time.perf_counter() - started
-        result: load.LoadResult = pending.get(timeout=600)
+    pending = asyncio.create_task(_run_load(kind, plane.address, total, batch, callers, connections))
+    await _wait_for(plane.succeeded, baseline + total, 600, f"{total} results")
+    elapsed = time.perf_counter() - started
+    result = await pending
     figures: dict[str, Any] = {
         "tasks": total,
         "connections": connections,
@@ -193,6 +205,8 @@ async def _throughput(
         "seconds": round(elapsed, 2),
         "plane_cpu_us_per_task": round((_cpu(plane.ps) - plane_cpu) / total * 1e6),
         "postgres_cpu_us_per_task": round((_postgres_cpu() - pg_cpu) / total * 1e6),
+        "client_cpu_us_per_task": round(result.cpu_seconds / total * 1e6),
+        "agents_cpu_us_per_task": round((sum(map(_cpu, agents)) - agents_cpu) / total * 1e6),
     }
     if result.latencies_ms:
         figures["submit_p50_ms"] = round(statistics.median(result.latencies_ms), 2)
@@ -200,8 +214,7 @@ async def _throughput(
 
 
 async def _latency(plane: PlaneProcess, samples: int) -> dict[str, Any]:
-    with _spawn().Pool(1) as pool:
-        result: load.LoadResult = pool.apply(load.run_load, ("single", plane.address, CAPABILITY, samples, 1, 1))
+    result = await _run_load("single", plane.address, samples, 1, 1, 1)
     latencies = sorted(result.latencies_ms)
     return {
         "samples": samples,
@@ -311,10 +324,11 @@ async def run(args: argparse.Namespace) -> int:
                     agents.append(process)
                 expected = args.agent_processes * args.agents_per_process
                 await _wait_for(lambda: plane.metric("meshplane_agent_sessions"), expected, 60, "agents")
+                agent_processes = [psutil.Process(process.pid) for process in agents]
                 if "batch" not in args.skip:
                     say(f"batch phase: {args.tasks} tasks, {args.batch} per call, {args.batch_callers} callers...")
                     figures["batch_submit"] = await _throughput(
-                        plane, "batch", args.tasks, args.batch, args.batch_callers, args.connections
+                        plane, agent_processes, "batch", args.tasks, args.batch, args.batch_callers, args.connections
                     )
                 if "single" not in args.skip:
                     say(
@@ -322,7 +336,7 @@ async def run(args: argparse.Namespace) -> int:
                         f"over {args.connections} connections..."
                     )
                     figures["single_submit"] = await _throughput(
-                        plane, "single", args.single_tasks, 1, args.callers, args.connections
+                        plane, agent_processes, "single", args.single_tasks, 1, args.callers, args.connections
                     )
                 if "latency" not in args.skip:
                     say(f"latency phase: {args.latency_samples} sequential submits from one caller...")

@@ -23,6 +23,7 @@ class LoadResult:
     submitted: int
     seconds: float
     latencies_ms: list[float]
+    cpu_seconds: float = 0.0  # the load process's own CPU (user + system)
 
 
 @asynccontextmanager
@@ -99,5 +100,7 @@ def run_load(
     async def main() -> None:
         result.append(await coroutine)
 
+    cpu_before = time.process_time()
     run_event_loop(main())
+    result[0].cpu_seconds = time.process_time() - cpu_before
     return result[0]

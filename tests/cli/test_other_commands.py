@@ -110,6 +110,8 @@ def test_a_small_bench_run_prints_every_figure_and_cleans_up(postgres_server: Po
     figures = json.loads(result.stdout)
     assert figures["batch_submit"]["tasks"] == 300 and figures["batch_submit"]["tasks_per_second"] > 0
     assert figures["single_submit"]["tasks"] == 100 and "ratio_to_64_caller_unary_echo" in figures["single_submit"]
+    for phase in ("batch_submit", "single_submit"):  # every process's share of the work is counted
+        assert figures[phase]["client_cpu_us_per_task"] > 0 and figures[phase]["agents_cpu_us_per_task"] > 0
     assert figures["one_caller_latency"]["samples"] == 20
     assert figures["one_caller_latency"]["floor_p50_ms"] > 0
     assert figures["one_caller_latency"]["floor_after_idle_p50_ms"] > 0
