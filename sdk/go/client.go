@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"strings"
 	"time"
 
@@ -42,6 +43,32 @@ func (s TaskState) Terminal() bool {
 
 func taskState(s pb.TaskState) TaskState {
 	return TaskState(strings.TrimPrefix(s.String(), "TASK_STATE_"))
+}
+
+// ParseTaskState parses a task state name such as "SUCCEEDED" (any case; a "TASK_STATE_"
+// prefix is accepted). An unknown name is an error matching ErrInvalidArgument.
+func ParseTaskState(name string) (TaskState, error) {
+	upper := strings.ToUpper(strings.TrimSpace(name))
+	s := TaskState(strings.TrimPrefix(upper, "TASK_STATE_"))
+	if s == "" {
+		return "", fmt.Errorf("%w: unknown task state %q", ErrInvalidArgument, name)
+	}
+	if _, err := s.proto(); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// proto is the wire enum of a state; "" is TASK_STATE_UNSPECIFIED (no state).
+func (s TaskState) proto() (pb.TaskState, error) {
+	if s == "" {
+		return pb.TaskState_TASK_STATE_UNSPECIFIED, nil
+	}
+	v, ok := pb.TaskState_value["TASK_STATE_"+string(s)]
+	if !ok || v == int32(pb.TaskState_TASK_STATE_UNSPECIFIED) {
+		return 0, fmt.Errorf("%w: unknown task state %q", ErrInvalidArgument, string(s))
+	}
+	return pb.TaskState(v), nil
 }
 
 // ErrorInfo is a task's (or attempt's) error.
@@ -89,10 +116,13 @@ type TaskInfo struct {
 	Metadata        map[string]string
 	// ResubmittedFrom is the ended task this one was re-submitted from (Resubmit), if any.
 	ResubmittedFrom string
-	Attempts        []AttemptInfo
-	CreateTime      time.Time
-	UpdateTime      time.Time
-	EndTime         time.Time
+	// Deduplicated is set only on what Submit and SubmitMany return: the idempotency key matched
+	// an existing task, which is returned instead of a new one.
+	Deduplicated bool
+	Attempts     []AttemptInfo
+	CreateTime   time.Time
+	UpdateTime   time.Time
+	EndTime      time.Time
 }
 
 // Decode decodes the JSON output into v.
@@ -277,8 +307,9 @@ func timeouts(r *pb.SubmitTaskRequest) *pb.TaskTimeouts {
 	return r.Timeouts
 }
 
-// Client uses the mesh: submit, inspect, wait for and cancel tasks; publish to channels;
-// read and write state. It is safe for concurrent use.
+// Client uses the mesh: submit (one by one or in batches), list, inspect, wait for and cancel
+// tasks; list agents and their instances; publish to channels; read and write state. It is safe
+// for concurrent use.
 type Client struct {
 	conns    *connPool
 	tasks    pb.TaskServiceClient
@@ -316,20 +347,77 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 func (c *Client) Close() error { return c.conns.Close() }
 
 // Submit submits a task for capability with input (JSON-encoded; a [Blob] is sent as bytes).
+// With an idempotency key already used, it returns the existing task with Deduplicated set.
 func (c *Client) Submit(ctx context.Context, capability string, input any, opts ...SubmitOption) (*TaskInfo, error) {
-	payload, err := encodePayload(input)
+	req, err := NewTaskRequest(capability, input, opts...).proto()
 	if err != nil {
 		return nil, err
-	}
-	req := &pb.SubmitTaskRequest{Target: &pb.TaskTarget{Capability: capability}, Input: payload}
-	for _, opt := range opts {
-		opt(req)
 	}
 	resp, err := c.tasks.SubmitTask(ctx, req)
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	return taskInfo(resp.GetTask()), nil
+	task := taskInfo(resp.GetTask())
+	task.Deduplicated = resp.GetDeduplicated()
+	return task, nil
+}
+
+// MaxSubmitBatch is the most tasks one SubmitMany call may carry.
+const MaxSubmitBatch = 1000
+
+// TaskRequest describes one task of a batch for SubmitMany: what Submit takes as arguments.
+type TaskRequest struct {
+	// Capability is the capability to run.
+	Capability string
+	// Input is the task input (JSON-encoded; a [Blob] is sent as bytes).
+	Input any
+	// Options tune the task, as they do in Submit.
+	Options []SubmitOption
+}
+
+// NewTaskRequest describes a task for SubmitMany with Submit's arguments.
+func NewTaskRequest(capability string, input any, opts ...SubmitOption) TaskRequest {
+	return TaskRequest{Capability: capability, Input: input, Options: opts}
+}
+
+func (r TaskRequest) proto() (*pb.SubmitTaskRequest, error) {
+	payload, err := encodePayload(r.Input)
+	if err != nil {
+		return nil, err
+	}
+	req := &pb.SubmitTaskRequest{Target: &pb.TaskTarget{Capability: r.Capability}, Input: payload}
+	for _, opt := range r.Options {
+		opt(req)
+	}
+	return req, nil
+}
+
+// SubmitMany submits up to [MaxSubmitBatch] tasks in one call, atomically: either all are
+// accepted or none is (the error says why). It returns the tasks in request order; a task whose
+// idempotency key matched an existing task is that task, with Deduplicated set.
+func (c *Client) SubmitMany(ctx context.Context, requests []TaskRequest) ([]*TaskInfo, error) {
+	batch := &pb.BatchSubmitTasksRequest{Requests: make([]*pb.SubmitTaskRequest, len(requests))}
+	for i, r := range requests {
+		req, err := r.proto()
+		if err != nil {
+			return nil, fmt.Errorf("%w (task %d of the batch)", err, i)
+		}
+		batch.Requests[i] = req
+	}
+	resp, err := c.tasks.BatchSubmitTasks(ctx, batch)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	if len(resp.GetTasks()) != len(requests) {
+		return nil, fmt.Errorf("meshplane: BatchSubmitTasks returned %d tasks for %d requests", len(resp.GetTasks()), len(requests))
+	}
+	dedup := resp.GetDeduplicated()
+	tasks := make([]*TaskInfo, len(requests))
+	for i, t := range resp.GetTasks() {
+		tasks[i] = taskInfo(t)
+		tasks[i].Deduplicated = i < len(dedup) && dedup[i]
+	}
+	return tasks, nil
 }
 
 // Get returns a task with its attempts (an error matching ErrNotFound if there is none).
@@ -359,6 +447,81 @@ func (c *Client) Resubmit(ctx context.Context, taskID string) (*TaskInfo, error)
 		return nil, rpcError(err)
 	}
 	return taskInfo(resp.GetTask()), nil
+}
+
+// TaskFilter selects tasks to list; zero fields match every task.
+type TaskFilter struct {
+	// State: only tasks in this state.
+	State TaskState
+	// Capability: only tasks for this capability.
+	Capability string
+	// CorrelationID: only tasks with this correlation id.
+	CorrelationID string
+}
+
+// TaskPage is one page of a task listing.
+type TaskPage struct {
+	// Tasks are the page's tasks, newest first, without their attempts (Get has them).
+	Tasks []*TaskInfo
+	// NextPageToken asks ListTasksPage for the next page; empty on the last page.
+	NextPageToken string
+}
+
+// ListTasksPage returns one page of the tasks matching filter, newest first. pageSize is the most
+// tasks on the page (0: the control plane's default, 50; at most 1000); pageToken is "" for the
+// first page, then the previous page's NextPageToken, with the same filter. A filter State that
+// is not a known state is an error matching ErrInvalidArgument.
+func (c *Client) ListTasksPage(ctx context.Context, filter TaskFilter, pageSize int, pageToken string) (*TaskPage, error) {
+	state, err := filter.State.proto()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.tasks.ListTasks(ctx, &pb.ListTasksRequest{
+		PageSize:      int32(pageSize),
+		PageToken:     pageToken,
+		State:         state,
+		Capability:    filter.Capability,
+		CorrelationId: filter.CorrelationID,
+	})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	page := &TaskPage{Tasks: make([]*TaskInfo, 0, len(resp.GetTasks())), NextPageToken: resp.GetNextPageToken()}
+	for _, t := range resp.GetTasks() {
+		page.Tasks = append(page.Tasks, taskInfo(t))
+	}
+	return page, nil
+}
+
+// ListTasks iterates over every task matching filter, newest first (without their attempts),
+// fetching pages of the control plane's default size with ListTasksPage as the loop goes on. A
+// failed call ends the iteration with (nil, err); stopping the loop early fetches no more pages.
+//
+//	for task, err := range client.ListTasks(ctx, meshplane.TaskFilter{State: meshplane.TaskFailed}) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(task.ID, task.Error)
+//	}
+func (c *Client) ListTasks(ctx context.Context, filter TaskFilter) iter.Seq2[*TaskInfo, error] {
+	return func(yield func(*TaskInfo, error) bool) {
+		token := ""
+		for {
+			page, err := c.ListTasksPage(ctx, filter, 0, token)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, t := range page.Tasks {
+				if !yield(t, nil) {
+					return
+				}
+			}
+			if token = page.NextPageToken; token == "" {
+				return
+			}
+		}
+	}
 }
 
 // Watch calls fn with a task's events (its history, then live ones) until the task ends, fn

@@ -3,8 +3,10 @@
 // An [Agent] serves capabilities: it opens one bidirectional stream to the control plane,
 // registers, heartbeats, runs the tasks it is assigned (at most its max concurrency at a
 // time), reports progress and results, reconnects with jittered exponential backoff keeping
-// the tasks it still runs, and drains gracefully on shutdown. A [Client] submits tasks,
-// waits for them, cancels them and publishes to channels.
+// the tasks it still runs, and drains gracefully on shutdown. A [Client] submits tasks (one
+// at a time or as an atomic batch), watches, waits for, cancels and re-submits them, lists
+// tasks, agents and instances, drains instances, publishes and subscribes to channels, and
+// reads and writes the state store.
 //
 //	agent, err := meshplane.NewAgent("greeter")
 //	if err != nil {

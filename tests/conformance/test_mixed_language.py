@@ -5,6 +5,8 @@ mixed-language clients of tests/conformance/CONTRACT.md.
   selector ``lang=<other>``); every result must come from an agent of the right language.
 - A client in each language re-submits a task it ran (a new task with the same spec, run by the same agent)
   and is refused for a task still running.
+- A client in each language submits a batch in one call, lists it back page by page, and lists the agents and
+  an agent's instances.
 - A client in each language publishes on ``conf.broadcast``; every message must reach the agents of all
   three languages (each echoes what it receives on ``conf.received``, which the test subscribes to over
   the raw gRPC ChannelService).
@@ -231,5 +233,93 @@ async def test_a_client_in_each_language_resubmits_an_ended_task_and_only_an_end
         results = await asyncio.gather(*(check(language) for language in LANGUAGES))
     finally:
         await mesh.tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=running.id))
+    problems = [problem for result in results for problem in result]
+    assert not problems, "\n".join(problems)
+
+
+CAPABILITIES = {
+    "conf.echo",
+    "conf.progress",
+    "conf.flaky",
+    "conf.fatal",
+    "conf.sleep",
+    "conf.concurrency",
+    "conf.publish",
+    "conf.state_cas",
+    "conf.whoami",
+}
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_in_each_language_batch_submits_and_lists_tasks_agents_and_instances(
+    polyglot: Polyglot,
+) -> None:
+    """Each language's client sends a batch (one BatchSubmitTasks call) to the next language's agent, lists the
+    batch back by its correlation id a page of two at a time, and lists the agents and that agent's instance."""
+
+    async def check(language: str, agent_language: str) -> list[str]:
+        what = f"{language} client -> {agent_language} agent"
+        correlation_id = f"batch-{language}-{uuid.uuid4().hex[:8]}"
+        batch = await polyglot.client(
+            language,
+            "submit",
+            "--capability",
+            "conf.echo",
+            "--input",
+            json.dumps(PAYLOAD),
+            "--count",
+            "3",
+            "--batch",
+            "--correlation-id",
+            correlation_id,
+            "--label-selector",
+            f"lang={agent_language}",
+        )
+        problems = await check_submission(polyglot, batch, agent_language, "conf.echo", 3)
+        if problems:
+            return problems
+        ids = [line["task_id"] for line in batch.lines()]
+        tasks = [await polyglot.mesh.get(task_id) for task_id in ids]
+        if {task.correlation_id for task in tasks} != {correlation_id}:
+            problems.append(f"{what}: correlation ids {[t.correlation_id for t in tasks]!r}, not {correlation_id!r}")
+        if len({task.create_time.ToNanoseconds() for task in tasks}) != 1:  # one call, one transaction, one time
+            problems.append(f"{what}: the batch's tasks were not created together: {[describe(t) for t in tasks]}")
+
+        listing = ["list-tasks", "--correlation-id", correlation_id, "--page-size", "2"]  # 3 tasks: two pages
+        expected = [
+            {"task_id": task_id, "state": "SUCCEEDED", "capability": "conf.echo", "correlation_id": correlation_id}
+            for task_id in sorted(ids, reverse=True)  # newest first
+        ]
+        listed = await polyglot.client(language, *listing)
+        if listed.returncode != 0 or listed.lines() != expected:
+            problems.append(f"{what}: list-tasks expected {expected!r}: {listed.describe()}")
+        failed = await polyglot.client(language, *listing, "--state", "FAILED")
+        if failed.returncode != 0 or failed.lines():
+            problems.append(f"{what}: list-tasks --state FAILED listed tasks: {failed.describe()}")
+
+        agent = polyglot.agents[agent_language]
+        agents = await polyglot.client(language, "list-agents", "--capability", "conf.whoami")
+        names = sorted(a.name for a in polyglot.agents.values())
+        if agents.returncode != 0 or [line.get("name") for line in agents.lines()] != names:
+            problems.append(f"{what}: list-agents expected {names!r}: {agents.describe()}")
+        else:
+            for line in agents.lines():
+                if line["status"] != "ONLINE" or line["connected_instances"] != 1:
+                    problems.append(f"{what}: list-agents printed {line!r}")
+                if set(line["capabilities"]) != CAPABILITIES:
+                    problems.append(f"{what}: list-agents capabilities {line['capabilities']!r}")
+        instances = await polyglot.client(language, "list-instances", "--agent", agent.name)
+        expected_instance = {
+            "instance_id": agent.instance_id,
+            "agent_name": agent.name,
+            "status": "CONNECTED",
+            "labels": {"lang": agent_language},
+        }
+        if instances.returncode != 0 or instances.lines() != [expected_instance]:
+            problems.append(f"{what}: list-instances expected {[expected_instance]!r}: {instances.describe()}")
+        return problems
+
+    others = {language: LANGUAGES[(index + 1) % len(LANGUAGES)] for index, language in enumerate(LANGUAGES)}
+    results = await asyncio.gather(*(check(language, agent_language) for language, agent_language in others.items()))
     problems = [problem for result in results for problem in result]
     assert not problems, "\n".join(problems)

@@ -1,8 +1,18 @@
-/** `MeshClient`: submit tasks and follow them, publish on channels, read and write state. */
+/** `MeshClient`: submit, follow and list tasks, list agents, publish on channels, read and write state. */
 
 import { type ConnectionOptions, Connection, defaultTarget, defaultToken } from "./connection";
-import { channelMessage, durationFromMs, taskEvent, taskInfo } from "./convert";
 import {
+  agentInfo,
+  channelMessage,
+  durationFromMs,
+  instanceInfo,
+  taskEvent,
+  taskInfo,
+  taskStateToProto,
+} from "./convert";
+import {
+  type InvalidArgumentError,
+  type NotFoundError,
   TaskCancelledError,
   TaskDeadLetteredError,
   TaskFailedError,
@@ -20,7 +30,16 @@ import {
   TaskServiceClient,
 } from "./proto";
 import { StateStore } from "./state";
-import { type ChannelMessage, isTerminal, type TaskEvent, type TaskInfo } from "./types";
+import {
+  type AgentInfo,
+  type ChannelMessage,
+  type InstanceInfo,
+  type Page,
+  isTerminal,
+  type TaskEvent,
+  type TaskInfo,
+  type TaskState,
+} from "./types";
 
 /** How a task may be placed among the agents that serve its capability. */
 export type Strategy = "least_loaded" | "round_robin" | "weighted" | "consistent_hash";
@@ -68,6 +87,32 @@ export interface SubmitResult extends TaskInfo {
   readonly deduplicated: boolean;
 }
 
+/** One task of a {@link MeshClient.submitMany} batch: what {@link MeshClient.submit} takes, as one object. */
+export interface TaskSubmission {
+  capability: string;
+  /** Any JSON value, or a Uint8Array (default: null). */
+  input?: unknown;
+  options?: SubmitOptions;
+}
+
+/** Which tasks {@link MeshClient.listTasks} and {@link MeshClient.listTasksPage} list; unset fields match all. */
+export interface TaskFilter {
+  /** Only tasks in this state. */
+  state?: TaskState;
+  /** Only tasks for this capability. */
+  capability?: string;
+  /** Only tasks with this correlation id. */
+  correlationId?: string;
+}
+
+/** Which page a `list…Page` call returns. */
+export interface PageOptions {
+  /** At most this many items (the control plane's default when unset: 50; at most 1000). */
+  pageSize?: number;
+  /** The `nextPageToken` of the previous page (with the same filters); unset for the first page. */
+  pageToken?: string;
+}
+
 /** Options of {@link MeshClient.wait} and {@link MeshClient.result}. */
 export interface WaitOptions {
   /** Give up (reject with {@link TimeoutError}) after this long; the task goes on. */
@@ -96,6 +141,9 @@ export interface MeshClientOptions extends ConnectionOptions {
 }
 
 const WATCH_RETRY_MS = 500;
+
+/** The largest page the control plane serves; the calls that follow pages ask for it. */
+const MAX_PAGE_SIZE = 1000;
 
 function ms(value: number | undefined): Duration | undefined {
   return value === undefined ? undefined : durationFromMs(value);
@@ -150,8 +198,9 @@ export function submitRequest(capability: string, input: unknown, options: Submi
 }
 
 /**
- * A client of the mesh: submit tasks and wait for them, cancel them, publish on channels, and
- * read and write state. One gRPC connection, or `connections` of them taken in turn; `close()` it when done.
+ * A client of the mesh: submit tasks (one by one or in batches) and wait for them, cancel and list them,
+ * list agents and their instances, publish on channels, and read and write state. One gRPC connection,
+ * or `connections` of them taken in turn; `close()` it when done.
  *
  * ```ts
  * const client = new MeshClient("127.0.0.1:50051");
@@ -181,6 +230,10 @@ export class MeshClient {
     return this.connection.client(TaskServiceClient);
   }
 
+  private get agents(): AgentServiceClient {
+    return this.connection.client(AgentServiceClient);
+  }
+
   // ------------------------------------------------------------ tasks
 
   /** Submits a task for `capability` with `input` (any JSON value, or a Uint8Array). */
@@ -195,6 +248,37 @@ export class MeshClient {
       throw new TypeError("the control plane answered SubmitTask without a task");
     }
     return { ...taskInfo(response.task), deduplicated: response.deduplicated };
+  }
+
+  /**
+   * Submits up to 1000 tasks in one call, atomically: every task is created, or none is (one invalid
+   * request rejects the whole batch with {@link InvalidArgumentError}, its violations naming
+   * `requests[i]`). Resolves to the tasks in request order, like {@link submit}'s (each with
+   * `deduplicated` when its idempotency key matched an existing task). An empty batch, or one of more
+   * than 1000 tasks, is refused by the control plane.
+   *
+   * ```ts
+   * const tasks = await client.submitMany([
+   *   { capability: "greet", input: { name: "Ada" } },
+   *   { capability: "greet", input: { name: "Alan" }, options: { priority: 10 } },
+   * ]);
+   * ```
+   */
+  async submitMany(submissions: readonly TaskSubmission[]): Promise<SubmitResult[]> {
+    const stub = this.tasks;
+    const response = await this.connection.unary(
+      stub.batchSubmitTasks.bind(stub),
+      { requests: submissions.map((s) => submitRequest(s.capability, s.input, s.options)) },
+      this.timeoutMs,
+    );
+    if (response.tasks.length !== submissions.length) {
+      const counts = `${response.tasks.length} tasks for ${submissions.length} requests`;
+      throw new TypeError(`the control plane answered BatchSubmitTasks with ${counts}`);
+    }
+    return response.tasks.map((task, index) => ({
+      ...taskInfo(task),
+      deduplicated: response.deduplicated[index] ?? false,
+    }));
   }
 
   /** The task with its attempts. */
@@ -228,6 +312,51 @@ export class MeshClient {
       throw new TypeError("the control plane answered CancelTask without a task");
     }
     return taskInfo(response.task);
+  }
+
+  /**
+   * One page of the tasks matching `filter`, newest first (without their attempts). Pass the page's
+   * `nextPageToken` back, with the same filter, for the next page; it is empty on the last one.
+   * An unknown `state` throws a RangeError before any call.
+   */
+  async listTasksPage(filter: TaskFilter = {}, page: PageOptions = {}): Promise<Page<TaskInfo>> {
+    const state = taskStateToProto(filter.state);
+    const stub = this.tasks;
+    const response = await this.connection.unary(
+      stub.listTasks.bind(stub),
+      {
+        pageSize: page.pageSize ?? 0,
+        pageToken: page.pageToken ?? "",
+        state,
+        capability: filter.capability ?? "",
+        correlationId: filter.correlationId ?? "",
+      },
+      this.timeoutMs,
+    );
+    return { items: response.tasks.map(taskInfo), nextPageToken: response.nextPageToken };
+  }
+
+  /**
+   * Every task matching `filter`, newest first (without their attempts), fetched a page at a time as the
+   * iteration goes on (`pageSize` per call; the control plane's default when unset). Leaving the loop
+   * early fetches no further page.
+   *
+   * ```ts
+   * for await (const task of client.listTasks({ state: "DEAD_LETTER", capability: "greet" })) {
+   *   console.log(task.id, task.error?.code);
+   * }
+   * ```
+   */
+  async *listTasks(
+    filter: TaskFilter = {},
+    options: { pageSize?: number } = {},
+  ): AsyncGenerator<TaskInfo, void, undefined> {
+    let pageToken = "";
+    do {
+      const page = await this.listTasksPage(filter, { pageSize: options.pageSize, pageToken });
+      yield* page.items;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
   }
 
   /** The task's events: the stored ones after `afterSequence`, then live ones, ending after the terminal one. */
@@ -330,11 +459,72 @@ export class MeshClient {
     return channelMessage(message, decodePayload(message.payload));
   }
 
-  // ------------------------------------------------------------ state and agents
+  // ------------------------------------------------------------ state
 
   /** The state entries of `namespace` (an agent's handlers use the namespace named after the agent). */
   state(namespace: string): StateStore {
     return new StateStore(this.connection, namespace, this.timeoutMs);
+  }
+
+  // ------------------------------------------------------------ agents
+
+  /**
+   * One page of the registered agents, by name; only those that registered `capability` when given.
+   * Pass the page's `nextPageToken` back for the next page; it is empty on the last one.
+   */
+  async listAgentsPage(options: { capability?: string } & PageOptions = {}): Promise<Page<AgentInfo>> {
+    const stub = this.agents;
+    const response = await this.connection.unary(
+      stub.listAgents.bind(stub),
+      { capability: options.capability ?? "", pageSize: options.pageSize ?? 0, pageToken: options.pageToken ?? "" },
+      this.timeoutMs,
+    );
+    return { items: response.agents.map(agentInfo), nextPageToken: response.nextPageToken };
+  }
+
+  /**
+   * Every registered agent, by name (online or not), following pages; only those that registered
+   * `capability` when given.
+   */
+  async listAgents(options: { capability?: string } = {}): Promise<AgentInfo[]> {
+    const agents: AgentInfo[] = [];
+    let pageToken = "";
+    do {
+      const page = await this.listAgentsPage({ capability: options.capability, pageSize: MAX_PAGE_SIZE, pageToken });
+      agents.push(...page.items);
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    return agents;
+  }
+
+  /** The agent named `name`; rejects with {@link NotFoundError} if none registered. */
+  async getAgent(name: string): Promise<AgentInfo> {
+    const stub = this.agents;
+    const response = await this.connection.unary(stub.getAgent.bind(stub), { agentName: name }, this.timeoutMs);
+    if (response.agent === undefined) {
+      throw new TypeError("the control plane answered GetAgent without an agent");
+    }
+    return agentInfo(response.agent);
+  }
+
+  /**
+   * The instances of agent `agentName` (`"-"`, the default: of every agent), following pages. Only the
+   * connected ones (CONNECTED or DRAINING) unless `includeDisconnected`.
+   */
+  async listInstances(agentName = "-", options: { includeDisconnected?: boolean } = {}): Promise<InstanceInfo[]> {
+    const stub = this.agents;
+    const instances: InstanceInfo[] = [];
+    let pageToken = "";
+    do {
+      const response = await this.connection.unary(
+        stub.listAgentInstances.bind(stub),
+        { agentName, includeDisconnected: options.includeDisconnected ?? false, pageSize: MAX_PAGE_SIZE, pageToken },
+        this.timeoutMs,
+      );
+      instances.push(...response.instances.map(instanceInfo));
+      pageToken = response.nextPageToken;
+    } while (pageToken !== "");
+    return instances;
   }
 
   /** Asks an agent instance to finish its in-flight work and reconnect (a rolling restart). */
@@ -343,7 +533,7 @@ export class MeshClient {
     instanceId: string,
     options: { timeoutMs?: number; reason?: string } = {},
   ): Promise<void> {
-    const stub = this.connection.client(AgentServiceClient);
+    const stub = this.agents;
     await this.connection.unary(
       stub.drainAgentInstance.bind(stub),
       { agentName, instanceId, timeout: ms(options.timeoutMs), reason: options.reason ?? "" },

@@ -2,7 +2,12 @@
 
 import { decodePayload } from "./payload";
 import {
+  type AgentInstanceProto,
+  agentInstanceStatusToJSON,
+  type AgentProto,
+  agentStatusToJSON,
   attemptOutcomeToJSON,
+  type Capability,
   type ChannelMessageProto,
   type Duration,
   type StateEntryProto,
@@ -11,13 +16,21 @@ import {
   type TaskEventProto,
   taskEventTypeToJSON,
   type TaskProto,
+  TaskStateProto,
+  taskStateFromJSON,
   taskStateToJSON,
 } from "./proto";
 import type {
+  AgentAvailability,
+  AgentInfo,
   AttemptInfo,
   AttemptOutcome,
+  CapabilityInfo,
   ChannelMessage,
   ErrorInfo,
+  InstanceInfo,
+  InstanceStatus,
+  JsonObject,
   StateEntry,
   TaskEvent,
   TaskEventType,
@@ -49,6 +62,21 @@ function stripPrefix(name: string, prefix: string): string {
 
 export function taskState(value: number): TaskState {
   return stripPrefix(taskStateToJSON(value), "TASK_STATE_") as TaskState;
+}
+
+/**
+ * A task state as its protobuf enum value, for filters: undefined and "UNSPECIFIED" mean no filter.
+ * Anything else but a {@link TaskState} throws a RangeError (for callers without type checks).
+ */
+export function taskStateToProto(state: TaskState | undefined): TaskStateProto {
+  if (state === undefined || state === "UNSPECIFIED") {
+    return TaskStateProto.TASK_STATE_UNSPECIFIED;
+  }
+  const value = typeof state === "string" ? taskStateFromJSON(`TASK_STATE_${state}`) : TaskStateProto.UNRECOGNIZED;
+  if (value === TaskStateProto.UNRECOGNIZED) {
+    throw new RangeError(`unknown task state ${JSON.stringify(state)}`);
+  }
+  return value;
 }
 
 export function taskEventType(value: number): TaskEventType {
@@ -163,5 +191,47 @@ export function channelMessage(message: ChannelMessageProto, data: unknown): Cha
     headers: { ...message.headers },
     publisher: message.publisher,
     publishTime: message.publishTime,
+  };
+}
+
+function capabilityInfo(capability: Capability): CapabilityInfo {
+  return {
+    name: capability.name,
+    description: capability.description,
+    inputSchema: capability.inputSchema as JsonObject | undefined,
+    outputSchema: capability.outputSchema as JsonObject | undefined,
+  };
+}
+
+export function agentInfo(agent: AgentProto): AgentInfo {
+  return {
+    name: agent.name,
+    version: agent.version,
+    description: agent.description,
+    status: stripPrefix(agentStatusToJSON(agent.status), "AGENT_STATUS_") as AgentAvailability,
+    connectedInstances: agent.connectedInstances,
+    capabilities: agent.capabilities.map(capabilityInfo),
+    labels: { ...agent.labels },
+    updateTime: agent.updateTime,
+  };
+}
+
+export function instanceInfo(instance: AgentInstanceProto): InstanceInfo {
+  return {
+    instanceId: instance.instanceId,
+    agentName: instance.agentName,
+    version: instance.version,
+    status: stripPrefix(agentInstanceStatusToJSON(instance.status), "AGENT_INSTANCE_STATUS_") as InstanceStatus,
+    sessionId: instance.sessionId,
+    capabilities: [...instance.capabilities],
+    maxConcurrency: instance.maxConcurrency,
+    inFlight: instance.inFlight,
+    load: instance.load,
+    labels: { ...instance.labels },
+    sdk: `${instance.sdk?.language ?? ""} ${instance.sdk?.version ?? ""}`.trim(),
+    node: instance.node,
+    pid: instance.pid,
+    connectTime: instance.connectTime,
+    lastSeenTime: instance.lastSeenTime,
   };
 }

@@ -22,9 +22,12 @@ export {
 export {
   MeshClient,
   type MeshClientOptions,
+  type PageOptions,
   type Strategy,
   type SubmitOptions,
   type SubmitResult,
+  type TaskFilter,
+  type TaskSubmission,
   type WaitOptions,
   type WatchOptions,
 } from "./client";
@@ -62,10 +65,15 @@ export { consoleLogger, type Logger, type LogLevel } from "./log";
 export type { AgentStatus } from "./runtime";
 export { type DeleteOptions, type ListOptions, type PutOptions, StateStore } from "./state";
 export {
+  type AgentAvailability,
+  type AgentInfo,
   type AttemptInfo,
   type AttemptOutcome,
+  type CapabilityInfo,
   type ChannelMessage,
   type ErrorInfo,
+  type InstanceInfo,
+  type InstanceStatus,
   isTerminal,
   type JsonObject,
   type JsonValue,

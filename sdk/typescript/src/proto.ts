@@ -17,6 +17,12 @@ export {
   type TaskUpdate,
   TaskUpdateKind,
 } from "../../../generated/ts/meshplane/v1/agent_link";
+export {
+  type Agent as AgentProto,
+  type AgentInstance as AgentInstanceProto,
+  agentInstanceStatusToJSON,
+  agentStatusToJSON,
+} from "../../../generated/ts/meshplane/v1/agent";
 export { AgentServiceClient } from "../../../generated/ts/meshplane/v1/agent_service";
 export {
   type ChannelMessage as ChannelMessageProto,
@@ -38,6 +44,7 @@ export {
   TaskEventType as TaskEventTypeProto,
   taskEventTypeToJSON,
   TaskState as TaskStateProto,
+  taskStateFromJSON,
   taskStateToJSON,
 } from "../../../generated/ts/meshplane/v1/task";
 export { type SubmitTaskRequest, TaskServiceClient } from "../../../generated/ts/meshplane/v1/task_service";

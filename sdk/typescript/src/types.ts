@@ -138,6 +138,72 @@ export interface Page<T> {
   readonly nextPageToken: string;
 }
 
+/** Whether an agent can take work: ONLINE (an instance connected and not draining), DRAINING, OFFLINE. */
+export type AgentAvailability = "UNSPECIFIED" | "ONLINE" | "DRAINING" | "OFFLINE";
+
+/** The connection state of an agent instance. */
+export type InstanceStatus = "UNSPECIFIED" | "CONNECTED" | "DRAINING" | "DISCONNECTED";
+
+/** A capability an agent registered. */
+export interface CapabilityInfo {
+  /** Dotted name, e.g. "text.summarize". */
+  readonly name: string;
+  readonly description: string;
+  /** JSON Schema of the task input, if the agent declared one. */
+  readonly inputSchema: JsonObject | undefined;
+  /** JSON Schema of the task output, if the agent declared one. */
+  readonly outputSchema: JsonObject | undefined;
+}
+
+/** A registered agent: all its instances together, as the control plane knows it. */
+export interface AgentInfo {
+  readonly name: string;
+  /** The version last registered. */
+  readonly version: string;
+  readonly description: string;
+  /** Derived from its instances: "ONLINE", "DRAINING" or "OFFLINE". */
+  readonly status: AgentAvailability;
+  /** How many of its instances are connected. */
+  readonly connectedInstances: number;
+  /** The capabilities last registered. */
+  readonly capabilities: readonly CapabilityInfo[];
+  /** The labels last registered. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The last registration. */
+  readonly updateTime: Date | undefined;
+}
+
+/** One running copy of an agent (a stable instance id) and its current (or last) session. */
+export interface InstanceInfo {
+  readonly instanceId: string;
+  readonly agentName: string;
+  /** The agent version this instance runs. */
+  readonly version: string;
+  /** "CONNECTED", "DRAINING" or "DISCONNECTED". */
+  readonly status: InstanceStatus;
+  /** The current or last session id. */
+  readonly sessionId: string;
+  /** Names of the capabilities it serves. */
+  readonly capabilities: readonly string[];
+  /** Most tasks it runs at once. */
+  readonly maxConcurrency: number;
+  /** Tasks in flight on it now. */
+  readonly inFlight: number;
+  /** The load the agent last reported (0..1, agent-defined). */
+  readonly load: number;
+  readonly labels: Readonly<Record<string, string>>;
+  /** The SDK it uses, as "language version", e.g. "typescript 0.1.0" (empty if unknown). */
+  readonly sdk: string;
+  /** Host name it runs on. */
+  readonly node: string;
+  /** Process id on that host. */
+  readonly pid: number;
+  /** When the current session connected. */
+  readonly connectTime: Date | undefined;
+  /** The last sign of life seen (heartbeat or frame), as last recorded. */
+  readonly lastSeenTime: Date | undefined;
+}
+
 /** A message on a channel. */
 export interface ChannelMessage<T = unknown> {
   readonly channel: string;

@@ -1,14 +1,20 @@
 // Command meshplane-conformance-client is the Go SDK's mixed-language conformance client: the
 // command line fixed by tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the
-// SDK's public client API only (NewClient, Submit, Resubmit, Wait, Publish).
+// SDK's public client API only (NewClient, Submit, SubmitMany, Resubmit, Wait, ListTasksPage,
+// ListAgents, ListInstances, Publish).
 //
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
-//	    [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+//	    [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] resubmit --task-id ID [--timeout SECONDS]
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-tasks [--capability C] [--state S]
+//	    [--correlation-id X] [--page-size N]
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-agents [--capability C]
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 //
 // submit prints one JSON line per task, in submission order; resubmit one line for the new task (with
-// "resubmitted_from"); publish prints {"published": C}.
+// "resubmitted_from"); the list commands one line per task, agent or instance, in the server's order;
+// publish prints {"published": C}.
 // Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage. Logs go to stderr.
 package main
 
@@ -27,9 +33,16 @@ import (
 )
 
 const usage = `usage: meshplane-conformance-client --target HOST:PORT [--token TOKEN] COMMAND ...
-  submit --capability C --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+  submit --capability C --input JSON [--count N] [--batch] [--correlation-id X]
+         [--label-selector K=V[,K=V...]] [--timeout SECONDS]
   resubmit --task-id ID [--timeout SECONDS]
+  list-tasks [--capability C] [--state S] [--correlation-id X] [--page-size N]
+  list-agents [--capability C]
+  list-instances [--agent NAME]
   publish --channel C --data JSON`
+
+// listTimeout bounds a list command (all its pages).
+const listTimeout = 30 * time.Second
 
 // line is what submit prints for one task.
 type line struct {
@@ -43,6 +56,30 @@ type line struct {
 type lineError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// taskLine is what list-tasks prints for one task.
+type taskLine struct {
+	TaskID        string `json:"task_id"`
+	State         string `json:"state"`
+	Capability    string `json:"capability"`
+	CorrelationID string `json:"correlation_id"`
+}
+
+// agentLine is what list-agents prints for one agent.
+type agentLine struct {
+	Name               string   `json:"name"`
+	Status             string   `json:"status"`
+	ConnectedInstances int      `json:"connected_instances"`
+	Capabilities       []string `json:"capabilities"`
+}
+
+// instanceLine is what list-instances prints for one instance.
+type instanceLine struct {
+	InstanceID string            `json:"instance_id"`
+	AgentName  string            `json:"agent_name"`
+	Status     string            `json:"status"`
+	Labels     map[string]string `json:"labels"`
 }
 
 func main() {
@@ -75,6 +112,12 @@ func run(args []string) int {
 		return submit(client, rest)
 	case "resubmit":
 		return resubmit(client, rest)
+	case "list-tasks":
+		return listTasks(client, rest)
+	case "list-agents":
+		return listAgents(client, rest)
+	case "list-instances":
+		return listInstances(client, rest)
 	case "publish":
 		return publish(client, rest)
 	default:
@@ -89,6 +132,8 @@ func submit(client *meshplane.Client, args []string) int {
 	capability := fs.String("capability", "", "capability to run")
 	input := fs.String("input", "", "task input (JSON)")
 	count := fs.Int("count", 1, "number of tasks")
+	batch := fs.Bool("batch", false, "submit the tasks in one call (SubmitMany: all or none)")
+	correlationID := fs.String("correlation-id", "", "correlation id of every task")
 	selector := fs.String("label-selector", "", "K=V[,K=V...]: only agent instances with these labels")
 	timeout := fs.Float64("timeout", 30, "seconds to wait for all tasks")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *capability == "" || *count < 1 || !json.Valid([]byte(*input)) {
@@ -107,14 +152,32 @@ func submit(client *meshplane.Client, args []string) int {
 	if len(labels) > 0 {
 		submitOpts = append(submitOpts, meshplane.WithLabelSelector(labels))
 	}
+	if *correlationID != "" {
+		submitOpts = append(submitOpts, meshplane.WithCorrelationID(*correlationID))
+	}
 	ids := make([]string, 0, *count)
-	for range *count {
-		task, err := client.Submit(ctx, *capability, json.RawMessage(*input), submitOpts...)
+	if *batch {
+		requests := make([]meshplane.TaskRequest, *count)
+		for i := range requests {
+			requests[i] = meshplane.NewTaskRequest(*capability, json.RawMessage(*input), submitOpts...)
+		}
+		tasks, err := client.SubmitMany(ctx, requests)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "submit %s: %v\n", *capability, err)
+			fmt.Fprintf(os.Stderr, "submit %d x %s (batch): %v\n", *count, *capability, err)
 			return 1
 		}
-		ids = append(ids, task.ID)
+		for _, task := range tasks {
+			ids = append(ids, task.ID)
+		}
+	} else {
+		for range *count {
+			task, err := client.Submit(ctx, *capability, json.RawMessage(*input), submitOpts...)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "submit %s: %v\n", *capability, err)
+				return 1
+			}
+			ids = append(ids, task.ID)
+		}
 	}
 
 	lines := make([]line, len(ids))
@@ -191,6 +254,120 @@ func resubmit(client *meshplane.Client, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func listTasks(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("list-tasks", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	capability := fs.String("capability", "", "only tasks for this capability")
+	stateName := fs.String("state", "", "only tasks in this state (QUEUED, SUCCEEDED, ...)")
+	correlationID := fs.String("correlation-id", "", "only tasks with this correlation id")
+	pageSize := fs.Int("page-size", 0, "tasks per page (default: the server's)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *pageSize < 0 || (isSet(fs, "page-size") && *pageSize == 0) {
+		fs.Usage()
+		return 2
+	}
+	filter := meshplane.TaskFilter{Capability: *capability, CorrelationID: *correlationID}
+	if isSet(fs, "state") {
+		state, err := meshplane.ParseTaskState(*stateName)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bad --state %q: %v\n%s\n", *stateName, err, usage)
+			return 2
+		}
+		filter.State = state
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
+	defer cancel()
+	out := json.NewEncoder(os.Stdout)
+	token := ""
+	for {
+		page, err := client.ListTasksPage(ctx, filter, *pageSize, token)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "list-tasks: %v\n", err)
+			return 1
+		}
+		for _, task := range page.Tasks {
+			l := taskLine{TaskID: task.ID, State: string(task.State), Capability: task.Capability, CorrelationID: task.CorrelationID}
+			if err := out.Encode(l); err != nil {
+				fmt.Fprintf(os.Stderr, "stdout: %v\n", err)
+				return 1
+			}
+		}
+		if token = page.NextPageToken; token == "" {
+			return 0
+		}
+	}
+}
+
+func listAgents(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("list-agents", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	capability := fs.String("capability", "", "only agents offering this capability")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
+	defer cancel()
+	agents, err := client.ListAgents(ctx, *capability)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "list-agents: %v\n", err)
+		return 1
+	}
+	lines := make([]agentLine, len(agents))
+	for i, agent := range agents {
+		names := make([]string, len(agent.Capabilities))
+		for j, c := range agent.Capabilities {
+			names[j] = c.Name
+		}
+		lines[i] = agentLine{Name: agent.Name, Status: string(agent.Status), ConnectedInstances: agent.ConnectedInstances, Capabilities: names}
+	}
+	return printLines(lines)
+}
+
+func listInstances(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("list-instances", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	agent := fs.String("agent", "-", `only this agent's instances ("-": every agent's)`)
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
+	defer cancel()
+	instances, err := client.ListInstances(ctx, *agent, false)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "list-instances: %v\n", err)
+		return 1
+	}
+	lines := make([]instanceLine, len(instances))
+	for i, instance := range instances {
+		labels := instance.Labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		lines[i] = instanceLine{InstanceID: instance.InstanceID, AgentName: instance.AgentName, Status: string(instance.Status), Labels: labels}
+	}
+	return printLines(lines)
+}
+
+// printLines prints one JSON line per value; 0, or 1 if stdout failed.
+func printLines[T any](lines []T) int {
+	out := json.NewEncoder(os.Stdout)
+	for _, l := range lines {
+		if err := out.Encode(l); err != nil {
+			fmt.Fprintf(os.Stderr, "stdout: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// isSet says whether the flag was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func publish(client *meshplane.Client, args []string) int {

@@ -1,10 +1,15 @@
 """The Python SDK's mixed-language conformance client (tests/conformance/CONTRACT.md, "Mixed-language clients"),
-built with the public client API only (MeshClient: submit, resubmit, wait, publish).
+built with the public client API only (MeshClient: submit, submit_many, resubmit, wait, list_tasks_page,
+list_agents, list_instances, publish).
 
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] submit --capability C
-    --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+    --input JSON [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] resubmit --task-id ID
     [--timeout SECONDS]
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-tasks [--capability C]
+    [--state S] [--correlation-id X] [--page-size N]
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-agents [--capability C]
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 """
 
@@ -16,7 +21,7 @@ import json
 import sys
 from typing import Any
 
-from agent_runtime import MeshClient, TaskFailed
+from agent_runtime import MeshClient, TaskFailed, TaskSpec, TaskState
 
 
 def json_value(text: str) -> Any:
@@ -58,12 +63,20 @@ async def wait_line(client: MeshClient, task_id: str) -> dict[str, Any]:
     return {"task_id": task_id, "state": task.state.value, "output": task.output}
 
 
+def state(text: str) -> TaskState:
+    try:
+        return TaskState(text.upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown task state {text!r}") from None
+
+
 async def submit(client: MeshClient, args: argparse.Namespace) -> int:
+    spec = TaskSpec(args.capability, args.input, label_selector=args.label_selector, correlation_id=args.correlation_id)
     async with asyncio.timeout(args.timeout):
-        handles = [
-            await client.submit(args.capability, args.input, label_selector=args.label_selector)
-            for _ in range(args.count)
-        ]
+        if args.batch:
+            handles = await client.submit_many([spec] * args.count)
+        else:
+            handles = [await client.submit_spec(spec) for _ in range(args.count)]
         lines = await asyncio.gather(*(wait_line(client, handle.id) for handle in handles))
     for line in lines:
         print_line(line)
@@ -76,6 +89,56 @@ async def resubmit(client: MeshClient, args: argparse.Namespace) -> int:
         line = await wait_line(client, handle.id)
     print_line({**line, "resubmitted_from": handle.task.resubmitted_from})
     return 0 if line["state"] == "SUCCEEDED" else 1
+
+
+async def list_tasks(client: MeshClient, args: argparse.Namespace) -> int:
+    token = ""
+    while True:
+        page = await client.list_tasks_page(
+            state=args.state,
+            capability=args.capability,
+            correlation_id=args.correlation_id,
+            page_size=args.page_size,
+            page_token=token,
+        )
+        for task in page.items:
+            print_line(
+                {
+                    "task_id": task.id,
+                    "state": task.state.value,
+                    "capability": task.capability,
+                    "correlation_id": task.correlation_id,
+                }
+            )
+        token = page.next_page_token
+        if not token:
+            return 0
+
+
+async def list_agents(client: MeshClient, args: argparse.Namespace) -> int:
+    for agent in await client.list_agents(capability=args.capability):
+        print_line(
+            {
+                "name": agent.name,
+                "status": agent.status,
+                "connected_instances": agent.connected_instances,
+                "capabilities": [capability.name for capability in agent.capabilities],
+            }
+        )
+    return 0
+
+
+async def list_instances(client: MeshClient, args: argparse.Namespace) -> int:
+    for instance in await client.list_instances(args.agent):
+        print_line(
+            {
+                "instance_id": instance.instance_id,
+                "agent_name": instance.agent_name,
+                "status": instance.status,
+                "labels": instance.labels,
+            }
+        )
+    return 0
 
 
 async def publish(client: MeshClient, args: argparse.Namespace) -> int:
@@ -93,11 +156,22 @@ async def main(argv: list[str]) -> int:
     sub.add_argument("--capability", required=True)
     sub.add_argument("--input", type=json_value, required=True)
     sub.add_argument("--count", type=positive, default=1)
+    sub.add_argument("--batch", action="store_true")
+    sub.add_argument("--correlation-id", default="")
     sub.add_argument("--label-selector", type=selector, default={})
     sub.add_argument("--timeout", type=float, default=30.0)
     again = commands.add_parser("resubmit")
     again.add_argument("--task-id", required=True)
     again.add_argument("--timeout", type=float, default=30.0)
+    tasks = commands.add_parser("list-tasks")
+    tasks.add_argument("--capability", default="")
+    tasks.add_argument("--state", type=state, default=None)
+    tasks.add_argument("--correlation-id", default="")
+    tasks.add_argument("--page-size", type=positive, default=0)
+    agents = commands.add_parser("list-agents")
+    agents.add_argument("--capability", default="")
+    instances = commands.add_parser("list-instances")
+    instances.add_argument("--agent", default="-")
     pub = commands.add_parser("publish")
     pub.add_argument("--channel", required=True)
     pub.add_argument("--data", type=json_value, required=True)
@@ -105,7 +179,14 @@ async def main(argv: list[str]) -> int:
 
     async with MeshClient(args.target, token=args.token) as client:
         try:
-            run = {"submit": submit, "resubmit": resubmit, "publish": publish}[args.command]
+            run = {
+                "submit": submit,
+                "resubmit": resubmit,
+                "list-tasks": list_tasks,
+                "list-agents": list_agents,
+                "list-instances": list_instances,
+                "publish": publish,
+            }[args.command]
             return await run(client, args)
         except Exception as exc:
             print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)

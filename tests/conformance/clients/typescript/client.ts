@@ -1,24 +1,45 @@
 // The TypeScript SDK's mixed-language conformance client: the command line fixed by
 // tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the SDK's public client API
-// only (MeshClient: submit, resubmit, wait, publish).
+// only (MeshClient: submit, submitMany, resubmit, wait, listTasksPage, listAgents, listInstances, publish).
 //
 //   node dist/client.js --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
-//       [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+//       [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] resubmit --task-id ID [--timeout SECONDS]
+//   node dist/client.js --target HOST:PORT [--token TOKEN] list-tasks [--capability C] [--state S]
+//       [--correlation-id X] [--page-size N]
+//   node dist/client.js --target HOST:PORT [--token TOKEN] list-agents [--capability C]
+//   node dist/client.js --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 //
-// submit prints one JSON line per task, in submission order; resubmit one line for the new task (with
-// "resubmitted_from"); publish prints {"published": C}.
+// submit prints one JSON line per task, in submission order (--batch: the N tasks in one submitMany call);
+// resubmit one line for the new task (with "resubmitted_from"); the list commands one line per task, agent
+// or instance, in the server's order, following pages; publish prints {"published": C}.
 // Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage.
 
 import { parseArgs } from "node:util";
 
-import { MeshClient, TaskFailedError } from "@meshplane/sdk";
+import { MeshClient, type SubmitOptions, TaskFailedError, type TaskState } from "@meshplane/sdk";
 
 const USAGE = `usage: client.js --target HOST:PORT [--token TOKEN] COMMAND ...
-  submit --capability C --input JSON [--count N] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
+  submit --capability C --input JSON [--count N] [--batch] [--correlation-id X]
+         [--label-selector K=V[,K=V...]] [--timeout SECONDS]
   resubmit --task-id ID [--timeout SECONDS]
+  list-tasks [--capability C] [--state S] [--correlation-id X] [--page-size N]
+  list-agents [--capability C]
+  list-instances [--agent NAME]
   publish --channel C --data JSON`;
+
+/** The task states a --state filter may name (any case). */
+const STATES: readonly TaskState[] = [
+  "QUEUED",
+  "ASSIGNED",
+  "RUNNING",
+  "SUCCEEDED",
+  "FAILED",
+  "CANCELLED",
+  "TIMED_OUT",
+  "DEAD_LETTER",
+];
 
 class UsageError extends Error {}
 
@@ -45,6 +66,21 @@ function selector(text: string | undefined): Record<string, string> {
     labels[pair.slice(0, at)] = pair.slice(at + 1);
   }
   return labels;
+}
+
+function taskState(text: string | undefined): TaskState | undefined {
+  if (text === undefined) {
+    return undefined;
+  }
+  const state = STATES.find((s) => s === text.toUpperCase());
+  if (state === undefined) {
+    throw new UsageError(`unknown --state ${JSON.stringify(text)}: want one of ${STATES.join(", ")}`);
+  }
+  return state;
+}
+
+function print(line: Line): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
 /** Splits argv into the global options (before the command), the command and its options. */
@@ -82,6 +118,8 @@ async function submit(client: MeshClient, argv: string[]): Promise<number> {
       capability: { type: "string" },
       input: { type: "string" },
       count: { type: "string", default: "1" },
+      batch: { type: "boolean", default: false },
+      "correlation-id": { type: "string", default: "" },
       "label-selector": { type: "string" },
       timeout: { type: "string", default: "30" },
     },
@@ -95,14 +133,20 @@ async function submit(client: MeshClient, argv: string[]): Promise<number> {
   if (!capability || !Number.isInteger(count) || count < 1 || !(timeout > 0)) {
     throw new UsageError("submit needs --capability, --input, a --count >= 1 and a --timeout > 0");
   }
+  const options: SubmitOptions = { labelSelector, correlationId: values["correlation-id"] };
   const deadline = Date.now() + timeout * 1000;
   const ids: string[] = [];
-  for (let i = 0; i < count; i++) {
-    ids.push((await client.submit(capability, input, { labelSelector })).id);
+  if (values.batch) {
+    const tasks = await client.submitMany(Array.from({ length: count }, () => ({ capability, input, options })));
+    ids.push(...tasks.map((task) => task.id));
+  } else {
+    for (let i = 0; i < count; i++) {
+      ids.push((await client.submit(capability, input, options)).id);
+    }
   }
   const lines = await Promise.all(ids.map((id) => waitLine(client, id, deadline)));
   for (const line of lines) {
-    process.stdout.write(`${JSON.stringify(line)}\n`);
+    print(line);
   }
   return lines.every((line) => line.state === "SUCCEEDED") ? 0 : 1;
 }
@@ -122,8 +166,68 @@ async function resubmit(client: MeshClient, argv: string[]): Promise<number> {
   const task = await client.resubmit(taskId);
   const line = await waitLine(client, task.id, deadline);
   line.resubmitted_from = task.resubmittedFrom;
-  process.stdout.write(`${JSON.stringify(line)}\n`);
+  print(line);
   return line.state === "SUCCEEDED" ? 0 : 1;
+}
+
+async function listTasks(client: MeshClient, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      capability: { type: "string", default: "" },
+      state: { type: "string" },
+      "correlation-id": { type: "string", default: "" },
+      "page-size": { type: "string" },
+    },
+    strict: true,
+  });
+  const filter = {
+    capability: values.capability,
+    state: taskState(values.state),
+    correlationId: values["correlation-id"],
+  };
+  const pageSize = values["page-size"] === undefined ? undefined : Number(values["page-size"]);
+  if (pageSize !== undefined && !(Number.isInteger(pageSize) && pageSize >= 1)) {
+    throw new UsageError("list-tasks needs a --page-size >= 1 when given");
+  }
+  let pageToken = "";
+  do {
+    const page = await client.listTasksPage(filter, { pageSize, pageToken });
+    for (const task of page.items) {
+      print({ task_id: task.id, state: task.state, capability: task.capability, correlation_id: task.correlationId });
+    }
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return 0;
+}
+
+async function listAgents(client: MeshClient, argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { capability: { type: "string", default: "" } }, strict: true });
+  for (const agent of await client.listAgents({ capability: values.capability })) {
+    print({
+      name: agent.name,
+      status: agent.status,
+      connected_instances: agent.connectedInstances,
+      capabilities: agent.capabilities.map((capability) => capability.name),
+    });
+  }
+  return 0;
+}
+
+async function listInstances(client: MeshClient, argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { agent: { type: "string", default: "-" } }, strict: true });
+  if (!values.agent) {
+    throw new UsageError("list-instances needs a non-empty --agent (default: every agent)");
+  }
+  for (const instance of await client.listInstances(values.agent)) {
+    print({
+      instance_id: instance.instanceId,
+      agent_name: instance.agentName,
+      status: instance.status,
+      labels: instance.labels,
+    });
+  }
+  return 0;
 }
 
 async function publish(client: MeshClient, argv: string[]): Promise<number> {
@@ -138,7 +242,7 @@ async function publish(client: MeshClient, argv: string[]): Promise<number> {
     throw new UsageError("publish needs --channel and --data");
   }
   await client.publish(channel, data);
-  process.stdout.write(`${JSON.stringify({ published: channel })}\n`);
+  print({ published: channel });
   return 0;
 }
 
@@ -157,6 +261,9 @@ async function main(argv: string[]): Promise<number> {
     const commands: Record<string, (client: MeshClient, argv: string[]) => Promise<number>> = {
       submit,
       resubmit,
+      "list-tasks": listTasks,
+      "list-agents": listAgents,
+      "list-instances": listInstances,
       publish,
     };
     const run = Object.hasOwn(commands, command) ? commands[command] : undefined;

@@ -1,0 +1,207 @@
+package meshplane
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	pb "github.com/meshplane/meshplane/generated/go/meshplane/v1"
+)
+
+// listPageSize is the page size the listings that follow every page ask for (the plane's most).
+const listPageSize = 1000
+
+// AgentStatus says whether any instance of an agent is connected.
+type AgentStatus string
+
+// Agent statuses.
+const (
+	// AgentOnline: at least one instance is connected and not draining.
+	AgentOnline AgentStatus = "ONLINE"
+	// AgentDraining: every connected instance is draining.
+	AgentDraining AgentStatus = "DRAINING"
+	// AgentOffline: no instance is connected.
+	AgentOffline AgentStatus = "OFFLINE"
+)
+
+// InstanceStatus is the connection state of an agent instance.
+type InstanceStatus string
+
+// Instance statuses.
+const (
+	// InstanceConnected: connected and taking work.
+	InstanceConnected InstanceStatus = "CONNECTED"
+	// InstanceDraining: connected, finishing its in-flight work, taking no new work.
+	InstanceDraining InstanceStatus = "DRAINING"
+	// InstanceDisconnected: not connected.
+	InstanceDisconnected InstanceStatus = "DISCONNECTED"
+)
+
+// CapabilityInfo is a capability an agent registered.
+type CapabilityInfo struct {
+	Name        string
+	Description string
+	// InputSchema and OutputSchema are the JSON Schemas the agent declared, nil if none.
+	InputSchema  map[string]any
+	OutputSchema map[string]any
+}
+
+// AgentInfo is a registered agent: all its instances together.
+type AgentInfo struct {
+	Name string
+	// Version, Description, Capabilities and Labels are what the agent last registered.
+	Version      string
+	Description  string
+	Capabilities []CapabilityInfo
+	Labels       map[string]string
+	// Status is derived from its instances.
+	Status AgentStatus
+	// ConnectedInstances is the number of its instances connected now.
+	ConnectedInstances int
+	// CreateTime is the first registration, UpdateTime the last.
+	CreateTime time.Time
+	UpdateTime time.Time
+}
+
+func agentInfo(a *pb.Agent) *AgentInfo {
+	info := &AgentInfo{
+		Name:               a.GetName(),
+		Version:            a.GetVersion(),
+		Description:        a.GetDescription(),
+		Capabilities:       make([]CapabilityInfo, 0, len(a.GetCapabilities())),
+		Labels:             a.GetLabels(),
+		Status:             AgentStatus(strings.TrimPrefix(a.GetStatus().String(), "AGENT_STATUS_")),
+		ConnectedInstances: int(a.GetConnectedInstances()),
+		CreateTime:         asTime(a.GetCreateTime()),
+		UpdateTime:         asTime(a.GetUpdateTime()),
+	}
+	if info.Labels == nil {
+		info.Labels = map[string]string{}
+	}
+	for _, c := range a.GetCapabilities() {
+		capability := CapabilityInfo{Name: c.GetName(), Description: c.GetDescription()}
+		if c.GetInputSchema() != nil {
+			capability.InputSchema = c.GetInputSchema().AsMap()
+		}
+		if c.GetOutputSchema() != nil {
+			capability.OutputSchema = c.GetOutputSchema().AsMap()
+		}
+		info.Capabilities = append(info.Capabilities, capability)
+	}
+	return info
+}
+
+// InstanceInfo is one running copy of an agent and its current (or last) session.
+type InstanceInfo struct {
+	// InstanceID is the id the instance chose; it survives reconnects.
+	InstanceID string
+	AgentName  string
+	// Version is the agent version the instance runs.
+	Version   string
+	Status    InstanceStatus
+	SessionID string
+	// Capabilities are the names of the capabilities it serves.
+	Capabilities []string
+	// MaxConcurrency is the most tasks it runs at once; InFlight the tasks it runs now.
+	MaxConcurrency int
+	InFlight       int
+	// Load is what the agent last reported (0..1, agent-defined).
+	Load float64
+	// Weight is its share for the weighted scheduling strategy.
+	Weight int
+	Labels map[string]string
+	// SDKLanguage ("python", "go", "typescript", ...) and SDKVersion: the SDK it is built with.
+	SDKLanguage string
+	SDKVersion  string
+	// Node is the host it runs on, PID its process id there.
+	Node string
+	PID  int
+	// ReplicaID is the control plane replica holding its stream.
+	ReplicaID string
+	// ConnectTime is when the current session connected; LastSeenTime its last sign of life as
+	// last recorded; DisconnectTime when the last session ended (zero if it did not).
+	ConnectTime    time.Time
+	LastSeenTime   time.Time
+	DisconnectTime time.Time
+}
+
+func instanceInfo(i *pb.AgentInstance) *InstanceInfo {
+	info := &InstanceInfo{
+		InstanceID:     i.GetInstanceId(),
+		AgentName:      i.GetAgentName(),
+		Version:        i.GetVersion(),
+		Status:         InstanceStatus(strings.TrimPrefix(i.GetStatus().String(), "AGENT_INSTANCE_STATUS_")),
+		SessionID:      i.GetSessionId(),
+		Capabilities:   i.GetCapabilities(),
+		MaxConcurrency: int(i.GetMaxConcurrency()),
+		InFlight:       int(i.GetInFlight()),
+		Load:           i.GetLoad(),
+		Weight:         int(i.GetWeight()),
+		Labels:         i.GetLabels(),
+		SDKLanguage:    i.GetSdk().GetLanguage(),
+		SDKVersion:     i.GetSdk().GetVersion(),
+		Node:           i.GetNode(),
+		PID:            int(i.GetPid()),
+		ReplicaID:      i.GetReplicaId(),
+		ConnectTime:    asTime(i.GetConnectTime()),
+		LastSeenTime:   asTime(i.GetLastSeenTime()),
+		DisconnectTime: asTime(i.GetDisconnectTime()),
+	}
+	if info.Labels == nil {
+		info.Labels = map[string]string{}
+	}
+	if info.Capabilities == nil {
+		info.Capabilities = []string{}
+	}
+	return info
+}
+
+// ListAgents returns every registered agent, by name ("" capability), or only those that
+// registered capability; it follows the pages to the end.
+func (c *Client) ListAgents(ctx context.Context, capability string) ([]*AgentInfo, error) {
+	agents := []*AgentInfo{}
+	req := &pb.ListAgentsRequest{Capability: capability, PageSize: listPageSize}
+	for {
+		resp, err := c.agents.ListAgents(ctx, req)
+		if err != nil {
+			return nil, rpcError(err)
+		}
+		for _, a := range resp.GetAgents() {
+			agents = append(agents, agentInfo(a))
+		}
+		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+			return agents, nil
+		}
+	}
+}
+
+// GetAgent returns one agent (an error matching ErrNotFound if there is none).
+func (c *Client) GetAgent(ctx context.Context, name string) (*AgentInfo, error) {
+	resp, err := c.agents.GetAgent(ctx, &pb.GetAgentRequest{AgentName: name})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return agentInfo(resp.GetAgent()), nil
+}
+
+// ListInstances returns the instances of agent agentName ("" or "-": of every agent), connected
+// ones only unless includeDisconnected; it follows the pages to the end.
+func (c *Client) ListInstances(ctx context.Context, agentName string, includeDisconnected bool) ([]*InstanceInfo, error) {
+	if agentName == "" {
+		agentName = "-"
+	}
+	instances := []*InstanceInfo{}
+	req := &pb.ListAgentInstancesRequest{AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: listPageSize}
+	for {
+		resp, err := c.agents.ListAgentInstances(ctx, req)
+		if err != nil {
+			return nil, rpcError(err)
+		}
+		for _, i := range resp.GetInstances() {
+			instances = append(instances, instanceInfo(i))
+		}
+		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+			return instances, nil
+		}
+	}
+}

@@ -1,0 +1,610 @@
+// MeshClient's batch submit and listings against an in-process fake control plane (a grpc-js server with
+// scripted TaskService and AgentService answers): the requests it sends, the pages it follows, what it
+// converts and the errors it maps.
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, it } from "node:test";
+
+import {
+  type sendUnaryData,
+  Server,
+  type ServerUnaryCall,
+  ServerCredentials,
+  status,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+
+import {
+  type Agent,
+  type AgentInstance,
+  AgentInstanceStatus,
+  AgentStatus,
+} from "../../../generated/ts/meshplane/v1/agent";
+import {
+  AgentServiceService,
+  type GetAgentRequest,
+  type ListAgentInstancesRequest,
+  type ListAgentsRequest,
+} from "../../../generated/ts/meshplane/v1/agent_service";
+import { Task, TaskState } from "../../../generated/ts/meshplane/v1/task";
+import {
+  type BatchSubmitTasksRequest,
+  type ListTasksRequest,
+  type SubmitTaskRequest,
+  TaskServiceService,
+} from "../../../generated/ts/meshplane/v1/task_service";
+import { MeshClient, type SubmitResult, type TaskSubmission } from "../src/client";
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  UnavailableError,
+} from "../src/errors";
+import { decodePayload } from "../src/payload";
+import { SchedulingStrategy } from "../src/proto";
+import type { TaskInfo } from "../src/types";
+
+/** A request of a batch, its nested messages known to be there. */
+type Sent = SubmitTaskRequest & Required<Pick<SubmitTaskRequest, "target" | "retryPolicy" | "timeouts">>;
+
+/** What a scripted method answers: a response, or a gRPC status error. */
+type Answer = object | { code: number; details: string };
+type Script = (request: unknown) => Answer;
+
+const MAX_CALLS = 20;
+
+/** A TaskService and AgentService that record every request and answer from per-method scripts. */
+class FakePlane {
+  private readonly requests = new Map<string, unknown[]>();
+  private readonly scripts = new Map<string, Script>();
+  private readonly server = new Server();
+  address = "";
+
+  async start(): Promise<void> {
+    const implementation = (names: string[]): UntypedServiceImplementation =>
+      Object.fromEntries(
+        names.map((name) => [
+          name,
+          (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>): void => {
+            const calls = this.calls(name);
+            calls.push(call.request);
+            const script = this.scripts.get(name);
+            const answer: Answer =
+              calls.length > MAX_CALLS // a client that never stops paging fails instead of hanging
+                ? { code: status.RESOURCE_EXHAUSTED, details: `more than ${MAX_CALLS} ${name} calls` }
+                : script
+                  ? script(call.request)
+                  : { code: status.UNIMPLEMENTED, details: name };
+            if ("code" in answer && typeof answer.code === "number") {
+              callback(answer as { code: number; details: string }, null);
+            } else {
+              callback(null, answer);
+            }
+          },
+        ]),
+      );
+    this.server.addService(TaskServiceService, implementation(["batchSubmitTasks", "listTasks"]));
+    this.server.addService(AgentServiceService, implementation(["listAgents", "getAgent", "listAgentInstances"]));
+    const port = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      );
+    });
+    this.address = `127.0.0.1:${port}`;
+  }
+
+  /** Scripts `method` (the generated client's camelCase name). */
+  on<Req>(method: string, script: (request: Req) => Answer): void {
+    this.scripts.set(method, script as Script);
+  }
+
+  /** The requests `method` received, in order. */
+  calls<Req = unknown>(method: string): Req[] {
+    let list = this.requests.get(method);
+    if (list === undefined) {
+      list = [];
+      this.requests.set(method, list);
+    }
+    return list as Req[];
+  }
+
+  reset(): void {
+    this.requests.clear();
+    this.scripts.clear();
+  }
+
+  stop(): void {
+    this.server.forceShutdown();
+  }
+}
+
+/** Pages of `items` of `size`, keyed by the token that asks for each ("" the first, then "p1", "p2", ...). */
+function paged<T>(items: readonly T[], size: number): Map<string, { items: T[]; next: string }> {
+  const pages = new Map<string, { items: T[]; next: string }>();
+  for (let start = 0, index = 0; start < items.length || index === 0; start += size, index++) {
+    const next = start + size < items.length ? `p${index + 1}` : "";
+    pages.set(index === 0 ? "" : `p${index}`, { items: items.slice(start, start + size), next });
+  }
+  return pages;
+}
+
+function page<T>(pages: Map<string, { items: T[]; next: string }>, token: string): { items: T[]; next: string } {
+  const found = pages.get(token);
+  assert.ok(found, `no page for token ${JSON.stringify(token)}`);
+  return found;
+}
+
+function protoTask(id: string, extra: Partial<Task> = {}): Task {
+  return Task.fromPartial({
+    id,
+    target: { capability: "greet" },
+    state: TaskState.TASK_STATE_SUCCEEDED,
+    correlationId: "c-1",
+    ...extra,
+  });
+}
+
+const UPDATED = new Date("2026-01-02T03:04:05.678Z");
+
+function protoAgent(name: string): Agent {
+  return {
+    name,
+    version: "1.2.3",
+    description: `the ${name} agent`,
+    capabilities: [
+      { name: `${name}.one`, description: "first", inputSchema: { type: "object" }, outputSchema: undefined },
+      { name: `${name}.two`, description: "", inputSchema: undefined, outputSchema: undefined },
+    ],
+    labels: { lang: "typescript" },
+    status: AgentStatus.AGENT_STATUS_ONLINE,
+    connectedInstances: 2,
+    createTime: undefined,
+    updateTime: UPDATED,
+  };
+}
+
+function protoInstance(agentName: string, instanceId: string, extra: Partial<AgentInstance> = {}): AgentInstance {
+  return {
+    instanceId,
+    agentName,
+    version: "1.2.3",
+    sessionId: `s-${instanceId}`,
+    status: AgentInstanceStatus.AGENT_INSTANCE_STATUS_CONNECTED,
+    sdk: { language: "typescript", version: "0.1.0" },
+    node: "host-1",
+    pid: 4242,
+    labels: { lang: "go" },
+    capabilities: ["a.one", "a.two"],
+    maxConcurrency: 8,
+    inFlight: 3,
+    load: 0.25,
+    weight: 1,
+    replicaId: "r-1",
+    connectTime: UPDATED,
+    lastSeenTime: UPDATED,
+    disconnectTime: undefined,
+    ...extra,
+  };
+}
+
+async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of iterable) {
+    out.push(item);
+  }
+  return out;
+}
+
+describe("MeshClient listings and batches", () => {
+  const plane = new FakePlane();
+  let client: MeshClient;
+
+  before(async () => {
+    await plane.start();
+    client = new MeshClient(plane.address, { timeoutMs: 5_000 });
+  });
+  after(() => {
+    client.close();
+    plane.stop();
+  });
+  beforeEach(() => plane.reset());
+
+  // ------------------------------------------------------------ submitMany
+
+  describe("submitMany", () => {
+    it("sends every task with its own options in one BatchSubmitTasks call; results in request order", async () => {
+      plane.on("batchSubmitTasks", (request: BatchSubmitTasksRequest) => ({
+        tasks: request.requests.map((_, index) =>
+          protoTask(`t-${index}`, { state: TaskState.TASK_STATE_QUEUED, priority: index }),
+        ),
+        deduplicated: request.requests.map((_, index) => index === 1),
+      }));
+      const submissions: TaskSubmission[] = [
+        { capability: "greet", input: { name: "Ada" } },
+        {
+          capability: "greet",
+          input: { name: "Alan" },
+          options: {
+            priority: 7,
+            idempotencyKey: "k-2",
+            correlationId: "c-2",
+            metadata: { m: "2" },
+            labelSelector: { lang: "go" },
+            agentName: "greeter",
+            routingKey: "r",
+            strategy: "consistent_hash",
+            maxAttempts: 4,
+            nonRetryableErrorCodes: ["Fatal"],
+            startToCloseMs: 1500,
+          },
+        },
+        { capability: "count", input: new Uint8Array([1, 2, 3]), options: { correlationId: "c-3" } },
+      ];
+      const results: SubmitResult[] = await client.submitMany(submissions);
+
+      const calls = plane.calls<BatchSubmitTasksRequest>("batchSubmitTasks");
+      assert.equal(calls.length, 1, "one call for the whole batch");
+      const sent = calls[0]!.requests;
+      assert.equal(sent.length, 3);
+      assert.deepEqual(
+        sent.map((r) => {
+          const input = decodePayload(r.input);
+          return [r.target?.capability, input instanceof Uint8Array ? [...input] : input];
+        }),
+        [
+          ["greet", { name: "Ada" }],
+          ["greet", { name: "Alan" }],
+          ["count", [1, 2, 3]],
+        ],
+      );
+      const [first, second, third] = [0, 1, 2].map((index) => {
+        const request = sent[index];
+        assert.ok(request?.target && request.retryPolicy && request.timeouts);
+        return { ...request, target: request.target, retryPolicy: request.retryPolicy, timeouts: request.timeouts };
+      }) as [Sent, Sent, Sent];
+      // The first carries no options: defaults.
+      assert.equal(first.priority, 0);
+      assert.equal(first.correlationId, "");
+      assert.deepEqual(first.target.labelSelector, {});
+      assert.equal(first.retryPolicy.maxAttempts, 0);
+      // The second carries all of its own.
+      assert.equal(second.priority, 7);
+      assert.equal(second.idempotencyKey, "k-2");
+      assert.equal(second.correlationId, "c-2");
+      assert.deepEqual(second.metadata, { m: "2" });
+      assert.deepEqual(second.target.labelSelector, { lang: "go" });
+      assert.equal(second.target.agentName, "greeter");
+      assert.equal(second.target.routingKey, "r");
+      assert.equal(second.target.strategy, SchedulingStrategy.SCHEDULING_STRATEGY_CONSISTENT_HASH);
+      assert.equal(second.retryPolicy.maxAttempts, 4);
+      assert.deepEqual(second.retryPolicy.nonRetryableErrorCodes, ["Fatal"]);
+      assert.deepEqual(second.timeouts.startToClose, { seconds: 1, nanos: 500_000_000 });
+      // The third only its correlation id.
+      assert.equal(third.correlationId, "c-3");
+      assert.equal(third.priority, 0);
+      assert.equal(third.idempotencyKey, "");
+
+      assert.deepEqual(
+        results.map((r) => [r.id, r.state, r.priority, r.capability, r.deduplicated]),
+        [
+          ["t-0", "QUEUED", 0, "greet", false],
+          ["t-1", "QUEUED", 1, "greet", true],
+          ["t-2", "QUEUED", 2, "greet", false],
+        ],
+      );
+    });
+
+    it("rejects the whole batch with the mapped error", async () => {
+      plane.on("batchSubmitTasks", () => ({
+        code: status.INVALID_ARGUMENT,
+        details: "requests[1].target.capability: is required",
+      }));
+      await assert.rejects(
+        client.submitMany([{ capability: "greet" }, { capability: "" }]),
+        (error: unknown) => error instanceof InvalidArgumentError && error.code === "INVALID_ARGUMENT",
+      );
+      assert.equal(plane.calls("batchSubmitTasks").length, 1);
+    });
+
+    it("refuses an answer that does not match the batch", async () => {
+      plane.on("batchSubmitTasks", () => ({ tasks: [protoTask("t-0")], deduplicated: [false] }));
+      await assert.rejects(
+        client.submitMany([{ capability: "greet" }, { capability: "greet" }]),
+        (error: unknown) => error instanceof TypeError && /1 tasks for 2 requests/.test(error.message),
+      );
+    });
+  });
+
+  // ------------------------------------------------------------ tasks
+
+  describe("listTasksPage and listTasks", () => {
+    it("sends the filter and the page options; returns the page and its next token", async () => {
+      plane.on("listTasks", () => ({
+        tasks: [protoTask("t-2", { attempt: 1 }), protoTask("t-1")],
+        nextPageToken: "next-1",
+      }));
+      const page = await client.listTasksPage(
+        { state: "SUCCEEDED", capability: "greet", correlationId: "c-1" },
+        { pageSize: 2, pageToken: "tok" },
+      );
+      assert.deepEqual(plane.calls<ListTasksRequest>("listTasks"), [
+        {
+          pageSize: 2,
+          pageToken: "tok",
+          state: TaskState.TASK_STATE_SUCCEEDED,
+          capability: "greet",
+          correlationId: "c-1",
+        },
+      ]);
+      assert.equal(page.nextPageToken, "next-1");
+      assert.deepEqual(
+        page.items.map((t: TaskInfo) => [t.id, t.state, t.capability, t.correlationId, t.attempt]),
+        [
+          ["t-2", "SUCCEEDED", "greet", "c-1", 1],
+          ["t-1", "SUCCEEDED", "greet", "c-1", 0],
+        ],
+      );
+    });
+
+    it("sends no filter by default", async () => {
+      plane.on("listTasks", () => ({ tasks: [], nextPageToken: "" }));
+      const page = await client.listTasksPage();
+      assert.deepEqual(page, { items: [], nextPageToken: "" });
+      assert.deepEqual(plane.calls<ListTasksRequest>("listTasks"), [
+        { pageSize: 0, pageToken: "", state: TaskState.TASK_STATE_UNSPECIFIED, capability: "", correlationId: "" },
+      ]);
+    });
+
+    it("maps every task state of the filter", async () => {
+      plane.on("listTasks", () => ({ tasks: [], nextPageToken: "" }));
+      const states = ["QUEUED", "ASSIGNED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "DEAD_LETTER"];
+      for (const state of states) {
+        await client.listTasksPage({ state: state as TaskInfo["state"] });
+      }
+      assert.deepEqual(
+        plane.calls<ListTasksRequest>("listTasks").map((r) => r.state),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+      );
+    });
+
+    it("refuses an unknown state before any call", async () => {
+      for (const state of ["queued", "DONE", ""]) {
+        await assert.rejects(
+          client.listTasksPage({ state: state as TaskInfo["state"] }),
+          (error: unknown) => error instanceof RangeError && error.message.includes("unknown task state"),
+        );
+      }
+      assert.equal(plane.calls<ListTasksRequest>("listTasks").length, 0);
+    });
+
+    it("follows every page, sending each next-page token back with the same filter", async () => {
+      const tasks = ["t-5", "t-4", "t-3", "t-2", "t-1"].map((id) => protoTask(id));
+      const pages = paged(tasks, 2);
+      plane.on("listTasks", (request: ListTasksRequest) => {
+        const { items, next } = page(pages, request.pageToken);
+        return { tasks: items, nextPageToken: next };
+      });
+      const listed = await collect(client.listTasks({ capability: "greet", state: "SUCCEEDED" }, { pageSize: 2 }));
+      assert.deepEqual(
+        listed.map((t) => t.id),
+        ["t-5", "t-4", "t-3", "t-2", "t-1"],
+      );
+      const calls = plane.calls<ListTasksRequest>("listTasks");
+      assert.deepEqual(
+        calls.map((r) => r.pageToken),
+        ["", "p1", "p2"],
+      );
+      for (const request of calls) {
+        assert.equal(request.pageSize, 2);
+        assert.equal(request.capability, "greet");
+        assert.equal(request.state, TaskState.TASK_STATE_SUCCEEDED);
+      }
+    });
+
+    it("fetches no further page once the loop is left", async () => {
+      const pages = paged(["t-3", "t-2", "t-1"].map((id) => protoTask(id)), 1);
+      plane.on("listTasks", (request: ListTasksRequest) => {
+        const { items, next } = page(pages, request.pageToken);
+        return { tasks: items, nextPageToken: next };
+      });
+      const seen: string[] = [];
+      for await (const task of client.listTasks()) {
+        seen.push(task.id);
+        if (seen.length === 2) {
+          break;
+        }
+      }
+      assert.deepEqual(seen, ["t-3", "t-2"]);
+      assert.deepEqual(
+        plane.calls<ListTasksRequest>("listTasks").map((r) => r.pageToken),
+        ["", "p1"],
+      );
+    });
+
+    it("maps a failure on a later page", async () => {
+      plane.on("listTasks", (request: ListTasksRequest) =>
+        request.pageToken === ""
+          ? { tasks: [protoTask("t-1")], nextPageToken: "p1" }
+          : { code: status.UNAVAILABLE, details: "shutting down" },
+      );
+      const seen: string[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const task of client.listTasks()) {
+            seen.push(task.id);
+          }
+        })(),
+        (error: unknown) => error instanceof UnavailableError && error.message.includes("shutting down"),
+      );
+      assert.deepEqual(seen, ["t-1"]);
+    });
+  });
+
+  // ------------------------------------------------------------ agents
+
+  describe("listAgents, listAgentsPage and getAgent", () => {
+    it("follows every page of agents with the largest page size and the capability filter", async () => {
+      const pages = paged(["a", "b", "c"].map(protoAgent), 2);
+      plane.on("listAgents", (request: ListAgentsRequest) => {
+        const { items, next } = page(pages, request.pageToken);
+        return { agents: items, nextPageToken: next };
+      });
+      const agents = await client.listAgents({ capability: "a.one" });
+      assert.deepEqual(
+        agents.map((a) => a.name),
+        ["a", "b", "c"],
+      );
+      assert.deepEqual(plane.calls<ListAgentsRequest>("listAgents"), [
+        { capability: "a.one", pageSize: 1000, pageToken: "" },
+        { capability: "a.one", pageSize: 1000, pageToken: "p1" },
+      ]);
+      assert.deepEqual(agents[0], {
+        name: "a",
+        version: "1.2.3",
+        description: "the a agent",
+        status: "ONLINE",
+        connectedInstances: 2,
+        capabilities: [
+          { name: "a.one", description: "first", inputSchema: { type: "object" }, outputSchema: undefined },
+          { name: "a.two", description: "", inputSchema: undefined, outputSchema: undefined },
+        ],
+        labels: { lang: "typescript" },
+        updateTime: UPDATED,
+      });
+    });
+
+    it("strips the status prefix of every agent status", async () => {
+      const statuses = [
+        AgentStatus.AGENT_STATUS_ONLINE,
+        AgentStatus.AGENT_STATUS_DRAINING,
+        AgentStatus.AGENT_STATUS_OFFLINE,
+        AgentStatus.AGENT_STATUS_UNSPECIFIED,
+      ];
+      plane.on("listAgents", () => ({
+        agents: statuses.map((s, index) => ({ ...protoAgent(`a${index}`), status: s })),
+        nextPageToken: "",
+      }));
+      const agents = await client.listAgents();
+      assert.deepEqual(
+        agents.map((a) => a.status),
+        ["ONLINE", "DRAINING", "OFFLINE", "UNSPECIFIED"],
+      );
+      assert.deepEqual(plane.calls<ListAgentsRequest>("listAgents"), [
+        { capability: "", pageSize: 1000, pageToken: "" },
+      ]);
+    });
+
+    it("lists one page at a time", async () => {
+      plane.on("listAgents", () => ({ agents: [protoAgent("b")], nextPageToken: "after-b" }));
+      const page1 = await client.listAgentsPage({ pageSize: 1, pageToken: "after-a" });
+      assert.deepEqual(
+        [page1.items.map((a) => a.name), page1.nextPageToken],
+        [["b"], "after-b"],
+      );
+      assert.deepEqual(plane.calls<ListAgentsRequest>("listAgents"), [
+        { capability: "", pageSize: 1, pageToken: "after-a" },
+      ]);
+    });
+
+    it("gets one agent by name", async () => {
+      plane.on("getAgent", (request: GetAgentRequest) => ({ agent: protoAgent(request.agentName) }));
+      const agent = await client.getAgent("greeter");
+      assert.equal(agent.name, "greeter");
+      assert.equal(agent.status, "ONLINE");
+      assert.deepEqual(
+        agent.capabilities.map((c) => c.name),
+        ["greeter.one", "greeter.two"],
+      );
+      assert.deepEqual(plane.calls<GetAgentRequest>("getAgent"), [{ agentName: "greeter" }]);
+    });
+
+    it("rejects an unknown agent with NotFoundError", async () => {
+      plane.on("getAgent", () => ({ code: status.NOT_FOUND, details: "agent nobody not found" }));
+      await assert.rejects(
+        client.getAgent("nobody"),
+        (error: unknown) => error instanceof NotFoundError && error.message === "agent nobody not found",
+      );
+    });
+
+    it("maps a listing failure", async () => {
+      plane.on("listAgents", () => ({ code: status.PERMISSION_DENIED, details: "no agents:read" }));
+      await assert.rejects(client.listAgents(), PermissionDeniedError);
+    });
+  });
+
+  describe("listInstances", () => {
+    it("lists the connected instances of every agent by default, following pages", async () => {
+      const pages = paged(
+        [protoInstance("a", "a-1"), protoInstance("a", "a-2"), protoInstance("b", "b-1")],
+        1,
+      );
+      plane.on("listAgentInstances", (request: ListAgentInstancesRequest) => {
+        const { items, next } = page(pages, request.pageToken);
+        return { instances: items, nextPageToken: next };
+      });
+      const instances = await client.listInstances();
+      assert.deepEqual(
+        instances.map((i) => [i.agentName, i.instanceId]),
+        [
+          ["a", "a-1"],
+          ["a", "a-2"],
+          ["b", "b-1"],
+        ],
+      );
+      assert.deepEqual(
+        plane.calls<ListAgentInstancesRequest>("listAgentInstances"),
+        ["", "p1", "p2"].map((pageToken) => ({
+          agentName: "-",
+          includeDisconnected: false,
+          pageSize: 1000,
+          pageToken,
+        })),
+      );
+      assert.deepEqual(instances[0], {
+        instanceId: "a-1",
+        agentName: "a",
+        version: "1.2.3",
+        status: "CONNECTED",
+        sessionId: "s-a-1",
+        capabilities: ["a.one", "a.two"],
+        maxConcurrency: 8,
+        inFlight: 3,
+        load: 0.25,
+        labels: { lang: "go" },
+        sdk: "typescript 0.1.0",
+        node: "host-1",
+        pid: 4242,
+        connectTime: UPDATED,
+        lastSeenTime: UPDATED,
+      });
+    });
+
+    it("lists one agent's instances, disconnected ones too when asked", async () => {
+      plane.on("listAgentInstances", () => ({
+        instances: [
+          protoInstance("a", "a-1", { status: AgentInstanceStatus.AGENT_INSTANCE_STATUS_DRAINING }),
+          protoInstance("a", "a-2", {
+            status: AgentInstanceStatus.AGENT_INSTANCE_STATUS_DISCONNECTED,
+            sdk: undefined,
+          }),
+        ],
+        nextPageToken: "",
+      }));
+      const instances = await client.listInstances("a", { includeDisconnected: true });
+      assert.deepEqual(
+        instances.map((i) => [i.instanceId, i.status, i.sdk]),
+        [
+          ["a-1", "DRAINING", "typescript 0.1.0"],
+          ["a-2", "DISCONNECTED", ""],
+        ],
+      );
+      assert.deepEqual(plane.calls<ListAgentInstancesRequest>("listAgentInstances"), [
+        { agentName: "a", includeDisconnected: true, pageSize: 1000, pageToken: "" },
+      ]);
+    });
+
+    it("rejects an unknown agent with NotFoundError", async () => {
+      plane.on("listAgentInstances", () => ({ code: status.NOT_FOUND, details: "agent nobody not found" }));
+      await assert.rejects(client.listInstances("nobody"), NotFoundError);
+    });
+  });
+});
