@@ -43,6 +43,19 @@ from tests.support.link_agent import json_payload, payload_value
 from tests.support.toolchain import toolchain_missing
 
 LANGUAGES = ("python", "go", "typescript")
+CAPABILITIES = frozenset(  # what every conformance agent registers (CONTRACT.md, "Capabilities")
+    {
+        "conf.echo",
+        "conf.progress",
+        "conf.flaky",
+        "conf.fatal",
+        "conf.sleep",
+        "conf.concurrency",
+        "conf.publish",
+        "conf.state_cas",
+        "conf.whoami",
+    }
+)
 
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 30.0

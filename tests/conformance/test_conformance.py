@@ -16,22 +16,11 @@ import pytest
 
 from controlplane.app import ControlPlane
 from meshplane.v1 import agent_pb2, task_pb2
-from tests.conformance.driver import Agents, Launcher, Mesh, describe, output
+from tests.conformance.driver import CAPABILITIES, Agents, Launcher, Mesh, describe, output
 from tests.support.eventually import eventually
 from tests.support.link_agent import payload_value
 from tests.support.plane import running_plane
 
-CAPABILITIES = {
-    "conf.echo",
-    "conf.progress",
-    "conf.flaky",
-    "conf.fatal",
-    "conf.sleep",
-    "conf.concurrency",
-    "conf.publish",
-    "conf.state_cas",
-    "conf.whoami",
-}
 SUCCEEDED = task_pb2.TASK_STATE_SUCCEEDED
 RUNNING = task_pb2.TASK_STATE_RUNNING
 

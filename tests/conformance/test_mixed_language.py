@@ -29,7 +29,7 @@ import pytest
 from controlplane.app import ControlPlane
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.conformance import driver, mixed_clients
-from tests.conformance.driver import LANGUAGES, AgentProcess, Agents, Mesh, describe, output
+from tests.conformance.driver import CAPABILITIES, LANGUAGES, AgentProcess, Agents, Mesh, describe, output
 from tests.conformance.mixed_clients import ClientRun
 from tests.support.eventually import eventually
 from tests.support.link_agent import payload_value
@@ -235,19 +235,6 @@ async def test_a_client_in_each_language_resubmits_an_ended_task_and_only_an_end
         await mesh.tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=running.id))
     problems = [problem for result in results for problem in result]
     assert not problems, "\n".join(problems)
-
-
-CAPABILITIES = {
-    "conf.echo",
-    "conf.progress",
-    "conf.flaky",
-    "conf.fatal",
-    "conf.sleep",
-    "conf.concurrency",
-    "conf.publish",
-    "conf.state_cas",
-    "conf.whoami",
-}
 
 
 @pytest.mark.timeout(60)
