@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,10 +157,8 @@ class ClientRun:
         )
 
 
-async def run(language: str, argv: list[str], *, timeout: float = RUN_TIMEOUT_S) -> ClientRun:
-    """Run a client command to its end (own process group; killed if it outlives ``timeout``)."""
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
+async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -167,15 +166,25 @@ async def run(language: str, argv: list[str], *, timeout: float = RUN_TIMEOUT_S)
         start_new_session=True,
         env=dict(os.environ),
     )
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+async def run(language: str, argv: list[str], *, timeout: float = RUN_TIMEOUT_S) -> ClientRun:
+    """Run a client command to its end (own process group; killed if it outlives ``timeout``)."""
+    started = time.monotonic()
+    proc = await _spawn(argv)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         raise AssertionError(f"the {language} client did not exit within {timeout}s: {argv!r}") from None
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await _kill(proc)
     assert proc.returncode is not None
     return ClientRun(
         language,
@@ -185,3 +194,53 @@ async def run(language: str, argv: list[str], *, timeout: float = RUN_TIMEOUT_S)
         err.decode(errors="replace"),
         time.monotonic() - started,
     )
+
+
+class RunningClient:
+    """A client command running in the background (``subscribe``): its first stdout line can be awaited while
+    it runs, and :meth:`finish` collects the rest once it exits."""
+
+    def __init__(self, language: str, argv: list[str], proc: asyncio.subprocess.Process) -> None:
+        self.language = language
+        self.argv = argv
+        self._proc = proc
+        self._first = b""
+        self._started = time.monotonic()
+
+    async def first_line(self, timeout: float = RUN_TIMEOUT_S) -> Any:
+        """The first stdout line, as JSON (an AssertionError if none comes within ``timeout``)."""
+        assert self._proc.stdout is not None
+        try:
+            self._first = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"the {self.language} client printed nothing within {timeout}s") from None
+        if not self._first:
+            raise AssertionError(f"the {self.language} client ended without a line: {(await self.finish()).describe()}")
+        return json.loads(self._first)
+
+    async def finish(self, timeout: float = RUN_TIMEOUT_S) -> ClientRun:
+        """Wait for the command to exit: its whole stdout (the first line included)."""
+        try:
+            out, err = await asyncio.wait_for(self._proc.communicate(), timeout)
+        except TimeoutError:
+            await _kill(self._proc)
+            raise AssertionError(f"the {self.language} client did not exit within {timeout}s: {self.argv!r}") from None
+        assert self._proc.returncode is not None
+        return ClientRun(
+            self.language,
+            self.argv,
+            self._proc.returncode,
+            (self._first + out).decode(errors="replace"),
+            err.decode(errors="replace"),
+            time.monotonic() - self._started,
+        )
+
+
+@contextlib.asynccontextmanager
+async def background(language: str, argv: list[str]) -> AsyncIterator[RunningClient]:
+    """Start a client command; it is killed on the way out if it is still running."""
+    proc = await _spawn(argv)
+    try:
+        yield RunningClient(language, argv, proc)
+    finally:
+        await _kill(proc)

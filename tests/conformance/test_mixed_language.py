@@ -7,6 +7,7 @@ mixed-language clients of tests/conformance/CONTRACT.md.
   and is refused for a task still running.
 - A client in each language submits a batch in one call, lists it back page by page, and lists the agents and
   an agent's instances.
+- A client in each language subscribes to a channel and receives what the clients of all three publish on it.
 - A client in each language publishes on ``conf.broadcast``; every message must reach the agents of all
   three languages (each echoes what it receives on ``conf.received``, which the test subscribes to over
   the raw gRPC ChannelService).
@@ -17,6 +18,7 @@ Every language's agent and client is needed: a missing toolchain skips locally a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +32,7 @@ from controlplane.app import ControlPlane
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.conformance import driver, mixed_clients
 from tests.conformance.driver import CAPABILITIES, LANGUAGES, AgentProcess, Agents, Mesh, describe, output
-from tests.conformance.mixed_clients import ClientRun
+from tests.conformance.mixed_clients import ClientRun, RunningClient
 from tests.support.eventually import eventually
 from tests.support.link_agent import payload_value
 from tests.support.plane import running_plane
@@ -56,6 +58,10 @@ class Polyglot:
     async def client(self, language: str, *args: str) -> ClientRun:
         argv = [*self.clients[language], "--target", self.plane.address, *args]
         return await mixed_clients.run(language, argv)
+
+    def background(self, language: str, *args: str) -> contextlib.AbstractAsyncContextManager[RunningClient]:
+        argv = [*self.clients[language], "--target", self.plane.address, *args]
+        return mixed_clients.background(language, argv)
 
 
 @pytest.fixture
@@ -309,4 +315,40 @@ async def test_a_client_in_each_language_batch_submits_and_lists_tasks_agents_an
     others = {language: LANGUAGES[(index + 1) % len(LANGUAGES)] for index, language in enumerate(LANGUAGES)}
     results = await asyncio.gather(*(check(language, agent_language) for language, agent_language in others.items()))
     problems = [problem for result in results for problem in result]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_in_each_language_receives_what_the_clients_of_all_three_publish(polyglot: Polyglot) -> None:
+    channel = f"mixed.fanout.{uuid.uuid4().hex[:8]}"
+    messages = {language: {"from": language, "nonce": uuid.uuid4().hex, "data": PAYLOAD} for language in LANGUAGES}
+    listen = ["subscribe", "--channel", channel, "--count", str(len(messages)), "--timeout", "30"]
+    async with contextlib.AsyncExitStack() as stack:
+        subscribers = {
+            language: await stack.enter_async_context(polyglot.background(language, *listen)) for language in LANGUAGES
+        }
+        for language, subscriber in subscribers.items():  # live before anything is published: nothing is missed
+            first = await subscriber.first_line()
+            assert first == {"subscribed": channel}, f"{language} subscriber printed {first!r}"
+        published = await asyncio.gather(
+            *(
+                polyglot.client(language, "publish", "--channel", channel, "--data", json.dumps(message))
+                for language, message in messages.items()
+            )
+        )
+        for run in published:
+            assert run.returncode == 0 and run.lines() == [{"published": channel}], run.describe()
+        received = {language: await subscriber.finish() for language, subscriber in subscribers.items()}
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    expected = sorted(messages.values(), key=canonical)
+    problems: list[str] = []
+    for language, run in received.items():
+        lines = run.lines()[1:]
+        if run.returncode != 0 or sorted((line.get("data") for line in lines), key=canonical) != expected:
+            problems.append(f"{language} subscriber: expected the data {expected!r}: {run.describe()}")
+        elif any(line["channel"] != channel or not line["publisher"].startswith("client/") for line in lines):
+            problems.append(f"{language} subscriber: channel or publisher wrong: {run.describe()}")
     assert not problems, "\n".join(problems)

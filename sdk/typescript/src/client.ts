@@ -1,4 +1,7 @@
-/** `MeshClient`: submit, follow and list tasks, list agents, publish on channels, read and write state. */
+/**
+ * `MeshClient`: submit, follow and list tasks, list agents, publish on and subscribe to channels, read and write
+ * state.
+ */
 
 import { type ConnectionOptions, Connection, defaultTarget, defaultToken } from "./connection";
 import {
@@ -13,6 +16,7 @@ import {
 import {
   type InvalidArgumentError,
   type NotFoundError,
+  type RpcError,
   TaskCancelledError,
   TaskDeadLetteredError,
   TaskFailedError,
@@ -30,6 +34,7 @@ import {
   TaskServiceClient,
 } from "./proto";
 import { StateStore } from "./state";
+import { ChannelSubscription, type SubscribeOptions, type Subscription } from "./subscription";
 import {
   type AgentInfo,
   type ChannelMessage,
@@ -199,8 +204,8 @@ export function submitRequest(capability: string, input: unknown, options: Submi
 
 /**
  * A client of the mesh: submit tasks (one by one or in batches) and wait for them, cancel and list them,
- * list agents and their instances, publish on channels, and read and write state. One gRPC connection,
- * or `connections` of them taken in turn; `close()` it when done.
+ * list agents and their instances, publish on and subscribe to channels, and read and write state. One gRPC
+ * connection, or `connections` of them taken in turn; `close()` it when done.
  *
  * ```ts
  * const client = new MeshClient("127.0.0.1:50051");
@@ -214,6 +219,8 @@ export class MeshClient {
   readonly target: string;
   private readonly connection: Connection;
   private readonly timeoutMs: number;
+  /** The subscriptions not yet closed; {@link close} closes them. */
+  private readonly subscriptions = new Set<Subscription>();
 
   constructor(target?: string, options: MeshClientOptions = {}) {
     this.target = target || defaultTarget();
@@ -459,6 +466,39 @@ export class MeshClient {
     return channelMessage(message, decodePayload(message.payload));
   }
 
+  /**
+   * Subscribes to a channel; resolves once the subscription is live (the control plane confirmed it), so
+   * nothing published from then on is missed. The {@link Subscription} is an async iterable of the channel's
+   * messages (payloads decoded: JSON as a value, other content types as a Uint8Array; `T` is not checked).
+   * Leaving a `for await` loop over it, its `close()`, `options.signal` aborting, or the client's
+   * {@link close} closes it.
+   *
+   * Rejects with the matching {@link RpcError} if the stream fails before the subscription is live (an invalid
+   * channel name: {@link InvalidArgumentError}; no control plane: {@link UnavailableError}), or with the
+   * signal's reason if it aborts first. There is no timeout of its own: pass `AbortSignal.timeout(ms)`.
+   *
+   * ```ts
+   * const sub = await client.subscribe("news", { signal });
+   * await client.publish("news", { headline: "hello" }); // received: the subscription was live
+   * for await (const message of sub) {
+   *   console.log(message.publisher, message.data); // "client/anonymous" { headline: "hello" }
+   *   break; // closes the subscription
+   * }
+   * ```
+   */
+  async subscribe<T = unknown>(channel: string, options: SubscribeOptions = {}): Promise<Subscription<T>> {
+    options.signal?.throwIfAborted();
+    const stub = this.connection.client(ChannelServiceClient);
+    const call = stub.subscribe({ channel }, this.connection.metadata());
+    const subscription: ChannelSubscription<T> = new ChannelSubscription<T>(this.connection, channel, call, {
+      signal: options.signal,
+      onClose: () => this.subscriptions.delete(subscription),
+    });
+    this.subscriptions.add(subscription);
+    await subscription.started();
+    return subscription;
+  }
+
   // ------------------------------------------------------------ state
 
   /** The state entries of `namespace` (an agent's handlers use the namespace named after the agent). */
@@ -541,8 +581,14 @@ export class MeshClient {
     );
   }
 
-  /** Closes the client's channel (idempotent). */
+  /**
+   * Closes the client's channel (idempotent), and its open subscriptions (their loops end; a `subscribe` not
+   * yet live rejects with {@link UnavailableError}).
+   */
   close(): void {
+    for (const subscription of [...this.subscriptions]) {
+      subscription.close();
+    }
     this.connection.close();
   }
 }

@@ -64,6 +64,7 @@ export {
 export { consoleLogger, type Logger, type LogLevel } from "./log";
 export type { AgentStatus } from "./runtime";
 export { type DeleteOptions, type ListOptions, type PutOptions, StateStore } from "./state";
+export type { SubscribeOptions, Subscription } from "./subscription";
 export {
   type AgentAvailability,
   type AgentInfo,

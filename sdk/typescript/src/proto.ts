@@ -27,6 +27,7 @@ export { AgentServiceClient } from "../../../generated/ts/meshplane/v1/agent_ser
 export {
   type ChannelMessage as ChannelMessageProto,
   ChannelServiceClient,
+  type SubscribeResponse,
 } from "../../../generated/ts/meshplane/v1/channel";
 export {
   type Capability,

@@ -1,7 +1,7 @@
 // Command meshplane-conformance-client is the Go SDK's mixed-language conformance client: the
 // command line fixed by tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the
 // SDK's public client API only (NewClient, Submit, SubmitMany, Resubmit, Wait, ListTasksPage,
-// ListAgents, ListInstances, Publish).
+// ListAgents, ListInstances, Publish, Subscribe).
 //
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
 //	    [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
@@ -11,11 +11,14 @@
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-agents [--capability C]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] subscribe --channel C --count N [--timeout SECONDS]
 //
 // submit prints one JSON line per task, in submission order; resubmit one line for the new task (with
 // "resubmitted_from"); the list commands one line per task, agent or instance, in the server's order;
-// publish prints {"published": C}.
-// Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage. Logs go to stderr.
+// publish prints {"published": C}; subscribe prints {"subscribed": C} once the subscription is live, then
+// one line per message as it arrives, until N messages.
+// Exit status: 0 success, 1 a task did not succeed, a call failed or the timeout passed, 2 bad usage.
+// Logs go to stderr.
 package main
 
 import (
@@ -39,7 +42,8 @@ const usage = `usage: meshplane-conformance-client --target HOST:PORT [--token T
   list-tasks [--capability C] [--state S] [--correlation-id X] [--page-size N]
   list-agents [--capability C]
   list-instances [--agent NAME]
-  publish --channel C --data JSON`
+  publish --channel C --data JSON
+  subscribe --channel C --count N [--timeout SECONDS]`
 
 // listTimeout bounds a list command (all its pages).
 const listTimeout = 30 * time.Second
@@ -82,6 +86,16 @@ type instanceLine struct {
 	Labels     map[string]string `json:"labels"`
 }
 
+// messageLine is what subscribe prints for one message.
+type messageLine struct {
+	Channel   string          `json:"channel"`
+	Data      json.RawMessage `json:"data"`
+	Publisher string          `json:"publisher"`
+}
+
+// errEnough ends a subscription once it has received the messages it wanted.
+var errEnough = errors.New("received enough messages")
+
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
@@ -120,6 +134,8 @@ func run(args []string) int {
 		return listInstances(client, rest)
 	case "publish":
 		return publish(client, rest)
+	case "subscribe":
+		return subscribe(client, rest)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n%s\n", command, usage)
 		return 2
@@ -390,6 +406,75 @@ func publish(client *meshplane.Client, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func subscribe(client *meshplane.Client, args []string) int {
+	fs := flag.NewFlagSet("subscribe", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	channel := fs.String("channel", "", "channel to subscribe to")
+	count := fs.Int("count", 0, "number of messages to receive")
+	timeout := fs.Float64("timeout", 30, "seconds to wait for all messages")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *channel == "" || *count < 1 {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*timeout*float64(time.Second)))
+	defer cancel()
+	out := json.NewEncoder(os.Stdout)
+
+	// Subscribe closes ready (in its own goroutine, before calling fn with any message) once the
+	// subscription is live; the subscribed line is printed from here, and fn waits for it so that
+	// it comes first.
+	ready := make(chan struct{})
+	announced := make(chan struct{})
+	var announceErr error
+	go func() {
+		defer close(announced)
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return
+		}
+		if announceErr = out.Encode(map[string]string{"subscribed": *channel}); announceErr != nil {
+			cancel()
+		}
+	}()
+
+	received := 0
+	err := client.Subscribe(ctx, *channel, ready, func(msg *meshplane.Message) error {
+		<-announced
+		if announceErr != nil {
+			return announceErr
+		}
+		var data json.RawMessage
+		if err := msg.Decode(&data); err != nil {
+			return fmt.Errorf("message %s: %w", msg.ID, err)
+		}
+		if err := out.Encode(messageLine{Channel: msg.Channel, Data: data, Publisher: msg.Publisher}); err != nil {
+			return fmt.Errorf("stdout: %w", err)
+		}
+		if received++; received == *count {
+			return errEnough
+		}
+		return nil
+	})
+	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+	cancel()
+	<-announced
+
+	switch {
+	case errors.Is(err, errEnough):
+		return 0
+	case announceErr != nil:
+		fmt.Fprintf(os.Stderr, "stdout: %v\n", announceErr)
+	case timedOut:
+		fmt.Fprintf(os.Stderr, "subscribe %s: timed out after %gs with %d of %d messages\n", *channel, *timeout, received, *count)
+	case err == nil:
+		fmt.Fprintf(os.Stderr, "subscribe %s: subscription ended after %d of %d messages\n", *channel, received, *count)
+	default:
+		fmt.Fprintf(os.Stderr, "subscribe %s: %v\n", *channel, err)
+	}
+	return 1
 }
 
 // parseSelector parses "k=v,k2=v2" ("" is no selector).

@@ -1,6 +1,6 @@
 """The Python SDK's mixed-language conformance client (tests/conformance/CONTRACT.md, "Mixed-language clients"),
 built with the public client API only (MeshClient: submit, submit_many, resubmit, wait, list_tasks_page,
-list_agents, list_instances, publish).
+list_agents, list_instances, publish, subscribe).
 
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] submit --capability C
     --input JSON [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
@@ -11,6 +11,8 @@ python tests/conformance/clients/python/client.py --target HOST:PORT [--token TO
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-agents [--capability C]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] subscribe --channel C --count N
+    [--timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -147,6 +149,18 @@ async def publish(client: MeshClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def subscribe(client: MeshClient, args: argparse.Namespace) -> int:
+    async with asyncio.timeout(args.timeout), client.subscribe(args.channel) as subscription:
+        print_line({"subscribed": args.channel})  # entering waited until the subscription was live
+        received = 0
+        async for message in subscription:
+            print_line({"channel": message.channel, "data": message.data, "publisher": message.publisher})
+            received += 1
+            if received == args.count:
+                return 0
+    return 1  # the stream ended first
+
+
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", required=True)
@@ -175,6 +189,10 @@ async def main(argv: list[str]) -> int:
     pub = commands.add_parser("publish")
     pub.add_argument("--channel", required=True)
     pub.add_argument("--data", type=json_value, required=True)
+    listen = commands.add_parser("subscribe")
+    listen.add_argument("--channel", required=True)
+    listen.add_argument("--count", type=positive, required=True)
+    listen.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)  # exits 2 on bad usage
 
     async with MeshClient(args.target, token=args.token) as client:
@@ -186,6 +204,7 @@ async def main(argv: list[str]) -> int:
                 "list-agents": list_agents,
                 "list-instances": list_instances,
                 "publish": publish,
+                "subscribe": subscribe,
             }[args.command]
             return await run(client, args)
         except Exception as exc:

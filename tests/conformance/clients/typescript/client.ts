@@ -1,6 +1,7 @@
 // The TypeScript SDK's mixed-language conformance client: the command line fixed by
 // tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the SDK's public client API
-// only (MeshClient: submit, submitMany, resubmit, wait, listTasksPage, listAgents, listInstances, publish).
+// only (MeshClient: submit, submitMany, resubmit, wait, listTasksPage, listAgents, listInstances, publish,
+// subscribe).
 //
 //   node dist/client.js --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
 //       [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
@@ -10,11 +11,14 @@
 //   node dist/client.js --target HOST:PORT [--token TOKEN] list-agents [--capability C]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
+//   node dist/client.js --target HOST:PORT [--token TOKEN] subscribe --channel C --count N [--timeout SECONDS]
 //
 // submit prints one JSON line per task, in submission order (--batch: the N tasks in one submitMany call);
 // resubmit one line for the new task (with "resubmitted_from"); the list commands one line per task, agent
-// or instance, in the server's order, following pages; publish prints {"published": C}.
-// Exit status: 0 success, 1 a task did not succeed or a call failed, 2 bad usage.
+// or instance, in the server's order, following pages; publish prints {"published": C}; subscribe prints
+// {"subscribed": C} once the subscription is live, then {"channel": C, "data": ..., "publisher": P} per message
+// as it arrives, until N messages (then closes the subscription).
+// Exit status: 0 success, 1 a task did not succeed, a call failed or the timeout passed, 2 bad usage.
 
 import { parseArgs } from "node:util";
 
@@ -27,7 +31,8 @@ const USAGE = `usage: client.js --target HOST:PORT [--token TOKEN] COMMAND ...
   list-tasks [--capability C] [--state S] [--correlation-id X] [--page-size N]
   list-agents [--capability C]
   list-instances [--agent NAME]
-  publish --channel C --data JSON`;
+  publish --channel C --data JSON
+  subscribe --channel C --count N [--timeout SECONDS]`;
 
 /** The task states a --state filter may name (any case). */
 const STATES: readonly TaskState[] = [
@@ -246,6 +251,43 @@ async function publish(client: MeshClient, argv: string[]): Promise<number> {
   return 0;
 }
 
+async function subscribe(client: MeshClient, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { channel: { type: "string" }, count: { type: "string" }, timeout: { type: "string", default: "30" } },
+    strict: true,
+  });
+  const channel = values.channel;
+  const count = Number(values.count);
+  const timeout = Number(values.timeout);
+  if (!channel || !Number.isInteger(count) || count < 1 || !(timeout > 0)) {
+    throw new UsageError("subscribe needs --channel, a --count >= 1 and a --timeout > 0");
+  }
+  // A timer of our own (AbortSignal.timeout's does not keep the process alive).
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new Error(`fewer than ${count} messages on ${channel} within ${timeout} s`)),
+    timeout * 1000,
+  );
+  try {
+    const subscription = await client.subscribe(channel, { signal: controller.signal });
+    print({ subscribed: channel }); // subscribe resolved once the subscription was live
+    let received = 0;
+    for await (const message of subscription) {
+      print({ channel: message.channel, data: message.data, publisher: message.publisher });
+      if (++received === count) {
+        break; // closes the subscription
+      }
+    }
+    if (received < count) {
+      throw new Error(`the subscription to ${channel} ended after ${received} of ${count} messages`);
+    }
+    return 0;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   let client: MeshClient | undefined;
   try {
@@ -265,6 +307,7 @@ async function main(argv: string[]): Promise<number> {
       "list-agents": listAgents,
       "list-instances": listInstances,
       publish,
+      subscribe,
     };
     const run = Object.hasOwn(commands, command) ? commands[command] : undefined;
     if (run === undefined) {
