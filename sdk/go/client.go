@@ -486,11 +486,7 @@ func (c *Client) ListTasksPage(ctx context.Context, filter TaskFilter, pageSize 
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	page := &TaskPage{Tasks: make([]*TaskInfo, 0, len(resp.GetTasks())), NextPageToken: resp.GetNextPageToken()}
-	for _, t := range resp.GetTasks() {
-		page.Tasks = append(page.Tasks, taskInfo(t))
-	}
-	return page, nil
+	return &TaskPage{Tasks: convertAll(resp.GetTasks(), taskInfo), NextPageToken: resp.GetNextPageToken()}, nil
 }
 
 // ListTasks iterates over every task matching filter, newest first (without their attempts),

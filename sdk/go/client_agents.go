@@ -159,20 +159,13 @@ func instanceInfo(i *pb.AgentInstance) *InstanceInfo {
 // ListAgents returns every registered agent, by name ("" capability), or only those that
 // registered capability; it follows the pages to the end.
 func (c *Client) ListAgents(ctx context.Context, capability string) ([]*AgentInfo, error) {
-	agents := []*AgentInfo{}
-	req := &pb.ListAgentsRequest{Capability: capability, PageSize: listPageSize}
-	for {
-		resp, err := c.agents.ListAgents(ctx, req)
+	return allPages(func(token string) ([]*AgentInfo, string, error) {
+		resp, err := c.agents.ListAgents(ctx, &pb.ListAgentsRequest{Capability: capability, PageSize: listPageSize, PageToken: token})
 		if err != nil {
-			return nil, rpcError(err)
+			return nil, "", rpcError(err)
 		}
-		for _, a := range resp.GetAgents() {
-			agents = append(agents, agentInfo(a))
-		}
-		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
-			return agents, nil
-		}
-	}
+		return convertAll(resp.GetAgents(), agentInfo), resp.GetNextPageToken(), nil
+	})
 }
 
 // GetAgent returns one agent (an error matching ErrNotFound if there is none).
@@ -190,18 +183,38 @@ func (c *Client) ListInstances(ctx context.Context, agentName string, includeDis
 	if agentName == "" {
 		agentName = "-"
 	}
-	instances := []*InstanceInfo{}
-	req := &pb.ListAgentInstancesRequest{AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: listPageSize}
-	for {
-		resp, err := c.agents.ListAgentInstances(ctx, req)
+	return allPages(func(token string) ([]*InstanceInfo, string, error) {
+		resp, err := c.agents.ListAgentInstances(ctx, &pb.ListAgentInstancesRequest{
+			AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: listPageSize, PageToken: token,
+		})
 		if err != nil {
-			return nil, rpcError(err)
+			return nil, "", rpcError(err)
 		}
-		for _, i := range resp.GetInstances() {
-			instances = append(instances, instanceInfo(i))
+		return convertAll(resp.GetInstances(), instanceInfo), resp.GetNextPageToken(), nil
+	})
+}
+
+// allPages calls fetch with "" and then each next-page token it returns, until one is empty, and
+// returns every page's items in order (an empty slice, not nil, when there are none).
+func allPages[T any](fetch func(token string) (items []T, next string, err error)) ([]T, error) {
+	all := []T{}
+	for token := ""; ; {
+		items, next, err := fetch(token)
+		if err != nil {
+			return nil, err
 		}
-		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
-			return instances, nil
+		all = append(all, items...)
+		if token = next; token == "" {
+			return all, nil
 		}
 	}
+}
+
+// convertAll converts each message with convert.
+func convertAll[M any, T any](messages []M, convert func(M) T) []T {
+	out := make([]T, len(messages))
+	for i, m := range messages {
+		out[i] = convert(m)
+	}
+	return out
 }

@@ -150,6 +150,16 @@ const WATCH_RETRY_MS = 500;
 /** The largest page the control plane serves; the calls that follow pages ask for it. */
 const MAX_PAGE_SIZE = 1000;
 
+/** Every item of every page, fetching each page (from `""`, then each `nextPageToken`) as the iteration needs it. */
+async function* followPages<T>(page: (pageToken: string) => Promise<Page<T>>): AsyncGenerator<T, void, undefined> {
+  let pageToken = "";
+  do {
+    const current = await page(pageToken);
+    yield* current.items;
+    pageToken = current.nextPageToken;
+  } while (pageToken !== "");
+}
+
 function ms(value: number | undefined): Duration | undefined {
   return value === undefined ? undefined : durationFromMs(value);
 }
@@ -358,12 +368,7 @@ export class MeshClient {
     filter: TaskFilter = {},
     options: { pageSize?: number } = {},
   ): AsyncGenerator<TaskInfo, void, undefined> {
-    let pageToken = "";
-    do {
-      const page = await this.listTasksPage(filter, { pageSize: options.pageSize, pageToken });
-      yield* page.items;
-      pageToken = page.nextPageToken;
-    } while (pageToken !== "");
+    yield* followPages((pageToken) => this.listTasksPage(filter, { pageSize: options.pageSize, pageToken }));
   }
 
   /** The task's events: the stored ones after `afterSequence`, then live ones, ending after the terminal one. */
@@ -527,13 +532,13 @@ export class MeshClient {
    * `capability` when given.
    */
   async listAgents(options: { capability?: string } = {}): Promise<AgentInfo[]> {
+    const pages = followPages((pageToken) =>
+      this.listAgentsPage({ capability: options.capability, pageSize: MAX_PAGE_SIZE, pageToken }),
+    );
     const agents: AgentInfo[] = [];
-    let pageToken = "";
-    do {
-      const page = await this.listAgentsPage({ capability: options.capability, pageSize: MAX_PAGE_SIZE, pageToken });
-      agents.push(...page.items);
-      pageToken = page.nextPageToken;
-    } while (pageToken !== "");
+    for await (const agent of pages) {
+      agents.push(agent);
+    }
     return agents;
   }
 
@@ -553,17 +558,18 @@ export class MeshClient {
    */
   async listInstances(agentName = "-", options: { includeDisconnected?: boolean } = {}): Promise<InstanceInfo[]> {
     const stub = this.agents;
-    const instances: InstanceInfo[] = [];
-    let pageToken = "";
-    do {
+    const pages = followPages(async (pageToken): Promise<Page<InstanceInfo>> => {
       const response = await this.connection.unary(
         stub.listAgentInstances.bind(stub),
         { agentName, includeDisconnected: options.includeDisconnected ?? false, pageSize: MAX_PAGE_SIZE, pageToken },
         this.timeoutMs,
       );
-      instances.push(...response.instances.map(instanceInfo));
-      pageToken = response.nextPageToken;
-    } while (pageToken !== "");
+      return { items: response.instances.map(instanceInfo), nextPageToken: response.nextPageToken };
+    });
+    const instances: InstanceInfo[] = [];
+    for await (const instance of pages) {
+      instances.push(instance);
+    }
     return instances;
   }
 

@@ -143,8 +143,7 @@ func run(args []string) int {
 }
 
 func submit(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("submit")
 	capability := fs.String("capability", "", "capability to run")
 	input := fs.String("input", "", "task input (JSON)")
 	count := fs.Int("count", 1, "number of tasks")
@@ -241,8 +240,7 @@ func waitLine(ctx context.Context, client *meshplane.Client, id string) (line, e
 }
 
 func resubmit(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("resubmit", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("resubmit")
 	taskID := fs.String("task-id", "", "the ended task to run again")
 	timeout := fs.Float64("timeout", 30, "seconds to wait for the new task")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *taskID == "" {
@@ -273,8 +271,7 @@ func resubmit(client *meshplane.Client, args []string) int {
 }
 
 func listTasks(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("list-tasks", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("list-tasks")
 	capability := fs.String("capability", "", "only tasks for this capability")
 	stateName := fs.String("state", "", "only tasks in this state (QUEUED, SUCCEEDED, ...)")
 	correlationID := fs.String("correlation-id", "", "only tasks with this correlation id")
@@ -316,8 +313,7 @@ func listTasks(client *meshplane.Client, args []string) int {
 }
 
 func listAgents(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("list-agents", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("list-agents")
 	capability := fs.String("capability", "", "only agents offering this capability")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		fs.Usage()
@@ -342,8 +338,7 @@ func listAgents(client *meshplane.Client, args []string) int {
 }
 
 func listInstances(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("list-instances", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("list-instances")
 	agent := fs.String("agent", "-", `only this agent's instances ("-": every agent's)`)
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		fs.Usage()
@@ -379,6 +374,13 @@ func printLines[T any](lines []T) int {
 	return 0
 }
 
+// newFlagSet is a command's flag set: parse errors are returned, with the usage on stderr.
+func newFlagSet(command string) *flag.FlagSet {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	return fs
+}
+
 // isSet says whether the flag was given on the command line.
 func isSet(fs *flag.FlagSet, name string) bool {
 	set := false
@@ -387,8 +389,7 @@ func isSet(fs *flag.FlagSet, name string) bool {
 }
 
 func publish(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("publish")
 	channel := fs.String("channel", "", "channel to publish on")
 	data := fs.String("data", "", "message (JSON)")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *channel == "" || !json.Valid([]byte(*data)) {
@@ -409,8 +410,7 @@ func publish(client *meshplane.Client, args []string) int {
 }
 
 func subscribe(client *meshplane.Client, args []string) int {
-	fs := flag.NewFlagSet("subscribe", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	fs := newFlagSet("subscribe")
 	channel := fs.String("channel", "", "channel to subscribe to")
 	count := fs.Int("count", 0, "number of messages to receive")
 	timeout := fs.Float64("timeout", 30, "seconds to wait for all messages")
