@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from controlplane.bench import commit, echo, load, noop_agent
+from controlplane.bench.cpu import cpu_seconds
 from controlplane.devtools.postgres import PostgresServer
 
 CAPABILITY = "bench.noop"
@@ -123,16 +124,10 @@ def _postgres_cpu() -> float:
     for proc in psutil.process_iter(["name"]):
         if proc.info["name"] in ("postgres", "postmaster"):
             try:
-                times = proc.cpu_times()
-                total += times.user + times.system
+                total += cpu_seconds(proc)
             except psutil.Error:
                 continue
     return total
-
-
-def _cpu(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return times.user + times.system
 
 
 _MIN_POLL_PAUSE = 0.02  # seconds between scrapes of the plane (see _wait_for)
@@ -191,7 +186,7 @@ async def _throughput(
 ) -> dict[str, Any]:
     """Submit `total` tasks and time them until every result is persisted."""
     baseline = plane.succeeded()
-    plane_cpu, pg_cpu, agents_cpu = _cpu(plane.ps), _postgres_cpu(), sum(map(_cpu, agents))
+    plane_cpu, pg_cpu, agents_cpu = cpu_seconds(plane.ps), _postgres_cpu(), sum(map(cpu_seconds, agents))
     started = time.perf_counter()
     pending = asyncio.create_task(_run_load(kind, plane.address, total, batch, callers, connections))
     await _wait_for(plane.succeeded, baseline + total, 600, f"{total} results")
@@ -203,10 +198,10 @@ async def _throughput(
         "tasks_per_second": round(total / elapsed),
         "submitted_per_second": round(result.submitted / result.seconds),
         "seconds": round(elapsed, 2),
-        "plane_cpu_us_per_task": round((_cpu(plane.ps) - plane_cpu) / total * 1e6),
+        "plane_cpu_us_per_task": round((cpu_seconds(plane.ps) - plane_cpu) / total * 1e6),
         "postgres_cpu_us_per_task": round((_postgres_cpu() - pg_cpu) / total * 1e6),
         "client_cpu_us_per_task": round(result.cpu_seconds / total * 1e6),
-        "agents_cpu_us_per_task": round((sum(map(_cpu, agents)) - agents_cpu) / total * 1e6),
+        "agents_cpu_us_per_task": round((sum(map(cpu_seconds, agents)) - agents_cpu) / total * 1e6),
     }
     if result.latencies_ms:
         figures["submit_p50_ms"] = round(statistics.median(result.latencies_ms), 2)
@@ -268,9 +263,9 @@ async def _idle(database_url: str, work: Path, sessions: int, seconds: float, ac
         await _wait_for(lambda: plane.metric("meshplane_agent_sessions"), sessions, 900, f"{sessions} sessions")
         connect_seconds = time.perf_counter() - connect_started
         await asyncio.sleep(5)  # let registration settle, then measure steady heartbeats
-        before = _cpu(plane.ps)
+        before = cpu_seconds(plane.ps)
         await asyncio.sleep(seconds)
-        cpu_percent = (_cpu(plane.ps) - before) / seconds * 100
+        cpu_percent = (cpu_seconds(plane.ps) - before) / seconds * 100
         return {
             "sessions": sessions,
             "connect_seconds": round(connect_seconds, 1),
