@@ -656,12 +656,16 @@ func (c *Client) State(namespace string) *State {
 }
 
 // DrainInstance asks a connected agent instance to finish its in-flight work, take no more,
-// and reconnect (timeout 0: the control plane's default).
-func (c *Client) DrainInstance(ctx context.Context, agentName, instanceID string, timeout time.Duration, reason string) error {
+// and reconnect (timeout 0: the control plane's default), and returns the instance, now
+// draining. An instance that is not connected fails with an error matching ErrFailedPrecondition.
+func (c *Client) DrainInstance(ctx context.Context, agentName, instanceID string, timeout time.Duration, reason string) (*InstanceInfo, error) {
 	req := &pb.DrainAgentInstanceRequest{AgentName: agentName, InstanceId: instanceID, Reason: reason}
 	if timeout > 0 {
 		req.Timeout = durationpb.New(timeout)
 	}
-	_, err := c.agents.DrainAgentInstance(ctx, req)
-	return rpcError(err)
+	resp, err := c.agents.DrainAgentInstance(ctx, req)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return instanceInfo(resp.GetInstance()), nil
 }

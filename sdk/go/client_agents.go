@@ -156,15 +156,35 @@ func instanceInfo(i *pb.AgentInstance) *InstanceInfo {
 	return info
 }
 
+// AgentPage is one page of an agent listing.
+type AgentPage struct {
+	// Agents are the page's agents, by name.
+	Agents []*AgentInfo
+	// NextPageToken asks ListAgentsPage for the next page; empty on the last page.
+	NextPageToken string
+}
+
+// ListAgentsPage returns one page of the registered agents, by name: all of them ("" capability)
+// or those that registered capability. pageSize is the most agents on the page (0: the control plane's
+// default, 50; at most 1000); pageToken is "" for the first page, then the previous page's
+// NextPageToken, with the same capability.
+func (c *Client) ListAgentsPage(ctx context.Context, capability string, pageSize int, pageToken string) (*AgentPage, error) {
+	resp, err := c.agents.ListAgents(ctx, &pb.ListAgentsRequest{Capability: capability, PageSize: int32(pageSize), PageToken: pageToken})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return &AgentPage{Agents: convertAll(resp.GetAgents(), agentInfo), NextPageToken: resp.GetNextPageToken()}, nil
+}
+
 // ListAgents returns every registered agent, by name ("" capability), or only those that
-// registered capability; it follows the pages to the end.
+// registered capability; it follows the pages to the end with ListAgentsPage.
 func (c *Client) ListAgents(ctx context.Context, capability string) ([]*AgentInfo, error) {
 	return allPages(func(token string) ([]*AgentInfo, string, error) {
-		resp, err := c.agents.ListAgents(ctx, &pb.ListAgentsRequest{Capability: capability, PageSize: listPageSize, PageToken: token})
+		page, err := c.ListAgentsPage(ctx, capability, listPageSize, token)
 		if err != nil {
-			return nil, "", rpcError(err)
+			return nil, "", err
 		}
-		return convertAll(resp.GetAgents(), agentInfo), resp.GetNextPageToken(), nil
+		return page.Agents, page.NextPageToken, nil
 	})
 }
 
@@ -177,20 +197,40 @@ func (c *Client) GetAgent(ctx context.Context, name string) (*AgentInfo, error) 
 	return agentInfo(resp.GetAgent()), nil
 }
 
-// ListInstances returns the instances of agent agentName ("" or "-": of every agent), connected
-// ones only unless includeDisconnected; it follows the pages to the end.
-func (c *Client) ListInstances(ctx context.Context, agentName string, includeDisconnected bool) ([]*InstanceInfo, error) {
+// InstancePage is one page of an instance listing.
+type InstancePage struct {
+	// Instances are the page's instances.
+	Instances []*InstanceInfo
+	// NextPageToken asks ListInstancesPage for the next page; empty on the last page.
+	NextPageToken string
+}
+
+// ListInstancesPage returns one page of the instances of agent agentName ("" or "-": of every
+// agent), connected ones only unless includeDisconnected. pageSize is the most instances on the
+// page (0: the control plane's default, 50; at most 1000); pageToken is "" for the first page,
+// then the previous page's NextPageToken, with the same agentName and includeDisconnected.
+func (c *Client) ListInstancesPage(ctx context.Context, agentName string, includeDisconnected bool, pageSize int, pageToken string) (*InstancePage, error) {
 	if agentName == "" {
 		agentName = "-"
 	}
+	resp, err := c.agents.ListAgentInstances(ctx, &pb.ListAgentInstancesRequest{
+		AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: int32(pageSize), PageToken: pageToken,
+	})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return &InstancePage{Instances: convertAll(resp.GetInstances(), instanceInfo), NextPageToken: resp.GetNextPageToken()}, nil
+}
+
+// ListInstances returns the instances of agent agentName ("" or "-": of every agent), connected
+// ones only unless includeDisconnected; it follows the pages to the end with ListInstancesPage.
+func (c *Client) ListInstances(ctx context.Context, agentName string, includeDisconnected bool) ([]*InstanceInfo, error) {
 	return allPages(func(token string) ([]*InstanceInfo, string, error) {
-		resp, err := c.agents.ListAgentInstances(ctx, &pb.ListAgentInstancesRequest{
-			AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: listPageSize, PageToken: token,
-		})
+		page, err := c.ListInstancesPage(ctx, agentName, includeDisconnected, listPageSize, token)
 		if err != nil {
-			return nil, "", rpcError(err)
+			return nil, "", err
 		}
-		return convertAll(resp.GetInstances(), instanceInfo), resp.GetNextPageToken(), nil
+		return page.Instances, page.NextPageToken, nil
 	})
 }
 

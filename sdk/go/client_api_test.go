@@ -119,8 +119,10 @@ type fakeAgents struct {
 	lists         recorder[*pb.ListAgentsRequest]
 	gets          recorder[*pb.GetAgentRequest]
 	instanceLists recorder[*pb.ListAgentInstancesRequest]
+	drains        recorder[*pb.DrainAgentInstanceRequest]
 	agentPages    map[string]page[*pb.Agent]
 	instancePages map[string]page[*pb.AgentInstance]
+	drained       *pb.AgentInstance // what DrainAgentInstance answers
 	err           error
 }
 
@@ -155,6 +157,14 @@ func (f *fakeAgents) ListAgentInstances(_ context.Context, req *pb.ListAgentInst
 		return nil, err
 	}
 	return &pb.ListAgentInstancesResponse{Instances: p.items, NextPageToken: p.next}, nil
+}
+
+func (f *fakeAgents) DrainAgentInstance(_ context.Context, req *pb.DrainAgentInstanceRequest) (*pb.DrainAgentInstanceResponse, error) {
+	f.drains.add(req)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &pb.DrainAgentInstanceResponse{Instance: f.drained}, nil
 }
 
 // startFakeAPI serves tasks and agents and returns a client of them.
@@ -566,6 +576,133 @@ func TestListInstancesFollowsPagesAndConverts(t *testing.T) {
 	}
 }
 
+func agentNames(agents []*AgentInfo) []string {
+	out := make([]string, len(agents))
+	for i, a := range agents {
+		out[i] = a.Name
+	}
+	return out
+}
+
+func instanceIDs(instances []*InstanceInfo) []string {
+	out := make([]string, len(instances))
+	for i, inst := range instances {
+		out[i] = inst.InstanceID
+	}
+	return out
+}
+
+func TestListAgentsPageSendsSizeAndTokenAndReturnsTheNextToken(t *testing.T) {
+	agents := &fakeAgents{agentPages: map[string]page[*pb.Agent]{
+		"":   {items: []*pb.Agent{{Name: "alpha"}, {Name: "beta"}}, next: "a2"},
+		"a2": {items: []*pb.Agent{{Name: "gamma", Status: pb.AgentStatus_AGENT_STATUS_ONLINE}}},
+	}}
+	client := startFakeAPI(t, &fakeTasks{}, agents)
+
+	first, err := client.ListAgentsPage(testContext(t), "conf.echo", 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(agentNames(first.Agents), []string{"alpha", "beta"}) || first.NextPageToken != "a2" {
+		t.Errorf("first page %v, next %q; want [alpha beta], next a2", agentNames(first.Agents), first.NextPageToken)
+	}
+	last, err := client.ListAgentsPage(testContext(t), "conf.echo", 0, first.NextPageToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(agentNames(last.Agents), []string{"gamma"}) || last.Agents[0].Status != AgentOnline || last.NextPageToken != "" {
+		t.Errorf("last page %+v, next %q; want gamma ONLINE, no next", last.Agents, last.NextPageToken)
+	}
+
+	reqs := agents.lists.all()
+	if got, want := tokens(reqs), []string{"", "a2"}; !slices.Equal(got, want) {
+		t.Fatalf("page tokens sent %q, want %q", got, want)
+	}
+	for i, size := range []int32{2, 0} {
+		if r := reqs[i]; r.GetCapability() != "conf.echo" || r.GetPageSize() != size {
+			t.Errorf("request %d = %v; want capability conf.echo and page size %d", i, r, size)
+		}
+	}
+}
+
+func TestListInstancesPageSendsSizeAndTokenAndReturnsTheNextToken(t *testing.T) {
+	agents := &fakeAgents{instancePages: map[string]page[*pb.AgentInstance]{
+		"":   {items: []*pb.AgentInstance{{InstanceId: "go-1"}, {InstanceId: "go-2"}}, next: "i2"},
+		"i2": {items: []*pb.AgentInstance{{InstanceId: "go-3", Status: pb.AgentInstanceStatus_AGENT_INSTANCE_STATUS_DISCONNECTED}}},
+	}}
+	client := startFakeAPI(t, &fakeTasks{}, agents)
+
+	first, err := client.ListInstancesPage(testContext(t), "", true, 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(instanceIDs(first.Instances), []string{"go-1", "go-2"}) || first.NextPageToken != "i2" {
+		t.Errorf("first page %v, next %q; want [go-1 go-2], next i2", instanceIDs(first.Instances), first.NextPageToken)
+	}
+	last, err := client.ListInstancesPage(testContext(t), "conf-go", false, 0, first.NextPageToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(instanceIDs(last.Instances), []string{"go-3"}) || last.Instances[0].Status != InstanceDisconnected || last.NextPageToken != "" {
+		t.Errorf("last page %+v, next %q; want go-3 DISCONNECTED, no next", last.Instances, last.NextPageToken)
+	}
+
+	reqs := agents.instanceLists.all()
+	if got, want := tokens(reqs), []string{"", "i2"}; !slices.Equal(got, want) {
+		t.Fatalf("page tokens sent %q, want %q", got, want)
+	}
+	for i, want := range []struct {
+		agent        string
+		disconnected bool
+		size         int32
+	}{{"-", true, 2}, {"conf-go", false, 0}} {
+		if r := reqs[i]; r.GetAgentName() != want.agent || r.GetIncludeDisconnected() != want.disconnected || r.GetPageSize() != want.size {
+			t.Errorf("request %d = %v; want agent %q, include disconnected %v, page size %d", i, r, want.agent, want.disconnected, want.size)
+		}
+	}
+}
+
+func TestDrainInstanceSendsTheRequestAndReturnsTheInstance(t *testing.T) {
+	connected := time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC)
+	agents := &fakeAgents{drained: &pb.AgentInstance{
+		InstanceId: "go-1", AgentName: "greeter", Version: "0.2.0", SessionId: "s-9",
+		Status: pb.AgentInstanceStatus_AGENT_INSTANCE_STATUS_DRAINING, Sdk: &pb.SdkInfo{Language: "go", Version: "0.1.0"},
+		Capabilities: []string{"greet"}, MaxConcurrency: 8, InFlight: 2, Load: 0.5, Weight: 3,
+		Labels: map[string]string{"zone": "a"}, Node: "host-b", Pid: 77, ReplicaId: "r-2",
+		ConnectTime: timestamppb.New(connected), LastSeenTime: timestamppb.New(connected.Add(time.Second)),
+	}}
+	client := startFakeAPI(t, &fakeTasks{}, agents)
+
+	got, err := client.DrainInstance(testContext(t), "greeter", "go-1", 90*time.Second, "upgrade")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &InstanceInfo{
+		InstanceID: "go-1", AgentName: "greeter", Version: "0.2.0", Status: InstanceDraining, SessionID: "s-9",
+		Capabilities: []string{"greet"}, MaxConcurrency: 8, InFlight: 2, Load: 0.5, Weight: 3,
+		Labels: map[string]string{"zone": "a"}, SDKLanguage: "go", SDKVersion: "0.1.0", Node: "host-b", PID: 77,
+		ReplicaID: "r-2", ConnectTime: connected, LastSeenTime: connected.Add(time.Second),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("drained instance\n%+v\nwant\n%+v", got, want)
+	}
+
+	if _, err := client.DrainInstance(testContext(t), "greeter", "go-2", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	reqs := agents.drains.all()
+	if len(reqs) != 2 {
+		t.Fatalf("%d DrainAgentInstance calls, want 2", len(reqs))
+	}
+	if r := reqs[0]; r.GetAgentName() != "greeter" || r.GetInstanceId() != "go-1" || r.GetReason() != "upgrade" ||
+		r.GetTimeout().AsDuration() != 90*time.Second {
+		t.Errorf("request %v; want greeter/go-1, reason upgrade, timeout 90s", r)
+	}
+	if r := reqs[1]; r.GetAgentName() != "greeter" || r.GetInstanceId() != "go-2" || r.GetReason() != "" || r.GetTimeout() != nil {
+		t.Errorf("request %v; want greeter/go-2, no reason, no timeout (the plane's default)", r)
+	}
+}
+
 func TestAgentCallsMapErrors(t *testing.T) {
 	client := startFakeAPI(t, &fakeTasks{}, &fakeAgents{err: status.Error(codes.PermissionDenied, "no")})
 	if got, err := client.ListAgents(testContext(t), ""); got != nil || !errors.Is(err, ErrPermissionDenied) {
@@ -576,6 +713,19 @@ func TestAgentCallsMapErrors(t *testing.T) {
 	}
 	if got, err := client.GetAgent(testContext(t), "alpha"); got != nil || !errors.Is(err, ErrPermissionDenied) {
 		t.Errorf("GetAgent = %v, %v; want ErrPermissionDenied", got, err)
+	}
+	if p, err := client.ListAgentsPage(testContext(t), "", 0, ""); p != nil || !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("ListAgentsPage = %v, %v; want ErrPermissionDenied", p, err)
+	}
+	if p, err := client.ListInstancesPage(testContext(t), "", false, 0, ""); p != nil || !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("ListInstancesPage = %v, %v; want ErrPermissionDenied", p, err)
+	}
+	if got, err := client.DrainInstance(testContext(t), "alpha", "a-1", 0, ""); got != nil || !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("DrainInstance = %v, %v; want ErrPermissionDenied", got, err)
+	}
+	client = startFakeAPI(t, &fakeTasks{}, &fakeAgents{err: status.Error(codes.FailedPrecondition, "instance go-1 is not connected")})
+	if got, err := client.DrainInstance(testContext(t), "greeter", "go-1", 0, ""); got != nil || !errors.Is(err, ErrFailedPrecondition) {
+		t.Errorf("DrainInstance of a disconnected instance = %v, %v; want ErrFailedPrecondition", got, err)
 	}
 	tasks := &fakeTasks{taskPages: threeTaskPages(), listErr: status.Error(codes.Unauthenticated, "token")}
 	client = startFakeAPI(t, tasks, &fakeAgents{})
