@@ -3,6 +3,8 @@
  * state.
  */
 
+import { status as Status } from "@grpc/grpc-js";
+
 import { type ConnectionOptions, Connection, defaultTarget, defaultToken } from "./connection";
 import {
   agentInfo,
@@ -14,6 +16,7 @@ import {
   taskStateToProto,
 } from "./convert";
 import {
+  type FailedPreconditionError,
   type InvalidArgumentError,
   type NotFoundError,
   type RpcError,
@@ -34,6 +37,7 @@ import {
   TaskServiceClient,
 } from "./proto";
 import { StateStore } from "./state";
+import { errorFromStatus } from "./status";
 import { ChannelSubscription, type SubscribeOptions, type Subscription } from "./subscription";
 import {
   type AgentInfo,
@@ -130,7 +134,7 @@ export interface WaitOptions {
 export interface WatchOptions {
   /** Resume after this sequence number (0: the whole history). */
   afterSequence?: number;
-  /** Stop watching when this signal aborts. */
+  /** Stop watching when this signal aborts: the iteration then throws the signal's reason. */
   signal?: AbortSignal;
 }
 
@@ -231,6 +235,12 @@ export class MeshClient {
   private readonly timeoutMs: number;
   /** The subscriptions not yet closed; {@link close} closes them. */
   private readonly subscriptions = new Set<Subscription>();
+  /**
+   * What {@link close} runs besides closing subscriptions: one entry per live {@link watch} (it cancels the
+   * stream, whose iteration then ends) and per {@link wait} pausing between two watches (it wakes it). grpc-js
+   * does not end a live stream when its channel closes, so without these they would hang.
+   */
+  private readonly closeHooks = new Set<() => void>();
 
   constructor(target?: string, options: MeshClientOptions = {}) {
     this.target = target || defaultTarget();
@@ -371,28 +381,55 @@ export class MeshClient {
     yield* followPages((pageToken) => this.listTasksPage(filter, { pageSize: options.pageSize, pageToken }));
   }
 
-  /** The task's events: the stored ones after `afterSequence`, then live ones, ending after the terminal one. */
+  /**
+   * The task's events: the stored ones after `afterSequence`, then live ones, ending after the terminal one.
+   * Leaving the loop cancels the stream. `options.signal` aborting makes the iteration throw the signal's
+   * reason. The client's {@link close} ends the iteration (like a subscription's loop: without throwing, and
+   * so without the terminal event); a watch started once the client is closed rejects with
+   * {@link UnavailableError} at once. A failure of the stream throws the matching {@link RpcError}.
+   */
   async *watch(taskId: string, options: WatchOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
     const signal = options.signal;
     signal?.throwIfAborted();
+    if (this.connection.isClosed) {
+      throw this.closedError();
+    }
     const call = this.tasks.watchTask(
       { taskId, afterSequence: options.afterSequence ?? 0 },
       this.connection.metadata(),
     );
-    const onAbort = (): void => call.cancel();
+    // Why the watch stopped before its stream ended, the first of the two (boxed: an `undefined` reason counts).
+    let stopped: { aborted: unknown } | "closed" | undefined;
+    const onAbort = (): void => {
+      stopped ??= { aborted: signal?.reason };
+      call.cancel();
+    };
+    const onClose = (): void => {
+      stopped ??= "closed";
+      call.cancel();
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
+    this.closeHooks.add(onClose);
     try {
-      for await (const response of call as AsyncIterable<{ event?: Parameters<typeof taskEvent>[0] }>) {
-        if (response.event !== undefined) {
-          yield taskEvent(response.event);
+      try {
+        for await (const response of call as AsyncIterable<{ event?: Parameters<typeof taskEvent>[0] }>) {
+          if (stopped !== undefined) {
+            break;
+          }
+          if (response.event !== undefined) {
+            yield taskEvent(response.event);
+          }
+        }
+      } catch (error) {
+        if (stopped === undefined) {
+          throw this.connection.error(error);
         }
       }
-    } catch (error) {
-      if (signal?.aborted) {
-        throw signal.reason;
+      if (stopped !== undefined && stopped !== "closed") {
+        throw stopped.aborted;
       }
-      throw this.connection.error(error);
     } finally {
+      this.closeHooks.delete(onClose);
       signal?.removeEventListener("abort", onAbort);
       call.cancel();
     }
@@ -401,7 +438,9 @@ export class MeshClient {
   /**
    * Waits until the task ends; resolves to its final record if it SUCCEEDED, else rejects with
    * {@link TaskFailedError} ({@link TaskCancelledError}, {@link TaskTimedOutError},
-   * {@link TaskDeadLetteredError}). Rides out control plane restarts.
+   * {@link TaskDeadLetteredError}). Rides out control plane restarts. Rejects with {@link TimeoutError} after
+   * `options.timeoutMs`, with the signal's reason when `options.signal` aborts, and with
+   * {@link UnavailableError} once the client is {@link close}d (at once if it already is).
    */
   async wait(taskId: string, options: WaitOptions = {}): Promise<TaskInfo> {
     const controller = new AbortController();
@@ -427,22 +466,49 @@ export class MeshClient {
               return raiseForOutcome(await this.get(taskId));
             }
           }
+          if (this.connection.isClosed) {
+            throw this.closedError(); // close() ended the watch
+          }
           const task = await this.get(taskId); // the stream ended without a terminal event
           if (isTerminal(task.state)) {
             return raiseForOutcome(task);
           }
         } catch (error) {
-          if (!(error instanceof UnavailableError) || controller.signal.aborted) {
+          if (!(error instanceof UnavailableError) || controller.signal.aborted || this.connection.isClosed) {
             throw error;
           }
         }
-        await new Promise<void>((resolve) => setTimeout(resolve, WATCH_RETRY_MS));
+        await this.pause(WATCH_RETRY_MS, controller.signal);
         controller.signal.throwIfAborted();
+        if (this.connection.isClosed) {
+          throw this.closedError();
+        }
       }
     } finally {
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** Resolves after `ms`, or sooner when `signal` aborts or the client closes. */
+  private pause(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", wake);
+        this.closeHooks.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      signal.addEventListener("abort", wake, { once: true });
+      this.closeHooks.add(wake);
+    });
+  }
+
+  /** The error of a stream refused, or a wait given up, because the client is closed. */
+  private closedError(): UnavailableError {
+    const details = "the client is closed";
+    return errorFromStatus({ code: Status.UNAVAILABLE, details }, this.target) as UnavailableError;
   }
 
   /** Waits for the task's output (decoded JSON, or bytes); rejects like {@link wait}. */
@@ -553,19 +619,40 @@ export class MeshClient {
   }
 
   /**
+   * One page of the instances of agent `agentName` (`"-"`, the default: of every agent). Only the connected
+   * ones (CONNECTED or DRAINING) unless `includeDisconnected`. Pass the page's `nextPageToken` back, with the
+   * same agent and `includeDisconnected`, for the next page; it is empty on the last one.
+   */
+  async listInstancesPage(
+    agentName = "-",
+    options: { includeDisconnected?: boolean } & PageOptions = {},
+  ): Promise<Page<InstanceInfo>> {
+    const stub = this.agents;
+    const response = await this.connection.unary(
+      stub.listAgentInstances.bind(stub),
+      {
+        agentName,
+        includeDisconnected: options.includeDisconnected ?? false,
+        pageSize: options.pageSize ?? 0,
+        pageToken: options.pageToken ?? "",
+      },
+      this.timeoutMs,
+    );
+    return { items: response.instances.map(instanceInfo), nextPageToken: response.nextPageToken };
+  }
+
+  /**
    * The instances of agent `agentName` (`"-"`, the default: of every agent), following pages. Only the
    * connected ones (CONNECTED or DRAINING) unless `includeDisconnected`.
    */
   async listInstances(agentName = "-", options: { includeDisconnected?: boolean } = {}): Promise<InstanceInfo[]> {
-    const stub = this.agents;
-    const pages = followPages(async (pageToken): Promise<Page<InstanceInfo>> => {
-      const response = await this.connection.unary(
-        stub.listAgentInstances.bind(stub),
-        { agentName, includeDisconnected: options.includeDisconnected ?? false, pageSize: MAX_PAGE_SIZE, pageToken },
-        this.timeoutMs,
-      );
-      return { items: response.instances.map(instanceInfo), nextPageToken: response.nextPageToken };
-    });
+    const pages = followPages((pageToken) =>
+      this.listInstancesPage(agentName, {
+        includeDisconnected: options.includeDisconnected,
+        pageSize: MAX_PAGE_SIZE,
+        pageToken,
+      }),
+    );
     const instances: InstanceInfo[] = [];
     for await (const instance of pages) {
       instances.push(instance);
@@ -573,28 +660,43 @@ export class MeshClient {
     return instances;
   }
 
-  /** Asks an agent instance to finish its in-flight work and reconnect (a rolling restart). */
+  /**
+   * Asks a connected agent instance to finish its in-flight work, take no more, and reconnect (a rolling
+   * restart); resolves to the instance, now DRAINING. `timeoutMs` bounds how long it may take to finish (the
+   * control plane's default when unset); `reason` is sent to the agent. An instance not connected is refused
+   * with {@link FailedPreconditionError}, an unknown one with {@link NotFoundError}.
+   */
   async drainInstance(
     agentName: string,
     instanceId: string,
     options: { timeoutMs?: number; reason?: string } = {},
-  ): Promise<void> {
+  ): Promise<InstanceInfo> {
     const stub = this.agents;
-    await this.connection.unary(
+    const response = await this.connection.unary(
       stub.drainAgentInstance.bind(stub),
       { agentName, instanceId, timeout: ms(options.timeoutMs), reason: options.reason ?? "" },
       this.timeoutMs,
     );
+    if (response.instance === undefined) {
+      throw new TypeError("the control plane answered DrainAgentInstance without an instance");
+    }
+    return instanceInfo(response.instance);
   }
 
   /**
-   * Closes the client's channel (idempotent), and its open subscriptions (their loops end; a `subscribe` not
-   * yet live rejects with {@link UnavailableError}).
+   * Closes the client's channel (idempotent), its open subscriptions (their loops end; a `subscribe` not yet
+   * live rejects with {@link UnavailableError}) and its live watches (their loops end, without throwing; a
+   * {@link wait} rejects with {@link UnavailableError}, and so does a watch started afterwards).
    */
   close(): void {
     for (const subscription of [...this.subscriptions]) {
       subscription.close();
     }
-    this.connection.close();
+    this.connection.close(); // first: what the hooks wake finds the client closed
+    const hooks = [...this.closeHooks];
+    this.closeHooks.clear();
+    for (const hook of hooks) {
+      hook();
+    }
   }
 }

@@ -21,6 +21,7 @@ import {
 } from "../../../generated/ts/meshplane/v1/agent";
 import {
   AgentServiceService,
+  type DrainAgentInstanceRequest,
   type GetAgentRequest,
   type ListAgentInstancesRequest,
   type ListAgentsRequest,
@@ -34,6 +35,7 @@ import {
 } from "../../../generated/ts/meshplane/v1/task_service";
 import { MeshClient, type SubmitResult, type TaskSubmission } from "../src/client";
 import {
+  FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
@@ -83,7 +85,10 @@ class FakePlane {
         ]),
       );
     this.server.addService(TaskServiceService, implementation(["batchSubmitTasks", "listTasks"]));
-    this.server.addService(AgentServiceService, implementation(["listAgents", "getAgent", "listAgentInstances"]));
+    this.server.addService(
+      AgentServiceService,
+      implementation(["listAgents", "getAgent", "listAgentInstances", "drainAgentInstance"]),
+    );
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
         error ? reject(error) : resolve(bound),
@@ -531,7 +536,7 @@ describe("MeshClient listings and batches", () => {
     });
   });
 
-  describe("listInstances", () => {
+  describe("listInstances and listInstancesPage", () => {
     it("lists the connected instances of every agent by default, following pages", async () => {
       const pages = paged(
         [protoInstance("a", "a-1"), protoInstance("a", "a-2"), protoInstance("b", "b-1")],
@@ -605,6 +610,118 @@ describe("MeshClient listings and batches", () => {
     it("rejects an unknown agent with NotFoundError", async () => {
       plane.on("listAgentInstances", () => ({ code: status.NOT_FOUND, details: "agent nobody not found" }));
       await assert.rejects(client.listInstances("nobody"), NotFoundError);
+    });
+
+    it("lists one page: sends the agent, the filter, the page size and token; returns the next token", async () => {
+      plane.on("listAgentInstances", () => ({
+        instances: [
+          protoInstance("a", "a-2"),
+          protoInstance("a", "a-3", { status: AgentInstanceStatus.AGENT_INSTANCE_STATUS_DISCONNECTED }),
+        ],
+        nextPageToken: "after-a-3",
+      }));
+      const page1 = await client.listInstancesPage("a", {
+        includeDisconnected: true,
+        pageSize: 2,
+        pageToken: "after-a-1",
+      });
+      assert.deepEqual(
+        [page1.items.map((i) => [i.instanceId, i.status]), page1.nextPageToken],
+        [
+          [
+            ["a-2", "CONNECTED"],
+            ["a-3", "DISCONNECTED"],
+          ],
+          "after-a-3",
+        ],
+      );
+      assert.equal(page1.items[0]?.sessionId, "s-a-2", "converted like listInstances");
+      assert.deepEqual(plane.calls<ListAgentInstancesRequest>("listAgentInstances"), [
+        { agentName: "a", includeDisconnected: true, pageSize: 2, pageToken: "after-a-1" },
+      ]);
+    });
+
+    it("asks for the first page of every agent's connected instances by default", async () => {
+      plane.on("listAgentInstances", () => ({ instances: [], nextPageToken: "" }));
+      assert.deepEqual(await client.listInstancesPage(), { items: [], nextPageToken: "" });
+      assert.deepEqual(plane.calls<ListAgentInstancesRequest>("listAgentInstances"), [
+        { agentName: "-", includeDisconnected: false, pageSize: 0, pageToken: "" },
+      ]);
+    });
+
+    it("leaves the page size to the control plane, which refuses a bad one", async () => {
+      plane.on("listAgentInstances", () => ({
+        code: status.INVALID_ARGUMENT,
+        details: "page_size: must not be negative",
+      }));
+      await assert.rejects(client.listInstancesPage("a", { pageSize: -1 }), InvalidArgumentError);
+      assert.deepEqual(
+        plane.calls<ListAgentInstancesRequest>("listAgentInstances").map((r) => r.pageSize),
+        [-1],
+      );
+    });
+  });
+
+  describe("drainInstance", () => {
+    it("sends the agent, instance, timeout and reason; resolves to the instance, converted", async () => {
+      plane.on("drainAgentInstance", (request: DrainAgentInstanceRequest) => ({
+        instance: protoInstance(request.agentName, request.instanceId, {
+          status: AgentInstanceStatus.AGENT_INSTANCE_STATUS_DRAINING,
+        }),
+      }));
+      const instance = await client.drainInstance("a", "a-1", { timeoutMs: 2_500, reason: "rolling upgrade" });
+      assert.deepEqual(plane.calls<DrainAgentInstanceRequest>("drainAgentInstance"), [
+        {
+          agentName: "a",
+          instanceId: "a-1",
+          timeout: { seconds: 2, nanos: 500_000_000 },
+          reason: "rolling upgrade",
+        },
+      ]);
+      assert.deepEqual(instance, {
+        instanceId: "a-1",
+        agentName: "a",
+        version: "1.2.3",
+        status: "DRAINING",
+        sessionId: "s-a-1",
+        capabilities: ["a.one", "a.two"],
+        maxConcurrency: 8,
+        inFlight: 3,
+        load: 0.25,
+        labels: { lang: "go" },
+        sdk: "typescript 0.1.0",
+        node: "host-1",
+        pid: 4242,
+        connectTime: UPDATED,
+        lastSeenTime: UPDATED,
+      });
+    });
+
+    it("sends no timeout and an empty reason by default", async () => {
+      plane.on("drainAgentInstance", (request: DrainAgentInstanceRequest) => ({
+        instance: protoInstance(request.agentName, request.instanceId),
+      }));
+      const instance = await client.drainInstance("b", "b-7");
+      assert.equal(instance.instanceId, "b-7");
+      assert.deepEqual(plane.calls<DrainAgentInstanceRequest>("drainAgentInstance"), [
+        { agentName: "b", instanceId: "b-7", timeout: undefined, reason: "" },
+      ]);
+    });
+
+    it("refuses an answer without the instance", async () => {
+      plane.on("drainAgentInstance", () => ({}));
+      await assert.rejects(
+        client.drainInstance("a", "a-1"),
+        (error: unknown) => error instanceof TypeError && /DrainAgentInstance without an instance/.test(error.message),
+      );
+    });
+
+    it("maps a refusal: an instance not connected is a FailedPreconditionError", async () => {
+      plane.on("drainAgentInstance", () => ({
+        code: status.FAILED_PRECONDITION,
+        details: "agent instance a/a-1 is not connected",
+      }));
+      await assert.rejects(client.drainInstance("a", "a-1"), FailedPreconditionError);
     });
   });
 });
