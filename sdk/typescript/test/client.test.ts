@@ -2,13 +2,12 @@
 // scripted TaskService and AgentService answers): the requests it sends, the pages it follows, what it
 // converts and the errors it maps.
 import assert from "node:assert/strict";
-import { after, before, beforeEach, describe, it } from "node:test";
+import { beforeEach, describe, it } from "node:test";
 
 import {
   type sendUnaryData,
   Server,
   type ServerUnaryCall,
-  ServerCredentials,
   status,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
@@ -43,7 +42,8 @@ import {
 } from "../src/errors";
 import { decodePayload } from "../src/payload";
 import { SchedulingStrategy } from "../src/proto";
-import type { TaskInfo } from "../src/types";
+import type { InstanceInfo, TaskInfo } from "../src/types";
+import { bindLocal, serve } from "./support";
 
 /** A request of a batch, its nested messages known to be there. */
 type Sent = SubmitTaskRequest & Required<Pick<SubmitTaskRequest, "target" | "retryPolicy" | "timeouts">>;
@@ -89,12 +89,7 @@ class FakePlane {
       AgentServiceService,
       implementation(["listAgents", "getAgent", "listAgentInstances", "drainAgentInstance"]),
     );
-    const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
-        error ? reject(error) : resolve(bound),
-      );
-    });
-    this.address = `127.0.0.1:${port}`;
+    this.address = await bindLocal(this.server);
   }
 
   /** Scripts `method` (the generated client's camelCase name). */
@@ -191,6 +186,28 @@ function protoInstance(agentName: string, instanceId: string, extra: Partial<Age
   };
 }
 
+/** What the client makes of `protoInstance(agentName, instanceId)`, with `extra` changed. */
+function instanceInfo(agentName: string, instanceId: string, extra: Partial<InstanceInfo> = {}): InstanceInfo {
+  return {
+    instanceId,
+    agentName,
+    version: "1.2.3",
+    status: "CONNECTED",
+    sessionId: `s-${instanceId}`,
+    capabilities: ["a.one", "a.two"],
+    maxConcurrency: 8,
+    inFlight: 3,
+    load: 0.25,
+    labels: { lang: "go" },
+    sdk: "typescript 0.1.0",
+    node: "host-1",
+    pid: 4242,
+    connectTime: UPDATED,
+    lastSeenTime: UPDATED,
+    ...extra,
+  };
+}
+
 async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const item of iterable) {
@@ -203,14 +220,7 @@ describe("MeshClient listings and batches", () => {
   const plane = new FakePlane();
   let client: MeshClient;
 
-  before(async () => {
-    await plane.start();
-    client = new MeshClient(plane.address, { timeoutMs: 5_000 });
-  });
-  after(() => {
-    client.close();
-    plane.stop();
-  });
+  serve(plane, (address) => (client = new MeshClient(address, { timeoutMs: 5_000 })));
   beforeEach(() => plane.reset());
 
   // ------------------------------------------------------------ submitMany
@@ -564,23 +574,7 @@ describe("MeshClient listings and batches", () => {
           pageToken,
         })),
       );
-      assert.deepEqual(instances[0], {
-        instanceId: "a-1",
-        agentName: "a",
-        version: "1.2.3",
-        status: "CONNECTED",
-        sessionId: "s-a-1",
-        capabilities: ["a.one", "a.two"],
-        maxConcurrency: 8,
-        inFlight: 3,
-        load: 0.25,
-        labels: { lang: "go" },
-        sdk: "typescript 0.1.0",
-        node: "host-1",
-        pid: 4242,
-        connectTime: UPDATED,
-        lastSeenTime: UPDATED,
-      });
+      assert.deepEqual(instances[0], instanceInfo("a", "a-1"));
     });
 
     it("lists one agent's instances, disconnected ones too when asked", async () => {
@@ -678,23 +672,7 @@ describe("MeshClient listings and batches", () => {
           reason: "rolling upgrade",
         },
       ]);
-      assert.deepEqual(instance, {
-        instanceId: "a-1",
-        agentName: "a",
-        version: "1.2.3",
-        status: "DRAINING",
-        sessionId: "s-a-1",
-        capabilities: ["a.one", "a.two"],
-        maxConcurrency: 8,
-        inFlight: 3,
-        load: 0.25,
-        labels: { lang: "go" },
-        sdk: "typescript 0.1.0",
-        node: "host-1",
-        pid: 4242,
-        connectTime: UPDATED,
-        lastSeenTime: UPDATED,
-      });
+      assert.deepEqual(instance, instanceInfo("a", "a-1", { status: "DRAINING" }));
     });
 
     it("sends no timeout and an empty reason by default", async () => {

@@ -5,7 +5,6 @@ import {
   type sendUnaryData,
   Server,
   type ServerUnaryCall,
-  ServerCredentials,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 
@@ -17,6 +16,7 @@ import {
 } from "../../../generated/ts/meshplane/v1/task_service";
 import { MeshClient } from "../src/client";
 import { MAX_CONNECTIONS } from "../src/connection";
+import { bindLocal } from "./support";
 
 /** A TaskService whose GetTask answers and counts the calls by the client connection (peer) they came over. */
 class PeerRecorder {
@@ -36,12 +36,7 @@ class PeerRecorder {
     };
     const implementation: UntypedServiceImplementation = { getTask };
     this.server.addService(TaskServiceService, implementation);
-    const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
-        error ? reject(error) : resolve(bound),
-      );
-    });
-    this.address = `127.0.0.1:${port}`;
+    this.address = await bindLocal(this.server);
   }
 
   stop(): void {

@@ -3,12 +3,11 @@
 // sees the cancellation), and the errors it maps.
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
-import { after, afterEach, before, describe, it } from "node:test";
+import { afterEach, describe, it } from "node:test";
 
 import {
   type Metadata,
-  Server,
-  ServerCredentials,
+  type Server,
   type ServerWritableStream,
   status,
   type UntypedServiceImplementation,
@@ -31,21 +30,7 @@ import {
 import { encodePayload } from "../src/payload";
 import type { Subscription } from "../src/subscription";
 import type { ChannelMessage } from "../src/types";
-
-const WAIT_MS = 5_000;
-
-/** Rejects if `promise` does not settle within WAIT_MS. */
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${WAIT_MS} ms`)), WAIT_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+import { serve, StreamCall, StreamingFake, within } from "./support";
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -61,22 +46,12 @@ async function settledAfter(promise: Promise<unknown>, ms: number): Promise<bool
 }
 
 /** One Subscribe call as the server sees it; the test says what it answers. */
-class Incoming {
-  readonly request: SubscribeRequest;
+class Incoming extends StreamCall<SubscribeRequest, SubscribeResponse> {
   readonly metadata: Metadata;
-  /** Resolves when the client cancels the call. */
-  readonly cancelled: Promise<void>;
-  private readonly stream: ServerWritableStream<SubscribeRequest, SubscribeResponse>;
 
   constructor(stream: ServerWritableStream<SubscribeRequest, SubscribeResponse>) {
-    this.stream = stream;
-    this.request = stream.request;
+    super(stream);
     this.metadata = stream.metadata;
-    this.cancelled = new Promise((resolve) => stream.once("cancelled", () => resolve()));
-  }
-
-  get isCancelled(): boolean {
-    return this.stream.cancelled;
   }
 
   started(channel = this.request.channel): void {
@@ -100,69 +75,17 @@ class Incoming {
       },
     });
   }
-
-  fail(code: number, details: string): void {
-    this.stream.emit("error", { code, details });
-  }
-
-  end(): void {
-    this.stream.end();
-  }
 }
 
 /** A ChannelService whose Subscribe calls queue up for the test; Publish and ListChannels unimplemented. */
-class FakeChannels {
-  private readonly server = new Server();
-  private readonly arrived: Incoming[] = [];
-  private readonly waiting: ((call: Incoming) => void)[] = [];
-  /** Every call so far. */
-  readonly calls: Incoming[] = [];
-  address = "";
-
-  async start(): Promise<void> {
+class FakeChannels extends StreamingFake<Incoming> {
+  protected readonly what = "a Subscribe call";
+  protected addServices(server: Server): void {
     const implementation: UntypedServiceImplementation = {
-      subscribe: (stream: ServerWritableStream<SubscribeRequest, SubscribeResponse>): void => {
-        const call = new Incoming(stream);
-        this.calls.push(call);
-        const waiter = this.waiting.shift();
-        if (waiter) {
-          waiter(call);
-        } else {
-          this.arrived.push(call);
-        }
-      },
+      subscribe: (stream: ServerWritableStream<SubscribeRequest, SubscribeResponse>): void =>
+        this.arrive(new Incoming(stream)),
     };
-    this.server.addService(ChannelServiceService, implementation);
-    const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
-        error ? reject(error) : resolve(bound),
-      );
-    });
-    this.address = `127.0.0.1:${port}`;
-  }
-
-  /** The next Subscribe call to arrive. */
-  next(): Promise<Incoming> {
-    const call = this.arrived.shift();
-    return within(
-      call ? Promise.resolve(call) : new Promise<Incoming>((resolve) => this.waiting.push(resolve)),
-      "a Subscribe call",
-    );
-  }
-
-  /** Ends every call still open (between tests). */
-  reset(): void {
-    for (const call of this.calls) {
-      if (!call.isCancelled) {
-        call.end();
-      }
-    }
-    this.calls.length = 0;
-    this.arrived.length = 0;
-  }
-
-  stop(): void {
-    this.server.forceShutdown();
+    server.addService(ChannelServiceService, implementation);
   }
 }
 
@@ -192,14 +115,7 @@ describe("MeshClient.subscribe", () => {
   const plane = new FakeChannels();
   let client: MeshClient;
 
-  before(async () => {
-    await plane.start();
-    client = new MeshClient(plane.address, { timeoutMs: 5_000, token: "t0ken" });
-  });
-  after(() => {
-    client.close();
-    plane.stop();
-  });
+  serve(plane, (address) => (client = new MeshClient(address, { timeoutMs: 5_000, token: "t0ken" })));
   afterEach(() => plane.reset());
 
   // ------------------------------------------------------------ going live

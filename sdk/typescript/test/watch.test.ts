@@ -3,12 +3,11 @@
 // stream ending, the signal aborting, and the client's close() (grpc-js does not end a live stream when its
 // channel closes, so the client has to), which also ends a wait() and refuses watches started afterwards.
 import assert from "node:assert/strict";
-import { after, afterEach, before, describe, it } from "node:test";
+import { afterEach, describe, it } from "node:test";
 
 import {
   type sendUnaryData,
-  Server,
-  ServerCredentials,
+  type Server,
   type ServerUnaryCall,
   type ServerWritableStream,
   status,
@@ -26,78 +25,28 @@ import {
 import { MeshClient } from "../src/client";
 import { NotFoundError, UnavailableError } from "../src/errors";
 import type { TaskEvent } from "../src/types";
-
-const WAIT_MS = 5_000;
-
-/** Rejects if `promise` does not settle within WAIT_MS. */
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${WAIT_MS} ms`)), WAIT_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+import { serve, StreamCall, StreamingFake, within } from "./support";
 
 /** One WatchTask call as the server sees it; the test says what it sends. It stays open until told. */
-class Incoming {
-  readonly request: WatchTaskRequest;
-  /** Resolves when the client cancels the call. */
-  readonly cancelled: Promise<void>;
-  private readonly stream: ServerWritableStream<WatchTaskRequest, WatchTaskResponse>;
-
-  constructor(stream: ServerWritableStream<WatchTaskRequest, WatchTaskResponse>) {
-    this.stream = stream;
-    this.request = stream.request;
-    this.cancelled = new Promise((resolve) => stream.once("cancelled", () => resolve()));
-  }
-
-  get isCancelled(): boolean {
-    return this.stream.cancelled;
-  }
-
+class Incoming extends StreamCall<WatchTaskRequest, WatchTaskResponse> {
   event(sequence: number, state = TaskState.TASK_STATE_RUNNING, type = TaskEventType.TASK_EVENT_TYPE_STARTED): void {
     const event = TaskEventProto.fromPartial({ taskId: this.request.taskId, sequence, type, state });
     this.stream.write({ event });
   }
-
-  fail(code: number, details: string): void {
-    this.stream.emit("error", { code, details });
-  }
-
-  end(): void {
-    this.stream.end();
-  }
 }
 
 /** A TaskService whose WatchTask calls queue up for the test, and whose GetTask answers `task`. */
-class FakeTasks {
-  private readonly server = new Server();
-  private readonly arrived: Incoming[] = [];
-  private readonly waiting: ((call: Incoming) => void)[] = [];
-  /** Every WatchTask call so far. */
-  readonly calls: Incoming[] = [];
+class FakeTasks extends StreamingFake<Incoming> {
+  protected readonly what = "a WatchTask call";
   /** The GetTask requests so far. */
   readonly gets: GetTaskRequest[] = [];
   /** What GetTask answers (NOT_FOUND when unset). */
   task: Task | undefined;
-  address = "";
 
-  async start(): Promise<void> {
+  protected addServices(server: Server): void {
     const implementation: UntypedServiceImplementation = {
-      watchTask: (stream: ServerWritableStream<WatchTaskRequest, WatchTaskResponse>): void => {
-        const call = new Incoming(stream);
-        this.calls.push(call);
-        const waiter = this.waiting.shift();
-        if (waiter) {
-          waiter(call);
-        } else {
-          this.arrived.push(call);
-        }
-      },
+      watchTask: (stream: ServerWritableStream<WatchTaskRequest, WatchTaskResponse>): void =>
+        this.arrive(new Incoming(stream)),
       getTask: (call: ServerUnaryCall<GetTaskRequest, GetTaskResponse>, callback: sendUnaryData<GetTaskResponse>) => {
         this.gets.push(call.request);
         if (this.task === undefined) {
@@ -107,40 +56,14 @@ class FakeTasks {
         }
       },
     };
-    this.server.addService(TaskServiceService, implementation);
-    const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
-        error ? reject(error) : resolve(bound),
-      );
-    });
-    this.address = `127.0.0.1:${port}`;
+    server.addService(TaskServiceService, implementation);
   }
 
-  /** The next WatchTask call to arrive. */
-  next(): Promise<Incoming> {
-    const call = this.arrived.shift();
-    return within(
-      call ? Promise.resolve(call) : new Promise<Incoming>((resolve) => this.waiting.push(resolve)),
-      "a WatchTask call",
-    );
-  }
-
-  /** Ends every call still open (between tests). */
-  reset(): void {
-    for (const call of this.calls) {
-      if (!call.isCancelled) {
-        call.end();
-      }
-    }
-    this.calls.length = 0;
-    this.arrived.length = 0;
-    this.waiting.length = 0;
+  /** Ends every call still open and forgets the gets and the task (between tests). */
+  override reset(): void {
+    super.reset();
     this.gets.length = 0;
     this.task = undefined;
-  }
-
-  stop(): void {
-    this.server.forceShutdown();
   }
 }
 
@@ -180,19 +103,11 @@ class Loop {
 describe("MeshClient.watch and wait", () => {
   const plane = new FakeTasks();
   let client: MeshClient;
-
-  before(async () => {
-    await plane.start();
-    client = new MeshClient(plane.address, { timeoutMs: 5_000 });
-  });
-  after(() => {
-    client.close();
-    plane.stop();
-  });
-  afterEach(() => plane.reset());
-
   /** A client of its own, to close in the test. */
   const fresh = (): MeshClient => new MeshClient(plane.address, { timeoutMs: 5_000 });
+
+  serve(plane, () => (client = fresh()));
+  afterEach(() => plane.reset());
 
   // ------------------------------------------------------------ the stream
 
