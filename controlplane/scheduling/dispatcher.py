@@ -24,7 +24,7 @@ from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
-from controlplane.store.tasks import QueuedTask, Takers, TaskRows, TaskWrites
+from controlplane.store.tasks import QueuedTask, StickyKind, Takers, TaskRows, TaskWrites
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -53,11 +53,13 @@ class PlacedOnSubmit:
 # A claim reads a few more rows than there are slots, so that a few tasks no session here can take now
 # (label selectors, agent names, sticky owners full or elsewhere) cost no second read. When that is not
 # enough, it reads on past them, each page CLAIM_GROWTH times the last, up to CLAIM_PAGES pages a round,
-# leaving out in the database what no session here with room admits (store.tasks.Takers): work none can
-# take neither hides placeable work behind it nor costs a read per row.
+# leaving out in the database what no session here with room admits (store.tasks.Takers), and the kinds of
+# sticky task already passed over (at most STICKY_KINDS_LEFT_OUT of them): work none can take neither hides
+# placeable work behind it nor costs a read per row. A hot routing key's backlog is one kind.
 CLAIM_SLACK = 32
 CLAIM_GROWTH = 4
 CLAIM_PAGES = 3
+STICKY_KINDS_LEFT_OUT = 256
 
 
 class Dispatcher(Component):
@@ -304,17 +306,21 @@ class Dispatcher(Component):
         passed_over = False
         after: tuple[int, str] | None = None
         takers: Takers | None = None
+        owner_cannot_take: dict[StickyKind, None] = {}  # the sticky kinds passed over, in order
         size = limit + CLAIM_SLACK
         for _ in range(CLAIM_PAGES):
             batch = await rows.claim_queued(capability, now=transition.now, limit=size, after=after, takers=takers)
             for task in batch:
                 if bound >= limit:
                     return True, passed_over  # no room left for the rest
-                if remote is None and self._remote is not None and self._placer.is_sticky(task):
+                sticky = self._placer.is_sticky(task)
+                if remote is None and self._remote is not None and sticky:
                     remote = await self._remote.serving(capability)  # read once, at the first sticky task
                 session = self._placer.choose(task, serving, memo, remote)
                 if session is None:
                     passed_over = True
+                    if sticky and len(owner_cannot_take) < STICKY_KINDS_LEFT_OUT:
+                        owner_cannot_take[StickyKind.of(task)] = None
                 else:
                     planned.append(self._bind(task, session, transition))
                     bound += 1
@@ -325,7 +331,7 @@ class Dispatcher(Component):
             if bound >= limit:
                 return True, passed_over
             after = (batch[-1].priority, batch[-1].id)
-            takers = takers or _takers(serving)
+            takers = _takers(serving, tuple(owner_cannot_take))
             size *= CLAIM_GROWTH
         return True, passed_over
 
@@ -397,13 +403,15 @@ class Dispatcher(Component):
         self.assigned_on_submit += count
 
 
-def _takers(sessions: Sequence[AgentSession]) -> Takers:
-    """The names and distinct label sets of the sessions with room (what a claim may leave out by)."""
+def _takers(sessions: Sequence[AgentSession], owner_cannot_take: tuple[StickyKind, ...]) -> Takers:
+    """What a claim may leave out by: the names and distinct label sets of the sessions with room, and the
+    sticky kinds whose owner cannot take them now."""
     with_room = [s for s in sessions if s.free_slots]
     label_sets = {tuple(sorted(s.registration.labels.items())) for s in with_room}
     return Takers(
         agent_names=tuple(sorted({s.agent_name for s in with_room})),
         label_sets=tuple(dict(labels) for labels in sorted(label_sets)),
+        owner_cannot_take=owner_cannot_take,
     )
 
 

@@ -210,8 +210,25 @@ _LIVE_COLUMNS = [
 
 
 @dataclass(frozen=True, slots=True)
+class StickyKind:
+    """Sticky tasks alike in all their placement looks at (routing key, agent name, label selector and
+    strategy, as stored): one owner for them all, so one answer whether it can take them now."""
+
+    routing_key: str
+    agent_name: str
+    label_selector: tuple[tuple[str, str], ...]  # in the order stored
+    strategy: str | None
+
+    @classmethod
+    def of(cls, task: QueuedTask) -> StickyKind:
+        strategy = task.strategy.value if task.strategy else None
+        return cls(task.routing_key, task.agent_name, tuple(task.label_selector.items()), strategy)
+
+
+@dataclass(frozen=True, slots=True)
 class Takers:
-    """Who could take a claimed task now: the agent names and label sets of the sessions with room.
+    """Who could take a claimed task now: the agent names and label sets of the sessions with room, and the
+    kinds of sticky task whose owner cannot (full, or connected to another replica).
 
     A claim passes over tasks none of them could take, in the database (without reading or locking
     them). Names and labels are checked apart, so a task may still come back that no one session could
@@ -220,6 +237,7 @@ class Takers:
 
     agent_names: tuple[str, ...]
     label_sets: tuple[Mapping[str, str], ...]
+    owner_cannot_take: tuple[StickyKind, ...] = ()
 
 
 @dataclass(slots=True)
@@ -584,6 +602,37 @@ def _taken_by(takers: Takers, param: Callable[[Any], str], *, postgres: bool) ->
     ]
 
 
+def _not_of_kinds(kinds: Sequence[StickyKind], param: Callable[[Any], str], *, postgres: bool) -> str:
+    """A condition on `t` leaving out the tasks of these sticky kinds.
+
+    PostgreSQL compares label selectors as jsonb (by value). SQLite compares them as the text stored, a kind's
+    selector written back the way the store writes it: a selector stored with its labels in another order is
+    not left out (it is then read, and placement passes over it).
+    """
+    selectors = [json.dumps(dict(kind.label_selector), separators=(",", ":")) for kind in kinds]
+    if postgres:
+        keys = param([kind.routing_key for kind in kinds])
+        names = param([kind.agent_name for kind in kinds])
+        strategies = param([kind.strategy for kind in kinds])
+        return (
+            f"NOT EXISTS (SELECT 1 FROM unnest({keys}::text[], {names}::text[], {param(selectors)}::text[]::jsonb[],"
+            f" {strategies}::text[]) AS k(routing_key, agent_name, label_selector, strategy)"
+            " WHERE t.routing_key = k.routing_key AND t.agent_name = k.agent_name"
+            " AND coalesce(t.label_selector, '{}'::jsonb) = k.label_selector"
+            " AND t.strategy IS NOT DISTINCT FROM k.strategy)"
+        )
+    rows = [
+        [kind.routing_key, kind.agent_name, selector, kind.strategy]
+        for kind, selector in zip(kinds, selectors, strict=True)
+    ]
+    return (
+        f"NOT EXISTS (SELECT 1 FROM json_each({param(json.dumps(rows))}) AS k"
+        " WHERE t.routing_key = json_extract(k.value, '$[0]') AND t.agent_name = json_extract(k.value, '$[1]')"
+        " AND coalesce(t.label_selector, '{}') = json_extract(k.value, '$[2]')"
+        " AND t.strategy IS json_extract(k.value, '$[3]'))"
+    )
+
+
 # ---------------------------------------------------------------- repository
 
 
@@ -688,6 +737,8 @@ class TaskRows:
             )
         if takers is not None:
             conditions += _taken_by(takers, param, postgres=pg)
+            if takers.owner_cannot_take:
+                conditions.append(_not_of_kinds(takers.owner_cannot_take, param, postgres=pg))
         select = f"SELECT {bulk.select_list('t', CLAIM_COLS)} FROM tasks AS t WHERE {' AND '.join(conditions)}"
         sql = f"{select} ORDER BY t.priority DESC, t.id LIMIT {param(limit)}"
         if pg:

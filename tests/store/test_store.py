@@ -11,13 +11,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from controlplane.domain.payload import Payload
+from controlplane.domain.scheduling import Strategy
 from controlplane.domain.state import StateEntry
 from controlplane.domain.tasks import Task, TaskFilter, TaskState, TaskTarget
 from controlplane.store import migrate
 from controlplane.store.database import Database
 from controlplane.store.schema import metadata, tasks
 from controlplane.store.sql import DuplicateKey
-from controlplane.store.tasks import Takers
+from controlplane.store.tasks import StickyKind, Takers
 from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
 
@@ -154,6 +155,46 @@ async def test_a_claim_can_leave_out_what_no_taker_admits(store: Store) -> None:
     async with store.hot_transaction() as hot:
         claimed = await hot.tasks.claim_queued("cap.a", now=now + 1, limit=10, takers=takers)
         assert [c.id for c in claimed] == [anyone.id, eu.id, eu_gpu.id, named.id]
+
+
+async def test_a_claim_can_leave_out_sticky_kinds_whose_owner_cannot_take_them(store: Store) -> None:
+    now = time.time()
+    hashed = Strategy.CONSISTENT_HASH
+
+    def sticky(key: str, strategy: Strategy | None = hashed, agent_name: str = "", **labels: str) -> Task:
+        task = new_task(now=now)
+        target = TaskTarget("cap.a", agent_name, labels, routing_key=key, strategy=strategy)
+        return dataclasses.replace(task, spec=dataclasses.replace(task.spec, target=target))
+
+    hot = [sticky("hot") for _ in range(3)]
+    labelled = sticky("cold", zone="eu", gpu="yes")
+    # Alike but for one thing placement looks at: another owner may take them.
+    other_key, named, other_labels, default_strategy = (
+        sticky("warm"),
+        sticky("hot", agent_name="alpha"),
+        sticky("hot", zone="eu"),
+        sticky("hot", strategy=None),
+    )
+    queue = [*hot, labelled, other_key, named, other_labels, default_strategy]
+    async with store.hot_transaction() as hot_tx:
+        await hot_tx.tasks.insert(queue, actors=actors(queue))
+    takers = Takers(
+        agent_names=("alpha",),
+        label_sets=({"zone": "eu", "gpu": "yes"},),
+        owner_cannot_take=(
+            StickyKind("hot", "", (), "consistent_hash"),
+            StickyKind("cold", "", (("zone", "eu"), ("gpu", "yes")), "consistent_hash"),
+        ),
+    )
+    async with store.hot_transaction() as hot_tx:
+        claimed = await hot_tx.tasks.claim_queued("cap.a", now=now + 1, limit=20, takers=takers)
+        assert [c.id for c in claimed] == [other_key.id, named.id, other_labels.id, default_strategy.id]
+    async with store.hot_transaction() as hot_tx:  # the kinds as the scheduler makes them, from claimed rows
+        kinds = {c.id: StickyKind.of(c) for c in await hot_tx.tasks.claim_queued("cap.a", now=now + 1, limit=20)}
+    from_rows = dataclasses.replace(takers, owner_cannot_take=(kinds[hot[0].id], kinds[labelled.id]))
+    async with store.hot_transaction() as hot_tx:
+        claimed = await hot_tx.tasks.claim_queued("cap.a", now=now + 1, limit=20, takers=from_rows)
+        assert [c.id for c in claimed] == [other_key.id, named.id, other_labels.id, default_strategy.id]
 
 
 @pytest.mark.postgres
