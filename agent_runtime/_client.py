@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
@@ -45,8 +45,21 @@ from meshplane.v1 import (
 )
 
 _MAX_PAGE = 1000
+T = TypeVar("T")
 _WATCH_RETRY_SECONDS = 0.5
 _STREAM_END_GRACE_SECONDS = 2.0
+
+
+async def _all_pages(page: Callable[[str], Awaitable[Page[T]]]) -> list[T]:
+    """Every item of a listing: `page(token)` from the first page ("") until a page has no next token."""
+    items: list[T] = []
+    token = ""
+    while True:
+        answer = await page(token)
+        items += answer.items
+        token = answer.next_page_token
+        if not token:
+            return items
 
 
 def _duration(value: Seconds) -> duration_pb2.Duration:
@@ -406,14 +419,9 @@ class MeshClient:
 
     async def list_agents(self, *, capability: str = "") -> list[AgentInfo]:
         """Every registered agent, by name."""
-        agents: list[AgentInfo] = []
-        token = ""
-        while True:
-            page = await self.list_agents_page(capability=capability, page_size=_MAX_PAGE, page_token=token)
-            agents += page.items
-            token = page.next_page_token
-            if not token:
-                return agents
+        return await _all_pages(
+            lambda token: self.list_agents_page(capability=capability, page_size=_MAX_PAGE, page_token=token)
+        )
 
     async def get_agent(self, name: str) -> AgentInfo:
         response = await self._connection.unary(
@@ -421,24 +429,26 @@ class MeshClient:
         )
         return AgentInfo.from_proto(response.agent)
 
+    async def list_instances_page(
+        self, agent_name: str = "-", *, include_disconnected: bool = False, page_size: int = 0, page_token: str = ""
+    ) -> Page[AgentInstanceInfo]:
+        """One page of the instances of one agent (``"-"``: of every agent); connected ones (CONNECTED or
+        DRAINING) unless ``include_disconnected``."""
+        request = agent_service_pb2.ListAgentInstancesRequest(
+            agent_name=agent_name, include_disconnected=include_disconnected, page_size=page_size, page_token=page_token
+        )
+        response = await self._connection.unary(self._agents.ListAgentInstances, request)
+        return Page([AgentInstanceInfo.from_proto(i) for i in response.instances], response.next_page_token, response)
+
     async def list_instances(
         self, agent_name: str = "-", *, include_disconnected: bool = False
     ) -> list[AgentInstanceInfo]:
-        """Instances of one agent (``"-"``: of every agent)."""
-        instances: list[AgentInstanceInfo] = []
-        token = ""
-        while True:
-            request = agent_service_pb2.ListAgentInstancesRequest(
-                agent_name=agent_name,
-                include_disconnected=include_disconnected,
-                page_size=_MAX_PAGE,
-                page_token=token,
+        """Instances of one agent (``"-"``: of every agent), following pages."""
+        return await _all_pages(
+            lambda token: self.list_instances_page(
+                agent_name, include_disconnected=include_disconnected, page_size=_MAX_PAGE, page_token=token
             )
-            response = await self._connection.unary(self._agents.ListAgentInstances, request)
-            instances += [AgentInstanceInfo.from_proto(i) for i in response.instances]
-            token = response.next_page_token
-            if not token:
-                return instances
+        )
 
     async def drain_instance(
         self, agent_name: str, instance_id: str, *, timeout: Seconds | None = None, reason: str = ""

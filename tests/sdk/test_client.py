@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import agent_runtime._client
 from agent_runtime import (
     Agent,
     FailedPrecondition,
@@ -62,6 +63,22 @@ async def test_submit_get_list_and_batch(serve: Any, client: MeshClient) -> None
         assert all(t.capability == "demo.echo" for t in listed)
         page = await client.list_tasks_page(state=TaskState.SUCCEEDED, page_size=2)
         assert len(page.items) == 2 and page.next_page_token
+
+
+async def test_agents_and_instances_are_listed_a_page_at_a_time(
+    serve: Any, client: MeshClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serve(echo_agent("lister-a")), serve(echo_agent("lister-b")):
+        first = await client.list_instances_page(page_size=1)
+        assert len(first.items) == 1 and first.next_page_token
+        second = await client.list_instances_page(page_size=1, page_token=first.next_page_token)
+        assert [i.agent_name for i in first.items + second.items] == ["lister-a", "lister-b"]
+        only_b = await client.list_instances_page("lister-b")
+        assert [i.agent_name for i in only_b.items] == ["lister-b"] and not only_b.next_page_token
+
+        monkeypatch.setattr(agent_runtime._client, "_MAX_PAGE", 1)  # the full listings follow every page
+        assert [i.agent_name for i in await client.list_instances()] == ["lister-a", "lister-b"]
+        assert [a.name for a in await client.list_agents(capability="demo.echo")] == ["lister-a", "lister-b"]
 
 
 async def test_idempotent_submit_returns_the_same_task(client: MeshClient) -> None:
