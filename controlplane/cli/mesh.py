@@ -20,7 +20,7 @@ from controlplane.cli.demo import DEMO_CAPABILITIES, demo_agent
 from controlplane.cli.gateway import Gateway, find_gateway
 from controlplane.cli.logs import configure_logging
 from controlplane.cli.up import DEFAULT_HTTP_LISTEN
-from controlplane.runtime import tune_garbage_collection
+from controlplane.runtime import tune_interpreter
 from controlplane.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ async def run_mesh(args: argparse.Namespace) -> int:
             await plane.start()
         except (OSError, RuntimeError) as exc:
             raise CliError(f"the control plane did not start: {exc}") from exc
-        tune_garbage_collection()
+        tune_interpreter()
         try:
             address = connect_address(plane.address)
             token = settings.auth_tokens[0] if settings.auth_tokens else None

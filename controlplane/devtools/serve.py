@@ -13,7 +13,7 @@ import signal
 import sys
 
 from controlplane.app import ControlPlane
-from controlplane.runtime import run_event_loop, tune_garbage_collection
+from controlplane.runtime import run_event_loop, tune_interpreter
 from controlplane.settings import Settings
 
 
@@ -21,7 +21,7 @@ async def serve() -> None:
     logging.basicConfig(level=os.environ.get("MESHPLANE_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     plane = ControlPlane(Settings())
     await plane.start()
-    tune_garbage_collection()
+    tune_interpreter()
     print(f"READY {plane.address} {plane.metrics.address or '-'}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
