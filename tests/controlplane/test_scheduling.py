@@ -150,8 +150,9 @@ async def test_work_no_session_can_take_does_not_hide_work_queued_behind_it(
     await agent.close()
 
 
+@pytest.mark.parametrize("backlog", ["many keys", "one hot key"])
 async def test_sticky_work_waiting_for_its_full_owner_does_not_hide_work_behind_it(
-    plane: ControlPlane, channel: grpc.aio.Channel
+    plane: ControlPlane, channel: grpc.aio.Channel, backlog: str
 ) -> None:
     owner = LinkAgent(plane.address, name="owner", max_concurrency=1)
     other = LinkAgent(plane.address, name="other", max_concurrency=1)
@@ -159,8 +160,10 @@ async def test_sticky_work_waiting_for_its_full_owner_does_not_hide_work_behind_
         await agent.connect()
     busy = await submit(channel, target=task_pb2.TaskTarget(capability="demo.echo", agent_name="owner"))
     assert (await owner.next_assignment()).task_id == busy.id  # held: the owner has no room now
-    # More sticky tasks than one claim reads (room + slack), all owned by the full instance...
-    keys = [k for k in (f"key-{n}" for n in range(400)) if _owned_by(k, owner, other)][:100]
+    owned = (k for k in (f"key-{n}" for n in range(400)) if _owned_by(k, owner, other))
+    # Many keys: more sticky tasks than one claim reads (room + slack), all owned by the full instance. One hot
+    # key: its backlog is longer than all the pages a round reads put together (33 + 132 + 528 rows here).
+    keys = list(owned)[:100] if backlog == "many keys" else [next(owned)] * 800
     sticky = [
         submit_request(
             target=task_pb2.TaskTarget(
@@ -170,29 +173,7 @@ async def test_sticky_work_waiting_for_its_full_owner_does_not_hide_work_behind_
         for key in keys
     ]
     await tasks_stub(channel).BatchSubmitTasks(task_service_pb2.BatchSubmitTasksRequest(requests=sticky))
-    # ...and one task anybody can take behind them: the instance with room gets it.
-    behind = await submit(channel, data={"behind": True})
-    assert (await other.next_assignment()).task_id == behind.id
-    await close_all([owner, other])
-
-
-async def test_a_hot_routing_key_waiting_for_its_full_owner_does_not_hide_work_behind_it(
-    plane: ControlPlane, channel: grpc.aio.Channel
-) -> None:
-    owner = LinkAgent(plane.address, name="owner", max_concurrency=1)
-    other = LinkAgent(plane.address, name="other", max_concurrency=1)
-    for agent in (owner, other):
-        await agent.connect()
-    busy = await submit(channel, target=task_pb2.TaskTarget(capability="demo.echo", agent_name="owner"))
-    assert (await owner.next_assignment()).task_id == busy.id  # held: the owner has no room now
-    # One key's backlog, longer than every page a round reads put together (33 + 132 + 528 rows here)...
-    key = next(k for k in (f"user-{n}" for n in range(100)) if _owned_by(k, owner, other))
-    target = task_pb2.TaskTarget(
-        capability="demo.echo", routing_key=key, strategy=task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH
-    )
-    backlog = [submit_request(target=target) for _ in range(800)]
-    await tasks_stub(channel).BatchSubmitTasks(task_service_pb2.BatchSubmitTasksRequest(requests=backlog))
-    # ...and one task anybody can take behind it: the instance with room gets it.
+    # One task anybody can take behind them: the instance with room gets it.
     behind = await submit(channel, data={"behind": True})
     assert (await other.next_assignment()).task_id == behind.id
     await close_all([owner, other])
