@@ -44,8 +44,9 @@ from meshplane.v1 import (
     task_service_pb2_grpc,
 )
 
-_MAX_PAGE = 1000
 T = TypeVar("T")
+
+_MAX_PAGE = 1000
 _WATCH_RETRY_SECONDS = 0.5
 _STREAM_END_GRACE_SECONDS = 2.0
 
