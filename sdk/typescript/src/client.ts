@@ -3,8 +3,6 @@
  * state.
  */
 
-import { status as Status } from "@grpc/grpc-js";
-
 import { type ConnectionOptions, Connection, defaultTarget, defaultToken } from "./connection";
 import {
   agentInfo,
@@ -37,7 +35,6 @@ import {
   TaskServiceClient,
 } from "./proto";
 import { StateStore } from "./state";
-import { errorFromStatus } from "./status";
 import { ChannelSubscription, type SubscribeOptions, type Subscription } from "./subscription";
 import {
   type AgentInfo,
@@ -392,7 +389,7 @@ export class MeshClient {
     const signal = options.signal;
     signal?.throwIfAborted();
     if (this.connection.isClosed) {
-      throw this.closedError();
+      throw this.connection.closedError();
     }
     const call = this.tasks.watchTask(
       { taskId, afterSequence: options.afterSequence ?? 0 },
@@ -467,7 +464,7 @@ export class MeshClient {
             }
           }
           if (this.connection.isClosed) {
-            throw this.closedError(); // close() ended the watch
+            throw this.connection.closedError(); // close() ended the watch
           }
           const task = await this.get(taskId); // the stream ended without a terminal event
           if (isTerminal(task.state)) {
@@ -481,7 +478,7 @@ export class MeshClient {
         await this.pause(WATCH_RETRY_MS, controller.signal);
         controller.signal.throwIfAborted();
         if (this.connection.isClosed) {
-          throw this.closedError();
+          throw this.connection.closedError();
         }
       }
     } finally {
@@ -503,12 +500,6 @@ export class MeshClient {
       signal.addEventListener("abort", wake, { once: true });
       this.closeHooks.add(wake);
     });
-  }
-
-  /** The error of a stream refused, or a wait given up, because the client is closed. */
-  private closedError(): UnavailableError {
-    const details = "the client is closed";
-    return errorFromStatus({ code: Status.UNAVAILABLE, details }, this.target) as UnavailableError;
   }
 
   /** Waits for the task's output (decoded JSON, or bytes); rejects like {@link wait}. */
@@ -559,6 +550,9 @@ export class MeshClient {
    */
   async subscribe<T = unknown>(channel: string, options: SubscribeOptions = {}): Promise<Subscription<T>> {
     options.signal?.throwIfAborted();
+    if (this.connection.isClosed) {
+      throw this.connection.closedError();
+    }
     const stub = this.connection.client(ChannelServiceClient);
     const call = stub.subscribe({ channel }, this.connection.metadata());
     const subscription: ChannelSubscription<T> = new ChannelSubscription<T>(this.connection, channel, call, {
@@ -686,7 +680,8 @@ export class MeshClient {
   /**
    * Closes the client's channel (idempotent), its open subscriptions (their loops end; a `subscribe` not yet
    * live rejects with {@link UnavailableError}) and its live watches (their loops end, without throwing; a
-   * {@link wait} rejects with {@link UnavailableError}, and so does a watch started afterwards).
+   * {@link wait} rejects with {@link UnavailableError}). Any call, watch or subscribe made afterwards rejects
+   * with {@link UnavailableError} ("the client is closed").
    */
   close(): void {
     for (const subscription of [...this.subscriptions]) {

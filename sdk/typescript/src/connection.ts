@@ -11,8 +11,10 @@ import {
   credentials as grpcCredentials,
   Metadata,
   type ServiceError,
+  status as Status,
 } from "@grpc/grpc-js";
 
+import type { UnavailableError } from "./errors";
 import { errorFromStatus, isServiceError } from "./status";
 
 /** Where agents and clients connect when no target is given: `MESHPLANE_TARGET` or this. */
@@ -136,8 +138,11 @@ export class Connection {
     return client;
   }
 
-  /** A unary call; a failure rejects with the matching {@link RpcError}. */
+  /** A unary call; a failure rejects with the matching {@link RpcError} (UnavailableError once closed). */
   unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, timeoutMs?: number): Promise<Res> {
+    if (this.closed) {
+      return Promise.reject(this.closedError());
+    }
     const options: Partial<CallOptions> = timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
     return new Promise<Res>((resolve, reject) => {
       method(request, this.metadata(), options, (error, response) => {
@@ -160,6 +165,11 @@ export class Connection {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** What a call or stream refused, or a wait given up, because the connection is closed rejects with. */
+  closedError(): UnavailableError {
+    return errorFromStatus({ code: Status.UNAVAILABLE, details: "the client is closed" }, this.target) as UnavailableError;
   }
 
   /** Closes the channels (idempotent); calls in progress fail. */

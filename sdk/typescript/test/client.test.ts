@@ -703,3 +703,21 @@ describe("MeshClient listings and batches", () => {
     });
   });
 });
+
+describe("MeshClient after close()", () => {
+  const plane = new FakePlane();
+  serve(plane, () => ({ close: () => undefined }));
+
+  it("rejects calls, watches and subscriptions with UnavailableError, without calling the control plane", async () => {
+    const closed = new MeshClient(plane.address, { timeoutMs: 5_000 });
+    closed.close();
+    const isClosedError = (error: unknown): boolean =>
+      error instanceof UnavailableError && /the client is closed/.test(error.message);
+    await assert.rejects(closed.get("01TASK"), isClosedError);
+    await assert.rejects(closed.listInstancesPage(), isClosedError);
+    await assert.rejects(closed.drainInstance("a", "a-1"), isClosedError);
+    await assert.rejects(closed.subscribe("news"), isClosedError);
+    await assert.rejects(closed.watch("01TASK").next(), isClosedError);
+    assert.deepEqual([plane.calls("listAgentInstances"), plane.calls("drainAgentInstance")], [[], []]);
+  });
+});
