@@ -14,6 +14,7 @@ from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
     ChannelMessage,
+    Page,
     StateEntry,
     TaskEvent,
     TaskInfo,
@@ -73,6 +74,12 @@ class SyncMeshClient:
         task: TaskInfo = handle.task
         return task
 
+    def submit_spec(self, spec: TaskSpec) -> TaskInfo:
+        """Submit one task described by a :class:`TaskSpec`; its record as stored."""
+        handle = self._run(self._client.submit_spec(spec))
+        task: TaskInfo = handle.task
+        return task
+
     def submit_many(self, specs: Iterable[TaskSpec]) -> list[TaskInfo]:
         """Submit up to 1000 tasks atomically."""
         handles = self._run(self._client.submit_many(specs))
@@ -84,6 +91,33 @@ class SyncMeshClient:
 
     def cancel(self, task_id: str, *, reason: str = "") -> TaskInfo:
         result: TaskInfo = self._run(self._client.cancel(task_id, reason=reason))
+        return result
+
+    def resubmit(self, task_id: str) -> TaskInfo:
+        """Submit a new task with the spec of an ended one (e.g. a dead-lettered task); the new task."""
+        handle = self._run(self._client.resubmit(task_id))
+        task: TaskInfo = handle.task
+        return task
+
+    def list_tasks_page(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        capability: str = "",
+        correlation_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[TaskInfo]:
+        """One page of tasks, newest first (attempts omitted)."""
+        result: Page[TaskInfo] = self._run(
+            self._client.list_tasks_page(
+                state=state,
+                capability=capability,
+                correlation_id=correlation_id,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        )
         return result
 
     def list_tasks(
@@ -113,13 +147,44 @@ class SyncMeshClient:
 
     # ------------------------------------------------------------ agents
 
+    def list_agents_page(self, *, capability: str = "", page_size: int = 0, page_token: str = "") -> Page[AgentInfo]:
+        """One page of agents, by name."""
+        result: Page[AgentInfo] = self._run(
+            self._client.list_agents_page(capability=capability, page_size=page_size, page_token=page_token)
+        )
+        return result
+
     def list_agents(self, *, capability: str = "") -> list[AgentInfo]:
         result: list[AgentInfo] = self._run(self._client.list_agents(capability=capability))
+        return result
+
+    def get_agent(self, name: str) -> AgentInfo:
+        result: AgentInfo = self._run(self._client.get_agent(name))
+        return result
+
+    def list_instances_page(
+        self, agent_name: str = "-", *, include_disconnected: bool = False, page_size: int = 0, page_token: str = ""
+    ) -> Page[AgentInstanceInfo]:
+        """One page of the instances of one agent (``"-"``: of every agent)."""
+        result: Page[AgentInstanceInfo] = self._run(
+            self._client.list_instances_page(
+                agent_name, include_disconnected=include_disconnected, page_size=page_size, page_token=page_token
+            )
+        )
         return result
 
     def list_instances(self, agent_name: str = "-", *, include_disconnected: bool = False) -> list[AgentInstanceInfo]:
         result: list[AgentInstanceInfo] = self._run(
             self._client.list_instances(agent_name, include_disconnected=include_disconnected)
+        )
+        return result
+
+    def drain_instance(
+        self, agent_name: str, instance_id: str, *, timeout: Seconds | None = None, reason: str = ""
+    ) -> AgentInstanceInfo:
+        """Ask a connected instance to finish its work and reconnect (rolling upgrades); the instance, draining."""
+        result: AgentInstanceInfo = self._run(
+            self._client.drain_instance(agent_name, instance_id, timeout=timeout, reason=reason)
         )
         return result
 

@@ -174,3 +174,36 @@ async def test_the_sync_client_works_without_an_event_loop(serve: Any, plane: An
     assert entry is not None and entry.value == 1
     assert events[0] == "CREATED" and events[-1] == "SUCCEEDED"
     assert message == "hi"
+
+
+async def test_the_sync_client_pages_resubmits_and_drains(serve: Any, plane: Any) -> None:
+    def use_it() -> dict[str, Any]:
+        with SyncMeshClient(plane.address) as client:
+            first = client.submit_spec(TaskSpec("demo.echo", 1))
+            client.result(first.id, timeout=10)
+            again = client.resubmit(first.id)
+            tasks = client.list_tasks_page(capability="demo.echo", page_size=1)
+            agents = client.list_agents_page(capability="demo.echo")
+            [instance] = client.list_instances_page("echoer").items
+            return {
+                "again": (again.resubmitted_from == first.id, client.result(again.id, timeout=10)),
+                "tasks": (len(tasks.items), bool(tasks.next_page_token)),
+                "agents": ([a.name for a in agents.items], client.get_agent("echoer").name),
+                "drained": client.drain_instance("echoer", instance.instance_id, reason="test").status,
+            }
+
+    async with serve(echo_agent()):
+        seen = await asyncio.to_thread(use_it)
+    assert seen["again"] == (True, 1)
+    assert seen["tasks"] == (1, True)
+    assert seen["agents"] == (["echoer"], "echoer")
+    assert seen["drained"] == "DRAINING"
+
+
+def test_the_sync_client_offers_every_operation_of_the_async_one() -> None:
+    def public(cls: type) -> set[str]:
+        return {name for name in dir(cls) if not name.startswith("_")}
+
+    # `state(namespace)` hands out an async store; the sync client reads and writes state directly.
+    assert public(MeshClient) - public(SyncMeshClient) == {"state"}
+    assert {"get_state", "put_state", "delete_state"} <= public(SyncMeshClient)
