@@ -21,10 +21,9 @@ GC_THRESHOLDS = (20_000, 20, 100)
 # A thread waiting for the GIL asks the running one to let go after this long (Python's default: 5 ms).
 # grpc.aio hands every completed read and write from its poller thread to the event loop, and the poller
 # needs the GIL to do it: while the loop runs Python without a pause (a busy plane), each hand-off waited
-# up to 5 ms, and the loop then found less work to batch. In ten alternating pairs of benchmark runs on
-# the 2-core machine (2026-11-23), 0.5 ms gave more single submits in nine (mean 1,416 against 1,277
-# tasks/s) and more batched ones in four of five (mean 5,309 against 4,778); one caller's p50 did not move
-# beyond the runs' noise.
+# up to 5 ms. In 13 alternating pairs of benchmark runs on the 2-core machine (2026-11-23, its speed
+# swinging ~1.5x over the day), 0.5 ms gave more single submits in 10 (mean 1,320 against 1,223 tasks/s);
+# batches (4 of 8 pairs) and one caller's p50 did not move beyond the runs' noise.
 GIL_SWITCH_INTERVAL = 0.0005
 
 
