@@ -213,6 +213,13 @@ export function submitRequest(capability: string, input: unknown, options: Submi
   };
 }
 
+/** Throws a TypeError unless the control plane's answer to `call` carried `value` (`what`: "a task"). */
+function assertAnswered<T>(value: T | undefined, call: string, what: string): asserts value is T {
+  if (value === undefined) {
+    throw new TypeError(`the control plane answered ${call} without ${what}`);
+  }
+}
+
 /**
  * A client of the mesh: submit tasks (one by one or in batches) and wait for them, cancel and list them,
  * list agents and their instances, publish on and subscribe to channels, and read and write state. One gRPC
@@ -268,9 +275,7 @@ export class MeshClient {
       submitRequest(capability, input, options),
       this.timeoutMs,
     );
-    if (response.task === undefined) {
-      throw new TypeError("the control plane answered SubmitTask without a task");
-    }
+    assertAnswered(response.task, "SubmitTask", "a task");
     return { ...taskInfo(response.task), deduplicated: response.deduplicated };
   }
 
@@ -309,9 +314,7 @@ export class MeshClient {
   async get(taskId: string): Promise<TaskInfo> {
     const stub = this.tasks;
     const response = await this.connection.unary(stub.getTask.bind(stub), { taskId }, this.timeoutMs);
-    if (response.task === undefined) {
-      throw new TypeError("the control plane answered GetTask without a task");
-    }
+    assertAnswered(response.task, "GetTask", "a task");
     return taskInfo(response.task);
   }
 
@@ -322,9 +325,7 @@ export class MeshClient {
   async resubmit(taskId: string): Promise<TaskInfo> {
     const stub = this.tasks;
     const response = await this.connection.unary(stub.resubmitTask.bind(stub), { taskId }, this.timeoutMs);
-    if (response.task === undefined) {
-      throw new TypeError("the control plane answered ResubmitTask without a task");
-    }
+    assertAnswered(response.task, "ResubmitTask", "a task");
     return taskInfo(response.task);
   }
 
@@ -332,9 +333,7 @@ export class MeshClient {
   async cancel(taskId: string, reason = ""): Promise<TaskInfo> {
     const stub = this.tasks;
     const response = await this.connection.unary(stub.cancelTask.bind(stub), { taskId, reason }, this.timeoutMs);
-    if (response.task === undefined) {
-      throw new TypeError("the control plane answered CancelTask without a task");
-    }
+    assertAnswered(response.task, "CancelTask", "a task");
     return taskInfo(response.task);
   }
 
@@ -522,9 +521,7 @@ export class MeshClient {
       this.timeoutMs,
     );
     const message = response.message;
-    if (message === undefined) {
-      throw new TypeError("the control plane answered Publish without a message");
-    }
+    assertAnswered(message, "Publish", "a message");
     return channelMessage(message, decodePayload(message.payload));
   }
 
@@ -606,9 +603,7 @@ export class MeshClient {
   async getAgent(name: string): Promise<AgentInfo> {
     const stub = this.agents;
     const response = await this.connection.unary(stub.getAgent.bind(stub), { agentName: name }, this.timeoutMs);
-    if (response.agent === undefined) {
-      throw new TypeError("the control plane answered GetAgent without an agent");
-    }
+    assertAnswered(response.agent, "GetAgent", "an agent");
     return agentInfo(response.agent);
   }
 
@@ -671,9 +666,7 @@ export class MeshClient {
       { agentName, instanceId, timeout: ms(options.timeoutMs), reason: options.reason ?? "" },
       this.timeoutMs,
     );
-    if (response.instance === undefined) {
-      throw new TypeError("the control plane answered DrainAgentInstance without an instance");
-    }
+    assertAnswered(response.instance, "DrainAgentInstance", "an instance");
     return instanceInfo(response.instance);
   }
 
