@@ -462,10 +462,8 @@ export class MeshClient {
               return raiseForOutcome(await this.get(taskId));
             }
           }
-          if (this.connection.isClosed) {
-            throw this.connection.closedError(); // close() ended the watch
-          }
-          const task = await this.get(taskId); // the stream ended without a terminal event
+          // The stream ended without a terminal event (or close() ended it: then get() rejects at once).
+          const task = await this.get(taskId);
           if (isTerminal(task.state)) {
             return raiseForOutcome(task);
           }
@@ -475,10 +473,7 @@ export class MeshClient {
           }
         }
         await this.pause(WATCH_RETRY_MS, controller.signal);
-        controller.signal.throwIfAborted();
-        if (this.connection.isClosed) {
-          throw this.connection.closedError();
-        }
+        controller.signal.throwIfAborted(); // a client closed meanwhile: the next watch() rejects at once
       }
     } finally {
       clearTimeout(timer);
