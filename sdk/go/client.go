@@ -224,7 +224,7 @@ func WithIdempotencyKey(key string) SubmitOption {
 
 // WithPriority sets the priority (-1000..1000; higher runs first).
 func WithPriority(priority int) SubmitOption {
-	return func(r *pb.SubmitTaskRequest) { r.Priority = int32(priority) }
+	return func(r *pb.SubmitTaskRequest) { r.Priority = int32Field(priority) }
 }
 
 // WithCorrelationID sets the correlation id carried to agents, logs and events.
@@ -257,7 +257,7 @@ func WithRoutingKey(key string) SubmitOption {
 
 // WithMaxAttempts sets the attempts allowed, the first included (1: no retry).
 func WithMaxAttempts(n int) SubmitOption {
-	return func(r *pb.SubmitTaskRequest) { retryPolicy(r).MaxAttempts = int32(n) }
+	return func(r *pb.SubmitTaskRequest) { retryPolicy(r).MaxAttempts = int32Field(n) }
 }
 
 // WithRetryBackoff sets the backoff between attempts: initial, growing by multiplier up to max.
@@ -477,7 +477,7 @@ func (c *Client) ListTasksPage(ctx context.Context, filter TaskFilter, pageSize 
 		return nil, err
 	}
 	resp, err := c.tasks.ListTasks(ctx, &pb.ListTasksRequest{
-		PageSize:      int32(pageSize),
+		PageSize:      int32Field(pageSize),
 		PageToken:     pageToken,
 		State:         state,
 		Capability:    filter.Capability,

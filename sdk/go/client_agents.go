@@ -169,7 +169,7 @@ type AgentPage struct {
 // default, 50; at most 1000); pageToken is "" for the first page, then the previous page's
 // NextPageToken, with the same capability.
 func (c *Client) ListAgentsPage(ctx context.Context, capability string, pageSize int, pageToken string) (*AgentPage, error) {
-	resp, err := c.agents.ListAgents(ctx, &pb.ListAgentsRequest{Capability: capability, PageSize: int32(pageSize), PageToken: pageToken})
+	resp, err := c.agents.ListAgents(ctx, &pb.ListAgentsRequest{Capability: capability, PageSize: int32Field(pageSize), PageToken: pageToken})
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -214,7 +214,7 @@ func (c *Client) ListInstancesPage(ctx context.Context, agentName string, includ
 		agentName = "-"
 	}
 	resp, err := c.agents.ListAgentInstances(ctx, &pb.ListAgentInstancesRequest{
-		AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: int32(pageSize), PageToken: pageToken,
+		AgentName: agentName, IncludeDisconnected: includeDisconnected, PageSize: int32Field(pageSize), PageToken: pageToken,
 	})
 	if err != nil {
 		return nil, rpcError(err)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"reflect"
 	"slices"
@@ -256,6 +257,45 @@ func TestSubmitManySendsEveryTaskWithItsOptionsInOneCall(t *testing.T) {
 	if c.GetTarget().GetCapability() != "blob.store" || c.GetInput().GetContentType() != "image/png" ||
 		!slices.Equal(c.GetInput().GetData(), []byte{1, 2}) || c.GetMetadata()["k"] != "v" || c.GetTarget().GetAgentName() != "storer" {
 		t.Errorf("request 2 lost its options: %v", c)
+	}
+}
+
+func TestIntegersBeyondInt32SaturateInsteadOfWrapping(t *testing.T) {
+	tasks := &fakeTasks{taskPages: threeTaskPages()}
+	agents := &fakeAgents{agentPages: map[string]page[*pb.Agent]{"": {}}, instancePages: map[string]page[*pb.AgentInstance]{"": {}}}
+	client := startFakeAPI(t, tasks, agents)
+	ctx := testContext(t)
+
+	// 1<<32 + 7 wrapped to int32 would be 7: a valid priority and attempt count, silently not the one asked for.
+	_, err := client.SubmitMany(ctx, []TaskRequest{
+		NewTaskRequest("conf.echo", nil, WithPriority(1<<32+7), WithMaxAttempts(1<<32+7)),
+		NewTaskRequest("conf.echo", nil, WithPriority(-(1<<32)-7)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := tasks.batches.all()[0].GetRequests()
+	if p, n := reqs[0].GetPriority(), reqs[0].GetRetryPolicy().GetMaxAttempts(); p != math.MaxInt32 || n != math.MaxInt32 {
+		t.Errorf("priority %d, max attempts %d; want both %d (out of range, for the plane to refuse)", p, n, math.MaxInt32)
+	}
+	if p := reqs[1].GetPriority(); p != math.MinInt32 {
+		t.Errorf("priority %d, want %d", p, math.MinInt32)
+	}
+
+	if _, err := client.ListTasksPage(ctx, TaskFilter{}, 1<<32+5, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.ListAgentsPage(ctx, "", 1<<32+5, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.ListInstancesPage(ctx, "", false, 1<<32+5, ""); err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int32{
+		tasks.lists.all()[0].GetPageSize(), agents.lists.all()[0].GetPageSize(), agents.instanceLists.all()[0].GetPageSize(),
+	}
+	if !slices.Equal(sizes, []int32{math.MaxInt32, math.MaxInt32, math.MaxInt32}) {
+		t.Errorf("page sizes sent %v, want int32's most (the plane clamps it to its own)", sizes)
 	}
 }
 

@@ -297,7 +297,7 @@ func (r *runtime) registerFrame(held []ref) *pb.ConnectRequest {
 		MaxConcurrency: int32(r.cfg.maxConcurrency),
 		Sdk:            &pb.SdkInfo{Language: sdkLanguage, Version: Version},
 		HeldTasks:      refs,
-		Weight:         int32(r.cfg.weight),
+		Weight:         int32Field(r.cfg.weight),
 		Node:           host,
 		Pid:            int32(os.Getpid()),
 		Subscriptions:  r.agent.chOrder,
