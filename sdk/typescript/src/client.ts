@@ -161,6 +161,15 @@ async function* followPages<T>(page: (pageToken: string) => Promise<Page<T>>): A
   } while (pageToken !== "");
 }
 
+/** Every item of every page, in one array (see {@link followPages}). */
+async function allPages<T>(page: (pageToken: string) => Promise<Page<T>>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of followPages(page)) {
+    items.push(item);
+  }
+  return items;
+}
+
 function ms(value: number | undefined): Duration | undefined {
   return value === undefined ? undefined : durationFromMs(value);
 }
@@ -237,12 +246,11 @@ export class MeshClient {
   readonly target: string;
   private readonly connection: Connection;
   private readonly timeoutMs: number;
-  /** The subscriptions not yet closed; {@link close} closes them. */
-  private readonly subscriptions = new Set<Subscription>();
   /**
-   * What {@link close} runs besides closing subscriptions: one entry per live {@link watch} (it cancels the
-   * stream, whose iteration then ends) and per {@link wait} pausing between two watches (it wakes it). grpc-js
-   * does not end a live stream when its channel closes, so without these they would hang.
+   * What {@link close} runs after closing the channel: one entry per open subscription (it closes it), per live
+   * {@link watch} (it cancels the stream, whose iteration then ends) and per {@link wait} pausing between two
+   * watches (it wakes it). grpc-js does not end a live stream when its channel closes, so without these they
+   * would hang.
    */
   private readonly closeHooks = new Set<() => void>();
 
@@ -387,9 +395,7 @@ export class MeshClient {
   async *watch(taskId: string, options: WatchOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
     const signal = options.signal;
     signal?.throwIfAborted();
-    if (this.connection.isClosed) {
-      throw this.connection.closedError();
-    }
+    this.connection.throwIfClosed();
     const call = this.tasks.watchTask(
       { taskId, afterSequence: options.afterSequence ?? 0 },
       this.connection.metadata(),
@@ -542,16 +548,15 @@ export class MeshClient {
    */
   async subscribe<T = unknown>(channel: string, options: SubscribeOptions = {}): Promise<Subscription<T>> {
     options.signal?.throwIfAborted();
-    if (this.connection.isClosed) {
-      throw this.connection.closedError();
-    }
+    this.connection.throwIfClosed();
     const stub = this.connection.client(ChannelServiceClient);
     const call = stub.subscribe({ channel }, this.connection.metadata());
-    const subscription: ChannelSubscription<T> = new ChannelSubscription<T>(this.connection, channel, call, {
+    const closeOnClientClose = (): void => subscription.close();
+    const subscription = new ChannelSubscription<T>(this.connection, channel, call, {
       signal: options.signal,
-      onClose: () => this.subscriptions.delete(subscription),
+      onClose: () => this.closeHooks.delete(closeOnClientClose),
     });
-    this.subscriptions.add(subscription);
+    this.closeHooks.add(closeOnClientClose);
     await subscription.started();
     return subscription;
   }
@@ -584,14 +589,9 @@ export class MeshClient {
    * `capability` when given.
    */
   async listAgents(options: { capability?: string } = {}): Promise<AgentInfo[]> {
-    const pages = followPages((pageToken) =>
+    return allPages((pageToken) =>
       this.listAgentsPage({ capability: options.capability, pageSize: MAX_PAGE_SIZE, pageToken }),
     );
-    const agents: AgentInfo[] = [];
-    for await (const agent of pages) {
-      agents.push(agent);
-    }
-    return agents;
   }
 
   /** The agent named `name`; rejects with {@link NotFoundError} if none registered. */
@@ -630,18 +630,13 @@ export class MeshClient {
    * connected ones (CONNECTED or DRAINING) unless `includeDisconnected`.
    */
   async listInstances(agentName = "-", options: { includeDisconnected?: boolean } = {}): Promise<InstanceInfo[]> {
-    const pages = followPages((pageToken) =>
+    return allPages((pageToken) =>
       this.listInstancesPage(agentName, {
         includeDisconnected: options.includeDisconnected,
         pageSize: MAX_PAGE_SIZE,
         pageToken,
       }),
     );
-    const instances: InstanceInfo[] = [];
-    for await (const instance of pages) {
-      instances.push(instance);
-    }
-    return instances;
   }
 
   /**
@@ -672,9 +667,6 @@ export class MeshClient {
    * with {@link UnavailableError} ("the client is closed").
    */
   close(): void {
-    for (const subscription of [...this.subscriptions]) {
-      subscription.close();
-    }
     this.connection.close(); // first: what the hooks wake finds the client closed
     const hooks = [...this.closeHooks];
     this.closeHooks.clear();

@@ -167,6 +167,13 @@ export class Connection {
     return this.closed;
   }
 
+  /** Throws {@link closedError} if the connection is closed (before a stream is opened on it). */
+  throwIfClosed(): void {
+    if (this.closed) {
+      throw this.closedError();
+    }
+  }
+
   /** What a call or stream refused, or a wait given up, because the connection is closed rejects with. */
   closedError(): UnavailableError {
     return errorFromStatus({ code: Status.UNAVAILABLE, details: "the client is closed" }, this.target) as UnavailableError;
