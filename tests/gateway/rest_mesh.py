@@ -26,7 +26,8 @@ GATEWAY_BINARY = ROOT / ".tools" / "bin" / "meshplane-gateway"
 
 
 class GatewayProcess:
-    """The gateway binary as a child process: `--listen 127.0.0.1:0`, the URL read from its ready line."""
+    """The gateway binary as a child process: `--listen 127.0.0.1:0`, the URL (and with `--grpc-listen`, the gRPC
+    address) read from its ready lines."""
 
     def __init__(self, binary: Path, upstream: str, log_path: Path, *extra: str) -> None:
         self.binary = binary
@@ -34,6 +35,7 @@ class GatewayProcess:
         self.log_path = log_path
         self.extra = extra
         self.url = ""
+        self.grpc_address = ""  # with --grpc-listen: where it serves gRPC
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
@@ -55,6 +57,8 @@ class GatewayProcess:
                     line = self.process.stdout.readline()
                     if line.startswith("meshplane gateway listening on "):
                         self.url = line.split()[4]
+                        if "--grpc-listen" in self.extra:  # printed right after, maybe already buffered
+                            self.grpc_address = self.process.stdout.readline().split()[5]
                         return self
                     if not line:
                         break

@@ -23,12 +23,27 @@ const (
 	// at a time, so calls spread over a few connections are accepted in parallel.
 	DefaultUpstreamConnections = 8
 	maxUpstreamConnections     = 64
+	// DefaultSubmitBatchMax: concurrent SubmitTask calls leave for the plane
+	// as one BatchSubmitTasks call of up to this many (1: each on its own).
+	DefaultSubmitBatchMax = 256
+	maxSubmitBatch        = 1000 // BatchSubmitTasks' own limit
+	// DefaultSubmitBatchesInFlight: one batch out at a time lets the next
+	// grow with the load; more trade batch size for overlap.
+	DefaultSubmitBatchesInFlight = 1
+	maxSubmitBatchesInFlight     = 64
 )
 
 // Config is the validated gateway configuration.
 type Config struct {
 	// Listen is the HTTP listen address; port 0 picks a free port.
 	Listen string
+	// GRPCListen, when set, is where the gateway also serves the control
+	// plane's gRPC API, forwarding every call (port 0 picks a free port).
+	GRPCListen string
+	// SubmitBatchMax is the most SubmitTask calls sent upstream as one batch.
+	SubmitBatchMax int
+	// SubmitBatchesInFlight is how many submit batches may be out at once.
+	SubmitBatchesInFlight int
 	// Upstream is the control plane's gRPC address (host:port).
 	Upstream string
 	// UpstreamTLS dials the upstream with TLS instead of plaintext.
@@ -78,6 +93,9 @@ func Parse(args []string, lookupEnv func(string) (string, bool), output io.Write
 	fs := flag.NewFlagSet("meshplane-gateway", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP listen address (host:port; port 0 picks a free one)")
+	fs.StringVar(&cfg.GRPCListen, "grpc-listen", "", "also serve the control plane's gRPC API here, forwarding every call (host:port; empty: off)")
+	fs.IntVar(&cfg.SubmitBatchMax, "submit-batch-max", DefaultSubmitBatchMax, "most concurrent SubmitTask calls sent upstream as one BatchSubmitTasks call (1: no batching)")
+	fs.IntVar(&cfg.SubmitBatchesInFlight, "submit-batches-in-flight", DefaultSubmitBatchesInFlight, "submit batches out to the upstream at once")
 	fs.StringVar(&cfg.Upstream, "upstream", DefaultUpstream, "control plane gRPC address (host:port)")
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "dial the upstream with TLS")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "PEM CA bundle to verify the upstream (default: system roots; only with --upstream-tls)")
@@ -147,6 +165,12 @@ func (c *Config) validate() error {
 	}
 	if c.UpstreamConnections < 1 || c.UpstreamConnections > maxUpstreamConnections {
 		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("upstream-connections"), maxUpstreamConnections, c.UpstreamConnections))
+	}
+	if c.SubmitBatchMax < 1 || c.SubmitBatchMax > maxSubmitBatch {
+		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("submit-batch-max"), maxSubmitBatch, c.SubmitBatchMax))
+	}
+	if c.SubmitBatchesInFlight < 1 || c.SubmitBatchesInFlight > maxSubmitBatchesInFlight {
+		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("submit-batches-in-flight"), maxSubmitBatchesInFlight, c.SubmitBatchesInFlight))
 	}
 	if c.MaxRequestBytes <= 0 {
 		errs = append(errs, fmt.Errorf("%s must be positive, got %d", option("max-request-bytes"), c.MaxRequestBytes))

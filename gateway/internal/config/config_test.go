@@ -25,15 +25,17 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Listen:              "127.0.0.1:8080",
-		Upstream:            "127.0.0.1:50051",
-		UpstreamConnections: 8,
-		MaxRequestBytes:     4194304,
-		ShutdownTimeout:     10 * time.Second,
-		LogLevel:            slog.LevelInfo,
-		LogFormat:           "json",
+		Listen:                "127.0.0.1:8080",
+		Upstream:              "127.0.0.1:50051",
+		UpstreamConnections:   8,
+		SubmitBatchMax:        256,
+		SubmitBatchesInFlight: 1,
+		MaxRequestBytes:       4194304,
+		ShutdownTimeout:       10 * time.Second,
+		LogLevel:              slog.LevelInfo,
+		LogFormat:             "json",
 	}
-	if cfg.CORSOrigins != nil || cfg.UpstreamTLS || cfg.UpstreamCAFile != "" || cfg.OpenAPIFile != "" {
+	if cfg.CORSOrigins != nil || cfg.GRPCListen != "" || cfg.UpstreamTLS || cfg.UpstreamCAFile != "" || cfg.OpenAPIFile != "" {
 		t.Errorf("unexpected non-default: %+v", cfg)
 	}
 	if !reflect.DeepEqual(*cfg, want) {
@@ -43,18 +45,21 @@ func TestDefaults(t *testing.T) {
 
 func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 	vars := map[string]string{
-		"MESHPLANE_GATEWAY_LISTEN":               "0.0.0.0:9000",
-		"MESHPLANE_GATEWAY_UPSTREAM":             "plane:50051",
-		"MESHPLANE_GATEWAY_UPSTREAM_TLS":         "true",
-		"MESHPLANE_GATEWAY_UPSTREAM_CA_FILE":     "/etc/ca.pem",
-		"MESHPLANE_GATEWAY_UPSTREAM_SERVER_NAME": "plane.internal",
-		"MESHPLANE_GATEWAY_UPSTREAM_CONNECTIONS": "8",
-		"MESHPLANE_GATEWAY_CORS_ORIGINS":         " https://a.example , ,http://localhost:3000",
-		"MESHPLANE_GATEWAY_MAX_REQUEST_BYTES":    "1048576",
-		"MESHPLANE_GATEWAY_OPENAPI_FILE":         "/spec.json",
-		"MESHPLANE_GATEWAY_SHUTDOWN_TIMEOUT":     "3s",
-		"MESHPLANE_GATEWAY_LOG_LEVEL":            "debug",
-		"MESHPLANE_GATEWAY_LOG_FORMAT":           "text",
+		"MESHPLANE_GATEWAY_LISTEN":                   "0.0.0.0:9000",
+		"MESHPLANE_GATEWAY_UPSTREAM":                 "plane:50051",
+		"MESHPLANE_GATEWAY_UPSTREAM_TLS":             "true",
+		"MESHPLANE_GATEWAY_UPSTREAM_CA_FILE":         "/etc/ca.pem",
+		"MESHPLANE_GATEWAY_UPSTREAM_SERVER_NAME":     "plane.internal",
+		"MESHPLANE_GATEWAY_UPSTREAM_CONNECTIONS":     "8",
+		"MESHPLANE_GATEWAY_CORS_ORIGINS":             " https://a.example , ,http://localhost:3000",
+		"MESHPLANE_GATEWAY_MAX_REQUEST_BYTES":        "1048576",
+		"MESHPLANE_GATEWAY_OPENAPI_FILE":             "/spec.json",
+		"MESHPLANE_GATEWAY_SHUTDOWN_TIMEOUT":         "3s",
+		"MESHPLANE_GATEWAY_LOG_LEVEL":                "debug",
+		"MESHPLANE_GATEWAY_LOG_FORMAT":               "text",
+		"MESHPLANE_GATEWAY_GRPC_LISTEN":              "0.0.0.0:9001",
+		"MESHPLANE_GATEWAY_SUBMIT_BATCH_MAX":         "1",
+		"MESHPLANE_GATEWAY_SUBMIT_BATCHES_IN_FLIGHT": "4",
 	}
 	cfg, err := Parse([]string{"--upstream", "flag:1", "--max-request-bytes=10"}, env(vars), io.Discard)
 	if err != nil {
@@ -65,7 +70,8 @@ func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 	}
 	if cfg.Listen != "0.0.0.0:9000" || !cfg.UpstreamTLS || cfg.UpstreamCAFile != "/etc/ca.pem" ||
 		cfg.UpstreamServerName != "plane.internal" || cfg.UpstreamConnections != 8 || cfg.OpenAPIFile != "/spec.json" ||
-		cfg.ShutdownTimeout != 3*time.Second || cfg.LogLevel != slog.LevelDebug || cfg.LogFormat != "text" {
+		cfg.ShutdownTimeout != 3*time.Second || cfg.LogLevel != slog.LevelDebug || cfg.LogFormat != "text" ||
+		cfg.GRPCListen != "0.0.0.0:9001" || cfg.SubmitBatchMax != 1 || cfg.SubmitBatchesInFlight != 4 {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
 	if !slices.Equal(cfg.CORSOrigins, []string{"https://a.example", "http://localhost:3000"}) {
@@ -93,6 +99,9 @@ func TestInvalid(t *testing.T) {
 		{"zero size", []string{"--max-request-bytes", "0"}, nil, "--max-request-bytes"},
 		{"no connections", []string{"--upstream-connections", "0"}, nil, "--upstream-connections"},
 		{"too many connections", nil, map[string]string{"MESHPLANE_GATEWAY_UPSTREAM_CONNECTIONS": "65"}, "--upstream-connections"},
+		{"no batch", []string{"--submit-batch-max", "0"}, nil, "--submit-batch-max"},
+		{"batch over the plane's limit", []string{"--submit-batch-max", "1001"}, nil, "--submit-batch-max"},
+		{"no batches in flight", nil, map[string]string{"MESHPLANE_GATEWAY_SUBMIT_BATCHES_IN_FLIGHT": "0"}, "--submit-batches-in-flight"},
 		{"empty upstream", []string{"--upstream", ""}, nil, "--upstream"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
 		{"bad log format", []string{"--log-format", "xml"}, nil, "--log-format"},

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -27,9 +28,15 @@ const (
 	idleTimeout       = 2 * time.Minute
 )
 
-// Gateway is the assembled HTTP handler and the upstream connections it owns.
+// maxSubmitBatchBytes bounds the requests in one submit batch (a larger
+// single submit still goes, alone), well under the plane's message limit.
+const maxSubmitBatchBytes = 4 << 20
+
+// Gateway is the assembled HTTP handler, the gRPC ingress (when configured)
+// and the upstream connections they share.
 type Gateway struct {
 	handler http.Handler
+	grpc    *grpc.Server // nil unless cfg.GRPCListen is set
 	close   func()
 }
 
@@ -56,9 +63,18 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := registerServices(context.Background(), api, upstream); err != nil {
+	submits := newSubmitCoalescer(upstream, cfg.SubmitBatchMax, cfg.SubmitBatchesInFlight, maxSubmitBatchBytes)
+	closeUpstream := func() {
+		submits.Close()
 		_ = upstream.Close()
+	}
+	if err := registerServices(context.Background(), api, submits); err != nil {
+		closeUpstream()
 		return nil, err
+	}
+	var ingress *grpc.Server
+	if cfg.GRPCListen != "" {
+		ingress = newGRPCIngress(submits, maxUpstreamResponseBytes)
 	}
 
 	root := http.NewServeMux()
@@ -80,16 +96,16 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	h = withAccessLog(logger, h)
 	h = withRequestID(h)
 
-	return &Gateway{
-		handler: h,
-		close:   func() { _ = upstream.Close() },
-	}, nil
+	return &Gateway{handler: h, grpc: ingress, close: closeUpstream}, nil
 }
 
 // Handler returns the gateway's HTTP handler.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Close releases the upstream connections.
+// GRPC returns the gRPC ingress, or nil when it is not configured.
+func (g *Gateway) GRPC() *grpc.Server { return g.grpc }
+
+// Close answers the submits still queued and releases the upstream connections.
 func (g *Gateway) Close() { g.close() }
 
 // Run serves the gateway on cfg.Listen until ctx is done, then shuts down
@@ -112,23 +128,44 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	var grpcLn net.Listener
+	if gw.GRPC() != nil {
+		if grpcLn, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	grpcServed := make(chan error, 1)
+	if grpcLn != nil {
+		go func() { grpcServed <- gw.GRPC().Serve(grpcLn) }()
+	}
 
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "meshplane gateway listening on %s (upstream %s)\n", url, cfg.Upstream)
-	logger.Info("gateway listening", "url", url, "upstream", cfg.Upstream,
-		"upstream_tls", cfg.UpstreamTLS, "cors_origins", cfg.CORSOrigins, "max_request_bytes", cfg.MaxRequestBytes)
+	if grpcLn != nil {
+		fmt.Fprintf(stdout, "meshplane gateway serving gRPC on %s (upstream %s)\n", grpcLn.Addr(), cfg.Upstream)
+	}
+	logger.Info("gateway listening", "url", url, "grpc", cfg.GRPCListen, "upstream", cfg.Upstream,
+		"upstream_tls", cfg.UpstreamTLS, "cors_origins", cfg.CORSOrigins, "max_request_bytes", cfg.MaxRequestBytes,
+		"submit_batch_max", cfg.SubmitBatchMax, "submit_batches_in_flight", cfg.SubmitBatchesInFlight)
 
 	select {
 	case err := <-served:
 		return fmt.Errorf("serving HTTP: %w", err)
+	case err := <-grpcServed:
+		_ = srv.Close()
+		return fmt.Errorf("serving gRPC: %w", err)
 	case <-ctx.Done():
 	}
 
 	logger.Info("gateway shutting down", "timeout", cfg.ShutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	if gw.GRPC() != nil {
+		stopGRPC(shutdownCtx, gw.GRPC())
+	}
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		// Typically open streams (WatchTask, Subscribe): end them.
 		logger.Warn("graceful shutdown incomplete, closing remaining connections", "error", err)
@@ -139,4 +176,20 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 	}
 	logger.Info("gateway stopped")
 	return nil
+}
+
+// stopGRPC lets the calls in flight finish until ctx is done, then ends the
+// rest (typically streams).
+func stopGRPC(ctx context.Context, server *grpc.Server) {
+	stopped := make(chan struct{})
+	go func() {
+		server.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		server.Stop()
+		<-stopped
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -34,6 +35,8 @@ type fakeUpstream struct {
 	mu    sync.Mutex
 	md    map[string]metadata.MD // incoming metadata by full method name
 	peers map[string]int         // calls by the client address (one per connection) they came over
+
+	streamsEnded atomic.Int64 // server streams whose handler returned
 
 	// watch scripts the "scripted" WatchTask stream: each step is sent (or,
 	// if it carries an error, ends the stream with it); closing ends it OK.
@@ -62,6 +65,7 @@ func startUpstream(t *testing.T, opts ...grpc.ServerOption) *fakeUpstream {
 		}),
 		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			f.record(ss.Context(), info.FullMethod)
+			defer f.streamsEnded.Add(1)
 			return handler(srv, ss)
 		}),
 	)...)
