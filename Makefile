@@ -110,11 +110,11 @@ GATEWAY_SPEC := gateway/internal/apidocs/meshplane.swagger.json
 gateway-spec:
 	@cmp -s generated/openapi/meshplane.swagger.json $(GATEWAY_SPEC) || cp generated/openapi/meshplane.swagger.json $(GATEWAY_SPEC)
 
-gateway-build: gateway-spec ## Build the REST gateway into .tools/bin/meshplane-gateway
+gateway-build: gateway-spec ## Build the gateway (REST bridge, gRPC ingress) and the bench's Go load generator into .tools/bin
 	mkdir -p $(TOOLS)
-	cd gateway && go build -trimpath -o $(TOOLS)/meshplane-gateway .
+	cd gateway && go build -trimpath -o $(TOOLS)/meshplane-gateway . && go build -trimpath -o $(TOOLS)/meshplane-loadgen ./cmd/meshplane-loadgen
 
-gateway-test: gateway-spec ## go vet and go test the REST gateway
+gateway-test: gateway-spec ## go vet and go test the gateway and the load generator
 	cd gateway && go vet ./... && go test ./...
 
 # ---------------------------------------------------------------- helm chart & images

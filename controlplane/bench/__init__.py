@@ -2,10 +2,12 @@
 
 Everything runs here at once, as the figures require: a throwaway PostgreSQL (fsync and synchronous
 commit on), the control plane (its own process), no-op agents (their own processes), the client load
-(its own process). Printed: batch and single-submit throughput (submitted to result persisted), one
-caller's submit latency, bare grpc.aio echo calls (a stream, and unary calls) as the machine's ceilings
-and our ratios to them, a lone database commit (with the bare unary call, the floor under one caller's
-latency), and the RSS/CPU of a control plane holding many idle agent sessions.
+(its own process; Python, or with ``--load-client go`` the Go load generator). Printed: batch and
+single-submit throughput (submitted to result persisted), single submits again through the gateway's
+gRPC ingress (which sends concurrent submits to the plane in batches), one caller's submit latency,
+bare grpc.aio echo calls (a stream, and unary calls) as the machine's ceilings and our ratios to them,
+a lone database commit (with the bare unary call, the floor under one caller's latency), and the RSS/CPU
+of a control plane holding many idle agent sessions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import psutil
 
 from controlplane.bench import commit, echo, load, noop_agent
 from controlplane.bench.cpu import cpu_seconds
+from controlplane.cli.gateway import Gateway, find_gateway, find_go_binary
 from controlplane.devtools.postgres import PostgresServer
 
 CAPABILITY = "bench.noop"
@@ -59,7 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-sessions", type=int, default=10_000)
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="how long idle CPU is measured")
     parser.add_argument("--echo-seconds", type=float, default=5.0)
-    parser.add_argument("--skip", action="append", default=[], choices=["batch", "single", "latency", "echo", "idle"])
+    parser.add_argument(
+        "--load-client",
+        choices=["python", "go"],
+        default="python",
+        help="what makes the submits: Python stubs, or the Go load generator (meshplane-loadgen: make gateway-build)",
+    )
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["batch", "single", "gateway", "latency", "echo", "idle"]
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
@@ -168,33 +179,63 @@ async def _wait_for(read: Callable[[], float], target: float, timeout: float, wh
 # ------------------------------------------------------------------ phases
 
 
-async def _run_load(kind: str, address: str, total: int, batch: int, callers: int, connections: int) -> load.LoadResult:
+async def _run_load(
+    client: str, kind: str, address: str, total: int, batch: int, callers: int, connections: int
+) -> load.LoadResult:
     """The client load, in its own process."""
+    if client == "go":
+        return await _run_go_load(kind, address, total, batch, callers, connections)
     arguments = (kind, address, CAPABILITY, total, batch, callers, connections)
     with _spawn().Pool(1) as pool:
         return await asyncio.to_thread(pool.apply, load.run_load, arguments)
 
 
+async def _run_go_load(
+    kind: str, address: str, total: int, batch: int, callers: int, connections: int
+) -> load.LoadResult:
+    binary = find_go_binary("meshplane-loadgen", "MESHPLANE_LOADGEN_BIN")
+    if binary is None:
+        raise RuntimeError("--load-client go needs meshplane-loadgen: run `make gateway-build`")
+    process = await asyncio.create_subprocess_exec(
+        str(binary),
+        *("--target", address, "--mode", kind, "--total", str(total), "--batch", str(batch)),
+        *("--callers", str(callers), "--connections", str(connections), "--capability", CAPABILITY),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"meshplane-loadgen failed: {err.decode(errors='replace').strip()}")
+    figures = json.loads(out)
+    return load.LoadResult(figures["submitted"], figures["seconds"], figures["latencies_ms"], figures["cpu_seconds"])
+
+
 async def _throughput(
     plane: PlaneProcess,
     agents: list[psutil.Process],
+    args: argparse.Namespace,
     kind: str,
     total: int,
     batch: int,
     callers: int,
-    connections: int,
+    gateway: Gateway | None = None,
 ) -> dict[str, Any]:
-    """Submit `total` tasks and time them until every result is persisted."""
+    """Submit `total` tasks (to the plane, or through the gateway) and time them until every result is persisted."""
     baseline = plane.succeeded()
+    target = gateway.grpc_address if gateway is not None else plane.address
+    gateway_ps = psutil.Process(gateway.pid) if gateway is not None and gateway.pid is not None else None
     plane_cpu, pg_cpu, agents_cpu = cpu_seconds(plane.ps), _postgres_cpu(), sum(map(cpu_seconds, agents))
+    gateway_cpu = cpu_seconds(gateway_ps) if gateway_ps is not None else 0.0
     started = time.perf_counter()
-    pending = asyncio.create_task(_run_load(kind, plane.address, total, batch, callers, connections))
+    load_run = _run_load(args.load_client, kind, target, total, batch, callers, args.connections)
+    pending = asyncio.create_task(load_run)
     await _wait_for(plane.succeeded, baseline + total, 600, f"{total} results")
     elapsed = time.perf_counter() - started
     result = await pending
     figures: dict[str, Any] = {
         "tasks": total,
-        "connections": connections,
+        "connections": args.connections,
+        "load_client": args.load_client,
         "tasks_per_second": round(total / elapsed),
         "submitted_per_second": round(result.submitted / result.seconds),
         "seconds": round(elapsed, 2),
@@ -203,16 +244,35 @@ async def _throughput(
         "client_cpu_us_per_task": round(result.cpu_seconds / total * 1e6),
         "agents_cpu_us_per_task": round((sum(map(cpu_seconds, agents)) - agents_cpu) / total * 1e6),
     }
+    if gateway_ps is not None:
+        figures["gateway_cpu_us_per_task"] = round((cpu_seconds(gateway_ps) - gateway_cpu) / total * 1e6)
     if result.latencies_ms:
         figures["submit_p50_ms"] = round(statistics.median(result.latencies_ms), 2)
     return figures
 
 
-async def _latency(plane: PlaneProcess, samples: int) -> dict[str, Any]:
-    result = await _run_load("single", plane.address, samples, 1, 1, 1)
+async def _through_gateway(
+    plane: PlaneProcess, agents: list[psutil.Process], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The single-submit phase again, the callers connected to the gateway's gRPC ingress."""
+    binary = find_gateway()
+    if binary is None:
+        return {"skipped": "the gateway is not built (make gateway-build)"}
+    gateway = Gateway(binary, listen="127.0.0.1:0", upstream=plane.address, grpc_listen="127.0.0.1:0")
+    await gateway.start()
+    try:
+        return await _throughput(plane, agents, args, "single", args.single_tasks, 1, args.callers, gateway)
+    finally:
+        await gateway.stop()
+
+
+async def _latency(plane: PlaneProcess, args: argparse.Namespace) -> dict[str, Any]:
+    samples = args.latency_samples
+    result = await _run_load(args.load_client, "single", plane.address, samples, 1, 1, 1)
     latencies = sorted(result.latencies_ms)
     return {
         "samples": samples,
+        "load_client": args.load_client,
         "p50_ms": round(latencies[len(latencies) // 2], 3),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)], 3),
         "max_ms": round(latencies[-1], 3),
@@ -304,7 +364,7 @@ async def run(args: argparse.Namespace) -> int:
             say("measuring a lone database commit...")
             figures["database_commit"] = await commit.measure_commit(database_url, args.latency_samples)
 
-        if {"batch", "single", "latency"} - set(args.skip):
+        if {"batch", "single", "gateway", "latency"} - set(args.skip):
             plane = PlaneProcess(database_url, work, accept_loops=str(args.accept_loops))
             agents = []
             try:
@@ -323,7 +383,7 @@ async def run(args: argparse.Namespace) -> int:
                 if "batch" not in args.skip:
                     say(f"batch phase: {args.tasks} tasks, {args.batch} per call, {args.batch_callers} callers...")
                     figures["batch_submit"] = await _throughput(
-                        plane, agent_processes, "batch", args.tasks, args.batch, args.batch_callers, args.connections
+                        plane, agent_processes, args, "batch", args.tasks, args.batch, args.batch_callers
                     )
                 if "single" not in args.skip:
                     say(
@@ -331,11 +391,14 @@ async def run(args: argparse.Namespace) -> int:
                         f"over {args.connections} connections..."
                     )
                     figures["single_submit"] = await _throughput(
-                        plane, agent_processes, "single", args.single_tasks, 1, args.callers, args.connections
+                        plane, agent_processes, args, "single", args.single_tasks, 1, args.callers
                     )
+                if "gateway" not in args.skip:
+                    say(f"single-submit phase through the gateway's gRPC ingress: {args.single_tasks} tasks...")
+                    figures["single_submit_via_gateway"] = await _through_gateway(plane, agent_processes, args)
                 if "latency" not in args.skip:
                     say(f"latency phase: {args.latency_samples} sequential submits from one caller...")
-                    figures["one_caller_latency"] = await _latency(plane, args.latency_samples)
+                    figures["one_caller_latency"] = await _latency(plane, args)
             finally:
                 for process in agents:
                     process.terminate()
@@ -370,11 +433,12 @@ def add_ratios(figures: dict[str, Any]) -> None:
         batch["ratio_to_one_stream_echo"] = round(
             batch["tasks_per_second"] / ceiling["one_stream_round_trips_per_second"], 2
         )
-    if "single_submit" in figures:
-        single = figures["single_submit"]
-        single["ratio_to_64_caller_unary_echo"] = round(
-            single["tasks_per_second"] / ceiling["unary_64_callers_calls_per_second"], 2
-        )
+    for phase in ("single_submit", "single_submit_via_gateway"):
+        single = figures.get(phase, {})
+        if "tasks_per_second" in single:
+            single["ratio_to_64_caller_unary_echo"] = round(
+                single["tasks_per_second"] / ceiling["unary_64_callers_calls_per_second"], 2
+            )
     if "one_caller_latency" in figures:
         latency = figures["one_caller_latency"]
         latency["bare_unary_p50_ms"] = ceiling["unary_one_caller_p50_ms"]

@@ -1,4 +1,5 @@
-"""The REST gateway (a Go binary) as a child process of ``meshplane up``."""
+"""The gateway (a Go binary: the REST bridge, and optionally a gRPC ingress) as a child process of ``meshplane up``
+and ``meshplane bench``."""
 
 from __future__ import annotations
 
@@ -16,20 +17,26 @@ logger = logging.getLogger(__name__)
 
 BINARY = "meshplane-gateway"
 _READY = re.compile(r"listening on (\S+)")
+_GRPC_READY = re.compile(r"serving gRPC on (\S+)")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def find_gateway() -> Path | None:
     """``MESHPLANE_GATEWAY_BIN``, else the repo's ``.tools/bin``, else ``PATH``."""
-    configured = os.environ.get("MESHPLANE_GATEWAY_BIN")
+    return find_go_binary(BINARY, "MESHPLANE_GATEWAY_BIN")
+
+
+def find_go_binary(name: str, variable: str) -> Path | None:
+    """One of our Go binaries: the path in ``variable``, else ``.tools/bin`` (``make gateway-build``), else ``PATH``."""
+    configured = os.environ.get(variable)
     if configured:
         path = Path(configured)
         return path if path.is_file() and os.access(path, os.X_OK) else None
     for directory in (_REPO_ROOT / ".tools" / "bin", Path.cwd() / ".tools" / "bin"):
-        candidate = directory / BINARY
+        candidate = directory / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    found = shutil.which(BINARY)
+    found = shutil.which(name)
     return Path(found) if found else None
 
 
@@ -42,13 +49,19 @@ def _die_with_parent(args: list[str]) -> list[str]:
 
 
 class Gateway:
-    """Starts the gateway, waits for its ready line, and stops it."""
+    """Starts the gateway, waits for its ready line(s), and stops it.
 
-    def __init__(self, binary: Path, *, listen: str, upstream: str) -> None:
+    With ``grpc_listen`` it also serves the plane's gRPC API there (its gRPC ingress, which sends concurrent
+    submits to the plane in batches); ``grpc_address`` is then the address it bound.
+    """
+
+    def __init__(self, binary: Path, *, listen: str, upstream: str, grpc_listen: str = "") -> None:
         self.binary = binary
         self.listen = listen
         self.upstream = upstream
+        self.grpc_listen = grpc_listen
         self.url = ""
+        self.grpc_address = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._pipe: asyncio.ReadTransport | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -61,7 +74,7 @@ class Gateway:
         # `meshplane up` only, which stops the gateway in order.
         self._process = await asyncio.to_thread(
             subprocess.Popen,
-            _die_with_parent([str(self.binary), "--listen", self.listen, "--upstream", self.upstream]),
+            _die_with_parent(self._command()),
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -78,14 +91,24 @@ class Gateway:
                     if not line:
                         code = await asyncio.to_thread(self._process.wait)
                         raise RuntimeError(f"{self.binary.name} exited with code {code} before it was ready")
-                    match = _READY.search(line)
-                    if match:
+                    if match := _READY.search(line):
                         self.url = match.group(1)
+                    elif match := _GRPC_READY.search(line):
+                        self.grpc_address = match.group(1)
+                    if self.url and (self.grpc_address or not self.grpc_listen):
                         break
         except TimeoutError as exc:
             await self.stop()
             raise RuntimeError(f"{self.binary.name} did not get ready within {timeout:g}s") from exc
         self._reader = asyncio.ensure_future(self._drain_stdout(stdout))
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _command(self) -> list[str]:
+        command = [str(self.binary), "--listen", self.listen, "--upstream", self.upstream]
+        return [*command, "--grpc-listen", self.grpc_listen] if self.grpc_listen else command
 
     async def _drain_stdout(self, stdout: asyncio.StreamReader) -> None:
         """Keep reading its stdout so a chatty gateway never blocks on a full pipe."""

@@ -95,7 +95,11 @@ async def _start_demo(address: str, token: str | None) -> tuple[Agent, asyncio.T
 
 
 async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | None:
+    """The REST gateway when it is built (else none, logged); with a gRPC ingress asked for, it must start."""
+    ingress = args.grpc_ingress_listen or os.environ.get("MESHPLANE_GRPC_INGRESS_LISTEN") or ""
     binary = find_gateway()
+    if binary is None and ingress:
+        raise CliError("the gRPC ingress is served by the gateway, which is not built: run `make gateway-build`")
     if binary is None:
         logger.info(
             "REST gateway not built (no meshplane-gateway in .tools/bin, on PATH or in MESHPLANE_GATEWAY_BIN); "
@@ -103,10 +107,12 @@ async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | No
         )
         return None
     listen = args.http_listen or os.environ.get("MESHPLANE_HTTP_LISTEN") or DEFAULT_HTTP_LISTEN
-    gateway = Gateway(binary, listen=listen, upstream=address)
+    gateway = Gateway(binary, listen=listen, upstream=address, grpc_listen=ingress)
     try:
         await gateway.start()
     except (OSError, RuntimeError) as exc:
+        if ingress:
+            raise CliError(f"the gateway (REST and gRPC ingress) did not start: {exc}") from exc
         logger.warning("REST gateway did not start (%s); serving gRPC only", exc)
         return None
     return gateway
@@ -134,6 +140,8 @@ async def run_mesh(args: argparse.Namespace) -> int:
             gateway = await _start_gateway(args, address)
             if gateway is not None:
                 ready += f", rest {gateway.url}"
+                if gateway.grpc_address:
+                    ready += f", grpc ingress {gateway.grpc_address}"
             output.out(ready)
             await signals.received.wait()
         finally:

@@ -87,7 +87,9 @@ def test_bench_hands_its_options_to_the_benchmark() -> None:
 
 @pytest.mark.postgres
 @pytest.mark.timeout(180)
-def test_a_small_bench_run_prints_every_figure_and_cleans_up(postgres_server: PostgresServer, tmp_path: Path) -> None:
+def test_a_small_bench_run_prints_every_figure_and_cleans_up(
+    postgres_server: PostgresServer, gateway_binary: Path, tmp_path: Path
+) -> None:
     """The whole benchmark, tiny: every phase runs and reports its counts (speeds are not asserted)."""
     result = run_cli(
         "bench",
@@ -110,11 +112,44 @@ def test_a_small_bench_run_prints_every_figure_and_cleans_up(postgres_server: Po
     figures = json.loads(result.stdout)
     assert figures["batch_submit"]["tasks"] == 300 and figures["batch_submit"]["tasks_per_second"] > 0
     assert figures["single_submit"]["tasks"] == 100 and "ratio_to_64_caller_unary_echo" in figures["single_submit"]
-    for phase in ("batch_submit", "single_submit"):  # every process's share of the work is counted
+    via_gateway = figures["single_submit_via_gateway"]
+    assert via_gateway["tasks"] == 100 and via_gateway["gateway_cpu_us_per_task"] > 0
+    for phase in ("batch_submit", "single_submit", "single_submit_via_gateway"):  # each process's share is counted
         assert figures[phase]["client_cpu_us_per_task"] > 0 and figures[phase]["agents_cpu_us_per_task"] > 0
+        assert figures[phase]["load_client"] == "python"
     assert figures["one_caller_latency"]["samples"] == 20
     assert figures["one_caller_latency"]["floor_p50_ms"] > 0
     assert figures["one_caller_latency"]["floor_after_idle_p50_ms"] > 0
     assert figures["database_commit"]["samples"] == 20
     assert figures["idle_sessions"]["sessions"] == 20
     assert list(tmp_path.glob("meshplane-bench-*")) == [], "the run's work directory is removed"
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+def test_the_bench_load_can_come_from_the_go_load_generator(
+    postgres_server: PostgresServer, gateway_binary: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "bench",
+        "--database-url",
+        postgres_server.create_database(),
+        "--load-client=go",
+        "--tasks=200",
+        "--single-tasks=100",
+        "--callers=8",
+        "--latency-samples=20",
+        "--agent-processes=1",
+        "--skip=echo",
+        "--skip=idle",
+        "--json",
+        target=None,
+        timeout=170,
+        env=cli_env(TMPDIR=str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for phase in ("batch_submit", "single_submit", "single_submit_via_gateway"):
+        assert figures[phase]["load_client"] == "go" and figures[phase]["client_cpu_us_per_task"] > 0
+    assert figures["single_submit_via_gateway"]["tasks"] == 100
+    assert figures["one_caller_latency"]["load_client"] == "go" and figures["one_caller_latency"]["samples"] == 20

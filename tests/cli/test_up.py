@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from controlplane.cli.gateway import find_gateway
-from tests.cli.conftest import cli_env, start_mesh
+from tests.cli.conftest import MESHPLANE, cli_env, run_cli, start_mesh
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,3 +60,28 @@ def test_up_without_a_gateway_says_so_and_carries_on(tmp_path: Path) -> None:
     finally:
         assert mesh.stop() == 0
     assert "REST gateway not built" in mesh.log.read_text()
+
+
+def test_up_serves_the_grpc_ingress_when_asked(gateway_binary: Path, tmp_path: Path) -> None:
+    mesh = start_mesh(tmp_path / "data", "--grpc-ingress-listen", "127.0.0.1:0", env=cli_env())
+    try:
+        assert ", grpc ingress 127.0.0.1:" in mesh.ready_line
+        ingress = mesh.ready_line.split(", grpc ingress ")[1].split(",")[0]
+        result = run_cli("task", "submit", "demo.echo", "--input", '{"via": "ingress"}', "--wait", target=ingress)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"via": "ingress"}
+    finally:
+        assert mesh.stop() == 0
+
+
+def test_up_refuses_a_grpc_ingress_without_a_gateway(tmp_path: Path) -> None:
+    env = cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none"), MESHPLANE_GRPC_INGRESS_LISTEN="127.0.0.1:0")
+    result = subprocess.run(
+        [MESHPLANE, "up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "the gRPC ingress is served by the gateway, which is not built" in result.stderr

@@ -53,12 +53,14 @@ def test_each_figure_is_set_against_its_own_ceiling() -> None:
         },
         "batch_submit": {"tasks_per_second": 2500},
         "single_submit": {"tasks_per_second": 1000},
+        "single_submit_via_gateway": {"tasks_per_second": 2000},
         "one_caller_latency": {"p50_ms": 3.0},
         "database_commit": {"p50_ms": 0.4, "p50_after_idle_ms": 0.7},
     }
     add_ratios(figures)
     assert figures["batch_submit"]["ratio_to_one_stream_echo"] == 0.5
     assert figures["single_submit"]["ratio_to_64_caller_unary_echo"] == 0.25
+    assert figures["single_submit_via_gateway"]["ratio_to_64_caller_unary_echo"] == 0.5
     assert figures["one_caller_latency"]["bare_unary_p50_ms"] == 1.1
     assert figures["one_caller_latency"]["floor_p50_ms"] == 1.5
     assert figures["one_caller_latency"]["floor_after_idle_p50_ms"] == 1.8
