@@ -258,7 +258,9 @@ async def _through_gateway(
     binary = find_gateway()
     if binary is None:
         return {"skipped": "the gateway is not built (make gateway-build)"}
-    gateway = Gateway(binary, listen="127.0.0.1:0", upstream=plane.address, grpc_listen="127.0.0.1:0")
+    gateway = Gateway(
+        binary, listen="127.0.0.1:0", upstream=plane.address, grpc_listen="127.0.0.1:0", extra_args=["--log-level=warn"]
+    )
     await gateway.start()
     try:
         return await _throughput(plane, agents, args, "single", args.single_tasks, 1, args.callers, gateway)

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ class Gateway:
     submits to the plane in batches); ``grpc_address`` is then the address it bound.
     """
 
-    def __init__(self, binary: Path, *, listen: str, upstream: str, grpc_listen: str = "") -> None:
+    def __init__(
+        self, binary: Path, *, listen: str, upstream: str, grpc_listen: str = "", extra_args: Sequence[str] = ()
+    ) -> None:
         self.binary = binary
+        self.extra_args = tuple(extra_args)
         self.listen = listen
         self.upstream = upstream
         self.grpc_listen = grpc_listen
@@ -107,7 +111,7 @@ class Gateway:
         return self._process.pid if self._process is not None else None
 
     def _command(self) -> list[str]:
-        command = [str(self.binary), "--listen", self.listen, "--upstream", self.upstream]
+        command = [str(self.binary), "--listen", self.listen, "--upstream", self.upstream, *self.extra_args]
         return [*command, "--grpc-listen", self.grpc_listen] if self.grpc_listen else command
 
     async def _drain_stdout(self, stdout: asyncio.StreamReader) -> None:

@@ -193,7 +193,7 @@ async def test_default_values_run_as_rendered(
         Pods(tmp_path, gateway_binary=gateway_binary) as pods,
     ):
         database_url = postgres_server.create_database()
-        grpc_port, metrics_port, http_port = free_ports(3)
+        grpc_port, metrics_port, http_port, ingress_port = free_ports(4)
         manifests = render(
             helm,
             values={
@@ -202,6 +202,7 @@ async def test_default_values_run_as_rendered(
                 "controlPlane.ports.grpc": grpc_port,
                 "controlPlane.ports.metrics": metrics_port,
                 "gateway.port": http_port,
+                "gateway.grpcIngress.port": ingress_port,
                 "gateway.config.upstream": f"127.0.0.1:{grpc_port}",
             },
         )
@@ -254,6 +255,7 @@ async def test_default_values_run_as_rendered(
             task = await _submit(address, "chart.echo", tokens[0], {"via": "chart"})
             await _wait_succeeded(address, task.id, tokens[0])
             gateway = await _check_gateway(pods, manifests, gateway_binary, http_port, task.id, tokens[0])
+            await _check_grpc_ingress(f"127.0.0.1:{ingress_port}", address, tokens[0])
 
             # SIGTERM: health NOT_SERVING first (readiness fails, the gateway turns unready), agents told
             # to drain; the plane exits 0 once they have left, within the grace period.
@@ -283,12 +285,22 @@ async def _wait_succeeded(address: str, task_id: str, token: str) -> None:
     await eventually(succeeded, timeout=30, message=f"task {task_id} succeeded")
 
 
+async def _check_grpc_ingress(ingress: str, plane: str, token: str) -> None:
+    """The gateway's gRPC ingress port: a submit through it runs on the plane's agent; the plane's auth holds."""
+    task = await _submit(ingress, "chart.echo", token, {"via": "ingress"})
+    await _wait_succeeded(plane, task.id, token)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _submit(ingress, "chart.echo", "not-a-token", {})
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def _check_gateway(
     pods: Pods, manifests: Manifests, binary: Path, http_port: int, task_id: str, token: str
 ) -> LocalPod:
     container, _ = pods.container(manifests, {}, GATEWAY, "gateway", "meshplane-gateway-5f8b9c7d6-q4w9z")
     assert container.argv == [str(binary)]
     assert container_port(container.spec, "http") == http_port
+    assert container.env["MESHPLANE_GATEWAY_GRPC_LISTEN"] == f":{container_port(container.spec, 'grpc')}"
     known = gateway_flags(binary)
     unread = [n for n in container.env if n.startswith("MESHPLANE_GATEWAY_") and n not in known]
     assert not unread, f"the gateway's environment has {unread}, which it never reads"

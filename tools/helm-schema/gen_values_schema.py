@@ -330,6 +330,8 @@ gateway = obj(
                 },
                 "maxRequestBytes": {"type": "integer", "minimum": 1024},
                 "upstreamConnections": {"type": "integer", "minimum": 1, "maximum": 64},
+                "submitBatchMax": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "submitBatchesInFlight": {"type": "integer", "minimum": 1, "maximum": 64},
                 "shutdownTimeout": {"$ref": "#/definitions/duration"},
                 "logLevel": {"type": "string", "enum": ["debug", "info", "warn", "error"]},
                 "logFormat": {"type": "string", "enum": ["json", "text"]},
@@ -356,6 +358,7 @@ gateway = obj(
         ),
         "extraEnv": {"$ref": "#/definitions/envList"},
         "port": {"$ref": "#/definitions/port"},
+        "grpcIngress": obj({"enabled": {"type": "boolean"}, "port": {"$ref": "#/definitions/port"}}),
         "resources": {"$ref": "#/definitions/resources"},
         "probes": obj(
             {"readiness": {"$ref": "#/definitions/readinessProbe"}, "liveness": {"$ref": "#/definitions/probe"}}

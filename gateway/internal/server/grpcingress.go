@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -27,6 +29,9 @@ func newGRPCIngress(upstream grpc.ClientConnInterface, maxMessageBytes int) *grp
 		grpc.UnknownServiceHandler(ingress.forward),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
+		// The plane's own policy, which the SDKs' agents ping by (every 10 s, idle or not); grpc-go's
+		// default (5 min, not without streams) would close their connections.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 }
 

@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/meshplane/meshplane/gateway/internal/config"
 	meshplanev1 "github.com/meshplane/meshplane/generated/go/meshplane/v1"
@@ -66,6 +68,10 @@ func dialOptions(cfg *config.Config) ([]grpc.DialOption, error) {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxUpstreamResponseBytes)),
+		// Streams forwarded for a long time (watches, subscriptions, agents through the ingress) notice
+		// a vanished plane (no RST, e.g. a dead host) within ~15 s, as the SDKs' agents do; the plane
+		// allows pings 5 s apart, idle or not.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}, nil
 }
 
