@@ -9,6 +9,7 @@ as it does on the plane itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,23 @@ async def test_calls_without_the_token_are_refused_by_the_plane(ingress: str) ->
             await client.submit("ingress.echo", 1)
         with pytest.raises(Unauthenticated):
             await client.get("anything")
+
+
+async def test_an_agent_connected_through_the_ingress_runs_tasks(ingress: str) -> None:
+    agent = Agent("ingress-agent", version="1.0.0", token=TOKEN)
+
+    @agent.task("ingress.upper")
+    async def upper(ctx: TaskContext, data: str) -> str:
+        return data.upper()
+
+    serving = asyncio.ensure_future(agent.serve(ingress))
+    try:
+        await agent.wait_connected(timeout=15)
+        async with MeshClient(ingress, token=TOKEN) as client:
+            task = await client.submit("ingress.upper", "through the gateway")
+            assert await task.result(timeout=30) == "THROUGH THE GATEWAY"
+    finally:
+        await agent.stop()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await serving
