@@ -33,6 +33,10 @@ const (
 // them. Everything else (authorization, traceparent, ...) must be equal.
 var perRequestHeaders = []string{"user-agent", "x-request-id", "x-forwarded-for", "x-forwarded-host"}
 
+// perRequestPrefix marks grpc-gateway's copies of a REST request's own HTTP
+// headers (grpcgateway-user-agent, grpcgateway-accept, ...), per request too.
+const perRequestPrefix = "grpcgateway-"
+
 // batchTimeout bounds a batch call whose callers set no deadline, so a hung
 // upstream cannot hold the submit queue forever.
 const batchTimeout = 60 * time.Second
@@ -58,9 +62,10 @@ type submitCoalescer struct {
 	maxBatchBytes int
 	slots         chan struct{}
 
-	mu    sync.Mutex
-	queue []*queuedSubmit
-	ready chan struct{} // signalled when the queue becomes non-empty
+	mu     sync.Mutex
+	queue  []*queuedSubmit
+	closed bool
+	ready  chan struct{} // signalled when the queue becomes non-empty
 
 	stop    chan struct{}
 	stopped sync.WaitGroup
@@ -101,6 +106,7 @@ func (c *submitCoalescer) Close() {
 	c.mu.Lock()
 	queued := c.queue
 	c.queue = nil
+	c.closed = true
 	c.mu.Unlock()
 	for _, s := range queued {
 		s.done <- submitAnswer{err: status.Error(codes.Unavailable, "the gateway is shutting down")}
@@ -120,7 +126,9 @@ func (c *submitCoalescer) Invoke(ctx context.Context, method string, args, reply
 	md, _ := metadata.FromOutgoingContext(ctx)
 	md = withoutPerRequestHeaders(md)
 	s := &queuedSubmit{ctx: ctx, key: metadataKey(md), md: md, request: request, done: make(chan submitAnswer, 1)}
-	c.enqueue(s)
+	if !c.enqueue(s) {
+		return status.Error(codes.Unavailable, "the gateway is shutting down")
+	}
 	select {
 	case answer := <-s.done:
 		if answer.err != nil {
@@ -134,14 +142,20 @@ func (c *submitCoalescer) Invoke(ctx context.Context, method string, args, reply
 	}
 }
 
-func (c *submitCoalescer) enqueue(s *queuedSubmit) {
+// enqueue queues s for the next batch, unless the coalescer is closed.
+func (c *submitCoalescer) enqueue(s *queuedSubmit) bool {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
 	c.queue = append(c.queue, s)
 	c.mu.Unlock()
 	select {
 	case c.ready <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // dispatch sends a batch whenever a slot is free and submits are queued.
@@ -347,7 +361,7 @@ func splitBatchResponse(data []byte, n int) ([][]byte, error) {
 func withoutPerRequestHeaders(md metadata.MD) metadata.MD {
 	out := metadata.MD{}
 	for k, v := range md {
-		if !slices.Contains(perRequestHeaders, k) {
+		if !slices.Contains(perRequestHeaders, k) && !strings.HasPrefix(k, perRequestPrefix) {
 			out[k] = v
 		}
 	}

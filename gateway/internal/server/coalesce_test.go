@@ -3,8 +3,12 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -312,4 +316,51 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+func TestRESTSubmitsAreBatchedToo(t *testing.T) {
+	plane := &batchingPlane{release: make(chan struct{})}
+	srv := grpc.NewServer()
+	meshplanev1.RegisterTaskServiceServer(srv, plane)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	gw, err := New(testConfig(t, ln.Addr().String()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(gw.Handler())
+	t.Cleanup(func() {
+		ts.Close()
+		gw.Close()
+	})
+	post := func(capability string) int {
+		body := strings.NewReader(`{"target": {"capability": "` + capability + `"}}`)
+		req := newRequest(t, http.MethodPost, ts.URL+"/v1/tasks", body)
+		req.Header.Set("User-Agent", "client-"+capability) // differs per request, as do request ids
+		resp, _ := do(t, req)
+		return resp.StatusCode
+	}
+
+	first := make(chan int, 1)
+	go func() { first <- post("first") }()
+	waitFor(t, "the first submit to reach the plane", func() bool { s, _ := plane.seen(); return len(s) == 1 })
+	var wg sync.WaitGroup
+	codes := make([]int, 5)
+	for i := range codes {
+		wg.Go(func() { codes[i] = post(fmt.Sprintf("r%d", i)) })
+	}
+	waitFor(t, "the submits to queue", func() bool { return gw.submits.queued() == len(codes) })
+	close(plane.release)
+	wg.Wait()
+
+	if code := <-first; code != http.StatusOK || slices.ContainsFunc(codes, func(c int) bool { return c != http.StatusOK }) {
+		t.Fatalf("statuses %d and %v", code, codes)
+	}
+	if _, batches := plane.seen(); len(batches) != 1 || !sameSet(batches[0], []string{"r0", "r1", "r2", "r3", "r4"}) {
+		t.Errorf("batches %v; want the five REST submits in one", batches)
+	}
 }

@@ -37,6 +37,7 @@ const maxSubmitBatchBytes = 4 << 20
 type Gateway struct {
 	handler http.Handler
 	grpc    *grpc.Server // nil unless cfg.GRPCListen is set
+	submits *submitCoalescer
 	close   func()
 }
 
@@ -96,7 +97,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	h = withAccessLog(logger, h)
 	h = withRequestID(h)
 
-	return &Gateway{handler: h, grpc: ingress, close: closeUpstream}, nil
+	return &Gateway{handler: h, grpc: ingress, submits: submits, close: closeUpstream}, nil
 }
 
 // Handler returns the gateway's HTTP handler.
