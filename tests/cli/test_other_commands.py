@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,25 +92,9 @@ def test_a_small_bench_run_prints_every_figure_and_cleans_up(
     postgres_server: PostgresServer, gateway_binary: Path, tmp_path: Path
 ) -> None:
     """The whole benchmark, tiny: every phase runs and reports its counts (speeds are not asserted)."""
-    result = run_cli(
-        "bench",
-        "--database-url",
-        postgres_server.create_database(),
-        "--tasks=300",
-        "--single-tasks=100",
-        "--callers=8",
-        "--latency-samples=20",
-        "--echo-seconds=0.3",
-        "--agent-processes=1",
-        "--idle-sessions=20",
-        "--idle-seconds=1",
-        "--json",
-        target=None,
-        timeout=170,
-        env=cli_env(TMPDIR=str(tmp_path)),
+    figures = small_bench(
+        postgres_server, tmp_path, "--tasks=300", "--echo-seconds=0.3", "--idle-sessions=20", "--idle-seconds=1"
     )
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
     assert figures["batch_submit"]["tasks"] == 300 and figures["batch_submit"]["tasks_per_second"] > 0
     assert figures["single_submit"]["tasks"] == 100 and "ratio_to_64_caller_unary_echo" in figures["single_submit"]
     via_gateway = figures["single_submit_via_gateway"]
@@ -130,26 +115,29 @@ def test_a_small_bench_run_prints_every_figure_and_cleans_up(
 def test_the_bench_load_can_come_from_the_go_load_generator(
     postgres_server: PostgresServer, gateway_binary: Path, tmp_path: Path
 ) -> None:
+    figures = small_bench(postgres_server, tmp_path, "--load-client=go", "--tasks=200", "--skip=echo", "--skip=idle")
+    for phase in ("batch_submit", "single_submit", "single_submit_via_gateway"):
+        assert figures[phase]["load_client"] == "go" and figures[phase]["client_cpu_us_per_task"] > 0
+    assert figures["single_submit_via_gateway"]["tasks"] == 100
+    assert figures["one_caller_latency"]["load_client"] == "go" and figures["one_caller_latency"]["samples"] == 20
+
+
+def small_bench(postgres_server: PostgresServer, tmp_path: Path, *options: str) -> dict[str, Any]:
+    """`meshplane bench --json` on a fresh database, small: 100 single submits from 8 callers, one agent process."""
     result = run_cli(
         "bench",
         "--database-url",
         postgres_server.create_database(),
-        "--load-client=go",
-        "--tasks=200",
         "--single-tasks=100",
         "--callers=8",
         "--latency-samples=20",
         "--agent-processes=1",
-        "--skip=echo",
-        "--skip=idle",
         "--json",
+        *options,
         target=None,
         timeout=170,
         env=cli_env(TMPDIR=str(tmp_path)),
     )
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
-    for phase in ("batch_submit", "single_submit", "single_submit_via_gateway"):
-        assert figures[phase]["load_client"] == "go" and figures[phase]["client_cpu_us_per_task"] > 0
-    assert figures["single_submit_via_gateway"]["tasks"] == 100
-    assert figures["one_caller_latency"]["load_client"] == "go" and figures["one_caller_latency"]["samples"] == 20
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures

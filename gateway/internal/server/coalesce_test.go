@@ -3,10 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -94,9 +92,8 @@ func (p *batchingPlane) seen() (singles []string, batches [][]string) {
 	return slices.Clone(p.singles), slices.Clone(p.batches)
 }
 
-// startCoalescer serves plane on a loopback port and returns a coalescer in
-// front of it (one batch in flight) and the client the coalescer wraps.
-func startCoalescer(t *testing.T, plane *batchingPlane) (*submitCoalescer, meshplanev1.TaskServiceClient) {
+// serveBatchingPlane serves plane on a loopback port and returns its address.
+func serveBatchingPlane(t *testing.T, plane *batchingPlane) string {
 	t.Helper()
 	srv := grpc.NewServer()
 	meshplanev1.RegisterTaskServiceServer(srv, plane)
@@ -106,7 +103,14 @@ func startCoalescer(t *testing.T, plane *batchingPlane) (*submitCoalescer, meshp
 	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return ln.Addr().String()
+}
+
+// startCoalescer serves plane and returns a coalescer in front of it (one
+// batch in flight) and a client of the coalescer.
+func startCoalescer(t *testing.T, plane *batchingPlane) (*submitCoalescer, meshplanev1.TaskServiceClient) {
+	t.Helper()
+	conn, err := grpc.NewClient(serveBatchingPlane(t, plane), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,23 +324,7 @@ func sameSet(a, b []string) bool {
 
 func TestRESTSubmitsAreBatchedToo(t *testing.T) {
 	plane := &batchingPlane{release: make(chan struct{})}
-	srv := grpc.NewServer()
-	meshplanev1.RegisterTaskServiceServer(srv, plane)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	gw, err := New(testConfig(t, ln.Addr().String()), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(gw.Handler())
-	t.Cleanup(func() {
-		ts.Close()
-		gw.Close()
-	})
+	gw, ts := startGatewayServer(t, serveBatchingPlane(t, plane))
 	post := func(capability string) int {
 		body := strings.NewReader(`{"target": {"capability": "` + capability + `"}}`)
 		req := newRequest(t, http.MethodPost, ts.URL+"/v1/tasks", body)

@@ -236,6 +236,13 @@ func noEnv(string) (string, bool) { return "", false }
 // startGateway serves the gateway for upstream addr on a loopback port 0.
 func startGateway(t *testing.T, addr string, args ...string) *httptest.Server {
 	t.Helper()
+	_, ts := startGatewayServer(t, addr, args...)
+	return ts
+}
+
+// startGatewayServer is startGateway, with the Gateway it serves.
+func startGatewayServer(t *testing.T, addr string, args ...string) (*Gateway, *httptest.Server) {
+	t.Helper()
 	gw, err := New(testConfig(t, addr, args...), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +252,7 @@ func startGateway(t *testing.T, addr string, args ...string) *httptest.Server {
 		ts.Close()
 		gw.Close()
 	})
-	return ts
+	return gw, ts
 }
 
 // do sends a request and returns the response with its body read.
