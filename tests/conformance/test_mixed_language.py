@@ -22,7 +22,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from meshplane.v1 import task_pb2, task_service_pb2
 from tests.conformance import driver, mixed_clients
 from tests.conformance.driver import CAPABILITIES, LANGUAGES, AgentProcess, Agents, Mesh, describe, output
 from tests.conformance.mixed_clients import ClientRun, RunningClient
+from tests.gateway.rest_mesh import running_gateway
 from tests.support.eventually import eventually
 from tests.support.link_agent import payload_value
 from tests.support.plane import running_plane
@@ -54,13 +55,14 @@ class Polyglot:
     mesh: Mesh
     agents: dict[str, AgentProcess]  # by language
     clients: dict[str, list[str]]  # argv prefix, by language
+    client_target: str = ""  # where the clients connect: the plane unless set
 
     async def client(self, language: str, *args: str) -> ClientRun:
-        argv = [*self.clients[language], "--target", self.plane.address, *args]
+        argv = [*self.clients[language], "--target", self.client_target or self.plane.address, *args]
         return await mixed_clients.run(language, argv)
 
     def background(self, language: str, *args: str) -> contextlib.AbstractAsyncContextManager[RunningClient]:
-        argv = [*self.clients[language], "--target", self.plane.address, *args]
+        argv = [*self.clients[language], "--target", self.client_target or self.plane.address, *args]
         return mixed_clients.background(language, argv)
 
 
@@ -122,8 +124,8 @@ async def check_submission(
     return problems
 
 
-@pytest.mark.timeout(60)
-async def test_a_client_in_each_language_runs_tasks_on_agents_of_the_other_two(polyglot: Polyglot) -> None:
+async def run_tasks_across_languages(polyglot: Polyglot) -> None:
+    """A client in each language submits tasks that must run on the agents of the other two."""
     plan = [
         (client_language, agent_language, capability, data, count)
         for client_language in LANGUAGES
@@ -154,6 +156,23 @@ async def test_a_client_in_each_language_runs_tasks_on_agents_of_the_other_two(p
     for (_, agent_language, capability, _, count), run in zip(plan, runs, strict=True):
         problems += await check_submission(polyglot, run, agent_language, capability, count)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_in_each_language_runs_tasks_on_agents_of_the_other_two(polyglot: Polyglot) -> None:
+    await run_tasks_across_languages(polyglot)
+
+
+@pytest.mark.timeout(60)
+async def test_the_clients_of_every_language_work_through_the_gateway_grpc_ingress(
+    polyglot: Polyglot, gateway_binary: Path, tmp_path: Path
+) -> None:
+    """The same submits and waits with the clients connected to the gateway's ingress (their concurrent
+    submits may leave in batches): each client's SDK talks to a Go gRPC server in front of the plane."""
+    with running_gateway(
+        gateway_binary, polyglot.plane.address, tmp_path / "gateway.log", "--grpc-listen", "127.0.0.1:0"
+    ) as gateway:
+        await run_tasks_across_languages(replace(polyglot, client_target=gateway.grpc_address))
 
 
 def echoed_by(received: driver.Subscription, message: Any) -> dict[str, str]:
