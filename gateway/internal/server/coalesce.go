@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -378,7 +379,11 @@ func metadataKey(md metadata.MD) string {
 	var b strings.Builder
 	for _, k := range keys {
 		for _, v := range md[k] {
-			fmt.Fprintf(&b, "%d:%s%d:%s", len(k), k, len(v), v)
+			for _, part := range [...]string{k, v} { // length-prefixed: no two metadata share a key
+				b.WriteString(strconv.Itoa(len(part)))
+				b.WriteByte(':')
+				b.WriteString(part)
+			}
 		}
 	}
 	return b.String()
