@@ -40,6 +40,9 @@ type Config struct {
 	// GRPCListen, when set, is where the gateway also serves the control
 	// plane's gRPC API, forwarding every call (port 0 picks a free port).
 	GRPCListen string
+	// MetricsListen, when set, is where the gateway serves Prometheus
+	// metrics at /metrics (port 0 picks a free port).
+	MetricsListen string
 	// SubmitBatchMax is the most SubmitTask calls sent upstream as one batch.
 	SubmitBatchMax int
 	// SubmitBatchesInFlight is how many submit batches may be out at once.
@@ -94,6 +97,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), output io.Write
 	fs.SetOutput(output)
 	fs.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&cfg.GRPCListen, "grpc-listen", "", "also serve the control plane's gRPC API here, forwarding every call (host:port; empty: off)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics here (host:port; empty: off)")
 	fs.IntVar(&cfg.SubmitBatchMax, "submit-batch-max", DefaultSubmitBatchMax, "most concurrent SubmitTask calls sent upstream as one BatchSubmitTasks call (1: no batching)")
 	fs.IntVar(&cfg.SubmitBatchesInFlight, "submit-batches-in-flight", DefaultSubmitBatchesInFlight, "submit batches out to the upstream at once")
 	fs.StringVar(&cfg.Upstream, "upstream", DefaultUpstream, "control plane gRPC address (host:port)")

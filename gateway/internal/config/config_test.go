@@ -35,7 +35,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:              slog.LevelInfo,
 		LogFormat:             "json",
 	}
-	if cfg.CORSOrigins != nil || cfg.GRPCListen != "" || cfg.UpstreamTLS || cfg.UpstreamCAFile != "" || cfg.OpenAPIFile != "" {
+	if cfg.CORSOrigins != nil || cfg.GRPCListen != "" || cfg.MetricsListen != "" || cfg.UpstreamTLS || cfg.UpstreamCAFile != "" || cfg.OpenAPIFile != "" {
 		t.Errorf("unexpected non-default: %+v", cfg)
 	}
 	if !reflect.DeepEqual(*cfg, want) {
@@ -58,6 +58,7 @@ func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 		"MESHPLANE_GATEWAY_LOG_LEVEL":                "debug",
 		"MESHPLANE_GATEWAY_LOG_FORMAT":               "text",
 		"MESHPLANE_GATEWAY_GRPC_LISTEN":              "0.0.0.0:9001",
+		"MESHPLANE_GATEWAY_METRICS_LISTEN":           "0.0.0.0:9091",
 		"MESHPLANE_GATEWAY_SUBMIT_BATCH_MAX":         "1",
 		"MESHPLANE_GATEWAY_SUBMIT_BATCHES_IN_FLIGHT": "4",
 	}
@@ -71,7 +72,8 @@ func TestEnvFallbackAndFlagPrecedence(t *testing.T) {
 	if cfg.Listen != "0.0.0.0:9000" || !cfg.UpstreamTLS || cfg.UpstreamCAFile != "/etc/ca.pem" ||
 		cfg.UpstreamServerName != "plane.internal" || cfg.UpstreamConnections != 8 || cfg.OpenAPIFile != "/spec.json" ||
 		cfg.ShutdownTimeout != 3*time.Second || cfg.LogLevel != slog.LevelDebug || cfg.LogFormat != "text" ||
-		cfg.GRPCListen != "0.0.0.0:9001" || cfg.SubmitBatchMax != 1 || cfg.SubmitBatchesInFlight != 4 {
+		cfg.GRPCListen != "0.0.0.0:9001" || cfg.MetricsListen != "0.0.0.0:9091" || cfg.SubmitBatchMax != 1 ||
+		cfg.SubmitBatchesInFlight != 4 {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
 	if !slices.Equal(cfg.CORSOrigins, []string{"https://a.example", "http://localhost:3000"}) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,6 +63,8 @@ type submitCoalescer struct {
 	maxBatch      int
 	maxBatchBytes int
 	slots         chan struct{}
+	out           atomic.Int64 // batches (lone submits included) out to the upstream
+	metrics       *metrics
 
 	mu     sync.Mutex
 	queue  []*queuedSubmit
@@ -77,6 +80,7 @@ type queuedSubmit struct {
 	key     string      // the metadata that must match within a batch
 	md      metadata.MD // outgoing metadata without perRequestHeaders
 	request []byte
+	queued  time.Time
 	done    chan submitAnswer
 }
 
@@ -85,15 +89,17 @@ type submitAnswer struct {
 	err      error
 }
 
-func newSubmitCoalescer(upstream grpc.ClientConnInterface, maxBatch, inFlight, maxBatchBytes int) *submitCoalescer {
+func newSubmitCoalescer(upstream grpc.ClientConnInterface, maxBatch, inFlight, maxBatchBytes int, m *metrics) *submitCoalescer {
 	c := &submitCoalescer{
 		ClientConnInterface: upstream,
 		maxBatch:            min(maxBatch, maxBatchSubmitTasks),
 		maxBatchBytes:       maxBatchBytes,
 		slots:               make(chan struct{}, inFlight),
+		metrics:             m,
 		ready:               make(chan struct{}, 1),
 		stop:                make(chan struct{}),
 	}
+	m.watchSubmitQueue(c.queueDepth, func() int { return int(c.out.Load()) })
 	c.stopped.Add(1)
 	go c.dispatch()
 	return c
@@ -126,7 +132,9 @@ func (c *submitCoalescer) Invoke(ctx context.Context, method string, args, reply
 	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	md = withoutPerRequestHeaders(md)
-	s := &queuedSubmit{ctx: ctx, key: metadataKey(md), md: md, request: request, done: make(chan submitAnswer, 1)}
+	s := &queuedSubmit{
+		ctx: ctx, key: metadataKey(md), md: md, request: request, queued: time.Now(), done: make(chan submitAnswer, 1),
+	}
 	if !c.enqueue(s) {
 		return status.Error(codes.Unavailable, "the gateway is shutting down")
 	}
@@ -159,6 +167,13 @@ func (c *submitCoalescer) enqueue(s *queuedSubmit) bool {
 	return true
 }
 
+// queueDepth is how many submits wait for the next batch.
+func (c *submitCoalescer) queueDepth() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
 // dispatch sends a batch whenever a slot is free and submits are queued.
 func (c *submitCoalescer) dispatch() {
 	defer c.stopped.Done()
@@ -180,9 +195,11 @@ func (c *submitCoalescer) dispatch() {
 			}
 		}
 		batches.Add(1)
+		c.out.Add(1)
 		go func() {
 			defer batches.Done()
 			defer func() { <-c.slots }()
+			defer c.out.Add(-1)
 			c.send(batch)
 		}()
 	}
@@ -214,6 +231,7 @@ func (c *submitCoalescer) takeBatch() []*queuedSubmit {
 }
 
 func (c *submitCoalescer) send(batch []*queuedSubmit) {
+	c.metrics.batchLeft(batch)
 	if len(batch) == 1 {
 		c.sendAlone(batch[0])
 		return
@@ -229,9 +247,11 @@ func (c *submitCoalescer) send(batch []*queuedSubmit) {
 	err := c.ClientConnInterface.Invoke(ctx, batchSubmitMethod, &rawMessage{data: request}, response, forwardRaw)
 	if err != nil {
 		if refusedForContent(status.Code(err)) {
+			c.metrics.submitBatches.WithLabelValues(batchResent).Inc()
 			c.sendEachAlone(batch)
 			return
 		}
+		c.metrics.submitBatches.WithLabelValues(batchFailed).Inc()
 		for _, s := range batch {
 			s.done <- submitAnswer{err: err}
 		}
@@ -239,7 +259,10 @@ func (c *submitCoalescer) send(batch []*queuedSubmit) {
 	}
 	answers, err := splitBatchResponse(response.data, len(batch))
 	if err != nil {
+		c.metrics.submitBatches.WithLabelValues(batchFailed).Inc()
 		err = status.Errorf(codes.Internal, "reading the upstream's BatchSubmitTasks response: %v", err)
+	} else {
+		c.metrics.submitBatches.WithLabelValues(batchAnswered).Inc()
 	}
 	for i, s := range batch {
 		if err != nil {
@@ -253,6 +276,7 @@ func (c *submitCoalescer) send(batch []*queuedSubmit) {
 // sendAlone sends one submit as the SubmitTask it came as, under its caller's
 // own context (deadline, cancellation, metadata).
 func (c *submitCoalescer) sendAlone(s *queuedSubmit) {
+	c.metrics.submitsSentAlone.Inc()
 	response := &rawMessage{}
 	err := c.ClientConnInterface.Invoke(s.ctx, submitMethod, &rawMessage{data: s.request}, response, forwardRaw)
 	s.done <- submitAnswer{response: response.data, err: err}

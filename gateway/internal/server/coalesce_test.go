@@ -115,7 +115,7 @@ func startCoalescer(t *testing.T, plane *batchingPlane) (*submitCoalescer, meshp
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	c := newSubmitCoalescer(conn, 256, 1, maxSubmitBatchBytes)
+	c := newSubmitCoalescer(conn, 256, 1, maxSubmitBatchBytes, newMetrics())
 	t.Cleanup(c.Close)
 	return c, meshplanev1.NewTaskServiceClient(c)
 }
@@ -129,12 +129,6 @@ func waitFor(t *testing.T, what string, done func() bool) {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-}
-
-func (c *submitCoalescer) queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.queue)
 }
 
 type submitted struct {
@@ -169,7 +163,7 @@ func submitBehindHeld(t *testing.T, c *submitCoalescer, client meshplanev1.TaskS
 			results[i] = submitted{response, err}
 		})
 	}
-	waitFor(t, "the submits to queue", func() bool { return c.queued() == len(capabilities) })
+	waitFor(t, "the submits to queue", func() bool { return c.queueDepth() == len(capabilities) })
 	if beforeRelease != nil {
 		beforeRelease()
 	}
@@ -341,7 +335,7 @@ func TestRESTSubmitsAreBatchedToo(t *testing.T) {
 	for i := range codes {
 		wg.Go(func() { codes[i] = post(fmt.Sprintf("r%d", i)) })
 	}
-	waitFor(t, "the submits to queue", func() bool { return gw.submits.queued() == len(codes) })
+	waitFor(t, "the submits to queue", func() bool { return gw.submits.queueDepth() == len(codes) })
 	close(plane.release)
 	wg.Wait()
 

@@ -22,10 +22,11 @@ var connectionHeaders = []string{":authority", "content-type", "user-agent"}
 // cancellation one way; headers, messages, trailers and status (with its
 // details) the other. SubmitTask goes through upstream's Invoke, so the
 // submit coalescer batches it with the REST bridge's submits.
-func newGRPCIngress(upstream grpc.ClientConnInterface, maxMessageBytes int) *grpc.Server {
+func newGRPCIngress(upstream grpc.ClientConnInterface, maxMessageBytes int, m *metrics) *grpc.Server {
 	ingress := &grpcIngress{upstream: upstream}
 	return grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
+		grpc.StreamInterceptor(m.streamInterceptor),
 		grpc.UnknownServiceHandler(ingress.forward),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),

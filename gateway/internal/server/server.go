@@ -38,6 +38,7 @@ type Gateway struct {
 	handler http.Handler
 	grpc    *grpc.Server // nil unless cfg.GRPCListen is set
 	submits *submitCoalescer
+	metrics *metrics
 	close   func()
 }
 
@@ -64,7 +65,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	submits := newSubmitCoalescer(upstream, cfg.SubmitBatchMax, cfg.SubmitBatchesInFlight, maxSubmitBatchBytes)
+	m := newMetrics()
+	submits := newSubmitCoalescer(upstream, cfg.SubmitBatchMax, cfg.SubmitBatchesInFlight, maxSubmitBatchBytes, m)
 	closeUpstream := func() {
 		submits.Close()
 		_ = upstream.Close()
@@ -75,7 +77,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	}
 	var ingress *grpc.Server
 	if cfg.GRPCListen != "" {
-		ingress = newGRPCIngress(submits, maxUpstreamResponseBytes)
+		ingress = newGRPCIngress(submits, maxUpstreamResponseBytes, m)
 	}
 
 	root := http.NewServeMux()
@@ -95,13 +97,17 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	h = withBodyLimit(cfg.MaxRequestBytes, reject, h)
 	h = withCORS(cfg.CORSOrigins, h)
 	h = withAccessLog(logger, h)
+	h = m.instrumentHTTP(h)
 	h = withRequestID(h)
 
-	return &Gateway{handler: h, grpc: ingress, submits: submits, close: closeUpstream}, nil
+	return &Gateway{handler: h, grpc: ingress, submits: submits, metrics: m, close: closeUpstream}, nil
 }
 
 // Handler returns the gateway's HTTP handler.
 func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// MetricsHandler serves the gateway's Prometheus metrics.
+func (g *Gateway) MetricsHandler() http.Handler { return g.metrics.handler() }
 
 // GRPC returns the gRPC ingress, or nil when it is not configured.
 func (g *Gateway) GRPC() *grpc.Server { return g.grpc }
@@ -129,10 +135,19 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	var grpcLn net.Listener
+	var grpcLn, metricsLn net.Listener
 	if gw.GRPC() != nil {
 		if grpcLn, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
 			_ = ln.Close()
+			return err
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			_ = ln.Close()
+			if grpcLn != nil {
+				_ = grpcLn.Close()
+			}
 			return err
 		}
 	}
@@ -142,13 +157,23 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 	if grpcLn != nil {
 		go func() { grpcServed <- gw.GRPC().Serve(grpcLn) }()
 	}
+	// Scrapes are answered until the gateway has drained and stopped.
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	metricsServed := make(chan error, 1)
+	if metricsLn != nil {
+		go func() { metricsServed <- serveMetrics(metricsCtx, metricsLn, gw.MetricsHandler()) }()
+	}
 
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "meshplane gateway listening on %s (upstream %s)\n", url, cfg.Upstream)
 	if grpcLn != nil {
 		fmt.Fprintf(stdout, "meshplane gateway serving gRPC on %s (upstream %s)\n", grpcLn.Addr(), cfg.Upstream)
 	}
-	logger.Info("gateway listening", "url", url, "grpc", cfg.GRPCListen, "upstream", cfg.Upstream,
+	if metricsLn != nil {
+		fmt.Fprintf(stdout, "meshplane gateway serving metrics on http://%s/metrics\n", metricsLn.Addr())
+	}
+	logger.Info("gateway listening", "url", url, "grpc", cfg.GRPCListen, "metrics", cfg.MetricsListen, "upstream", cfg.Upstream,
 		"upstream_tls", cfg.UpstreamTLS, "cors_origins", cfg.CORSOrigins, "max_request_bytes", cfg.MaxRequestBytes,
 		"submit_batch_max", cfg.SubmitBatchMax, "submit_batches_in_flight", cfg.SubmitBatchesInFlight)
 
@@ -158,6 +183,12 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 	case err := <-grpcServed:
 		_ = srv.Close()
 		return fmt.Errorf("serving gRPC: %w", err)
+	case err := <-metricsServed:
+		_ = srv.Close()
+		if gw.GRPC() != nil {
+			gw.GRPC().Stop()
+		}
+		return fmt.Errorf("serving metrics: %w", err)
 	case <-ctx.Done():
 	}
 
