@@ -107,13 +107,7 @@ class PlaneProcess:
         self.ps = psutil.Process(self.process.pid)
 
     def metric(self, name: str, labels: str = "") -> float:
-        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=30) as response:
-            text = response.read().decode()
-        prefix = f"{name}{{{labels}}} " if labels else f"{name} "
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line.split()[-1])
-        return 0.0
+        return scrape_value(f"http://{self.metrics_address}/metrics", name, labels)
 
     def succeeded(self) -> float:
         return self.metric("meshplane_tasks_ended_total", 'state="SUCCEEDED"')
@@ -124,6 +118,17 @@ class PlaneProcess:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def scrape_value(url: str, name: str, labels: str = "") -> float:
+    """One series' value from a Prometheus endpoint (0 when absent); `labels` as exposed: 'state="SUCCEEDED"'."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _spawn() -> multiprocessing.context.SpawnContext:
@@ -246,9 +251,18 @@ async def _throughput(
     }
     if gateway_ps is not None:
         figures["gateway_cpu_us_per_task"] = round((cpu_seconds(gateway_ps) - gateway_cpu) / total * 1e6)
+    if gateway is not None and gateway.metrics_url:
+        figures["gateway_submits_per_upstream_call"] = _mean_gateway_batch(gateway.metrics_url)
     if result.latencies_ms:
         figures["submit_p50_ms"] = round(statistics.median(result.latencies_ms), 2)
     return figures
+
+
+def _mean_gateway_batch(metrics_url: str) -> float:
+    """How many submits the gateway sent upstream per call, on average (its batch-size histogram)."""
+    submits = scrape_value(metrics_url, "meshplane_gateway_submit_batch_size_sum")
+    calls = scrape_value(metrics_url, "meshplane_gateway_submit_batch_size_count")
+    return round(submits / calls, 1) if calls else 0.0
 
 
 async def _through_gateway(
@@ -259,7 +273,12 @@ async def _through_gateway(
     if binary is None:
         return {"skipped": "the gateway is not built (make gateway-build)"}
     gateway = Gateway(
-        binary, listen="127.0.0.1:0", upstream=plane.address, grpc_listen="127.0.0.1:0", extra_args=["--log-level=warn"]
+        binary,
+        listen="127.0.0.1:0",
+        upstream=plane.address,
+        grpc_listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0",
+        extra_args=["--log-level=warn"],
     )
     await gateway.start()
     try:

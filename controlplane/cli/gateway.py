@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 BINARY = "meshplane-gateway"
 _READY = re.compile(r"listening on (\S+)")
 _GRPC_READY = re.compile(r"serving gRPC on (\S+)")
+_METRICS_READY = re.compile(r"serving metrics on (\S+)")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,19 +54,29 @@ class Gateway:
     """Starts the gateway, waits for its ready line(s), and stops it.
 
     With ``grpc_listen`` it also serves the plane's gRPC API there (its gRPC ingress, which sends concurrent
-    submits to the plane in batches); ``grpc_address`` is then the address it bound.
+    submits to the plane in batches); ``grpc_address`` is then the address it bound. With ``metrics_listen``
+    it serves Prometheus metrics there; ``metrics_url`` is then their URL.
     """
 
     def __init__(
-        self, binary: Path, *, listen: str, upstream: str, grpc_listen: str = "", extra_args: Sequence[str] = ()
+        self,
+        binary: Path,
+        *,
+        listen: str,
+        upstream: str,
+        grpc_listen: str = "",
+        metrics_listen: str = "",
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = binary
         self.extra_args = tuple(extra_args)
         self.listen = listen
         self.upstream = upstream
         self.grpc_listen = grpc_listen
+        self.metrics_listen = metrics_listen
         self.url = ""
         self.grpc_address = ""
+        self.metrics_url = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._pipe: asyncio.ReadTransport | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -99,7 +110,13 @@ class Gateway:
                         self.url = match.group(1)
                     elif match := _GRPC_READY.search(line):
                         self.grpc_address = match.group(1)
-                    if self.url and (self.grpc_address or not self.grpc_listen):
+                    elif match := _METRICS_READY.search(line):
+                        self.metrics_url = match.group(1)
+                    if (
+                        self.url
+                        and (self.grpc_address or not self.grpc_listen)
+                        and (self.metrics_url or not self.metrics_listen)
+                    ):
                         break
         except TimeoutError as exc:
             await self.stop()
@@ -112,7 +129,11 @@ class Gateway:
 
     def _command(self) -> list[str]:
         command = [str(self.binary), "--listen", self.listen, "--upstream", self.upstream, *self.extra_args]
-        return [*command, "--grpc-listen", self.grpc_listen] if self.grpc_listen else command
+        if self.grpc_listen:
+            command += ["--grpc-listen", self.grpc_listen]
+        if self.metrics_listen:
+            command += ["--metrics-listen", self.metrics_listen]
+        return command
 
     async def _drain_stdout(self, stdout: asyncio.StreamReader) -> None:
         """Keep reading its stdout so a chatty gateway never blocks on a full pipe."""

@@ -99,6 +99,7 @@ def test_a_small_bench_run_prints_every_figure_and_cleans_up(
     assert figures["single_submit"]["tasks"] == 100 and "ratio_to_64_caller_unary_echo" in figures["single_submit"]
     via_gateway = figures["single_submit_via_gateway"]
     assert via_gateway["tasks"] == 100 and via_gateway["gateway_cpu_us_per_task"] > 0
+    assert via_gateway["gateway_submits_per_upstream_call"] >= 1  # read from the gateway's own metrics
     for phase in ("batch_submit", "single_submit", "single_submit_via_gateway"):  # each process's share is counted
         assert figures[phase]["client_cpu_us_per_task"] > 0 and figures[phase]["agents_cpu_us_per_task"] > 0
         assert figures[phase]["load_client"] == "python"
