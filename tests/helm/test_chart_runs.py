@@ -11,7 +11,9 @@ test are the ones a cluster supplies: Secret contents (a throwaway PostgreSQL, a
 tokens), pod names, and free ports (through `--set controlPlane.ports.*`, as every pod has its own
 network namespace in a cluster). Then the running processes must behave as the chart promises: its
 probes pass, metrics answer on its metrics port, the Secret's tokens are enforced, the replica is the
-pod, the database is the Secret's, and SIGTERM drains and exits 0 within the grace period.
+pod, the database is the Secret's, and SIGTERM drains and exits 0 within the grace period. The gateway's
+metrics parts (port, variable, Service, ServiceMonitor, NetworkPolicy rule) are also checked as rendered,
+on and off.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from meshplane.v1 import (
     task_service_pb2,
     task_service_pb2_grpc,
 )
-from tests.helm.kube import CHART, LocalContainer, Manifests, container_port, render
+from tests.helm.kube import CHART, LocalContainer, Manifests, container_port, pod_spec, render
 from tests.helm.pod import LocalPod, host_port, http_get, run_probe
 from tests.helm.release import (
     GATEWAY_READY_PREFIX,
@@ -63,6 +65,8 @@ BODY_SECONDS = 240
 
 CONTROL_PLANE = ("Deployment", "meshplane")
 GATEWAY = ("Deployment", "meshplane-gateway")
+GATEWAY_METRICS = ("Service", "meshplane-gateway-metrics")
+GATEWAY_MONITOR = ("ServiceMonitor", "meshplane-gateway")
 MIGRATE = ("Job", "meshplane-migrate")
 
 
@@ -193,7 +197,7 @@ async def test_default_values_run_as_rendered(
         Pods(tmp_path, gateway_binary=gateway_binary) as pods,
     ):
         database_url = postgres_server.create_database()
-        grpc_port, metrics_port, http_port, ingress_port = free_ports(4)
+        grpc_port, metrics_port, http_port, ingress_port, gateway_metrics_port = free_ports(5)
         manifests = render(
             helm,
             values={
@@ -203,6 +207,7 @@ async def test_default_values_run_as_rendered(
                 "controlPlane.ports.metrics": metrics_port,
                 "gateway.port": http_port,
                 "gateway.grpcIngress.port": ingress_port,
+                "gateway.metrics.port": gateway_metrics_port,
                 "gateway.config.upstream": f"127.0.0.1:{grpc_port}",
             },
         )
@@ -254,7 +259,9 @@ async def test_default_values_run_as_rendered(
             agent.serve_echo()
             task = await _submit(address, "chart.echo", tokens[0], {"via": "chart"})
             await _wait_succeeded(address, task.id, tokens[0])
-            gateway = await _check_gateway(pods, manifests, gateway_binary, http_port, task.id, tokens[0])
+            gateway = await _check_gateway(
+                pods, manifests, gateway_binary, (http_port, gateway_metrics_port), task.id, tokens[0]
+            )
             await _check_grpc_ingress(f"127.0.0.1:{ingress_port}", address, tokens[0])
 
             # SIGTERM: health NOT_SERVING first (readiness fails, the gateway turns unready), agents told
@@ -295,12 +302,15 @@ async def _check_grpc_ingress(ingress: str, plane: str, token: str) -> None:
 
 
 async def _check_gateway(
-    pods: Pods, manifests: Manifests, binary: Path, http_port: int, task_id: str, token: str
+    pods: Pods, manifests: Manifests, binary: Path, ports: tuple[int, int], task_id: str, token: str
 ) -> LocalPod:
+    http_port, metrics_port = ports
     container, _ = pods.container(manifests, {}, GATEWAY, "gateway", "meshplane-gateway-5f8b9c7d6-q4w9z")
     assert container.argv == [str(binary)]
     assert container_port(container.spec, "http") == http_port
     assert container.env["MESHPLANE_GATEWAY_GRPC_LISTEN"] == f":{container_port(container.spec, 'grpc')}"
+    assert container_port(container.spec, "metrics") == metrics_port
+    assert container.env["MESHPLANE_GATEWAY_METRICS_LISTEN"] == f":{metrics_port}"
     known = gateway_flags(binary)
     unread = [n for n in container.env if n.startswith("MESHPLANE_GATEWAY_") and n not in known]
     assert not unread, f"the gateway's environment has {unread}, which it never reads"
@@ -315,7 +325,61 @@ async def _check_gateway(
     status, body = await http_get(url, headers={"Authorization": f"Bearer {token}"})
     assert status == 200, body
     assert json.loads(body)["task"]["state"] == "TASK_STATE_SUCCEEDED"
+    # Metrics on the rendered metrics port, a listener of their own.
+    status, body = await http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == 200 and b"# TYPE " in body, (status, body[:500])
     return gateway
+
+
+# ---------------------------------------------------------------- gateway metrics: rendered only when on
+
+
+def _gateway_metrics(manifests: Manifests) -> tuple[int | None, str | None, Any, Any]:
+    """The gateway's metrics parts in one render: container port, listen variable, Service, ServiceMonitor."""
+    ports = {p["name"]: p["containerPort"] for p in pod_spec(manifests.one(*GATEWAY))["containers"][0]["ports"]}
+    listen = manifests.one("ConfigMap", "meshplane-gateway")["data"].get("MESHPLANE_GATEWAY_METRICS_LISTEN")
+    return ports.get("metrics"), listen, manifests.find(*GATEWAY_METRICS), manifests.find(*GATEWAY_MONITOR)
+
+
+def _ingress_from(manifests: Manifests, policy: str, port: int) -> list[Any] | None:
+    """The peers a NetworkPolicy admits to `port` ([] = any), or None if no rule names the port."""
+    rules = manifests.one("NetworkPolicy", policy)["spec"]["ingress"]
+    peers = [rule.get("from", []) for rule in rules if port in [p["port"] for p in rule["ports"]]]
+    assert len(peers) <= 1, f"{len(peers)} rules of NetworkPolicy {policy} name port {port}"
+    return peers[0] if peers else None
+
+
+def test_gateway_metrics_rendered_only_when_enabled(helm: Path) -> None:
+    """gateway.metrics (on by default): the container port `metrics`, MESHPLANE_GATEWAY_METRICS_LISTEN, the
+    metrics Service and the NetworkPolicy rule; a ServiceMonitor only when asked for; with metrics off, none."""
+    default = render(helm)
+    port, listen, service, monitor = _gateway_metrics(default)
+    assert (port, listen, monitor) == (9091, ":9091", None)
+    assert service is not None
+    assert service["metadata"]["labels"]["meshplane.io/service"] == "metrics"
+    assert service["spec"]["selector"] == default.one(*GATEWAY)["spec"]["selector"]["matchLabels"]
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [("metrics", 9091, "metrics")]
+
+    # HA values: its ServiceMonitor scrapes the gateway's metrics Service (and not the control plane's,
+    # which carries the same meshplane.io/service label); the gateway's NetworkPolicy admits metricsFrom
+    # to the metrics port, as the control plane's does to its own.
+    ha = render(helm, values_files=[CHART / "ci" / "ha-values.yaml"])
+    monitor = ha.one(*GATEWAY_MONITOR)
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [s["metadata"]["name"] for s in ha.all("Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert scraped == [GATEWAY_METRICS[1]]
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("metrics", "/metrics")]
+    metrics_from = _ingress_from(ha, "meshplane", 9090)
+    assert metrics_from and _ingress_from(ha, "meshplane-gateway", 9091) == metrics_from
+
+    # Off: none of them, and the control plane's metrics are untouched.
+    off = render(helm, values={"gateway.metrics.enabled": False, "networkPolicy.enabled": True})
+    assert _gateway_metrics(off) == (None, None, None, None)
+    assert _ingress_from(off, "meshplane-gateway", 9091) is None
+    assert off.find("Service", "meshplane-metrics") is not None
+    # No gateway, no gateway ServiceMonitor either, even when asked for.
+    no_gateway = render(helm, values={"gateway.enabled": False, "gateway.metrics.serviceMonitor.enabled": True})
+    assert no_gateway.find(*GATEWAY_METRICS) is None and no_gateway.find(*GATEWAY_MONITOR) is None
 
 
 # ---------------------------------------------------------------- HA values: two replicas

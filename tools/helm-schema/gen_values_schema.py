@@ -204,6 +204,25 @@ defs = {
     },
 }
 
+# The metrics parts of the control plane and the gateway: the same ServiceMonitor settings, and a
+# ServiceMonitor needs the metrics endpoint it scrapes.
+SERVICE_MONITOR = obj(
+    {
+        "enabled": {"type": "boolean"},
+        "namespace": NAME_OR_EMPTY,
+        "labels": {"$ref": "#/definitions/stringMap"},
+        "interval": {"$ref": "#/definitions/duration"},
+        "scrapeTimeout": {"$ref": "#/definitions/duration"},
+        "relabelings": {"type": "array", "items": {"type": "object"}},
+        "metricRelabelings": {"type": "array", "items": {"type": "object"}},
+    }
+)
+METRICS_SERVICE = obj({"port": {"$ref": "#/definitions/port"}, "annotations": {"$ref": "#/definitions/stringMap"}})
+SERVICE_MONITOR_NEEDS_METRICS: dict[str, Any] = {
+    "if_": {"properties": {"serviceMonitor": {"properties": {"enabled": {"const": True}}}}},
+    "then": {"properties": {"enabled": {"const": True, "$comment": "A ServiceMonitor needs the metrics endpoint."}}},
+}
+
 scheduling = {
     "podAnnotations": {"$ref": "#/definitions/stringMap"},
     "podLabels": {"$ref": "#/definitions/stringMap"},
@@ -289,27 +308,8 @@ control_plane = obj(
             }
         ),
         "metrics": obj(
-            {
-                "enabled": {"type": "boolean"},
-                "service": obj(
-                    {"port": {"$ref": "#/definitions/port"}, "annotations": {"$ref": "#/definitions/stringMap"}}
-                ),
-                "serviceMonitor": obj(
-                    {
-                        "enabled": {"type": "boolean"},
-                        "namespace": NAME_OR_EMPTY,
-                        "labels": {"$ref": "#/definitions/stringMap"},
-                        "interval": {"$ref": "#/definitions/duration"},
-                        "scrapeTimeout": {"$ref": "#/definitions/duration"},
-                        "relabelings": {"type": "array", "items": {"type": "object"}},
-                        "metricRelabelings": {"type": "array", "items": {"type": "object"}},
-                    }
-                ),
-            },
-            if_={"properties": {"serviceMonitor": {"properties": {"enabled": {"const": True}}}}},
-            then={
-                "properties": {"enabled": {"const": True, "$comment": "A ServiceMonitor needs the metrics endpoint."}}
-            },
+            {"enabled": {"type": "boolean"}, "service": METRICS_SERVICE, "serviceMonitor": SERVICE_MONITOR},
+            **SERVICE_MONITOR_NEEDS_METRICS,
         ),
         "pdb": {"$ref": "#/definitions/pdb"},
         "autoscaling": {"$ref": "#/definitions/autoscaling"},
@@ -359,6 +359,15 @@ gateway = obj(
         "extraEnv": {"$ref": "#/definitions/envList"},
         "port": {"$ref": "#/definitions/port"},
         "grpcIngress": obj({"enabled": {"type": "boolean"}, "port": {"$ref": "#/definitions/port"}}),
+        "metrics": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "port": {"$ref": "#/definitions/port"},
+                "service": METRICS_SERVICE,
+                "serviceMonitor": SERVICE_MONITOR,
+            },
+            **SERVICE_MONITOR_NEEDS_METRICS,
+        ),
         "resources": {"$ref": "#/definitions/resources"},
         "probes": obj(
             {"readiness": {"$ref": "#/definitions/readinessProbe"}, "liveness": {"$ref": "#/definitions/probe"}}

@@ -24,6 +24,9 @@ Names, labels, images and checks shared by every template.
 {{- define "meshplane.gateway.fullname" -}}
 {{- printf "%s-gateway" (include "meshplane.fullname" . | trunc 55 | trimSuffix "-") -}}
 {{- end -}}
+{{- define "meshplane.gateway.metricsName" -}}
+{{- printf "%s-gateway-metrics" (include "meshplane.fullname" . | trunc 47 | trimSuffix "-") -}}
+{{- end -}}
 {{- define "meshplane.migrations.fullname" -}}
 {{- printf "%s-migrate" (include "meshplane.fullname" . | trunc 55 | trimSuffix "-") -}}
 {{- end -}}
@@ -212,6 +215,13 @@ value to change. Included from the control-plane ConfigMap, which is always rend
 {{- $tls := $gw.config.upstreamTLS -}}
 {{- if and (or $tls.caSecret.name $tls.serverName) (not $tls.enabled) -}}
 {{- fail "gateway.config.upstreamTLS.caSecret.name and serverName need gateway.config.upstreamTLS.enabled=true" -}}
+{{- end -}}
+{{- $gsm := $gw.metrics.serviceMonitor -}}
+{{- if and $gsm.enabled (not $gw.metrics.enabled) -}}
+{{- fail "gateway.metrics.serviceMonitor.enabled needs gateway.metrics.enabled=true" -}}
+{{- end -}}
+{{- if and $gsm.enabled (gt (include "meshplane.seconds" $gsm.scrapeTimeout | float64) (include "meshplane.seconds" $gsm.interval | float64)) -}}
+{{- fail "gateway.metrics.serviceMonitor.scrapeTimeout must not exceed interval" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
