@@ -107,7 +107,10 @@ async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | No
         )
         return None
     listen = args.http_listen or os.environ.get("MESHPLANE_HTTP_LISTEN") or DEFAULT_HTTP_LISTEN
-    gateway = Gateway(binary, listen=listen, upstream=address, grpc_listen=ingress)
+    # The gateway reads its other MESHPLANE_GATEWAY_* variables itself; this one is asked for so that its
+    # address (port 0 picks one) can be read and shown.
+    metrics = os.environ.get("MESHPLANE_GATEWAY_METRICS_LISTEN", "")
+    gateway = Gateway(binary, listen=listen, upstream=address, grpc_listen=ingress, metrics_listen=metrics)
     try:
         await gateway.start()
     except (OSError, RuntimeError) as exc:
@@ -142,6 +145,8 @@ async def run_mesh(args: argparse.Namespace) -> int:
                 ready += f", rest {gateway.url}"
                 if gateway.grpc_address:
                     ready += f", grpc ingress {gateway.grpc_address}"
+                if gateway.metrics_url:
+                    ready += f", gateway metrics {gateway.metrics_url}"
             output.out(ready)
             await signals.received.wait()
         finally:

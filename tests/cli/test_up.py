@@ -74,6 +74,21 @@ def test_up_serves_the_grpc_ingress_when_asked(gateway_binary: Path, tmp_path: P
         assert mesh.stop() == 0
 
 
+def test_up_shows_the_gateway_metrics_address_when_they_are_asked_for(gateway_binary: Path, tmp_path: Path) -> None:
+    mesh = start_mesh(tmp_path / "data", env=cli_env(MESHPLANE_GATEWAY_METRICS_LISTEN="127.0.0.1:0"), demo=False)
+    try:
+        assert ", gateway metrics http://127.0.0.1:" in mesh.ready_line
+        rest = mesh.ready_line.split(", rest ")[1].split(",")[0]
+        metrics = mesh.ready_line.split(", gateway metrics ")[1].split(",")[0]
+        with urllib.request.urlopen(f"{rest}/healthz", timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(metrics, timeout=10) as response:
+            text = response.read().decode()
+        assert 'meshplane_gateway_http_requests_total{code="200",method="GET"} 1' in text
+    finally:
+        assert mesh.stop() == 0
+
+
 def test_up_refuses_a_grpc_ingress_without_a_gateway(tmp_path: Path) -> None:
     env = cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none"), MESHPLANE_GRPC_INGRESS_LISTEN="127.0.0.1:0")
     result = subprocess.run(
