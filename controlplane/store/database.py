@@ -98,11 +98,8 @@ class Database:
                     # looks cheaper custom-planned): up to ~0.5 ms of planning per statement of a lone result.
                     # A generic plan made while a table was small (a new database) would scan the table
                     # sequentially until statistics catch up: never here.
-                    server_settings={
-                        "application_name": "meshplane",
-                        "enable_seqscan": "off",
-                        "plan_cache_mode": "force_generic_plan",
-                    },
+                    server_settings={"application_name": "meshplane"},
+                    init=_tune_hot_session,
                     reset=_keep_session,
                 )
             return self._raw_pool
@@ -138,6 +135,15 @@ class Database:
             await pool.close()
         for engine in self._engines:
             await engine.dispose()
+
+
+HOT_SESSION_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_generic_plan"}
+
+
+async def _tune_hot_session(conn: asyncpg.Connection) -> None:
+    """The hot path's plan settings (see `_open_raw_pool`), set on each new connection. Not as startup
+    parameters: PgBouncer refuses a connection whose startup parameters it does not know."""
+    await conn.execute("; ".join(f"SET {name} = {value}" for name, value in HOT_SESSION_SETTINGS.items()))
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
