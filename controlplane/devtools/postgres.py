@@ -68,6 +68,13 @@ class PostgresServer:
             "UTF8",
             "--locale=C",
         )
+        if self._tls_only:
+            self._require_tls()
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on its data directory (again, after `halt`), and wait until it accepts connections."""
         options = [
             f"-p {self.port}",
             "-c listen_addresses=127.0.0.1",
@@ -78,7 +85,6 @@ class PostgresServer:
             "-c shared_buffers=128MB",
         ]
         if self._tls_only:
-            self._require_tls()
             options.append("-c ssl=on")
         self._run(
             str(self.bin_dir / "pg_ctl"),
@@ -93,7 +99,10 @@ class PostgresServer:
             "60",
             "start",
         )
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as an outage would (connections cut, nothing flushed), keeping its data for `resume`."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
 
     def _require_tls(self) -> None:
         """A self-signed certificate for the server, and pg_hba rules that turn plain TCP away."""

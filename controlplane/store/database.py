@@ -25,6 +25,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 from controlplane.errors import Unavailable
 from controlplane.store.sql import AlchemySql, AsyncpgSql, DuplicateKey, Sql
+from controlplane.store.transient import refused_or_lost
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +72,30 @@ class Database:
             except sa.exc.IntegrityError as exc:
                 raise DuplicateKey(str(exc.orig)) from exc
             return
-        pool = self._raw_pool or await self._open_raw_pool()
         try:
+            pool = self._raw_pool or await self._open_raw_pool()
             async with pool.acquire() as conn:
-                if single_statement:
-                    yield AsyncpgSql(conn)
-                else:
-                    async with conn.transaction():
+                try:
+                    if single_statement:
                         yield AsyncpgSql(conn)
+                    else:
+                        async with conn.transaction():
+                            yield AsyncpgSql(conn)
+                except asyncpg.InternalClientError as exc:
+                    # The driver lost track of the connection's protocol state; it happens when the server
+                    # ended the session (an administrator, a restart) while the connection sat in the pool.
+                    # Nothing was sent: drop the connection and let the caller retry on a fresh one.
+                    conn.terminate()
+                    raise Unavailable(f"the database connection broke ({exc}); retry") from exc
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateKey(str(exc)) from exc
         except (asyncpg.PostgresConnectionError, OSError) as exc:
             raise Unavailable(f"the database connection was lost ({type(exc).__name__}); retry") from exc
+        except asyncpg.PostgresError as exc:
+            refusal = refused_or_lost(exc)
+            if refusal is None:
+                raise
+            raise Unavailable(f"the database refused the connection ({refusal}); retry") from exc
 
     async def _open_raw_pool(self) -> asyncpg.Pool:
         async with self._raw_pool_lock:

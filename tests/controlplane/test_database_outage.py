@@ -1,0 +1,130 @@
+"""The database goes away: clients are told UNAVAILABLE (retry), not INTERNAL, and once it is back the
+plane carries on with everything it had accepted. Also a database that turns new connections away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from sqlalchemy.engine import make_url
+
+from controlplane.devtools.postgres import PostgresServer, find_pg_bin
+from meshplane.v1 import task_pb2, task_service_pb2
+from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
+from tests.support.eventually import eventually
+from tests.support.link_agent import LinkAgent
+from tests.support.plane import running_plane
+from tests.support.toolchain import toolchain_missing
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A server of this test's own: it is stopped and started again in the middle."""
+    if find_pg_bin() is None:
+        toolchain_missing("PostgreSQL server binaries (initdb/postgres) not found: apt-get install postgresql")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _refused(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call()
+    return caught.value
+
+
+async def _all_succeeded(channel: grpc.aio.Channel, task_ids: list[str]) -> bool:
+    states = [(await get_task(channel, task_id)).state for task_id in task_ids]
+    return all(state == task_pb2.TASK_STATE_SUCCEEDED for state in states)
+
+
+async def test_while_the_database_is_down_clients_get_unavailable_and_nothing_accepted_is_lost(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    async with (
+        running_plane(tmp_path, database_url=own_postgres.create_database()) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        accepted = await submit(channel, data={"n": 1})  # queued: no agent yet
+
+        await asyncio.to_thread(own_postgres.halt)
+        stub = tasks_stub(channel)
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
+            "GetTask (reader)": lambda: get_task(channel, accepted.id),
+            "CancelTask (transaction)": lambda: stub.CancelTask(
+                task_service_pb2.CancelTaskRequest(task_id=accepted.id)
+            ),
+        }
+        for name, call in calls.items():
+            for _ in range(2):  # the first finds its pooled connection cut, the second cannot open one
+                error = await _refused(call)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
+                assert "retry" in (error.details() or ""), name
+
+        await asyncio.to_thread(own_postgres.resume)
+        later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once the database is back")
+        assert (
+            await get_task(channel, accepted.id)
+        ).state == task_pb2.TASK_STATE_QUEUED  # the refused cancel changed nothing
+
+        agent = LinkAgent(plane.address, capabilities=["demo.echo"])
+        await agent.connect()
+        agent.serve_echo()
+        try:
+            await eventually(lambda: _all_succeeded(channel, [accepted.id, later.id]), message="both tasks ran")
+            assert [output_of(await get_task(channel, t.id)) for t in (accepted, later)] == [{"n": 1}, {"n": 3}]
+        finally:
+            await agent.close()
+
+
+async def test_a_database_that_turns_new_connections_away_gets_clients_unavailable(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # The plane logs in as a role of its own, which the test can then refuse connections ("too many
+    # connections for role", SQLSTATE 53300) while cutting those it has.
+    database = make_url(own_postgres.create_database()).database
+    admin = await asyncpg.connect(own_postgres.url(str(database), driver="postgresql"))
+    try:
+        await admin.execute("CREATE ROLE plane LOGIN")
+        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO plane')
+        plane_url = own_postgres.url(str(database)).replace(f"//{own_postgres.user}@", "//plane@")
+        async with (
+            running_plane(tmp_path, database_url=plane_url) as plane,
+            grpc.aio.insecure_channel(plane.address) as channel,
+        ):
+            accepted = await submit(channel, data={"n": 1})
+
+            await admin.execute("ALTER ROLE plane CONNECTION LIMIT 0")
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
+            await eventually(
+                lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
+                message="the plane's sessions ended",
+            )
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
+                "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
+                "GetTask (reader)": lambda: get_task(channel, accepted.id),
+            }
+            for name, call in calls.items():
+                for _ in range(2):  # a cut connection first, then a refused one
+                    error = await _refused(call)
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
+                    assert "retry" in (error.details() or ""), name
+
+            await admin.execute("ALTER ROLE plane CONNECTION LIMIT -1")
+            later = await eventually(
+                lambda: submit(channel, data={"n": 3}), message="a submit once connections are let in"
+            )
+            assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED
+            assert later.id != accepted.id
+    finally:
+        await admin.close()
