@@ -167,11 +167,18 @@ func (c *submitCoalescer) enqueue(s *queuedSubmit) bool {
 	return true
 }
 
-// queueDepth is how many submits wait for the next batch.
+// queueDepth is how many submits wait for the next batch (not those whose
+// callers gave up: the next batch drops them).
 func (c *submitCoalescer) queueDepth() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.queue)
+	waiting := 0
+	for _, s := range c.queue {
+		if s.ctx.Err() == nil {
+			waiting++
+		}
+	}
+	return waiting
 }
 
 // dispatch sends a batch whenever a slot is free and submits are queued.

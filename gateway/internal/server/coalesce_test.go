@@ -120,11 +120,13 @@ func startCoalescer(t *testing.T, plane *batchingPlane) (*submitCoalescer, meshp
 	return c, meshplanev1.NewTaskServiceClient(c)
 }
 
+// waitFor polls done until it holds, failing the test after ten seconds.
 func waitFor(t *testing.T, what string, done func() bool) {
 	t.Helper()
+	deadline := time.After(10 * time.Second)
 	for !done() {
 		select {
-		case <-t.Context().Done():
+		case <-deadline:
 			t.Fatalf("gave up waiting for %s", what)
 		case <-time.After(2 * time.Millisecond):
 		}
@@ -290,7 +292,11 @@ func TestSubmitWhoseCallerGaveUpWhileQueuedIsNotSent(t *testing.T) {
 		}
 		return context.Background()
 	}
-	results := submitBehindHeld(t, c, client, plane, []string{"a", "b", "c"}, ctxFor, cancel)
+	gaveUp := func() {
+		cancel()
+		waitFor(t, "the queue depth to leave out the abandoned submit", func() bool { return c.queueDepth() == 2 })
+	}
+	results := submitBehindHeld(t, c, client, plane, []string{"a", "b", "c"}, ctxFor, gaveUp)
 
 	if status.Code(results[1].err) != codes.Canceled {
 		t.Errorf("the abandoned submit got %v, want CANCELLED", results[1].err)
