@@ -10,10 +10,9 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from sqlalchemy.exc import DBAPIError
 
 from controlplane import errors
-from controlplane.store.transient import refused_or_lost
+from controlplane.store.transient import unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +96,9 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str, exc: E
 
 
 def _unavailable(exc: Exception) -> errors.Unavailable | None:
-    """A lost or refused database connection is transient: the client may retry."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return errors.Unavailable("the database connection was lost; retry")
-    refusal = refused_or_lost(exc)
-    if refusal is not None:
-        return errors.Unavailable(f"the database refused the connection ({refusal}); retry")
-    if isinstance(exc, OSError | ConnectionError):
-        return errors.Unavailable(f"a backing service is unreachable ({type(exc).__name__}); retry")
-    return None
+    """A lost or refused connection to a backing service is transient: the client may retry."""
+    reason = unavailable_reason(exc)
+    return errors.Unavailable(f"{reason}; retry") if reason is not None else None
 
 
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

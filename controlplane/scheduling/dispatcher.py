@@ -25,6 +25,7 @@ from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
 from controlplane.store.tasks import QueuedTask, StickyKind, Takers, TaskRows, TaskWrites
+from controlplane.store.transient import unavailable_reason
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,12 @@ class Dispatcher(Component):
                 await self.dispatch()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("dispatch failed; retrying shortly")
+            except Exception as exc:
+                reason = unavailable_reason(exc)
+                if reason is None:
+                    logger.exception("dispatch failed; retrying shortly")
+                else:
+                    logger.warning("dispatch failed (%s); retrying shortly", reason)
                 await asyncio.sleep(min(1.0, self._poll_interval))
 
     def _room(self) -> dict[str, int]:

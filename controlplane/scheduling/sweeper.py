@@ -14,6 +14,7 @@ from controlplane.services.agents import AgentService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.retention import Retention
 from controlplane.settings import Settings
+from controlplane.store.transient import unavailable_reason
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,12 @@ class Sweeper(Component):
             await action()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("sweep step %s failed", name)
+        except Exception as exc:
+            reason = unavailable_reason(exc)
+            if reason is None:
+                logger.exception("sweep step %s failed", name)
+            else:  # an outage: one line per step and sweep, not a traceback
+                logger.warning("sweep step %s skipped: %s", name, reason)
 
     async def sweep_once(self) -> None:
         self._supervisor.expire_silent()

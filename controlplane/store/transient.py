@@ -1,6 +1,11 @@
-"""Database errors that mean "not now" rather than "not this": the caller may send the same request again."""
+"""Errors that mean "not now" rather than "not this": the database (or another backing service) cannot serve
+at the moment, and the same request may succeed when sent again."""
 
 from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+from controlplane.errors import Unavailable
 
 # SQLSTATEs of a server that refuses or drops connections: class 08 (connection exceptions), too many
 # connections, and a server shutting down, crashed or still starting up.
@@ -23,4 +28,18 @@ def refused_or_lost(exc: BaseException) -> str | None:
             return f"{state}: {str(current).splitlines()[0] if str(current) else type(current).__name__}"
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) and id(orig) not in seen else current.__cause__
+    return None
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why a backing service cannot serve now, when that is what `exc` says (no trailing "retry"); else None."""
+    if isinstance(exc, Unavailable):
+        return exc.message
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "the database connection was lost"
+    refusal = refused_or_lost(exc)
+    if refusal is not None:
+        return f"the database refused the connection ({refusal})"
+    if isinstance(exc, OSError | ConnectionError):
+        return f"a backing service is unreachable ({type(exc).__name__})"
     return None

@@ -4,6 +4,7 @@ plane carries on with everything it had accepted. Also a database that turns new
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,25 @@ async def _refused(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError:
     return caught.value
 
 
+def _outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "controlplane.scheduling.sweeper"
+        and r.levelno == logging.WARNING
+        and "skipped: " in r.getMessage()
+    ]
+
+
 async def _all_succeeded(channel: grpc.aio.Channel, task_ids: list[str]) -> bool:
     states = [(await get_task(channel, task_id)).state for task_id in task_ids]
     return all(state == task_pb2.TASK_STATE_SUCCEEDED for state in states)
 
 
 async def test_while_the_database_is_down_clients_get_unavailable_and_nothing_accepted_is_lost(
-    own_postgres: PostgresServer, tmp_path: Path
+    own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="controlplane")
     async with (
         running_plane(tmp_path, database_url=own_postgres.create_database()) as plane,
         grpc.aio.insecure_channel(plane.address) as channel,
@@ -70,6 +82,14 @@ async def test_while_the_database_is_down_clients_get_unavailable_and_nothing_ac
                 error = await _refused(call)
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
                 assert "retry" in (error.details() or ""), name
+
+        # The plane's own loops (the sweeper's steps) say so in one line each, without a traceback.
+        await eventually(lambda: _outage_lines(caplog), message="the sweeper's one-line warnings")
+        assert _outage_lines(caplog)[0].startswith("sweep step ")
+        tracebacks = [
+            r.getMessage() for r in caplog.records if r.name.startswith("controlplane.scheduling") and r.exc_info
+        ]
+        assert tracebacks == []
 
         await asyncio.to_thread(own_postgres.resume)
         later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once the database is back")
