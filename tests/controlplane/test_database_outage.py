@@ -1,9 +1,11 @@
-"""The database goes away: clients are told UNAVAILABLE (retry), not INTERNAL, and once it is back the
-plane carries on with everything it had accepted. Also a database that turns new connections away."""
+"""The database goes away: clients are told UNAVAILABLE (retry), not INTERNAL; the plane's loops say so in one
+line; and once it is back the plane carries on with everything it had accepted, including results agents
+sent while it was away. Also a database that turns new connections away."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,9 +16,11 @@ import grpc
 import pytest
 from sqlalchemy.engine import make_url
 
+from agent_runtime import Agent, MeshClient, TaskContext, TaskState
 from controlplane.devtools.postgres import PostgresServer, find_pg_bin
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
+from tests.sdk.conftest import serving
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
 from tests.support.plane import running_plane
@@ -148,3 +152,56 @@ async def test_a_database_that_turns_new_connections_away_gets_clients_unavailab
             assert later.id != accepted.id
     finally:
         await admin.close()
+
+
+async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_over(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The plane cannot persist the result, so it closes the session without acknowledging it; the agent
+    reconnects once the database is back, keeps its running task and resends the result: each runs once."""
+    gates = {"early": asyncio.Event(), "late": asyncio.Event()}
+    runs: collections.Counter[str] = collections.Counter()
+    agent = Agent("outlasting", max_concurrency=4, reconnect_max_delay=0.3)
+
+    @agent.task("work.gated")
+    async def gated(ctx: TaskContext, data: dict[str, str]) -> dict[str, Any]:
+        runs[data["gate"]] += 1
+        await gates[data["gate"]].wait()
+        return {"gate": data["gate"], "attempt": ctx.attempt}
+
+    # A long lease: nothing is re-queued for want of a session while the database is away.
+    database_url = own_postgres.create_database()
+    async with (
+        running_plane(tmp_path, database_url=database_url, lease_timeout=20) as plane,
+        serving(agent, plane.address),
+        MeshClient(plane.address) as client,
+    ):
+        early = await client.submit("work.gated", {"gate": "early"})
+        late = await client.submit("work.gated", {"gate": "late"})
+        for task in (early, late):
+            await eventually(lambda t=task: _state_is(client, t.id, TaskState.RUNNING), message=f"{task.id} running")
+        first_session = agent.session_id
+
+        await asyncio.to_thread(own_postgres.halt)
+        gates["early"].set()  # its result reaches a plane that cannot write it
+        await eventually(lambda: agent.session_id != first_session, message="the plane closed the session")
+        assert runs["early"] == 1 and agent.in_flight == 1  # `late` still running, `early`'s result unacknowledged
+
+        await asyncio.to_thread(own_postgres.resume)
+        await eventually(lambda: agent.session_id not in (None, first_session), message="the agent reconnected")
+        await eventually(lambda: _state_is(client, early.id, TaskState.SUCCEEDED), message="early's result resent")
+        assert await _state(client, late.id) is TaskState.RUNNING  # kept through the outage, not re-queued
+        gates["late"].set()
+        assert await client.result(late.id, timeout=10) == {"gate": "late", "attempt": 1}
+        for task_id in (early.id, late.id):
+            stored = await client.get(task_id)
+            assert [a.outcome for a in stored.attempts] == ["SUCCEEDED"]  # one attempt each
+    assert runs == {"early": 1, "late": 1}
+
+
+async def _state(client: MeshClient, task_id: str) -> TaskState:
+    return (await client.get(task_id)).state
+
+
+async def _state_is(client: MeshClient, task_id: str, state: TaskState) -> bool:
+    return await _state(client, task_id) is state
