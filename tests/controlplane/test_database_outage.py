@@ -13,13 +13,16 @@ from typing import Any
 
 import asyncpg
 import grpc
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from agent_runtime import Agent, MeshClient, TaskContext, TaskState
+from controlplane.app import ControlPlane
 from controlplane.devtools.postgres import PostgresServer, find_pg_bin
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
+from tests.gateway.rest_mesh import GatewayProcess
 from tests.sdk.conftest import serving
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
@@ -63,52 +66,67 @@ async def _all_succeeded(channel: grpc.aio.Channel, task_ids: list[str]) -> bool
 
 
 async def test_while_the_database_is_down_clients_get_unavailable_and_nothing_accepted_is_lost(
-    own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, gateway_binary: Path
 ) -> None:
     caplog.set_level(logging.WARNING, logger="controlplane")
     async with (
         running_plane(tmp_path, database_url=own_postgres.create_database()) as plane,
         grpc.aio.insecure_channel(plane.address) as channel,
     ):
-        accepted = await submit(channel, data={"n": 1})  # queued: no agent yet
-
-        await asyncio.to_thread(own_postgres.halt)
-        stub = tasks_stub(channel)
-        calls: dict[str, Callable[[], Awaitable[Any]]] = {
-            "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
-            "GetTask (reader)": lambda: get_task(channel, accepted.id),
-            "CancelTask (transaction)": lambda: stub.CancelTask(
-                task_service_pb2.CancelTaskRequest(task_id=accepted.id)
-            ),
-        }
-        for name, call in calls.items():
-            for _ in range(2):  # the first finds its pooled connection cut, the second cannot open one
-                error = await _refused(call)
-                assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
-                assert "retry" in (error.details() or ""), name
-
-        # The plane's own loops (the sweeper's steps) say so in one line each, without a traceback.
-        await eventually(lambda: _outage_lines(caplog), message="the sweeper's one-line warnings")
-        assert _outage_lines(caplog)[0].startswith("sweep step ")
-        tracebacks = [
-            r.getMessage() for r in caplog.records if r.name.startswith("controlplane.scheduling") and r.exc_info
-        ]
-        assert tracebacks == []
-
-        await asyncio.to_thread(own_postgres.resume)
-        later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once the database is back")
-        assert (
-            await get_task(channel, accepted.id)
-        ).state == task_pb2.TASK_STATE_QUEUED  # the refused cancel changed nothing
-
-        agent = LinkAgent(plane.address, capabilities=["demo.echo"])
-        await agent.connect()
-        agent.serve_echo()
+        gateway = GatewayProcess(gateway_binary, plane.address, tmp_path / "gateway.log").start()
         try:
-            await eventually(lambda: _all_succeeded(channel, [accepted.id, later.id]), message="both tasks ran")
-            assert [output_of(await get_task(channel, t.id)) for t in (accepted, later)] == [{"n": 1}, {"n": 3}]
+            await _outage(own_postgres, plane, channel, gateway, caplog)
         finally:
-            await agent.close()
+            gateway.stop()
+
+
+async def _outage(
+    own_postgres: PostgresServer,
+    plane: ControlPlane,
+    channel: grpc.aio.Channel,
+    gateway: GatewayProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    accepted = await submit(channel, data={"n": 1})  # queued: no agent yet
+
+    await asyncio.to_thread(own_postgres.halt)
+    stub = tasks_stub(channel)
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
+        "GetTask (reader)": lambda: get_task(channel, accepted.id),
+        "CancelTask (transaction)": lambda: stub.CancelTask(task_service_pb2.CancelTaskRequest(task_id=accepted.id)),
+    }
+    for name, call in calls.items():
+        for _ in range(2):  # the first finds its pooled connection cut, the second cannot open one
+            error = await _refused(call)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
+            assert "retry" in (error.details() or ""), name
+
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as http:  # REST: 503, the same message
+        response = await http.post("/v1/tasks", json={"target": {"capability": "demo.echo"}, "input": {"json": 4}})
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert response.json()["message"].endswith("; retry")
+
+    # The plane's own loops (the sweeper's steps) say so in one line each, without a traceback.
+    await eventually(lambda: _outage_lines(caplog), message="the sweeper's one-line warnings")
+    assert _outage_lines(caplog)[0].startswith("sweep step ")
+    tracebacks = [r.getMessage() for r in caplog.records if r.name.startswith("controlplane.scheduling") and r.exc_info]
+    assert tracebacks == []
+
+    await asyncio.to_thread(own_postgres.resume)
+    later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once the database is back")
+    # The refused cancel changed nothing.
+    assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED
+
+    agent = LinkAgent(plane.address, capabilities=["demo.echo"])
+    await agent.connect()
+    agent.serve_echo()
+    try:
+        await eventually(lambda: _all_succeeded(channel, [accepted.id, later.id]), message="both tasks ran")
+        assert [output_of(await get_task(channel, t.id)) for t in (accepted, later)] == [{"n": 1}, {"n": 3}]
+    finally:
+        await agent.close()
 
 
 async def test_a_database_that_turns_new_connections_away_gets_clients_unavailable(
