@@ -14,19 +14,14 @@ from controlplane.store import migrate
 from controlplane.store.database import Database
 from controlplane.store.unit_of_work import Store
 from tests.support.plane import running_plane
-from tests.support.postgres import PostgresServer, find_pg_bin
-from tests.support.toolchain import require_tool, toolchain_missing
+from tests.support.postgres import PostgresServer, throwaway_postgres
+from tests.support.toolchain import require_tool
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    if find_pg_bin() is None:
-        toolchain_missing("PostgreSQL server binaries (initdb/postgres) not found: apt-get install postgresql")
-    server = PostgresServer().start()
-    try:
+    with throwaway_postgres() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

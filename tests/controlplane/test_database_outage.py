@@ -19,7 +19,6 @@ from sqlalchemy.engine import make_url
 
 from agent_runtime import Agent, MeshClient, TaskContext, TaskState
 from controlplane.app import ControlPlane
-from controlplane.devtools.postgres import PostgresServer, find_pg_bin
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
 from tests.gateway.rest_mesh import GatewayProcess
@@ -27,7 +26,7 @@ from tests.sdk.conftest import serving
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
 from tests.support.plane import running_plane
-from tests.support.toolchain import toolchain_missing
+from tests.support.postgres import PostgresServer, throwaway_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -35,13 +34,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A server of this test's own: it is stopped and started again in the middle."""
-    if find_pg_bin() is None:
-        toolchain_missing("PostgreSQL server binaries (initdb/postgres) not found: apt-get install postgresql")
-    server = PostgresServer().start()
-    try:
+    with throwaway_postgres() as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def _refused(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError:
