@@ -82,9 +82,9 @@ class Database:
                         async with conn.transaction():
                             yield AsyncpgSql(conn)
                 except asyncpg.InternalClientError as exc:
-                    # The driver lost track of the connection's protocol state; it happens when the server
-                    # ended the session (an administrator, a restart) while the connection sat in the pool.
-                    # Nothing was sent: drop the connection and let the caller retry on a fresh one.
+                    # The driver lost track of the connection's protocol state; seen when the server ended
+                    # the session (an administrator, a restart) while the connection sat in the pool. As with
+                    # a lost connection: drop it, and the caller may retry (on a fresh one).
                     conn.terminate()
                     raise Unavailable(f"the database connection broke ({exc}); retry") from exc
         except asyncpg.UniqueViolationError as exc:
