@@ -89,13 +89,13 @@ class Database:
                     raise Unavailable(f"the database connection broke ({exc}); retry") from exc
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateKey(str(exc)) from exc
-        except (asyncpg.PostgresConnectionError, OSError) as exc:
+        except OSError as exc:
             raise Unavailable(f"the database connection was lost ({type(exc).__name__}); retry") from exc
         except asyncpg.PostgresError as exc:
-            refusal = refused_or_lost(exc)
+            refusal = refused_or_lost(exc)  # connection exceptions (class 08), too many connections, shutdowns
             if refusal is None:
                 raise
-            raise Unavailable(f"the database refused the connection ({refusal}); retry") from exc
+            raise Unavailable(f"the database connection was refused or lost ({refusal}); retry") from exc
 
     async def _open_raw_pool(self) -> asyncpg.Pool:
         async with self._raw_pool_lock:

@@ -39,7 +39,7 @@ def unavailable_reason(exc: BaseException) -> str | None:
         return "the database connection was lost"
     refusal = refused_or_lost(exc)
     if refusal is not None:
-        return f"the database refused the connection ({refusal})"
+        return f"the database connection was refused or lost ({refusal})"
     if isinstance(exc, OSError | ConnectionError):
         return f"a backing service is unreachable ({type(exc).__name__})"
     return None
