@@ -22,7 +22,7 @@ from controlplane.app import ControlPlane
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
 from tests.gateway.rest_mesh import GatewayProcess
-from tests.sdk.conftest import serving
+from tests.sdk.conftest import serving, task_state, task_state_is
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
 from tests.support.plane import running_plane
@@ -191,7 +191,9 @@ async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_ov
         early = await client.submit("work.gated", {"gate": "early"})
         late = await client.submit("work.gated", {"gate": "late"})
         for task in (early, late):
-            await eventually(lambda t=task: _state_is(client, t.id, TaskState.RUNNING), message=f"{task.id} running")
+            await eventually(
+                lambda t=task: task_state_is(client, t.id, TaskState.RUNNING), message=f"{task.id} running"
+            )
         first_session = agent.session_id
 
         await asyncio.to_thread(own_postgres.halt)
@@ -201,19 +203,11 @@ async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_ov
 
         await asyncio.to_thread(own_postgres.resume)
         await eventually(lambda: agent.session_id not in (None, first_session), message="the agent reconnected")
-        await eventually(lambda: _state_is(client, early.id, TaskState.SUCCEEDED), message="early's result resent")
-        assert await _state(client, late.id) is TaskState.RUNNING  # kept through the outage, not re-queued
+        await eventually(lambda: task_state_is(client, early.id, TaskState.SUCCEEDED), message="early's result resent")
+        assert await task_state(client, late.id) is TaskState.RUNNING  # kept through the outage, not re-queued
         gates["late"].set()
         assert await client.result(late.id, timeout=10) == {"gate": "late", "attempt": 1}
         for task_id in (early.id, late.id):
             stored = await client.get(task_id)
             assert [a.outcome for a in stored.attempts] == ["SUCCEEDED"]  # one attempt each
     assert runs == {"early": 1, "late": 1}
-
-
-async def _state(client: MeshClient, task_id: str) -> TaskState:
-    return (await client.get(task_id)).state
-
-
-async def _state_is(client: MeshClient, task_id: str, state: TaskState) -> bool:
-    return await _state(client, task_id) is state

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent_runtime import Agent, MeshClient
+from agent_runtime import Agent, MeshClient, TaskState
 from controlplane.app import ControlPlane
 from tests.support.plane import running_plane
 
@@ -53,3 +53,11 @@ def serve(plane: ControlPlane) -> Callable[..., contextlib.AbstractAsyncContextM
         return serving(agent, plane.address, **options)
 
     return start
+
+
+async def task_state(client: MeshClient, task_id: str) -> TaskState:
+    return (await client.get(task_id)).state
+
+
+async def task_state_is(client: MeshClient, task_id: str, state: TaskState) -> bool:
+    return await task_state(client, task_id) is state

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent_runtime import Agent, MeshClient, TaskCancelled, TaskContext, TaskEventType, TaskFailed, TaskState
+from tests.sdk.conftest import task_state_is
 from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,7 +77,7 @@ async def test_cancellation_reaches_a_running_async_handler(serve: Any, client: 
     async with serve(agent):
         task = await client.submit("work.forever", None)
         await asyncio.wait_for(started.wait(), 10)
-        await eventually(lambda: _state_is(client, task.id, TaskState.RUNNING))
+        await eventually(lambda: task_state_is(client, task.id, TaskState.RUNNING))
         await client.cancel(task.id, reason="not needed")
         with pytest.raises(TaskCancelled) as cancelled:
             await task.wait(timeout=10)
@@ -111,10 +112,6 @@ async def test_cancellation_is_visible_to_a_sync_handler(serve: Any, client: Mes
         with pytest.raises(TaskCancelled):
             await task.wait(timeout=10)
         await eventually(lambda: agent.in_flight == 0)
-
-
-async def _state_is(client: MeshClient, task_id: str, state: TaskState) -> bool:
-    return (await client.get(task_id)).state is state
 
 
 async def _attempt_outcome_is(client: MeshClient, task_id: str, outcome: str) -> bool:

@@ -19,7 +19,7 @@ from agent_runtime import (
     TaskState,
 )
 from controlplane.app import ControlPlane
-from tests.sdk.conftest import serving
+from tests.sdk.conftest import serving, task_state, task_state_is
 from tests.support import plane as plane_support
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
@@ -45,10 +45,6 @@ def gated_agent(name: str, gates: dict[str, asyncio.Event], runs: collections.Co
         return {"gate": data["gate"], "attempt": ctx.attempt}
 
     return agent
-
-
-async def _state(client: MeshClient, task_id: str) -> TaskState:
-    return (await client.get(task_id)).state
 
 
 async def test_held_tasks_survive_a_control_plane_restart(tmp_path: Path) -> None:
@@ -88,8 +84,8 @@ async def test_held_tasks_survive_a_control_plane_restart(tmp_path: Path) -> Non
             await eventually(lambda: agent.session_id not in (None, first_session), message="reconnected")
 
             async with MeshClient(address) as client:
-                await eventually(lambda: _state_is(client, early.id, TaskState.SUCCEEDED), message="early resent")
-                assert await _state(client, late.id) is TaskState.RUNNING  # kept, not re-queued
+                await eventually(lambda: task_state_is(client, early.id, TaskState.SUCCEEDED), message="early resent")
+                assert await task_state(client, late.id) is TaskState.RUNNING  # kept, not re-queued
                 await client.publish("gates", "late")  # the channel subscription was restored too
                 assert await client.result(late.id, timeout=10) == {"gate": "late", "attempt": 1}
                 for task_id in (early.id, late.id):
@@ -108,11 +104,7 @@ async def test_held_tasks_survive_a_control_plane_restart(tmp_path: Path) -> Non
 
 
 async def _is_running(client: MeshClient, task_id: str) -> bool:
-    return await _state(client, task_id) is TaskState.RUNNING
-
-
-async def _state_is(client: MeshClient, task_id: str, state: TaskState) -> bool:
-    return await _state(client, task_id) is state
+    return await task_state_is(client, task_id, TaskState.RUNNING)
 
 
 async def test_an_operator_drain_finishes_work_then_reconnects(plane: ControlPlane, client: MeshClient) -> None:
@@ -129,7 +121,7 @@ async def test_an_operator_drain_finishes_work_then_reconnects(plane: ControlPla
         assert drained.status == "DRAINING"
 
         second = await client.submit("work.gated", {"gate": "second"})
-        await eventually(lambda: _state_is(client, second.id, TaskState.QUEUED))
+        await eventually(lambda: task_state_is(client, second.id, TaskState.QUEUED))
         assert agent.session_id == first_session  # still finishing its work on the drained session
 
         gates["first"].set()
