@@ -18,6 +18,7 @@ from controlplane.api.servicers import AgentServicer, ChannelServicer, StateServ
 from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import NatsBus
 from controlplane.cluster import Cluster
+from controlplane.datadir import DataDirLock
 from controlplane.lifecycle import Component, Status, settle
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.supervisor import SessionSupervisor
@@ -80,6 +81,7 @@ class ControlPlane(Component):
         self.embedded_nats: EmbeddedNats | None = None
         self.database: Database | None = None
         self.listeners: Listeners | None = None
+        self._data_dir_lock = DataDirLock(settings.data_dir) if settings.uses_data_dir else None
         self._health = health.aio.HealthServicer()
         self._started: list[Component] = []
 
@@ -87,6 +89,8 @@ class ControlPlane(Component):
 
     async def _start(self) -> None:
         s = self.settings
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.acquire()  # before anything in it is touched: one plane per data dir
         if s.embedded_nats:
             self.embedded_nats = await self._launch(EmbeddedNats(s.data_dir / "nats"))
             self.nats_url = self.embedded_nats.url
@@ -268,4 +272,6 @@ class ControlPlane(Component):
             await self.database.dispose()
         if hasattr(self, "metrics"):
             self.metrics.stop()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
         logger.info("control plane %s stopped", self.replica_id)

@@ -150,3 +150,8 @@ class Settings(BaseSettings):
     @property
     def embedded_nats(self) -> bool:
         return not self.nats_url
+
+    @property
+    def uses_data_dir(self) -> bool:
+        """Whether the plane keeps anything in data_dir (the default SQLite file, the embedded NATS)."""
+        return not self.database_url or self.embedded_nats

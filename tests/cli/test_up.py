@@ -100,3 +100,23 @@ def test_up_refuses_a_grpc_ingress_without_a_gateway(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "the gRPC ingress is served by the gateway, which is not built" in result.stderr
+
+
+def test_up_refuses_a_data_dir_another_plane_is_using_in_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_mesh(data_dir, env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")), demo=False)
+    try:
+        second = run_cli(
+            *("up", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"),
+            target=None,
+            env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")),
+        )
+        assert second.returncode == 2
+        assert second.stderr.splitlines()[-1] == (
+            f"error: the control plane did not start: data dir {data_dir} is in use by another control plane "
+            f"(pid {first.process.pid}): give each plane its own data dir, or run replicas on one PostgreSQL and "
+            "NATS (--database-url, --nats-url)"
+        )
+        assert first.cli("agents", "ls").stdout.strip() == "no agents"  # the first one serves on
+    finally:
+        assert first.stop() == 0
