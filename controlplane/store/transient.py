@@ -3,6 +3,8 @@ at the moment, and the same request may succeed when sent again."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy.exc import DBAPIError
 
 from controlplane.errors import Unavailable
@@ -40,6 +42,14 @@ def unavailable_reason(exc: BaseException) -> str | None:
     refusal = refused_or_lost(exc)
     if refusal is not None:
         return f"the database connection was refused or lost ({refusal})"
+    if _sqlite_locked(exc):
+        return "the SQLite database is locked by another writer (its busy timeout passed)"
     if isinstance(exc, OSError | ConnectionError):
         return f"a backing service is unreachable ({type(exc).__name__})"
     return None
+
+
+def _sqlite_locked(exc: BaseException) -> bool:
+    """SQLite's SQLITE_BUSY: another connection (another process) held the write lock past the busy timeout."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
