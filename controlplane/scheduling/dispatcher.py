@@ -20,12 +20,12 @@ from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AssignmentMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession
+from controlplane.observability.loop_errors import LoopErrors
 from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.services.effects import Effects
 from controlplane.services.transitions import Transition
 from controlplane.store.tasks import QueuedTask, StickyKind, Takers, TaskRows, TaskWrites
-from controlplane.store.transient import unavailable_reason
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class Dispatcher(Component):
         self._replica_id = replica_id
         self._batch_max = batch_max
         self._poll_interval = poll_interval
+        self._errors = LoopErrors(logger, "dispatch")
         self._concurrency = concurrency
         self._remote = remote  # other replicas' instances, for sticky placement across the cluster
         self._booked: dict[str, int] = {}  # slots that rounds in progress may still fill, per capability
@@ -178,12 +179,10 @@ class Dispatcher(Component):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = unavailable_reason(exc)
-                if reason is None:
-                    logger.exception("dispatch failed; retrying shortly")
-                else:
-                    logger.warning("dispatch failed (%s); retrying shortly", reason)
+                self._errors.failed("a dispatch round (retried shortly)", exc)
                 await asyncio.sleep(min(1.0, self._poll_interval))
+            else:
+                self._errors.succeeded()
 
     def _room(self) -> dict[str, int]:
         """Free slots per capability, minus what rounds in progress have already booked."""

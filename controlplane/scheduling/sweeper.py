@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.supervisor import SessionSupervisor
+from controlplane.observability.loop_errors import LoopErrors
 from controlplane.services.agents import AgentService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.retention import Retention
 from controlplane.settings import Settings
-from controlplane.store.transient import unavailable_reason
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Sweeper(Component):
         self._tasks = TaskOwner(self.name)
         self._last: dict[str, float] = {}
         self._started = 0.0
+        self._sweep_errors = LoopErrors(logger, "the sweeper")
+        self._housekeeping_errors = LoopErrors(logger, "housekeeping")
 
     async def beat_replica(self) -> None:
         async with self._store.transaction() as uow:
@@ -81,32 +83,39 @@ class Sweeper(Component):
             return True
         return False
 
-    async def _step(self, name: str, action: Callable[[], Awaitable[object]]) -> None:
+    @staticmethod
+    async def _step(errors: LoopErrors, name: str, action: Callable[[], Awaitable[object]]) -> bool:
+        """Run one step; a failure is logged (see LoopErrors) and the other steps go on. True if it went through."""
         try:
             await action()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = unavailable_reason(exc)
-            if reason is None:
-                logger.exception("sweep step %s failed", name)
-            else:  # an outage: one line per step and sweep, not a traceback
-                logger.warning("sweep step %s skipped: %s", name, reason)
+            errors.failed(f"sweep step {name}", exc)
+            return False
+        return True
 
     async def sweep_once(self) -> None:
         self._supervisor.expire_silent()
         overdue = self._supervisor.overdue_heartbeats()
+        errors = self._sweep_errors
+        swept = True
         if overdue:
-            await self._step("heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
-        await self._step("deadlines", self._recovery.time_out)
+            swept &= await self._step(errors, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
+        swept &= await self._step(errors, "deadlines", self._recovery.time_out)
         if self._due("replica", self._heartbeat_every):
-            await self._step("replica-heartbeat", self.beat_replica)
-            await self._step("liveness", self._agents.record_liveness)
+            swept &= await self._step(errors, "replica-heartbeat", self.beat_replica)
+            swept &= await self._step(errors, "liveness", self._agents.record_liveness)
         if self.settled and self._due("recovery", self._lease / 2):
-            await self._step("reap-replicas", lambda: self._recovery.reap_replicas(lease_timeout=self._lease))
+            reap = self._recovery.reap_replicas
+            swept &= await self._step(errors, "reap-replicas", lambda: reap(lease_timeout=self._lease))
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease
-            await self._step("orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff))
+            swept &= await self._step(
+                errors, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff)
+            )
+        if swept:
+            errors.succeeded()
 
     async def _run(self) -> None:
         while True:
@@ -114,7 +123,8 @@ class Sweeper(Component):
             await self.sweep_once()
 
     async def housekeep_once(self) -> None:
-        await self._step("retention", self._retention.purge)
+        if await self._step(self._housekeeping_errors, "retention", self._retention.purge):
+            self._housekeeping_errors.succeeded()
 
     async def _housekeeping(self) -> None:
         while True:

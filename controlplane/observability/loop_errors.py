@@ -1,0 +1,71 @@
+"""How a background loop (the sweeper, the dispatcher) logs what goes wrong in it.
+
+A bug is logged with its traceback every time. An outage of a backing service (the database down or refusing
+connections: store.transient.unavailable_reason) is not a bug, and a loop that runs every second would
+otherwise log it every second for as long as it lasts: it is logged in one line when it starts, again at most
+once a minute while it lasts (with how many failures went unlogged meanwhile), and once when the loop's work
+goes through again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from controlplane.store.transient import unavailable_reason
+
+REPEAT_EVERY = 60.0  # seconds between the lines of one outage
+
+
+class LoopErrors:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        loop: str,
+        *,
+        repeat_every: float = REPEAT_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._loop = loop
+        self._repeat_every = repeat_every
+        self._clock = clock
+        self._outage_since: float | None = None
+        self._last_line = 0.0
+        self._unlogged = 0
+
+    @property
+    def in_outage(self) -> bool:
+        return self._outage_since is not None
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """`what` (e.g. "sweep step deadlines") failed with `exc`."""
+        reason = unavailable_reason(exc)
+        if reason is None:
+            self._logger.error("%s failed", what, exc_info=exc)
+            return
+        now = self._clock()
+        if self._outage_since is None:
+            self._outage_since = self._last_line = now
+            self._unlogged = 0
+            self._logger.warning("%s skipped: %s", what, reason)
+        elif now - self._last_line >= self._repeat_every:
+            self._logger.warning(
+                "%s skipped: %s (still, for %.0fs; %d more failure(s) since the last line)",
+                what,
+                reason,
+                now - self._outage_since,
+                self._unlogged,
+            )
+            self._last_line = now
+            self._unlogged = 0
+        else:
+            self._unlogged += 1
+
+    def succeeded(self) -> None:
+        """The loop's work went through: an outage in progress is over."""
+        if self._outage_since is None:
+            return
+        self._logger.info("%s works again after %.0fs of outage", self._loop, self._clock() - self._outage_since)
+        self._outage_since = None
