@@ -1,0 +1,50 @@
+"""The hot path's bare asyncpg connections when the driver loses track of one: asyncpg's InternalClientError
+(seen after the server ended a pooled connection's session) drops that connection, and the caller is told
+UNAVAILABLE (retry), which the next transaction can do on a fresh connection.
+
+The error cannot be made to happen on demand, so the test raises it where a statement would."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from controlplane.errors import Unavailable
+from controlplane.store.database import Database
+from tests.support.eventually import eventually
+from tests.support.postgres import PostgresServer
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+
+async def _backend_pid(database: Database) -> int:
+    async with database.statements(single_statement=True) as sql:
+        [[pid]] = await sql.fetch("SELECT pg_backend_pid()", [])
+    return int(pid)
+
+
+async def test_a_connection_the_driver_lost_track_of_is_dropped_and_the_caller_told_to_retry(
+    postgres_server: PostgresServer,
+) -> None:
+    database = Database(postgres_server.create_database())
+    try:
+        pooled = await _backend_pid(database)
+        with pytest.raises(Unavailable) as refused:
+            async with database.statements() as sql:
+                [[pid]] = await sql.fetch("SELECT pg_backend_pid()", [])
+                assert pid == pooled
+                raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+        assert refused.value.message == (
+            "the database connection broke (cannot switch to state 12; another operation (2) is in progress); retry"
+        )
+
+        assert await _backend_pid(database) != pooled  # the retry runs on a fresh connection
+
+        async def gone() -> bool:
+            async with database.statements(single_statement=True) as sql:
+                rows = await sql.fetch("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pooled])
+            return not rows
+
+        await eventually(gone, message="the broken connection closed, not returned to the pool")
+    finally:
+        await database.dispose()
