@@ -13,17 +13,21 @@ Subjects:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from controlplane.errors import Unavailable
 from controlplane.lifecycle import Component
+from controlplane.observability.loop_errors import LoopErrors
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,9 @@ class NatsBus(Component):
         self._no_echo = no_echo
         self._nc: Client | None = None
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        # While the server is gone the client retries every half second, and reports each failed attempt:
+        # an outage is logged when it starts, once a minute while it lasts, and when it ends.
+        self.outage = LoopErrors(logger, f"NATS ({client_name})")
 
     def on_reconnected(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Call `listener` each time the connection comes back after a loss (subscriptions are restored)."""
@@ -81,21 +88,30 @@ class NatsBus(Component):
         logger.info("connected to NATS at %s", self._nc.connected_url.netloc if self._nc.connected_url else "?")
 
     async def _stop(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
+        if self._nc is None or self._nc.is_closed:
+            return
+        if self._nc.is_connected:
             try:
-                await self._nc.drain()
-            except Exception:  # already closing or the server is gone; closing is all that matters
-                await self._nc.close()
+                await self._nc.drain()  # what was published is sent, subscriptions end in order
+                return
+            except Exception:  # the server went away meanwhile: closing is all that is left
+                logger.debug("draining the NATS connection failed", exc_info=True)
+        # The server is gone (the client is reconnecting): close without waiting for it.
+        with contextlib.suppress(Exception):
+            await self._nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        logger.warning("NATS error: %s", exc)
+        if self.outage.in_outage:
+            self.outage.outage("NATS unreachable, reconnecting", str(exc) or type(exc).__name__)
+        else:
+            logger.warning("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
         if self.running:
-            logger.warning("NATS disconnected; reconnecting")
+            self.outage.outage("NATS unreachable, reconnecting", "disconnected")
 
     async def _on_reconnected(self) -> None:
-        logger.info("NATS reconnected")
+        self.outage.succeeded()
         for listener in self._reconnect_listeners:
             try:
                 await listener()
@@ -107,7 +123,12 @@ class NatsBus(Component):
         return self._nc is not None and self._nc.is_connected
 
     async def publish(self, subject: str, data: bytes) -> None:
-        await self.client.publish(subject, data)
+        """Raises Unavailable while the server is away and the client's buffer for that time is full (or the
+        connection is closed)."""
+        try:
+            await self.client.publish(subject, data)
+        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError) as exc:
+            raise Unavailable(f"NATS is unreachable ({type(exc).__name__}); retry") from exc
 
     async def publish_json(self, subject: str, payload: dict[str, Any]) -> None:
         await self.client.publish(subject, json.dumps(payload, separators=(",", ":")).encode())

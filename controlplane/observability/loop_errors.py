@@ -1,4 +1,4 @@
-"""How a background loop (the sweeper, the dispatcher) logs what goes wrong in it.
+"""How a background loop (the sweeper, the dispatcher, NATS reconnecting) logs what goes wrong in it.
 
 A bug is logged with its traceback every time. An outage of a backing service (the database down or refusing
 connections: store.transient.unavailable_reason) is not a bug, and a loop that runs every second would
@@ -39,21 +39,30 @@ class LoopErrors:
     def in_outage(self) -> bool:
         return self._outage_since is not None
 
+    @property
+    def unlogged(self) -> int:
+        """Failures of the outage in progress since its last line."""
+        return self._unlogged
+
     def failed(self, what: str, exc: Exception) -> None:
-        """`what` (e.g. "sweep step deadlines") failed with `exc`."""
+        """`what` (e.g. "sweep step deadlines") failed with `exc`: an outage, or a bug."""
         reason = unavailable_reason(exc)
         if reason is None:
             self._logger.error("%s failed", what, exc_info=exc)
-            return
+        else:
+            self.outage(f"{what} skipped", reason)
+
+    def outage(self, line: str, reason: str) -> None:
+        """A failure known to be an outage: `line: reason`, unless the outage in progress was logged lately."""
         now = self._clock()
         if self._outage_since is None:
             self._outage_since = self._last_line = now
             self._unlogged = 0
-            self._logger.warning("%s skipped: %s", what, reason)
+            self._logger.warning("%s: %s", line, reason)
         elif now - self._last_line >= self._repeat_every:
             self._logger.warning(
-                "%s skipped: %s (still, for %.0fs; %d more failure(s) since the last line)",
-                what,
+                "%s: %s (still, for %.0fs; %d more failure(s) since the last line)",
+                line,
                 reason,
                 now - self._outage_since,
                 self._unlogged,
