@@ -28,6 +28,7 @@ from controlplane.scheduling.dispatcher import Dispatcher
 from controlplane.scheduling.membership import RemoteInstances
 from controlplane.scheduling.placement import Placer
 from controlplane.scheduling.sweeper import Sweeper
+from controlplane.services import channel_codec
 from controlplane.services.agents import AgentService
 from controlplane.services.audit import AuditTrail
 from controlplane.services.channels import ChannelService
@@ -92,7 +93,9 @@ class ControlPlane(Component):
         if self._data_dir_lock is not None:
             self._data_dir_lock.acquire()  # before anything in it is touched: one plane per data dir
         if s.embedded_nats:
-            self.embedded_nats = await self._launch(EmbeddedNats(s.data_dir / "nats"))
+            nats_dir = s.data_dir / "nats"
+            max_payload = channel_codec.nats_max_payload(s.max_payload_bytes)
+            self.embedded_nats = await self._launch(EmbeddedNats(nats_dir, max_payload=max_payload))
             self.nats_url = self.embedded_nats.url
         self.database = Database(s.effective_database_url, pool_size=s.db_pool_size)
         await migrate.upgrade(self.database)
@@ -105,6 +108,16 @@ class ControlPlane(Component):
         self.signal_bus = await self._launch(
             NatsBus(nats_servers, client_name=f"meshplane-{self.replica_id}-signals", no_echo=True)
         )
+        needed = channel_codec.nats_max_payload(s.max_payload_bytes)
+        if self.bus.max_payload < needed:
+            logger.warning(
+                "NATS accepts messages of up to %d bytes (its max_payload); channel messages with payloads near "
+                "max_payload_bytes (%d) will be refused (RESOURCE_EXHAUSTED): set max_payload on the NATS "
+                "server to %d or more",
+                self.bus.max_payload,
+                s.max_payload_bytes,
+                needed,
+            )
         self.registry = SessionRegistry()
         self.watch = WatchHub()
         self.cluster = Cluster(self.signal_bus, self.registry, self.watch, replica_id=self.replica_id)

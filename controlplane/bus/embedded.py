@@ -46,12 +46,22 @@ def _die_with_parent(args: list[str]) -> list[str]:
 class EmbeddedNats(Component):
     name = "embedded-nats"
 
-    def __init__(self, work_dir: Path, *, host: str = "127.0.0.1", port: int = -1, jetstream: bool = False) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = -1,
+        jetstream: bool = False,
+        max_payload: int | None = None,
+    ) -> None:
+        """`max_payload`: the largest message the server accepts (nats-server's default, 1 MB, if None)."""
         super().__init__()
         self._work_dir = work_dir
         self._host = host
         self._port = port  # -1: a random free port
         self._jetstream = jetstream
+        self._max_payload = max_payload
         self._process: asyncio.subprocess.Process | None = None
         self.url = ""
 
@@ -67,6 +77,10 @@ class EmbeddedNats(Component):
         args += ["-l", str(self._work_dir / "nats-server.log")]
         if self._jetstream:
             args += ["-js", "-sd", str(self._work_dir / "jetstream")]
+        if self._max_payload is not None:  # no flag for it: a configuration file of one line
+            config = self._work_dir / "nats-server.conf"
+            config.write_text(f"max_payload: {self._max_payload}\n")
+            args += ["-c", str(config)]
         stderr_log = (self._work_dir / "nats-server.stderr").open("ab")
         self._process = await asyncio.create_subprocess_exec(
             *_die_with_parent(args),

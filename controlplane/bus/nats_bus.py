@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from controlplane.errors import Unavailable
+from controlplane.errors import ResourceExhausted, Unavailable
 from controlplane.lifecycle import Component
 from controlplane.observability.loop_errors import LoopErrors
 
@@ -122,11 +122,21 @@ class NatsBus(Component):
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server accepts (its `max_payload`, told when the client connected)."""
+        return self.client.max_payload
+
     async def publish(self, subject: str, data: bytes) -> None:
-        """Raises Unavailable while the server is away and the client's buffer for that time is full (or the
-        connection is closed)."""
+        """Raises ResourceExhausted for a message over the server's `max_payload`, and Unavailable while the
+        server is away and the client's buffer for that time is full (or the connection is closed)."""
         try:
             await self.client.publish(subject, data)
+        except nats.errors.MaxPayloadError:
+            raise ResourceExhausted(
+                f"the message is {len(data)} bytes as sent on NATS; the NATS server accepts at most "
+                f"{self.max_payload} (its max_payload)"
+            ) from None
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError) as exc:
             raise Unavailable(f"NATS is unreachable ({type(exc).__name__}); retry") from exc
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections import defaultdict
@@ -22,6 +20,7 @@ from controlplane.domain.payload import Payload
 from controlplane.errors import ResourceExhausted
 from controlplane.ids import new_id
 from controlplane.lifecycle import TaskOwner
+from controlplane.services import channel_codec
 from controlplane.services.audit import AuditTrail
 from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
@@ -33,33 +32,6 @@ class ChannelSubscriber(Protocol):
     def deliver(self, message: ChannelMessage) -> None:
         """Must not block: queue the message or drop it."""
         ...
-
-
-def _encode(message: ChannelMessage) -> bytes:
-    return json.dumps(
-        {
-            "id": message.message_id,
-            "c": message.channel,
-            "d": base64.b64encode(message.payload.data).decode(),
-            "ct": message.payload.content_type,
-            "h": message.headers,
-            "p": message.publisher,
-            "t": message.publish_time,
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def _decode(data: bytes) -> ChannelMessage:
-    raw = json.loads(data)
-    return ChannelMessage(
-        channel=raw["c"],
-        message_id=raw["id"],
-        payload=Payload(base64.b64decode(raw["d"]), raw["ct"]),
-        publisher=raw["p"],
-        publish_time=raw["t"],
-        headers=dict(raw.get("h") or {}),
-    )
 
 
 def check_channel_name(name: str, field_path: str = "channel") -> None:
@@ -121,7 +93,7 @@ class ChannelService:
             headers=headers,
         )
         await self._remember(channel)
-        await self._bus.publish(CHANNEL_PREFIX + channel, _encode(message))
+        await self._bus.publish(CHANNEL_PREFIX + channel, channel_codec.encode(message))
         await self._audit.record(
             AuditEntry(
                 actor=publisher,
@@ -176,7 +148,7 @@ class ChannelService:
 
     async def _on_message(self, msg: Msg) -> None:
         try:
-            message = _decode(msg.data)
+            message = channel_codec.decode(msg.data)
         except (ValueError, KeyError):
             logger.warning("dropping malformed channel message on %s", msg.subject)
             return
