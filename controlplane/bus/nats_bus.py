@@ -13,11 +13,13 @@ Subjects:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -45,18 +47,39 @@ def replica_subject(replica_id: str) -> str:
 
 JsonHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
+CONNECT_WITHIN = 30.0  # seconds a plane starting waits for NATS before it gives up
+
+
+class NatsUnreachable(ConnectionError):
+    """NATS did not answer while the plane was starting."""
+
+
+def without_credentials(servers: Sequence[str]) -> str:
+    """The server URLs for a message: user, password or token left out."""
+    shown = []
+    for server in servers:
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        host = parts.hostname or "?"
+        shown.append(f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}")
+    return ", ".join(shown)
+
 
 class NatsBus(Component):
     name = "nats-bus"
 
-    def __init__(self, servers: list[str], *, client_name: str, no_echo: bool = False) -> None:
+    def __init__(
+        self, servers: list[str], *, client_name: str, no_echo: bool = False, connect_within: float = CONNECT_WITHIN
+    ) -> None:
         """`no_echo`: the server does not send this connection's own messages back to its subscriptions
-        (the cluster signals: a replica ignores its own, and receiving them costs a read and a parse each)."""
+        (the cluster signals: a replica ignores its own, and receiving them costs a read and a parse each).
+        `connect_within`: how long starting waits for the server (then NatsUnreachable)."""
         super().__init__()
         self._servers = servers
         self._client_name = client_name
         self._no_echo = no_echo
+        self._connect_within = connect_within
         self._nc: Client | None = None
+        self._last_error = ""
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         # While the server is gone the client retries every half second, and reports each failed attempt:
         # an outage is logged when it starts, once a minute while it lasts, and when it ends.
@@ -73,19 +96,33 @@ class NatsBus(Component):
         return self._nc
 
     async def _start(self) -> None:
-        self._nc = await nats.connect(
-            servers=self._servers,
-            name=self._client_name,
-            no_echo=self._no_echo,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
-        logger.info("connected to NATS at %s", self._nc.connected_url.netloc if self._nc.connected_url else "?")
+        client = Client()
+        try:
+            async with asyncio.timeout(self._connect_within):
+                await client.connect(
+                    servers=self._servers,
+                    name=self._client_name,
+                    no_echo=self._no_echo,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds: annotated int, used by sleep
+                    connect_timeout=5,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+        except BaseException as exc:  # timed out, or the start was abandoned (a signal)
+            with contextlib.suppress(Exception):
+                await client.close()
+            if not isinstance(exc, TimeoutError):
+                raise
+            raise NatsUnreachable(
+                f"cannot reach NATS at {without_credentials(self._servers)} within {self._connect_within:g}s "
+                f"({self._last_error or 'no answer'})"
+            ) from None
+        self._nc = client
+        self.outage.succeeded()  # if the first attempts failed
+        logger.info("connected to NATS at %s", client.connected_url.netloc if client.connected_url else "?")
 
     async def _stop(self) -> None:
         if self._nc is None or self._nc.is_closed:
@@ -101,8 +138,11 @@ class NatsBus(Component):
             await self._nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        if self.outage.in_outage:
-            self.outage.outage("NATS unreachable, reconnecting", str(exc) or type(exc).__name__)
+        self._last_error = str(exc) or type(exc).__name__
+        if self._nc is None:  # still starting: each attempt fails the same way
+            self.outage.outage("NATS unreachable, retrying", self._last_error)
+        elif self.outage.in_outage:
+            self.outage.outage("NATS unreachable, reconnecting", self._last_error)
         else:
             logger.warning("NATS error: %s", exc)
 

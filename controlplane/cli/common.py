@@ -13,6 +13,10 @@ from agent_runtime import MeshClient
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
 
 class CliError(Exception):
     """A mistake in how the CLI was called (bad JSON, unreadable file, ...): exit code 2."""

@@ -10,14 +10,10 @@ from typing import Any
 
 from agent_runtime import MeshplaneError, __version__
 from controlplane.cli import agents, channels, db, state, tasks, up
-from controlplane.cli.common import CliError, add_connection_options
+from controlplane.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, add_connection_options
 from controlplane.runtime import run_event_loop
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:

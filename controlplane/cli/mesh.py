@@ -15,7 +15,7 @@ import pydantic
 from agent_runtime import Agent
 from controlplane.app import ControlPlane
 from controlplane.cli import output
-from controlplane.cli.common import CliError
+from controlplane.cli.common import EXIT_INTERRUPTED, CliError
 from controlplane.cli.demo import DEMO_CAPABILITIES, demo_agent
 from controlplane.cli.gateway import Gateway, find_gateway
 from controlplane.cli.logs import configure_logging
@@ -121,6 +121,28 @@ async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | No
     return gateway
 
 
+async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> bool:
+    """Start the plane; False if a signal came first (the start is abandoned and what it began is stopped:
+    a plane still waiting for NATS or the database must not ignore Ctrl-C or SIGTERM)."""
+    starting = asyncio.ensure_future(plane.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+        logger.info("stopped while starting")
+        return False
+    try:
+        starting.result()
+    except (OSError, RuntimeError) as exc:
+        raise CliError(f"the control plane did not start: {exc}") from exc
+    return True
+
+
 async def run_mesh(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     configure_logging(settings.log_level, settings.log_format)
@@ -128,10 +150,8 @@ async def run_mesh(args: argparse.Namespace) -> int:
     demo: tuple[Agent, asyncio.Task[None]] | None = None
     gateway: Gateway | None = None
     with _Signals() as signals:
-        try:
-            await plane.start()
-        except (OSError, RuntimeError) as exc:
-            raise CliError(f"the control plane did not start: {exc}") from exc
+        if not await _start_unless_stopped(plane, signals.received):
+            return EXIT_INTERRUPTED
         tune_interpreter()
         try:
             address = connect_address(plane.address)

@@ -15,6 +15,10 @@ _TRANSIENT_CLASS = "08"
 _TRANSIENT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 
 
+class DatabaseUnreachable(ConnectionError):
+    """The database did not answer while the plane was starting."""
+
+
 def refused_or_lost(exc: BaseException) -> str | None:
     """What went wrong, when `exc` (or what it wraps) is a database connection refused or lost; else None.
 

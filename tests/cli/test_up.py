@@ -1,8 +1,11 @@
-"""`meshplane up`: ready line, JSON logs, serving through the CLI, SIGTERM -> graceful exit 0."""
+"""`meshplane up`: ready line, JSON logs, serving through the CLI, SIGTERM -> graceful exit 0; what it says when
+it cannot start (a data dir in use, NATS or the database unreachable), and SIGTERM while it waits for NATS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -11,6 +14,8 @@ import pytest
 
 from controlplane.cli.gateway import find_gateway
 from tests.cli.conftest import MESHPLANE, cli_env, run_cli, start_mesh
+from tests.support.eventually import eventually
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -120,3 +125,44 @@ def test_up_refuses_a_data_dir_another_plane_is_using_in_one_line(tmp_path: Path
         assert first.cli("agents", "ls").stdout.strip() == "no agents"  # the first one serves on
     finally:
         assert first.stop() == 0
+
+
+async def test_up_waiting_for_nats_says_so_once_and_stops_on_sigterm(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    log = data_dir / "up.log"
+    up = [MESHPLANE, "up", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [*up, "--nats-url", f"nats://127.0.0.1:{free_port()}"],  # nothing listens there
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")),
+        )
+    try:
+        await eventually(lambda: log.read_text().count("controlplane.bus.nats_bus") >= 1, message="the retry line")
+        await asyncio.sleep(1.2)  # NATS is tried twice a second: a couple more attempts, still one line
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert text.count("NATS unreachable, retrying: ") == 1 and "NATS error" not in text
+    assert text.rstrip().endswith("stopped while starting")
+
+
+def test_up_names_a_database_it_cannot_reach_without_its_password(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_cli(
+        *("up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"),
+        *("--database-url", f"postgresql+asyncpg://meshplane:secret@127.0.0.1:{port}/mesh"),
+        target=None,
+        env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")),
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: the control plane did not start: cannot reach the database "
+        f"postgresql+asyncpg://meshplane:***@127.0.0.1:{port}/mesh ([Errno 111] Connection refused)"
+    )

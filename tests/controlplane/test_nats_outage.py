@@ -1,6 +1,7 @@
 """NATS goes away: the plane says so in one line per connection (not one per reconnect attempt, twice a second),
 says when it is back, and channel subscriptions work again; publishes are buffered meanwhile, then refused with
-UNAVAILABLE once the buffer is full; a plane stopped while NATS is away stops cleanly."""
+UNAVAILABLE once the buffer is full; a plane stopped while NATS is away stops cleanly. A plane that starts
+without NATS retries quietly, connects once it is there, or gives up after a while naming the server."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from controlplane.app import ControlPlane
 from controlplane.bus.embedded import EmbeddedNats
+from controlplane.bus.nats_bus import NatsBus, NatsUnreachable
 from meshplane.v1 import channel_pb2, channel_pb2_grpc, common_pb2
 from tests.support.eventually import eventually
 from tests.support.plane import running_plane
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +112,38 @@ async def test_while_nats_is_away_publishers_are_buffered_then_told_unavailable_
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
     assert any(r.getMessage().startswith("control plane ") and "stopped" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_plane_starting_without_nats_retries_quietly_then_gives_up_naming_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=BUS_LOGGER)
+    port = free_port()  # nothing listens there
+    bus = NatsBus([f"nats://meshplane:secret@127.0.0.1:{port}"], client_name="starting", connect_within=1.6)
+    with pytest.raises(NatsUnreachable) as caught:
+        await bus.start()
+    assert str(caught.value).startswith(f"cannot reach NATS at nats://127.0.0.1:{port} within 1.6s (")
+    assert "secret" not in str(caught.value)
+    assert bus.outage.in_outage and bus.outage.unlogged >= 2  # it kept trying, twice a second
+    [line] = _bus_lines(caplog, logging.WARNING)  # one line for all those attempts
+    assert line.startswith("NATS unreachable, retrying: ")
+
+
+async def test_a_plane_starting_before_nats_connects_once_nats_is_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=BUS_LOGGER)
+    port = free_port()
+    bus = NatsBus([f"nats://127.0.0.1:{port}"], client_name="early", connect_within=20)
+    starting = asyncio.ensure_future(bus.start())
+    nats = EmbeddedNats(tmp_path / "nats", port=port)
+    try:
+        await eventually(lambda: bus.outage.in_outage, message="the first attempt failed")
+        await nats.start()
+        await asyncio.wait_for(starting, 20)
+        assert bus.connected and not bus.outage.in_outage
+        assert any(m.startswith("NATS (early) works again after ") for m in _bus_lines(caplog, logging.INFO))
+    finally:
+        starting.cancel()
+        await bus.stop()
+        await nats.stop()
