@@ -130,10 +130,12 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     yield task_service_pb2.WatchTaskResponse(event=convert.task_event_to_proto(event))
                     after = event.sequence
                 # The terminal event is written in the same transaction as the terminal state.
-                if ended or (events and events[-1].state.is_terminal):
+                if events and events[-1].state.is_terminal:
                     return
                 if events:
                     continue  # there may be more than one page
+                if ended:
+                    return  # every stored event was sent (a task that had ended before: its end too)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)
 

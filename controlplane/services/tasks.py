@@ -42,6 +42,7 @@ from controlplane.validation import Violations
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_SUBMIT = 1000
+EVENTS_PAGE = 1000  # events read at once (WatchTask reads page after page)
 
 
 class PlacedWork(Protocol):
@@ -337,9 +338,10 @@ class TaskService(Component):
         return tasks[:size], next_token
 
     async def events_after(self, task_id: str, after_sequence: int, *, check_exists: bool = True) -> list[TaskEvent]:
-        """Stored events after `after_sequence`; the SUCCEEDED event carries the output."""
+        """Stored events after `after_sequence`, oldest first, at most EVENTS_PAGE of them; the SUCCEEDED event
+        carries the output."""
         async with self._store.reader() as uow:
-            events = await uow.tasks.events_after(task_id, after_sequence)
+            events = await uow.tasks.events_after(task_id, after_sequence, limit=EVENTS_PAGE)
             if check_exists and not events and not await uow.tasks.exists(task_id):
                 raise NotFound("task", task_id)
             if any(e.type is TaskEventType.SUCCEEDED for e in events):
