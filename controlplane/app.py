@@ -93,10 +93,10 @@ class ControlPlane(Component):
         s = self.settings
         if self._data_dir_lock is not None:
             self._data_dir_lock.acquire()  # before anything in it is touched: one plane per data dir
+        nats_max_payload = channel_codec.nats_max_payload(s.max_payload_bytes)  # channel messages' need
         if s.embedded_nats:
             nats_dir = s.data_dir / "nats"
-            max_payload = channel_codec.nats_max_payload(s.max_payload_bytes)
-            self.embedded_nats = await self._launch(EmbeddedNats(nats_dir, max_payload=max_payload))
+            self.embedded_nats = await self._launch(EmbeddedNats(nats_dir, max_payload=nats_max_payload))
             self.nats_url = self.embedded_nats.url
         self.database = Database(s.effective_database_url, pool_size=s.db_pool_size)
         try:
@@ -115,15 +115,14 @@ class ControlPlane(Component):
         self.signal_bus = await self._launch(
             NatsBus(nats_servers, client_name=f"meshplane-{self.replica_id}-signals", no_echo=True)
         )
-        needed = channel_codec.nats_max_payload(s.max_payload_bytes)
-        if self.bus.max_payload < needed:
+        if self.bus.max_payload < nats_max_payload:
             logger.warning(
                 "NATS accepts messages of up to %d bytes (its max_payload); channel messages with payloads near "
                 "max_payload_bytes (%d) will be refused (RESOURCE_EXHAUSTED): set max_payload on the NATS "
                 "server to %d or more",
                 self.bus.max_payload,
                 s.max_payload_bytes,
-                needed,
+                nats_max_payload,
             )
         self.registry = SessionRegistry()
         self.watch = WatchHub()

@@ -140,15 +140,15 @@ class NatsBus(Component):
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = str(exc) or type(exc).__name__
         if self._nc is None:  # still starting: each attempt fails the same way
-            self.outage.outage("NATS unreachable, retrying", self._last_error)
+            self.outage.unavailable("NATS unreachable, retrying", self._last_error)
         elif self.outage.in_outage:
-            self.outage.outage("NATS unreachable, reconnecting", self._last_error)
+            self.outage.unavailable("NATS unreachable, reconnecting", self._last_error)
         else:
             logger.warning("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
         if self.running:
-            self.outage.outage("NATS unreachable, reconnecting", "disconnected")
+            self.outage.unavailable("NATS unreachable, reconnecting", "disconnected")
 
     async def _on_reconnected(self) -> None:
         self.outage.succeeded()

@@ -50,9 +50,9 @@ class LoopErrors:
         if reason is None:
             self._logger.error("%s failed", what, exc_info=exc)
         else:
-            self.outage(f"{what} skipped", reason)
+            self.unavailable(f"{what} skipped", reason)
 
-    def outage(self, line: str, reason: str) -> None:
+    def unavailable(self, line: str, reason: str) -> None:
         """A failure known to be an outage: `line: reason`, unless the outage in progress was logged lately."""
         now = self._clock()
         if self._outage_since is None:

@@ -25,7 +25,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 from controlplane.errors import Unavailable
 from controlplane.store.sql import AlchemySql, AsyncpgSql, DuplicateKey, Sql
-from controlplane.store.transient import refused_or_lost
+from controlplane.store.transient import unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +92,10 @@ class Database:
         except OSError as exc:
             raise Unavailable(f"the database connection was lost ({type(exc).__name__}); retry") from exc
         except asyncpg.PostgresError as exc:
-            refusal = refused_or_lost(exc)  # connection exceptions (class 08), too many connections, shutdowns
-            if refusal is None:
+            reason = unavailable_reason(exc)  # connection exceptions (class 08), too many connections, shutdowns
+            if reason is None:
                 raise
-            raise Unavailable(f"the database connection was refused or lost ({refusal}); retry") from exc
+            raise Unavailable(f"{reason}; retry") from exc
 
     async def _open_raw_pool(self) -> asyncpg.Pool:
         async with self._raw_pool_lock:

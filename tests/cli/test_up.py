@@ -107,15 +107,20 @@ def test_up_refuses_a_grpc_ingress_without_a_gateway(tmp_path: Path) -> None:
     assert "the gRPC ingress is served by the gateway, which is not built" in result.stderr
 
 
+def _up_without_gateway(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`meshplane up` run to its end (for the cases where it does not start), no gateway found."""
+    return run_cli(
+        *("up", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *extra),
+        target=None,
+        env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")),
+    )
+
+
 def test_up_refuses_a_data_dir_another_plane_is_using_in_one_line(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_mesh(data_dir, env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")), demo=False)
     try:
-        second = run_cli(
-            *("up", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"),
-            target=None,
-            env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")),
-        )
+        second = _up_without_gateway(tmp_path, data_dir)
         assert second.returncode == 2
         assert second.stderr.splitlines()[-1] == (
             f"error: the control plane did not start: data dir {data_dir} is in use by another control plane "
@@ -155,12 +160,8 @@ async def test_up_waiting_for_nats_says_so_once_and_stops_on_sigterm(tmp_path: P
 
 def test_up_names_a_database_it_cannot_reach_without_its_password(tmp_path: Path) -> None:
     port = free_port()
-    result = run_cli(
-        *("up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"),
-        *("--database-url", f"postgresql+asyncpg://meshplane:secret@127.0.0.1:{port}/mesh"),
-        target=None,
-        env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")),
-    )
+    database_url = f"postgresql+asyncpg://meshplane:secret@127.0.0.1:{port}/mesh"
+    result = _up_without_gateway(tmp_path, tmp_path / "data", "--database-url", database_url)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         f"error: the control plane did not start: cannot reach the database "
