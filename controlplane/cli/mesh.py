@@ -94,9 +94,24 @@ async def _start_demo(address: str, token: str | None) -> tuple[Agent, asyncio.T
     return agent, serving
 
 
+def _ingress_listen(args: argparse.Namespace) -> str:
+    return str(args.grpc_ingress_listen or os.environ.get("MESHPLANE_GRPC_INGRESS_LISTEN") or "")
+
+
+def _gateway_turned_off(args: argparse.Namespace) -> bool:
+    """`--no-gateway` or MESHPLANE_GATEWAY=off (checked before anything starts)."""
+    setting = os.environ.get("MESHPLANE_GATEWAY", "").strip().lower()
+    if setting not in ("", "on", "off"):
+        raise CliError(f"MESHPLANE_GATEWAY must be on or off (got {setting!r})")
+    turned_off = bool(args.no_gateway) or setting == "off"
+    if turned_off and _ingress_listen(args):
+        raise CliError("the gRPC ingress is served by the gateway, which is turned off (--no-gateway)")
+    return turned_off
+
+
 async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | None:
     """The REST gateway when it is built (else none, logged); with a gRPC ingress asked for, it must start."""
-    ingress = args.grpc_ingress_listen or os.environ.get("MESHPLANE_GRPC_INGRESS_LISTEN") or ""
+    ingress = _ingress_listen(args)
     binary = find_gateway()
     if binary is None and ingress:
         raise CliError("the gRPC ingress is served by the gateway, which is not built: run `make gateway-build`")
@@ -145,6 +160,7 @@ async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> boo
 
 async def run_mesh(args: argparse.Namespace) -> int:
     settings = build_settings(args)
+    gateway_off = _gateway_turned_off(args)
     configure_logging(settings.log_level, settings.log_format)
     plane = ControlPlane(settings)
     demo: tuple[Agent, asyncio.Task[None]] | None = None
@@ -160,7 +176,10 @@ async def run_mesh(args: argparse.Namespace) -> int:
             if args.demo:
                 demo = await _start_demo(address, token)
                 ready += f", demo agent: {' '.join(DEMO_CAPABILITIES)}"
-            gateway = await _start_gateway(args, address)
+            if gateway_off:
+                logger.info("REST gateway turned off; serving gRPC only")
+            else:
+                gateway = await _start_gateway(args, address)
             if gateway is not None:
                 ready += f", rest {gateway.url}"
                 if gateway.grpc_address:

@@ -25,6 +25,11 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help=f"REST gateway listen address, if the gateway is built (default {DEFAULT_HTTP_LISTEN})",
     )
     up.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="serve gRPC only, even when the REST gateway is built (MESHPLANE_GATEWAY=off)",
+    )
+    up.add_argument(
         "--grpc-ingress-listen",
         default=None,
         help="also serve the gRPC API through the gateway here (MESHPLANE_GRPC_INGRESS_LISTEN; default: off); "

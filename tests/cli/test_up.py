@@ -67,6 +67,39 @@ def test_up_without_a_gateway_says_so_and_carries_on(tmp_path: Path) -> None:
     assert "REST gateway not built" in mesh.log.read_text()
 
 
+def test_up_serves_grpc_only_when_the_built_gateway_is_turned_off(gateway_binary: Path, tmp_path: Path) -> None:
+    http_port = free_port()
+    mesh = start_mesh(
+        tmp_path / "data", "--no-gateway", "--http-listen", f"127.0.0.1:{http_port}", env=cli_env(), demo=False
+    )
+    try:
+        assert mesh.ready_line == f"meshplane ready: grpc {mesh.address} (data {tmp_path / 'data'})"
+        assert mesh.cli("agents", "ls").stdout.strip() == "no agents"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/tasks", timeout=5)
+    finally:
+        assert mesh.stop() == 0
+    assert "REST gateway turned off" in mesh.log.read_text()
+
+
+def test_up_refuses_a_grpc_ingress_with_the_gateway_turned_off(tmp_path: Path) -> None:
+    env = cli_env(MESHPLANE_GATEWAY="off", MESHPLANE_GRPC_INGRESS_LISTEN="127.0.0.1:0")
+    result = run_cli("up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", target=None, env=env)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith("the gRPC ingress is served by the gateway, which is turned off (--no-gateway)")
+    )
+
+
+def test_up_names_a_gateway_setting_it_does_not_know(tmp_path: Path) -> None:
+    env = cli_env(MESHPLANE_GATEWAY="maybe")
+    result = run_cli("up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", target=None, env=env)
+    assert result.returncode == 2
+    assert "MESHPLANE_GATEWAY must be on or off (got 'maybe')" in result.stderr
+
+
 def test_up_serves_the_grpc_ingress_when_asked(gateway_binary: Path, tmp_path: Path) -> None:
     mesh = start_mesh(tmp_path / "data", "--grpc-ingress-listen", "127.0.0.1:0", env=cli_env())
     try:

@@ -39,7 +39,7 @@ GATEWAY_READY_PREFIX = "meshplane gateway listening on "
 
 # MESHPLANE_* variables read outside Settings, by the `meshplane` CLI itself.
 CLI_VARIABLES = {
-    "MESHPLANE_GATEWAY_BIN": "controlplane/cli/gateway.py: where `meshplane up` finds its embedded gateway",
+    "MESHPLANE_GATEWAY": "controlplane/cli/mesh.py: `off` keeps `meshplane up` from starting its embedded gateway",
     "MESHPLANE_HTTP_LISTEN": "controlplane/cli/mesh.py: the embedded gateway's listen address",
 }
 
