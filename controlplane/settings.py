@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         timedelta(milliseconds=2), description="How long a batch waits for company before it is written."
     )
     sweep_interval: Duration = Field(timedelta(seconds=1), description="How often timeouts and leases are checked.")
+    progress_event_burst: int = Field(
+        100, ge=0, description="Progress reports of an attempt recorded as task events one each, before thinning."
+    )
+    progress_event_interval: Duration = Field(
+        timedelta(seconds=1), description="After the burst, at most one progress event per attempt this often."
+    )
     task_retention: Duration = Field(
         timedelta(days=7),
         description="How long ended tasks (with their events and attempts) are kept; 0 keeps them forever.",

@@ -15,6 +15,7 @@ from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskError, TaskRef
 from controlplane.lifecycle import Component
 from controlplane.services.effects import Effects
+from controlplane.services.progress_events import ProgressEvents
 from controlplane.services.transitions import Transition
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
@@ -84,6 +85,9 @@ class ReportService(Component):
             )
             for index in range(lanes)
         ]
+        self._progress_events = ProgressEvents(
+            burst=settings.progress_event_burst, interval=settings.progress_event_interval.total_seconds()
+        )
         self.applied_results = 0
         self.stale_results = 0
 
@@ -120,13 +124,15 @@ class ReportService(Component):
                         continue
                     if update.kind is UpdateKind.STARTED:
                         transition.start(task, update.ref)
-                    else:
-                        transition.progress(task, update.ref, update.progress, update.message)
+                    elif transition.is_current(task, update.ref):
+                        as_event = self._progress_events.admit(update.ref, transition.now)
+                        transition.progress(task, update.ref, update.progress, update.message, as_event=as_event)
                 for result in report.results:
                     task = live.get(result.ref.task_id)
                     if task is None or not transition.is_current(task, result.ref):
                         self.stale_results += 1  # an attempt that is no longer current: never applied twice
                         continue
+                    self._progress_events.forget(task.id)
                     if result.output is not None:
                         transition.succeed(task, result.ref, result.output)
                     else:

@@ -147,14 +147,19 @@ class Transition:
         self._event(task, TaskEventType.STARTED)
         return True
 
-    def progress(self, task: LiveTask, ref: TaskRef, progress: float, message: str) -> bool:
+    def progress(self, task: LiveTask, ref: TaskRef, progress: float, message: str, *, as_event: bool = True) -> bool:
+        """The task's progress; also a PROGRESS event unless `as_event` is False (a flood being thinned)."""
         if not self.is_current(task, ref):
             return False
         if task.state is TaskState.ASSIGNED:
             self.start(task, ref)
         task.progress = progress
         task.progress_message = message[:1000]
-        self._event(task, TaskEventType.PROGRESS, progress=progress, message=task.progress_message)
+        if as_event:
+            self._event(task, TaskEventType.PROGRESS, progress=progress, message=task.progress_message)
+        else:
+            task.update_time = self.now
+            self.writes.live[task.id] = task
         return True
 
     def succeed(self, task: LiveTask, ref: TaskRef, output: Payload) -> bool:
