@@ -41,7 +41,6 @@ from controlplane.services.watch import WatchHub
 from controlplane.settings import Settings
 from controlplane.store import migrate
 from controlplane.store.database import Database
-from controlplane.store.transient import DatabaseUnreachable, unavailable_reason
 from controlplane.store.unit_of_work import Store
 from meshplane.v1 import (
     agent_link_pb2,
@@ -99,13 +98,7 @@ class ControlPlane(Component):
             self.embedded_nats = await self._launch(EmbeddedNats(nats_dir, max_payload=nats_max_payload))
             self.nats_url = self.embedded_nats.url
         self.database = Database(s.effective_database_url, pool_size=s.db_pool_size)
-        try:
-            await migrate.upgrade(self.database)
-        except Exception as exc:
-            if unavailable_reason(exc) is None:
-                raise
-            shown = self.database.url.render_as_string(hide_password=True)
-            raise DatabaseUnreachable(f"cannot reach the database {shown} ({exc})") from exc
+        await migrate.upgrade(self.database)  # DatabaseUnreachable names it when it does not answer
         store = Store(self.database)
 
         nats_servers = [u.strip() for u in self.nats_url.split(",") if u.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -25,21 +26,21 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _parse_duration(value: object) -> object:
-    """Accept "1.5" (seconds), "500ms", "5s", "2m", "1h", "7d", numbers, or whatever pydantic accepts."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        for unit in ("ms", "s", "m", "h", "d"):
-            number = text.removesuffix(unit)
-            if number != text:
-                try:
-                    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
-                except ValueError:
-                    return value
-        try:
-            return timedelta(seconds=float(text))
-        except ValueError:
-            return value
-    return value
+    """Accept "1.5" (seconds), "500ms", "5s", "2m", "1h", "7d", numbers, or ISO 8601 ("PT5S", left to pydantic)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text.startswith("p"):
+        return value
+    for unit in ("ms", "s", "m", "h", "d"):
+        number = text.removesuffix(unit)
+        if number != text:
+            with contextlib.suppress(ValueError):
+                return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+            break
+    with contextlib.suppress(ValueError):
+        return timedelta(seconds=float(text))
+    raise ValueError(f"expected a duration like 500ms, 5s, 2m, 1h, 7d or seconds, got {value!r}")
 
 
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cli import output
+from controlplane.cli.common import CliError
 from controlplane.cli.logs import configure_logging
 
 
@@ -24,6 +25,7 @@ async def upgrade_database(args: argparse.Namespace) -> int:
     from controlplane.settings import Settings
     from controlplane.store import migrate
     from controlplane.store.database import Database
+    from controlplane.store.transient import DatabaseUnreachable
 
     overrides: dict[str, Any] = {}
     if args.database_url is not None:
@@ -35,6 +37,8 @@ async def upgrade_database(args: argparse.Namespace) -> int:
     database = Database(settings.effective_database_url)
     try:
         revision = await migrate.upgrade(database)
+    except DatabaseUnreachable as exc:
+        raise CliError(str(exc)) from exc
     finally:
         await database.dispose()
     output.out(f"database {database.url.render_as_string(hide_password=True)} at revision {revision}")

@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from controlplane.store.database import Database
+from controlplane.store.transient import DatabaseUnreachable, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,20 @@ async def current_revision(database: Database) -> str | None:
 
 
 async def upgrade(database: Database, revision: str = "head") -> str:
-    """Bring the schema to `revision`; returns the revision the database is at afterwards."""
+    """Bring the schema to `revision`; returns the revision the database is at afterwards.
+
+    Raises DatabaseUnreachable (naming the database, password hidden) when it cannot be reached.
+    """
+    try:
+        return await _upgrade(database, revision)
+    except Exception as exc:
+        if unavailable_reason(exc) is None:
+            raise
+        shown = database.url.render_as_string(hide_password=True)
+        raise DatabaseUnreachable(f"cannot reach the database {shown} ({exc})") from exc
+
+
+async def _upgrade(database: Database, revision: str) -> str:
     config = alembic_config()
 
     def _run(sync_conn: sa.Connection) -> None:

@@ -16,7 +16,7 @@ _TRANSIENT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 
 
 class DatabaseUnreachable(ConnectionError):
-    """The database did not answer while the plane was starting."""
+    """The database did not answer when first needed (the plane starting, `meshplane db upgrade`)."""
 
 
 def refused_or_lost(exc: BaseException) -> str | None:
