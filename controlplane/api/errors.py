@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,11 +13,34 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from controlplane import errors
-from controlplane.store.transient import unavailable_reason
+from controlplane.store.transient import storage_full_reason, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
 DOMAIN = "meshplane.dev"
+STORAGE_FULL_LOG_EVERY = 60.0  # seconds between the operator's lines about calls refused for want of space
+
+
+class _StorageFullLog:
+    """Calls refused because the database is full are the client's error, but the operator must hear of it:
+    one WARNING line, then at most one a minute, counting the refusals in between."""
+
+    def __init__(self) -> None:
+        self._last_line: float | None = None
+        self._unlogged = 0
+
+    def refused(self, reason: str) -> None:
+        now = time.monotonic()
+        if self._last_line is not None and now - self._last_line < STORAGE_FULL_LOG_EVERY:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
+        logger.warning("refusing calls that write: %s%s", reason, more)
+        self._last_line = now
+        self._unlogged = 0
+
+
+_storage_full_log = _StorageFullLog()
 
 _CODES: dict[type[errors.MeshplaneError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -95,10 +119,20 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str, exc: E
     )
 
 
-def _unavailable(exc: Exception) -> errors.Unavailable | None:
-    """A lost or refused connection to a backing service is transient: the client may retry."""
+def _backing_service_error(exc: Exception) -> errors.MeshplaneError | None:
+    """What a backing service's failure means to the client, when it is not a bug.
+
+    A lost or refused connection is transient (UNAVAILABLE: retry); a database out of space is
+    RESOURCE_EXHAUSTED (the call's transaction was rolled back; retrying will not help until space is freed).
+    """
     reason = unavailable_reason(exc)
-    return errors.Unavailable(f"{reason}; retry") if reason is not None else None
+    if reason is not None:
+        return errors.Unavailable(f"{reason}; retry")
+    reason = storage_full_reason(exc)
+    if reason is not None:
+        _storage_full_log.refused(reason)
+        return errors.ResourceExhausted(f"{reason}; nothing of this call was stored")
+    return None
 
 
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -110,9 +144,9 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError) or _is_abort(exc):
                 raise
-            transient = _unavailable(exc)
-            if transient is not None:
-                await abort_with(context, transient)
+            known = _backing_service_error(exc)
+            if known is not None:
+                await abort_with(context, known)
             await _abort_internal(context, method, exc)
         return None
 
@@ -131,9 +165,9 @@ def _wrap_streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., 
             except Exception as exc:
                 if _is_abort(exc):
                     raise
-                transient = _unavailable(exc)
-                if transient is not None:
-                    await abort_with(context, transient)
+                known = _backing_service_error(exc)
+                if known is not None:
+                    await abort_with(context, known)
                 await _abort_internal(context, method, exc)
 
         return generator

@@ -20,6 +20,7 @@ from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, RegisteredMs
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession, SessionState
 from controlplane.link.silence import SilenceWatch
+from controlplane.observability.loop_errors import LoopErrors
 from controlplane.services.agents import AgentService, validate_registration
 from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
@@ -57,6 +58,7 @@ class SessionSupervisor(Component):
         self._slot_freed = slot_freed
         self._settings = settings
         self._replica_id = replica_id
+        self._report_errors = LoopErrors(logger, "persisting agent reports")
         self._timers = TaskOwner(self.name)
         self._leases: set[str] = set()  # closed sessions whose tasks keep their lease for now
         self._open: set[str] = set()  # sessions whose stream handler has not finished its cleanup
@@ -177,9 +179,14 @@ class SessionSupervisor(Component):
     def _reported(self, session: AgentSession, refs: tuple[TaskRef, ...], future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is not None:
             error = None if future.cancelled() else future.exception()
-            logger.error("could not persist reports of session %s: %s; closing it", session.session_id, error)
+            what = f"persisting the reports of session {session.session_id}"
+            if isinstance(error, Exception):  # an outage: one line a minute; a bug: its traceback each time
+                self._report_errors.failed(what, error, outcome="failed; its agent reconnects and resends them")
+            else:
+                logger.error("%s was cancelled; its agent reconnects and resends them", what)
             session.close("reports could not be persisted; reconnect and resend")  # unacked results come back
             return
+        self._report_errors.succeeded()
         if refs:
             session.send(AckMsg(refs))
 

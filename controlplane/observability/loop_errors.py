@@ -1,10 +1,10 @@
 """How a background loop (the sweeper, the dispatcher, NATS reconnecting) logs what goes wrong in it.
 
 A bug is logged with its traceback every time. An outage of a backing service (the database down or refusing
-connections: store.transient.unavailable_reason) is not a bug, and a loop that runs every second would
-otherwise log it every second for as long as it lasts: it is logged in one line when it starts, again at most
-once a minute while it lasts (with how many failures went unlogged meanwhile), and once when the loop's work
-goes through again.
+connections, or out of space: store.transient's unavailable_reason and storage_full_reason) is not a bug, and a
+loop that runs every second would otherwise log it every second for as long as it lasts: it is logged in one
+line when it starts, again at most once a minute while it lasts (with how many failures went unlogged
+meanwhile), and once when the loop's work goes through again.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from controlplane.store.transient import unavailable_reason
+from controlplane.store.transient import storage_full_reason, unavailable_reason
 
 REPEAT_EVERY = 60.0  # seconds between the lines of one outage
 
@@ -44,13 +44,13 @@ class LoopErrors:
         """Failures of the outage in progress since its last line."""
         return self._unlogged
 
-    def failed(self, what: str, exc: Exception) -> None:
-        """`what` (e.g. "sweep step deadlines") failed with `exc`: an outage, or a bug."""
-        reason = unavailable_reason(exc)
+    def failed(self, what: str, exc: Exception, *, outcome: str = "skipped") -> None:
+        """`what` (e.g. "sweep step deadlines") failed with `exc`: an outage ("`what` `outcome`: why"), or a bug."""
+        reason = unavailable_reason(exc) or storage_full_reason(exc)
         if reason is None:
             self._logger.error("%s failed", what, exc_info=exc)
         else:
-            self.unavailable(f"{what} skipped", reason)
+            self.unavailable(f"{what} {outcome}", reason)
 
     def unavailable(self, line: str, reason: str) -> None:
         """A failure known to be an outage: `line: reason`, unless the outage in progress was logged lately."""

@@ -4,6 +4,7 @@ at the moment, and the same request may succeed when sent again."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError
 
@@ -13,14 +14,15 @@ from controlplane.errors import Unavailable
 # connections, and a server shutting down, crashed or still starting up.
 _TRANSIENT_CLASS = "08"
 _TRANSIENT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+_DISK_FULL = "53100"
 
 
 class DatabaseUnreachable(ConnectionError):
     """The database did not answer when first needed (the plane starting, `meshplane db upgrade`)."""
 
 
-def refused_or_lost(exc: BaseException) -> str | None:
-    """What went wrong, when `exc` (or what it wraps) is a database connection refused or lost; else None.
+def _sqlstate(exc: BaseException, matches: Callable[[str], bool]) -> str | None:
+    """ "SQLSTATE: first line" of the first error in `exc`'s chain whose SQLSTATE `matches`; else None.
 
     Reads the SQLSTATE that asyncpg's errors and SQLAlchemy's wrappers of them both carry, following the
     wrapped error (`orig`) and the chain of causes.
@@ -30,10 +32,30 @@ def refused_or_lost(exc: BaseException) -> str | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         state = getattr(current, "sqlstate", None)
-        if isinstance(state, str) and (state.startswith(_TRANSIENT_CLASS) or state in _TRANSIENT_STATES):
+        if isinstance(state, str) and matches(state):
             return f"{state}: {str(current).splitlines()[0] if str(current) else type(current).__name__}"
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) and id(orig) not in seen else current.__cause__
+    return None
+
+
+def refused_or_lost(exc: BaseException) -> str | None:
+    """What went wrong, when `exc` (or what it wraps) is a database connection refused or lost; else None."""
+    return _sqlstate(exc, lambda state: state.startswith(_TRANSIENT_CLASS) or state in _TRANSIENT_STATES)
+
+
+def storage_full_reason(exc: BaseException) -> str | None:
+    """Why nothing could be written, when `exc` says the database is out of space; else None.
+
+    PostgreSQL's disk_full (53100); SQLite's SQLITE_FULL (the file system, or max_page_count, is full).
+    Each failed transaction was rolled back: what was stored before stays, and reads still work.
+    """
+    disk_full = _sqlstate(exc, lambda state: state == _DISK_FULL)
+    if disk_full is not None:
+        return f"the database is out of disk space ({disk_full})"
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.OperationalError) and "database or disk is full" in str(orig):
+        return "the SQLite database is out of space (database or disk is full)"
     return None
 
 

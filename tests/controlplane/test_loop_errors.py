@@ -79,3 +79,16 @@ def test_a_bug_is_logged_with_its_traceback_every_time_even_during_an_outage(cap
         except KeyError as bug:
             errors.failed("a dispatch round", bug)
     assert _lines(caplog) == [("ERROR", "a dispatch round failed", True)] * 2
+
+
+def test_a_full_database_is_an_outage_not_a_bug(caplog: pytest.LogCaptureFixture) -> None:
+    import sqlite3
+
+    caplog.set_level(logging.INFO, logger=logger.name)
+    errors = LoopErrors(logger, "the dispatcher", clock=Clock())
+    full = sqlite3.OperationalError("database or disk is full")
+    errors.failed("dispatch round", full)
+    errors.failed("dispatch round", full)
+    assert _lines(caplog) == [
+        ("WARNING", "dispatch round skipped: the SQLite database is out of space (database or disk is full)", False)
+    ]
