@@ -51,7 +51,13 @@ class Sweeper(Component):
         self._last: dict[str, float] = {}
         self._started = 0.0
         self._sweep_errors = LoopErrors(logger, "the sweeper")
+        self._failing_steps: set[str] = set()
         self._housekeeping_errors = LoopErrors(logger, "housekeeping")
+
+    @property
+    def errors(self) -> LoopErrors:
+        """How the sweep's failures are being logged (an outage in progress, failures not logged since)."""
+        return self._sweep_errors
 
     async def beat_replica(self) -> None:
         async with self._store.transaction() as uow:
@@ -84,38 +90,40 @@ class Sweeper(Component):
         return False
 
     @staticmethod
-    async def _step(errors: LoopErrors, name: str, action: Callable[[], Awaitable[object]]) -> bool:
-        """Run one step; a failure is logged (see LoopErrors) and the other steps go on. True if it went through."""
+    async def _step(errors: LoopErrors, failing: set[str], name: str, action: Callable[[], Awaitable[object]]) -> None:
+        """Run one step; a failure is logged (see LoopErrors) and the other steps go on. `failing` holds the
+        steps whose last run failed: the outage is over once none does (steps that only write, or only run
+        now and then, fail in a database that still reads, and must not make it look over in between)."""
         try:
             await action()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             errors.failed(f"sweep step {name}", exc)
-            return False
-        return True
+            failing.add(name)
+            return
+        failing.discard(name)
+        if not failing:
+            errors.succeeded()
 
     async def sweep_once(self) -> None:
         self._supervisor.expire_silent()
         overdue = self._supervisor.overdue_heartbeats()
-        errors = self._sweep_errors
-        swept = True
+        errors, failing = self._sweep_errors, self._failing_steps
         if overdue:
-            swept &= await self._step(errors, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
-        swept &= await self._step(errors, "deadlines", self._recovery.time_out)
+            await self._step(errors, failing, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
+        await self._step(errors, failing, "deadlines", self._recovery.time_out)
         if self._due("replica", self._heartbeat_every):
-            swept &= await self._step(errors, "replica-heartbeat", self.beat_replica)
-            swept &= await self._step(errors, "liveness", self._agents.record_liveness)
+            await self._step(errors, failing, "replica-heartbeat", self.beat_replica)
+            await self._step(errors, failing, "liveness", self._agents.record_liveness)
         if self.settled and self._due("recovery", self._lease / 2):
             reap = self._recovery.reap_replicas
-            swept &= await self._step(errors, "reap-replicas", lambda: reap(lease_timeout=self._lease))
+            await self._step(errors, failing, "reap-replicas", lambda: reap(lease_timeout=self._lease))
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease
-            swept &= await self._step(
-                errors, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff)
+            await self._step(
+                errors, failing, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff)
             )
-        if swept:
-            errors.succeeded()
 
     async def _run(self) -> None:
         while True:
@@ -123,8 +131,7 @@ class Sweeper(Component):
             await self.sweep_once()
 
     async def housekeep_once(self) -> None:
-        if await self._step(self._housekeeping_errors, "retention", self._retention.purge):
-            self._housekeeping_errors.succeeded()
+        await self._step(self._housekeeping_errors, set(), "retention", self._retention.purge)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -25,7 +25,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 from controlplane.errors import Unavailable
 from controlplane.store.sql import AlchemySql, AsyncpgSql, DuplicateKey, Sql
-from controlplane.store.transient import unavailable_reason
+from controlplane.store.transient import read_only, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ class Database:
                     # a lost connection: drop it, and the caller may retry (on a fresh one).
                     conn.terminate()
                     raise Unavailable(f"the database connection broke ({exc}); retry") from exc
+                except asyncpg.ReadOnlySQLTransactionError:
+                    conn.terminate()  # connected to a standby: a fresh connection may reach the new primary
+                    raise
         except asyncpg.UniqueViolationError as exc:
             raise DuplicateKey(str(exc)) from exc
         except OSError as exc:
@@ -187,7 +190,7 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(dsn, server_settings={"application_name": "meshplane"})
 
-    return create_async_engine(
+    engine = create_async_engine(
         url.set(query={}),  # the options are in the DSN `connect` uses
         echo=echo,
         pool_size=pool_size,
@@ -197,6 +200,15 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         pool_recycle=1800,
         async_creator=connect,
     )
+    event.listen(engine.sync_engine, "handle_error", _drop_connections_to_a_standby)
+    return engine
+
+
+def _drop_connections_to_a_standby(context: sa.engine.ExceptionContext) -> None:
+    """A write refused as read-only means the pool's connections reach a standby (the old primary, after a
+    failover): treated as a disconnect, they are replaced, and new ones may reach the new primary."""
+    if read_only(context.original_exception) is not None:
+        context.is_disconnect = True
 
 
 # SQLAlchemy's asyncpg dialect documents `?ssl=...`; libpq and asyncpg's DSN parser read `sslmode`.

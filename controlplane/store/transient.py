@@ -15,6 +15,7 @@ from controlplane.errors import Unavailable
 _TRANSIENT_CLASS = "08"
 _TRANSIENT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 _DISK_FULL = "53100"
+_READ_ONLY = "25006"  # read_only_sql_transaction: a standby (after a failover), or default_transaction_read_only
 
 
 class DatabaseUnreachable(ConnectionError):
@@ -59,10 +60,18 @@ def storage_full_reason(exc: BaseException) -> str | None:
     return None
 
 
+def read_only(exc: BaseException) -> str | None:
+    """What went wrong, when `exc` (or what it wraps) is a write refused by a read-only database; else None."""
+    return _sqlstate(exc, lambda state: state == _READ_ONLY)
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why a backing service cannot serve now, when that is what `exc` says (no trailing "retry"); else None."""
     if isinstance(exc, Unavailable):
         return exc.message
+    refused_write = read_only(exc)
+    if refused_write is not None:
+        return f"the database is read-only, a standby after a failover? ({refused_write})"
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return "the database connection was lost"
     refusal = refused_or_lost(exc)

@@ -219,3 +219,53 @@ async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_ov
             stored = await client.get(task_id)
             assert [a.outcome for a in stored.attempts] == ["SUCCEEDED"]  # one attempt each
     assert runs == {"early": 1, "late": 1}
+
+
+async def test_a_read_only_database_gets_clients_unavailable_and_the_loops_one_line(
+    own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes refused as read-only (a standby after a failover, or default_transaction_read_only): retryable,
+    not INTERNAL; reads go on; the sweeper, whose writing steps alone fail, says so once."""
+    caplog.set_level(logging.INFO, logger="controlplane.scheduling")
+    admin = await asyncpg.connect(own_postgres.url("postgres", driver="postgresql"))
+    try:
+        async with (
+            running_plane(tmp_path, database_url=own_postgres.create_database()) as plane,
+            grpc.aio.insecure_channel(plane.address) as channel,
+        ):
+            accepted = await submit(channel, data={"n": 1})
+            await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            await admin.execute("SELECT pg_reload_conf()")
+
+            stub = tasks_stub(channel)
+            for call in (
+                lambda: submit(channel, data={"n": 2}),
+                lambda: stub.CancelTask(task_service_pb2.CancelTaskRequest(task_id=accepted.id)),
+            ):
+                error = await eventually(lambda c=call: _refused(c), message="a write refused")
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{error.code()} {error.details()}"
+                assert "the database is read-only" in (error.details() or "") and "25006" in (error.details() or "")
+                assert (error.details() or "").endswith("; retry")
+            assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED  # reads go on
+
+            # The replica heartbeat (a write) is due now and then; in between, the other steps read and succeed.
+            await eventually(lambda: plane.sweeper.errors.unlogged >= 3, message="three more refused heartbeats")
+            lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+            assert [m for m in lines if "read-only" in m] == [
+                next(
+                    m for m in lines if m.startswith("sweep step replica-heartbeat skipped: the database is read-only")
+                )
+            ], lines
+            assert not [m for m in lines if "works again" in m], lines
+            assert not [r for r in caplog.records if r.exc_info]
+
+            await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            await admin.execute("SELECT pg_reload_conf()")
+            later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once writable")
+            assert later.id != accepted.id
+            await eventually(
+                lambda: any(r.getMessage().startswith("the sweeper works again after ") for r in caplog.records),
+                message="the sweeper's line saying the outage is over",
+            )
+    finally:
+        await admin.close()
