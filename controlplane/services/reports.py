@@ -120,8 +120,8 @@ class ReportService(Component):
                 transition.actor = report.actor
                 for update in report.updates:
                     task = live.get(update.ref.task_id)
-                    if task is None:
-                        continue
+                    if task is None or task.agent_instance_id != report.instance_id:
+                        continue  # not a task this agent instance holds
                     if update.kind is UpdateKind.STARTED:
                         transition.start(task, update.ref)
                     elif transition.is_current(task, update.ref):
@@ -129,8 +129,14 @@ class ReportService(Component):
                         transition.progress(task, update.ref, update.progress, update.message, as_event=as_event)
                 for result in report.results:
                     task = live.get(result.ref.task_id)
-                    if task is None or not transition.is_current(task, result.ref):
-                        self.stale_results += 1  # an attempt that is no longer current: never applied twice
+                    if (
+                        task is None
+                        or not transition.is_current(task, result.ref)
+                        or task.agent_instance_id != report.instance_id
+                    ):
+                        # An attempt that is no longer current (never applied twice), or one this agent
+                        # instance does not hold (a confused or foreign agent must not end another's task).
+                        self.stale_results += 1
                         continue
                     self._progress_events.forget(task.id)
                     if result.output is not None:

@@ -189,6 +189,35 @@ async def test_stale_attempt_result_is_ignored_never_applied_twice(
     await agent.close()
 
 
+async def test_reports_from_an_instance_that_does_not_hold_the_attempt_are_ignored(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    holder = LinkAgent(plane.address, name="holder", capabilities=["demo.echo"])
+    stranger = LinkAgent(plane.address, name="stranger", capabilities=["something.else"])
+    await holder.connect()
+    await stranger.connect()
+    task = await submit(channel)
+    assignment = await holder.next_assignment()
+
+    await stranger.progress(assignment, 0.5, "not mine")
+    await stranger.succeed(assignment, {"from": "stranger"})  # the current attempt, but not the stranger's
+    await eventually(lambda: (task.id, 1) in stranger.acks, message="the stranger's result handled (and dropped)")
+    unchanged = await get_task(channel, task.id)
+    assert unchanged.state == task_pb2.TASK_STATE_ASSIGNED and not unchanged.HasField("output")
+    assert unchanged.progress == 0.0
+
+    await holder.succeed(assignment, {"from": "holder"})
+    await eventually(lambda: (task.id, 1) in holder.acks, message="the holder's result acknowledged")
+    final = await get_task(channel, task.id)
+    assert final.state == task_pb2.TASK_STATE_SUCCEEDED
+    assert final.output.json.struct_value.fields["from"].string_value == "holder"
+    kinds = [task_pb2.TaskEventType.Name(e.type) for e in await watch_events(channel, task.id)]
+    assert "TASK_EVENT_TYPE_PROGRESS" not in kinds and kinds.count("TASK_EVENT_TYPE_SUCCEEDED") == 1
+    assert plane.reports.stale_results == 1
+    await stranger.close()
+    await holder.close()
+
+
 async def test_schedule_to_start_timeout_when_no_agent_serves_the_task(
     plane: ControlPlane, channel: grpc.aio.Channel
 ) -> None:
