@@ -43,7 +43,7 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
         counter("meshplane_results_applied_total", "Agent results applied.", lambda: plane.reports.applied_results),
         counter(
             "meshplane_results_stale_total",
-            "Agent results ignored because their attempt was no longer current.",
+            "Agent results ignored: their attempt was no longer current, or not the reporting instance's.",
             lambda: plane.reports.stale_results,
         ),
         gauge("meshplane_agent_sessions", "Agent sessions connected to this replica.", lambda: len(plane.registry)),
