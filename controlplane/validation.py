@@ -81,8 +81,15 @@ class Violations:
 
     def range(self, field_path: str, value: float, *, low: float, high: float) -> None:
         if not low <= value <= high:
-            self.add(field_path, f"must be between {low:g} and {high:g} (got {value:g})")
+            self.add(field_path, f"must be between {_number(low)} and {_number(high)} (got {_number(value)})")
 
     def non_negative(self, field_path: str, value: float) -> None:
         if value < 0:
-            self.add(field_path, f"must not be negative (got {value:g})")
+            self.add(field_path, f"must not be negative (got {_number(value)})")
+
+
+def _number(value: float) -> str:
+    """A number as a person writes it: 2147483647, not 2.14748e+09; 0.5 stays 0.5."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return f"{value:g}"

@@ -75,7 +75,7 @@ async def test_invalid_fields_name_each_field_and_nothing_is_written(
     plane: ControlPlane, channel: grpc.aio.Channel
 ) -> None:
     stub = tasks_stub(channel)
-    bad = submit_request(capability="bad capability!", priority=5000)
+    bad = submit_request(capability="bad capability!", priority=2**31 - 1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.BatchSubmitTasks(ts.BatchSubmitTasksRequest(requests=[submit_request(), bad]))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -83,6 +83,8 @@ async def test_invalid_fields_name_each_field_and_nothing_is_written(
     fields = [v.field for v in bad_request.field_violations]
     assert fields == ["requests[1].target.capability", "requests[1].priority"]
     assert "requests[1].priority" in (caught.value.details() or "")
+    priority = next(v for v in bad_request.field_violations if v.field == "requests[1].priority")
+    assert priority.description == "must be between -1000 and 1000 (got 2147483647)"
     assert not (await stub.ListTasks(ts.ListTasksRequest())).tasks, "the valid half was not written either"
 
 
