@@ -14,6 +14,11 @@ from controlplane.errors import Unavailable
 # connections, and a server shutting down, crashed or still starting up.
 _TRANSIENT_CLASS = "08"
 _TRANSIENT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+# SQLSTATEs of a statement given up on, which the same call may get past when sent again: a statement or lock
+# timeout an administrator set (query_canceled, lock_not_available), and PostgreSQL breaking a deadlock or a
+# serialization conflict (class 40, transaction rollback).
+_GAVE_UP_CLASS = "40"
+_GAVE_UP_STATES = frozenset({"57014", "55P03"})
 _DISK_FULL = "53100"
 _READ_ONLY = "25006"  # read_only_sql_transaction: a standby (after a failover), or default_transaction_read_only
 
@@ -77,6 +82,9 @@ def unavailable_reason(exc: BaseException) -> str | None:
     refusal = refused_or_lost(exc)
     if refusal is not None:
         return f"the database connection was refused or lost ({refusal})"
+    gave_up = _sqlstate(exc, lambda state: state.startswith(_GAVE_UP_CLASS) or state in _GAVE_UP_STATES)
+    if gave_up is not None:
+        return f"the database gave up on a statement: a timeout, lock wait or deadlock ({gave_up})"
     if _sqlite_locked(exc):
         return "the SQLite database is locked by another writer (its busy timeout passed)"
     if isinstance(exc, OSError | ConnectionError):

@@ -1,6 +1,7 @@
 """The database goes away: clients are told UNAVAILABLE (retry), not INTERNAL; the plane's loops say so in one
 line; and once it is back the plane carries on with everything it had accepted, including results agents
-sent while it was away. Also a database that turns new connections away."""
+sent while it was away. Also a database that turns new connections away, one that is read-only (a standby), and
+statements it gives up on (an administrator's lock or statement timeout)."""
 
 from __future__ import annotations
 
@@ -267,5 +268,46 @@ async def test_a_read_only_database_gets_clients_unavailable_and_the_loops_one_l
                 lambda: any(r.getMessage().startswith("the sweeper works again after ") for r in caplog.records),
                 message="the sweeper's line saying the outage is over",
             )
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "sqlstate"), [("lock_timeout", "55P03"), ("statement_timeout", "57014")], ids=["lock", "statement"]
+)
+async def test_a_statement_the_database_gives_up_on_gets_clients_unavailable(
+    own_postgres: PostgresServer, tmp_path: Path, setting: str, sqlstate: str
+) -> None:
+    """An administrator's timeout (here the plane's role waits at most 300 ms) ends a statement stuck behind a
+    lock: retryable, not INTERNAL, and nothing of the call is written; once the lock is gone it goes through."""
+    database = make_url(own_postgres.create_database()).database
+    admin = await asyncpg.connect(own_postgres.url(str(database), driver="postgresql"))
+    try:
+        await admin.execute("CREATE ROLE plane LOGIN")
+        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO plane')
+        await admin.execute(f"ALTER ROLE plane SET {setting} = '300ms'")
+        plane_url = own_postgres.url(str(database)).replace(f"//{own_postgres.user}@", "//plane@")
+        async with (
+            running_plane(tmp_path, database_url=plane_url) as plane,
+            grpc.aio.insecure_channel(plane.address) as channel,
+        ):
+            accepted = await submit(channel, data={"n": 1})
+            stub = tasks_stub(channel)
+            cancel = task_service_pb2.CancelTaskRequest(task_id=accepted.id, reason="changed my mind")
+            holder = admin.transaction()
+            await holder.start()
+            await admin.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", accepted.id)
+            try:
+                error = await _refused(lambda: stub.CancelTask(cancel))
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{error.code()} {error.details()}"
+                assert f"the database gave up on a statement: a timeout, lock wait or deadlock ({sqlstate}:" in (
+                    error.details() or ""
+                )
+                assert (error.details() or "").endswith("; retry")
+                assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED  # reads go on
+            finally:
+                await holder.rollback()
+            cancelled = (await stub.CancelTask(cancel)).task
+            assert cancelled.state == task_pb2.TASK_STATE_CANCELLED
     finally:
         await admin.close()
