@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -12,6 +13,13 @@ from controlplane.domain.agents import Registration
 from controlplane.domain.channels import ChannelMessage
 from controlplane.domain.tasks import TaskRef
 from controlplane.link.messages import ChannelDelivery, Outbound
+
+# Channel messages waiting for an agent that reads its stream slower than they come (or not at all, while it
+# still heartbeats). Past either bound the oldest waiting message is dropped: a slow subscriber loses
+# messages, as a Subscribe stream does, rather than the plane growing without end. Other frames (assignments,
+# acknowledgements, cancellations) are never dropped; they are few, bounded by the session's credits.
+MAX_PENDING_DELIVERIES = 1000
+MAX_PENDING_DELIVERY_BYTES = 32 * 1024 * 1024
 
 
 class SessionState(Enum):
@@ -30,7 +38,14 @@ class InFlight:
 class AgentSession:
     """Held by the replica serving the stream. Credits: never more unfinished attempts than max_concurrency."""
 
-    def __init__(self, session_id: str, registration: Registration, *, replica_id: str) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        registration: Registration,
+        *,
+        replica_id: str,
+        on_dropped_delivery: Callable[[AgentSession], None] | None = None,
+    ) -> None:
         self.session_id = session_id
         self.registration = registration
         self.replica_id = replica_id
@@ -42,6 +57,10 @@ class AgentSession:
         self.subscriptions: set[str] = set()
         self.in_flight: dict[TaskRef, InFlight] = {}
         self._outbox: deque[Outbound] = deque()
+        self._pending_deliveries = 0  # ChannelDelivery messages in the outbox
+        self._pending_delivery_bytes = 0
+        self.dropped_deliveries = 0
+        self._on_dropped_delivery = on_dropped_delivery
         self._ready = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -104,12 +123,34 @@ class AgentSession:
         await self._ready.wait()
         messages = list(self._outbox)
         self._outbox.clear()
+        self._pending_deliveries = self._pending_delivery_bytes = 0
         self._ready.clear()
         return messages
 
     def deliver(self, message: ChannelMessage) -> None:
-        """A message on a channel this session subscribed to."""
+        """A message on a channel this session subscribed to (the oldest waiting one may make room for it)."""
+        if self.state is SessionState.CLOSED:
+            return
+        size = len(message.payload.data)
+        while self._pending_deliveries and (
+            self._pending_deliveries >= MAX_PENDING_DELIVERIES
+            or self._pending_delivery_bytes + size > MAX_PENDING_DELIVERY_BYTES
+        ):
+            self._drop_oldest_delivery()
+        self._pending_deliveries += 1
+        self._pending_delivery_bytes += size
         self.send(ChannelDelivery(message))
+
+    def _drop_oldest_delivery(self) -> None:
+        for index, waiting in enumerate(self._outbox):
+            if isinstance(waiting, ChannelDelivery):
+                del self._outbox[index]
+                self._pending_deliveries -= 1
+                self._pending_delivery_bytes -= len(waiting.message.payload.data)
+                self.dropped_deliveries += 1
+                if self._on_dropped_delivery is not None:
+                    self._on_dropped_delivery(self)
+                return
 
     def close(self, reason: str) -> None:
         if self.state is SessionState.CLOSED:

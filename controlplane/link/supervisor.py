@@ -18,7 +18,12 @@ from controlplane.errors import Unavailable
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, RegisteredMsg
 from controlplane.link.registry import SessionRegistry
-from controlplane.link.session import AgentSession, SessionState
+from controlplane.link.session import (
+    MAX_PENDING_DELIVERIES,
+    MAX_PENDING_DELIVERY_BYTES,
+    AgentSession,
+    SessionState,
+)
 from controlplane.link.silence import SilenceWatch
 from controlplane.observability.loop_errors import LoopErrors
 from controlplane.services.agents import AgentService, validate_registration
@@ -59,6 +64,7 @@ class SessionSupervisor(Component):
         self._settings = settings
         self._replica_id = replica_id
         self._report_errors = LoopErrors(logger, "persisting agent reports")
+        self.dropped_deliveries = 0  # channel messages dropped for sessions that read too slowly
         self._timers = TaskOwner(self.name)
         self._leases: set[str] = set()  # closed sessions whose tasks keep their lease for now
         self._open: set[str] = set()  # sessions whose stream handler has not finished its cleanup
@@ -79,7 +85,9 @@ class SessionSupervisor(Component):
         if not self.accepting:
             raise Unavailable("this control plane replica is shutting down; connect to another replica")
         validate_registration(registration)
-        session = AgentSession(uuid.uuid4().hex, registration, replica_id=self._replica_id)  # OPENING: no work yet
+        session = AgentSession(  # OPENING: no work yet
+            uuid.uuid4().hex, registration, replica_id=self._replica_id, on_dropped_delivery=self._dropped_delivery
+        )
         for ref in held:
             session.reserve(ref, 0.0)  # held attempts count against credits from the start
         previous = self._registry.add(session)
@@ -131,6 +139,19 @@ class SessionSupervisor(Component):
             len(rebound.kept),
         )
         return session
+
+    def _dropped_delivery(self, session: AgentSession) -> None:
+        self.dropped_deliveries += 1
+        if session.dropped_deliveries == 1:
+            logger.warning(
+                "agent %s/%s (session %s) reads its stream slower than its channel messages come: the oldest "
+                "waiting ones are dropped (over %d messages or %d MiB wait)",
+                session.agent_name,
+                session.instance_id,
+                session.session_id,
+                MAX_PENDING_DELIVERIES,
+                MAX_PENDING_DELIVERY_BYTES // (1024 * 1024),
+            )
 
     # ------------------------------------------------------------ frames
 

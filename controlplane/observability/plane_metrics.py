@@ -46,6 +46,11 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
             "Agent results ignored: their attempt was no longer current, or not the reporting instance's.",
             lambda: plane.reports.stale_results,
         ),
+        counter(
+            "meshplane_channel_deliveries_dropped_total",
+            "Channel messages dropped for agent sessions reading their stream slower than the messages came.",
+            lambda: plane.supervisor.dropped_deliveries,
+        ),
         gauge("meshplane_agent_sessions", "Agent sessions connected to this replica.", lambda: len(plane.registry)),
         gauge("meshplane_tasks_in_flight", "Attempts on this replica's sessions awaiting a result.", in_flight),
         gauge("meshplane_task_watchers", "Open WatchTask streams on this replica.", lambda: len(plane.watch)),
