@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from controlplane.api import convert
 from controlplane.api.context import call_context
+from controlplane.domain import channels as channel_limits
 from controlplane.domain.channels import ChannelMessage
 from controlplane.domain.tasks import TaskFilter, TaskState
 from controlplane.errors import InvalidArgument
@@ -35,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 # A watcher re-reads the store at least this often, in case a change notice was lost.
 WATCH_POLL_SECONDS = 5.0
-SUBSCRIBER_QUEUE = 1000
 
 
 def _require(field: str, value: str) -> None:
@@ -192,17 +193,37 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
 
 
 class _QueueSubscriber:
-    """A Subscribe stream's mailbox; a subscriber too slow to keep up loses the oldest messages."""
+    """A Subscribe stream's mailbox; a subscriber too slow to keep up loses the oldest messages (past
+    domain.channels.MAX_WAITING_MESSAGES or MAX_WAITING_BYTES; the newest always stays)."""
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[ChannelMessage] = asyncio.Queue(SUBSCRIBER_QUEUE)
+    def __init__(self, on_dropped: Callable[[], None]) -> None:
+        self._waiting: deque[ChannelMessage] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._on_dropped = on_dropped
         self.dropped = 0
 
     def deliver(self, message: ChannelMessage) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()
+        size = len(message.payload.data)
+        while self._waiting and (
+            len(self._waiting) >= channel_limits.MAX_WAITING_MESSAGES
+            or self._bytes + size > channel_limits.MAX_WAITING_BYTES
+        ):
+            oldest = self._waiting.popleft()
+            self._bytes -= len(oldest.payload.data)
             self.dropped += 1
-        self.queue.put_nowait(message)
+            self._on_dropped()
+        self._waiting.append(message)
+        self._bytes += size
+        self._ready.set()
+
+    async def next(self) -> ChannelMessage:
+        while not self._waiting:
+            self._ready.clear()
+            await self._ready.wait()
+        message = self._waiting.popleft()
+        self._bytes -= len(message.payload.data)
+        return message
 
 
 class ChannelServicer(channel_pb2_grpc.ChannelServiceServicer):
@@ -227,12 +248,12 @@ class ChannelServicer(channel_pb2_grpc.ChannelServiceServicer):
         self, request: channel_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[channel_pb2.SubscribeResponse]:
         check_channel_name(request.channel)
-        subscriber = _QueueSubscriber()
+        subscriber = _QueueSubscriber(self._channels.count_dropped)
         await self._channels.subscribe(request.channel, subscriber)
         try:
             yield channel_pb2.SubscribeResponse(started=channel_pb2.SubscriptionStarted(channel=request.channel))
             while True:
-                message = await subscriber.queue.get()
+                message = await subscriber.next()
                 yield channel_pb2.SubscribeResponse(message=convert.channel_message_to_proto(message))
         finally:
             self._channels.unsubscribe_soon(request.channel, subscriber)

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 from controlplane.domain.payload import Payload
 
+# How much may wait for a subscriber that reads slower than its messages come (an agent's stream, a Subscribe
+# stream): past either bound the oldest waiting message is dropped to make room (the newest always stays).
+# Messages are at most once anyway; the plane must not grow without end for one slow reader.
+MAX_WAITING_MESSAGES = 1000
+MAX_WAITING_BYTES = 32 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelMessage:

@@ -9,17 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from controlplane.domain import channels
 from controlplane.domain.agents import Registration
 from controlplane.domain.channels import ChannelMessage
 from controlplane.domain.tasks import TaskRef
 from controlplane.link.messages import ChannelDelivery, Outbound
-
-# Channel messages waiting for an agent that reads its stream slower than they come (or not at all, while it
-# still heartbeats). Past either bound the oldest waiting message is dropped: a slow subscriber loses
-# messages, as a Subscribe stream does, rather than the plane growing without end. Other frames (assignments,
-# acknowledgements, cancellations) are never dropped; they are few, bounded by the session's credits.
-MAX_PENDING_DELIVERIES = 1000
-MAX_PENDING_DELIVERY_BYTES = 32 * 1024 * 1024
 
 
 class SessionState(Enum):
@@ -128,13 +122,15 @@ class AgentSession:
         return messages
 
     def deliver(self, message: ChannelMessage) -> None:
-        """A message on a channel this session subscribed to (the oldest waiting one may make room for it)."""
+        """A message on a channel this session subscribed to (the oldest waiting one may make room for it; see
+        domain.channels.MAX_WAITING_MESSAGES). Other frames are never dropped: they are few, bounded by the
+        session's credits."""
         if self.state is SessionState.CLOSED:
             return
         size = len(message.payload.data)
         while self._pending_deliveries and (
-            self._pending_deliveries >= MAX_PENDING_DELIVERIES
-            or self._pending_delivery_bytes + size > MAX_PENDING_DELIVERY_BYTES
+            self._pending_deliveries >= channels.MAX_WAITING_MESSAGES
+            or self._pending_delivery_bytes + size > channels.MAX_WAITING_BYTES
         ):
             self._drop_oldest_delivery()
         self._pending_deliveries += 1

@@ -12,18 +12,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 from controlplane.domain.agents import InstanceStatus, Registration
+from controlplane.domain.channels import MAX_WAITING_BYTES, MAX_WAITING_MESSAGES
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskRef
 from controlplane.errors import Unavailable
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, RegisteredMsg
 from controlplane.link.registry import SessionRegistry
-from controlplane.link.session import (
-    MAX_PENDING_DELIVERIES,
-    MAX_PENDING_DELIVERY_BYTES,
-    AgentSession,
-    SessionState,
-)
+from controlplane.link.session import AgentSession, SessionState
 from controlplane.link.silence import SilenceWatch
 from controlplane.observability.loop_errors import LoopErrors
 from controlplane.services.agents import AgentService, validate_registration
@@ -64,7 +60,6 @@ class SessionSupervisor(Component):
         self._settings = settings
         self._replica_id = replica_id
         self._report_errors = LoopErrors(logger, "persisting agent reports")
-        self.dropped_deliveries = 0  # channel messages dropped for sessions that read too slowly
         self._timers = TaskOwner(self.name)
         self._leases: set[str] = set()  # closed sessions whose tasks keep their lease for now
         self._open: set[str] = set()  # sessions whose stream handler has not finished its cleanup
@@ -141,7 +136,7 @@ class SessionSupervisor(Component):
         return session
 
     def _dropped_delivery(self, session: AgentSession) -> None:
-        self.dropped_deliveries += 1
+        self._channels.count_dropped()
         if session.dropped_deliveries == 1:
             logger.warning(
                 "agent %s/%s (session %s) reads its stream slower than its channel messages come: the oldest "
@@ -149,8 +144,8 @@ class SessionSupervisor(Component):
                 session.agent_name,
                 session.instance_id,
                 session.session_id,
-                MAX_PENDING_DELIVERIES,
-                MAX_PENDING_DELIVERY_BYTES // (1024 * 1024),
+                MAX_WAITING_MESSAGES,
+                MAX_WAITING_BYTES // (1024 * 1024),
             )
 
     # ------------------------------------------------------------ frames

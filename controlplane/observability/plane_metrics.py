@@ -48,8 +48,8 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
         ),
         counter(
             "meshplane_channel_deliveries_dropped_total",
-            "Channel messages dropped for agent sessions reading their stream slower than the messages came.",
-            lambda: plane.supervisor.dropped_deliveries,
+            "Channel messages dropped for subscribers (agent sessions, Subscribe streams) slower than they came.",
+            lambda: plane.channels.dropped_deliveries,
         ),
         gauge("meshplane_agent_sessions", "Agent sessions connected to this replica.", lambda: len(plane.registry)),
         gauge("meshplane_tasks_in_flight", "Attempts on this replica's sessions awaiting a result.", in_flight),

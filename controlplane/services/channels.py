@@ -61,6 +61,11 @@ class ChannelService:
         self._known_channels: set[str] = set()
         self._background = TaskOwner("channels")
         self.delivered = 0
+        self.dropped_deliveries = 0  # for subscribers slower than their messages (domain.channels)
+
+    def count_dropped(self, count: int = 1) -> None:
+        """A subscriber too slow to keep up lost `count` waiting messages."""
+        self.dropped_deliveries += count
 
     async def _remember(self, channel: str) -> None:
         if channel in self._known_channels:

@@ -1,6 +1,6 @@
-"""An agent that reads its stream slower than its channel messages come (or not at all, while it heartbeats):
-the oldest waiting messages are dropped past a bound, so the plane does not grow without end; the agent's
-other frames are never dropped, and the operator hears of it once per session."""
+"""A subscriber that reads slower than its channel messages come (an agent's stream, even while it heartbeats;
+a Subscribe stream): the oldest waiting messages are dropped past a bound, so the plane does not grow without
+end; an agent's other frames are never dropped, and the operator hears of a slow agent once per session."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from controlplane.domain import channels as channel_limits
 from controlplane.domain.agents import Registration
 from controlplane.domain.channels import ChannelMessage
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskRef
-from controlplane.link import session as session_module
 from controlplane.link.messages import AckMsg, ChannelDelivery
 from controlplane.link.session import AgentSession
 from meshplane.v1 import agent_link_pb2 as al
@@ -42,7 +42,7 @@ def _session(dropped: list[str]) -> AgentSession:
 async def test_past_the_count_the_oldest_waiting_message_makes_room_and_other_frames_stay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(session_module, "MAX_PENDING_DELIVERIES", 3)
+    monkeypatch.setattr(channel_limits, "MAX_WAITING_MESSAGES", 3)
     dropped: list[str] = []
     session = _session(dropped)
     session.deliver(_message(1))
@@ -67,7 +67,7 @@ async def test_past_the_count_the_oldest_waiting_message_makes_room_and_other_fr
 async def test_past_the_bytes_the_oldest_make_room_but_the_newest_is_always_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(session_module, "MAX_PENDING_DELIVERY_BYTES", 100)
+    monkeypatch.setattr(channel_limits, "MAX_WAITING_BYTES", 100)
     session = _session([])
     for number in range(1, 5):
         session.deliver(_message(number, size=40))  # two fit in 100 bytes
@@ -79,7 +79,7 @@ async def test_past_the_bytes_the_oldest_make_room_but_the_newest_is_always_kept
 async def test_an_agent_that_stops_reading_loses_the_oldest_messages_not_the_plane_its_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(session_module, "MAX_PENDING_DELIVERIES", 20)
+    monkeypatch.setattr(channel_limits, "MAX_WAITING_MESSAGES", 20)
     caplog.set_level(logging.WARNING, logger="controlplane.link")
     published = 300
     async with (
@@ -117,20 +117,50 @@ async def test_an_agent_that_stops_reading_loses_the_oldest_messages_not_the_pla
                     channel="news", payload=common_pb2.Payload(data=data, content_type="application/json")
                 )
             )
-        await eventually(lambda: plane.supervisor.dropped_deliveries > 0, message="the oldest dropped")
+        await eventually(lambda: plane.channels.dropped_deliveries > 0, message="the oldest dropped")
 
         received: list[int] = []
-
-        async def read_to_the_last() -> bool:
-            frame = await stream.read()
+        while not received or received[-1] != published - 1:  # up to the newest
+            frame = await asyncio.wait_for(stream.read(), 10)
             if frame.WhichOneof("frame") == "channel_message":
                 received.append(json.loads(frame.channel_message.payload.data)["n"])
-            return bool(received) and received[-1] == published - 1
-
-        await eventually(read_to_the_last, interval=0, message="the newest message arrives")
         stream.cancel()
 
     assert received == sorted(received) and len(received) < published  # in order, the newest kept
-    assert plane.supervisor.dropped_deliveries == published - len(received)
+    assert plane.channels.dropped_deliveries == published - len(received)
     warnings = [r.getMessage() for r in caplog.records if "reads its stream slower" in r.getMessage()]
     assert len(warnings) == 1 and "agent slow/slow-1" in warnings[0]
+
+
+async def test_a_subscribe_stream_that_stops_reading_loses_the_oldest_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(channel_limits, "MAX_WAITING_BYTES", 1024 * 1024)  # 16 messages of 64 KiB
+    published = 300
+    async with (
+        running_plane(tmp_path / "plane") as plane,
+        grpc.aio.insecure_channel(plane.address) as subscriber_channel,
+        grpc.aio.insecure_channel(plane.address, options=[("grpc.use_local_subchannel_pool", 1)]) as client,
+    ):
+        stream = channel_pb2_grpc.ChannelServiceStub(subscriber_channel).Subscribe(
+            channel_pb2.SubscribeRequest(channel="news")
+        )
+        assert (await stream.read()).WhichOneof("event") == "started"
+        publisher = channel_pb2_grpc.ChannelServiceStub(client)
+        for number in range(published):  # while the subscriber reads nothing
+            data = b'{"n": %d, "pad": "%s"}' % (number, b"p" * 65_000)
+            await publisher.Publish(
+                channel_pb2.PublishRequest(
+                    channel="news", payload=common_pb2.Payload(data=data, content_type="application/json")
+                )
+            )
+        await eventually(lambda: plane.channels.dropped_deliveries > 0, message="the oldest dropped")
+
+        received: list[int] = []
+        while not received or received[-1] != published - 1:  # up to the newest
+            response = await asyncio.wait_for(stream.read(), 10)
+            received.append(int(response.message.payload.json.struct_value.fields["n"].number_value))
+        stream.cancel()
+
+    assert received == sorted(received) and len(received) < published
+    assert plane.channels.dropped_deliveries == published - len(received)
