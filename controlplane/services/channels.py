@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from nats.aio.msg import Msg
@@ -26,6 +27,11 @@ from controlplane.store.unit_of_work import Store, UnitOfWork
 from controlplane.validation import Violations
 
 logger = logging.getLogger(__name__)
+
+# Channel names known to have their row, remembered so that a publish does not write it again. Bounded:
+# clients that use a channel per request (reply channels) would otherwise grow every replica for ever; a
+# name forgotten costs one idempotent insert when it is used again.
+KNOWN_CHANNELS = 10_000
 
 
 class ChannelSubscriber(Protocol):
@@ -57,8 +63,9 @@ class ChannelService:
         self._clock = clock
         self._local: dict[str, set[ChannelSubscriber]] = defaultdict(set)
         self._nats_subscriptions: dict[str, Subscription] = {}
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._known_channels: set[str] = set()
+        # One lock per channel while someone subscribes or unsubscribes to it (counted, so it can go).
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._known_channels: OrderedDict[str, None] = OrderedDict()
         self._background = TaskOwner("channels")
         self.delivered = 0
         self.dropped_deliveries = 0  # for subscribers slower than their messages (domain.channels)
@@ -69,13 +76,36 @@ class ChannelService:
 
     async def _remember(self, channel: str) -> None:
         if channel in self._known_channels:
+            self._known_channels.move_to_end(channel)
             return
 
         async def work(uow: UnitOfWork) -> None:
             await uow.channels.ensure(channel, now=self._clock())
 
         await self._store.run(work)
-        self._known_channels.add(channel)
+        self._known_channels[channel] = None
+        while len(self._known_channels) > KNOWN_CHANNELS:
+            self._known_channels.popitem(last=False)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, channel: str) -> AsyncIterator[None]:
+        """Serialise (un)subscribing to `channel`; its lock is forgotten once nobody holds or awaits it."""
+        lock, users = self._locks.get(channel, (asyncio.Lock(), 0))
+        self._locks[channel] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[channel]
+            if users == 1:
+                del self._locks[channel]
+            else:
+                self._locks[channel] = (lock, users - 1)
+
+    @property
+    def tracked_channels(self) -> int:
+        """Channels this replica keeps anything in memory for (subscribers, locks, known names)."""
+        return len(self._local.keys() | self._locks.keys() | self._known_channels.keys())
 
     async def publish(
         self, channel: str, payload: Payload, *, headers: dict[str, str], publisher: str, correlation_id: str = ""
@@ -114,7 +144,7 @@ class ChannelService:
     async def subscribe(self, channel: str, subscriber: ChannelSubscriber) -> None:
         """Deliver `channel`'s messages to `subscriber` from now on (live once this returns)."""
         check_channel_name(channel)
-        async with self._locks[channel]:
+        async with self._locked(channel):
             self._local[channel].add(subscriber)
             if channel not in self._nats_subscriptions:
                 self._nats_subscriptions[channel] = await self._bus.subscribe(
@@ -123,7 +153,7 @@ class ChannelService:
         await self._remember(channel)
 
     async def unsubscribe(self, channel: str, subscriber: ChannelSubscriber) -> None:
-        async with self._locks[channel]:
+        async with self._locked(channel):
             members = self._local.get(channel)
             if members is None:
                 return
