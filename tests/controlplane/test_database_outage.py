@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ def own_postgres() -> Iterator[PostgresServer]:
     """A server of this test's own: it is stopped and started again in the middle."""
     with throwaway_postgres() as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def _database_of_role_plane(own_postgres: PostgresServer) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """A database owned by a role `plane` of its own (which the test may then restrict): an administrator's
+    connection to it, and the URL the plane logs in with."""
+    database = make_url(own_postgres.create_database()).database
+    admin = await asyncpg.connect(own_postgres.url(str(database), driver="postgresql"))
+    try:
+        await admin.execute("CREATE ROLE plane LOGIN")
+        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO plane')
+        yield admin, own_postgres.url(str(database)).replace(f"//{own_postgres.user}@", "//plane@")
+    finally:
+        await admin.close()
 
 
 async def _refused(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError:
@@ -137,42 +152,33 @@ async def test_a_database_that_turns_new_connections_away_gets_clients_unavailab
 ) -> None:
     # The plane logs in as a role of its own, which the test can then refuse connections ("too many
     # connections for role", SQLSTATE 53300) while cutting those it has.
-    database = make_url(own_postgres.create_database()).database
-    admin = await asyncpg.connect(own_postgres.url(str(database), driver="postgresql"))
-    try:
-        await admin.execute("CREATE ROLE plane LOGIN")
-        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO plane')
-        plane_url = own_postgres.url(str(database)).replace(f"//{own_postgres.user}@", "//plane@")
-        async with (
-            running_plane(tmp_path, database_url=plane_url) as plane,
-            grpc.aio.insecure_channel(plane.address) as channel,
-        ):
-            accepted = await submit(channel, data={"n": 1})
+    async with (
+        _database_of_role_plane(own_postgres) as (admin, plane_url),
+        running_plane(tmp_path, database_url=plane_url) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        accepted = await submit(channel, data={"n": 1})
 
-            await admin.execute("ALTER ROLE plane CONNECTION LIMIT 0")
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
-            await eventually(
-                lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
-                message="the plane's sessions ended",
-            )
-            calls: dict[str, Callable[[], Awaitable[Any]]] = {
-                "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
-                "GetTask (reader)": lambda: get_task(channel, accepted.id),
-            }
-            for name, call in calls.items():
-                for _ in range(2):  # a cut connection first, then a refused one
-                    error = await _refused(call)
-                    assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
-                    assert "retry" in (error.details() or ""), name
+        await admin.execute("ALTER ROLE plane CONNECTION LIMIT 0")
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
+        await eventually(
+            lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
+            message="the plane's sessions ended",
+        )
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
+            "GetTask (reader)": lambda: get_task(channel, accepted.id),
+        }
+        for name, call in calls.items():
+            for _ in range(2):  # a cut connection first, then a refused one
+                error = await _refused(call)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
+                assert "retry" in (error.details() or ""), name
 
-            await admin.execute("ALTER ROLE plane CONNECTION LIMIT -1")
-            later = await eventually(
-                lambda: submit(channel, data={"n": 3}), message="a submit once connections are let in"
-            )
-            assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED
-            assert later.id != accepted.id
-    finally:
-        await admin.close()
+        await admin.execute("ALTER ROLE plane CONNECTION LIMIT -1")
+        later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once connections are let in")
+        assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED
+        assert later.id != accepted.id
 
 
 async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_over(
@@ -280,13 +286,8 @@ async def test_a_statement_the_database_gives_up_on_gets_clients_unavailable(
 ) -> None:
     """An administrator's timeout (here the plane's role waits at most 300 ms) ends a statement stuck behind a
     lock: retryable, not INTERNAL, and nothing of the call is written; once the lock is gone it goes through."""
-    database = make_url(own_postgres.create_database()).database
-    admin = await asyncpg.connect(own_postgres.url(str(database), driver="postgresql"))
-    try:
-        await admin.execute("CREATE ROLE plane LOGIN")
-        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO plane')
+    async with _database_of_role_plane(own_postgres) as (admin, plane_url):
         await admin.execute(f"ALTER ROLE plane SET {setting} = '300ms'")
-        plane_url = own_postgres.url(str(database)).replace(f"//{own_postgres.user}@", "//plane@")
         async with (
             running_plane(tmp_path, database_url=plane_url) as plane,
             grpc.aio.insecure_channel(plane.address) as channel,
@@ -309,5 +310,3 @@ async def test_a_statement_the_database_gives_up_on_gets_clients_unavailable(
                 await holder.rollback()
             cancelled = (await stub.CancelTask(cancel)).task
             assert cancelled.state == task_pb2.TASK_STATE_CANCELLED
-    finally:
-        await admin.close()

@@ -39,6 +39,15 @@ def _session(dropped: list[str]) -> AgentSession:
     return AgentSession("s1", registration, replica_id="r1", on_dropped_delivery=lambda s: dropped.append(s.session_id))
 
 
+async def _flood(client: grpc.aio.Channel, count: int) -> None:
+    """`count` messages of 64 KiB on channel "news", numbered from 0 ({"n": ...})."""
+    publisher = channel_pb2_grpc.ChannelServiceStub(client)
+    for number in range(count):
+        data = b'{"n": %d, "pad": "%s"}' % (number, b"p" * 65_000)
+        payload = common_pb2.Payload(data=data, content_type="application/json")
+        await publisher.Publish(channel_pb2.PublishRequest(channel="news", payload=payload))
+
+
 async def test_past_the_count_the_oldest_waiting_message_makes_room_and_other_frames_stay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -109,14 +118,7 @@ async def test_an_agent_that_stops_reading_loses_the_oldest_messages_not_the_pla
         stream = agent_link_pb2_grpc.AgentLinkServiceStub(agent_channel).Connect(requests())
         assert (await stream.read()).WhichOneof("frame") == "registered"
         # ...and the agent reads no more, while 300 messages of 64 KiB come (more than the transport holds).
-        publisher = channel_pb2_grpc.ChannelServiceStub(client)
-        for number in range(published):
-            data = b'{"n": %d, "pad": "%s"}' % (number, b"p" * 65_000)
-            await publisher.Publish(
-                channel_pb2.PublishRequest(
-                    channel="news", payload=common_pb2.Payload(data=data, content_type="application/json")
-                )
-            )
+        await _flood(client, published)
         await eventually(lambda: plane.channels.dropped_deliveries > 0, message="the oldest dropped")
 
         received: list[int] = []
@@ -146,14 +148,7 @@ async def test_a_subscribe_stream_that_stops_reading_loses_the_oldest_messages(
             channel_pb2.SubscribeRequest(channel="news")
         )
         assert (await stream.read()).WhichOneof("event") == "started"
-        publisher = channel_pb2_grpc.ChannelServiceStub(client)
-        for number in range(published):  # while the subscriber reads nothing
-            data = b'{"n": %d, "pad": "%s"}' % (number, b"p" * 65_000)
-            await publisher.Publish(
-                channel_pb2.PublishRequest(
-                    channel="news", payload=common_pb2.Payload(data=data, content_type="application/json")
-                )
-            )
+        await _flood(client, published)  # while the subscriber reads nothing
         await eventually(lambda: plane.channels.dropped_deliveries > 0, message="the oldest dropped")
 
         received: list[int] = []
