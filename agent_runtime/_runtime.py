@@ -28,6 +28,7 @@ from agent_runtime._backoff import Backoff
 from agent_runtime._context import ChannelContext, TaskContext
 from agent_runtime._errors import RegistrationRejected, RpcError, TaskError
 from agent_runtime._handlers import ChannelHandler, InputInvalid, TaskHandler
+from agent_runtime._inbox import ChannelInbox
 from agent_runtime._link import LinkSession
 from agent_runtime._outbox import Outbox, Ref
 from agent_runtime._rpc import Connection
@@ -127,6 +128,7 @@ class AgentRuntime:
         self._held_at_register: set[Ref] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._background = TaskOwner(f"agent-{spec.name}")
+        self._inboxes: dict[str, ChannelInbox] = {}
         self._session: LinkSession | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -512,7 +514,26 @@ class AgentRuntime:
         if handler is None:
             logger.debug("agent %s: message on %s without a handler", self.agent_name, message.channel)
             return
-        self._background.spawn(self._handle_message(handler, message), f"channel-{message.channel}")
+        inbox = self._inboxes.setdefault(message.channel, ChannelInbox())
+        if inbox.has_room_to_run():
+            inbox.running += 1
+            self._background.spawn(self._run_inbox(handler, inbox, message), f"channel-{message.channel}")
+        elif inbox.wait(message) and inbox.dropped == 1:
+            logger.warning(
+                "agent %s: the handler of channel %s is slower than its messages come: the oldest waiting "
+                "ones are dropped",
+                self.agent_name,
+                message.channel,
+            )
+
+    async def _run_inbox(self, handler: ChannelHandler, inbox: ChannelInbox, message: Any) -> None:
+        """Handle `message`, then whatever waits in the inbox, until it is empty (one of its handler slots)."""
+        try:
+            while message is not None:
+                await self._handle_message(handler, message)
+                message = inbox.next()
+        finally:
+            inbox.running -= 1
 
     async def _handle_message(self, handler: ChannelHandler, message: Any) -> None:
         ctx = ChannelContext(self, message)

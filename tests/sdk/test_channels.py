@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from agent_runtime import Agent, ChannelContext, MeshClient, TaskContext
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,3 +57,44 @@ async def test_a_task_publishes_to_channel_subscribers(serve: Any, client: MeshC
     assert message.data == {"headline": "agents talk"}
     assert message.headers == {"source": task.id}
     assert message.publisher.startswith(f"agent/publisher/{agent.instance_id}")
+
+
+async def test_a_slow_handler_runs_a_bounded_number_at_once_and_the_oldest_waiting_are_dropped(
+    serve: Any, client: MeshClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent_runtime import _inbox
+
+    monkeypatch.setattr(_inbox, "HANDLERS_PER_CHANNEL", 2)
+    monkeypatch.setattr(_inbox, "MAX_WAITING_MESSAGES", 3)
+    caplog.set_level(logging.WARNING, logger="agent_runtime")
+    agent = Agent("slow-listener")
+    release = asyncio.Event()
+    running = 0
+    most_at_once = 0
+    handled: list[int] = []
+    all_arrived = asyncio.Event()
+
+    @agent.on_channel("busy")
+    async def on_busy(ctx: ChannelContext, message: dict[str, int]) -> None:
+        nonlocal running, most_at_once
+        running += 1
+        most_at_once = max(most_at_once, running)
+        await release.wait()
+        handled.append(message["n"])
+        running -= 1
+
+    @agent.on_channel("sentinel")
+    async def on_sentinel(ctx: ChannelContext, message: Any) -> None:
+        all_arrived.set()  # the stream is in order: every "busy" message came before this one
+
+    async with serve(agent):
+        for number in range(20):
+            await client.publish("busy", {"n": number})
+        await client.publish("sentinel", {})
+        await asyncio.wait_for(all_arrived.wait(), 10)
+        assert running == 2 and handled == []
+        release.set()
+        await eventually(lambda: len(handled) == 5, message="the two running and the three newest handled")
+    assert sorted(handled) == [0, 1, 17, 18, 19] and most_at_once == 2
+    warnings = [r.getMessage() for r in caplog.records if "slower than its messages come" in r.getMessage()]
+    assert len(warnings) == 1 and "channel busy" in warnings[0]
