@@ -11,6 +11,7 @@
 import { hostname } from "node:os";
 
 import { Backoff } from "./backoff";
+import { ChannelInbox } from "./inbox";
 import { Connection, type ConnectionOptions } from "./connection";
 import { cancelContext, ChannelContext, type ContextPort, type PublishOptions, TaskContext } from "./context";
 import { NotSerializableError, TaskError } from "./errors";
@@ -206,6 +207,9 @@ export class AgentRuntime implements LinkHandler, ContextPort {
   private readonly running = new Map<RefKey, Attempt>();
   private readonly backlog = new Map<RefKey, Assignment>(); // assigned beyond max_concurrency (rare)
   private readonly unacked = new Map<RefKey, TaskResult>();
+  private readonly inboxes = new Map<string, ChannelInbox>(); // per channel: handler calls running, messages waiting
+  /** [handler calls at once, messages waiting, bytes waiting] per channel (see inbox.ts; tests lower them). */
+  channelLimits: [number?, number?, number?] = [];
   private heldAtRegister = new Set<RefKey>();
   private session: LinkSession | undefined;
   private planeDrainSession: LinkSession | undefined;
@@ -684,15 +688,40 @@ export class AgentRuntime implements LinkHandler, ContextPort {
       this.logger.debug(`agent ${this.agentName}: message on ${message.channel} without a handler`);
       return;
     }
-    const ctx = new ChannelContext(this, message);
-    void (async () => {
-      try {
-        const data = decodePayload(message.payload);
-        await registration.handler(ctx, data);
-      } catch (error) {
-        ctx.log.warn("channel handler failed:", error);
+    let inbox = this.inboxes.get(message.channel);
+    if (inbox === undefined) {
+      inbox = new ChannelInbox(...this.channelLimits);
+      this.inboxes.set(message.channel, inbox);
+    }
+    if (inbox.hasRoomToRun()) {
+      inbox.running += 1;
+      void this.runInbox(registration, inbox, message);
+    } else if (inbox.wait(message) > 0 && inbox.dropped === 1) {
+      this.logger.warn(
+        `agent ${this.agentName}: the handler of channel ${message.channel} is slower than its messages come: ` +
+          "the oldest waiting ones are dropped",
+      );
+    }
+  }
+
+  /** Handle `message`, then whatever waits in the inbox, until it is empty (one of its handler slots). */
+  private async runInbox(
+    registration: ChannelRegistration,
+    inbox: ChannelInbox,
+    first: ChannelMessageProto,
+  ): Promise<void> {
+    try {
+      for (let message: ChannelMessageProto | undefined = first; message !== undefined; message = inbox.next()) {
+        const ctx = new ChannelContext(this, message);
+        try {
+          await registration.handler(ctx, decodePayload(message.payload));
+        } catch (error) {
+          ctx.log.warn("channel handler failed:", error);
+        }
       }
-    })();
+    } finally {
+      inbox.running -= 1;
+    }
   }
 
   // ------------------------------------------------------------ ContextPort

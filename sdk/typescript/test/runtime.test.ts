@@ -5,7 +5,7 @@ import { afterEach, describe, it } from "node:test";
 
 import { CancelledError } from "../src/errors";
 import type { LinkSession } from "../src/link";
-import { consoleLogger } from "../src/log";
+import { consoleLogger, type Logger } from "../src/log";
 import { decodePayload, encodePayload } from "../src/payload";
 import {
   type Assignment,
@@ -39,7 +39,12 @@ function registration(capability: string, handler: Handler, validate?: (x: unkno
 
 function makeRuntime(
   handlers: Record<string, Handler>,
-  options: { maxConcurrency?: number; channels?: Record<string, ChannelRegistration["handler"]>; validate?: Record<string, (x: unknown) => unknown> } = {},
+  options: {
+    maxConcurrency?: number;
+    channels?: Record<string, ChannelRegistration["handler"]>;
+    validate?: Record<string, (x: unknown) => unknown>;
+    logger?: Logger;
+  } = {},
 ): AgentRuntime {
   const tasks = new Map(
     Object.entries(handlers).map(([name, handler]) => [name, registration(name, handler, options.validate?.[name])]),
@@ -61,7 +66,7 @@ function makeRuntime(
     backoffMaxMs: 5_000,
     drainTimeoutMs: 1_000,
     stateTimeoutMs: 1_000,
-    logger: consoleLogger("silent"),
+    logger: options.logger ?? consoleLogger("silent"),
   };
   const runtime = new AgentRuntime(spec, "127.0.0.1:1", {});
   runtimes.push(runtime);
@@ -414,6 +419,54 @@ describe("AgentRuntime", () => {
     });
     await until(() => received.length === 1);
     assert.deepEqual(received, [{ hi: true }]);
+  });
+
+  it("runs a bounded number of a channel's handler calls at once, and drops the oldest waiting past a bound", async () => {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let running = 0;
+    let mostAtOnce = 0;
+    const handled: number[] = [];
+    const warnings: string[] = [];
+    const silent = consoleLogger("silent");
+    const runtime = makeRuntime(
+      {},
+      {
+        channels: {
+          "unit.busy": async (_ctx, data) => {
+            running += 1;
+            mostAtOnce = Math.max(mostAtOnce, running);
+            await released;
+            handled.push((data as { n: number }).n);
+            running -= 1;
+          },
+        },
+        logger: { ...silent, warn: (message: string) => void warnings.push(message) },
+      },
+    );
+    runtime.channelLimits = [2, 3];
+    const session = connect(runtime);
+    for (let n = 0; n < 20; n += 1) {
+      send(runtime, session, {
+        $case: "channelMessage",
+        channelMessage: {
+          channel: "unit.busy",
+          messageId: `m${n}`,
+          payload: encodePayload({ n }),
+          headers: {},
+          publisher: "client",
+          publishTime: new Date(),
+        },
+      });
+    }
+    await tick();
+    assert.equal(running, 2);
+    release();
+    await until(() => handled.length === 5);
+    await tick();
+    assert.deepEqual([...handled].sort((a, b) => a - b), [0, 1, 17, 18, 19]);
+    assert.equal(mostAtOnce, 2);
+    assert.equal(warnings.filter((w) => w.includes("channel unit.busy is slower")).length, 1);
   });
 
   it("reports load in heartbeats", async () => {
