@@ -44,6 +44,3 @@ class ChannelInbox:
         message = self._waiting.popleft()
         self._bytes -= len(message.payload.data)
         return message
-
-    def __len__(self) -> int:
-        return len(self._waiting)

@@ -12,8 +12,7 @@ import grpc
 
 from controlplane.api import convert
 from controlplane.api.context import call_context
-from controlplane.domain import channels as channel_limits
-from controlplane.domain.channels import ChannelMessage
+from controlplane.domain.channels import ChannelMessage, must_make_room
 from controlplane.domain.tasks import TaskFilter, TaskState
 from controlplane.errors import InvalidArgument
 from controlplane.observability.tracing import submit_span
@@ -194,7 +193,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
 
 class _QueueSubscriber:
     """A Subscribe stream's mailbox; a subscriber too slow to keep up loses the oldest messages (past
-    domain.channels.MAX_WAITING_MESSAGES or MAX_WAITING_BYTES; the newest always stays)."""
+    domain.channels.must_make_room; the newest always stays)."""
 
     def __init__(self, on_dropped: Callable[[], None]) -> None:
         self._waiting: deque[ChannelMessage] = deque()
@@ -205,10 +204,7 @@ class _QueueSubscriber:
 
     def deliver(self, message: ChannelMessage) -> None:
         size = len(message.payload.data)
-        while self._waiting and (
-            len(self._waiting) >= channel_limits.MAX_WAITING_MESSAGES
-            or self._bytes + size > channel_limits.MAX_WAITING_BYTES
-        ):
+        while must_make_room(len(self._waiting), self._bytes, size):
             oldest = self._waiting.popleft()
             self._bytes -= len(oldest.payload.data)
             self.dropped += 1

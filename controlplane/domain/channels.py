@@ -13,6 +13,11 @@ MAX_WAITING_MESSAGES = 1000
 MAX_WAITING_BYTES = 32 * 1024 * 1024
 
 
+def must_make_room(waiting: int, waiting_bytes: int, incoming_bytes: int) -> bool:
+    """Whether the oldest of `waiting` messages must go before one of `incoming_bytes` joins them."""
+    return waiting > 0 and (waiting >= MAX_WAITING_MESSAGES or waiting_bytes + incoming_bytes > MAX_WAITING_BYTES)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelMessage:
     channel: str

@@ -128,10 +128,7 @@ class AgentSession:
         if self.state is SessionState.CLOSED:
             return
         size = len(message.payload.data)
-        while self._pending_deliveries and (
-            self._pending_deliveries >= channels.MAX_WAITING_MESSAGES
-            or self._pending_delivery_bytes + size > channels.MAX_WAITING_BYTES
-        ):
+        while channels.must_make_room(self._pending_deliveries, self._pending_delivery_bytes, size):
             self._drop_oldest_delivery()
         self._pending_deliveries += 1
         self._pending_delivery_bytes += size

@@ -4,7 +4,10 @@ A bug is logged with its traceback every time. An outage of a backing service (t
 connections, or out of space: store.transient's unavailable_reason and storage_full_reason) is not a bug, and a
 loop that runs every second would otherwise log it every second for as long as it lasts: it is logged in one
 line when it starts, again at most once a minute while it lasts (with how many failures went unlogged
-meanwhile), and once when the loop's work goes through again.
+meanwhile), and once when the loop's work goes through again. A loop of several parts (the sweeper's steps)
+names the part that failed: its outage is over once every part that failed has gone through again (parts that
+only write, or run now and then, fail in a database that still reads, and must not make it look over in
+between).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class LoopErrors:
         self._outage_since: float | None = None
         self._last_line = 0.0
         self._unlogged = 0
+        self._failing: set[str] = set()  # parts whose last run failed
 
     @property
     def in_outage(self) -> bool:
@@ -44,8 +48,9 @@ class LoopErrors:
         """Failures of the outage in progress since its last line."""
         return self._unlogged
 
-    def failed(self, what: str, exc: Exception, *, outcome: str = "skipped") -> None:
+    def failed(self, what: str, exc: Exception, *, outcome: str = "skipped", part: str = "") -> None:
         """`what` (e.g. "sweep step deadlines") failed with `exc`: an outage ("`what` `outcome`: why"), or a bug."""
+        self._failing.add(part)
         reason = unavailable_reason(exc) or storage_full_reason(exc)
         if reason is None:
             self._logger.error("%s failed", what, exc_info=exc)
@@ -72,9 +77,10 @@ class LoopErrors:
         else:
             self._unlogged += 1
 
-    def succeeded(self) -> None:
-        """The loop's work went through: an outage in progress is over."""
-        if self._outage_since is None:
+    def succeeded(self, part: str = "") -> None:
+        """The loop's work (or `part` of it) went through: an outage in progress is over once no part fails."""
+        self._failing.discard(part)
+        if self._outage_since is None or self._failing:
             return
         self._logger.info("%s works again after %.0fs of outage", self._loop, self._clock() - self._outage_since)
         self._outage_since = None

@@ -51,7 +51,6 @@ class Sweeper(Component):
         self._last: dict[str, float] = {}
         self._started = 0.0
         self._sweep_errors = LoopErrors(logger, "the sweeper")
-        self._failing_steps: set[str] = set()
         self._housekeeping_errors = LoopErrors(logger, "housekeeping")
 
     @property
@@ -90,40 +89,32 @@ class Sweeper(Component):
         return False
 
     @staticmethod
-    async def _step(errors: LoopErrors, failing: set[str], name: str, action: Callable[[], Awaitable[object]]) -> None:
-        """Run one step; a failure is logged (see LoopErrors) and the other steps go on. `failing` holds the
-        steps whose last run failed: the outage is over once none does (steps that only write, or only run
-        now and then, fail in a database that still reads, and must not make it look over in between)."""
+    async def _step(errors: LoopErrors, name: str, action: Callable[[], Awaitable[object]]) -> None:
+        """Run one step; a failure is logged (see LoopErrors, the step being a part) and the other steps go on."""
         try:
             await action()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            errors.failed(f"sweep step {name}", exc)
-            failing.add(name)
+            errors.failed(f"sweep step {name}", exc, part=name)
             return
-        failing.discard(name)
-        if not failing:
-            errors.succeeded()
+        errors.succeeded(part=name)
 
     async def sweep_once(self) -> None:
         self._supervisor.expire_silent()
         overdue = self._supervisor.overdue_heartbeats()
-        errors, failing = self._sweep_errors, self._failing_steps
+        errors = self._sweep_errors
         if overdue:
-            await self._step(errors, failing, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
-        await self._step(errors, failing, "deadlines", self._recovery.time_out)
+            await self._step(errors, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
+        await self._step(errors, "deadlines", self._recovery.time_out)
         if self._due("replica", self._heartbeat_every):
-            await self._step(errors, failing, "replica-heartbeat", self.beat_replica)
-            await self._step(errors, failing, "liveness", self._agents.record_liveness)
+            await self._step(errors, "replica-heartbeat", self.beat_replica)
+            await self._step(errors, "liveness", self._agents.record_liveness)
         if self.settled and self._due("recovery", self._lease / 2):
-            reap = self._recovery.reap_replicas
-            await self._step(errors, failing, "reap-replicas", lambda: reap(lease_timeout=self._lease))
+            await self._step(errors, "reap-replicas", lambda: self._recovery.reap_replicas(lease_timeout=self._lease))
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease
-            await self._step(
-                errors, failing, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff)
-            )
+            await self._step(errors, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff))
 
     async def _run(self) -> None:
         while True:
@@ -131,7 +122,7 @@ class Sweeper(Component):
             await self.sweep_once()
 
     async def housekeep_once(self) -> None:
-        await self._step(self._housekeeping_errors, set(), "retention", self._retention.purge)
+        await self._step(self._housekeeping_errors, "retention", self._retention.purge)
 
     async def _housekeeping(self) -> None:
         while True:

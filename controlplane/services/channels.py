@@ -70,9 +70,9 @@ class ChannelService:
         self.delivered = 0
         self.dropped_deliveries = 0  # for subscribers slower than their messages (domain.channels)
 
-    def count_dropped(self, count: int = 1) -> None:
-        """A subscriber too slow to keep up lost `count` waiting messages."""
-        self.dropped_deliveries += count
+    def count_dropped(self) -> None:
+        """A subscriber too slow to keep up lost a waiting message."""
+        self.dropped_deliveries += 1
 
     async def _remember(self, channel: str) -> None:
         if channel in self._known_channels:

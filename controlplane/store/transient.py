@@ -59,8 +59,7 @@ def storage_full_reason(exc: BaseException) -> str | None:
     disk_full = _sqlstate(exc, lambda state: state == _DISK_FULL)
     if disk_full is not None:
         return f"the database is out of disk space ({disk_full})"
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    if isinstance(orig, sqlite3.OperationalError) and "database or disk is full" in str(orig):
+    if _sqlite_says(exc, "database or disk is full"):
         return "the SQLite database is out of space (database or disk is full)"
     return None
 
@@ -85,14 +84,14 @@ def unavailable_reason(exc: BaseException) -> str | None:
     gave_up = _sqlstate(exc, lambda state: state.startswith(_GAVE_UP_CLASS) or state in _GAVE_UP_STATES)
     if gave_up is not None:
         return f"the database gave up on a statement: a timeout, lock wait or deadlock ({gave_up})"
-    if _sqlite_locked(exc):
+    if _sqlite_says(exc, "database is locked"):  # SQLITE_BUSY: another process held the lock past the timeout
         return "the SQLite database is locked by another writer (its busy timeout passed)"
     if isinstance(exc, OSError | ConnectionError):
         return f"a backing service is unreachable ({type(exc).__name__})"
     return None
 
 
-def _sqlite_locked(exc: BaseException) -> bool:
-    """SQLite's SQLITE_BUSY: another connection (another process) held the write lock past the busy timeout."""
+def _sqlite_says(exc: BaseException, text: str) -> bool:
+    """Whether `exc` is (or wraps) SQLite's OperationalError saying `text`."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
+    return isinstance(orig, sqlite3.OperationalError) and text in str(orig)

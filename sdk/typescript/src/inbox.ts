@@ -22,10 +22,10 @@ function sizeOf(message: ChannelMessageProto): number {
   return kind?.$case === "json" ? (JSON.stringify(kind.json) ?? "").length : 0;
 }
 
-export class ChannelInbox<M extends ChannelMessageProto = ChannelMessageProto> {
+export class ChannelInbox {
   running = 0;
   dropped = 0;
-  private readonly waiting: M[] = [];
+  private readonly waiting: ChannelMessageProto[] = [];
   private head = 0;
   private bytes = 0;
 
@@ -44,7 +44,7 @@ export class ChannelInbox<M extends ChannelMessageProto = ChannelMessageProto> {
   }
 
   /** Queue `message` for the next free handler; returns how many older ones it pushed out. */
-  wait(message: M): number {
+  wait(message: ChannelMessageProto): number {
     const size = sizeOf(message);
     const before = this.dropped;
     while (this.size > 0 && (this.size >= this.maxWaiting || this.bytes + size > this.maxWaitingBytes)) {
@@ -56,7 +56,7 @@ export class ChannelInbox<M extends ChannelMessageProto = ChannelMessageProto> {
     return this.dropped - before;
   }
 
-  next(): M | undefined {
+  next(): ChannelMessageProto | undefined {
     if (this.size === 0) {
       return undefined;
     }
@@ -65,8 +65,8 @@ export class ChannelInbox<M extends ChannelMessageProto = ChannelMessageProto> {
     return message;
   }
 
-  private take(): M {
-    const message = this.waiting[this.head] as M;
+  private take(): ChannelMessageProto {
+    const message = this.waiting[this.head] as ChannelMessageProto;
     this.head += 1;
     if (this.head > 1024 && this.head * 2 > this.waiting.length) {
       this.waiting.splice(0, this.head); // compact now and then: shifting one by one is O(n) each
