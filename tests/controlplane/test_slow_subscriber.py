@@ -96,24 +96,24 @@ async def test_an_agent_that_stops_reading_loses_the_oldest_messages_not_the_pla
         grpc.aio.insecure_channel(plane.address) as agent_channel,
         grpc.aio.insecure_channel(plane.address, options=[("grpc.use_local_subchannel_pool", 1)]) as client,
     ):
-        frames: asyncio.Queue[al.ConnectRequest] = asyncio.Queue()
-        await frames.put(
-            al.ConnectRequest(
-                register=al.Register(
-                    agent_name="slow",
-                    agent_version="1",
-                    instance_id="slow-1",
-                    capabilities=[common_pb2.Capability(name="demo.echo")],
-                    max_concurrency=1,
-                    sdk=common_pb2.SdkInfo(language="python", version="test"),
-                    subscriptions=["news"],
-                )
+        register = al.ConnectRequest(
+            register=al.Register(
+                agent_name="slow",
+                agent_version="1",
+                instance_id="slow-1",
+                capabilities=[common_pb2.Capability(name="demo.echo")],
+                max_concurrency=1,
+                sdk=common_pb2.SdkInfo(language="python", version="test"),
+                subscriptions=["news"],
             )
         )
+        heartbeat_every = plane.settings.heartbeat_interval.total_seconds() / 2
 
         async def requests() -> AsyncIterator[al.ConnectRequest]:
-            while True:
-                yield await frames.get()
+            yield register
+            while True:  # alive (its heartbeats keep the session), however little of its stream it reads
+                await asyncio.sleep(heartbeat_every)
+                yield al.ConnectRequest(heartbeat=al.Heartbeat(in_flight=0, load=0.0))
 
         stream = agent_link_pb2_grpc.AgentLinkServiceStub(agent_channel).Connect(requests())
         assert (await stream.read()).WhichOneof("frame") == "registered"
