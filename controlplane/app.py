@@ -125,7 +125,9 @@ class ControlPlane(Component):
         self.recovery = RecoveryService(store, self.cluster, replica_id=self.replica_id)
         self.state = StateService(store, max_payload_bytes=s.max_payload_bytes)
         self.audit = AuditTrail(store, s)
-        self.channels = ChannelService(self.bus, store, self.audit, max_payload_bytes=s.max_payload_bytes)
+        self.channels = ChannelService(
+            self.bus, store, self.audit, max_payload_bytes=s.max_payload_bytes, use_refresh=s.channel_use_refresh
+        )
         self.agents = AgentService(
             store,
             self.registry,
@@ -179,7 +181,9 @@ class ControlPlane(Component):
                 store,
                 task_retention=s.task_retention.total_seconds(),
                 audit_retention=s.audit_retention.total_seconds(),
+                channel_retention=s.channel_retention.total_seconds(),
             ),
+            record_channel_uses=self.channels.record_subscribed_uses,
             settings=s,
             replica_id=self.replica_id,
             address=lambda: self.address,

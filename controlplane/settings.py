@@ -118,9 +118,14 @@ class Settings(BaseSettings):
     audit_retention: Duration = Field(
         timedelta(days=90), description="How long audit entries are kept; 0 keeps them forever."
     )
+    channel_retention: Duration = Field(
+        timedelta(days=7),
+        description="How long a channel nobody publishes to or subscribes to stays listed; 0 lists every channel "
+        "ever used.",
+    )
     housekeeping_interval: Duration = Field(
         timedelta(seconds=30),
-        description="How often expired state, and tasks and audit entries past their retention, are deleted.",
+        description="How often expired state, and tasks, audit entries and channels past their retention, are deleted.",
     )
 
     metrics_listen: str = Field("", description="Prometheus /metrics listen address (host:port); empty disables.")
@@ -140,7 +145,7 @@ class Settings(BaseSettings):
             raise ValueError("lease_timeout must be longer than heartbeat_interval")
         if self.default_max_backoff < self.default_initial_backoff:
             raise ValueError("default_max_backoff must be >= default_initial_backoff")
-        for name in ("task_retention", "audit_retention"):
+        for name in ("task_retention", "audit_retention", "channel_retention"):
             if getattr(self, name) < timedelta(0):
                 raise ValueError(f"{name} must be >= 0 (0 keeps everything)")
         if self.housekeeping_interval <= timedelta(0):
@@ -153,6 +158,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'meshplane.db').resolve()}"
+
+    @property
+    def channel_use_refresh(self) -> float:
+        """Seconds after which a replica records a channel's use again: an hour, or a tenth of a shorter
+        retention, so that a channel in use never looks unused for its retention."""
+        retention = self.channel_retention.total_seconds()
+        return min(3600.0, retention / 10) if retention > 0 else 3600.0
 
     @property
     def embedded_nats(self) -> bool:

@@ -479,7 +479,11 @@ def channel_message_to_proto(message: ChannelMessage, *, for_agent: bool = False
 
 
 def channel_to_proto(channel: Channel) -> channel_pb2.Channel:
-    return channel_pb2.Channel(name=channel.name, create_time=timestamp(channel.create_time))
+    return channel_pb2.Channel(
+        name=channel.name,
+        create_time=timestamp(channel.create_time),
+        last_use_time=timestamp(channel.last_use_time),
+    )
 
 
 def state_entry_to_proto(entry: StateEntry) -> state_pb2.StateEntry:

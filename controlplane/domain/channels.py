@@ -32,3 +32,4 @@ class ChannelMessage:
 class Channel:
     name: str
     create_time: float
+    last_use_time: float

@@ -31,6 +31,7 @@ class Sweeper(Component):
         recovery: RecoveryService,
         agents: AgentService,
         retention: Retention,
+        record_channel_uses: Callable[[], Awaitable[object]],
         settings: Settings,
         replica_id: str,
         address: Callable[[], str],
@@ -41,6 +42,7 @@ class Sweeper(Component):
         self._recovery = recovery
         self._agents = agents
         self._retention = retention
+        self._record_channel_uses = record_channel_uses
         self._housekeeping_every = settings.housekeeping_interval.total_seconds()
         self._replica_id = replica_id
         self._address = address
@@ -122,6 +124,7 @@ class Sweeper(Component):
             await self.sweep_once()
 
     async def housekeep_once(self) -> None:
+        await self._step(self._housekeeping_errors, "channel-uses", self._record_channel_uses)
         await self._step(self._housekeeping_errors, "retention", self._retention.purge)
 
     async def _housekeeping(self) -> None:

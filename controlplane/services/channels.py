@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -28,10 +29,11 @@ from controlplane.validation import Violations
 
 logger = logging.getLogger(__name__)
 
-# Channel names known to have their row, remembered so that a publish does not write it again. Bounded:
-# clients that use a channel per request (reply channels) would otherwise grow every replica for ever; a
-# name forgotten costs one idempotent insert when it is used again.
+# Channel names whose use this replica has recorded lately (their row's last_use_time), remembered so that a
+# publish does not write it again. Bounded: clients that use a channel per request (reply channels) would
+# otherwise grow every replica for ever; a name forgotten costs one idempotent upsert when it is used again.
 KNOWN_CHANNELS = 10_000
+USES_PER_WRITE = 500  # subscribed channels whose use one housekeeping statement records
 
 
 class ChannelSubscriber(Protocol):
@@ -54,18 +56,21 @@ class ChannelService:
         audit: AuditTrail,
         *,
         max_payload_bytes: int,
+        use_refresh: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`use_refresh`: seconds after which this replica records a channel's use again (its last_use_time)."""
         self._bus = bus
         self._store = store
         self._audit = audit
         self._max_payload_bytes = max_payload_bytes
+        self._use_refresh = use_refresh
         self._clock = clock
         self._local: dict[str, set[ChannelSubscriber]] = defaultdict(set)
         self._nats_subscriptions: dict[str, Subscription] = {}
         # One lock per channel while someone subscribes or unsubscribes to it (counted, so it can go).
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._known_channels: OrderedDict[str, None] = OrderedDict()
+        self._known_channels: OrderedDict[str, float] = OrderedDict()  # name → when its use was recorded
         self._background = TaskOwner("channels")
         self.delivered = 0
         self.dropped_deliveries = 0  # for subscribers slower than their messages (domain.channels)
@@ -75,17 +80,33 @@ class ChannelService:
         self.dropped_deliveries += 1
 
     async def _remember(self, channel: str) -> None:
-        if channel in self._known_channels:
+        recorded = self._known_channels.get(channel)
+        if recorded is not None and self._clock() - recorded < self._use_refresh:
             self._known_channels.move_to_end(channel)
             return
+        await self._record_uses([channel])
+
+    async def _record_uses(self, names: list[str]) -> None:
+        now = self._clock()
 
         async def work(uow: UnitOfWork) -> None:
-            await uow.channels.ensure(channel, now=self._clock())
+            await uow.channels.touch(names, now=now)
 
         await self._store.run(work)
-        self._known_channels[channel] = None
+        for name in names:
+            self._known_channels[name] = now
+            self._known_channels.move_to_end(name)
         while len(self._known_channels) > KNOWN_CHANNELS:
             self._known_channels.popitem(last=False)
+
+    async def record_subscribed_uses(self) -> int:
+        """Record a use of every channel with a subscriber here, unless recorded lately (run by housekeeping):
+        a channel listened to but quiet is in use, and retention must not take it. Returns how many."""
+        now = self._clock()
+        due = [name for name in self._local if now - self._known_channels.get(name, -math.inf) >= self._use_refresh]
+        for start in range(0, len(due), USES_PER_WRITE):
+            await self._record_uses(due[start : start + USES_PER_WRITE])
+        return len(due)
 
     @contextlib.asynccontextmanager
     async def _locked(self, channel: str) -> AsyncIterator[None]:

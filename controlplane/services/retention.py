@@ -1,6 +1,6 @@
 """Retention: what has outlived its time is deleted — expired state entries, ended tasks (with their events
-and attempts) and audit entries. Each batch is its own short transaction; a pass goes on until nothing old
-is left."""
+and attempts), audit entries and channels nobody has used for a while. Each batch is its own short
+transaction; a pass goes on until nothing old is left."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Purged:
     state_entries: int
     tasks: int
     audit_entries: int
+    channels: int
 
 
 class Retention:
@@ -30,12 +31,14 @@ class Retention:
         *,
         task_retention: float,
         audit_retention: float,
+        channel_retention: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Retentions in seconds; 0 keeps everything of that kind. Expired state always goes."""
         self._store = store
         self._task_retention = task_retention
         self._audit_retention = audit_retention
+        self._channel_retention = channel_retention
         self._clock = clock
 
     async def purge(self) -> Purged:
@@ -47,9 +50,18 @@ class Retention:
             tasks = await self._drain(lambda uow: uow.tasks.purge_ended(ended_before=task_cutoff, limit=BATCH))
         if self._audit_retention > 0:
             audit_entries = await self._drain(lambda uow: uow.audit.purge_before(audit_cutoff, limit=BATCH))
-        if tasks or audit_entries:
-            logger.info("retention: deleted %d ended tasks and %d audit entries", tasks, audit_entries)
-        return Purged(state_entries, tasks, audit_entries)
+        channels = 0
+        if self._channel_retention > 0:
+            channel_cutoff = now - self._channel_retention
+            channels = await self._drain(lambda uow: uow.channels.purge_unused_since(channel_cutoff, limit=BATCH))
+        if tasks or audit_entries or channels:
+            logger.info(
+                "retention: deleted %d ended tasks, %d audit entries and %d unused channels",
+                tasks,
+                audit_entries,
+                channels,
+            )
+        return Purged(state_entries, tasks, audit_entries, channels)
 
     async def _drain(self, batch: Callable[[UnitOfWork], Awaitable[int]]) -> int:
         """Run `batch` (deleting up to BATCH rows) in transaction after transaction until one deletes fewer."""

@@ -19,15 +19,38 @@ class ChannelRepository:
         self._conn = conn
         self._postgres = postgres
 
-    async def ensure(self, name: str, *, now: float) -> None:
+    async def touch(self, names: Sequence[str], *, now: float) -> None:
+        """Record a use of each channel: its row is created if missing, its last use set to `now`."""
+        if not names:
+            return
         insert = postgresql.insert(channels) if self._postgres else sqlite.insert(channels)
-        await self._conn.execute(insert.values(name=name, create_time=now).on_conflict_do_nothing())
+        rows = [{"name": name, "create_time": now, "last_use_time": now} for name in sorted(set(names))]
+        await self._conn.execute(
+            insert.values(rows).on_conflict_do_update(
+                index_elements=[channels.c.name], set_={"last_use_time": insert.excluded.last_use_time}
+            )
+        )
 
     async def list_page(self, *, limit: int, after_name: str | None) -> list[Channel]:
         query = sa.select(channels).order_by(channels.c.name).limit(limit)
         if after_name:
             query = query.where(channels.c.name > after_name)
-        return [Channel(row.name, row.create_time) for row in await self._conn.execute(query)]
+        return [Channel(row.name, row.create_time, row.last_use_time) for row in await self._conn.execute(query)]
+
+    async def purge_unused_since(self, cutoff: float, *, limit: int) -> int:
+        """Delete up to `limit` channels last used before `cutoff`, least recently used first, in one statement."""
+        old = (
+            sa.select(channels.c.name)
+            .where(channels.c.last_use_time < cutoff)
+            .order_by(channels.c.last_use_time)
+            .limit(limit)
+        )
+        # The cutoff again: a use recorded meanwhile on another replica keeps the channel (PostgreSQL
+        # re-checks a row updated under the delete).
+        result = await self._conn.execute(
+            channels.delete().where(channels.c.name.in_(old), channels.c.last_use_time < cutoff)
+        )
+        return int(result.rowcount)
 
 
 class AuditRepository:

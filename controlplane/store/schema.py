@@ -219,6 +219,8 @@ channels = sa.Table(
     metadata,
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("create_time", EpochTime, nullable=False),
+    sa.Column("last_use_time", EpochTime, nullable=False),
+    sa.Index("ix_channels_last_use_time", "last_use_time"),
 )
 
 state_entries = sa.Table(

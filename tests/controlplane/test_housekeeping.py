@@ -1,5 +1,5 @@
-"""Housekeeping through a running plane: ended tasks and audit entries go once their retention is over;
-live tasks stay. And the retention settings' validation."""
+"""Housekeeping through a running plane: ended tasks, audit entries and unused channels go once their
+retention is over; live tasks and channels in use stay. And the retention settings' validation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
-from meshplane.v1 import common_pb2, state_pb2, state_pb2_grpc, task_pb2
+from meshplane.v1 import channel_pb2, channel_pb2_grpc, common_pb2, state_pb2, state_pb2_grpc, task_pb2
 from tests.controlplane.helpers import get_task, submit
 from tests.controlplane.test_lifecycle import wait_state
 from tests.support.eventually import eventually
@@ -68,6 +68,45 @@ async def test_ended_tasks_and_audit_entries_are_deleted_after_their_retention(
         await agent.close()
 
 
+async def test_channels_nobody_uses_for_their_retention_are_no_longer_listed(tmp_path: Path, database_url: str) -> None:
+    async with (
+        running_plane(
+            tmp_path / "plane", database_url=database_url, channel_retention="2s", housekeeping_interval="0.1s"
+        ) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        stub = channel_pb2_grpc.ChannelServiceStub(channel)
+        payload = common_pb2.Payload(data=b"{}", content_type="application/json")
+
+        async def listed() -> dict[str, channel_pb2.Channel]:
+            page = await stub.ListChannels(channel_pb2.ListChannelsRequest(page_size=1000))
+            return {c.name: c for c in page.channels}
+
+        # Used before "gone" is: without their later uses being recorded they would go first.
+        heard = stub.Subscribe(channel_pb2.SubscribeRequest(channel="quiet.but.heard"))
+        assert (await heard.read()).WhichOneof("event") == "started"
+        await stub.Publish(channel_pb2.PublishRequest(channel="busy", payload=payload))
+        await stub.Publish(channel_pb2.PublishRequest(channel="gone", payload=payload))
+        first = await listed()
+        assert set(first) == {"quiet.but.heard", "busy", "gone"}
+        assert first["gone"].last_use_time == first["gone"].create_time
+
+        async def gone_is_gone() -> bool:
+            await stub.Publish(channel_pb2.PublishRequest(channel="busy", payload=payload))
+            return "gone" not in await listed()
+
+        await eventually(gone_is_gone, timeout=20, interval=0.1)
+        now = await listed()
+        assert set(now) == {"quiet.but.heard", "busy"}, "a channel published to or listened to stays"
+        for name in ("quiet.but.heard", "busy"):
+            assert now[name].create_time == first[name].create_time
+            assert now[name].last_use_time.ToNanoseconds() > first[name].last_use_time.ToNanoseconds()
+
+        await stub.Publish(channel_pb2.PublishRequest(channel="gone", payload=payload))  # used again: back
+        assert "gone" in await listed()
+        heard.cancel()
+
+
 async def _none_left(count: Callable[[], Awaitable[int]]) -> bool:
     return await count() == 0
 
@@ -76,6 +115,12 @@ def test_retention_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, task_retention="7d", audit_retention="0")
     assert settings.task_retention == timedelta(days=7)
     assert settings.audit_retention == timedelta(0)
+    assert settings.channel_retention == timedelta(days=7)
+    assert settings.channel_use_refresh == 3600  # at most an hour stale
+    assert Settings(data_dir=tmp_path, channel_retention="2s").channel_use_refresh == 0.2
+    assert Settings(data_dir=tmp_path, channel_retention="0").channel_use_refresh == 3600
+    with pytest.raises(ValidationError, match="channel_retention must be >= 0"):
+        Settings(data_dir=tmp_path, channel_retention="-1s")
     with pytest.raises(ValidationError, match="task_retention must be >= 0"):
         Settings(data_dir=tmp_path, task_retention="-1s")
     with pytest.raises(ValidationError, match="housekeeping_interval must be > 0"):

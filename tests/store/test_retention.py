@@ -1,5 +1,5 @@
-"""Retention on both stores: ended tasks (with their events and attempts) and audit entries past their time
-are deleted, a batch per transaction until none is left; nothing live or recent is touched."""
+"""Retention on both stores: ended tasks (with their events and attempts), audit entries and channels past
+their time are deleted, a batch per transaction until none is left; nothing live or recent is touched."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from controlplane.domain.tasks import TaskState
 from controlplane.ids import lowest_id_at, new_id
 from controlplane.services import retention as retention_module
 from controlplane.services.retention import Retention
-from controlplane.store.schema import audit_events, task_attempts, task_events, tasks
+from controlplane.store.schema import audit_events, channels, task_attempts, task_events, tasks
 from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
 
@@ -135,6 +135,43 @@ async def test_a_zero_retention_keeps_everything(store: Store) -> None:
     await _end(store, ids, state=TaskState.SUCCEEDED, at=now - 365 * DAY)
     async with store.transaction() as uow:
         await uow.audit.record_many([AuditEntry("client/a", "state.put", "ancient", now - 365 * DAY)])
+        await uow.channels.touch(["ancient"], now=now - 365 * DAY)
     purged = await Retention(store, task_retention=0, audit_retention=0, clock=lambda: now).purge()
-    assert (purged.tasks, purged.audit_entries) == (0, 0)
+    assert (purged.tasks, purged.audit_entries, purged.channels) == (0, 0, 0)
     assert await _count(store, tasks, tasks.c.id, ids) == 2
+    assert await _count(store, channels, channels.c.name, ["ancient"]) == 1
+
+
+async def test_a_channel_use_moves_its_last_use_and_keeps_its_first(store: Store) -> None:
+    now = time.time()
+    async with store.transaction() as uow:
+        await uow.channels.touch(["b", "a", "b"], now=now - 10)  # a name twice in one write is one use
+    async with store.transaction() as uow:
+        await uow.channels.touch(["a", "c"], now=now)
+    async with store.reader() as uow:
+        listed = await uow.channels.list_page(limit=10, after_name=None)
+    assert [c.name for c in listed] == ["a", "b", "c"]
+    first = {c.name: c.create_time for c in listed}
+    last = {c.name: c.last_use_time for c in listed}
+    assert first == pytest.approx({"a": now - 10, "b": now - 10, "c": now}, abs=1e-3)
+    assert last == pytest.approx({"a": now, "b": now - 10, "c": now}, abs=1e-3)
+
+
+async def test_channels_unused_for_their_retention_are_deleted_and_come_back_when_used(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention_module, "BATCH", 4)
+    now = time.time()
+    unused = [f"reply.{n}" for n in range(10)]
+    async with store.transaction() as uow:
+        await uow.channels.touch([*unused, "news"], now=now - 8 * DAY)
+        await uow.channels.touch(["news"], now=now - 6 * DAY)  # created long ago, used within the week
+    purged = await Retention(
+        store, task_retention=0, audit_retention=0, channel_retention=7 * DAY, clock=lambda: now
+    ).purge()
+    assert purged.channels == 10
+    assert await _count(store, channels, channels.c.name, unused) == 0
+    assert await _count(store, channels, channels.c.name, ["news"]) == 1
+    async with store.transaction() as uow:
+        await uow.channels.touch(["reply.3"], now=now)
+    assert await _count(store, channels, channels.c.name, unused) == 1

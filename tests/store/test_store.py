@@ -7,6 +7,7 @@ import dataclasses
 import time
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -16,7 +17,7 @@ from controlplane.domain.state import StateEntry
 from controlplane.domain.tasks import Task, TaskFilter, TaskState, TaskTarget
 from controlplane.store import migrate
 from controlplane.store.database import Database
-from controlplane.store.schema import metadata, tasks
+from controlplane.store.schema import channels, metadata, tasks
 from controlplane.store.sql import DuplicateKey
 from controlplane.store.tasks import StickyKind, Takers
 from controlplane.store.unit_of_work import Store
@@ -36,6 +37,27 @@ async def test_migrations_create_exactly_the_declared_schema(store: Store) -> No
 
 async def test_upgrade_is_idempotent(store: Store) -> None:
     assert await migrate.upgrade(store.database) == migrate.head_revision()
+
+
+async def test_channels_of_an_older_schema_keep_their_names_and_are_last_used_when_first_used(
+    database_url: str,
+) -> None:
+    database = Database(database_url, pool_size=2)
+    try:
+        assert await migrate.upgrade(database, "0002") == "0002"
+        created = time.time() - 3600
+        async with database.transaction() as conn:
+            await conn.execute(
+                sa.text("INSERT INTO channels (name, create_time) VALUES ('news', :created)"),
+                {"created": channels.c.create_time.type.process_bind_param(created, conn.dialect)},
+            )
+        assert await migrate.upgrade(database) == migrate.head_revision()
+        async with Store(database).reader() as uow:
+            [news] = await uow.channels.list_page(limit=10, after_name=None)
+        assert news.name == "news"
+        assert news.create_time == news.last_use_time == pytest.approx(created, abs=1e-3)
+    finally:
+        await database.dispose()
 
 
 async def test_task_round_trips_through_the_store(store: Store) -> None:

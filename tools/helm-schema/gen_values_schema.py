@@ -57,6 +57,7 @@ CHART_SET_ENV = [
     "MESHPLANE_DB_POOL_SIZE",
     "MESHPLANE_TASK_RETENTION",
     "MESHPLANE_AUDIT_RETENTION",
+    "MESHPLANE_CHANNEL_RETENTION",
     "MESHPLANE_METRICS_LISTEN",
     "MESHPLANE_LOG_LEVEL",
     "MESHPLANE_LOG_FORMAT",
@@ -254,6 +255,7 @@ control_plane = obj(
                 "dbPoolSize": {"type": "integer", "minimum": 1, "maximum": 200},
                 "taskRetention": {"$ref": "#/definitions/retention"},
                 "auditRetention": {"$ref": "#/definitions/retention"},
+                "channelRetention": {"$ref": "#/definitions/retention"},
                 "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]},
                 "logFormat": {"type": "string", "enum": ["json", "text"]},
             }

@@ -120,7 +120,11 @@ type Channel struct {
 	// Channel name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// First use.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Last publish, or last time a subscriber was seen on it; refreshed at
+	// most once an hour per replica, so up to an hour old. A channel unused
+	// for the channel retention is no longer listed.
+	LastUseTime   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +169,13 @@ func (x *Channel) GetName() string {
 func (x *Channel) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Channel) GetLastUseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUseTime
 	}
 	return nil
 }
@@ -583,11 +594,12 @@ const file_meshplane_v1_channel_proto_rawDesc = "" +
 	"\fpublish_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
 	"\aChannel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vcreate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xe8\x01\n" +
+	"createTime\x12>\n" +
+	"\rlast_use_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\"\xe8\x01\n" +
 	"\x0ePublishRequest\x12\x1e\n" +
 	"\achannel\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\achannel\x125\n" +
 	"\apayload\x18\x02 \x01(\v2\x15.meshplane.v1.PayloadB\x04\xe2A\x01\x02R\apayload\x12C\n" +
@@ -650,23 +662,24 @@ var file_meshplane_v1_channel_proto_depIdxs = []int32{
 	9,  // 1: meshplane.v1.ChannelMessage.headers:type_name -> meshplane.v1.ChannelMessage.HeadersEntry
 	12, // 2: meshplane.v1.ChannelMessage.publish_time:type_name -> google.protobuf.Timestamp
 	12, // 3: meshplane.v1.Channel.create_time:type_name -> google.protobuf.Timestamp
-	11, // 4: meshplane.v1.PublishRequest.payload:type_name -> meshplane.v1.Payload
-	10, // 5: meshplane.v1.PublishRequest.headers:type_name -> meshplane.v1.PublishRequest.HeadersEntry
-	0,  // 6: meshplane.v1.PublishResponse.message:type_name -> meshplane.v1.ChannelMessage
-	5,  // 7: meshplane.v1.SubscribeResponse.started:type_name -> meshplane.v1.SubscriptionStarted
-	0,  // 8: meshplane.v1.SubscribeResponse.message:type_name -> meshplane.v1.ChannelMessage
-	1,  // 9: meshplane.v1.ListChannelsResponse.channels:type_name -> meshplane.v1.Channel
-	2,  // 10: meshplane.v1.ChannelService.Publish:input_type -> meshplane.v1.PublishRequest
-	4,  // 11: meshplane.v1.ChannelService.Subscribe:input_type -> meshplane.v1.SubscribeRequest
-	7,  // 12: meshplane.v1.ChannelService.ListChannels:input_type -> meshplane.v1.ListChannelsRequest
-	3,  // 13: meshplane.v1.ChannelService.Publish:output_type -> meshplane.v1.PublishResponse
-	6,  // 14: meshplane.v1.ChannelService.Subscribe:output_type -> meshplane.v1.SubscribeResponse
-	8,  // 15: meshplane.v1.ChannelService.ListChannels:output_type -> meshplane.v1.ListChannelsResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 4: meshplane.v1.Channel.last_use_time:type_name -> google.protobuf.Timestamp
+	11, // 5: meshplane.v1.PublishRequest.payload:type_name -> meshplane.v1.Payload
+	10, // 6: meshplane.v1.PublishRequest.headers:type_name -> meshplane.v1.PublishRequest.HeadersEntry
+	0,  // 7: meshplane.v1.PublishResponse.message:type_name -> meshplane.v1.ChannelMessage
+	5,  // 8: meshplane.v1.SubscribeResponse.started:type_name -> meshplane.v1.SubscriptionStarted
+	0,  // 9: meshplane.v1.SubscribeResponse.message:type_name -> meshplane.v1.ChannelMessage
+	1,  // 10: meshplane.v1.ListChannelsResponse.channels:type_name -> meshplane.v1.Channel
+	2,  // 11: meshplane.v1.ChannelService.Publish:input_type -> meshplane.v1.PublishRequest
+	4,  // 12: meshplane.v1.ChannelService.Subscribe:input_type -> meshplane.v1.SubscribeRequest
+	7,  // 13: meshplane.v1.ChannelService.ListChannels:input_type -> meshplane.v1.ListChannelsRequest
+	3,  // 14: meshplane.v1.ChannelService.Publish:output_type -> meshplane.v1.PublishResponse
+	6,  // 15: meshplane.v1.ChannelService.Subscribe:output_type -> meshplane.v1.SubscribeResponse
+	8,  // 16: meshplane.v1.ChannelService.ListChannels:output_type -> meshplane.v1.ListChannelsResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_meshplane_v1_channel_proto_init() }

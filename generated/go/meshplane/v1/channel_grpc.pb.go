@@ -36,7 +36,8 @@ type ChannelServiceClient interface {
 	// Streams a channel's messages. The first response confirms the
 	// subscription is live; messages follow until the client goes away.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
-	// Lists channels that have been used.
+	// Lists channels that have been used: published to or subscribed to
+	// within the channel retention (MESHPLANE_CHANNEL_RETENTION, 7 days).
 	ListChannels(ctx context.Context, in *ListChannelsRequest, opts ...grpc.CallOption) (*ListChannelsResponse, error)
 }
 
@@ -99,7 +100,8 @@ type ChannelServiceServer interface {
 	// Streams a channel's messages. The first response confirms the
 	// subscription is live; messages follow until the client goes away.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
-	// Lists channels that have been used.
+	// Lists channels that have been used: published to or subscribed to
+	// within the channel retention (MESHPLANE_CHANNEL_RETENTION, 7 days).
 	ListChannels(context.Context, *ListChannelsRequest) (*ListChannelsResponse, error)
 	mustEmbedUnimplementedChannelServiceServer()
 }

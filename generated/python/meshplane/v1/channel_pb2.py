@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from meshplane.v1 import common_pb2 as meshplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshplane/v1/channel.proto\x12\x0cmeshplane.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19meshplane/v1/common.proto\"\x8e\x02\n\x0e\x43hannelMessage\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12&\n\x07payload\x18\x03 \x01(\x0b\x32\x15.meshplane.v1.Payload\x12:\n\x07headers\x18\x04 \x03(\x0b\x32).meshplane.v1.ChannelMessage.HeadersEntry\x12\x11\n\tpublisher\x18\x05 \x01(\t\x12\x30\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x07\x43hannel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\x0ePublishRequest\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x07payload\x18\x02 \x01(\x0b\x32\x15.meshplane.v1.PayloadB\x04\xe2\x41\x01\x02\x12:\n\x07headers\x18\x03 \x03(\x0b\x32).meshplane.v1.PublishRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x0fPublishResponse\x12-\n\x07message\x18\x01 \x01(\x0b\x32\x1c.meshplane.v1.ChannelMessage\")\n\x10SubscribeRequest\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x13SubscriptionStarted\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"\x83\x01\n\x11SubscribeResponse\x12\x34\n\x07started\x18\x01 \x01(\x0b\x32!.meshplane.v1.SubscriptionStartedH\x00\x12/\n\x07message\x18\x02 \x01(\x0b\x32\x1c.meshplane.v1.ChannelMessageH\x00\x42\x07\n\x05\x65vent\"<\n\x13ListChannelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListChannelsResponse\x12\'\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x15.meshplane.v1.Channel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xea\x02\n\x0e\x43hannelService\x12q\n\x07Publish\x12\x1c.meshplane.v1.PublishRequest\x1a\x1d.meshplane.v1.PublishResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/channels/{channel}:publish:\x01*\x12x\n\tSubscribe\x12\x1e.meshplane.v1.SubscribeRequest\x1a\x1f.meshplane.v1.SubscribeResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/channels/{channel}:subscribe0\x01\x12k\n\x0cListChannels\x12!.meshplane.v1.ListChannelsRequest\x1a\".meshplane.v1.ListChannelsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/channelsBFZDgithub.com/meshplane/meshplane/generated/go/meshplane/v1;meshplanev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ameshplane/v1/channel.proto\x12\x0cmeshplane.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19meshplane/v1/common.proto\"\x8e\x02\n\x0e\x43hannelMessage\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12&\n\x07payload\x18\x03 \x01(\x0b\x32\x15.meshplane.v1.Payload\x12:\n\x07headers\x18\x04 \x03(\x0b\x32).meshplane.v1.ChannelMessage.HeadersEntry\x12\x11\n\tpublisher\x18\x05 \x01(\t\x12\x30\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x07\x43hannel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\x0ePublishRequest\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x07payload\x18\x02 \x01(\x0b\x32\x15.meshplane.v1.PayloadB\x04\xe2\x41\x01\x02\x12:\n\x07headers\x18\x03 \x03(\x0b\x32).meshplane.v1.PublishRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x0fPublishResponse\x12-\n\x07message\x18\x01 \x01(\x0b\x32\x1c.meshplane.v1.ChannelMessage\")\n\x10SubscribeRequest\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x13SubscriptionStarted\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"\x83\x01\n\x11SubscribeResponse\x12\x34\n\x07started\x18\x01 \x01(\x0b\x32!.meshplane.v1.SubscriptionStartedH\x00\x12/\n\x07message\x18\x02 \x01(\x0b\x32\x1c.meshplane.v1.ChannelMessageH\x00\x42\x07\n\x05\x65vent\"<\n\x13ListChannelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListChannelsResponse\x12\'\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x15.meshplane.v1.Channel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xea\x02\n\x0e\x43hannelService\x12q\n\x07Publish\x12\x1c.meshplane.v1.PublishRequest\x1a\x1d.meshplane.v1.PublishResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/channels/{channel}:publish:\x01*\x12x\n\tSubscribe\x12\x1e.meshplane.v1.SubscribeRequest\x1a\x1f.meshplane.v1.SubscribeResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/channels/{channel}:subscribe0\x01\x12k\n\x0cListChannels\x12!.meshplane.v1.ListChannelsRequest\x1a\".meshplane.v1.ListChannelsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/channelsBFZDgithub.com/meshplane/meshplane/generated/go/meshplane/v1;meshplanev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,23 +57,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANNELMESSAGE_HEADERSENTRY']._serialized_start=392
   _globals['_CHANNELMESSAGE_HEADERSENTRY']._serialized_end=438
   _globals['_CHANNEL']._serialized_start=440
-  _globals['_CHANNEL']._serialized_end=512
-  _globals['_PUBLISHREQUEST']._serialized_start=515
-  _globals['_PUBLISHREQUEST']._serialized_end=708
+  _globals['_CHANNEL']._serialized_end=563
+  _globals['_PUBLISHREQUEST']._serialized_start=566
+  _globals['_PUBLISHREQUEST']._serialized_end=759
   _globals['_PUBLISHREQUEST_HEADERSENTRY']._serialized_start=392
   _globals['_PUBLISHREQUEST_HEADERSENTRY']._serialized_end=438
-  _globals['_PUBLISHRESPONSE']._serialized_start=710
-  _globals['_PUBLISHRESPONSE']._serialized_end=774
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=776
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=817
-  _globals['_SUBSCRIPTIONSTARTED']._serialized_start=819
-  _globals['_SUBSCRIPTIONSTARTED']._serialized_end=857
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=860
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=991
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=993
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=1053
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1055
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1143
-  _globals['_CHANNELSERVICE']._serialized_start=1146
-  _globals['_CHANNELSERVICE']._serialized_end=1508
+  _globals['_PUBLISHRESPONSE']._serialized_start=761
+  _globals['_PUBLISHRESPONSE']._serialized_end=825
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=827
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=868
+  _globals['_SUBSCRIPTIONSTARTED']._serialized_start=870
+  _globals['_SUBSCRIPTIONSTARTED']._serialized_end=908
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=911
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1042
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=1044
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=1104
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1106
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1194
+  _globals['_CHANNELSERVICE']._serialized_start=1197
+  _globals['_CHANNELSERVICE']._serialized_end=1559
 # @@protoc_insertion_point(module_scope)

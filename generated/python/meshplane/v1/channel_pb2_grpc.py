@@ -74,7 +74,8 @@ class ChannelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListChannels(self, request, context):
-        """Lists channels that have been used.
+        """Lists channels that have been used: published to or subscribed to
+        within the channel retention (MESHPLANE_CHANNEL_RETENTION, 7 days).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

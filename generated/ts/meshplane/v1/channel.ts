@@ -55,7 +55,15 @@ export interface Channel {
   /** Channel name. */
   name: string;
   /** First use. */
-  createTime?: Date | undefined;
+  createTime?:
+    | Date
+    | undefined;
+  /**
+   * Last publish, or last time a subscriber was seen on it; refreshed at
+   * most once an hour per replica, so up to an hour old. A channel unused
+   * for the channel retention is no longer listed.
+   */
+  lastUseTime?: Date | undefined;
 }
 
 /** Request for Publish. */
@@ -397,7 +405,7 @@ export const ChannelMessage_HeadersEntry: MessageFns<ChannelMessage_HeadersEntry
 };
 
 function createBaseChannel(): Channel {
-  return { name: "", createTime: undefined };
+  return { name: "", createTime: undefined, lastUseTime: undefined };
 }
 
 export const Channel: MessageFns<Channel> = {
@@ -407,6 +415,9 @@ export const Channel: MessageFns<Channel> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(18).fork()).join();
+    }
+    if (message.lastUseTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastUseTime), writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -440,6 +451,14 @@ export const Channel: MessageFns<Channel> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lastUseTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -460,6 +479,11 @@ export const Channel: MessageFns<Channel> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      lastUseTime: isSet(object.lastUseTime)
+        ? fromJsonTimestamp(object.lastUseTime)
+        : isSet(object.last_use_time)
+        ? fromJsonTimestamp(object.last_use_time)
+        : undefined,
     };
   },
 
@@ -471,6 +495,9 @@ export const Channel: MessageFns<Channel> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.lastUseTime !== undefined) {
+      obj.lastUseTime = message.lastUseTime.toISOString();
+    }
     return obj;
   },
 
@@ -481,6 +508,7 @@ export const Channel: MessageFns<Channel> = {
     const message = createBaseChannel();
     message.name = object.name ?? "";
     message.createTime = object.createTime ?? undefined;
+    message.lastUseTime = object.lastUseTime ?? undefined;
     return message;
   },
 };
@@ -1218,7 +1246,10 @@ export const ChannelServiceService = {
     responseSerialize: (value: SubscribeResponse): Buffer => Buffer.from(SubscribeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeResponse => SubscribeResponse.decode(value),
   },
-  /** Lists channels that have been used. */
+  /**
+   * Lists channels that have been used: published to or subscribed to
+   * within the channel retention (MESHPLANE_CHANNEL_RETENTION, 7 days).
+   */
   listChannels: {
     path: "/meshplane.v1.ChannelService/ListChannels" as const,
     requestStream: false as const,
@@ -1239,7 +1270,10 @@ export interface ChannelServiceServer extends UntypedServiceImplementation {
    * subscription is live; messages follow until the client goes away.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
-  /** Lists channels that have been used. */
+  /**
+   * Lists channels that have been used: published to or subscribed to
+   * within the channel retention (MESHPLANE_CHANNEL_RETENTION, 7 days).
+   */
   listChannels: handleUnaryCall<ListChannelsRequest, ListChannelsResponse>;
 }
 
@@ -1270,7 +1304,10 @@ export interface ChannelServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeResponse>;
-  /** Lists channels that have been used. */
+  /**
+   * Lists channels that have been used: published to or subscribed to
+   * within the channel retention (MESHPLANE_CHANNEL_RETENTION, 7 days).
+   */
   listChannels(
     request: ListChannelsRequest,
     callback: (error: ServiceError | null, response: ListChannelsResponse) => void,
