@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf import json_format, message, timestamp_pb2
 
@@ -79,12 +80,26 @@ class _FromProto:
     _message: message.Message
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """The resource as protobuf JSON, exactly as ``json_format.MessageToJson`` prints it."""
-        return json_format.MessageToJson(self._message, indent=indent)
+        """The resource as protobuf JSON, as the REST gateway prints it (see `to_dict`)."""
+        return json.dumps(self.to_dict(), indent=indent)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resource as protobuf JSON data (``json_format.MessageToDict``)."""
-        return json_format.MessageToDict(self._message)
+        """The resource as protobuf JSON data (``json_format.MessageToDict``), with whole numbers whole: JSON
+        numbers in payloads and details travel as doubles, and ``{"n": 3}`` must not come back as ``3.0``."""
+        return cast(dict[str, Any], _whole_numbers_whole(json_format.MessageToDict(self._message)))
+
+
+_EXACT_DOUBLE_INTEGERS = 2**53
+
+
+def _whole_numbers_whole(value: Any) -> Any:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= _EXACT_DOUBLE_INTEGERS else value
+    if isinstance(value, dict):
+        return {key: _whole_numbers_whole(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_whole(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

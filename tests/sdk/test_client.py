@@ -19,11 +19,13 @@ from agent_runtime import (
     TaskCancelled,
     TaskContext,
     TaskEventType,
+    TaskInfo,
     TaskSpec,
     TaskState,
     Unauthenticated,
     Unavailable,
 )
+from meshplane.v1 import task_pb2
 from tests.sdk.conftest import serving
 from tests.support.plane import running_plane
 from tests.support.ports import free_port
@@ -207,3 +209,13 @@ def test_the_sync_client_offers_every_operation_of_the_async_one() -> None:
     # `state(namespace)` hands out an async store; the sync client reads and writes state directly.
     assert public(MeshClient) - public(SyncMeshClient) == {"state"}
     assert {"get_state", "put_state", "delete_state"} <= public(SyncMeshClient)
+
+
+def test_whole_numbers_print_whole_and_others_as_they_are() -> None:
+    task = task_pb2.Task(id="t")
+    task.output.json.struct_value.update({"n": 3, "half": 2.5, "huge": 2.0**60, "list": [1, 2.0, -0.0]})
+    shown = TaskInfo.from_proto(task).to_json(indent=None)
+    assert '"n": 3,' in shown and '"half": 2.5' in shown
+    assert '"huge": 1.152921504606847e+18' in shown, "past 2**53 a double is no exact integer: left as it is"
+    assert '"list": [1, 2, 0]' in shown
+    assert TaskInfo.from_proto(task).to_dict()["output"]["json"]["n"] == 3
