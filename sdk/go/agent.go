@@ -60,8 +60,11 @@ func WithOutputSchema(schema map[string]any) HandleOption {
 	return func(h *taskHandler) { h.outputSchema = schema }
 }
 
-// ChannelHandler handles one message of a subscribed channel. Messages of one channel are
-// handled one at a time, in order; an error is logged.
+// ChannelHandler handles one message of a subscribed channel; an error is logged. Up to 64
+// messages of one channel are handled at once (so a handler must be safe for concurrent use,
+// and messages may finish out of order); up to 1,000 more (32 MiB of bodies) wait, and past
+// that the oldest waiting message is dropped (with a warning at the first drop). Once the agent
+// stops, ctx is cancelled and messages still waiting are dropped.
 type ChannelHandler func(ctx context.Context, m *Message) error
 
 // Message is a message received on a channel.

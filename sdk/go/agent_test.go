@@ -7,7 +7,10 @@ package meshplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -546,4 +549,217 @@ func mustPanic(t *testing.T, fn func()) {
 		}
 	}()
 	fn()
+}
+
+func (s *fakeSession) channelMessage(channel, id string) {
+	s.out <- &pb.ConnectResponse{Frame: &pb.ConnectResponse_ChannelMessage{ChannelMessage: &pb.ChannelMessage{
+		Channel: channel, MessageId: id, Payload: jsonPayload([]byte(`{}`)),
+	}}}
+}
+
+// channelProbe is a channel handler that blocks until released (or stopped) and records how
+// many of its calls run at once.
+type channelProbe struct {
+	release         chan struct{}
+	entered         chan string   // every call, when it starts
+	cancelled       chan string   // every call that saw its ctx cancelled
+	afterCancel     chan struct{} // if set, a cancelled call returns only once it is closed
+	current, peak   atomic.Int32
+	returned        atomic.Int32
+	sawCancellation atomic.Int32
+}
+
+func newChannelProbe() *channelProbe {
+	return &channelProbe{release: make(chan struct{}), entered: make(chan string, 4096), cancelled: make(chan string, 4096)}
+}
+
+func (p *channelProbe) handle(ctx context.Context, m *Message) error {
+	defer p.returned.Add(1)
+	n := p.current.Add(1)
+	defer p.current.Add(-1)
+	for old := p.peak.Load(); n > old && !p.peak.CompareAndSwap(old, n); old = p.peak.Load() {
+	}
+	p.entered <- m.ID
+	select {
+	case <-p.release:
+	case <-ctx.Done():
+		p.sawCancellation.Add(1)
+		p.cancelled <- m.ID
+		if p.afterCancel != nil {
+			<-p.afterCancel
+		}
+	}
+	return nil
+}
+
+// await waits for n more calls to start and returns their message ids.
+func (p *channelProbe) await(t *testing.T, n int) []string {
+	t.Helper()
+	ids := make([]string, 0, n)
+	timeout := time.After(waitFor)
+	for len(ids) < n {
+		select {
+		case id := <-p.entered:
+			ids = append(ids, id)
+		case <-timeout:
+			t.Fatalf("%d of %d channel handler calls started (at most %d at once so far)", len(ids), n, p.peak.Load())
+		}
+	}
+	return ids
+}
+
+// markerChannel: its handler's call says that every frame sent before it has been delivered
+// (the agent reads its stream in order and hands each message over before reading the next).
+func markerChannel(a *Agent) <-chan struct{} {
+	seen := make(chan struct{}, 1)
+	a.OnChannel("marker", func(context.Context, *Message) error {
+		seen <- struct{}{}
+		return nil
+	})
+	return seen
+}
+
+func (s *fakeSession) allDelivered(t *testing.T, seen <-chan struct{}) {
+	t.Helper()
+	s.channelMessage("marker", "marker")
+	select {
+	case <-seen:
+	case <-time.After(waitFor):
+		t.Fatal("the marker message was not handled")
+	}
+}
+
+func TestChannelHandlesUpTo64MessagesAtOnce(t *testing.T) {
+	h, run := startAgent(t)
+	probe := newChannelProbe()
+	h.agent.OnChannel("news", probe.handle)
+	marker := markerChannel(h.agent)
+	run(h.agent)
+	s := h.session()
+	s.registered()
+
+	const sent = handlersPerChannel + 36
+	for i := range sent {
+		s.channelMessage("news", fmt.Sprint("m", i))
+	}
+	probe.await(t, handlersPerChannel) // 64 calls run at once...
+	s.allDelivered(t, marker)
+	select { // ...and no 65th, though 36 more have been delivered
+	case id := <-probe.entered:
+		t.Fatalf("call for %s started with %d running", id, handlersPerChannel)
+	default:
+	}
+	if p := probe.peak.Load(); p != handlersPerChannel {
+		t.Fatalf("peak %d, want %d", p, handlersPerChannel)
+	}
+	close(probe.release)
+	probe.await(t, sent-handlersPerChannel) // the waiting ones get the freed slots: none is dropped
+	if p := probe.peak.Load(); p != handlersPerChannel {
+		t.Fatalf("peak %d, want %d", p, handlersPerChannel)
+	}
+}
+
+func TestChannelDropsTheOldestWaitingMessagesPastTheBound(t *testing.T) {
+	logs := &logBuffer{}
+	h, run := startAgent(t, WithLogger(logs.logger()))
+	probe := newChannelProbe()
+	h.agent.OnChannel("news", probe.handle)
+	marker := markerChannel(h.agent)
+	run(h.agent)
+	s := h.session()
+	s.registered()
+
+	for i := range handlersPerChannel { // every slot busy
+		s.channelMessage("news", fmt.Sprint("busy", i))
+	}
+	probe.await(t, handlersPerChannel)
+	const extra = 3
+	for i := range maxWaitingMessages + extra {
+		s.channelMessage("news", fmt.Sprint("w", i))
+	}
+	s.allDelivered(t, marker)
+	if n := strings.Count(logs.String(), "the oldest waiting ones are dropped"); n != 1 {
+		t.Fatalf("%d drop warnings, want 1:\n%s", n, logs.String())
+	}
+	close(probe.release)
+	handled := map[string]bool{}
+	for _, id := range probe.await(t, maxWaitingMessages) {
+		handled[id] = true
+	}
+	for i := range extra {
+		if handled[fmt.Sprint("w", i)] {
+			t.Fatalf("w%d, among the oldest waiting, was handled", i)
+		}
+	}
+	if last := fmt.Sprint("w", maxWaitingMessages+extra-1); !handled[last] {
+		t.Fatalf("the newest message %s was not handled", last)
+	}
+	if len(handled) != maxWaitingMessages {
+		t.Fatalf("%d distinct messages handled, want %d", len(handled), maxWaitingMessages)
+	}
+	h.agent.mu.Lock()
+	dropped := h.agent.rt.channelDropped("news")
+	h.agent.mu.Unlock()
+	if dropped != extra {
+		t.Fatalf("dropped count %d, want %d", dropped, extra)
+	}
+}
+
+func TestChannelHandlersAreCancelledAndAwaitedWhenTheAgentStops(t *testing.T) {
+	h, run := startAgent(t)
+	probe := newChannelProbe()              // never released: its calls end when their ctx is cancelled...
+	probe.afterCancel = make(chan struct{}) // ...and once the test lets them
+	h.agent.OnChannel("news", probe.handle)
+	marker := markerChannel(h.agent)
+	run(h.agent)
+	letCancelledReturn := sync.OnceFunc(func() { close(probe.afterCancel) })
+	t.Cleanup(letCancelledReturn) // before the harness's: it waits for Run
+	s := h.session()
+	s.registered()
+	for i := range handlersPerChannel + 10 {
+		s.channelMessage("news", fmt.Sprint("m", i))
+	}
+	probe.await(t, handlersPerChannel)
+	s.allDelivered(t, marker)
+
+	var returnedAtRun atomic.Int32
+	runReturned := make(chan error, 1)
+	go func() {
+		err := <-h.done
+		returnedAtRun.Store(probe.returned.Load())
+		runReturned <- err
+		h.done <- nil // for the cleanup
+	}()
+	h.cancel()
+	s.closedByAgent(t)
+	for range handlersPerChannel {
+		select {
+		case <-probe.cancelled:
+		case <-time.After(waitFor):
+			t.Fatalf("%d of %d channel handler calls saw their ctx cancelled", probe.sawCancellation.Load(), handlersPerChannel)
+		}
+	}
+	select { // the calls are still running: Run must not return yet
+	case err := <-runReturned:
+		t.Fatalf("Run returned (%v) while %d channel handler calls were running", err, handlersPerChannel-returnedAtRun.Load())
+	case <-time.After(100 * time.Millisecond):
+	}
+	letCancelledReturn()
+	select {
+	case err := <-runReturned:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Run did not return")
+	}
+	// Run waited for every call it started; the waiting messages were dropped, not handled.
+	if r := returnedAtRun.Load(); r != handlersPerChannel {
+		t.Fatalf("when Run returned %d channel handler calls had returned, want %d", r, handlersPerChannel)
+	}
+	select {
+	case id := <-probe.entered:
+		t.Fatalf("%s was handled after the agent stopped", id)
+	default:
+	}
 }

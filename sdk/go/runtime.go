@@ -27,8 +27,6 @@ const (
 	closeGrace = 5 * time.Second
 	// How long a hard stop waits for handlers to return after cancelling them.
 	handlerGrace = 5 * time.Second
-	// Queued messages per channel handler; more are dropped (delivery is at-most-once anyway).
-	channelQueue = 256
 	// How long the plane may take to answer `register`.
 	registerTimeout = 30 * time.Second
 	// Longest traceback kept in a panic's error details.
@@ -94,11 +92,12 @@ type runtime struct {
 	stateClient  pb.StateServiceClient
 	capabilities []*pb.Capability
 	outbox       *outbox
-	channels     map[string]chan *Message
+	inboxes      map[string]*channelInbox // per subscribed channel; fixed once built
 
-	hardCtx    context.Context // cancelled when the agent stops for good (handlers, sessions)
-	hardCancel context.CancelFunc
-	handlers   sync.WaitGroup
+	hardCtx         context.Context // cancelled when the agent stops for good (handlers, sessions)
+	hardCancel      context.CancelFunc
+	handlers        sync.WaitGroup // task handlers
+	channelHandlers sync.WaitGroup // channel handler slots (runInbox)
 
 	leave     chan struct{} // closed when the agent must leave the reconnect loop
 	leaveOnce sync.Once
@@ -125,7 +124,7 @@ func newRuntime(a *Agent, conn *grpc.ClientConn, target string, capabilities []*
 		stateClient:  pb.NewStateServiceClient(conn),
 		capabilities: capabilities,
 		outbox:       newOutbox(),
-		channels:     map[string]chan *Message{},
+		inboxes:      map[string]*channelInbox{},
 		hardCtx:      hardCtx,
 		hardCancel:   hardCancel,
 		leave:        make(chan struct{}),
@@ -134,7 +133,7 @@ func newRuntime(a *Agent, conn *grpc.ClientConn, target string, capabilities []*
 		changed:      make(chan struct{}),
 	}
 	for _, name := range a.chOrder {
-		r.channels[name] = make(chan *Message, channelQueue)
+		r.inboxes[name] = &channelInbox{}
 	}
 	return r
 }
@@ -142,9 +141,6 @@ func newRuntime(a *Agent, conn *grpc.ClientConn, target string, capabilities []*
 // ------------------------------------------------------------------ the reconnect loop
 
 func (r *runtime) run(ctx context.Context) error {
-	for name, queue := range r.channels {
-		go r.channelLoop(name, r.agent.channels[name], queue)
-	}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -787,12 +783,13 @@ func (r *runtime) shutdown() {
 	done := make(chan struct{})
 	go func() {
 		r.handlers.Wait()
+		r.channelHandlers.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(handlerGrace):
-		r.log.Warn("meshplane: some task handlers ignored cancellation")
+		r.log.Warn("meshplane: some task or channel handlers ignored cancellation")
 	}
 	_ = r.conn.Close()
 	r.log.Info("meshplane: agent stopped")
@@ -814,30 +811,46 @@ func (r *runtime) publish(channel string, v any, headers map[string]string) erro
 	return nil
 }
 
+// deliver hands a channel message to a free handler slot, or lets it wait (see inbox.go). It is
+// called by the stream's reader only, one message at a time.
 func (r *runtime) deliver(m *pb.ChannelMessage) {
-	queue, ok := r.channels[m.GetChannel()]
+	inbox, ok := r.inboxes[m.GetChannel()]
 	if !ok {
 		return
 	}
 	msg := message(m)
-	select {
-	case queue <- msg:
-	default:
-		r.log.Warn("meshplane: channel handler is behind; message dropped", "channel", m.GetChannel(), "message_id", m.GetMessageId())
+	start, pushedOut := inbox.add(msg)
+	if start {
+		r.channelHandlers.Add(1)
+		go r.runInbox(m.GetChannel(), r.agent.channels[m.GetChannel()], inbox, msg)
+		return
+	}
+	if pushedOut > 0 && inbox.droppedCount() == uint64(pushedOut) { // the first drop on this channel
+		r.log.Warn("meshplane: the handler of a channel is slower than its messages come: the oldest waiting ones are dropped",
+			"channel", m.GetChannel())
 	}
 }
 
-func (r *runtime) channelLoop(name string, fn ChannelHandler, queue <-chan *Message) {
-	for {
-		select {
-		case <-r.hardCtx.Done():
-			return
-		case m := <-queue:
-			if err := callChannelHandler(r.hardCtx, fn, m); err != nil {
-				r.log.Warn("meshplane: channel handler failed", "channel", name, "message_id", m.ID, "error", err)
-			}
+// runInbox is one of a channel's handler slots: it handles m, then whatever waits in the inbox,
+// until nothing does. Once the agent stops, what still waits is dropped, not handled.
+func (r *runtime) runInbox(name string, fn ChannelHandler, inbox *channelInbox, m *Message) {
+	defer r.channelHandlers.Done()
+	for ; m != nil; m = inbox.next() {
+		if r.hardCtx.Err() != nil {
+			continue
+		}
+		if err := callChannelHandler(r.hardCtx, fn, m); err != nil {
+			r.log.Warn("meshplane: channel handler failed", "channel", name, "message_id", m.ID, "error", err)
 		}
 	}
+}
+
+// channelDropped is how many waiting messages of a channel newer ones pushed out (see inbox.go).
+func (r *runtime) channelDropped(channel string) uint64 {
+	if inbox, ok := r.inboxes[channel]; ok {
+		return inbox.droppedCount()
+	}
+	return 0
 }
 
 func callChannelHandler(ctx context.Context, fn ChannelHandler, m *Message) (err error) {
