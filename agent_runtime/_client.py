@@ -7,12 +7,12 @@ import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from agent_runtime import _payload
 from agent_runtime._errors import (
@@ -27,6 +27,7 @@ from agent_runtime._state import Seconds, StateStore
 from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
+    AuditEntry,
     ChannelMessage,
     Page,
     StateEntry,
@@ -37,6 +38,8 @@ from agent_runtime._types import (
 from meshplane.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     channel_pb2,
     channel_pb2_grpc,
     task_pb2,
@@ -61,6 +64,12 @@ async def _all_pages(page: Callable[[str], Awaitable[Page[T]]]) -> list[T]:
         token = answer.next_page_token
         if not token:
             return items
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    proto = timestamp_pb2.Timestamp()
+    proto.FromDatetime(value)
+    return proto
 
 
 def _duration(value: Seconds) -> duration_pb2.Duration:
@@ -500,3 +509,63 @@ class MeshClient:
     async def delete_state(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         """Delete an entry; False if it did not exist."""
         return await self.state(namespace).delete(key, expected_version=expected_version)
+
+    # ------------------------------------------------------------ audit
+
+    async def list_audit_entries_page(
+        self,
+        *,
+        resource: str = "",
+        actor: str = "",
+        action: str = "",
+        correlation_id: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[AuditEntry]:
+        """One page of the audit trail, newest first: entries matching every filter given, recorded at or after
+        ``since`` and before ``until`` (aware datetimes; naive ones are taken as UTC)."""
+        request = audit_pb2.ListAuditEntriesRequest(
+            resource=resource,
+            actor=actor,
+            action=action,
+            correlation_id=correlation_id,
+            start_time=_timestamp(since) if since is not None else None,
+            end_time=_timestamp(until) if until is not None else None,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response = await self._connection.unary(self._stub(audit_pb2_grpc.AuditServiceStub).ListAuditEntries, request)
+        return Page([AuditEntry.from_proto(e) for e in response.entries], response.next_page_token, response)
+
+    async def list_audit_entries(
+        self,
+        *,
+        resource: str = "",
+        actor: str = "",
+        action: str = "",
+        correlation_id: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest first, following pages as needed."""
+        entries: list[AuditEntry] = []
+        token = ""
+        while len(entries) < limit:
+            page = await self.list_audit_entries_page(
+                resource=resource,
+                actor=actor,
+                action=action,
+                correlation_id=correlation_id,
+                since=since,
+                until=until,
+                page_size=min(_MAX_PAGE, limit - len(entries)),
+                page_token=token,
+            )
+            entries += page.items
+            token = page.next_page_token
+            if not token:
+                break
+        return entries[:limit]

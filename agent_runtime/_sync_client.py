@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -13,6 +14,7 @@ from agent_runtime._state import Seconds
 from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
+    AuditEntry,
     ChannelMessage,
     Page,
     StateEntry,
@@ -226,4 +228,57 @@ class SyncMeshClient:
 
     def delete_state(self, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         result: bool = self._run(self._client.delete_state(namespace, key, expected_version=expected_version))
+        return result
+
+    # ------------------------------------------------------------ audit
+
+    def list_audit_entries_page(
+        self,
+        *,
+        resource: str = "",
+        actor: str = "",
+        action: str = "",
+        correlation_id: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[AuditEntry]:
+        """One page of the audit trail, newest first (see :meth:`MeshClient.list_audit_entries_page`)."""
+        result: Page[AuditEntry] = self._run(
+            self._client.list_audit_entries_page(
+                resource=resource,
+                actor=actor,
+                action=action,
+                correlation_id=correlation_id,
+                since=since,
+                until=until,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        )
+        return result
+
+    def list_audit_entries(
+        self,
+        *,
+        resource: str = "",
+        actor: str = "",
+        action: str = "",
+        correlation_id: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[AuditEntry]:
+        result: list[AuditEntry] = self._run(
+            self._client.list_audit_entries(
+                resource=resource,
+                actor=actor,
+                action=action,
+                correlation_id=correlation_id,
+                since=since,
+                until=until,
+                limit=limit,
+            )
+        )
         return result

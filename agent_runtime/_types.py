@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar, cast
 from google.protobuf import json_format, message, timestamp_pb2
 
 from agent_runtime import _payload
-from meshplane.v1 import agent_pb2, channel_pb2, common_pb2, state_pb2, task_pb2
+from meshplane.v1 import agent_pb2, audit_pb2, channel_pb2, common_pb2, state_pb2, task_pb2
 
 T = TypeVar("T")
 
@@ -383,6 +383,33 @@ class StateEntry(_FromProto):
             expire_time=_time(proto.expire_time, proto.HasField("expire_time")),
             create_time=_time(proto.create_time),
             update_time=_time(proto.update_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry(_FromProto):
+    """One entry of the audit trail: who changed what, when, under which correlation id."""
+
+    id: int
+    time: datetime | None
+    actor: str
+    action: str
+    resource: str
+    correlation_id: str
+    details: dict[str, Any]
+    _message: audit_pb2.AuditEntry = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: audit_pb2.AuditEntry) -> AuditEntry:
+        return cls(
+            id=proto.id,
+            time=_time(proto.time),
+            actor=proto.actor,
+            action=proto.action,
+            resource=proto.resource,
+            correlation_id=proto.correlation_id,
+            details=_payload.struct_to_dict(proto.details),
             _message=proto,
         )
 

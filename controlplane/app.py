@@ -14,7 +14,7 @@ from controlplane.api.auth import AuthInterceptor
 from controlplane.api.errors import ErrorInterceptor
 from controlplane.api.link import AgentLinkServicer
 from controlplane.api.listeners import Listeners
-from controlplane.api.servicers import AgentServicer, ChannelServicer, StateServicer, TaskServicer
+from controlplane.api.servicers import AgentServicer, AuditServicer, ChannelServicer, StateServicer, TaskServicer
 from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import NatsBus
 from controlplane.cluster import Cluster
@@ -47,6 +47,8 @@ from meshplane.v1 import (
     agent_link_pb2_grpc,
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     channel_pb2,
     channel_pb2_grpc,
     state_pb2,
@@ -63,6 +65,7 @@ SERVICE_NAMES = [
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     channel_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name,
     state_pb2.DESCRIPTOR.services_by_name["StateService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     agent_link_pb2.DESCRIPTOR.services_by_name["AgentLinkService"].full_name,
 ]
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -250,6 +253,7 @@ class ControlPlane(Component):
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.agents), server)
         channel_pb2_grpc.add_ChannelServiceServicer_to_server(ChannelServicer(self.channels), server)
         state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(self.state), server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.audit), server)
         agent_link_pb2_grpc.add_AgentLinkServiceServicer_to_server(
             AgentLinkServicer(self.supervisor, max_payload_bytes=s.max_payload_bytes), server
         )

@@ -8,6 +8,7 @@ from google.protobuf import descriptor
 from meshplane.v1 import (
     agent_link_pb2,
     agent_service_pb2,
+    audit_pb2,
     channel_pb2,
     state_pb2,
     task_pb2,
@@ -19,6 +20,7 @@ CLIENT_SERVICES = [
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"],
     channel_pb2.DESCRIPTOR.services_by_name["ChannelService"],
     state_pb2.DESCRIPTOR.services_by_name["StateService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 ]
 
 

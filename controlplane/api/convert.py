@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from controlplane.domain.agents import Agent, AgentInstance, Capability, Registration
+from controlplane.domain.audit import AuditEntry, AuditFilter
 from controlplane.domain.channels import Channel, ChannelMessage
 from controlplane.domain.payload import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, Payload
 from controlplane.domain.scheduling import Strategy
@@ -32,6 +33,7 @@ from controlplane.link import messages as link
 from meshplane.v1 import (
     agent_link_pb2,
     agent_pb2,
+    audit_pb2,
     channel_pb2,
     common_pb2,
     state_pb2,
@@ -48,6 +50,10 @@ def timestamp(value: float | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(round(value * 1e9))
     return ts
+
+
+def epoch(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -475,6 +481,29 @@ def channel_message_to_proto(message: ChannelMessage, *, for_agent: bool = False
         headers=message.headers,
         publisher=message.publisher,
         publish_time=timestamp(message.publish_time),
+    )
+
+
+def audit_filter_from_proto(request: audit_pb2.ListAuditEntriesRequest) -> AuditFilter:
+    return AuditFilter(
+        resource=request.resource,
+        actor=request.actor,
+        action=request.action,
+        correlation_id=request.correlation_id,
+        start_time=epoch(request.start_time) if request.HasField("start_time") else None,
+        end_time=epoch(request.end_time) if request.HasField("end_time") else None,
+    )
+
+
+def audit_entry_to_proto(entry: AuditEntry) -> audit_pb2.AuditEntry:
+    return audit_pb2.AuditEntry(
+        id=entry.id,
+        time=timestamp(entry.time),
+        actor=entry.actor,
+        action=entry.action,
+        resource=entry.resource,
+        correlation_id=entry.correlation_id,
+        details=dict_to_struct(entry.details) if entry.details is not None else None,
     )
 
 

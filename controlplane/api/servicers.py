@@ -17,6 +17,7 @@ from controlplane.domain.tasks import TaskFilter, TaskState
 from controlplane.errors import InvalidArgument
 from controlplane.observability.tracing import submit_span
 from controlplane.services.agents import AgentService
+from controlplane.services.audit import AuditTrail
 from controlplane.services.channels import ChannelService, check_channel_name
 from controlplane.services.state import StateService
 from controlplane.services.tasks import TaskService
@@ -24,6 +25,8 @@ from controlplane.services.watch import WatchHub
 from meshplane.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     channel_pb2,
     channel_pb2_grpc,
     state_pb2,
@@ -260,6 +263,21 @@ class ChannelServicer(channel_pb2_grpc.ChannelServiceServicer):
         channels, token = await self._channels.list_page(page_size=request.page_size, page_token=request.page_token)
         return channel_pb2.ListChannelsResponse(
             channels=[convert.channel_to_proto(c) for c in channels], next_page_token=token
+        )
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    async def ListAuditEntries(
+        self, request: audit_pb2.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ListAuditEntriesResponse:
+        entries, token = await self._trail.list_page(
+            convert.audit_filter_from_proto(request), page_size=request.page_size, page_token=request.page_token
+        )
+        return audit_pb2.ListAuditEntriesResponse(
+            entries=[convert.audit_entry_to_proto(e) for e in entries], next_page_token=token
         )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from agent_runtime import MeshplaneError, __version__
-from controlplane.cli import agents, channels, db, state, tasks, up
+from controlplane.cli import agents, audit, channels, db, state, tasks, up
 from controlplane.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, add_connection_options
 from controlplane.runtime import run_event_loop
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.add_commands(commands)
     channels.add_commands(commands)
     state.add_commands(commands)
+    audit.add_commands(commands)
     bench = commands.add_parser("bench", help="benchmark the control plane (meshplane bench --help)", add_help=False)
     bench.set_defaults(run=run_bench, bench_args=[])
     return parser

@@ -14,3 +14,16 @@ class AuditEntry:
     time: float
     correlation_id: str = ""
     details: dict[str, Any] | None = None
+    id: int = 0  # its position in the trail, once recorded
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which entries to list: every field set must match; times are epoch seconds (end exclusive)."""
+
+    resource: str = ""
+    actor: str = ""
+    action: str = ""
+    correlation_id: str = ""
+    start_time: float | None = None
+    end_time: float | None = None

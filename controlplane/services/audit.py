@@ -1,16 +1,22 @@
-"""The audit trail of calls that write nothing else to the database (channel publishes), group-committed.
+"""The audit trail: entries of calls that write nothing else to the database (channel publishes),
+group-committed, and the listing of every entry.
 
 Calls that change stored rows record their audit entry in their own transaction instead.
 """
 
 from __future__ import annotations
 
+from controlplane import paging
 from controlplane.batching import Batcher
-from controlplane.domain.audit import AuditEntry
-from controlplane.errors import MeshplaneError, Unavailable
+from controlplane.domain.audit import AuditEntry, AuditFilter
+from controlplane.errors import InvalidArgument, MeshplaneError, Unavailable
 from controlplane.lifecycle import Component
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store, UnitOfWork
+from controlplane.validation import Violations
+
+# The longest value each filter can match (the columns' sizes).
+_FILTER_LENGTHS = {"resource": 500, "actor": 300, "action": 100, "correlation_id": 200}
 
 
 class AuditTrail(Component):
@@ -47,3 +53,30 @@ class AuditTrail(Component):
 
         await self._store.run(write)
         return [None] * len(entries)
+
+    async def list_page(
+        self, audit_filter: AuditFilter, *, page_size: int, page_token: str
+    ) -> tuple[list[AuditEntry], str]:
+        """A page of matching entries, newest first, and the token of the next (older) page."""
+        violations = Violations()
+        for field_name, max_length in _FILTER_LENGTHS.items():
+            violations.text(field_name, getattr(audit_filter, field_name), max_length=max_length)
+        start, end = audit_filter.start_time, audit_filter.end_time
+        if start is not None and end is not None and end <= start:
+            violations.add("end_time", "must be after start_time")
+        violations.raise_if_any()
+        size = paging.page_size(page_size)
+        filters = ["audit", audit_filter]
+        after = paging.decode(page_token, filters)
+        before_id = _entry_id(after) if after is not None else None
+        async with self._store.reader() as uow:
+            entries = await uow.audit.list_page(audit_filter, limit=size + 1, before_id=before_id)
+        token = paging.encode(str(entries[size - 1].id), filters) if len(entries) > size else ""
+        return entries[:size], token
+
+
+def _entry_id(position: str) -> int:
+    try:
+        return int(position)
+    except ValueError as exc:
+        raise InvalidArgument.of("page_token", "malformed page token") from exc

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controlplane.domain.audit import AuditEntry
+from controlplane.domain.audit import AuditEntry, AuditFilter
 from controlplane.domain.channels import Channel
 from controlplane.store.schema import audit_events, channels
 
@@ -94,6 +94,39 @@ class AuditRepository:
         )
         result = await self._conn.execute(audit_events.delete().where(audit_events.c.id.in_(old)))
         return int(result.rowcount)
+
+    async def list_page(self, audit_filter: AuditFilter, *, limit: int, before_id: int | None) -> list[AuditEntry]:
+        """Up to `limit` entries matching `audit_filter`, newest first, older than entry `before_id` if given."""
+        f = audit_filter
+        conditions = [
+            column == value
+            for column, value in (
+                (audit_events.c.resource, f.resource),
+                (audit_events.c.actor, f.actor),
+                (audit_events.c.action, f.action),
+                (audit_events.c.correlation_id, f.correlation_id),
+            )
+            if value
+        ]
+        if f.start_time is not None:
+            conditions.append(audit_events.c.time >= f.start_time)
+        if f.end_time is not None:
+            conditions.append(audit_events.c.time < f.end_time)
+        if before_id is not None:
+            conditions.append(audit_events.c.id < before_id)
+        query = sa.select(audit_events).where(*conditions).order_by(audit_events.c.id.desc()).limit(limit)
+        return [
+            AuditEntry(
+                actor=row.actor,
+                action=row.action,
+                resource=row.resource,
+                time=row.time,
+                correlation_id=row.correlation_id,
+                details=row.details,
+                id=row.id,
+            )
+            for row in await self._conn.execute(query)
+        ]
 
     async def for_resource(self, resource: str) -> list[dict[str, Any]]:
         result = await self._conn.execute(

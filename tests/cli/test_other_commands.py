@@ -61,6 +61,27 @@ def test_state_put_get_rm_and_a_version_conflict(mesh: Mesh) -> None:
     assert (missing.returncode, missing.stderr) == (1, "error: state cli/color not found\n")
     assert mesh.cli("state", "rm", "cli", "color").returncode == 1
 
+    # Who did all that: the audit trail, newest first (the refused writes recorded nothing).
+    trail = mesh.cli("audit", "ls", "--resource", "namespaces/cli/states/color", "--since", "1h")
+    assert trail.returncode == 0, trail.stderr
+    [header, *rows] = lines(trail.stdout)
+    assert header.split() == ["TIME", "ACTOR", "ACTION", "RESOURCE", "CORRELATION", "ID"]
+    assert [row.split()[1:4] for row in rows] == [
+        ["client/anonymous", "state.delete", "namespaces/cli/states/color"],
+        ["client/anonymous", "state.put", "namespaces/cli/states/color"],
+        ["client/anonymous", "state.put", "namespaces/cli/states/color"],
+    ]
+    as_json = json.loads(mesh.cli("audit", "ls", "--action", "state.put", "--limit", "1", "-o", "json").stdout)
+    [newest] = as_json["entries"]
+    assert (newest["action"], newest["details"]) == ("state.put", {"version": 2})
+    assert as_json["nextPageToken"]
+    assert mesh.cli("audit", "ls", "--until", "1h").stdout == "no audit entries\n"
+    bad = mesh.cli("audit", "ls", "--since", "yesterday")
+    assert (bad.returncode, lines(bad.stderr)) == (
+        2,
+        ["error: --since must be a time ago like 30m, 2h or 7d, or an ISO 8601 time: got 'yesterday'"],
+    )
+
 
 def test_an_unreachable_control_plane_is_one_clear_line() -> None:
     address = f"127.0.0.1:{free_port()}"

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
+from google.protobuf import json_format
 
 from controlplane.api.auth import principal_of
 from controlplane.app import ControlPlane
@@ -18,6 +19,8 @@ from controlplane.store.unit_of_work import Store
 from meshplane.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     channel_pb2,
     channel_pb2_grpc,
     common_pb2,
@@ -63,9 +66,20 @@ def _store(plane: ControlPlane) -> Store:
     return Store(plane.database)
 
 
-async def _audit(plane: ControlPlane, resource: str) -> list[dict[str, Any]]:
-    async with _store(plane).reader() as uow:
-        return await uow.audit.for_resource(resource)
+async def _audit(channel: grpc.aio.Channel, resource: str) -> list[dict[str, Any]]:
+    """The resource's audit entries through the API (ListAuditEntries), oldest first."""
+    listed = await audit_pb2_grpc.AuditServiceStub(channel).ListAuditEntries(
+        audit_pb2.ListAuditEntriesRequest(resource=resource, page_size=1000)
+    )
+    return [
+        {
+            "actor": e.actor,
+            "action": e.action,
+            "correlation_id": e.correlation_id,
+            "details": json_format.MessageToDict(e.details) if e.HasField("details") else None,
+        }
+        for e in reversed(listed.entries)
+    ]
 
 
 async def _event_actors(plane: ControlPlane, task_id: str) -> list[tuple[TaskEventType, str]]:
@@ -116,7 +130,7 @@ async def test_mutating_calls_and_transitions_record_actor_and_correlation_id(
         await tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=waiting), metadata=_metadata())
         assert (await _event_actors(plane, waiting))[-1] == (TaskEventType.CANCELLED, CLIENT)
         copy = await tasks.ResubmitTask(task_service_pb2.ResubmitTaskRequest(task_id=waiting), metadata=_metadata())
-        [resubmitted] = await _audit(plane, f"tasks/{waiting}")
+        [resubmitted] = await _audit(channel, f"tasks/{waiting}")
         assert (resubmitted["actor"], resubmitted["action"], resubmitted["correlation_id"]) == (
             CLIENT,
             "task.resubmit",
@@ -131,7 +145,7 @@ async def test_mutating_calls_and_transitions_record_actor_and_correlation_id(
             state_pb2.PutStateRequest(namespace="carts", key="c1", value=value), metadata=_metadata("put-1")
         )
         await state.DeleteState(state_pb2.DeleteStateRequest(namespace="carts", key="c1"), metadata=_metadata("del-1"))
-        entries = await _audit(plane, "namespaces/carts/states/c1")
+        entries = await _audit(channel, "namespaces/carts/states/c1")
         assert [(e["actor"], e["action"], e["correlation_id"], e["details"]) for e in entries] == [
             (CLIENT, "state.put", "put-1", {"version": 1}),
             (CLIENT, "state.delete", "del-1", {"version": 1}),
@@ -143,7 +157,7 @@ async def test_mutating_calls_and_transitions_record_actor_and_correlation_id(
             channel_pb2.PublishRequest(channel="orders", payload=value), metadata=_metadata("pub-1")
         )
         await agent.publish("orders", {"from": "agent"})
-        entries = await _audit_eventually(plane, "channels/orders", count=2)
+        entries = await _audit_eventually(channel, "channels/orders", count=2)
         assert [(e["actor"], e["action"], e["correlation_id"]) for e in entries] == [
             (CLIENT, "channel.publish", "pub-1"),
             (agent_actor, "channel.publish", ""),
@@ -156,17 +170,17 @@ async def test_mutating_calls_and_transitions_record_actor_and_correlation_id(
             agent_service_pb2.DrainAgentInstanceRequest(agent_name="auditor", instance_id=agent.instance_id),
             metadata=_metadata("drain-1"),
         )
-        [drained] = await _audit(plane, f"agents/auditor/instances/{agent.instance_id}")
+        [drained] = await _audit(channel, f"agents/auditor/instances/{agent.instance_id}")
         assert (drained["actor"], drained["action"], drained["correlation_id"]) == (CLIENT, "agent.drain", "drain-1")
         await agent.close()
 
 
-async def _audit_eventually(plane: ControlPlane, resource: str, *, count: int) -> list[dict[str, Any]]:
+async def _audit_eventually(channel: grpc.aio.Channel, resource: str, *, count: int) -> list[dict[str, Any]]:
     """An agent's publish is a frame without a reply: wait until its entry is there."""
     found: list[dict[str, Any]] = []
 
     async def enough() -> bool:
-        found[:] = await _audit(plane, resource)
+        found[:] = await _audit(channel, resource)
         return len(found) >= count
 
     await eventually(enough, message=f"{count} audit entries for {resource}")
@@ -197,3 +211,81 @@ async def test_a_publish_that_cannot_be_audited_fails_and_the_agent_session_live
     task = await tasks_stub(channel).SubmitTask(submit_request(data={"after": "error"}))
     await wait_state(channel, task.task.id, task_pb2.TASK_STATE_SUCCEEDED)
     await agent.close()
+
+
+async def test_the_trail_is_listed_newest_first_filtered_and_a_page_at_a_time(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    state = state_pb2_grpc.StateServiceStub(channel)
+    value = common_pb2.Payload(data=b"1", content_type="application/json")
+    for n in range(5):
+        await state.PutState(
+            state_pb2.PutStateRequest(namespace="ns", key=f"k{n % 2}", value=value), metadata=_metadata(f"c{n}")
+        )
+    audit = audit_pb2_grpc.AuditServiceStub(channel)
+
+    async def listed(**fields: Any) -> list[str]:
+        response = await audit.ListAuditEntries(audit_pb2.ListAuditEntriesRequest(page_size=1000, **fields))
+        assert not response.next_page_token
+        return [e.correlation_id for e in response.entries]
+
+    everything = (await audit.ListAuditEntries(audit_pb2.ListAuditEntriesRequest())).entries
+    assert [e.correlation_id for e in everything] == ["c4", "c3", "c2", "c1", "c0"]
+    assert [e.id for e in everything] == sorted((e.id for e in everything), reverse=True)
+    assert {(e.actor, e.action) for e in everything} == {("client/anonymous", "state.put")}
+    assert json_format.MessageToDict(everything[0].details) == {"version": 3}  # k0 written by c0, c2, c4
+
+    assert await listed(resource="namespaces/ns/states/k1") == ["c3", "c1"]
+    assert await listed(correlation_id="c2", action="state.put", actor="client/anonymous") == ["c2"]
+    assert await listed(action="state.delete") == []
+    assert await listed(actor="client/someone-else") == []
+    times = {e.correlation_id: e.time for e in everything}
+    assert await listed(start_time=times["c2"], end_time=times["c4"]) == ["c3", "c2"]  # end excluded
+    assert await listed(start_time=times["c3"]) == ["c4", "c3"]
+
+    paged: list[str] = []
+    token = ""
+    while True:
+        page = await audit.ListAuditEntries(
+            audit_pb2.ListAuditEntriesRequest(action="state.put", page_size=2, page_token=token)
+        )
+        paged += [e.correlation_id for e in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == ["c4", "c3", "c2", "c1", "c0"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"end_time": "start"}, "end_time"),  # not after start_time
+        ({"resource": "r" * 501}, "resource"),
+        ({"page_size": -1}, "page_size"),
+        ({"page_token": "not a token"}, "page_token"),
+        ({"page_token": "other filters", "action": "state.delete"}, "page_token"),
+    ],
+)
+async def test_bad_audit_queries_are_refused_naming_the_field(
+    plane: ControlPlane, channel: grpc.aio.Channel, fields: dict[str, Any], field: str
+) -> None:
+    audit = audit_pb2_grpc.AuditServiceStub(channel)
+    await state_pb2_grpc.StateServiceStub(channel).PutState(
+        state_pb2.PutStateRequest(namespace="ns", key="k", value=common_pb2.Payload(data=b"1"))
+    )
+    await state_pb2_grpc.StateServiceStub(channel).PutState(
+        state_pb2.PutStateRequest(namespace="ns", key="k", value=common_pb2.Payload(data=b"2"))
+    )
+    first = await audit.ListAuditEntries(audit_pb2.ListAuditEntriesRequest(page_size=1))
+    request = audit_pb2.ListAuditEntriesRequest(start_time=first.entries[0].time)
+    for name, wanted in fields.items():
+        if name == "end_time":
+            request.end_time.CopyFrom(request.start_time)
+        elif wanted == "other filters":
+            request.page_token = first.next_page_token  # made without the action filter
+        else:
+            setattr(request, name, wanted)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await audit.ListAuditEntries(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (caught.value.details() or "")

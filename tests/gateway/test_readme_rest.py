@@ -179,7 +179,7 @@ def test_readme_rest_examples_work_as_written(tools: None, gateway_binary: Path,
                 os.killpg(subscriber.pid, signal.SIGTERM)
 
         # State: write, read the version, compare-and-set, then the stale write is 412.
-        (written, _, swapped, stale) = run_block(block("/states/"), url, env)
+        (written, _, swapped, stale) = run_block(block("expectedVersion"), url, env)
         assert json.loads(written)["entry"]["version"] == "1"
         assert json.loads(swapped)["entry"]["version"] == "2"
         assert json.loads(swapped)["entry"]["value"]["json"] == {"count": 2}
@@ -188,6 +188,15 @@ def test_readme_rest_examples_work_as_written(tools: None, gateway_binary: Path,
         assert body["message"] == "namespaces/readme/states/counter: expected version 1, stored is version 2"
         violations = [d for d in body["details"] if d["@type"].endswith("google.rpc.PreconditionFailure")]
         assert violations[0]["violations"][0]["type"] == "VERSION_MISMATCH"
+
+        # The audit trail of those writes: the two that took, newest first.
+        (trail,) = run_block(block("/v1/audit-entries"), url, env)
+        entries = json.loads(trail)["entries"]
+        assert [(e["action"], e["details"]) for e in entries] == [
+            ("state.put", {"version": 2}),
+            ("state.put", {"version": 1}),
+        ]
+        assert all(e["actor"] == "client/anonymous" and e["correlationId"] for e in entries)
 
         # Errors: 404 and 400 with the status body, as the README shows them.
         (missing, invalid) = run_block(block("no-such-task"), url, env)

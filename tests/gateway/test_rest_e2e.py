@@ -270,6 +270,19 @@ async def test_state_compare_and_set_conflict_is_412_with_the_status_body(mesh: 
     assert deleted.status_code == 200 and deleted.json() == {}
     assert (await http.get(url)).status_code == 404
 
+    # The audit trail of those writes, newest first (refused writes recorded nothing).
+    trail = await http.get("/v1/audit-entries", params={"resource": "namespaces/e2e/states/counter"})
+    assert trail.status_code == 200, trail.text
+    entries = trail.json()["entries"]
+    assert [(e["action"], e["details"]) for e in entries] == [
+        ("state.delete", {"version": 2}),
+        ("state.put", {"version": 2}),
+        ("state.put", {"version": 1}),
+    ]
+    assert all(e["correlationId"] and e["actor"] == "client/anonymous" for e in entries)  # the gateway's request ids
+    page = await http.get("/v1/audit-entries", params={"action": "state.put", "pageSize": 1, "startTime": "x"})
+    assert page.status_code == 400, page.text
+
 
 @pytest.mark.timeout(60)
 async def test_unknown_ids_are_404_with_the_status_body(mesh: Mesh) -> None:

@@ -14,6 +14,7 @@ EXPECTED_EXPORTS = [
     "AgentStatus",
     "AlreadyExists",
     "AttemptInfo",
+    "AuditEntry",
     "CapabilityInfo",
     "ChannelContext",
     "ChannelMessage",

@@ -45,6 +45,9 @@ var clientServices = []service{
 	{meshplanev1.StateService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
 		return meshplanev1.RegisterStateServiceHandlerClient(ctx, mux, meshplanev1.NewStateServiceClient(cc))
 	}},
+	{meshplanev1.AuditService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+		return meshplanev1.RegisterAuditServiceHandlerClient(ctx, mux, meshplanev1.NewAuditServiceClient(cc))
+	}},
 }
 
 // registerServices registers every client-facing service on mux, forwarding
