@@ -174,7 +174,7 @@ class Transition:
         task.attempt_deadline = None
         self.writes.outputs[task.id] = output
         self._end_attempt(task, AttemptOutcome.SUCCEEDED, None)
-        self._event(task, TaskEventType.SUCCEEDED)
+        self._event(task, TaskEventType.SUCCEEDED, progress=1.0)
         return True
 
     def fail_attempt(

@@ -161,6 +161,7 @@ async def test_watch_resumes_after_a_sequence_number(plane: ControlPlane, channe
     rest = await watch_events(channel, task.id, after=3)
     assert [e.sequence for e in rest] == [4, 5]
     assert rest[-1].output.json.struct_value.fields["x"].number_value == 1
+    assert rest[-1].progress == 1, "a SUCCEEDED event says the task is done, as the task does"
     assert await watch_events(channel, task.id, after=5) == []  # ended: nothing more, stream closes
     await agent.close()
 

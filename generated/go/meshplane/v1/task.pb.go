@@ -926,7 +926,7 @@ type TaskEvent struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
 	// The agent instance involved, if any.
 	AgentInstanceId string `protobuf:"bytes,7,opt,name=agent_instance_id,json=agentInstanceId,proto3" json:"agent_instance_id,omitempty"`
-	// Progress 0..1 (PROGRESS events).
+	// Progress 0..1 (PROGRESS events; 1 on SUCCEEDED).
 	Progress float32 `protobuf:"fixed32,8,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Progress or status message.
 	Message string `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`

@@ -507,7 +507,7 @@ export interface TaskEvent {
     | undefined;
   /** The agent instance involved, if any. */
   agentInstanceId: string;
-  /** Progress 0..1 (PROGRESS events). */
+  /** Progress 0..1 (PROGRESS events; 1 on SUCCEEDED). */
   progress: number;
   /** Progress or status message. */
   message: string;
