@@ -28,6 +28,7 @@ from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
     AuditEntry,
+    ChannelInfo,
     ChannelMessage,
     Page,
     StateEntry,
@@ -483,6 +484,17 @@ class MeshClient:
     def subscribe(self, channel: str) -> Subscription:
         """A subscription to ``channel`` (use ``async with``; iterate for messages)."""
         return Subscription(self._connection, channel)
+
+    async def list_channels_page(self, *, page_size: int = 0, page_token: str = "") -> Page[ChannelInfo]:
+        """One page of the channels in use (published to or subscribed to within the channel retention), by
+        name."""
+        request = channel_pb2.ListChannelsRequest(page_size=page_size, page_token=page_token)
+        response = await self._connection.unary(self._stub(channel_pb2_grpc.ChannelServiceStub).ListChannels, request)
+        return Page([ChannelInfo.from_proto(c) for c in response.channels], response.next_page_token, response)
+
+    async def list_channels(self) -> list[ChannelInfo]:
+        """Every channel in use, by name."""
+        return await _all_pages(lambda token: self.list_channels_page(page_size=_MAX_PAGE, page_token=token))
 
     # ------------------------------------------------------------ state
 

@@ -15,6 +15,7 @@ from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
     AuditEntry,
+    ChannelInfo,
     ChannelMessage,
     Page,
     StateEntry,
@@ -205,6 +206,17 @@ class SyncMeshClient:
             yield self._iterate(subscription)
         finally:
             self._run(subscription.close())
+
+    def list_channels_page(self, *, page_size: int = 0, page_token: str = "") -> Page[ChannelInfo]:
+        """One page of the channels in use, by name."""
+        result: Page[ChannelInfo] = self._run(
+            self._client.list_channels_page(page_size=page_size, page_token=page_token)
+        )
+        return result
+
+    def list_channels(self) -> list[ChannelInfo]:
+        result: list[ChannelInfo] = self._run(self._client.list_channels())
+        return result
 
     # ------------------------------------------------------------ state
 

@@ -334,6 +334,25 @@ class AgentInstanceInfo(_FromProto):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelInfo(_FromProto):
+    """A channel that has been used: its first use, and its last (to within an hour; see ListChannels)."""
+
+    name: str
+    create_time: datetime | None
+    last_use_time: datetime | None
+    _message: channel_pb2.Channel = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, proto: channel_pb2.Channel) -> ChannelInfo:
+        return cls(
+            name=proto.name,
+            create_time=_time(proto.create_time),
+            last_use_time=_time(proto.last_use_time),
+            _message=proto,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelMessage(_FromProto):
     """A message on a channel."""
 

@@ -1,8 +1,9 @@
-"""``meshplane channel publish|subscribe``."""
+"""``meshplane channel publish|subscribe|ls``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from controlplane.cli import output
@@ -24,7 +25,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     subscribe.add_argument("--count", "-n", type=int, default=0, help="exit after this many messages")
     subscribe.set_defaults(run=subscribe_channel)
 
-    for command in (publish, subscribe):
+    ls = commands.add_parser("ls", help="list the channels in use, by name, with their first and last use")
+    ls.set_defaults(run=list_channels)
+
+    for command in (publish, subscribe, ls):
         add_connection_options(command, top_level=False)
         add_output_option(command)
 
@@ -56,4 +60,15 @@ async def subscribe_channel(args: argparse.Namespace) -> int:
             received += 1
             if args.count and received >= args.count:
                 break
+    return 0
+
+
+async def list_channels(args: argparse.Namespace) -> int:
+    async with client(args) as mesh:
+        found = await mesh.list_channels()
+    if args.output == "json":
+        output.out(json.dumps({"channels": [c.to_dict() for c in found]}, indent=2))  # the response's JSON
+        return 0
+    rows = [[c.name, output.age(c.create_time), output.age(c.last_use_time)] for c in found]
+    output.out(output.table(rows, ["NAME", "CREATED", "LAST USED"]) if rows else "no channels")
     return 0

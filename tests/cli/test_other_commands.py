@@ -40,6 +40,15 @@ def test_channel_publish_reaches_a_subscriber(mesh: Mesh) -> None:
     assert subscriber.returncode == 0
     assert lines(out) == ['{"n": 1}', '"two"']
 
+    listed = mesh.cli("channel", "ls")
+    assert listed.returncode == 0, listed.stderr
+    [header, *rows] = lines(listed.stdout)
+    assert header.split() == ["NAME", "CREATED", "LAST", "USED"]
+    assert "cli-news" in [row.split()[0] for row in rows]
+    as_json = json.loads(mesh.cli("channel", "ls", "-o", "json").stdout)
+    [news] = [c for c in as_json["channels"] if c["name"] == "cli-news"]
+    assert news["createTime"] <= news["lastUseTime"]
+
 
 def test_state_put_get_rm_and_a_version_conflict(mesh: Mesh) -> None:
     put = mesh.cli("state", "put", "cli", "color", "--value", '{"name": "blue"}', "--expected-version", "0")

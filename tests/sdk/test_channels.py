@@ -98,3 +98,15 @@ async def test_a_slow_handler_runs_a_bounded_number_at_once_and_the_oldest_waiti
     assert sorted(handled) == [0, 1, 17, 18, 19] and most_at_once == 2
     warnings = [r.getMessage() for r in caplog.records if "slower than its messages come" in r.getMessage()]
     assert len(warnings) == 1 and "channel busy" in warnings[0]
+
+
+async def test_the_channels_in_use_are_listed_by_name_a_page_at_a_time(client: MeshClient) -> None:
+    for name in ("sdk.b", "sdk.a", "sdk.b"):
+        await client.publish(name, {"n": 1})
+    channels = await client.list_channels()
+    assert [c.name for c in channels] == ["sdk.a", "sdk.b"]
+    assert all(c.create_time is not None and c.last_use_time is not None for c in channels)
+    first = await client.list_channels_page(page_size=1)
+    assert [c.name for c in first.items] == ["sdk.a"] and first.next_page_token
+    second = await client.list_channels_page(page_size=1, page_token=first.next_page_token)
+    assert [c.name for c in second.items] == ["sdk.b"] and not second.next_page_token

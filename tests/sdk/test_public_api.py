@@ -17,6 +17,7 @@ EXPECTED_EXPORTS = [
     "AuditEntry",
     "CapabilityInfo",
     "ChannelContext",
+    "ChannelInfo",
     "ChannelMessage",
     "DeadlineExceeded",
     "ErrorInfo",
