@@ -67,6 +67,19 @@ async def _all_pages(page: Callable[[str], Awaitable[Page[T]]]) -> list[T]:
             return items
 
 
+async def _up_to(limit: int, page: Callable[[int, str], Awaitable[Page[T]]]) -> list[T]:
+    """The first `limit` items of a listing: `page(size, token)` from the first page until enough or the last."""
+    items: list[T] = []
+    token = ""
+    while len(items) < limit:
+        answer = await page(min(_MAX_PAGE, limit - len(items)), token)
+        items += answer.items
+        token = answer.next_page_token
+        if not token:
+            break
+    return items[:limit]
+
+
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     proto = timestamp_pb2.Timestamp()
     proto.FromDatetime(value)
@@ -351,21 +364,12 @@ class MeshClient:
         limit: int = 50,
     ) -> list[TaskInfo]:
         """Up to ``limit`` tasks, newest first, following pages as needed."""
-        tasks: list[TaskInfo] = []
-        token = ""
-        while len(tasks) < limit:
-            page = await self.list_tasks_page(
-                state=state,
-                capability=capability,
-                correlation_id=correlation_id,
-                page_size=min(_MAX_PAGE, limit - len(tasks)),
-                page_token=token,
-            )
-            tasks += page.items
-            token = page.next_page_token
-            if not token:
-                break
-        return tasks[:limit]
+        return await _up_to(
+            limit,
+            lambda size, token: self.list_tasks_page(
+                state=state, capability=capability, correlation_id=correlation_id, page_size=size, page_token=token
+            ),
+        )
 
     async def watch(self, task_id: str, *, after_sequence: int = 0) -> AsyncGenerator[TaskEvent, None]:
         """The task's events after ``after_sequence``: stored ones, then live ones, ending after the terminal one."""
@@ -563,21 +567,16 @@ class MeshClient:
         limit: int = 50,
     ) -> list[AuditEntry]:
         """Up to ``limit`` audit entries, newest first, following pages as needed."""
-        entries: list[AuditEntry] = []
-        token = ""
-        while len(entries) < limit:
-            page = await self.list_audit_entries_page(
+        return await _up_to(
+            limit,
+            lambda size, token: self.list_audit_entries_page(
                 resource=resource,
                 actor=actor,
                 action=action,
                 correlation_id=correlation_id,
                 since=since,
                 until=until,
-                page_size=min(_MAX_PAGE, limit - len(entries)),
+                page_size=size,
                 page_token=token,
-            )
-            entries += page.items
-            token = page.next_page_token
-            if not token:
-                break
-        return entries[:limit]
+            ),
+        )

@@ -219,3 +219,18 @@ def test_whole_numbers_print_whole_and_others_as_they_are() -> None:
     assert '"huge": 1.152921504606847e+18' in shown, "past 2**53 a double is no exact integer: left as it is"
     assert '"list": [1, 2, 0]' in shown
     assert TaskInfo.from_proto(task).to_dict()["output"]["json"]["n"] == 3
+
+
+async def test_the_audit_trail_is_read_newest_first_up_to_a_limit(
+    client: MeshClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_runtime._client, "_MAX_PAGE", 2)  # so that a limit of 5 takes three pages
+    for n in range(6):
+        await client.put_state("audited", f"k{n}", n)
+    newest = await client.list_audit_entries(action="state.put", limit=5)
+    assert [e.resource for e in newest] == [f"namespaces/audited/states/k{n}" for n in (5, 4, 3, 2, 1)]
+    assert [e.details for e in newest] == [{"version": 1}] * 5
+    assert newest[0].time is not None and newest[0].id > newest[1].id
+    since_third = await client.list_audit_entries(since=newest[2].time, limit=100)
+    assert [e.id for e in since_third] == [e.id for e in newest[:3]]
+    assert await client.list_audit_entries(resource="namespaces/audited/states/none") == []
