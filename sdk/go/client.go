@@ -308,14 +308,15 @@ func timeouts(r *pb.SubmitTaskRequest) *pb.TaskTimeouts {
 }
 
 // Client uses the mesh: submit (one by one or in batches), list, inspect, wait for and cancel
-// tasks; list agents and their instances; publish to channels; read and write state. It is safe
-// for concurrent use.
+// tasks; list agents and their instances; publish to, subscribe to and list channels; read and
+// write state; read the audit trail. It is safe for concurrent use.
 type Client struct {
 	conns    *connPool
 	tasks    pb.TaskServiceClient
 	channels pb.ChannelServiceClient
 	agents   pb.AgentServiceClient
 	state    pb.StateServiceClient
+	audit    pb.AuditServiceClient
 }
 
 // NewClient returns a client of the control plane at target (host:port). Connections are
@@ -340,6 +341,7 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 		channels: pb.NewChannelServiceClient(conns),
 		agents:   pb.NewAgentServiceClient(conns),
 		state:    pb.NewStateServiceClient(conns),
+		audit:    pb.NewAuditServiceClient(conns),
 	}, nil
 }
 
@@ -648,6 +650,52 @@ func (c *Client) Subscribe(ctx context.Context, channel string, ready chan<- str
 			}
 		}
 	}
+}
+
+// ChannelInfo is a channel in use: published to or subscribed to within the channel retention.
+type ChannelInfo struct {
+	Name string
+	// CreateTime is its first use. LastUseTime is its last publish, or the last time a subscriber
+	// was seen on it; the control plane refreshes it at most once an hour, so it may be up to an
+	// hour old.
+	CreateTime  time.Time
+	LastUseTime time.Time
+}
+
+func channelInfo(ch *pb.Channel) *ChannelInfo {
+	return &ChannelInfo{Name: ch.GetName(), CreateTime: asTime(ch.GetCreateTime()), LastUseTime: asTime(ch.GetLastUseTime())}
+}
+
+// ChannelPage is one page of a channel listing.
+type ChannelPage struct {
+	// Channels are the page's channels, by name.
+	Channels []*ChannelInfo
+	// NextPageToken asks ListChannelsPage for the next page; empty on the last page.
+	NextPageToken string
+}
+
+// ListChannelsPage returns one page of the channels in use (published to or subscribed to within
+// the channel retention), by name. pageSize is the most channels on the page (0: the control
+// plane's default, 50; at most 1000); pageToken is "" for the first page, then the previous page's
+// NextPageToken.
+func (c *Client) ListChannelsPage(ctx context.Context, pageSize int, pageToken string) (*ChannelPage, error) {
+	resp, err := c.channels.ListChannels(ctx, &pb.ListChannelsRequest{PageSize: int32Field(pageSize), PageToken: pageToken})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return &ChannelPage{Channels: convertAll(resp.GetChannels(), channelInfo), NextPageToken: resp.GetNextPageToken()}, nil
+}
+
+// ListChannels returns every channel in use, by name; it follows the pages to the end with
+// ListChannelsPage.
+func (c *Client) ListChannels(ctx context.Context) ([]*ChannelInfo, error) {
+	return allPages(func(token string) ([]*ChannelInfo, string, error) {
+		page, err := c.ListChannelsPage(ctx, listPageSize, token)
+		if err != nil {
+			return nil, "", err
+		}
+		return page.Channels, page.NextPageToken, nil
+	})
 }
 
 // State is key/value state in a namespace (an agent's namespace is its name).

@@ -1,7 +1,8 @@
 package meshplane
 
 // The client's batch-submit, listing and agent calls against an in-process fake of the
-// control plane's TaskService and AgentService that records every request.
+// control plane's TaskService and AgentService that records every request (the channel and audit
+// listings, against fakes of ChannelService and AuditService: client_listings_test.go).
 
 import (
 	"context"
@@ -171,9 +172,17 @@ func (f *fakeAgents) DrainAgentInstance(_ context.Context, req *pb.DrainAgentIns
 // startFakeAPI serves tasks and agents and returns a client of them.
 func startFakeAPI(t *testing.T, tasks *fakeTasks, agents *fakeAgents) *Client {
 	t.Helper()
+	return startFakeServices(t, func(srv *grpc.Server) {
+		pb.RegisterTaskServiceServer(srv, tasks)
+		pb.RegisterAgentServiceServer(srv, agents)
+	})
+}
+
+// startFakeServices serves what register registers and returns a client of it.
+func startFakeServices(t *testing.T, register func(*grpc.Server)) *Client {
+	t.Helper()
 	srv := grpc.NewServer()
-	pb.RegisterTaskServiceServer(srv, tasks)
-	pb.RegisterAgentServiceServer(srv, agents)
+	register(srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

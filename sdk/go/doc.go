@@ -5,8 +5,8 @@
 // time), reports progress and results, reconnects with jittered exponential backoff keeping
 // the tasks it still runs, and drains gracefully on shutdown. A [Client] submits tasks (one
 // at a time or as an atomic batch), watches, waits for, cancels and re-submits them, lists
-// tasks, agents and instances, drains instances, publishes and subscribes to channels, and
-// reads and writes the state store.
+// tasks, agents, instances and channels, drains instances, publishes and subscribes to
+// channels, reads and writes the state store, and reads the audit trail.
 //
 //	agent, err := meshplane.NewAgent("greeter")
 //	if err != nil {

@@ -1,11 +1,13 @@
 /**
- * `MeshClient`: submit, follow and list tasks, list agents, publish on and subscribe to channels, read and write
- * state.
+ * `MeshClient`: submit, follow and list tasks, list agents, publish on, subscribe to and list channels, read and
+ * write state, read the audit trail.
  */
 
 import { type ConnectionOptions, Connection, defaultTarget, defaultToken } from "./connection";
 import {
   agentInfo,
+  auditEntry,
+  channelInfo,
   channelMessage,
   durationFromMs,
   instanceInfo,
@@ -28,6 +30,7 @@ import {
 import { decodePayload, encodePayload } from "./payload";
 import {
   AgentServiceClient,
+  AuditServiceClient,
   ChannelServiceClient,
   type Duration,
   SchedulingStrategy,
@@ -38,6 +41,8 @@ import { StateStore } from "./state";
 import { ChannelSubscription, type SubscribeOptions, type Subscription } from "./subscription";
 import {
   type AgentInfo,
+  type AuditEntry,
+  type ChannelInfo,
   type ChannelMessage,
   type InstanceInfo,
   type Page,
@@ -111,6 +116,25 @@ export interface TaskFilter {
   correlationId?: string;
 }
 
+/**
+ * Which entries {@link MeshClient.listAuditEntries} and {@link MeshClient.listAuditEntriesPage} list: every field
+ * set must match (strings exactly); unset fields match all.
+ */
+export interface AuditFilter {
+  /** Only entries on this resource, e.g. "namespaces/n/states/k". */
+  resource?: string;
+  /** Only entries by this actor, e.g. "client/anonymous". */
+  actor?: string;
+  /** Only entries of this action, e.g. "state.put". */
+  action?: string;
+  /** Only entries with this correlation id. */
+  correlationId?: string;
+  /** Only entries recorded at or after this time. */
+  since?: Date;
+  /** Only entries recorded before this time. */
+  until?: Date;
+}
+
 /** Which page a `list…Page` call returns. */
 export interface PageOptions {
   /** At most this many items (the control plane's default when unset: 50; at most 1000). */
@@ -174,6 +198,14 @@ function ms(value: number | undefined): Duration | undefined {
   return value === undefined ? undefined : durationFromMs(value);
 }
 
+/** A time filter as sent (undefined: no bound); anything but a valid Date throws a RangeError (untyped callers). */
+function timeFilter(value: Date | undefined, name: string): Date | undefined {
+  if (value !== undefined && !(value instanceof Date && Number.isFinite(value.getTime()))) {
+    throw new RangeError(`${name} must be a valid Date, got ${String(value)}`);
+  }
+  return value;
+}
+
 /** Resolves the task if it SUCCEEDED; otherwise rejects with the matching {@link TaskFailedError}. */
 export function raiseForOutcome(task: TaskInfo): TaskInfo {
   switch (task.state) {
@@ -231,8 +263,8 @@ function assertAnswered<T>(value: T | undefined, call: string, what: string): as
 
 /**
  * A client of the mesh: submit tasks (one by one or in batches) and wait for them, cancel and list them,
- * list agents and their instances, publish on and subscribe to channels, and read and write state. One gRPC
- * connection, or `connections` of them taken in turn; `close()` it when done.
+ * list agents and their instances, publish on, subscribe to and list channels, read and write state, and read the
+ * audit trail. One gRPC connection, or `connections` of them taken in turn; `close()` it when done.
  *
  * ```ts
  * const client = new MeshClient("127.0.0.1:50051");
@@ -561,11 +593,92 @@ export class MeshClient {
     return subscription;
   }
 
+  /**
+   * One page of the channels in use (published to or subscribed to within the channel retention), by name. Pass
+   * the page's `nextPageToken` back for the next page; it is empty on the last one.
+   */
+  async listChannelsPage(page: PageOptions = {}): Promise<Page<ChannelInfo>> {
+    const stub = this.connection.client(ChannelServiceClient);
+    const response = await this.connection.unary(
+      stub.listChannels.bind(stub),
+      { pageSize: page.pageSize ?? 0, pageToken: page.pageToken ?? "" },
+      this.timeoutMs,
+    );
+    return { items: response.channels.map(channelInfo), nextPageToken: response.nextPageToken };
+  }
+
+  /** Every channel in use, by name, following pages. */
+  async listChannels(): Promise<ChannelInfo[]> {
+    return allPages((pageToken) => this.listChannelsPage({ pageSize: MAX_PAGE_SIZE, pageToken }));
+  }
+
   // ------------------------------------------------------------ state
 
   /** The state entries of `namespace` (an agent's handlers use the namespace named after the agent). */
   state(namespace: string): StateStore {
     return new StateStore(this.connection, namespace, this.timeoutMs);
+  }
+
+  // ------------------------------------------------------------ audit
+
+  /**
+   * One page of the audit trail, newest first: the entries matching every field of `filter`, recorded at or after
+   * `since` and before `until`. Pass the page's `nextPageToken` back, with the same filter, for the next (older)
+   * page; it is empty on the last one. A `since` or `until` that is not a valid Date throws a RangeError before
+   * any call.
+   */
+  async listAuditEntriesPage(filter: AuditFilter = {}, page: PageOptions = {}): Promise<Page<AuditEntry>> {
+    const startTime = timeFilter(filter.since, "since");
+    const endTime = timeFilter(filter.until, "until");
+    const stub = this.connection.client(AuditServiceClient);
+    const response = await this.connection.unary(
+      stub.listAuditEntries.bind(stub),
+      {
+        resource: filter.resource ?? "",
+        actor: filter.actor ?? "",
+        action: filter.action ?? "",
+        correlationId: filter.correlationId ?? "",
+        startTime,
+        endTime,
+        pageSize: page.pageSize ?? 0,
+        pageToken: page.pageToken ?? "",
+      },
+      this.timeoutMs,
+    );
+    return { items: response.entries.map(auditEntry), nextPageToken: response.nextPageToken };
+  }
+
+  /**
+   * Up to `limit` (default 50) audit entries matching `filter`, newest first, following pages as needed (each
+   * asking for no more than are still wanted, at most 1000). A `limit` of 0 resolves to `[]` without a call; one
+   * that is not a whole number >= 0 throws a RangeError.
+   *
+   * ```ts
+   * const since = new Date(Date.now() - 3_600_000);
+   * for (const entry of await client.listAuditEntries({ action: "state.delete", since }, { limit: 200 })) {
+   *   console.log(entry.time, entry.actor, entry.resource);
+   * }
+   * ```
+   */
+  async listAuditEntries(filter: AuditFilter = {}, options: { limit?: number } = {}): Promise<AuditEntry[]> {
+    const limit = options.limit ?? 50;
+    if (!Number.isSafeInteger(limit) || limit < 0) {
+      throw new RangeError(`limit must be a whole number >= 0, got ${limit}`);
+    }
+    const entries: AuditEntry[] = [];
+    let pageToken = "";
+    while (entries.length < limit) {
+      const page = await this.listAuditEntriesPage(filter, {
+        pageSize: Math.min(MAX_PAGE_SIZE, limit - entries.length),
+        pageToken,
+      });
+      entries.push(...page.items);
+      pageToken = page.nextPageToken;
+      if (pageToken === "") {
+        break;
+      }
+    }
+    return entries.slice(0, limit);
   }
 
   // ------------------------------------------------------------ agents

@@ -7,8 +7,10 @@ import {
   type AgentProto,
   agentStatusToJSON,
   attemptOutcomeToJSON,
+  type AuditEntryProto,
   type Capability,
   type ChannelMessageProto,
+  type ChannelProto,
   type Duration,
   type StateEntryProto,
   type TaskAttemptProto,
@@ -25,7 +27,9 @@ import type {
   AgentInfo,
   AttemptInfo,
   AttemptOutcome,
+  AuditEntry,
   CapabilityInfo,
+  ChannelInfo,
   ChannelMessage,
   ErrorInfo,
   InstanceInfo,
@@ -191,6 +195,22 @@ export function channelMessage(message: ChannelMessageProto, data: unknown): Cha
     headers: { ...message.headers },
     publisher: message.publisher,
     publishTime: message.publishTime,
+  };
+}
+
+export function channelInfo(channel: ChannelProto): ChannelInfo {
+  return { name: channel.name, createTime: channel.createTime, lastUseTime: channel.lastUseTime };
+}
+
+export function auditEntry(entry: AuditEntryProto): AuditEntry {
+  return {
+    id: entry.id,
+    time: entry.time,
+    actor: entry.actor,
+    action: entry.action,
+    resource: entry.resource,
+    correlationId: entry.correlationId,
+    details: (entry.details ?? {}) as Record<string, unknown>,
   };
 }
 

@@ -20,6 +20,7 @@ export {
   type TaskOptions,
 } from "./agent";
 export {
+  type AuditFilter,
   MeshClient,
   type MeshClientOptions,
   type PageOptions,
@@ -70,7 +71,9 @@ export {
   type AgentInfo,
   type AttemptInfo,
   type AttemptOutcome,
+  type AuditEntry,
   type CapabilityInfo,
+  type ChannelInfo,
   type ChannelMessage,
   type ErrorInfo,
   type InstanceInfo,

@@ -24,7 +24,9 @@ export {
   agentStatusToJSON,
 } from "../../../generated/ts/meshplane/v1/agent";
 export { AgentServiceClient } from "../../../generated/ts/meshplane/v1/agent_service";
+export { type AuditEntry as AuditEntryProto, AuditServiceClient } from "../../../generated/ts/meshplane/v1/audit";
 export {
+  type Channel as ChannelProto,
   type ChannelMessage as ChannelMessageProto,
   ChannelServiceClient,
   type SubscribeResponse,

@@ -204,6 +204,36 @@ export interface InstanceInfo {
   readonly lastSeenTime: Date | undefined;
 }
 
+/** A channel in use: published to or subscribed to within the channel retention. */
+export interface ChannelInfo {
+  readonly name: string;
+  /** Its first use. */
+  readonly createTime: Date | undefined;
+  /**
+   * Its last publish, or the last time a subscriber was seen on it; the control plane refreshes it at most once an
+   * hour, so it may be up to an hour old.
+   */
+  readonly lastUseTime: Date | undefined;
+}
+
+/** One entry of the audit trail: who changed what, when, under which correlation id. */
+export interface AuditEntry {
+  /** Its position in the trail: later entries have higher ids. */
+  readonly id: number;
+  /** When it was recorded. */
+  readonly time: Date | undefined;
+  /** Who: "client/token:<hash>", "client/anonymous", "agent/<name>/<instance_id>" or "replica/<id>". */
+  readonly actor: string;
+  /** What: "state.put", "state.delete", "channel.publish", "agent.drain", "task.resubmit", ... */
+  readonly action: string;
+  /** On what, e.g. "namespaces/n/states/k", "channels/orders", "agents/a/instances/i", "tasks/<id>". */
+  readonly resource: string;
+  /** The call's correlation id, if any. */
+  readonly correlationId: string;
+  /** What else the action recorded (e.g. a state entry's new version); `{}` when nothing. */
+  readonly details: Record<string, unknown>;
+}
+
 /** A message on a channel. */
 export interface ChannelMessage<T = unknown> {
   readonly channel: string;

@@ -1,6 +1,6 @@
 // MeshClient's batch submit and listings against an in-process fake control plane (a grpc-js server with
-// scripted TaskService and AgentService answers): the requests it sends, the pages it follows, what it
-// converts and the errors it maps.
+// scripted TaskService, AgentService, ChannelService and AuditService answers): the requests it sends, the pages
+// it follows, what it converts and the errors it maps.
 import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 
@@ -25,6 +25,16 @@ import {
   type ListAgentInstancesRequest,
   type ListAgentsRequest,
 } from "../../../generated/ts/meshplane/v1/agent_service";
+import {
+  type AuditEntry as AuditEntryProto,
+  AuditServiceService,
+  type ListAuditEntriesRequest,
+} from "../../../generated/ts/meshplane/v1/audit";
+import {
+  type Channel,
+  ChannelServiceService,
+  type ListChannelsRequest,
+} from "../../../generated/ts/meshplane/v1/channel";
 import { Task, TaskState } from "../../../generated/ts/meshplane/v1/task";
 import {
   type BatchSubmitTasksRequest,
@@ -40,6 +50,7 @@ import {
   PermissionDeniedError,
   UnavailableError,
 } from "../src/errors";
+import type { AuditEntry, AuditFilter, ChannelInfo } from "../src/index";
 import { decodePayload } from "../src/payload";
 import { SchedulingStrategy } from "../src/proto";
 import type { InstanceInfo, TaskInfo } from "../src/types";
@@ -54,7 +65,7 @@ type Script = (request: unknown) => Answer;
 
 const MAX_CALLS = 20;
 
-/** A TaskService and AgentService that record every request and answer from per-method scripts. */
+/** A TaskService, AgentService, ChannelService and AuditService that record every request and answer from scripts. */
 class FakePlane {
   private readonly requests = new Map<string, unknown[]>();
   private readonly scripts = new Map<string, Script>();
@@ -89,6 +100,8 @@ class FakePlane {
       AgentServiceService,
       implementation(["listAgents", "getAgent", "listAgentInstances", "drainAgentInstance"]),
     );
+    this.server.addService(ChannelServiceService, implementation(["listChannels"]));
+    this.server.addService(AuditServiceService, implementation(["listAuditEntries"]));
     this.address = await bindLocal(this.server);
   }
 
@@ -144,6 +157,29 @@ function protoTask(id: string, extra: Partial<Task> = {}): Task {
 }
 
 const UPDATED = new Date("2026-01-02T03:04:05.678Z");
+const CREATED = new Date("2025-12-24T10:00:00.001Z");
+
+/** A used channel: created CREATED, last used UPDATED (no times at all unless `timed`). */
+function protoChannel(name: string, timed = true): Channel {
+  return { name, createTime: timed ? CREATED : undefined, lastUseTime: timed ? UPDATED : undefined };
+}
+
+function protoEntry(id: number): AuditEntryProto {
+  return {
+    id,
+    time: undefined,
+    actor: "client/anonymous",
+    action: "state.put",
+    resource: `namespaces/n/states/k${id}`,
+    correlationId: "",
+    details: {},
+  };
+}
+
+/** An audit trail of `n` entries, newest (highest id) first. */
+function trail(n: number): AuditEntryProto[] {
+  return Array.from({ length: n }, (_, index) => protoEntry(n - index));
+}
 
 function protoAgent(name: string): Agent {
   return {
@@ -702,6 +738,271 @@ describe("MeshClient listings and batches", () => {
       await assert.rejects(client.drainInstance("a", "a-1"), FailedPreconditionError);
     });
   });
+
+  // ------------------------------------------------------------ channels
+
+  describe("listChannels and listChannelsPage", () => {
+    it("follows every page of channels with the largest page size; converts each channel", async () => {
+      const pages = paged([protoChannel("alerts"), protoChannel("news", false), protoChannel("orders")], 2);
+      plane.on("listChannels", (request: ListChannelsRequest) => {
+        const { items, next } = page(pages, request.pageToken);
+        return { channels: items, nextPageToken: next };
+      });
+      const channels: ChannelInfo[] = await client.listChannels();
+      assert.deepEqual(channels, [
+        { name: "alerts", createTime: CREATED, lastUseTime: UPDATED },
+        { name: "news", createTime: undefined, lastUseTime: undefined },
+        { name: "orders", createTime: CREATED, lastUseTime: UPDATED },
+      ]);
+      assert.ok(channels[0]?.createTime instanceof Date, "timestamps become Dates");
+      assert.deepEqual(plane.calls<ListChannelsRequest>("listChannels"), [
+        { pageSize: 1000, pageToken: "" },
+        { pageSize: 1000, pageToken: "p1" },
+      ]);
+    });
+
+    it("lists one page: sends the page size and token; returns the next token", async () => {
+      plane.on("listChannels", () => ({ channels: [protoChannel("news")], nextPageToken: "after-news" }));
+      const page1 = await client.listChannelsPage({ pageSize: 1, pageToken: "after-alerts" });
+      assert.deepEqual(page1, {
+        items: [{ name: "news", createTime: CREATED, lastUseTime: UPDATED }],
+        nextPageToken: "after-news",
+      });
+      assert.deepEqual(await client.listChannelsPage(), {
+        items: [{ name: "news", createTime: CREATED, lastUseTime: UPDATED }],
+        nextPageToken: "after-news",
+      });
+      assert.deepEqual(plane.calls<ListChannelsRequest>("listChannels"), [
+        { pageSize: 1, pageToken: "after-alerts" },
+        { pageSize: 0, pageToken: "" },
+      ]);
+    });
+
+    it("resolves to [] when no channel is in use", async () => {
+      plane.on("listChannels", () => ({ channels: [], nextPageToken: "" }));
+      assert.deepEqual(await client.listChannels(), []);
+    });
+
+    it("maps a failure", async () => {
+      plane.on("listChannels", () => ({ code: status.PERMISSION_DENIED, details: "no channels:read" }));
+      await assert.rejects(client.listChannels(), PermissionDeniedError);
+      await assert.rejects(
+        client.listChannelsPage({ pageSize: 5 }),
+        (error: unknown) => error instanceof PermissionDeniedError && error.message === "no channels:read",
+      );
+    });
+  });
+
+  // ------------------------------------------------------------ audit
+
+  describe("listAuditEntriesPage and listAuditEntries", () => {
+    /** Serves `entries` as the plane does: pages of the size asked (default 50, at most 1000), tokens "at-<offset>". */
+    function serveTrail(entries: readonly AuditEntryProto[], extra = 0): void {
+      plane.on("listAuditEntries", (request: ListAuditEntriesRequest) => {
+        const start = request.pageToken === "" ? 0 : Number(request.pageToken.slice("at-".length));
+        const end = Math.min(start + Math.min(request.pageSize || 50, 1000) + extra, entries.length);
+        return { entries: entries.slice(start, end), nextPageToken: end < entries.length ? `at-${end}` : "" };
+      });
+    }
+
+    it("sends every filter, the times as timestamps, and the page options; converts the entries", async () => {
+      plane.on("listAuditEntries", () => ({
+        entries: [
+          {
+            id: Number.MAX_SAFE_INTEGER,
+            time: UPDATED,
+            actor: "client/token:ab12",
+            action: "state.put",
+            resource: "namespaces/n/states/k",
+            correlationId: "c-9",
+            details: { version: 3, previous: null, tags: ["a", "b"], ttl: { seconds: 60 } },
+          },
+          { ...protoEntry(7), details: undefined },
+        ],
+        nextPageToken: "at-2",
+      }));
+      const since = new Date("2026-01-01T08:15:30.123+01:00");
+      const until = new Date("2026-01-02T00:00:00.000Z");
+      const filter: AuditFilter = {
+        resource: "namespaces/n/states/k",
+        actor: "client/token:ab12",
+        action: "state.put",
+        correlationId: "c-9",
+        since,
+        until,
+      };
+      const page1 = await client.listAuditEntriesPage(filter, { pageSize: 2, pageToken: "at-0" });
+      const sent = plane.calls<ListAuditEntriesRequest>("listAuditEntries");
+      assert.deepEqual(sent, [
+        {
+          resource: "namespaces/n/states/k",
+          actor: "client/token:ab12",
+          action: "state.put",
+          correlationId: "c-9",
+          startTime: since,
+          endTime: until,
+          pageSize: 2,
+          pageToken: "at-0",
+        },
+      ]);
+      assert.equal(sent[0]?.startTime?.toISOString(), "2026-01-01T07:15:30.123Z", "the instant, to the millisecond");
+      const expected: AuditEntry[] = [
+        {
+          id: Number.MAX_SAFE_INTEGER,
+          time: UPDATED,
+          actor: "client/token:ab12",
+          action: "state.put",
+          resource: "namespaces/n/states/k",
+          correlationId: "c-9",
+          details: { version: 3, previous: null, tags: ["a", "b"], ttl: { seconds: 60 } },
+        },
+        {
+          id: 7,
+          time: undefined,
+          actor: "client/anonymous",
+          action: "state.put",
+          resource: "namespaces/n/states/k7",
+          correlationId: "",
+          details: {},
+        },
+      ];
+      assert.deepEqual(page1, { items: expected, nextPageToken: "at-2" });
+    });
+
+    it("sends no filter and no time bound by default", async () => {
+      plane.on("listAuditEntries", () => ({ entries: [], nextPageToken: "" }));
+      assert.deepEqual(await client.listAuditEntriesPage(), { items: [], nextPageToken: "" });
+      await client.listAuditEntriesPage({ until: UPDATED });
+      assert.deepEqual(plane.calls<ListAuditEntriesRequest>("listAuditEntries"), [
+        {
+          resource: "",
+          actor: "",
+          action: "",
+          correlationId: "",
+          startTime: undefined,
+          endTime: undefined,
+          pageSize: 0,
+          pageToken: "",
+        },
+        {
+          resource: "",
+          actor: "",
+          action: "",
+          correlationId: "",
+          startTime: undefined,
+          endTime: UPDATED,
+          pageSize: 0,
+          pageToken: "",
+        },
+      ]);
+    });
+
+    it("refuses a time that is not a valid Date before any call", async () => {
+      for (const filter of [{ since: new Date("not a date") }, { until: "2026-01-01" as unknown as Date }]) {
+        await assert.rejects(
+          client.listAuditEntriesPage(filter),
+          (error: unknown) => error instanceof RangeError && /must be a valid Date/.test(error.message),
+        );
+        await assert.rejects(client.listAuditEntries(filter), RangeError);
+      }
+      assert.equal(plane.calls("listAuditEntries").length, 0);
+    });
+
+    it("follows pages up to the limit, asking for no more than are still wanted, with the same filter", async () => {
+      serveTrail(trail(2500));
+      const since = new Date("2026-01-01T00:00:00Z");
+      const entries = await client.listAuditEntries({ action: "state.put", since }, { limit: 2200 });
+      assert.equal(entries.length, 2200);
+      assert.deepEqual(
+        [entries[0]?.id, entries[999]?.id, entries[1000]?.id, entries[2199]?.id],
+        [2500, 1501, 1500, 301],
+        "newest first, in the plane's order",
+      );
+      const calls = plane.calls<ListAuditEntriesRequest>("listAuditEntries");
+      assert.deepEqual(
+        calls.map((r) => [r.pageSize, r.pageToken]),
+        [
+          [1000, ""],
+          [1000, "at-1000"],
+          [200, "at-2000"],
+        ],
+      );
+      for (const request of calls) {
+        assert.equal(request.action, "state.put");
+        assert.deepEqual([request.startTime, request.endTime], [since, undefined]);
+      }
+    });
+
+    it("takes 50 by default, in one call", async () => {
+      serveTrail(trail(120));
+      const entries = await client.listAuditEntries();
+      assert.deepEqual(
+        [entries.length, entries[0]?.id, entries[49]?.id],
+        [50, 120, 71],
+      );
+      assert.deepEqual(
+        plane.calls<ListAuditEntriesRequest>("listAuditEntries").map((r) => [r.pageSize, r.pageToken]),
+        [[50, ""]],
+      );
+    });
+
+    it("stops at the last page when there are fewer entries than the limit", async () => {
+      serveTrail(trail(1200));
+      const entries = await client.listAuditEntries({}, { limit: 5000 });
+      assert.equal(entries.length, 1200);
+      assert.deepEqual(
+        plane.calls<ListAuditEntriesRequest>("listAuditEntries").map((r) => [r.pageSize, r.pageToken]),
+        [
+          [1000, ""],
+          [1000, "at-1000"],
+        ],
+      );
+    });
+
+    it("returns no more than the limit when the plane answers more than asked", async () => {
+      serveTrail(trail(10), 4);
+      const entries = await client.listAuditEntries({}, { limit: 3 });
+      assert.deepEqual(
+        entries.map((e) => e.id),
+        [10, 9, 8],
+      );
+    });
+
+    it("resolves to [] for a limit of 0 and refuses a bad limit, without a call", async () => {
+      serveTrail(trail(3));
+      assert.deepEqual(await client.listAuditEntries({}, { limit: 0 }), []);
+      for (const limit of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+        await assert.rejects(
+          client.listAuditEntries({}, { limit }),
+          (error: unknown) => error instanceof RangeError && /limit must be a whole number/.test(error.message),
+          String(limit),
+        );
+      }
+      assert.equal(plane.calls("listAuditEntries").length, 0);
+    });
+
+    it("maps failures: a refused filter, and a failure on a later page", async () => {
+      plane.on("listAuditEntries", () => ({
+        code: status.INVALID_ARGUMENT,
+        details: "end_time: must be after start_time",
+      }));
+      await assert.rejects(
+        client.listAuditEntriesPage({ since: UPDATED, until: CREATED }),
+        (error: unknown) => error instanceof InvalidArgumentError && /end_time/.test(error.message),
+      );
+      plane.on("listAuditEntries", (request: ListAuditEntriesRequest) =>
+        request.pageToken === ""
+          ? { entries: trail(1000), nextPageToken: "at-1000" }
+          : { code: status.UNAVAILABLE, details: "shutting down" },
+      );
+      await assert.rejects(
+        client.listAuditEntries({}, { limit: 1500 }),
+        (error: unknown) => error instanceof UnavailableError && error.message.includes("shutting down"),
+      );
+      plane.on("listAuditEntries", () => ({ code: status.PERMISSION_DENIED, details: "no audit:read" }));
+      await assert.rejects(client.listAuditEntries(), PermissionDeniedError);
+    });
+  });
 });
 
 describe("MeshClient after close()", () => {
@@ -716,8 +1017,13 @@ describe("MeshClient after close()", () => {
     await assert.rejects(closed.get("01TASK"), isClosedError);
     await assert.rejects(closed.listInstancesPage(), isClosedError);
     await assert.rejects(closed.drainInstance("a", "a-1"), isClosedError);
+    await assert.rejects(closed.listChannels(), isClosedError);
+    await assert.rejects(closed.listAuditEntries(), isClosedError);
     await assert.rejects(closed.subscribe("news"), isClosedError);
     await assert.rejects(closed.watch("01TASK").next(), isClosedError);
-    assert.deepEqual([plane.calls("listAgentInstances"), plane.calls("drainAgentInstance")], [[], []]);
+    assert.deepEqual(
+      ["listAgentInstances", "drainAgentInstance", "listChannels", "listAuditEntries"].map((m) => plane.calls(m)),
+      [[], [], [], []],
+    );
   });
 });
