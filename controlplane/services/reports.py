@@ -1,4 +1,8 @@
-"""Agent reports (task updates and results), applied in group-committed batches."""
+"""Agent reports (task updates and results), applied in group-committed batches.
+
+Also the trailing progress events (see progress_events): a loop sends each attempt's held-back progress report
+down its agent's lane once it is due, as a report of that agent's.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ from enum import Enum
 from controlplane.batching import Batcher, FlushGate
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskError, TaskRef
-from controlplane.lifecycle import Component
+from controlplane.lifecycle import Component, TaskOwner
+from controlplane.observability.loop_errors import LoopErrors
 from controlplane.services.effects import Effects
-from controlplane.services.progress_events import ProgressEvents
+from controlplane.services.progress_events import ProgressEvents, Reported
 from controlplane.services.transitions import Transition
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
@@ -26,6 +31,7 @@ logger = logging.getLogger(__name__)
 class UpdateKind(Enum):
     STARTED = "started"
     PROGRESS = "progress"
+    TRAILING = "trailing"  # not from an agent: record the held-back progress now (see progress_events)
 
 
 @dataclass(slots=True)
@@ -88,14 +94,19 @@ class ReportService(Component):
         self._progress_events = ProgressEvents(
             burst=settings.progress_event_burst, interval=settings.progress_event_interval.total_seconds()
         )
+        self._trailing = TaskOwner(self.name)
+        self._trailing_errors = LoopErrors(logger, "trailing progress events")
         self.applied_results = 0
         self.stale_results = 0
 
     async def _start(self) -> None:
         for lane in self.lanes:
             await lane.start()
+        if self._progress_events.interval > 0:  # (none is held back otherwise)
+            self._trailing.spawn(self._send_trailing(), "trailing-progress")
 
     async def _stop(self) -> None:
+        await self._trailing.close()
         for lane in self.lanes:
             await lane.stop()
 
@@ -108,6 +119,26 @@ class ReportService(Component):
 
     async def wait_for_room(self, instance_id: str) -> None:
         await self._lane(instance_id).wait_for_room()
+
+    async def _send_trailing(self) -> None:
+        """Every interval, the held-back progress reports that are due, as trailing reports of their agents."""
+        while True:
+            await asyncio.sleep(self._progress_events.interval)
+            for held in self._progress_events.due(self._clock()):
+                trailing = AgentReport(held.actor, held.instance_id, [UpdateReport(held.ref, UpdateKind.TRAILING)])
+                try:
+                    self.submit(trailing).add_done_callback(self._trailed)
+                except Exception as exc:
+                    self._trailing_errors.failed("queueing a trailing progress event", exc)
+
+    def _trailed(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if isinstance(error, Exception):
+            self._trailing_errors.failed("recording a trailing progress event", error)
+        else:
+            self._trailing_errors.succeeded()
 
     async def _flush(self, reports: list[AgentReport]) -> list[None]:
         transition = Transition(now=self._clock(), actor="")
@@ -124,8 +155,14 @@ class ReportService(Component):
                         continue  # not a task this agent instance holds
                     if update.kind is UpdateKind.STARTED:
                         transition.start(task, update.ref)
-                    elif transition.is_current(task, update.ref):
-                        as_event = self._progress_events.admit(update.ref, transition.now)
+                    elif not transition.is_current(task, update.ref):
+                        continue  # a report of an attempt that is over
+                    elif update.kind is UpdateKind.TRAILING:
+                        if self._progress_events.trail(update.ref, transition.now):
+                            transition.progress(task, update.ref, task.progress, task.progress_message)
+                    else:
+                        reported = Reported(update.ref, report.instance_id, report.actor)
+                        as_event = self._progress_events.admit(reported, transition.now)
                         transition.progress(task, update.ref, update.progress, update.message, as_event=as_event)
                 for result in report.results:
                     task = live.get(result.ref.task_id)
