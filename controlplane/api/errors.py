@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from controlplane import errors
+from controlplane.observability.loop_errors import LogThrottle
 from controlplane.store.transient import storage_full_reason, unavailable_reason
 
 logger = logging.getLogger(__name__)
@@ -21,26 +21,9 @@ DOMAIN = "meshplane.dev"
 STORAGE_FULL_LOG_EVERY = 60.0  # seconds between the operator's lines about calls refused for want of space
 
 
-class _StorageFullLog:
-    """Calls refused because the database is full are the client's error, but the operator must hear of it:
-    one WARNING line, then at most one a minute, counting the refusals in between."""
-
-    def __init__(self) -> None:
-        self._last_line: float | None = None
-        self._unlogged = 0
-
-    def refused(self, reason: str) -> None:
-        now = time.monotonic()
-        if self._last_line is not None and now - self._last_line < STORAGE_FULL_LOG_EVERY:
-            self._unlogged += 1
-            return
-        more = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
-        logger.warning("refusing calls that write: %s%s", reason, more)
-        self._last_line = now
-        self._unlogged = 0
-
-
-_storage_full_log = _StorageFullLog()
+# Calls refused because the database is full are the client's error, but the operator must hear of it: one
+# WARNING line, then at most one a minute, counting the refusals in between.
+_storage_full_lines = LogThrottle(STORAGE_FULL_LOG_EVERY)
 
 _CODES: dict[type[errors.MeshplaneError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -130,7 +113,10 @@ def _backing_service_error(exc: Exception) -> errors.MeshplaneError | None:
         return errors.Unavailable(f"{reason}; retry")
     reason = storage_full_reason(exc)
     if reason is not None:
-        _storage_full_log.refused(reason)
+        held_back = _storage_full_lines.due()
+        if held_back is not None:
+            more = f" ({held_back} more since the last line)" if held_back else ""
+            logger.warning("refusing calls that write: %s%s", reason, more)
         return errors.ResourceExhausted(f"{reason}; nothing of this call was stored")
     return None
 

@@ -21,6 +21,31 @@ from controlplane.store.transient import storage_full_reason, unavailable_reason
 REPEAT_EVERY = 60.0  # seconds between the lines of one outage
 
 
+class LogThrottle:
+    """At most one line per `every` seconds about one ongoing thing, counting the lines held back between."""
+
+    def __init__(self, every: float = REPEAT_EVERY, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._last_line: float | None = None
+        self.held_back = 0  # since the last line
+
+    def due(self) -> int | None:
+        """None if a line now would come too soon (it is counted as held back); else a line is due, and this is
+        how many were held back since the last one."""
+        now = self._clock()
+        if self._last_line is not None and now - self._last_line < self._every:
+            self.held_back += 1
+            return None
+        held_back, self.held_back, self._last_line = self.held_back, 0, now
+        return held_back
+
+    def reset(self) -> None:
+        """The thing is over: the next line is due at once."""
+        self._last_line = None
+        self.held_back = 0
+
+
 class LoopErrors:
     def __init__(
         self,
@@ -32,11 +57,9 @@ class LoopErrors:
     ) -> None:
         self._logger = logger
         self._loop = loop
-        self._repeat_every = repeat_every
         self._clock = clock
+        self._lines = LogThrottle(repeat_every, clock=clock)
         self._outage_since: float | None = None
-        self._last_line = 0.0
-        self._unlogged = 0
         self._failing: set[str] = set()  # parts whose last run failed
 
     @property
@@ -46,7 +69,7 @@ class LoopErrors:
     @property
     def unlogged(self) -> int:
         """Failures of the outage in progress since its last line."""
-        return self._unlogged
+        return self._lines.held_back
 
     def failed(self, what: str, exc: Exception, *, outcome: str = "skipped", part: str = "") -> None:
         """`what` (e.g. "sweep step deadlines") failed with `exc`: an outage ("`what` `outcome`: why"), or a bug."""
@@ -59,23 +82,20 @@ class LoopErrors:
 
     def unavailable(self, line: str, reason: str) -> None:
         """A failure known to be an outage: `line: reason`, unless the outage in progress was logged lately."""
-        now = self._clock()
+        held_back = self._lines.due()
+        if held_back is None:
+            return
         if self._outage_since is None:
-            self._outage_since = self._last_line = now
-            self._unlogged = 0
+            self._outage_since = self._clock()
             self._logger.warning("%s: %s", line, reason)
-        elif now - self._last_line >= self._repeat_every:
+        else:
             self._logger.warning(
                 "%s: %s (still, for %.0fs; %d more failure(s) since the last line)",
                 line,
                 reason,
-                now - self._outage_since,
-                self._unlogged,
+                self._clock() - self._outage_since,
+                held_back,
             )
-            self._last_line = now
-            self._unlogged = 0
-        else:
-            self._unlogged += 1
 
     def succeeded(self, part: str = "") -> None:
         """The loop's work (or `part` of it) went through: an outage in progress is over once no part fails."""
@@ -84,3 +104,4 @@ class LoopErrors:
             return
         self._logger.info("%s works again after %.0fs of outage", self._loop, self._clock() - self._outage_since)
         self._outage_since = None
+        self._lines.reset()
