@@ -8,6 +8,8 @@ mixed-language clients of tests/conformance/CONTRACT.md.
 - A client in each language submits a batch in one call, lists it back page by page, and lists the agents and
   an agent's instances.
 - A client in each language subscribes to a channel and receives what the clients of all three publish on it.
+- A client in each language lists the channels in use and the audit trail of a state key and of a channel (written
+  by the test over raw gRPC): every language prints the same lines, numbers of the same JSON type.
 - A client in each language publishes on ``conf.broadcast``; every message must reach the agents of all
   three languages (each echoes what it receives on ``conf.received``, which the test subscribes to over
   the raw gRPC ChannelService).
@@ -29,13 +31,13 @@ from typing import Any
 import pytest
 
 from controlplane.app import ControlPlane
-from meshplane.v1 import task_pb2, task_service_pb2
+from meshplane.v1 import channel_pb2, state_pb2, task_pb2, task_service_pb2
 from tests.conformance import driver, mixed_clients
 from tests.conformance.driver import CAPABILITIES, LANGUAGES, AgentProcess, Agents, Mesh, describe, output
 from tests.conformance.mixed_clients import ClientRun, RunningClient
 from tests.gateway.rest_mesh import running_gateway
 from tests.support.eventually import eventually
-from tests.support.link_agent import payload_value
+from tests.support.link_agent import json_payload, payload_value
 from tests.support.plane import running_plane
 
 WHOAMI_COUNT = 3
@@ -370,4 +372,78 @@ async def test_a_client_in_each_language_receives_what_the_clients_of_all_three_
             problems.append(f"{language} subscriber: expected the data {expected!r}: {run.describe()}")
         elif any(line["channel"] != channel or not line["publisher"].startswith("client/") for line in lines):
             problems.append(f"{language} subscriber: channel or publisher wrong: {run.describe()}")
+    assert not problems, "\n".join(problems)
+
+
+def typed(value: Any) -> str:
+    """A JSON value as text with sorted keys: equal only for equal values of the same JSON types, so a whole number
+    printed as ``2.0`` (a float once parsed) differs from ``2``, and ``1`` from ``true``."""
+    return json.dumps(value, sort_keys=True)
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_in_each_language_lists_channels_and_the_audit_trail(polyglot: Polyglot) -> None:
+    """The test writes a state key twice (and another key once) and publishes on a channel, over the raw gRPC API;
+    each client publishes on a channel of its own. Then every client lists the channels (exactly what the raw
+    ListChannels lists, its own channels and the agents' conf.broadcast among them, all with both times) and the
+    audit entries of the key (newest first; by action; up to a limit) and of the channel: the same lines in every
+    language, the state versions whole numbers."""
+    mesh = polyglot.mesh
+    suffix = uuid.uuid4().hex[:8]
+    namespace = f"mixed-audit-{suffix}"
+    for key, value in (("k", {"n": 1}), ("other", {"n": 1}), ("k", {"n": 2})):
+        await mesh.state.PutState(state_pb2.PutStateRequest(namespace=namespace, key=key, value=json_payload(value)))
+    audit_channel = f"mixed.audit.{suffix}"
+    payload = json_payload({"from": "driver", "data": PAYLOAD})
+    request = channel_pb2.PublishRequest(channel=audit_channel, payload=payload)
+    message = (await mesh.channels.Publish(request)).message
+
+    own = {language: f"mixed.channels.{language}.{suffix}" for language in LANGUAGES}
+    published = await asyncio.gather(
+        *(
+            polyglot.client(language, "publish", "--channel", channel, "--data", json.dumps({"from": language}))
+            for language, channel in own.items()
+        )
+    )
+    for run in published:
+        assert run.returncode == 0 and run.lines() == [{"published": own[run.language]}], run.describe()
+
+    listed = await mesh.channels.ListChannels(channel_pb2.ListChannelsRequest(page_size=1000))
+    assert not listed.next_page_token
+    channels = [
+        {
+            "name": channel.name,
+            "has_times": channel.HasField("create_time")
+            and channel.HasField("last_use_time")
+            and channel.create_time.ToNanoseconds() <= channel.last_use_time.ToNanoseconds(),
+        }
+        for channel in listed.channels
+    ]
+    for name in sorted(["conf.broadcast", audit_channel, *own.values()]):
+        assert {"name": name, "has_times": True} in channels, f"ListChannels: no {name} with times: {channels}"
+
+    key = f"namespaces/{namespace}/states/k"
+
+    def put(version: int) -> dict[str, Any]:
+        return {"actor": "client/anonymous", "action": "state.put", "resource": key, "details": {"version": version}}
+
+    publish_entry = {
+        "actor": "client/anonymous",
+        "action": "channel.publish",
+        "resource": f"channels/{audit_channel}",
+        "details": {"message_id": message.message_id, "bytes": len(payload.data)},
+    }
+    listings: list[tuple[list[str], list[dict[str, Any]]]] = [
+        (["list-channels"], channels),
+        (["list-audit", "--resource", key], [put(2), put(1)]),
+        (["list-audit", "--resource", key, "--action", "state.put", "--limit", "1"], [put(2)]),
+        (["list-audit", "--resource", key, "--action", "state.delete"], []),
+        (["list-audit", "--resource", f"channels/{audit_channel}"], [publish_entry]),
+    ]
+    plan = [(language, args, expected) for language in LANGUAGES for args, expected in listings]
+    runs = await asyncio.gather(*(polyglot.client(language, *args) for language, args, _ in plan))
+    problems: list[str] = []
+    for (language, args, expected), run in zip(plan, runs, strict=True):
+        if run.returncode != 0 or [typed(line) for line in run.lines()] != [typed(line) for line in expected]:
+            problems.append(f"{language} client {args!r}: expected {expected!r}: {run.describe()}")
     assert not problems, "\n".join(problems)

@@ -1,7 +1,7 @@
 // Command meshplane-conformance-client is the Go SDK's mixed-language conformance client: the
 // command line fixed by tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the
 // SDK's public client API only (NewClient, Submit, SubmitMany, Resubmit, Wait, ListTasksPage,
-// ListAgents, ListInstances, Publish, Subscribe).
+// ListAgents, ListInstances, ListChannels, ListAuditEntries, Publish, Subscribe).
 //
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
 //	    [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
@@ -10,11 +10,14 @@
 //	    [--correlation-id X] [--page-size N]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-agents [--capability C]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-channels
+//	meshplane-conformance-client --target HOST:PORT [--token TOKEN] list-audit --resource R [--action A] [--limit N]
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 //	meshplane-conformance-client --target HOST:PORT [--token TOKEN] subscribe --channel C --count N [--timeout SECONDS]
 //
 // submit prints one JSON line per task, in submission order; resubmit one line for the new task (with
-// "resubmitted_from"); the list commands one line per task, agent or instance, in the server's order;
+// "resubmitted_from"); the list commands one line per task, agent, instance, channel or audit entry, in
+// the server's order;
 // publish prints {"published": C}; subscribe prints {"subscribed": C} once the subscription is live, then
 // one line per message as it arrives, until N messages.
 // Exit status: 0 success, 1 a task did not succeed, a call failed or the timeout passed, 2 bad usage.
@@ -42,6 +45,8 @@ const usage = `usage: meshplane-conformance-client --target HOST:PORT [--token T
   list-tasks [--capability C] [--state S] [--correlation-id X] [--page-size N]
   list-agents [--capability C]
   list-instances [--agent NAME]
+  list-channels
+  list-audit --resource R [--action A] [--limit N]
   publish --channel C --data JSON
   subscribe --channel C --count N [--timeout SECONDS]`
 
@@ -84,6 +89,22 @@ type instanceLine struct {
 	AgentName  string            `json:"agent_name"`
 	Status     string            `json:"status"`
 	Labels     map[string]string `json:"labels"`
+}
+
+// channelLine is what list-channels prints for one channel: whether it has both times, the first
+// use no later than the last (not the times themselves, which differ from run to run).
+type channelLine struct {
+	Name     string `json:"name"`
+	HasTimes bool   `json:"has_times"`
+}
+
+// auditLine is what list-audit prints for one entry. Details' numbers are float64s, which
+// encoding/json prints without a fraction when whole (2, not 2.0), as the other languages do.
+type auditLine struct {
+	Actor    string         `json:"actor"`
+	Action   string         `json:"action"`
+	Resource string         `json:"resource"`
+	Details  map[string]any `json:"details"`
 }
 
 // messageLine is what subscribe prints for one message.
@@ -132,6 +153,10 @@ func run(args []string) int {
 		return listAgents(client, rest)
 	case "list-instances":
 		return listInstances(client, rest)
+	case "list-channels":
+		return listChannels(client, rest)
+	case "list-audit":
+		return listAudit(client, rest)
 	case "publish":
 		return publish(client, rest)
 	case "subscribe":
@@ -358,6 +383,54 @@ func listInstances(client *meshplane.Client, args []string) int {
 			labels = map[string]string{}
 		}
 		lines[i] = instanceLine{InstanceID: instance.InstanceID, AgentName: instance.AgentName, Status: string(instance.Status), Labels: labels}
+	}
+	return printLines(lines)
+}
+
+func listChannels(client *meshplane.Client, args []string) int {
+	fs := newFlagSet("list-channels")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
+	defer cancel()
+	channels, err := client.ListChannels(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "list-channels: %v\n", err)
+		return 1
+	}
+	lines := make([]channelLine, len(channels))
+	for i, channel := range channels {
+		hasTimes := !channel.CreateTime.IsZero() && !channel.LastUseTime.IsZero() && !channel.CreateTime.After(channel.LastUseTime)
+		lines[i] = channelLine{Name: channel.Name, HasTimes: hasTimes}
+	}
+	return printLines(lines)
+}
+
+func listAudit(client *meshplane.Client, args []string) int {
+	fs := newFlagSet("list-audit")
+	resource := fs.String("resource", "", "only entries on this resource (exact)")
+	action := fs.String("action", "", "only entries of this action (exact)")
+	limit := fs.Int("limit", 50, "at most this many entries")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || *resource == "" || *limit < 1 {
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
+	defer cancel()
+	entries, err := client.ListAuditEntries(ctx, meshplane.AuditFilter{Resource: *resource, Action: *action}, *limit)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "list-audit: %v\n", err)
+		return 1
+	}
+	lines := make([]auditLine, len(entries))
+	for i, entry := range entries {
+		details := entry.Details
+		if details == nil {
+			details = map[string]any{}
+		}
+		lines[i] = auditLine{Actor: entry.Actor, Action: entry.Action, Resource: entry.Resource, Details: details}
 	}
 	return printLines(lines)
 }

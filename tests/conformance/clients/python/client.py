@@ -1,6 +1,6 @@
 """The Python SDK's mixed-language conformance client (tests/conformance/CONTRACT.md, "Mixed-language clients"),
 built with the public client API only (MeshClient: submit, submit_many, resubmit, wait, list_tasks_page,
-list_agents, list_instances, publish, subscribe).
+list_agents, list_instances, list_channels, list_audit_entries, publish, subscribe).
 
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] submit --capability C
     --input JSON [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
@@ -10,6 +10,9 @@ python tests/conformance/clients/python/client.py --target HOST:PORT [--token TO
     [--state S] [--correlation-id X] [--page-size N]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-agents [--capability C]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-channels
+python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] list-audit --resource R
+    [--action A] [--limit N]
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 python tests/conformance/clients/python/client.py --target HOST:PORT [--token TOKEN] subscribe --channel C --count N
     [--timeout SECONDS]
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from typing import Any
 
@@ -43,10 +47,28 @@ def selector(text: str) -> dict[str, str]:
     return labels
 
 
+def nonempty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def plain(value: Any) -> Any:
+    """A JSON value with whole floats as ints (a protobuf Struct has doubles only): 2, as Go and TypeScript print
+    it, never 2.0."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
     return value
 
 
@@ -143,6 +165,21 @@ async def list_instances(client: MeshClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def list_channels(client: MeshClient, args: argparse.Namespace) -> int:
+    for channel in await client.list_channels():
+        created, used = channel.create_time, channel.last_use_time
+        print_line({"name": channel.name, "has_times": created is not None and used is not None and created <= used})
+    return 0
+
+
+async def list_audit(client: MeshClient, args: argparse.Namespace) -> int:
+    for entry in await client.list_audit_entries(resource=args.resource, action=args.action, limit=args.limit):
+        print_line(
+            {"actor": entry.actor, "action": entry.action, "resource": entry.resource, "details": plain(entry.details)}
+        )
+    return 0
+
+
 async def publish(client: MeshClient, args: argparse.Namespace) -> int:
     await client.publish(args.channel, args.data)
     print_line({"published": args.channel})
@@ -186,6 +223,11 @@ async def main(argv: list[str]) -> int:
     agents.add_argument("--capability", default="")
     instances = commands.add_parser("list-instances")
     instances.add_argument("--agent", default="-")
+    commands.add_parser("list-channels")
+    audit = commands.add_parser("list-audit")
+    audit.add_argument("--resource", type=nonempty, required=True)
+    audit.add_argument("--action", default="")
+    audit.add_argument("--limit", type=positive, default=50)
     pub = commands.add_parser("publish")
     pub.add_argument("--channel", required=True)
     pub.add_argument("--data", type=json_value, required=True)
@@ -203,6 +245,8 @@ async def main(argv: list[str]) -> int:
                 "list-tasks": list_tasks,
                 "list-agents": list_agents,
                 "list-instances": list_instances,
+                "list-channels": list_channels,
+                "list-audit": list_audit,
                 "publish": publish,
                 "subscribe": subscribe,
             }[args.command]

@@ -1,7 +1,7 @@
 // The TypeScript SDK's mixed-language conformance client: the command line fixed by
 // tests/conformance/CONTRACT.md ("Mixed-language clients"), built with the SDK's public client API
-// only (MeshClient: submit, submitMany, resubmit, wait, listTasksPage, listAgents, listInstances, publish,
-// subscribe).
+// only (MeshClient: submit, submitMany, resubmit, wait, listTasksPage, listAgents, listInstances, listChannels,
+// listAuditEntries, publish, subscribe).
 //
 //   node dist/client.js --target HOST:PORT [--token TOKEN] submit --capability C --input JSON
 //       [--count N] [--batch] [--correlation-id X] [--label-selector K=V[,K=V...]] [--timeout SECONDS]
@@ -10,12 +10,14 @@
 //       [--correlation-id X] [--page-size N]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] list-agents [--capability C]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] list-instances [--agent NAME]
+//   node dist/client.js --target HOST:PORT [--token TOKEN] list-channels
+//   node dist/client.js --target HOST:PORT [--token TOKEN] list-audit --resource R [--action A] [--limit N]
 //   node dist/client.js --target HOST:PORT [--token TOKEN] publish --channel C --data JSON
 //   node dist/client.js --target HOST:PORT [--token TOKEN] subscribe --channel C --count N [--timeout SECONDS]
 //
 // submit prints one JSON line per task, in submission order (--batch: the N tasks in one submitMany call);
-// resubmit one line for the new task (with "resubmitted_from"); the list commands one line per task, agent
-// or instance, in the server's order, following pages; publish prints {"published": C}; subscribe prints
+// resubmit one line for the new task (with "resubmitted_from"); the list commands one line per task, agent,
+// instance, channel or audit entry, in the server's order, following pages; publish prints {"published": C}; subscribe prints
 // {"subscribed": C} once the subscription is live, then {"channel": C, "data": ..., "publisher": P} per message
 // as it arrives, until N messages (then closes the subscription).
 // Exit status: 0 success, 1 a task did not succeed, a call failed or the timeout passed, 2 bad usage.
@@ -31,6 +33,8 @@ const USAGE = `usage: client.js --target HOST:PORT [--token TOKEN] COMMAND ...
   list-tasks [--capability C] [--state S] [--correlation-id X] [--page-size N]
   list-agents [--capability C]
   list-instances [--agent NAME]
+  list-channels
+  list-audit --resource R [--action A] [--limit N]
   publish --channel C --data JSON
   subscribe --channel C --count N [--timeout SECONDS]`;
 
@@ -235,6 +239,39 @@ async function listInstances(client: MeshClient, argv: string[]): Promise<number
   return 0;
 }
 
+async function listChannels(client: MeshClient, argv: string[]): Promise<number> {
+  parseArgs({ args: argv, options: {}, strict: true });
+  for (const channel of await client.listChannels()) {
+    const { createTime, lastUseTime } = channel;
+    // Whether both times are set, the first use no later than the last (not the times, which differ per run).
+    const hasTimes = createTime !== undefined && lastUseTime !== undefined && createTime <= lastUseTime;
+    print({ name: channel.name, has_times: hasTimes });
+  }
+  return 0;
+}
+
+async function listAudit(client: MeshClient, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      resource: { type: "string" },
+      action: { type: "string", default: "" },
+      limit: { type: "string", default: "50" },
+    },
+    strict: true,
+  });
+  const resource = values.resource;
+  const limit = Number(values.limit);
+  if (!resource || !Number.isInteger(limit) || limit < 1) {
+    throw new UsageError("list-audit needs --resource and a --limit >= 1 when given");
+  }
+  for (const entry of await client.listAuditEntries({ resource, action: values.action }, { limit })) {
+    // Details' numbers are JS numbers: JSON.stringify prints a whole one as 2, as Go and Python do.
+    print({ actor: entry.actor, action: entry.action, resource: entry.resource, details: entry.details });
+  }
+  return 0;
+}
+
 async function publish(client: MeshClient, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -306,6 +343,8 @@ async function main(argv: string[]): Promise<number> {
       "list-tasks": listTasks,
       "list-agents": listAgents,
       "list-instances": listInstances,
+      "list-channels": listChannels,
+      "list-audit": listAudit,
       publish,
       subscribe,
     };
