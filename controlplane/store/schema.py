@@ -163,6 +163,7 @@ audit_events = sa.Table(
     sa.Column("correlation_id", sa.String(200), nullable=False, server_default=""),
     sa.Column("details", JSONType, nullable=True),
     sa.Index("ix_audit_events_resource", "resource"),
+    sa.Index("ix_audit_events_correlation_id", "correlation_id"),  # what did one request change?
     sa.Index("ix_audit_events_time", "time"),  # retention deletes the oldest
 )
 
