@@ -42,6 +42,7 @@ from agent_runtime._errors import (
 from agent_runtime._runtime import AgentStatus
 from agent_runtime._state import StateStore
 from agent_runtime._sync_client import SyncMeshClient
+from agent_runtime._tls import TLS
 from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
@@ -61,6 +62,7 @@ from agent_runtime._types import (
 from agent_runtime._version import __version__
 
 __all__ = [
+    "TLS",
     "Agent",
     "AgentInfo",
     "AgentInstanceInfo",

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from agent_runtime._handlers import ChannelHandler, TaskHandler, channel_handler, task_handler
 from agent_runtime._rpc import DEFAULT_TARGET
 from agent_runtime._runtime import AgentRuntime, AgentSpec, AgentStatus
+from agent_runtime._tls import TLS
+from agent_runtime._tls import resolve as resolve_tls
 
 logger = logging.getLogger("agent_runtime.agent")
 
@@ -167,17 +169,20 @@ class Agent:
             drain_timeout=self.drain_timeout,
         )
 
-    async def serve(self, target: str | None = None, *, token: str | None = None) -> None:
+    async def serve(
+        self, target: str | None = None, *, token: str | None = None, tls: TLS | bool | None = None
+    ) -> None:
         """Connect to the control plane at ``target`` and serve until ``drain()`` or ``stop()``.
 
         Reconnects with jittered exponential backoff whenever the link breaks. Raises
         :class:`RegistrationRejected` (or :class:`Unauthenticated`) when no retry can succeed.
-        ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``, ``token`` to ``MESHPLANE_TOKEN``.
+        ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``, ``token`` to ``MESHPLANE_TOKEN``;
+        ``tls`` as :class:`MeshClient`'s (unset: the ``MESHPLANE_TLS*`` environment variables decide).
         """
         if self._runtime is not None:
             raise RuntimeError(f"agent {self.name!r} is already serving")
         chosen = token or self.token or os.environ.get("MESHPLANE_TOKEN") or None
-        runtime = AgentRuntime(self._spec(), target or default_target(), token=chosen)
+        runtime = AgentRuntime(self._spec(), target or default_target(), token=chosen, tls=resolve_tls(tls))
         self._runtime = runtime
         self._serving.set()
         try:
@@ -187,14 +192,16 @@ class Agent:
             self._status = AgentStatus.STOPPED
             self._serving = asyncio.Event()
 
-    def run(self, target: str | None = None, *, token: str | None = None) -> None:
+    def run(self, target: str | None = None, *, token: str | None = None, tls: TLS | bool | None = None) -> None:
         """Serve until SIGTERM/SIGINT (blocking). The first signal drains gracefully, a second one stops at once."""
-        asyncio.run(self.run_async(target, token=token))
+        asyncio.run(self.run_async(target, token=token, tls=tls))
 
-    async def run_async(self, target: str | None = None, *, token: str | None = None) -> None:
+    async def run_async(
+        self, target: str | None = None, *, token: str | None = None, tls: TLS | bool | None = None
+    ) -> None:
         """``run()`` for code that already has an event loop: serve, draining on SIGTERM/SIGINT."""
         loop = asyncio.get_running_loop()
-        serving = asyncio.ensure_future(self.serve(target, token=token))
+        serving = asyncio.ensure_future(self.serve(target, token=token, tls=tls))
         draining: list[asyncio.Task[None]] = []
 
         def on_signal(name: str) -> None:

@@ -24,6 +24,8 @@ from agent_runtime._errors import (
 )
 from agent_runtime._rpc import DEFAULT_TARGET, Connection, error_from_rpc
 from agent_runtime._state import Seconds, StateStore
+from agent_runtime._tls import TLS
+from agent_runtime._tls import resolve as resolve_tls
 from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
@@ -262,6 +264,8 @@ class MeshClient:
     ``timeout`` bounds each unary call (seconds). Failed calls raise the :class:`RpcError` subclasses.
     ``connections`` (1 to 64): how many connections calls take in turn. The control plane accepts one
     connection's calls one at a time, so a client making many calls at once goes faster over several.
+    ``tls``: a :class:`TLS` (whom to trust, a client certificate), True for TLS trusting the system's roots,
+    False for plaintext; unset, the ``MESHPLANE_TLS*`` environment variables decide (plaintext without them).
     """
 
     def __init__(
@@ -271,10 +275,13 @@ class MeshClient:
         token: str | None = None,
         timeout: float | None = 30.0,
         connections: int = 1,
+        tls: TLS | bool | None = None,
     ) -> None:
         self.target = target or os.environ.get("MESHPLANE_TARGET") or DEFAULT_TARGET
         token = token or os.environ.get("MESHPLANE_TOKEN") or None
-        self._connection = Connection(self.target, token=token, timeout=timeout, connections=connections)
+        self._connection = Connection(
+            self.target, token=token, timeout=timeout, connections=connections, tls=resolve_tls(tls)
+        )
 
     async def close(self) -> None:
         await self._connection.close()

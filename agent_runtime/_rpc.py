@@ -9,6 +9,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from agent_runtime import _errors
+from agent_runtime._tls import TLS
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_CONNECTIONS = 64
@@ -35,15 +36,19 @@ def channel_options(*, keepalive: bool) -> list[tuple[str, Any]]:
     return options
 
 
-def open_channel(target: str, *, keepalive: bool = False, own_connection: bool = False) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to the control plane (call from inside the event loop).
+def open_channel(
+    target: str, *, keepalive: bool = False, own_connection: bool = False, tls: TLS | None = None
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to the control plane (call from inside the event loop): plaintext, or TLS.
 
     `own_connection`: the channel gets a TCP connection of its own (channels to one target otherwise share one).
     """
-    options = channel_options(keepalive=keepalive)
+    options: list[tuple[str, Any]] = list(channel_options(keepalive=keepalive))
     if own_connection:
         options.append(("grpc.use_local_subchannel_pool", 1))
-    return grpc.aio.insecure_channel(target, options=options)
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=options + tls.channel_options())
 
 
 def auth_metadata(token: str | None) -> Metadata:
@@ -137,6 +142,7 @@ class Connection:
         timeout: float | None = 30.0,
         keepalive: bool = False,
         connections: int = 1,
+        tls: TLS | None = None,
     ) -> None:
         if not 1 <= connections <= MAX_CONNECTIONS:
             raise ValueError(f"connections must be between 1 and {MAX_CONNECTIONS}, got {connections}")
@@ -144,6 +150,9 @@ class Connection:
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self._keepalive = keepalive
+        self._tls = tls
+        if tls is not None:
+            tls.credentials()  # a file that cannot be read fails here, not at the first call
         self._size = connections
         self._channels: list[grpc.aio.Channel] = []  # opened as calls first need them
         self._next = 0
@@ -152,7 +161,9 @@ class Connection:
     def _channel(self, index: int) -> grpc.aio.Channel:
         while len(self._channels) <= index:
             own = self._size > 1
-            self._channels.append(open_channel(self.target, keepalive=self._keepalive, own_connection=own))
+            self._channels.append(
+                open_channel(self.target, keepalive=self._keepalive, own_connection=own, tls=self._tls)
+            )
         return self._channels[index]
 
     def stub(self, stub_class: type[Any]) -> Any:

@@ -34,6 +34,7 @@ from agent_runtime._outbox import Outbox, Ref
 from agent_runtime._rpc import Connection
 from agent_runtime._state import StateStore
 from agent_runtime._tasks import TaskOwner
+from agent_runtime._tls import TLS
 from agent_runtime._version import __version__
 from meshplane.v1 import agent_link_pb2, common_pb2
 
@@ -110,12 +111,12 @@ def _error_result(
 class AgentRuntime:
     """One ``serve()`` of an agent: connects, reconnects, runs handlers, and leaves cleanly."""
 
-    def __init__(self, spec: AgentSpec, target: str, *, token: str | None = None) -> None:
+    def __init__(self, spec: AgentSpec, target: str, *, token: str | None = None, tls: TLS | None = None) -> None:
         self.spec = spec
         self.agent_name = spec.name
         self.instance_id = spec.instance_id
         self.target = target
-        self.connection = Connection(target, token=token, keepalive=True)
+        self.connection = Connection(target, token=token, keepalive=True, tls=tls)
         self.state = StateStore(self.connection, spec.name)
         self.outbox = Outbox()
         self.status = AgentStatus.NEW

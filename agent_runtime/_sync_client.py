@@ -11,6 +11,7 @@ from typing import Any, Self, TypeVar
 
 from agent_runtime._client import MeshClient, TaskSpec
 from agent_runtime._state import Seconds
+from agent_runtime._tls import TLS
 from agent_runtime._types import (
     AgentInfo,
     AgentInstanceInfo,
@@ -37,9 +38,16 @@ class SyncMeshClient:
             print(client.result(task.id, timeout=30))
     """
 
-    def __init__(self, target: str | None = None, *, token: str | None = None, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        tls: TLS | bool | None = None,
+    ) -> None:
         self._runner = asyncio.Runner()
-        self._client = MeshClient(target, token=token, timeout=timeout)
+        self._client = MeshClient(target, token=token, timeout=timeout, tls=tls)
         self.target = self._client.target
 
     def _run(self, awaitable: Any) -> Any:

@@ -15,6 +15,7 @@ from controlplane.api.errors import ErrorInterceptor
 from controlplane.api.link import AgentLinkServicer
 from controlplane.api.listeners import Listeners
 from controlplane.api.servicers import AgentServicer, AuditServicer, ChannelServicer, StateServicer, TaskServicer
+from controlplane.api.tls import server_credentials
 from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import NatsBus
 from controlplane.cluster import Cluster
@@ -196,7 +197,7 @@ class ControlPlane(Component):
         if s.metrics_listen:
             self.metrics.start(s.metrics_listen)
 
-        self.listeners = Listeners(self._build_server, s.listen, s.accept_loops)
+        self.listeners = Listeners(self._build_server, s.listen, s.accept_loops, server_credentials(s))
         host = s.listen.rsplit(":", 1)[0] or "0.0.0.0"
         self.address = f"{host}:{self.listeners.port}"
 

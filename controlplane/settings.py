@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     )
     nats_url: str = Field("", description="NATS server URL(s), comma-separated; empty starts an embedded nats-server.")
     replica_id: str = Field(default_factory=_default_replica_id, description="This replica's id (unique per process).")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain) the gRPC port serves TLS with, with tls_key_file; unset: plaintext."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle: when set, clients and agents must present a certificate it signed (mTLS)."
+    )
     auth_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Bearer tokens accepted from clients and agents (comma-separated); empty disables auth.",
@@ -132,6 +139,11 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO")
     log_format: LogFormat = Field(LogFormat.TEXT)
 
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -150,6 +162,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} must be >= 0 (0 keeps everything)")
         if self.housekeeping_interval <= timedelta(0):
             raise ValueError("housekeeping_interval must be > 0")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both, or neither for plaintext")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file: client certificates need TLS")
         return self
 
     @property

@@ -54,12 +54,26 @@ def ensure_port_free(host: str, port: int) -> None:
 class Listeners:
     """`count` servers made by `build(reuse_port)`, listening on `address` (one for a non-TCP address)."""
 
-    def __init__(self, build: Callable[[bool], grpc.aio.Server], address: str, count: int) -> None:
+    def __init__(
+        self,
+        build: Callable[[bool], grpc.aio.Server],
+        address: str,
+        count: int,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        """`credentials`: TLS for every server (see api.tls); None serves plaintext."""
         tcp = split_address(address)
         if tcp is not None and tcp[1]:
             ensure_port_free(*tcp)
+
+        def bind(server: grpc.aio.Server, where: str) -> int:
+            port: int = (
+                server.add_insecure_port(where) if credentials is None else server.add_secure_port(where, credentials)
+            )
+            return port
+
         first = build(tcp is not None and count > 1)
-        self.port = first.add_insecure_port(address)
+        self.port = bind(first, address)
         if self.port == 0:
             raise OSError(f"could not listen on {address}")
         self._servers = [first]
@@ -69,7 +83,7 @@ class Listeners:
         bound = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         for _ in range(count - 1):
             server = build(True)
-            if server.add_insecure_port(bound) != self.port:
+            if bind(server, bound) != self.port:
                 raise OSError(f"could not share {bound} with another gRPC server")
             self._servers.append(server)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 
-from agent_runtime import Agent
+from agent_runtime import TLS, Agent
 from controlplane.app import ControlPlane
 from controlplane.cli import output
 from controlplane.cli.common import EXIT_INTERRUPTED, CliError
@@ -49,6 +49,32 @@ def connect_address(address: str) -> str:
     return f"{host}:{port}"
 
 
+def local_tls(settings: Settings) -> TLS | None:
+    """How `up`'s own clients (the demo agent, the gateway) reach its plane: plaintext, or, when the plane serves
+    TLS, the MESHPLANE_TLS_* client settings if given, else trusting the plane's own certificate (self-signed)."""
+    if settings.tls_cert_file is None:
+        return None
+    try:
+        given = TLS.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if given is not None:
+        return given
+    return TLS(ca_file=settings.tls_cert_file, server_name=os.environ.get("MESHPLANE_TLS_SERVER_NAME") or None)
+
+
+def _gateway_tls_args(tls: TLS | None) -> list[str]:
+    """The gateway's flags to dial the plane as `tls` says."""
+    if tls is None:
+        return []
+    args = ["--upstream-tls"]
+    if tls.ca_file is not None:
+        args += ["--upstream-ca-file", str(tls.ca_file)]
+    if tls.server_name:
+        args += ["--upstream-server-name", tls.server_name]
+    return args
+
+
 def _where(settings: Settings) -> str:
     if settings.database_url:
         return "database " + settings.database_url.split("@")[-1]
@@ -82,9 +108,9 @@ class _Signals:
             self._loop.remove_signal_handler(sig)
 
 
-async def _start_demo(address: str, token: str | None) -> tuple[Agent, asyncio.Task[None]]:
+async def _start_demo(address: str, token: str | None, tls: TLS | None) -> tuple[Agent, asyncio.Task[None]]:
     agent = demo_agent()
-    serving = asyncio.ensure_future(agent.serve(address, token=token))
+    serving = asyncio.ensure_future(agent.serve(address, token=token, tls=tls or False))
     connected = asyncio.ensure_future(agent.wait_connected(timeout=_DEMO_CONNECT_SECONDS))
     await asyncio.wait({serving, connected}, return_when=asyncio.FIRST_COMPLETED)
     if serving.done():
@@ -109,9 +135,15 @@ def _gateway_turned_off(args: argparse.Namespace) -> bool:
     return turned_off
 
 
-async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | None:
+async def _start_gateway(args: argparse.Namespace, address: str, settings: Settings) -> Gateway | None:
     """The REST gateway when it is built (else none, logged); with a gRPC ingress asked for, it must start."""
     ingress = _ingress_listen(args)
+    if settings.tls_client_ca_file is not None:
+        why = "the plane requires client certificates (MESHPLANE_TLS_CLIENT_CA_FILE), which the gateway cannot show"
+        if ingress:
+            raise CliError(f"the gRPC ingress is served by the gateway, and {why}")
+        logger.warning("REST gateway not started: %s; serving gRPC only", why)
+        return None
     binary = find_gateway()
     if binary is None and ingress:
         raise CliError("the gRPC ingress is served by the gateway, which is not built: run `make gateway-build`")
@@ -125,7 +157,14 @@ async def _start_gateway(args: argparse.Namespace, address: str) -> Gateway | No
     # The gateway reads its other MESHPLANE_GATEWAY_* variables itself; this one is asked for so that its
     # address (port 0 picks one) can be read and shown.
     metrics = os.environ.get("MESHPLANE_GATEWAY_METRICS_LISTEN", "")
-    gateway = Gateway(binary, listen=listen, upstream=address, grpc_listen=ingress, metrics_listen=metrics)
+    gateway = Gateway(
+        binary,
+        listen=listen,
+        upstream=address,
+        grpc_listen=ingress,
+        metrics_listen=metrics,
+        extra_args=_gateway_tls_args(local_tls(settings)),
+    )
     try:
         await gateway.start()
     except (OSError, RuntimeError) as exc:
@@ -172,14 +211,15 @@ async def run_mesh(args: argparse.Namespace) -> int:
         try:
             address = connect_address(plane.address)
             token = settings.auth_tokens[0] if settings.auth_tokens else None
-            ready = f"meshplane ready: grpc {address} ({_where(settings)})"
+            secured = ", tls" if settings.tls_cert_file is not None else ""
+            ready = f"meshplane ready: grpc {address} ({_where(settings)}{secured})"
             if args.demo:
-                demo = await _start_demo(address, token)
+                demo = await _start_demo(address, token, local_tls(settings))
                 ready += f", demo agent: {' '.join(DEMO_CAPABILITIES)}"
             if gateway_off:
                 logger.info("REST gateway turned off; serving gRPC only")
             else:
-                gateway = await _start_gateway(args, address)
+                gateway = await _start_gateway(args, address, settings)
             if gateway is not None:
                 ready += f", rest {gateway.url}"
                 if gateway.grpc_address:

@@ -14,6 +14,7 @@ import pytest
 
 from controlplane.cli.gateway import find_gateway
 from tests.cli.conftest import MESHPLANE, cli_env, run_cli, start_mesh
+from tests.support.certs import TestCA
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
 
@@ -53,6 +54,28 @@ def test_up_starts_the_rest_gateway_when_it_is_built(gateway_binary: Path, tmp_p
         with urllib.request.urlopen(f"{url}/v1/tasks/{submitted}", timeout=10) as response:
             task = json.loads(response.read())["task"]
         assert task["id"] == submitted and task["input"]["json"] == {"via": "grpc"}
+    finally:
+        assert mesh.stop() == 0
+
+
+def test_up_serves_tls_to_the_cli_its_demo_agent_and_its_gateway(gateway_binary: Path, tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "pki")
+    server = ca.server("plane")
+    tls = {"MESHPLANE_TLS_CERT_FILE": str(server.cert), "MESHPLANE_TLS_KEY_FILE": str(server.key)}
+    trust = {"MESHPLANE_TLS_CA_FILE": str(ca.cert)}
+    mesh = start_mesh(tmp_path / "data", env=cli_env(**tls, **trust))
+    try:
+        assert f"grpc {mesh.address} (data {tmp_path / 'data'}, tls), demo agent:" in mesh.ready_line
+        # The CLI over TLS (the environment's CA), to the demo agent that connected over TLS too.
+        waited = run_cli("task", "submit", "demo.echo", "--input", '{"over": "tls"}', "--wait", target=None,
+                         env=cli_env(mesh.address, **trust))  # fmt: skip
+        assert (waited.returncode, json.loads(waited.stdout or "null")) == (0, {"over": "tls"}), waited.stderr
+        plaintext = run_cli("task", "ls", target=mesh.address, timeout=60)
+        assert plaintext.returncode == 1 and plaintext.stderr.startswith("error: "), plaintext.stderr
+        # The REST gateway `up` started dials the plane with TLS.
+        url = mesh.ready_line.split(", rest ")[1].split(",")[0]
+        with urllib.request.urlopen(f"{url}/v1/tasks?capability=demo.echo", timeout=10) as response:
+            assert [t["state"] for t in json.loads(response.read())["tasks"]] == ["TASK_STATE_SUCCEEDED"]
     finally:
         assert mesh.stop() == 0
 

@@ -38,6 +38,7 @@ EXPECTED_EXPORTS = [
     "StateStore",
     "Subscription",
     "SyncMeshClient",
+    "TLS",
     "TaskCancelled",
     "TaskContext",
     "TaskDeadLettered",

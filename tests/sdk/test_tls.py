@@ -1,0 +1,141 @@
+"""TLS on the plane's gRPC port, with the Python SDK's clients and agents: server TLS, mutual TLS, the
+environment's defaults, and settings the plane refuses to start with (one line naming the setting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from agent_runtime import TLS, MeshClient, Unavailable
+from controlplane.api.tls import TlsSetupError
+from controlplane.settings import Settings
+from tests.sdk.conftest import serving
+from tests.sdk.test_client import echo_agent
+from tests.support.certs import Issued, TestCA
+from tests.support.plane import running_plane
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def server(ca: TestCA) -> Issued:
+    return ca.server("plane")
+
+
+@pytest.fixture
+def no_tls_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in (
+        "MESHPLANE_TLS",
+        "MESHPLANE_TLS_CA_FILE",
+        "MESHPLANE_TLS_CLIENT_CERT_FILE",
+        "MESHPLANE_TLS_CLIENT_KEY_FILE",
+        "MESHPLANE_TLS_SERVER_NAME",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def _tls_settings(server: Issued, **more: Any) -> dict[str, Any]:
+    return {"tls_cert_file": str(server.cert), "tls_key_file": str(server.key), **more}
+
+
+async def _refused(client: MeshClient) -> None:
+    with pytest.raises(Unavailable):
+        await client.list_tasks(limit=1)
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_clients_and_agents_work_over_tls_and_plaintext_is_turned_away(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    async with running_plane(tmp_path / "plane", **_tls_settings(server)) as plane:
+        tls = TLS(ca_file=ca.cert)
+        async with MeshClient(plane.address, tls=tls) as client, serving(echo_agent(), plane.address, tls=tls):
+            handle = await client.submit("demo.echo", {"over": "tls"})
+            assert await handle.result(timeout=10) == {"over": "tls"}
+
+        async with MeshClient(plane.address, timeout=3) as plaintext:
+            await _refused(plaintext)
+        other_ca = TestCA(tmp_path / "other-pki", "other")
+        async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=other_ca.cert)) as untrusting:
+            await _refused(untrusting)
+        # A certificate names its hosts: the plane's names 127.0.0.1 and localhost, so "plane.test" fails.
+        async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=ca.cert, server_name="plane.test")) as wrong:
+            await _refused(wrong)
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_a_plane_that_requires_client_certificates_takes_only_those_its_ca_signed(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    agent_cert = ca.client("agent")
+    stranger = TestCA(tmp_path / "stranger-pki", "stranger").client("stranger")
+    settings = _tls_settings(server, tls_client_ca_file=str(ca.cert))
+    async with running_plane(tmp_path / "plane", **settings) as plane:
+        with_cert = TLS(ca_file=ca.cert, cert_file=agent_cert.cert, key_file=agent_cert.key)
+        async with (
+            MeshClient(plane.address, tls=with_cert) as client,
+            serving(echo_agent(), plane.address, tls=with_cert),
+        ):
+            assert await (await client.submit("demo.echo", [1])).result(timeout=10) == [1]
+
+        async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=ca.cert)) as no_cert:
+            await _refused(no_cert)
+        signed_elsewhere = TLS(ca_file=ca.cert, cert_file=stranger.cert, key_file=stranger.key)
+        async with MeshClient(plane.address, timeout=3, tls=signed_elsewhere) as foreign:
+            await _refused(foreign)
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_the_environment_turns_tls_on_and_an_explicit_choice_wins(
+    tmp_path: Path, ca: TestCA, server: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_plane(tmp_path / "plane", **_tls_settings(server)) as plane:
+        monkeypatch.setenv("MESHPLANE_TLS_CA_FILE", str(ca.cert))
+        async with MeshClient(plane.address) as from_env:
+            assert await from_env.list_tasks(limit=1) == []
+        async with MeshClient(plane.address, timeout=3, tls=False) as plaintext:
+            await _refused(plaintext)
+
+    assert TLS.from_env({}) is None
+    assert TLS.from_env({"MESHPLANE_TLS": "true"}) == TLS()
+    assert TLS.from_env({"MESHPLANE_TLS_CA_FILE": "/ca.pem", "MESHPLANE_TLS_SERVER_NAME": "plane"}) == TLS(
+        ca_file="/ca.pem", server_name="plane"
+    )
+    with pytest.raises(ValueError, match="MESHPLANE_TLS_CLIENT_CERT_FILE and MESHPLANE_TLS_CLIENT_KEY_FILE go"):
+        TLS.from_env({"MESHPLANE_TLS_CLIENT_CERT_FILE": "/c.pem"})
+    with pytest.raises(ValueError, match="cert_file and key_file go together"):
+        TLS(cert_file="/c.pem")
+    with pytest.raises(ValueError, match=r"cannot read TLS ca_file /no/such\.pem"):
+        MeshClient("127.0.0.1:1", tls=TLS(ca_file="/no/such.pem"))
+
+
+async def test_tls_settings_the_plane_cannot_serve_with_are_refused_naming_the_setting(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    with pytest.raises(ValidationError, match="tls_cert_file and tls_key_file go together"):
+        Settings(data_dir=tmp_path, tls_cert_file=str(server.cert))
+    with pytest.raises(ValidationError, match="tls_client_ca_file needs tls_cert_file"):
+        Settings(data_dir=tmp_path, tls_client_ca_file=str(ca.cert))
+    assert Settings(data_dir=tmp_path, tls_cert_file="", tls_key_file="").tls_cert_file is None  # empty: unset
+
+    other_key = ca.client("someone").key
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for settings, message in (
+        (_tls_settings(server, tls_key_file=str(other_key)), "are not a PEM certificate and its key"),
+        (_tls_settings(server, tls_cert_file=str(tmp_path / "missing.crt")), "cannot read tls_cert_file"),
+        (_tls_settings(server, tls_client_ca_file=str(not_pem)), "tls_client_ca_file .* is not a PEM CA bundle"),
+    ):
+        with pytest.raises(TlsSetupError, match=message):
+            async with running_plane(tmp_path / "refused", **settings):
+                pass
