@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-_TRUE = {"1", "true", "yes", "on"}
+_TRUE = {"1", "true"}  # as the Go and TypeScript SDKs read it
 
 
 @dataclass(frozen=True, slots=True)

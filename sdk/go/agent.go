@@ -84,7 +84,8 @@ type Message struct {
 func (m *Message) Decode(v any) error { return decodeJSON(m.Data, m.ContentType, v) }
 
 // NewAgent returns an agent named name (1-128 characters of [A-Za-z0-9._-], starting with a
-// letter or digit).
+// letter or digit). It connects in plaintext unless [WithTLS] or the MESHPLANE_TLS* environment
+// variables ask for TLS (whose files it reads now).
 func NewAgent(name string, opts ...Option) (*Agent, error) {
 	cfg := agentConfig{
 		version:        "0.0.0",
@@ -107,6 +108,11 @@ func NewAgent(name string, opts ...Option) (*Agent, error) {
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
+	creds, err := transportCredentials(cfg.tls)
+	if err != nil {
+		return nil, err
+	}
+	cfg.creds = creds
 	a := &Agent{
 		name:     name,
 		cfg:      cfg,
@@ -231,7 +237,7 @@ func (a *Agent) Run(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := dial(target, a.cfg.token, a.cfg.backoffMax, true, a.cfg.dialOptions)
+	conn, err := dial(target, a.cfg.token, a.cfg.creds, a.cfg.backoffMax, true, a.cfg.dialOptions)
 	if err != nil {
 		return err
 	}

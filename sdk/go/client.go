@@ -320,7 +320,8 @@ type Client struct {
 }
 
 // NewClient returns a client of the control plane at target (host:port). Connections are
-// made lazily, on the first call (see [WithConnections] for more than one).
+// made lazily, on the first call (see [WithConnections] for more than one). They are plaintext
+// unless [WithTLS] or the MESHPLANE_TLS* environment variables ask for TLS.
 func NewClient(target string, opts ...ClientOption) (*Client, error) {
 	cfg := clientConfig{connections: 1}
 	for _, opt := range opts {
@@ -329,8 +330,12 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 	if cfg.connections < 1 || cfg.connections > maxConnections {
 		return nil, fmt.Errorf("meshplane: connections must be between 1 and %d, got %d", maxConnections, cfg.connections)
 	}
+	creds, err := transportCredentials(cfg.tls)
+	if err != nil {
+		return nil, err
+	}
 	conns, err := dialPool(cfg.connections, func() (*grpc.ClientConn, error) {
-		return dial(target, cfg.token, DefaultBackoffMax, false, cfg.dialOptions)
+		return dial(target, cfg.token, creds, DefaultBackoffMax, false, cfg.dialOptions)
 	})
 	if err != nil {
 		return nil, err

@@ -42,10 +42,10 @@ func (r *peerRecorder) callsByConnection() []int {
 	return counts
 }
 
-func startRecorder(t *testing.T) (string, *peerRecorder) {
+func startRecorder(t *testing.T, serverOpts ...grpc.ServerOption) (string, *peerRecorder) {
 	t.Helper()
 	rec := &peerRecorder{calls: map[string]int{}}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(serverOpts...)
 	pb.RegisterTaskServiceServer(srv, rec)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 )
@@ -26,18 +27,22 @@ func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 
 func (bearerToken) RequireTransportSecurity() bool { return false }
 
-// dial opens a (lazy) client connection: plaintext unless the dial options say otherwise.
+// dial opens a (lazy) client connection: over TLS with creds, plaintext when creds is nil, unless
+// the extra dial options say otherwise (they come last).
 // gRPC's own reconnect backoff is capped at maxBackoff (its default grows to 2 minutes), so a
 // restarted control plane is found again as soon as our reconnect loop asks.
 //
 // With keepalive (agents), pings notice a vanished control plane (no RST, e.g. a dead host)
 // within ~15s; not more often than the plane allows without data (5s).
-func dial(target, token string, maxBackoff time.Duration, keepalives bool, extra []grpc.DialOption) (*grpc.ClientConn, error) {
+func dial(target, token string, creds credentials.TransportCredentials, maxBackoff time.Duration, keepalives bool, extra []grpc.DialOption) (*grpc.ClientConn, error) {
 	if maxBackoff <= 0 {
 		maxBackoff = DefaultBackoffMax
 	}
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
 			MinConnectTimeout: 5 * time.Second,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Default agent settings.
@@ -41,11 +42,14 @@ type agentConfig struct {
 	backoffInitial time.Duration
 	backoffMax     time.Duration
 	drainTimeout   time.Duration
+	tls            *TLSConfig
+	creds          credentials.TransportCredentials // from tls or the environment; nil: plaintext
 	dialOptions    []grpc.DialOption
 }
 
 type clientConfig struct {
 	token       string
+	tls         *TLSConfig
 	dialOptions []grpc.DialOption
 	connections int
 }
@@ -145,7 +149,8 @@ func WithConnections(n int) ClientOption {
 	return clientOption(func(c *clientConfig) { c.connections = n })
 }
 
-// WithDialOptions adds gRPC dial options (e.g. TLS transport credentials; the default is plaintext).
+// WithDialOptions adds gRPC dial options. They come after the SDK's own, so transport
+// credentials given here override [WithTLS] and the MESHPLANE_TLS* environment variables.
 func WithDialOptions(opts ...grpc.DialOption) SharedOption {
 	return sharedOption{
 		agent:  func(c *agentConfig) { c.dialOptions = append(c.dialOptions, opts...) },

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
-import { type ConnectionOptions, defaultTarget, defaultToken } from "./connection";
+import { type ConnectionOptions, defaultTarget, defaultToken, type TlsOptions } from "./connection";
 import type { ChannelContext, TaskContext } from "./context";
 import { consoleLogger, type Logger, type LogLevel } from "./log";
 import { AgentRuntime, type AgentStatus, type ChannelRegistration, type TaskRegistration } from "./runtime";
@@ -62,6 +62,11 @@ export interface AgentOptions extends ConnectionOptions {
 export interface RunOptions {
   /** Bearer token (overrides the one given to the constructor, default `MESHPLANE_TOKEN`). */
   token?: string;
+  /**
+   * TLS to the control plane (overrides the one given to the constructor; default: the `MESHPLANE_TLS*`
+   * environment variables, else plaintext). See {@link ConnectionOptions.tls}.
+   */
+  tls?: TlsOptions | boolean;
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -235,7 +240,30 @@ export class Agent {
       }
       throw error;
     }
-    const runtime = new AgentRuntime(
+    let runtime: AgentRuntime;
+    try {
+      runtime = this.makeRuntime(target, options);
+    } catch (error) {
+      // Unusable connection settings (e.g. a TLS file that cannot be read): nothing will connect.
+      for (const waiter of this.pendingConnect.splice(0)) {
+        waiter.reject(error);
+      }
+      throw error;
+    }
+    this.runtime = runtime;
+    for (const waiter of this.pendingConnect.splice(0)) {
+      runtime.waitConnected().then(waiter.resolve, waiter.reject);
+    }
+    try {
+      await runtime.run();
+    } finally {
+      this.lastStatus = "stopped";
+      this.runtime = undefined;
+    }
+  }
+
+  private makeRuntime(target: string | undefined, options: RunOptions): AgentRuntime {
+    return new AgentRuntime(
       {
         name: this.name,
         version: this.version,
@@ -259,20 +287,11 @@ export class Agent {
       target || defaultTarget(),
       {
         token: options.token ?? this.options.token ?? defaultToken(),
+        tls: options.tls ?? this.options.tls,
         credentials: this.options.credentials,
         channelOptions: this.options.channelOptions,
       },
     );
-    this.runtime = runtime;
-    for (const waiter of this.pendingConnect.splice(0)) {
-      runtime.waitConnected().then(waiter.resolve, waiter.reject);
-    }
-    try {
-      await runtime.run();
-    } finally {
-      this.lastStatus = "stopped";
-      this.runtime = undefined;
-    }
   }
 
   /**

@@ -291,6 +291,7 @@ export class MeshClient {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.connection = new Connection(this.target, {
       token: options.token ?? defaultToken(),
+      tls: options.tls,
       credentials: options.credentials,
       channelOptions: options.channelOptions,
       connections: options.connections,

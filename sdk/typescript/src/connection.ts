@@ -1,4 +1,7 @@
-/** gRPC plumbing shared by the agent and the client: channels, auth metadata, unary calls -> the error tree. */
+/** gRPC plumbing shared by the agent and the client: channels, TLS, auth metadata, unary calls -> the error tree. */
+
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 
 import {
   type CallOptions,
@@ -14,7 +17,7 @@ import {
   status as Status,
 } from "@grpc/grpc-js";
 
-import type { UnavailableError } from "./errors";
+import { MeshplaneError, type UnavailableError } from "./errors";
 import { errorFromStatus, isServiceError } from "./status";
 
 /** Where agents and clients connect when no target is given: `MESHPLANE_TARGET` or this. */
@@ -35,11 +38,137 @@ export function defaultToken(): string | undefined {
   return process.env["MESHPLANE_TOKEN"] || undefined;
 }
 
+/** TLS to the control plane (the `tls` option). Files are PEM; they are read when the connection is made. */
+export interface TlsOptions {
+  /** Root certificates that verify the control plane's certificate (default: the system's roots). */
+  caFile?: string;
+  /** A client certificate, for a control plane that requires one (mutual TLS); needs `keyFile`. */
+  certFile?: string;
+  /** The client certificate's private key; needs `certFile`. */
+  keyFile?: string;
+  /** The name verified in the control plane's certificate instead of the target's host. */
+  serverName?: string;
+}
+
+/** Names of the TLS settings in errors: the option's fields or the environment variables they came from. */
+interface TlsSettingNames {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+const OPTION_NAMES: TlsSettingNames = { caFile: "tls.caFile", certFile: "tls.certFile", keyFile: "tls.keyFile" };
+const ENV_NAMES: TlsSettingNames = {
+  caFile: "MESHPLANE_TLS_CA_FILE",
+  certFile: "MESHPLANE_TLS_CLIENT_CERT_FILE",
+  keyFile: "MESHPLANE_TLS_CLIENT_KEY_FILE",
+};
+
+/**
+ * The TLS settings of the environment, used when no `tls` option is given: `MESHPLANE_TLS_CA_FILE` set → TLS
+ * verified with that CA; `MESHPLANE_TLS_CLIENT_CERT_FILE` and `MESHPLANE_TLS_CLIENT_KEY_FILE` → a client certificate
+ * (and TLS); `MESHPLANE_TLS` "true" or "1" → TLS with the system's roots. Otherwise undefined: plaintext.
+ * `MESHPLANE_TLS_SERVER_NAME` names the host to verify (when TLS is on).
+ */
+export function defaultTls(): TlsOptions | undefined {
+  const env = process.env;
+  const caFile = env[ENV_NAMES.caFile] || undefined;
+  const certFile = env[ENV_NAMES.certFile] || undefined;
+  const keyFile = env[ENV_NAMES.keyFile] || undefined;
+  const on = (env["MESHPLANE_TLS"] ?? "").trim().toLowerCase();
+  if (caFile === undefined && certFile === undefined && keyFile === undefined && on !== "true" && on !== "1") {
+    return undefined;
+  }
+  const serverName = env["MESHPLANE_TLS_SERVER_NAME"] || undefined; // alone, it does not turn TLS on
+  return { caFile, certFile, keyFile, serverName };
+}
+
+/** What a channel needs for TLS. */
+interface TlsSetup {
+  credentials: ChannelCredentials;
+  channelOptions: ChannelOptions;
+}
+
+function readSetting(path: string, setting: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new MeshplaneError(`TLS ${setting}: cannot read ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * The credentials (and channel options) of the `tls` option, else of the environment; undefined means plaintext.
+ * Throws a {@link MeshplaneError} naming the setting when a file cannot be read or a certificate comes without
+ * its key (or the reverse).
+ */
+export function tlsSetup(tls: TlsOptions | boolean | undefined): TlsSetup | undefined {
+  let names = OPTION_NAMES;
+  let settings: TlsOptions | undefined;
+  if (tls === undefined) {
+    names = ENV_NAMES;
+    settings = defaultTls();
+  } else if (tls === true) {
+    settings = {};
+  } else if (tls !== false) {
+    settings = tls;
+  }
+  if (settings === undefined) {
+    return undefined;
+  }
+  const { caFile, certFile, keyFile, serverName } = settings;
+  if (certFile && !keyFile) {
+    throw new MeshplaneError(
+      `TLS ${names.certFile} is set without ${names.keyFile}: a client certificate needs its key`,
+    );
+  }
+  if (keyFile && !certFile) {
+    throw new MeshplaneError(
+      `TLS ${names.keyFile} is set without ${names.certFile}: a client key needs its certificate`,
+    );
+  }
+  let roots: Buffer | null = null;
+  if (caFile) {
+    roots = readSetting(caFile, names.caFile);
+    const blocks = roots.toString("latin1").match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+    const parsed = blocks.filter((block) => {
+      try {
+        new X509Certificate(block);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (parsed.length === 0) {
+      throw new MeshplaneError(`TLS ${names.caFile}: no PEM certificate in ${caFile}`);
+    }
+  }
+  const key = keyFile ? readSetting(keyFile, names.keyFile) : null;
+  const chain = certFile ? readSetting(certFile, names.certFile) : null;
+  let credentials: ChannelCredentials;
+  try {
+    credentials = grpcCredentials.createSsl(roots, key, chain);
+  } catch (error) {
+    const what = key ? `${names.certFile} and ${names.keyFile} (${certFile}, ${keyFile})` : names.caFile;
+    throw new MeshplaneError(`TLS ${what}: ${(error as Error).message}`, { cause: error });
+  }
+  const channelOptions: ChannelOptions = serverName
+    ? { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }
+    : {};
+  return { credentials, channelOptions };
+}
+
 /** How to reach the control plane. */
 export interface ConnectionOptions {
   /** Bearer token sent as `authorization: Bearer <token>` on every call (default: `MESHPLANE_TOKEN`). */
   token?: string;
-  /** Channel credentials (default: insecure, i.e. plaintext HTTP/2). */
+  /**
+   * TLS to the control plane: `true` verifies it with the system's roots; an object says which CA, client
+   * certificate and server name; `false` is plaintext. Default: the `MESHPLANE_TLS*` environment variables
+   * ({@link defaultTls}), else plaintext.
+   */
+  tls?: TlsOptions | boolean;
+  /** Channel credentials (default: from `tls`, else insecure, i.e. plaintext HTTP/2); not together with `tls`. */
   credentials?: ChannelCredentials;
   /** Extra grpc-js channel options; they override the SDK's. */
   channelOptions?: ChannelOptions;
@@ -87,7 +216,15 @@ export class Connection {
     }
     this.target = target;
     this.token = options.token;
-    this.credentials = options.credentials ?? grpcCredentials.createInsecure();
+    let tls: TlsSetup | undefined;
+    if (options.credentials !== undefined) {
+      if (options.tls !== undefined) {
+        throw new TypeError("give the tls option or credentials, not both");
+      }
+    } else {
+      tls = tlsSetup(options.tls);
+    }
+    this.credentials = options.credentials ?? tls?.credentials ?? grpcCredentials.createInsecure();
     const channelOptions: ChannelOptions = {
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -107,6 +244,7 @@ export class Connection {
       // Channels with equal options to one target share one subchannel (one TCP connection) through
       // grpc-js's global pool; several connections need channels of their own.
       ...(size > 1 ? { "grpc.use_local_subchannel_pool": 1 } : {}),
+      ...tls?.channelOptions,
       ...options.channelOptions,
     };
     this.channels = Array.from({ length: size }, () => new Channel(target, this.credentials, channelOptions));

@@ -32,7 +32,7 @@ export {
   type WaitOptions,
   type WatchOptions,
 } from "./client";
-export { type ConnectionOptions, DEFAULT_TARGET } from "./connection";
+export { type ConnectionOptions, DEFAULT_TARGET, type TlsOptions } from "./connection";
 export { ChannelContext, type PublishOptions, TaskContext } from "./context";
 export {
   AlreadyExistsError,

@@ -20,10 +20,13 @@ export async function within<T>(promise: Promise<T>, what: string): Promise<T> {
   }
 }
 
-/** Binds `server` (its services added) to a free port of 127.0.0.1, insecure; resolves to its address. */
-export async function bindLocal(server: Server): Promise<string> {
+/** Binds `server` (its services added) to a free port of 127.0.0.1 (insecure by default); resolves to its address. */
+export async function bindLocal(
+  server: Server,
+  credentials: ServerCredentials = ServerCredentials.createInsecure(),
+): Promise<string> {
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
+    server.bindAsync("127.0.0.1:0", credentials, (error, bound) =>
       error ? reject(error) : resolve(bound),
     );
   });
