@@ -16,7 +16,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -142,13 +142,25 @@ def launcher(language: str) -> Launcher:
 
 
 class AgentProcess:
-    """One conformance agent subprocess (own process group; killed by :meth:`kill`)."""
+    """One conformance agent subprocess (own process group; killed by :meth:`kill`).
 
-    def __init__(self, language: str, argv: list[str], name: str, instance_id: str, log_dir: Path) -> None:
+    It inherits the test's environment, with ``env`` (if given) set on top.
+    """
+
+    def __init__(
+        self,
+        language: str,
+        argv: list[str],
+        name: str,
+        instance_id: str,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.language = language
         self.argv = argv
         self.name = name
         self.instance_id = instance_id
+        self.env = dict(env or {})
         self.stdout_lines: list[str] = []
         self.stderr_path = log_dir / f"{instance_id}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
@@ -163,7 +175,7 @@ class AgentProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
-                env=dict(os.environ),
+                env={**os.environ, **self.env},
             )
         self._reader = asyncio.ensure_future(self._read_stdout())
 
@@ -263,15 +275,19 @@ class Agents:
         name: str | None = None,
         instance_id: str | None = None,
         token: str | None = None,
+        env: Mapping[str, str] | None = None,
+        wait_ready: bool = True,
     ) -> AgentProcess:
-        """Launch an agent and wait for its READY line."""
+        """Launch an agent (``env``: variables set on top of the test's environment) and, unless
+        ``wait_ready`` is false, wait for its READY line."""
         name = name or f"conf-{self.language}-{uuid.uuid4().hex[:8]}"
         instance_id = instance_id or f"{name}-i{len(self.started) + 1}"
         argv = self.launcher.command(target, name, instance_id, max_concurrency, token)
-        agent = AgentProcess(self.language, argv, name, instance_id, self.log_dir)
+        agent = AgentProcess(self.language, argv, name, instance_id, self.log_dir, env)
         self.started.append(agent)
         await agent.start()
-        await agent.wait_ready()
+        if wait_ready:
+            await agent.wait_ready()
         return agent
 
     async def close(self) -> None:
@@ -301,11 +317,17 @@ class Subscription:
 
 
 class Mesh:
-    """A client of one control plane through the generated stubs."""
+    """A client of one control plane through the generated stubs.
 
-    def __init__(self, address: str) -> None:
+    Plaintext, or TLS with ``credentials`` (e.g. :func:`tls_credentials`) for a plane that serves TLS.
+    """
+
+    def __init__(self, address: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address)
+        else:
+            self.channel = grpc.aio.secure_channel(address, credentials)
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self.channel)
         self.agents = agent_service_pb2_grpc.AgentServiceStub(self.channel)
         self.channels = channel_pb2_grpc.ChannelServiceStub(self.channel)
@@ -435,6 +457,15 @@ class Mesh:
 
     async def get_state(self, namespace: str, key: str) -> state_pb2.StateEntry:
         return (await self.state.GetState(state_pb2.GetStateRequest(namespace=namespace, key=key))).entry
+
+
+def tls_credentials(
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
+) -> grpc.ChannelCredentials:
+    """Channel credentials for :class:`Mesh`: trust ``ca_file``; show ``cert_file``/``key_file`` if given (mTLS)."""
+    key = key_file.read_bytes() if key_file is not None else None
+    chain = cert_file.read_bytes() if cert_file is not None else None
+    return grpc.ssl_channel_credentials(ca_file.read_bytes(), key, chain)
 
 
 def output(task: task_pb2.Task) -> Any:
