@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshplane",
         description="Meshplane: a gRPC agent mesh. Run `meshplane up --demo`, then submit tasks.",
+        epilog="To a plane serving TLS, commands connect as the environment says: MESHPLANE_TLS_CA_FILE (trust that "
+        "CA), MESHPLANE_TLS=true (the system's roots), MESHPLANE_TLS_CLIENT_CERT_FILE and "
+        "MESHPLANE_TLS_CLIENT_KEY_FILE (a client certificate), MESHPLANE_TLS_SERVER_NAME (the name to verify).",
     )
     parser.add_argument("--version", action="version", version=f"meshplane {__version__}")
     add_connection_options(parser, top_level=True)
