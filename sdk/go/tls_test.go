@@ -355,9 +355,9 @@ func TestTLSSettingErrorsNameTheSetting(t *testing.T) {
 	}
 }
 
-// An agent's link over mutual TLS: it registers, serves a task and leaves gracefully.
-func TestAgentOverMutualTLS(t *testing.T) {
-	pki := newTestPKI(t)
+// startMutualTLSPlane serves the fake agent link over TLS, requiring client certificates of pki's CA.
+func startMutualTLSPlane(t *testing.T, pki *testPKI) (*fakePlane, net.Listener) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -367,6 +367,13 @@ func TestAgentOverMutualTLS(t *testing.T) {
 	pb.RegisterAgentLinkServiceServer(server, plane)
 	go func() { _ = server.Serve(ln) }()
 	t.Cleanup(server.Stop)
+	return plane, ln
+}
+
+// An agent's link over mutual TLS: it registers, serves a task and leaves gracefully.
+func TestAgentOverMutualTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	plane, ln := startMutualTLSPlane(t, pki)
 
 	// A client certificate without its key in the environment would be an error: WithTLS wins,
 	// the environment is not read.
@@ -417,15 +424,7 @@ func TestAgentOverMutualTLS(t *testing.T) {
 // keeps retrying (no session reaches the plane) until stopped.
 func TestAgentWithoutClientCertificateIsRefused(t *testing.T) {
 	pki := newTestPKI(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := grpc.NewServer(pki.serverCreds(true))
-	plane := &fakePlane{sessions: make(chan *fakeSession, 8)}
-	pb.RegisterAgentLinkServiceServer(server, plane)
-	go func() { _ = server.Serve(ln) }()
-	t.Cleanup(server.Stop)
+	plane, ln := startMutualTLSPlane(t, pki)
 
 	t.Setenv(EnvTLSCAFile, pki.caFile) // the environment's TLS: the CA, no client certificate
 	logs := &logBuffer{}
