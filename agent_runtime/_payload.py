@@ -65,14 +65,19 @@ def raw_json(payload: common_pb2.Payload) -> bytes | None:
     return None
 
 
+def whole_number(number: float) -> int | float:
+    """A JSON number that travelled as a double, as it was written: 3, not 3.0 (up to 2**53, where doubles stop
+    holding every integer exactly)."""
+    if math.isfinite(number) and number.is_integer() and abs(number) < 2**53:
+        return int(number)
+    return number
+
+
 def value_to_python(value: struct_pb2.Value) -> Any:
     """A protobuf Value as plain Python; integral numbers come back as int, not 1.0."""
     kind = value.WhichOneof("kind")
     if kind == "number_value":
-        number = value.number_value
-        if math.isfinite(number) and number.is_integer() and abs(number) < 2**53:
-            return int(number)
-        return number
+        return whole_number(value.number_value)
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -37,18 +37,24 @@ def channel_options(*, keepalive: bool) -> list[tuple[str, Any]]:
 
 
 def open_channel(
-    target: str, *, keepalive: bool = False, own_connection: bool = False, tls: TLS | None = None
+    target: str,
+    *,
+    keepalive: bool = False,
+    own_connection: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+    extra_options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
-    """A grpc.aio channel to the control plane (call from inside the event loop): plaintext, or TLS.
+    """A grpc.aio channel to the control plane (call from inside the event loop): plaintext, or TLS with
+    `credentials` (and `extra_options`, see TLS.channel_options).
 
     `own_connection`: the channel gets a TCP connection of its own (channels to one target otherwise share one).
     """
-    options: list[tuple[str, Any]] = list(channel_options(keepalive=keepalive))
+    options = [*channel_options(keepalive=keepalive), *extra_options]
     if own_connection:
         options.append(("grpc.use_local_subchannel_pool", 1))
-    if tls is None:
+    if credentials is None:
         return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, tls.credentials(), options=options + tls.channel_options())
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def auth_metadata(token: str | None) -> Metadata:
@@ -150,9 +156,9 @@ class Connection:
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self._keepalive = keepalive
-        self._tls = tls
-        if tls is not None:
-            tls.credentials()  # a file that cannot be read fails here, not at the first call
+        # Built now, once: a file that cannot be read fails here, not at the first call.
+        self._credentials = tls.credentials() if tls is not None else None
+        self._tls_options = tls.channel_options() if tls is not None else []
         self._size = connections
         self._channels: list[grpc.aio.Channel] = []  # opened as calls first need them
         self._next = 0
@@ -162,7 +168,13 @@ class Connection:
         while len(self._channels) <= index:
             own = self._size > 1
             self._channels.append(
-                open_channel(self.target, keepalive=self._keepalive, own_connection=own, tls=self._tls)
+                open_channel(
+                    self.target,
+                    keepalive=self._keepalive,
+                    own_connection=own,
+                    credentials=self._credentials,
+                    extra_options=self._tls_options,
+                )
             )
         return self._channels[index]
 

@@ -89,12 +89,9 @@ class _FromProto:
         return cast(dict[str, Any], _whole_numbers_whole(json_format.MessageToDict(self._message)))
 
 
-_EXACT_DOUBLE_INTEGERS = 2**53
-
-
 def _whole_numbers_whole(value: Any) -> Any:
     if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) <= _EXACT_DOUBLE_INTEGERS else value
+        return _payload.whole_number(value)
     if isinstance(value, dict):
         return {key: _whole_numbers_whole(item) for key, item in value.items()}
     if isinstance(value, list):

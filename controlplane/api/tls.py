@@ -7,6 +7,7 @@ is not the certificate's, or a CA bundle that is no PEM stops the plane with a l
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -20,16 +21,22 @@ class TlsSetupError(OSError):
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """The gRPC port's credentials: None for plaintext (no tls_cert_file)."""
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
+    cert, key, client_ca = settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    if cert is None or key is None:
         return None
-    _check_pair(settings.tls_cert_file, settings.tls_key_file)
-    chain = _read(settings.tls_cert_file, "tls_cert_file")
-    key = _read(settings.tls_key_file, "tls_key_file")
-    client_ca = None
-    if settings.tls_client_ca_file is not None:
-        _check_ca(settings.tls_client_ca_file)
-        client_ca = _read(settings.tls_client_ca_file, "tls_client_ca_file")
-    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
+    chain, private_key = _read(cert, "tls_cert_file"), _read(key, "tls_key_file")
+    _check(
+        lambda context: context.load_cert_chain(cert, key),
+        f"tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its key",
+    )
+    roots = None
+    if client_ca is not None:
+        roots = _read(client_ca, "tls_client_ca_file")
+        _check(
+            lambda context: context.load_verify_locations(cafile=client_ca),
+            f"tls_client_ca_file {client_ca} is not a PEM CA bundle",
+        )
+    return grpc.ssl_server_credentials([(private_key, chain)], root_certificates=roots, require_client_auth=bool(roots))
 
 
 def _read(path: Path, setting: str) -> bytes:
@@ -39,20 +46,9 @@ def _read(path: Path, setting: str) -> bytes:
         raise TlsSetupError(f"cannot read {setting} {path}: {exc.strerror or exc}") from exc
 
 
-def _check_pair(cert: Path, key: Path) -> None:
-    for path, setting in ((cert, "tls_cert_file"), (key, "tls_key_file")):
-        _read(path, setting)
+def _check(load: Callable[[ssl.SSLContext], None], problem: str) -> None:
+    """Load the files as grpc will (`load` into an `ssl` context); `problem` (and why) if they do not load."""
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     except ssl.SSLError as exc:
-        raise TlsSetupError(
-            f"tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its key ({exc.reason})"
-        ) from exc
-
-
-def _check_ca(path: Path) -> None:
-    _read(path, "tls_client_ca_file")
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=path)
-    except ssl.SSLError as exc:
-        raise TlsSetupError(f"tls_client_ca_file {path} is not a PEM CA bundle ({exc.reason})") from exc
+        raise TlsSetupError(f"{problem} ({exc.reason})") from exc

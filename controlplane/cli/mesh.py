@@ -135,7 +135,7 @@ def _gateway_turned_off(args: argparse.Namespace) -> bool:
     return turned_off
 
 
-async def _start_gateway(args: argparse.Namespace, address: str, settings: Settings) -> Gateway | None:
+async def _start_gateway(args: argparse.Namespace, address: str, settings: Settings, tls: TLS | None) -> Gateway | None:
     """The REST gateway when it is built (else none, logged); with a gRPC ingress asked for, it must start."""
     ingress = _ingress_listen(args)
     if settings.tls_client_ca_file is not None:
@@ -163,7 +163,7 @@ async def _start_gateway(args: argparse.Namespace, address: str, settings: Setti
         upstream=address,
         grpc_listen=ingress,
         metrics_listen=metrics,
-        extra_args=_gateway_tls_args(local_tls(settings)),
+        extra_args=_gateway_tls_args(tls),
     )
     try:
         await gateway.start()
@@ -213,13 +213,14 @@ async def run_mesh(args: argparse.Namespace) -> int:
             token = settings.auth_tokens[0] if settings.auth_tokens else None
             secured = ", tls" if settings.tls_cert_file is not None else ""
             ready = f"meshplane ready: grpc {address} ({_where(settings)}{secured})"
+            tls = local_tls(settings)
             if args.demo:
-                demo = await _start_demo(address, token, local_tls(settings))
+                demo = await _start_demo(address, token, tls)
                 ready += f", demo agent: {' '.join(DEMO_CAPABILITIES)}"
             if gateway_off:
                 logger.info("REST gateway turned off; serving gRPC only")
             else:
-                gateway = await _start_gateway(args, address, settings)
+                gateway = await _start_gateway(args, address, settings, tls)
             if gateway is not None:
                 ready += f", rest {gateway.url}"
                 if gateway.grpc_address:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
 from typing import Any
 
@@ -57,18 +56,6 @@ def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def plain(value: Any) -> Any:
-    """A JSON value with whole floats as ints (a protobuf Struct has doubles only): 2, as Go and TypeScript print
-    it, never 2.0."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
     return value
 
 
@@ -174,9 +161,7 @@ async def list_channels(client: MeshClient, args: argparse.Namespace) -> int:
 
 async def list_audit(client: MeshClient, args: argparse.Namespace) -> int:
     for entry in await client.list_audit_entries(resource=args.resource, action=args.action, limit=args.limit):
-        print_line(
-            {"actor": entry.actor, "action": entry.action, "resource": entry.resource, "details": plain(entry.details)}
-        )
+        print_line({"actor": entry.actor, "action": entry.action, "resource": entry.resource, "details": entry.details})
     return 0
 
 
