@@ -86,6 +86,8 @@ class ControlPlane(Component):
         self.embedded_nats: EmbeddedNats | None = None
         self.database: Database | None = None
         self.listeners: Listeners | None = None
+        self.health_listener: Listeners | None = None  # plaintext grpc.health.v1 alone (settings.health_listen)
+        self.health_address = ""
         self._data_dir_lock = DataDirLock(settings.data_dir) if settings.uses_data_dir else None
         self._health = health.aio.HealthServicer()
         self._started: list[Component] = []
@@ -198,8 +200,10 @@ class ControlPlane(Component):
             self.metrics.start(s.metrics_listen)
 
         self.listeners = Listeners(self._build_server, s.listen, s.accept_loops, server_credentials(s))
-        host = s.listen.rsplit(":", 1)[0] or "0.0.0.0"
-        self.address = f"{host}:{self.listeners.port}"
+        self.address = _bound_address(s.listen, self.listeners.port)
+        if s.health_listen:
+            self.health_listener = Listeners(self._build_health_server, s.health_listen, 1)
+            self.health_address = _bound_address(s.health_listen, self.health_listener.port)
 
         await self._launch(self.audit)
         await self._launch(self.cluster)
@@ -209,15 +213,19 @@ class ControlPlane(Component):
         await self._launch(self.supervisor)
         await self._launch(self.sweeper)  # records this replica as alive before any session arrives
         await self.listeners.start()
+        if self.health_listener is not None:
+            await self.health_listener.start()
         await self._launch(self.dispatcher)
         for service in ["", *SERVICE_NAMES]:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info(
-            "meshplane control plane %s serving on %s (database %s, nats %s)",
+            "meshplane control plane %s serving on %s%s (database %s, nats %s%s)",
             self.replica_id,
             self.address,
+            " with TLS" if s.tls_cert_file else "",
             self.database.url.render_as_string(hide_password=True),
             self.nats_url,
+            f", health checks also in plaintext on {self.health_address}" if self.health_address else "",
         )
 
     def _session_opened_elsewhere(self, instance_id: str, session_id: str) -> None:
@@ -262,6 +270,12 @@ class ControlPlane(Component):
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], server)
         return server
 
+    def _build_health_server(self, reuse_port: bool) -> grpc.aio.Server:
+        """grpc.health.v1 alone, answering as the gRPC port's health does (NOT_SERVING while draining)."""
+        server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        return server
+
     # ------------------------------------------------------------ stop
 
     async def drain(self, grace: float | None = None) -> None:
@@ -282,6 +296,8 @@ class ControlPlane(Component):
             await self.supervisor.close_all(grace=5.0)
         if self.listeners is not None:
             await self.listeners.stop(grace=2.0)
+        if self.health_listener is not None:
+            await self.health_listener.stop(grace=None)
         for component in reversed(self._started):
             try:
                 await component.stop()
@@ -296,3 +312,9 @@ class ControlPlane(Component):
         if self._data_dir_lock is not None:
             self._data_dir_lock.release()
         logger.info("control plane %s stopped", self.replica_id)
+
+
+def _bound_address(listen: str, port: int) -> str:
+    """`listen` (host:port) with the port it was bound to (port 0 picks one)."""
+    host = listen.rsplit(":", 1)[0] or "0.0.0.0"
+    return f"{host}:{port}"

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     )
 
     metrics_listen: str = Field("", description="Prometheus /metrics listen address (host:port); empty disables.")
+    health_listen: str = Field(
+        "",
+        description="Also serve grpc.health.v1 alone here, in plaintext even when the gRPC port serves TLS, for "
+        "probes that cannot speak TLS (the kubelet's) (host:port; empty: off).",
+    )
     log_level: str = Field("INFO")
     log_format: LogFormat = Field(LogFormat.TEXT)
 

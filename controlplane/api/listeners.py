@@ -59,16 +59,16 @@ class Listeners:
         build: Callable[[bool], grpc.aio.Server],
         address: str,
         count: int,
-        credentials: grpc.ServerCredentials | None = None,
+        credentials: Callable[[], grpc.ServerCredentials] | None = None,
     ) -> None:
-        """`credentials`: TLS for every server (see api.tls); None serves plaintext."""
+        """`credentials` makes each server's TLS credentials (see api.tls); None serves plaintext."""
         tcp = split_address(address)
         if tcp is not None and tcp[1]:
             ensure_port_free(*tcp)
 
         def bind(server: grpc.aio.Server, where: str) -> int:
             port: int = (
-                server.add_insecure_port(where) if credentials is None else server.add_secure_port(where, credentials)
+                server.add_insecure_port(where) if credentials is None else server.add_secure_port(where, credentials())
             )
             return port
 

@@ -1,12 +1,21 @@
 """TLS on the plane's gRPC port: the server's certificate, and the clients' CA when it requires theirs (mTLS).
 
-The files are read and checked once, at start-up (`ssl` loads them as grpc would): a missing file, a key that
-is not the certificate's, or a CA bundle that is no PEM stops the plane with a line naming the setting.
+The files are read and checked at start-up (`ssl` loads them as grpc would): a missing file, a key that is not
+the certificate's, or a CA bundle that is no PEM stops the plane with a line naming the setting.
+
+They are read again when they change, so a renewed certificate (a Kubernetes Secret updated in place,
+cert-manager) is served without a restart. gRPC asks before each TLS handshake; the files are compared by
+their `stat` (modification time, size, inode), and only re-read when that changed. New files that do not load
+(a key written before its certificate, a broken PEM) are logged and the files in use are kept; connections
+already open keep the certificate they were made with.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,29 +23,98 @@ import grpc
 
 from controlplane.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+_Stamp = tuple[tuple[int, int, int], ...]
+
 
 class TlsSetupError(OSError):
     """A TLS setting the plane cannot serve with (the message names it)."""
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """The gRPC port's credentials: None for plaintext (no tls_cert_file)."""
-    cert, key, client_ca = settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
-    if cert is None or key is None:
+def server_credentials(settings: Settings) -> Callable[[], grpc.ServerCredentials] | None:
+    """Makes the gRPC port's credentials, one for each server on it; None for plaintext (no tls_cert_file)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
-    chain, private_key = _read(cert, "tls_cert_file"), _read(key, "tls_key_file")
-    _check(
-        lambda context: context.load_cert_chain(cert, key),
-        f"tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its key",
-    )
-    roots = None
-    if client_ca is not None:
-        roots = _read(client_ca, "tls_client_ca_file")
-        _check(
-            lambda context: context.load_verify_locations(cafile=client_ca),
-            f"tls_client_ca_file {client_ca} is not a PEM CA bundle",
+    return ServerCertificates(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file).credentials
+
+
+class ServerCertificates:
+    """The certificate, key and client CA files the port serves, read again whenever one of them changes."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self._cert, self._key, self._client_ca = cert, key, client_ca
+        self._lock = threading.Lock()  # gRPC may ask from several of its threads
+        self._stamp = self._stamps()
+        self._configuration = self._load()
+        self._generation = 0  # counts the configurations loaded since the first
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Credentials for one server. Each needs its own: gRPC hands the initial configuration to the first
+        server that asks, and each server's credentials learn of a new configuration on their own."""
+        handed_out = self._generation
+
+        def changed_configuration() -> grpc.ServerCertificateConfiguration | None:
+            nonlocal handed_out
+            with self._lock:
+                self._look_at_the_files()
+                if handed_out == self._generation:
+                    return None
+                handed_out = self._generation
+                return self._configuration
+
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration, changed_configuration, require_client_authentication=self._client_ca is not None
         )
-    return grpc.ssl_server_credentials([(private_key, chain)], root_certificates=roots, require_client_auth=bool(roots))
+
+    def _look_at_the_files(self) -> None:
+        """Load the files again if they changed since the last look (called with the lock held)."""
+        try:
+            stamp = self._stamps()
+        except TlsSetupError:
+            return  # a file being replaced (missing for a moment): look again at the next handshake
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._configuration = self._load()
+        except TlsSetupError as exc:
+            logger.warning("TLS files changed but cannot be served; the certificate in use stays: %s", exc)
+            return
+        self._generation += 1
+        logger.info("TLS files changed: new connections get the certificate in %s", self._cert)
+
+    def _files(self) -> list[tuple[Path, str]]:
+        files = [(self._cert, "tls_cert_file"), (self._key, "tls_key_file")]
+        if self._client_ca is not None:
+            files.append((self._client_ca, "tls_client_ca_file"))
+        return files
+
+    def _stamps(self) -> _Stamp:
+        stamps = []
+        for path, setting in self._files():
+            try:
+                found = os.stat(path)
+            except OSError as exc:
+                raise TlsSetupError(f"cannot read {setting} {path}: {exc.strerror or exc}") from exc
+            stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
+        return tuple(stamps)
+
+    def _load(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, client_ca = self._cert, self._key, self._client_ca
+        chain, private_key = _read(cert, "tls_cert_file"), _read(key, "tls_key_file")
+        _check(
+            lambda context: context.load_cert_chain(cert, key),
+            f"tls_cert_file {cert} and tls_key_file {key} are not a PEM certificate and its key",
+        )
+        roots = None
+        if client_ca is not None:
+            roots = _read(client_ca, "tls_client_ca_file")
+            _check(
+                lambda context: context.load_verify_locations(cafile=client_ca),
+                f"tls_client_ca_file {client_ca} is not a PEM CA bundle",
+            )
+        return grpc.ssl_server_certificate_configuration([(private_key, chain)], root_certificates=roots)
 
 
 def _read(path: Path, setting: str) -> bytes:

@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
 from agent_runtime import TLS, MeshClient, Unavailable
 from controlplane.api.tls import TlsSetupError
 from controlplane.settings import Settings
+from meshplane.v1 import task_service_pb2, task_service_pb2_grpc
 from tests.sdk.conftest import serving
 from tests.sdk.test_client import echo_agent
 from tests.support.certs import Issued, TestCA
@@ -139,3 +142,71 @@ async def test_tls_settings_the_plane_cannot_serve_with_are_refused_naming_the_s
         with pytest.raises(TlsSetupError, match=message):
             async with running_plane(tmp_path / "refused", **settings):
                 pass
+
+
+def _replace(target: Path, source: Path) -> None:
+    """Replace `target` with `source`'s bytes the way Kubernetes updates a Secret volume: a new file renamed in."""
+    staged = target.with_name(target.name + ".new")
+    staged.write_bytes(source.read_bytes())
+    staged.replace(target)
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
+    tmp_path: Path, ca: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = tmp_path / "mounted"
+    files.mkdir()
+    served = Issued(files / "tls.crt", files / "tls.key")
+    first = ca.server("plane-first")
+    _replace(served.cert, first.cert)
+    _replace(served.key, first.key)
+    renewing_ca = TestCA(tmp_path / "renewing-pki", "renewing")
+    renewed = renewing_ca.server("plane-renewed")
+
+    async with (
+        running_plane(tmp_path / "plane", **_tls_settings(served)) as plane,
+        MeshClient(plane.address, tls=TLS(ca_file=ca.cert)) as client,
+    ):
+        assert await client.list_tasks(limit=1) == []
+
+        # Half a renewal (the new key, the old certificate) cannot be served: the old pair stays in use.
+        _replace(served.key, renewed.key)
+        async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=ca.cert)) as during:
+            assert await during.list_tasks(limit=1) == []
+        assert "TLS files changed but cannot be served" in caplog.text
+
+        _replace(served.cert, renewed.cert)
+        async with MeshClient(plane.address, tls=TLS(ca_file=renewing_ca.cert)) as after:
+            assert await after.list_tasks(limit=1) == []
+        async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=ca.cert)) as trusting_the_old:
+            await _refused(trusting_the_old)
+        assert await client.list_tasks(limit=1) == [], "a connection made before the renewal was dropped"
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_health_checks_are_also_served_in_plaintext_where_asked_and_nothing_else_is(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    settings = _tls_settings(server, tls_client_ca_file=str(ca.cert), health_listen="127.0.0.1:0")
+    async with running_plane(tmp_path / "plane", **settings) as plane:
+        assert plane.health_address != plane.address
+        async with grpc.aio.insecure_channel(plane.health_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "meshplane.v1.TaskService"):
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await task_service_pb2_grpc.TaskServiceStub(channel).ListTasks(
+                    task_service_pb2.ListTasksRequest(), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+            await plane.drain(grace=0)
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        health_address = plane.health_address
+    async with grpc.aio.insecure_channel(health_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as stopped:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        assert stopped.value.code() == grpc.StatusCode.UNAVAILABLE
