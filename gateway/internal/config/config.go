@@ -41,8 +41,17 @@ type Config struct {
 	// plane's gRPC API, forwarding every call (port 0 picks a free port).
 	GRPCListen string
 	// MetricsListen, when set, is where the gateway serves Prometheus
-	// metrics at /metrics (port 0 picks a free port).
+	// metrics at /metrics (port 0 picks a free port). It is plain HTTP, even
+	// with TLSCertFile set.
 	MetricsListen string
+	// TLSCertFile and TLSKeyFile, set together, are the PEM certificate
+	// (chain) and key the gateway serves HTTPS on Listen and gRPC over TLS on
+	// GRPCListen with. Both empty: plaintext.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSClientCAFile, when set (only with TLSCertFile), is a PEM CA bundle:
+	// clients of Listen and GRPCListen must present a certificate it signed.
+	TLSClientCAFile string
 	// SubmitBatchMax is the most SubmitTask calls sent upstream as one batch.
 	SubmitBatchMax int
 	// SubmitBatchesInFlight is how many submit batches may be out at once.
@@ -57,6 +66,11 @@ type Config struct {
 	// UpstreamServerName overrides the name checked in the upstream's
 	// certificate. Without UpstreamTLS it is ignored.
 	UpstreamServerName string
+	// UpstreamCertFile and UpstreamKeyFile, set together, are the PEM client
+	// certificate (chain) and key presented to the upstream when it asks for
+	// one (mutual TLS). Without UpstreamTLS they are ignored.
+	UpstreamCertFile string
+	UpstreamKeyFile  string
 	// UpstreamConnections is how many connections calls to the upstream are
 	// spread over, in turn.
 	UpstreamConnections int
@@ -97,13 +111,18 @@ func Parse(args []string, lookupEnv func(string) (string, bool), output io.Write
 	fs.SetOutput(output)
 	fs.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&cfg.GRPCListen, "grpc-listen", "", "also serve the control plane's gRPC API here, forwarding every call (host:port; empty: off)")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics here (host:port; empty: off)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics here, always plain HTTP, even with --tls-cert-file (host:port; empty: off)")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain): serve HTTPS on --listen and gRPC over TLS on --grpc-listen (with --tls-key-file; read again when the file changes; empty: plaintext)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&cfg.TLSClientCAFile, "tls-client-ca-file", "", "PEM CA bundle: require client certificates it signed on --listen and --grpc-listen (only with --tls-cert-file)")
 	fs.IntVar(&cfg.SubmitBatchMax, "submit-batch-max", DefaultSubmitBatchMax, "most concurrent SubmitTask calls sent upstream as one BatchSubmitTasks call (1: no batching)")
 	fs.IntVar(&cfg.SubmitBatchesInFlight, "submit-batches-in-flight", DefaultSubmitBatchesInFlight, "submit batches out to the upstream at once")
 	fs.StringVar(&cfg.Upstream, "upstream", DefaultUpstream, "control plane gRPC address (host:port)")
 	fs.BoolVar(&cfg.UpstreamTLS, "upstream-tls", false, "dial the upstream with TLS")
 	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca-file", "", "PEM CA bundle to verify the upstream (default: system roots; only with --upstream-tls)")
 	fs.StringVar(&cfg.UpstreamServerName, "upstream-server-name", "", "server name to verify in the upstream certificate (only with --upstream-tls)")
+	fs.StringVar(&cfg.UpstreamCertFile, "upstream-cert-file", "", "PEM client certificate (chain) presented to the upstream (mutual TLS; with --upstream-key-file; read again when the file changes; only with --upstream-tls)")
+	fs.StringVar(&cfg.UpstreamKeyFile, "upstream-key-file", "", "PEM private key of --upstream-cert-file (only with --upstream-tls)")
 	fs.IntVar(&cfg.UpstreamConnections, "upstream-connections", DefaultUpstreamConnections, "connections to the upstream that calls are spread over")
 	fs.StringVar(&corsOrigins, "cors-origins", "", `comma-separated browser origins allowed by CORS, or "*"; empty disables CORS`)
 	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", DefaultMaxRequestBytes, "largest accepted request body in bytes (larger: 413)")
@@ -129,7 +148,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), output io.Write
 
 	cfg.CORSOrigins = splitList(corsOrigins)
 	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		return nil, fmt.Errorf("%s: %w", option("log-level"), err)
+		return nil, fmt.Errorf("%s: %w", Option("log-level"), err)
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -162,28 +181,39 @@ func applyEnv(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
 func (c *Config) validate() error {
 	var errs []error
 	if c.Listen == "" {
-		errs = append(errs, fmt.Errorf("%s must not be empty", option("listen")))
+		errs = append(errs, fmt.Errorf("%s must not be empty", Option("listen")))
 	}
 	if c.Upstream == "" {
-		errs = append(errs, fmt.Errorf("%s must not be empty", option("upstream")))
+		errs = append(errs, fmt.Errorf("%s must not be empty", Option("upstream")))
 	}
 	if c.UpstreamConnections < 1 || c.UpstreamConnections > maxUpstreamConnections {
-		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("upstream-connections"), maxUpstreamConnections, c.UpstreamConnections))
+		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", Option("upstream-connections"), maxUpstreamConnections, c.UpstreamConnections))
 	}
 	if c.SubmitBatchMax < 1 || c.SubmitBatchMax > maxSubmitBatch {
-		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("submit-batch-max"), maxSubmitBatch, c.SubmitBatchMax))
+		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", Option("submit-batch-max"), maxSubmitBatch, c.SubmitBatchMax))
 	}
 	if c.SubmitBatchesInFlight < 1 || c.SubmitBatchesInFlight > maxSubmitBatchesInFlight {
-		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", option("submit-batches-in-flight"), maxSubmitBatchesInFlight, c.SubmitBatchesInFlight))
+		errs = append(errs, fmt.Errorf("%s must be between 1 and %d, got %d", Option("submit-batches-in-flight"), maxSubmitBatchesInFlight, c.SubmitBatchesInFlight))
 	}
 	if c.MaxRequestBytes <= 0 {
-		errs = append(errs, fmt.Errorf("%s must be positive, got %d", option("max-request-bytes"), c.MaxRequestBytes))
+		errs = append(errs, fmt.Errorf("%s must be positive, got %d", Option("max-request-bytes"), c.MaxRequestBytes))
 	}
 	if c.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("%s must not be negative, got %s", option("shutdown-timeout"), c.ShutdownTimeout))
+		errs = append(errs, fmt.Errorf("%s must not be negative, got %s", Option("shutdown-timeout"), c.ShutdownTimeout))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
-		errs = append(errs, fmt.Errorf("%s must be json or text, got %q", option("log-format"), c.LogFormat))
+		errs = append(errs, fmt.Errorf("%s must be json or text, got %q", Option("log-format"), c.LogFormat))
+	}
+	if (c.UpstreamCertFile == "") != (c.UpstreamKeyFile == "") {
+		errs = append(errs, fmt.Errorf("%s and %s must be given together", Option("upstream-cert-file"), Option("upstream-key-file")))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, fmt.Errorf("%s and %s must be given together", Option("tls-cert-file"), Option("tls-key-file")))
+	}
+	// Not merely ignored: without a serving certificate, the client
+	// certificates it asks for would silently not be required.
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		errs = append(errs, fmt.Errorf("%s requires %s and %s", Option("tls-client-ca-file"), Option("tls-cert-file"), Option("tls-key-file")))
 	}
 	return errors.Join(errs...)
 }
@@ -197,16 +227,23 @@ func (c *Config) IgnoredTLSSettings() []string {
 	}
 	var ignored []string
 	if c.UpstreamCAFile != "" {
-		ignored = append(ignored, option("upstream-ca-file"))
+		ignored = append(ignored, Option("upstream-ca-file"))
 	}
 	if c.UpstreamServerName != "" {
-		ignored = append(ignored, option("upstream-server-name"))
+		ignored = append(ignored, Option("upstream-server-name"))
+	}
+	if c.UpstreamCertFile != "" {
+		ignored = append(ignored, Option("upstream-cert-file"))
+	}
+	if c.UpstreamKeyFile != "" {
+		ignored = append(ignored, Option("upstream-key-file"))
 	}
 	return ignored
 }
 
-// option names a setting both ways for error messages.
-func option(flagName string) string {
+// Option names a setting both ways, flag and environment variable, for
+// error messages: "--upstream (MESHPLANE_GATEWAY_UPSTREAM)".
+func Option(flagName string) string {
 	return "--" + flagName + " (" + EnvName(flagName) + ")"
 }
 

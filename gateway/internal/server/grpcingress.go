@@ -21,10 +21,11 @@ var connectionHeaders = []string{":authority", "content-type", "user-agent"}
 // service, to upstream as it came: messages as bytes, metadata, deadline and
 // cancellation one way; headers, messages, trailers and status (with its
 // details) the other. SubmitTask goes through upstream's Invoke, so the
-// submit coalescer batches it with the REST bridge's submits.
-func newGRPCIngress(upstream grpc.ClientConnInterface, maxMessageBytes int, m *metrics) *grpc.Server {
+// submit coalescer batches it with the REST bridge's submits. opts come
+// first (transport credentials, for TLS).
+func newGRPCIngress(upstream grpc.ClientConnInterface, maxMessageBytes int, m *metrics, opts ...grpc.ServerOption) *grpc.Server {
 	ingress := &grpcIngress{upstream: upstream}
-	return grpc.NewServer(
+	return grpc.NewServer(append(opts,
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.StreamInterceptor(m.streamInterceptor),
 		grpc.UnknownServiceHandler(ingress.forward),
@@ -33,7 +34,7 @@ func newGRPCIngress(upstream grpc.ClientConnInterface, maxMessageBytes int, m *m
 		// The plane's own policy, which the SDKs' agents ping by (every 10 s, idle or not); grpc-go's
 		// default (5 min, not without streams) would close their connections.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 }
 
 type grpcIngress struct {

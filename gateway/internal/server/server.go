@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -37,6 +39,7 @@ const maxSubmitBatchBytes = 4 << 20
 type Gateway struct {
 	handler http.Handler
 	grpc    *grpc.Server // nil unless cfg.GRPCListen is set
+	tls     *tls.Config  // for the HTTP listener; nil unless cfg.TLSCertFile is set
 	submits *submitCoalescer
 	metrics *metrics
 	close   func()
@@ -52,7 +55,11 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts, err := dialOptions(cfg)
+	opts, err := dialOptions(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	serving, err := servingTLS(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +84,11 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	}
 	var ingress *grpc.Server
 	if cfg.GRPCListen != "" {
-		ingress = newGRPCIngress(submits, maxUpstreamResponseBytes, m)
+		var creds []grpc.ServerOption
+		if serving != nil {
+			creds = append(creds, grpc.Creds(credentials.NewTLS(serving)))
+		}
+		ingress = newGRPCIngress(submits, maxUpstreamResponseBytes, m, creds...)
 	}
 
 	root := http.NewServeMux()
@@ -100,7 +111,34 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	h = m.instrumentHTTP(h)
 	h = withRequestID(h)
 
-	return &Gateway{handler: h, grpc: ingress, submits: submits, metrics: m, close: closeUpstream}, nil
+	return &Gateway{handler: h, grpc: ingress, tls: serving, submits: submits, metrics: m, close: closeUpstream}, nil
+}
+
+// servingTLS returns the TLS configuration of the gateway's own HTTP and gRPC
+// listeners, or nil for plaintext. The certificate comes from a
+// keyPairFiles, so a rotated one is served to new connections.
+func servingTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, error) {
+	if cfg.TLSCertFile == "" {
+		return nil, nil
+	}
+	pair, err := loadKeyPairFiles(cfg.TLSCertFile, cfg.TLSKeyFile, "tls-cert-file", "tls-key-file",
+		logger.With("certificate", "serving", "cert_file", cfg.TLSCertFile))
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: pair.getCertificate,
+	}
+	if cfg.TLSClientCAFile != "" {
+		pool, err := loadCAFile(cfg.TLSClientCAFile, "tls-client-ca-file")
+		if err != nil {
+			return nil, err
+		}
+		tlsConfig.ClientCAs = pool
+		tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tlsConfig, nil
 }
 
 // Handler returns the gateway's HTTP handler.
@@ -151,8 +189,20 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 			return err
 		}
 	}
+	scheme, grpcTLS := "http", ""
+	if gw.tls != nil {
+		// ServeTLS adds HTTP/2 (ALPN "h2") to its own copy.
+		srv.TLSConfig = gw.tls.Clone()
+		scheme, grpcTLS = "https", " with TLS"
+	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			served <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig.GetCertificate
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
 	grpcServed := make(chan error, 1)
 	if grpcLn != nil {
 		go func() { grpcServed <- gw.GRPC().Serve(grpcLn) }()
@@ -165,16 +215,17 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 		go func() { metricsServed <- serveMetrics(metricsCtx, metricsLn, gw.MetricsHandler()) }()
 	}
 
-	url := "http://" + ln.Addr().String()
+	url := scheme + "://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "meshplane gateway listening on %s (upstream %s)\n", url, cfg.Upstream)
 	if grpcLn != nil {
-		fmt.Fprintf(stdout, "meshplane gateway serving gRPC on %s (upstream %s)\n", grpcLn.Addr(), cfg.Upstream)
+		fmt.Fprintf(stdout, "meshplane gateway serving gRPC on %s%s (upstream %s)\n", grpcLn.Addr(), grpcTLS, cfg.Upstream)
 	}
 	if metricsLn != nil {
 		fmt.Fprintf(stdout, "meshplane gateway serving metrics on http://%s/metrics\n", metricsLn.Addr())
 	}
-	logger.Info("gateway listening", "url", url, "grpc", cfg.GRPCListen, "metrics", cfg.MetricsListen, "upstream", cfg.Upstream,
-		"upstream_tls", cfg.UpstreamTLS, "cors_origins", cfg.CORSOrigins, "max_request_bytes", cfg.MaxRequestBytes,
+	logger.Info("gateway listening", "url", url, "grpc", cfg.GRPCListen, "metrics", cfg.MetricsListen, "tls", gw.tls != nil,
+		"tls_client_auth", cfg.TLSClientCAFile != "", "upstream", cfg.Upstream, "upstream_tls", cfg.UpstreamTLS,
+		"upstream_client_cert", cfg.UpstreamTLS && cfg.UpstreamCertFile != "", "cors_origins", cfg.CORSOrigins, "max_request_bytes", cfg.MaxRequestBytes,
 		"submit_batch_max", cfg.SubmitBatchMax, "submit_batches_in_flight", cfg.SubmitBatchesInFlight)
 
 	select {

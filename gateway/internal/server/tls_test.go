@@ -8,7 +8,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,50 +22,119 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// testPKI makes a CA and a server certificate for DNS name "plane.test",
-// returning the server's TLS certificate and the CA as a PEM file.
-func testPKI(t *testing.T) (tls.Certificate, string) {
+// testCA is a throwaway certificate authority for the TLS tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	der  []byte
+}
+
+func newTestKey(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
 	}
-	caKey, serverKey := newKey(), newKey()
+	return k
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key := newTestKey(t)
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "meshplane test CA"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, der: der}
+}
+
+// pemFile writes the CA certificate to a new PEM file and returns its path.
+func (ca *testCA) pemFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// caPool returns a pool of the given CAs' certificates.
+func caPool(cas ...*testCA) *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, ca := range cas {
+		pool.AddCert(ca.cert)
+	}
+	return pool
+}
+
+// issue makes a certificate with the given serial for DNS name "plane.test"
+// and the given IP addresses, usable by servers and clients alike.
+func (ca *testCA) issue(t *testing.T, serial int64, ips ...net.IP) tls.Certificate {
+	t.Helper()
+	key := newTestKey(t)
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: "plane.test"},
 		DNSNames:     []string{"plane.test"},
+		IPAddresses:  ips,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	serverDER, err := x509.CreateCertificate(rand.Reader, serverTmpl, caTmpl, &serverKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// writeKeyPair writes cert and its key as PEM to certFile and keyFile,
+// overwriting them in place.
+func writeKeyPair(t *testing.T, cert tls.Certificate, certFile, keyFile string) {
+	t.Helper()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{serverDER}, PrivateKey: serverKey}, caFile
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keyPairPaths writes cert to a new cert.pem and key.pem and returns their paths.
+func keyPairPaths(t *testing.T, cert tls.Certificate) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeKeyPair(t, cert, certFile, keyFile)
+	return certFile, keyFile
+}
+
+// testPKI makes a CA and a server certificate for DNS name "plane.test",
+// returning the server's TLS certificate and the CA as a PEM file.
+func testPKI(t *testing.T) (tls.Certificate, string) {
+	t.Helper()
+	ca := newTestCA(t, "meshplane test CA")
+	return ca.issue(t, 2), ca.pemFile(t)
 }
 
 func TestUpstreamTLS(t *testing.T) {
@@ -94,7 +165,7 @@ func TestUpstreamCAFileErrors(t *testing.T) {
 	}
 	for _, path := range []string{notPEM, filepath.Join(dir, "missing.pem")} {
 		cfg := testConfig(t, "127.0.0.1:1", "--upstream-tls", "--upstream-ca-file", path)
-		if _, err := dialOptions(cfg); err == nil {
+		if _, err := dialOptions(cfg, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("CA file %s accepted", path)
 		}
 	}

@@ -3,9 +3,8 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
+	"log/slog"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -61,10 +60,10 @@ func registerServices(ctx context.Context, mux *runtime.ServeMux, upstream grpc.
 	return nil
 }
 
-// dialOptions returns how to reach the upstream: plaintext or TLS, and the
-// largest response accepted.
-func dialOptions(cfg *config.Config) ([]grpc.DialOption, error) {
-	creds, err := transportCredentials(cfg)
+// dialOptions returns how to reach the upstream: plaintext or TLS (with a
+// client certificate, if configured), and the largest response accepted.
+func dialOptions(cfg *config.Config, logger *slog.Logger) ([]grpc.DialOption, error) {
+	creds, err := transportCredentials(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +77,7 @@ func dialOptions(cfg *config.Config) ([]grpc.DialOption, error) {
 	}, nil
 }
 
-func transportCredentials(cfg *config.Config) (credentials.TransportCredentials, error) {
+func transportCredentials(cfg *config.Config, logger *slog.Logger) (credentials.TransportCredentials, error) {
 	if !cfg.UpstreamTLS {
 		return insecure.NewCredentials(), nil
 	}
@@ -87,15 +86,21 @@ func transportCredentials(cfg *config.Config) (credentials.TransportCredentials,
 		ServerName: cfg.UpstreamServerName,
 	}
 	if cfg.UpstreamCAFile != "" {
-		pem, err := os.ReadFile(cfg.UpstreamCAFile)
+		pool, err := loadCAFile(cfg.UpstreamCAFile, "upstream-ca-file")
 		if err != nil {
-			return nil, fmt.Errorf("reading upstream CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("upstream CA file %s holds no PEM certificate", cfg.UpstreamCAFile)
+			return nil, err
 		}
 		tlsConfig.RootCAs = pool
+	}
+	if cfg.UpstreamCertFile != "" {
+		// Each new connection asks for the pair, so a rotated certificate
+		// goes out on the next (re)connection.
+		pair, err := loadKeyPairFiles(cfg.UpstreamCertFile, cfg.UpstreamKeyFile, "upstream-cert-file", "upstream-key-file",
+			logger.With("certificate", "upstream client", "cert_file", cfg.UpstreamCertFile))
+		if err != nil {
+			return nil, err
+		}
+		tlsConfig.GetClientCertificate = pair.getClientCertificate
 	}
 	return credentials.NewTLS(tlsConfig), nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -35,6 +37,8 @@ type fakeUpstream struct {
 	mu    sync.Mutex
 	md    map[string]metadata.MD // incoming metadata by full method name
 	peers map[string]int         // calls by the client address (one per connection) they came over
+	// calls by the serial number of the client certificate they came with (TLS only)
+	clientSerials map[string]int
 
 	streamsEnded atomic.Int64 // server streams whose handler returned
 
@@ -57,6 +61,8 @@ func startUpstream(t *testing.T, opts ...grpc.ServerOption) *fakeUpstream {
 		md:     map[string]metadata.MD{},
 		peers:  map[string]int{},
 		watch:  make(chan watchStep, 1),
+
+		clientSerials: map[string]int{},
 	}
 	srv := grpc.NewServer(append(opts,
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -92,7 +98,18 @@ func (f *fakeUpstream) record(ctx context.Context, method string) {
 	f.md[method] = md.Copy()
 	if p, ok := peer.FromContext(ctx); ok {
 		f.peers[p.Addr.String()]++
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+			f.clientSerials[info.State.PeerCertificates[0].SerialNumber.String()]++
+		}
 	}
+}
+
+// sawClientCertificate reports whether a call came with a client certificate
+// of this serial number.
+func (f *fakeUpstream) sawClientCertificate(serial int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.clientSerials[strconv.FormatInt(serial, 10)] > 0
 }
 
 // callsByConnection returns how many calls came over each client connection.
