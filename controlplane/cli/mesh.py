@@ -72,6 +72,8 @@ def _gateway_tls_args(tls: TLS | None) -> list[str]:
         args += ["--upstream-ca-file", str(tls.ca_file)]
     if tls.server_name:
         args += ["--upstream-server-name", tls.server_name]
+    if tls.cert_file is not None and tls.key_file is not None:
+        args += ["--upstream-cert-file", str(tls.cert_file), "--upstream-key-file", str(tls.key_file)]
     return args
 
 
@@ -138,8 +140,11 @@ def _gateway_turned_off(args: argparse.Namespace) -> bool:
 async def _start_gateway(args: argparse.Namespace, address: str, settings: Settings, tls: TLS | None) -> Gateway | None:
     """The REST gateway when it is built (else none, logged); with a gRPC ingress asked for, it must start."""
     ingress = _ingress_listen(args)
-    if settings.tls_client_ca_file is not None:
-        why = "the plane requires client certificates (MESHPLANE_TLS_CLIENT_CA_FILE), which the gateway cannot show"
+    if settings.tls_client_ca_file is not None and (tls is None or tls.cert_file is None):
+        why = (
+            "the plane requires client certificates (MESHPLANE_TLS_CLIENT_CA_FILE) and the gateway has none to show "
+            "(MESHPLANE_TLS_CLIENT_CERT_FILE and MESHPLANE_TLS_CLIENT_KEY_FILE)"
+        )
         if ingress:
             raise CliError(f"the gRPC ingress is served by the gateway, and {why}")
         logger.warning("REST gateway not started: %s; serving gRPC only", why)
@@ -213,6 +218,8 @@ async def run_mesh(args: argparse.Namespace) -> int:
             token = settings.auth_tokens[0] if settings.auth_tokens else None
             secured = ", tls" if settings.tls_cert_file is not None else ""
             ready = f"meshplane ready: grpc {address} ({_where(settings)}{secured})"
+            if plane.health_address:
+                ready += f", health {connect_address(plane.health_address)}"
             tls = local_tls(settings)
             if args.demo:
                 demo = await _start_demo(address, token, tls)

@@ -80,6 +80,38 @@ def test_up_serves_tls_to_the_cli_its_demo_agent_and_its_gateway(gateway_binary:
         assert mesh.stop() == 0
 
 
+def test_up_under_mutual_tls_shows_the_environments_client_certificate(gateway_binary: Path, tmp_path: Path) -> None:
+    """A plane requiring client certificates: `up`'s demo agent and gateway show MESHPLANE_TLS_CLIENT_CERT_FILE's;
+    without one, `up` serves gRPC only and says why."""
+    ca = TestCA(tmp_path / "pki")
+    server, client = ca.server("plane"), ca.client("up")
+    tls = {
+        "MESHPLANE_TLS_CERT_FILE": str(server.cert),
+        "MESHPLANE_TLS_KEY_FILE": str(server.key),
+        "MESHPLANE_TLS_CLIENT_CA_FILE": str(ca.cert),
+        "MESHPLANE_TLS_CA_FILE": str(ca.cert),
+    }
+    certificate = {"MESHPLANE_TLS_CLIENT_CERT_FILE": str(client.cert), "MESHPLANE_TLS_CLIENT_KEY_FILE": str(client.key)}
+    mesh = start_mesh(tmp_path / "data", env=cli_env(**tls, **certificate))
+    try:
+        assert ", demo agent:" in mesh.ready_line and ", rest http://127.0.0.1:" in mesh.ready_line, mesh.ready_line
+        waited = run_cli("task", "submit", "demo.echo", "--input", '{"over": "mtls"}', "--wait", target=None,
+                         env=cli_env(mesh.address, **tls, **certificate))  # fmt: skip
+        assert (waited.returncode, json.loads(waited.stdout or "null")) == (0, {"over": "mtls"}), waited.stderr
+        url = mesh.ready_line.split(", rest ")[1].split(",")[0]
+        with urllib.request.urlopen(f"{url}/v1/tasks?capability=demo.echo", timeout=10) as response:
+            assert [t["state"] for t in json.loads(response.read())["tasks"]] == ["TASK_STATE_SUCCEEDED"]
+    finally:
+        assert mesh.stop() == 0
+
+    mesh = start_mesh(tmp_path / "data", env=cli_env(**tls), demo=False)
+    try:
+        assert ", rest " not in mesh.ready_line, mesh.ready_line
+    finally:
+        assert mesh.stop() == 0
+    assert "the gateway has none to show (MESHPLANE_TLS_CLIENT_CERT_FILE" in mesh.log.read_text()
+
+
 def test_up_without_a_gateway_says_so_and_carries_on(tmp_path: Path) -> None:
     mesh = start_mesh(tmp_path / "data", env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")), demo=False)
     try:
