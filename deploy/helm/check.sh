@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make helm-check`: lint and render the chart with the default, HA and minimal values, validate
+# `make helm-check`: lint and render the chart with the default, HA, minimal and TLS values, validate
 # every rendered manifest offline (tools/k8svalidate: the API server's own create validation), and
 # prove that bad values files are rejected with the message each one names.
 #
@@ -29,7 +29,7 @@ header() { sed -n "s/^# $1: //p" "$2" | head -n1; }
 echo "helm: $("$HELM" version --short)"
 
 # ------------------------------------------------------------------ good values
-for name in default ha minimal; do
+for name in default ha minimal tls; do
   args=()
   [ "$name" = default ] || args=(-f "$CHART/ci/$name-values.yaml")
   if "$HELM" lint --strict "$CHART" "${args[@]}" >"$OUT/$name.lint" 2>&1; then

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -138,6 +139,11 @@ class LocalPod:
         return await run_probe(self.probe(kind), self.container.spec, host)
 
 
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
 def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -157,11 +163,13 @@ async def run_probe(probe: dict[str, Any], spec: dict[str, Any], host: str = "12
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
     if "httpGet" in probe:
         get = probe["httpGet"]
-        if get.get("scheme", "HTTP") != "HTTP":
-            raise AssertionError(f"probe scheme {get['scheme']} is not emulated")
+        scheme = get.get("scheme", "HTTP")
+        if scheme not in ("HTTP", "HTTPS"):
+            raise AssertionError(f"probe scheme {scheme} is not emulated")
         port = container_port(spec, get["port"])
-        url = f"http://{host_port(get.get('host', host), port)}{get.get('path', '/')}"
-        return 200 <= await http_status(url, timeout=timeout) < 400
+        url = f"{scheme.lower()}://{host_port(get.get('host', host), port)}{get.get('path', '/')}"
+        # The kubelet's HTTPS probes do not verify the certificate.
+        return 200 <= await http_status(url, timeout=timeout, tls=_UNVERIFIED) < 400
     if "tcpSocket" in probe:
         port = container_port(spec, probe["tcpSocket"]["port"])
         try:
@@ -173,13 +181,15 @@ async def run_probe(probe: dict[str, Any], spec: dict[str, Any], host: str = "12
     raise AssertionError(f"probe {sorted(probe)} is not emulated")
 
 
-async def http_status(url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> int:
-    """The status of a GET (0 when nothing answers)."""
+async def http_status(
+    url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> int:
+    """The status of a GET (0 when nothing answers); `tls` checks an https URL's certificate."""
 
     def get() -> int:
         request = urllib.request.Request(url, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
@@ -189,11 +199,13 @@ async def http_status(url: str, *, timeout: float = 5.0, headers: dict[str, str]
     return await asyncio.to_thread(get)
 
 
-async def http_get(url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+async def http_get(
+    url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
     def get() -> tuple[int, bytes]:
         request = urllib.request.Request(url, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
                 return int(response.status), response.read()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read()

@@ -22,6 +22,7 @@ import asyncio
 import json
 import signal
 import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import asyncpg
 import grpc
 import pytest
 
+from agent_runtime import TLS, MeshClient, Unavailable
 from controlplane.app import SERVICE_NAMES
 from meshplane.v1 import (
     agent_service_pb2,
@@ -41,7 +43,7 @@ from meshplane.v1 import (
     task_service_pb2_grpc,
 )
 from tests.helm.kube import CHART, LocalContainer, Manifests, container_port, pod_spec, render
-from tests.helm.pod import LocalPod, host_port, http_get, run_probe
+from tests.helm.pod import LocalPod, host_port, http_get, http_status, run_probe
 from tests.helm.release import (
     GATEWAY_READY_PREFIX,
     READY_PREFIX,
@@ -53,6 +55,9 @@ from tests.helm.release import (
     shutdown_budget,
     startup_budget,
 )
+from tests.sdk.conftest import serving
+from tests.sdk.test_client import echo_agent
+from tests.support.certs import Issued, TestCA
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent, json_payload
 from tests.support.nats import nats_server
@@ -136,11 +141,18 @@ def _assert_ports_agree(container: LocalContainer) -> tuple[int, int | None]:
     env = container.env
     grpc_port = container_port(container.spec, "grpc")
     assert env["MESHPLANE_LISTEN"].rsplit(":", 1)[1] == str(grpc_port)
+    names = {p.get("name") for p in container.spec.get("ports", [])}
+    # Under TLS the probes ask the plaintext health port (the kubelet's gRPC probes cannot do TLS).
+    probe_port = grpc_port
+    if "MESHPLANE_TLS_CERT_FILE" in env:
+        probe_port = container_port(container.spec, "health")
+        assert env["MESHPLANE_HEALTH_LISTEN"].rsplit(":", 1)[1] == str(probe_port)
+    else:
+        assert "health" not in names and "MESHPLANE_HEALTH_LISTEN" not in env
     for kind in ("startup", "readiness", "liveness"):
         probe = container.spec.get(f"{kind}Probe")
         if probe:
-            assert probe["grpc"]["port"] == grpc_port, f"{kind} probe on {probe['grpc']['port']}, plane on {grpc_port}"
-    names = {p.get("name") for p in container.spec.get("ports", [])}
+            assert probe["grpc"]["port"] == probe_port, f"{kind} probe on {probe['grpc']['port']}, not {probe_port}"
     if "MESHPLANE_METRICS_LISTEN" not in env:
         assert "metrics" not in names, "a metrics port is declared but the plane serves no metrics"
         return grpc_port, None
@@ -551,3 +563,106 @@ async def test_ipv6_listen_host_serves_grpc_and_metrics(helm: Path, tmp_path: Pa
             status, body = await http_get(f"http://{host_port(host, metrics_port)}/metrics")
             assert status == 200 and b"meshplane_agent_sessions " in body, host
         assert await pod.terminate(within=shutdown_budget(container.pod, container.spec)) == 0, pod.logs()
+
+
+# ---------------------------------------------------------------- TLS values: mutual TLS, HTTPS gateway
+
+
+def _tls_secret(issued: Issued, ca: TestCA) -> dict[str, str]:
+    """A kubernetes.io/tls Secret as cert-manager writes it."""
+    return {"tls.crt": issued.cert.read_text(), "tls.key": issued.key.read_text(), "ca.crt": ca.cert.read_text()}
+
+
+async def test_tls_values_run_as_rendered(helm: Path, gateway_binary: Path, tmp_path: Path) -> None:
+    """ci/tls-values.yaml: the plane serves mutual TLS from its Secrets, its probes pass on the plaintext
+    health port, SDK clients and agents with certificates get in and plaintext does not; the gateway shows
+    its client certificate upstream and serves HTTPS (its probes too) and TLS on its gRPC ingress."""
+    ca = TestCA(tmp_path / "pki")
+    plane_cert = ca.server("plane", dns=("meshplane.meshplane.svc", "localhost"))
+    secrets = {
+        "meshplane-tls": _tls_secret(plane_cert, ca),
+        "meshplane-client-ca": {"ca.crt": ca.cert.read_text()},
+        "meshplane-gateway-client": _tls_secret(ca.client("gateway-client"), ca),
+        "meshplane-gateway-tls": _tls_secret(ca.server("gateway"), ca),
+    }
+    agent_cert = ca.client("agent")
+    with_cert = TLS(ca_file=ca.cert, cert_file=agent_cert.cert, key_file=agent_cert.key)
+    async with asyncio.timeout(BODY_SECONDS), Pods(tmp_path, gateway_binary=gateway_binary) as pods:
+        grpc_port, health_port, http_port, ingress_port, gateway_metrics_port = free_ports(5)
+        manifests = render(
+            helm,
+            values_files=[CHART / "ci" / "tls-values.yaml"],
+            values={
+                "controlPlane.ports.grpc": grpc_port,
+                "controlPlane.ports.health": health_port,
+                "gateway.port": http_port,
+                "gateway.grpcIngress.port": ingress_port,
+                "gateway.metrics.port": gateway_metrics_port,
+                "gateway.config.upstream": f"127.0.0.1:{grpc_port}",
+            },
+        )
+        _assert_services_reach_ports(manifests)
+        pod_name = "meshplane-6c8d5b7f9-t1s9x"
+        plane, cluster = pods.container(manifests, secrets, CONTROL_PLANE, "control-plane", pod_name)
+        _assert_ports_agree(plane)
+        settings = settings_seen_by_the_plane(plane, cluster)
+        assert (
+            settings.tls_cert_file is not None
+            and settings.tls_cert_file.read_text() == secrets["meshplane-tls"]["tls.crt"]
+        )
+        assert settings.tls_client_ca_file is not None and settings.tls_client_ca_file.is_file()
+
+        pod, ready = await _start_control_plane(pods, pod_name, plane)  # the probes pass on the health port
+        address = f"127.0.0.1:{grpc_port}"
+        assert ready.startswith(f"{READY_PREFIX}{address} (") and ", tls" in ready, ready
+        assert not await run_probe({"grpc": {"port": grpc_port}, "timeoutSeconds": 2}, plane.spec), (
+            "the TLS port answered a plaintext health check"
+        )
+        async with MeshClient(address, timeout=3, tls=TLS(ca_file=ca.cert)) as without_cert:
+            with pytest.raises(Unavailable):
+                await without_cert.list_tasks(limit=1)
+
+        async with (
+            MeshClient(address, tls=with_cert) as client,
+            serving(echo_agent(), address, tls=with_cert),
+        ):
+            assert await (await client.submit("demo.echo", {"via": "mtls"})).result(timeout=15) == {"via": "mtls"}
+
+            container, _ = pods.container(manifests, secrets, GATEWAY, "gateway", "meshplane-gateway-7b6c5d4e3-t2l5s")
+            known = gateway_flags(gateway_binary)
+            unread = [n for n in container.env if n.startswith("MESHPLANE_GATEWAY_") and n not in known]
+            assert not unread, f"the gateway's environment has {unread}, which it never reads"
+            gateway = pods.pod("meshplane-gateway-7b6c5d4e3-t2l5s", container)
+            await gateway.start()
+            await gateway.wait_for_line(GATEWAY_READY_PREFIX, timeout=30)
+            for kind in ("liveness", "readiness"):  # HTTPS probes; ready only once the plane answers over mTLS
+                await eventually(lambda kind=kind: gateway.run_probe(kind), timeout=30, message=f"gateway {kind}")
+
+            trusting = ssl.create_default_context(cafile=str(ca.cert))
+            status, body = await http_get(
+                f"https://127.0.0.1:{http_port}/v1/tasks",
+                tls=trusting,
+                headers={"Content-Type": "application/json"},
+            )
+            assert status == 200, body
+            task_id = (await client.submit("demo.echo", {"via": "https"})).id
+            await eventually(
+                lambda: _rest_state(f"https://127.0.0.1:{http_port}/v1/tasks/{task_id}", trusting),
+                timeout=30,
+                message="the task read back through the HTTPS gateway",
+            )
+            assert await http_status(f"http://127.0.0.1:{http_port}/healthz") != 200, "plain HTTP was served"
+            async with MeshClient(f"127.0.0.1:{ingress_port}", tls=TLS(ca_file=ca.cert)) as through_ingress:
+                handle = await through_ingress.submit("demo.echo", {"via": "ingress"})
+                assert await handle.result(timeout=15) == {"via": "ingress"}
+            # Metrics stay plain HTTP on their own port.
+            status, _ = await http_get(f"http://127.0.0.1:{gateway_metrics_port}/metrics")
+            assert status == 200
+
+        assert await gateway.terminate(within=shutdown_budget(container.pod, container.spec)) == 0, gateway.logs()
+        assert await pod.terminate(within=shutdown_budget(plane.pod, plane.spec)) == 0, pod.logs()
+
+
+async def _rest_state(url: str, tls: ssl.SSLContext) -> bool:
+    status, body = await http_get(url, tls=tls)
+    return status == 200 and json.loads(body)["task"]["state"] == "TASK_STATE_SUCCEEDED"

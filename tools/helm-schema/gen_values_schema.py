@@ -59,6 +59,10 @@ CHART_SET_ENV = [
     "MESHPLANE_AUDIT_RETENTION",
     "MESHPLANE_CHANNEL_RETENTION",
     "MESHPLANE_METRICS_LISTEN",
+    "MESHPLANE_HEALTH_LISTEN",
+    "MESHPLANE_TLS_CERT_FILE",
+    "MESHPLANE_TLS_KEY_FILE",
+    "MESHPLANE_TLS_CLIENT_CA_FILE",
     "MESHPLANE_LOG_LEVEL",
     "MESHPLANE_LOG_FORMAT",
     "MESHPLANE_REPLICA_ID",
@@ -224,6 +228,14 @@ SERVICE_MONITOR_NEEDS_METRICS: dict[str, Any] = {
     "then": {"properties": {"enabled": {"const": True, "$comment": "A ServiceMonitor needs the metrics endpoint."}}},
 }
 
+# A certificate a component serves (controlPlane.tls, gateway.tls): from an existing Secret, renewed in place.
+SERVED_CERTIFICATE = {
+    "enabled": {"type": "boolean"},
+    "existingSecret": NAME_OR_EMPTY,
+    "certKey": KEY,
+    "keyKey": KEY,
+}
+
 scheduling = {
     "podAnnotations": {"$ref": "#/definitions/stringMap"},
     "podLabels": {"$ref": "#/definitions/stringMap"},
@@ -269,7 +281,19 @@ control_plane = obj(
         },
         "extraEnv": {"$ref": "#/definitions/envList"},
         "listenHost": {"type": "string", "minLength": 1, "pattern": r"^[0-9a-fA-F.:]+$|^[a-z0-9.-]+$"},
-        "ports": obj({"grpc": {"$ref": "#/definitions/port"}, "metrics": {"$ref": "#/definitions/port"}}),
+        "ports": obj(
+            {
+                "grpc": {"$ref": "#/definitions/port"},
+                "metrics": {"$ref": "#/definitions/port"},
+                "health": {"$ref": "#/definitions/port"},
+            }
+        ),
+        "tls": obj(
+            {
+                **SERVED_CERTIFICATE,
+                "clientCA": obj({"existingSecret": NAME_OR_EMPTY, "key": KEY}),
+            }
+        ),
         "terminationGracePeriodSeconds": {
             "type": "integer",
             "minimum": 1,
@@ -347,17 +371,22 @@ gateway = obj(
                         "enabled": {"type": "boolean"},
                         "serverName": {"type": "string"},
                         "caSecret": obj({"name": NAME_OR_EMPTY, "key": KEY}),
+                        "clientCertSecret": obj({"name": NAME_OR_EMPTY, "certKey": KEY, "keyKey": KEY}),
                     },
                     if_={"properties": {"enabled": {"const": False}}},
                     then={
                         "properties": {
                             "serverName": {"const": "", "$comment": "needs enabled=true"},
                             "caSecret": {"properties": {"name": {"const": "", "$comment": "needs enabled=true"}}},
+                            "clientCertSecret": {
+                                "properties": {"name": {"const": "", "$comment": "needs enabled=true"}}
+                            },
                         }
                     },
                 ),
             }
         ),
+        "tls": obj(SERVED_CERTIFICATE),
         "extraEnv": {"$ref": "#/definitions/envList"},
         "port": {"$ref": "#/definitions/port"},
         "grpcIngress": obj({"enabled": {"type": "boolean"}, "port": {"$ref": "#/definitions/port"}}),

@@ -207,14 +207,34 @@ value to change. Included from the control-plane ConfigMap, which is always rend
 {{- if and $sm.enabled (gt (include "meshplane.seconds" $sm.scrapeTimeout | float64) (include "meshplane.seconds" $sm.interval | float64)) -}}
 {{- fail "controlPlane.metrics.serviceMonitor.scrapeTimeout must not exceed interval" -}}
 {{- end -}}
+{{- if $cp.tls.enabled -}}
+{{- if not $cp.tls.existingSecret -}}
+{{- fail "controlPlane.tls.enabled needs controlPlane.tls.existingSecret: an existing Secret with the certificate and key (a kubernetes.io/tls Secret, e.g. from cert-manager)" -}}
+{{- end -}}
+{{- if has (int $cp.ports.health) (list (int $cp.ports.grpc) (int $cp.ports.metrics)) -}}
+{{- fail (printf "controlPlane.ports.health (%v) must differ from ports.grpc and ports.metrics: it serves health checks alone, in plaintext" $cp.ports.health) -}}
+{{- end -}}
+{{- else if $cp.tls.clientCA.existingSecret -}}
+{{- fail "controlPlane.tls.clientCA.existingSecret needs controlPlane.tls.enabled=true: client certificates need TLS" -}}
+{{- end -}}
 {{- $gw := .Values.gateway -}}
 {{- if $gw.enabled -}}
+{{- $up := $gw.config.upstreamTLS -}}
+{{- if and $cp.tls.enabled (not $gw.config.upstream) (not $up.enabled) -}}
+{{- fail "controlPlane.tls.enabled: the gateway dials the control plane, so set gateway.config.upstreamTLS.enabled=true (and caSecret for the CA that signed the plane's certificate)" -}}
+{{- end -}}
+{{- if and $cp.tls.clientCA.existingSecret (not $gw.config.upstream) (not $up.clientCertSecret.name) -}}
+{{- fail "controlPlane.tls.clientCA requires client certificates: give the gateway one with gateway.config.upstreamTLS.clientCertSecret.name" -}}
+{{- end -}}
+{{- if and $gw.tls.enabled (not $gw.tls.existingSecret) -}}
+{{- fail "gateway.tls.enabled needs gateway.tls.existingSecret: an existing Secret with the certificate and key" -}}
+{{- end -}}
 {{- if le (float64 $gw.terminationGracePeriodSeconds) (include "meshplane.seconds" $gw.config.shutdownTimeout | float64) -}}
 {{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be greater than gateway.config.shutdownTimeout (%s)" $gw.terminationGracePeriodSeconds $gw.config.shutdownTimeout) -}}
 {{- end -}}
 {{- $tls := $gw.config.upstreamTLS -}}
-{{- if and (or $tls.caSecret.name $tls.serverName) (not $tls.enabled) -}}
-{{- fail "gateway.config.upstreamTLS.caSecret.name and serverName need gateway.config.upstreamTLS.enabled=true" -}}
+{{- if and (or $tls.caSecret.name $tls.serverName $tls.clientCertSecret.name) (not $tls.enabled) -}}
+{{- fail "gateway.config.upstreamTLS.caSecret.name, clientCertSecret.name and serverName need gateway.config.upstreamTLS.enabled=true" -}}
 {{- end -}}
 {{- $gsm := $gw.metrics.serviceMonitor -}}
 {{- if and $gsm.enabled (not $gw.metrics.enabled) -}}
