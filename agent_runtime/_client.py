@@ -70,7 +70,10 @@ async def _all_pages(page: Callable[[str], Awaitable[Page[T]]]) -> list[T]:
 
 
 async def _up_to(limit: int, page: Callable[[int, str], Awaitable[Page[T]]]) -> list[T]:
-    """The first `limit` items of a listing: `page(size, token)` from the first page until enough or the last."""
+    """The first `limit` items of a listing: `page(size, token)` from the first page until enough or the last.
+    A limit of 0 makes no call; a negative one is a ValueError (as in the Go and TypeScript SDKs)."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
     items: list[T] = []
     token = ""
     while len(items) < limit:

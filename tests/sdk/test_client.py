@@ -234,3 +234,7 @@ async def test_the_audit_trail_is_read_newest_first_up_to_a_limit(
     since_third = await client.list_audit_entries(since=newest[2].time, limit=100)
     assert [e.id for e in since_third] == [e.id for e in newest[:3]]
     assert await client.list_audit_entries(resource="namespaces/audited/states/none") == []
+    assert await client.list_audit_entries(limit=0) == []
+    for listing in (client.list_audit_entries, client.list_tasks):
+        with pytest.raises(ValueError, match="limit must be >= 0, got -1"):
+            await listing(limit=-1)
