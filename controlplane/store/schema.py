@@ -164,6 +164,7 @@ audit_events = sa.Table(
     sa.Column("details", JSONType, nullable=True),
     sa.Index("ix_audit_events_resource", "resource"),
     sa.Index("ix_audit_events_correlation_id", "correlation_id"),  # what did one request change?
+    sa.Index("ix_audit_events_actor", "actor", "id"),  # what did one caller do, newest first?
     sa.Index("ix_audit_events_time", "time"),  # retention deletes the oldest
 )
 
