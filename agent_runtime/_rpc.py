@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -9,12 +10,13 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from agent_runtime import _errors
-from agent_runtime._tls import TLS
+from agent_runtime._tls import TLS, TlsFiles
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_CONNECTIONS = 64
 _MAX_MESSAGE = 64 * 1024 * 1024
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_RETIRED_CHANNEL_GRACE = 30.0  # seconds calls in progress get on channels replaced by renewed TLS
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -156,9 +158,10 @@ class Connection:
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self._keepalive = keepalive
-        # Built now, once: a file that cannot be read fails here, not at the first call.
-        self._credentials = tls.credentials() if tls is not None else None
+        # Read now: a file that cannot be read fails here, not at the first call.
+        self._tls_files = TlsFiles(tls) if tls is not None else None
         self._tls_options = tls.channel_options() if tls is not None else []
+        self._retiring: set[asyncio.Task[None]] = set()  # channels left for renewed TLS, closing
         self._size = connections
         self._channels: list[grpc.aio.Channel] = []  # opened as calls first need them
         self._next = 0
@@ -172,7 +175,7 @@ class Connection:
                     self.target,
                     keepalive=self._keepalive,
                     own_connection=own,
-                    credentials=self._credentials,
+                    credentials=self._tls_files.credentials if self._tls_files is not None else None,
                     extra_options=self._tls_options,
                 )
             )
@@ -192,10 +195,31 @@ class Connection:
         try:
             return await method(request, metadata=self.metadata, timeout=self.timeout if timeout is _UNSET else timeout)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self.renew_tls()  # a renewed certificate may be what the plane wants now: the next call uses it
             raise error_from_rpc(exc, self.target) from exc
+
+    @property
+    def tls(self) -> bool:
+        return self._tls_files is not None
+
+    def renew_tls(self) -> bool:
+        """When the TLS files changed (and load), open new channels with them from now on; calls in progress
+        finish on the old ones, which close after a grace. True when they were renewed."""
+        if self._tls_files is None or not self._tls_files.renew():
+            return False
+        retired, self._channels = self._channels, []
+        self._stubs.clear()
+        for channel in retired:
+            closing = asyncio.ensure_future(channel.close(grace=_RETIRED_CHANNEL_GRACE))
+            self._retiring.add(closing)
+            closing.add_done_callback(self._retiring.discard)
+        return True
 
     async def close(self) -> None:
         channels, self._channels = self._channels, []
         self._stubs.clear()
         for channel in channels:
             await channel.close()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)

@@ -117,6 +117,7 @@ class AgentRuntime:
         self.instance_id = spec.instance_id
         self.target = target
         self.connection = Connection(target, token=token, keepalive=True, tls=tls)
+        self._tls_hint = _tls_hint(tls)
         self.state = StateStore(self.connection, spec.name)
         self.outbox = Outbox()
         self.status = AgentStatus.NEW
@@ -146,8 +147,12 @@ class AgentRuntime:
     async def run(self) -> None:
         backoff = Backoff(self.spec.backoff_initial, self.spec.backoff_max)
         failures = 0
+        reconnecting = False
         try:
             while not self._wakeup.is_set():
+                if reconnecting:
+                    self.connection.renew_tls()  # a renewed client certificate goes out on the new connection
+                reconnecting = True
                 self.status = AgentStatus.DRAINING if self._drain else AgentStatus.CONNECTING
                 session = LinkSession(self, self.connection)
                 self._session = session
@@ -175,7 +180,7 @@ class AgentRuntime:
                         "agent %s: link to %s lost (%s); reconnecting in %.2fs (attempt %d)",
                         self.agent_name,
                         self.target,
-                        _describe(error),
+                        _describe(error) + (self._tls_hint if _unavailable(error) else ""),
                         delay,
                         failures,
                     )
@@ -590,6 +595,26 @@ class AgentRuntime:
 
 def _draining_frame() -> agent_link_pb2.ConnectRequest:
     return agent_link_pb2.ConnectRequest(draining=agent_link_pb2.AgentDraining(reason="agent shutting down"))
+
+
+def _tls_hint(tls: TLS | None) -> str:
+    """What the reconnect warning adds when the plane is unavailable over TLS: a plane refusing the handshake (no
+    client certificate, or one it does not trust) only shows as the connection closing."""
+    if tls is None:
+        return ""
+    if tls.cert_file is None:
+        return (
+            " (over TLS, showing no client certificate: a plane that requires one closes the connection; "
+            "set MESHPLANE_TLS_CLIENT_CERT_FILE and MESHPLANE_TLS_CLIENT_KEY_FILE)"
+        )
+    return (
+        " (over TLS: a plane that requires client certificates closes the connection when its client CA did not "
+        f"sign {tls.cert_file})"
+    )
+
+
+def _unavailable(error: BaseException) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _describe(error: BaseException) -> str:

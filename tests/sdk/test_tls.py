@@ -3,6 +3,7 @@ environment's defaults, and settings the plane refuses to start with (one line n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
 from agent_runtime import TLS, MeshClient, Unavailable
+from agent_runtime._tls import TlsFiles
 from controlplane.api.tls import TlsSetupError
+from controlplane.devtools.ports import free_port
 from controlplane.settings import Settings
 from meshplane.v1 import task_service_pb2, task_service_pb2_grpc
 from tests.sdk.conftest import serving
 from tests.sdk.test_client import echo_agent
 from tests.support.certs import Issued, TestCA
+from tests.support.eventually import eventually
 from tests.support.plane import running_plane
 
 pytestmark = pytest.mark.timeout(60)
@@ -210,3 +214,116 @@ async def test_health_checks_are_also_served_in_plaintext_where_asked_and_nothin
         with pytest.raises(grpc.aio.AioRpcError) as stopped:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
         assert stopped.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_an_agent_reconnects_with_its_renewed_client_certificate(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    """The agent's certificate and the plane's client CA are renewed in place (a new CA), then the plane restarts:
+    the agent reconnects showing the renewed certificate (the old one is no longer trusted)."""
+    renewing_ca = TestCA(tmp_path / "renewing-pki", "renewing")
+    files = tmp_path / "mounted"
+    files.mkdir()
+    client_ca = files / "client-ca.crt"
+    agent_files = Issued(files / "agent.crt", files / "agent.key")
+    first = ca.client("agent-first")
+    for target, source in ((client_ca, ca.cert), (agent_files.cert, first.cert), (agent_files.key, first.key)):
+        _replace(target, source)
+    admin = ca.client("admin")
+    renewed_admin = renewing_ca.client("admin-renewed")
+    renewed = renewing_ca.client("agent-renewed")
+    settings = _tls_settings(server, tls_client_ca_file=str(client_ca), listen=f"127.0.0.1:{free_port()}")
+
+    agent = echo_agent()
+    agent_tls = TLS(ca_file=ca.cert, cert_file=agent_files.cert, key_file=agent_files.key)
+    serving_task: asyncio.Future[None] | None = None
+    try:
+        async with (
+            running_plane(tmp_path / "plane", **settings) as plane,
+            MeshClient(plane.address, tls=TLS(ca_file=ca.cert, cert_file=admin.cert, key_file=admin.key)) as client,
+        ):
+            serving_task = asyncio.ensure_future(agent.serve(plane.address, tls=agent_tls))
+            await agent.wait_connected(timeout=10)
+            assert await (await client.submit("demo.echo", "first")).result(timeout=10) == "first"
+            renewal = ((client_ca, renewing_ca.cert), (agent_files.cert, renewed.cert), (agent_files.key, renewed.key))
+            for target, source in renewal:
+                _replace(target, source)
+
+        # The restarted plane trusts only the renewing CA: the agent gets back in only with its renewed files.
+        renewed_tls = TLS(ca_file=ca.cert, cert_file=renewed_admin.cert, key_file=renewed_admin.key)
+        async with (
+            running_plane(tmp_path / "plane", **settings) as plane,
+            MeshClient(plane.address, tls=renewed_tls) as client,
+        ):
+            assert await (await client.submit("demo.echo", "renewed")).result(timeout=30) == "renewed"
+    finally:
+        await agent.stop()
+        if serving_task is not None:
+            await asyncio.wait_for(serving_task, 10)
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_a_client_takes_renewed_files_after_a_call_found_the_plane_unavailable(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    files = tmp_path / "mounted"
+    files.mkdir()
+    mine = Issued(files / "client.crt", files / "client.key")
+    stranger = TestCA(tmp_path / "stranger-pki", "stranger").client("stranger")
+    _replace(mine.cert, stranger.cert)
+    _replace(mine.key, stranger.key)
+    trusted = ca.client("trusted")
+    settings = _tls_settings(server, tls_client_ca_file=str(ca.cert))
+    async with (
+        running_plane(tmp_path / "plane", **settings) as plane,
+        MeshClient(
+            plane.address, timeout=3, tls=TLS(ca_file=ca.cert, cert_file=mine.cert, key_file=mine.key)
+        ) as client,
+    ):
+        await _refused(client)  # a certificate the plane does not trust
+        _replace(mine.cert, trusted.cert)
+        _replace(mine.key, trusted.key)
+        await _refused(client)  # the connection made with the old files; this failure reads them again
+        assert await client.list_tasks(limit=1) == []
+
+
+def test_renewed_files_that_do_not_load_keep_the_ones_in_use(
+    tmp_path: Path, ca: TestCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = tmp_path / "mounted"
+    files.mkdir()
+    mine = Issued(files / "client.crt", files / "client.key")
+    first, second = ca.client("first"), ca.client("second")
+    _replace(mine.cert, first.cert)
+    _replace(mine.key, first.key)
+    tls_files = TlsFiles(TLS(ca_file=ca.cert, cert_file=mine.cert, key_file=mine.key))
+    in_use = tls_files.credentials
+    assert not tls_files.renew()  # unchanged
+
+    _replace(mine.cert, second.cert)  # half a renewal: the new certificate, the old key
+    assert not tls_files.renew() and not tls_files.renew()
+    assert tls_files.credentials is in_use
+    assert caplog.text.count("TLS files changed but cannot be used") == 1, caplog.text
+
+    _replace(mine.key, second.key)
+    assert tls_files.renew() and tls_files.credentials is not in_use
+    assert not tls_files.renew()
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_an_agent_refused_by_a_mutual_tls_plane_says_where_to_look(
+    tmp_path: Path, ca: TestCA, server: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_plane(tmp_path / "plane", **_tls_settings(server, tls_client_ca_file=str(ca.cert))) as plane:
+        agent = echo_agent()
+        serving_task = asyncio.ensure_future(agent.serve(plane.address, tls=TLS(ca_file=ca.cert)))
+        try:
+            await eventually(
+                lambda: "showing no client certificate: a plane that requires one closes the connection" in caplog.text,
+                timeout=20,
+                message="the reconnect warning's TLS hint",
+            )
+        finally:
+            await agent.stop()
+            await asyncio.wait_for(serving_task, 10)
