@@ -21,6 +21,14 @@ EXIT_INTERRUPTED = 130
 class CliError(Exception):
     """A mistake in how the CLI was called (bad JSON, unreadable file, ...): exit code 2."""
 
+    exit_code = EXIT_USAGE
+
+
+class CliFailure(CliError):
+    """The command was right but what it needed failed (a database it cannot reach, a port in use): exit code 1."""
+
+    exit_code = EXIT_FAILURE
+
 
 def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     """``--target`` and ``--token``: on the top level with their defaults, on commands only when given."""

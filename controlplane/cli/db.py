@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cli import output
-from controlplane.cli.common import CliError
+from controlplane.cli.common import CliFailure
 from controlplane.cli.logs import configure_logging
 
 
@@ -38,7 +38,7 @@ async def upgrade_database(args: argparse.Namespace) -> int:
     try:
         revision = await migrate.upgrade(database)
     except DatabaseUnreachable as exc:
-        raise CliError(str(exc)) from exc
+        raise CliFailure(str(exc)) from exc
     finally:
         await database.dispose()
     output.out(f"database {database.url.render_as_string(hide_password=True)} at revision {revision}")

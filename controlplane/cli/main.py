@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_event_loop(command(args))
     except CliError as error:
         print(f"error: {_message(error)}", file=sys.stderr)
-        return EXIT_USAGE
+        return error.exit_code
     except MeshplaneError as error:
         print(f"error: {_message(error)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -15,7 +15,7 @@ import pydantic
 from agent_runtime import TLS, Agent
 from controlplane.app import ControlPlane
 from controlplane.cli import output
-from controlplane.cli.common import EXIT_INTERRUPTED, CliError
+from controlplane.cli.common import EXIT_INTERRUPTED, CliError, CliFailure
 from controlplane.cli.demo import DEMO_CAPABILITIES, demo_agent
 from controlplane.cli.gateway import Gateway, find_gateway
 from controlplane.cli.logs import configure_logging
@@ -174,7 +174,7 @@ async def _start_gateway(args: argparse.Namespace, address: str, settings: Setti
         await gateway.start()
     except (OSError, RuntimeError) as exc:
         if ingress:
-            raise CliError(f"the gateway (REST and gRPC ingress) did not start: {exc}") from exc
+            raise CliFailure(f"the gateway (REST and gRPC ingress) did not start: {exc}") from exc
         logger.warning("REST gateway did not start (%s); serving gRPC only", exc)
         return None
     return gateway
@@ -198,7 +198,7 @@ async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> boo
     try:
         starting.result()
     except (OSError, RuntimeError) as exc:
-        raise CliError(f"the control plane did not start: {exc}") from exc
+        raise CliFailure(f"the control plane did not start: {exc}") from exc
     return True
 
 

@@ -209,7 +209,7 @@ def test_up_refuses_a_data_dir_another_plane_is_using_in_one_line(tmp_path: Path
     first = start_mesh(data_dir, env=cli_env(MESHPLANE_GATEWAY_BIN=str(tmp_path / "none")), demo=False)
     try:
         second = _up_without_gateway(tmp_path, data_dir)
-        assert second.returncode == 2
+        assert second.returncode == 1  # a failure, not a usage error
         assert second.stderr.splitlines()[-1] == (
             f"error: the control plane did not start: data dir {data_dir} is in use by another control plane "
             f"(pid {first.process.pid}): give each plane its own data dir, or run replicas on one PostgreSQL and "
@@ -250,7 +250,7 @@ def test_up_names_a_database_it_cannot_reach_without_its_password(tmp_path: Path
     port = free_port()
     database_url = f"postgresql+asyncpg://meshplane:secret@127.0.0.1:{port}/mesh"
     result = _up_without_gateway(tmp_path, tmp_path / "data", "--database-url", database_url)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
         f"error: the control plane did not start: cannot reach the database "
         f"postgresql+asyncpg://meshplane:***@127.0.0.1:{port}/mesh ([Errno 111] Connection refused)"
