@@ -108,11 +108,11 @@ func NewAgent(name string, opts ...Option) (*Agent, error) {
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
-	creds, err := transportCredentials(cfg.tls)
+	transport, err := transportCredentials(cfg.tls, cfg.logger.With("agent", name, "instance_id", cfg.instanceID))
 	if err != nil {
 		return nil, err
 	}
-	cfg.creds = creds
+	cfg.transport = transport
 	a := &Agent{
 		name:     name,
 		cfg:      cfg,
@@ -237,7 +237,7 @@ func (a *Agent) Run(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := dial(target, a.cfg.token, a.cfg.creds, a.cfg.backoffMax, true, a.cfg.dialOptions)
+	conn, err := dial(target, a.cfg.token, a.cfg.transport.credentials(), a.cfg.backoffMax, true, a.cfg.dialOptions)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -34,6 +35,7 @@ type fakePlane struct {
 
 type fakeSession struct {
 	register *pb.Register
+	peer     *peer.Peer                // who connected (TLS: its certificate)
 	results  map[string]*pb.TaskResult // every result seen so far, by task id
 	frames   chan *pb.ConnectRequest   // closed when the agent half-closes or the stream breaks
 	out      chan *pb.ConnectResponse
@@ -45,8 +47,10 @@ func (f *fakePlane) Connect(stream grpc.BidiStreamingServer[pb.ConnectRequest, p
 	if err != nil {
 		return err
 	}
+	p, _ := peer.FromContext(stream.Context())
 	s := &fakeSession{
 		register: first.GetRegister(),
+		peer:     p,
 		results:  map[string]*pb.TaskResult{},
 		frames:   make(chan *pb.ConnectRequest, 1024),
 		out:      make(chan *pb.ConnectResponse, 64),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -330,12 +331,12 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 	if cfg.connections < 1 || cfg.connections > maxConnections {
 		return nil, fmt.Errorf("meshplane: connections must be between 1 and %d, got %d", maxConnections, cfg.connections)
 	}
-	creds, err := transportCredentials(cfg.tls)
+	transport, err := transportCredentials(cfg.tls, slog.Default())
 	if err != nil {
 		return nil, err
 	}
 	conns, err := dialPool(cfg.connections, func() (*grpc.ClientConn, error) {
-		return dial(target, cfg.token, creds, DefaultBackoffMax, false, cfg.dialOptions)
+		return dial(target, cfg.token, transport.credentials(), DefaultBackoffMax, false, cfg.dialOptions)
 	})
 	if err != nil {
 		return nil, err

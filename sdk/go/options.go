@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 // Default agent settings.
@@ -43,7 +42,7 @@ type agentConfig struct {
 	backoffMax     time.Duration
 	drainTimeout   time.Duration
 	tls            *TLSConfig
-	creds          credentials.TransportCredentials // from tls or the environment; nil: plaintext
+	transport      *tlsSetup // from tls or the environment; nil: plaintext
 	dialOptions    []grpc.DialOption
 }
 

@@ -169,7 +169,13 @@ func (r *runtime) run(ctx context.Context) error {
 		if err == nil {
 			r.log.Info("meshplane: link closed; reconnecting", "target", r.target, "delay", delay)
 		} else {
-			r.log.Warn("meshplane: link lost; reconnecting", "target", r.target, "error", err, "delay", delay)
+			attrs := []any{"target", r.target, "error", err, "delay", delay}
+			if !registered {
+				if hint := r.cfg.transport.hint(err); hint != "" {
+					attrs = append(attrs, "hint", hint)
+				}
+			}
+			r.log.Warn("meshplane: link lost; reconnecting", attrs...)
 		}
 		timer := time.NewTimer(delay)
 		select {

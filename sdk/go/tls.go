@@ -4,10 +4,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // TLSConfig says how to connect to the control plane over TLS ([WithTLS]).
@@ -42,9 +45,16 @@ const (
 // and NewClient: MESHPLANE_TLS_CA_FILE set means TLS verified with that CA;
 // MESHPLANE_TLS_CLIENT_CERT_FILE and MESHPLANE_TLS_CLIENT_KEY_FILE, a client certificate (and
 // TLS); MESHPLANE_TLS "true" or "1", TLS with the system's roots. Without either, connections
-// are plaintext. The files are read once, by NewAgent or NewClient, which fail naming the
-// setting when one is unreadable or a certificate comes without its key (or the reverse).
-// Transport credentials given with [WithDialOptions] still override these.
+// are plaintext. NewAgent and NewClient read the files first, and fail naming the setting when
+// one is unreadable or a certificate comes without its key (or the reverse).
+//
+// The client certificate renews without a restart: every new connection to the plane (an agent's
+// reconnect, a Client's connection) presents the pair currently in CertFile and KeyFile, read
+// again when their content changed (at most once a second, on a handshake). New files that do not
+// load (a key that does not match the certificate mid-rotation, a missing file) leave the last
+// good pair in use, with one warning per change (the agent's logger; slog.Default for a Client).
+// Connections already open keep their certificate. The CA file is read once.
+// Transport credentials given with [WithDialOptions] still override these, and are never re-read.
 func WithTLS(cfg TLSConfig) SharedOption {
 	return sharedOption{
 		agent:  func(c *agentConfig) { c.tls = &cfg },
@@ -61,9 +71,16 @@ var (
 	envSettings    = tlsSettings{ca: EnvTLSCAFile, cert: EnvTLSClientCertFile, key: EnvTLSClientKeyFile}
 )
 
+// tlsSetup is the TLS of an agent or a client, from WithTLS or the environment.
+type tlsSetup struct {
+	creds      credentials.TransportCredentials
+	settings   tlsSettings
+	clientCert bool // a client certificate is configured
+}
+
 // transportCredentials are the TLS credentials of the explicit setting, else of the
-// environment; nil means plaintext.
-func transportCredentials(explicit *TLSConfig) (credentials.TransportCredentials, error) {
+// environment; nil means plaintext. logger takes the warnings of the client certificate's renewal.
+func transportCredentials(explicit *TLSConfig, logger *slog.Logger) (*tlsSetup, error) {
 	cfg, settings := explicit, optionSettings
 	if cfg == nil {
 		cfg, settings = tlsFromEnv(), envSettings
@@ -71,11 +88,53 @@ func transportCredentials(explicit *TLSConfig) (credentials.TransportCredentials
 			return nil, nil
 		}
 	}
-	conf, err := cfg.build(settings)
+	conf, err := cfg.build(settings, logger)
 	if err != nil {
 		return nil, err
 	}
-	return credentials.NewTLS(conf), nil
+	return &tlsSetup{creds: credentials.NewTLS(conf), settings: settings, clientCert: cfg.CertFile != ""}, nil
+}
+
+// credentials are the transport credentials; nil (plaintext) without TLS.
+func (s *tlsSetup) credentials() credentials.TransportCredentials {
+	if s == nil {
+		return nil
+	}
+	return s.creds
+}
+
+// hint says what to check when a connection attempt failed as a plane refusing the TLS handshake
+// does (see refusedHandshake); "" without TLS.
+func (s *tlsSetup) hint(err error) string {
+	if s == nil || !refusedHandshake(err) {
+		return ""
+	}
+	if !s.clientCert {
+		return fmt.Sprintf("over TLS, no client certificate was shown: if the plane requires one, set %s and %s",
+			s.settings.cert, s.settings.key)
+	}
+	return fmt.Sprintf("over TLS: if the plane requires client certificates, check %s / %s and that the plane's client CA signed the certificate",
+		s.settings.cert, s.settings.key)
+}
+
+// refusedHandshake: err is a connection attempt that failed as one does when the plane ends the
+// TLS handshake, e.g. for a missing or untrusted client certificate. The client then sees a TLS
+// alert, or the connection closed or reset (TLS 1.3: on its first write after the handshake), not
+// why. A refused TCP connection or a plane certificate that did not verify is not that.
+func refusedHandshake(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "x509:") || strings.Contains(msg, "failed to verify") {
+		return false // the client refused the plane's certificate: the message says so
+	}
+	for _, sign := range []string{"remote error: tls", "handshake failed", "error reading server preface", "broken pipe", "connection reset"} {
+		if strings.Contains(msg, sign) {
+			return true
+		}
+	}
+	return false
 }
 
 // tlsFromEnv is the TLS setting of the environment, nil when it asks for none.
@@ -94,7 +153,7 @@ func tlsFromEnv() *TLSConfig {
 	return cfg
 }
 
-func (c *TLSConfig) build(s tlsSettings) (*tls.Config, error) {
+func (c *TLSConfig) build(s tlsSettings, logger *slog.Logger) (*tls.Config, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
@@ -113,19 +172,12 @@ func (c *TLSConfig) build(s tlsSettings) (*tls.Config, error) {
 	case c.CertFile == "" && c.KeyFile != "":
 		return nil, fmt.Errorf("meshplane: TLS %s is set without %s: a client key needs its certificate", s.key, s.cert)
 	case c.CertFile != "":
-		certPEM, err := os.ReadFile(c.CertFile)
+		files, err := loadClientCertFiles(c.CertFile, c.KeyFile, s, logger)
 		if err != nil {
-			return nil, fmt.Errorf("meshplane: TLS %s: %w", s.cert, err)
+			return nil, err
 		}
-		keyPEM, err := os.ReadFile(c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("meshplane: TLS %s: %w", s.key, err)
-		}
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("meshplane: TLS %s and %s (%s, %s): %w", s.cert, s.key, c.CertFile, c.KeyFile, err)
-		}
-		conf.Certificates = []tls.Certificate{pair}
+		// Asked for on every handshake: each new connection presents the pair now in the files.
+		conf.GetClientCertificate = files.getClientCertificate
 	}
 	return conf, nil
 }

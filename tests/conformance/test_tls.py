@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from controlplane.app import ControlPlane
+from controlplane.devtools.ports import free_port
 from meshplane.v1 import agent_pb2, task_pb2
 from tests.conformance.driver import AgentProcess, Agents, Mesh, describe, output, tls_credentials
 from tests.conformance.test_conformance import assert_broadcast_round_trip
@@ -139,3 +140,56 @@ async def test_an_agent_without_a_client_certificate_never_registers(
         refused.terminate()
         assert await refused.wait_exit() == 0, refused.describe()
         assert refused.stdout_lines == ["STOPPED"], refused.describe()
+
+
+def _replace(target: Path, source: Path) -> None:
+    """Replace `target` with `source`'s bytes as Kubernetes updates a Secret volume: a new file renamed in."""
+    staged = target.with_name(target.name + ".new")
+    staged.write_bytes(source.read_bytes())
+    staged.replace(target)
+
+
+@pytest.mark.timeout(120)
+async def test_an_agent_reconnects_with_its_renewed_client_certificate(
+    language: str, agents: Agents, tmp_path: Path
+) -> None:
+    """The agent's certificate files and the plane's client CA are renewed in place (a new CA), then the plane
+    restarts on the same address: the agent, configured by the environment only, gets back in only by showing
+    the renewed certificate (the old one is no longer trusted)."""
+    pki = Pki(tmp_path / "pki")
+    renewing = TestCA(tmp_path / "renewing-pki", "renewing")
+    files = tmp_path / "mounted"
+    files.mkdir()
+    client_ca, cert, key = files / "client-ca.crt", files / "agent.crt", files / "agent.key"
+    for target, source in ((client_ca, pki.ca.cert), (cert, pki.client.cert), (key, pki.client.key)):
+        _replace(target, source)
+    renewed, renewed_mesh = renewing.client("agent-renewed"), renewing.client("mesh-renewed")
+    settings = {**pki.plane_settings(), "tls_client_ca_file": str(client_ca), "listen": f"127.0.0.1:{free_port()}"}
+    env = {
+        "MESHPLANE_TLS_CA_FILE": str(pki.ca.cert),
+        "MESHPLANE_TLS_CLIENT_CERT_FILE": str(cert),
+        "MESHPLANE_TLS_CLIENT_KEY_FILE": str(key),
+    }
+
+    async with (
+        running_plane(tmp_path / "plane", **settings) as plane,
+        Mesh(plane.address, credentials=pki.mesh_credentials()) as mesh,
+    ):
+        agent = await agents.start(plane.address, env=env)
+        task = await mesh.run("conf.echo", {"before": "renewal"})
+        assert task.state == task_pb2.TASK_STATE_SUCCEEDED, describe(task)
+        for target, source in ((client_ca, renewing.cert), (cert, renewed.cert), (key, renewed.key)):
+            _replace(target, source)
+
+    renewed_credentials = tls_credentials(pki.ca.cert, renewed_mesh.cert, renewed_mesh.key)
+    async with (
+        running_plane(tmp_path / "plane", **settings) as plane,
+        Mesh(plane.address, credentials=renewed_credentials) as mesh,
+    ):
+        try:
+            task = await mesh.run("conf.echo", {"after": "renewal"}, timeout=60)
+            assert task.state == task_pb2.TASK_STATE_SUCCEEDED, f"{describe(task)}\n{agent.describe()}"
+            assert task.attempts[-1].agent_instance_id == agent.instance_id
+        finally:
+            await agents.close()
+            await mesh.wait_all_disconnected()

@@ -11,13 +11,15 @@ import {
   type Client,
   type ClientOptions,
   type ClientUnaryCall,
+  connectivityState,
   credentials as grpcCredentials,
   Metadata,
   type ServiceError,
   status as Status,
 } from "@grpc/grpc-js";
 
-import { MeshplaneError, type UnavailableError } from "./errors";
+import { MeshplaneError, UnavailableError } from "./errors";
+import { consoleLogger, type Logger } from "./log";
 import { errorFromStatus, isServiceError } from "./status";
 
 /** Where agents and clients connect when no target is given: `MESHPLANE_TARGET` or this. */
@@ -38,7 +40,11 @@ export function defaultToken(): string | undefined {
   return process.env["MESHPLANE_TOKEN"] || undefined;
 }
 
-/** TLS to the control plane (the `tls` option). Files are PEM; they are read when the connection is made. */
+/**
+ * TLS to the control plane (the `tls` option). Files are PEM; they are read when the connection is made. The
+ * client certificate and key are read again when they change (see {@link ConnectionOptions.tls}); the CA file is
+ * read once.
+ */
 export interface TlsOptions {
   /** Root certificates that verify the control plane's certificate (default: the system's roots). */
   caFile?: string;
@@ -87,6 +93,180 @@ export function defaultTls(): TlsOptions | undefined {
 interface TlsSetup {
   credentials: ChannelCredentials;
   channelOptions: ChannelOptions;
+  /** Where the settings came from (for messages). */
+  names: TlsSettingNames;
+  /** The client certificate's files, read again when they change; undefined without a client certificate. */
+  certFiles: ClientCertFiles | undefined;
+}
+
+/** How often, at most, the client certificate files are read again (on a new call or stream, after it passed). */
+export const CERT_CHECK_INTERVAL_MS = 1_000;
+
+/**
+ * The client certificate of the `tls` option (or of the environment), read from its PEM files and read again when
+ * they change (cert-manager renews them in place), so that new connections present the pair currently in the files.
+ *
+ * It compares the files' content (not their modification time), at most once per {@link CERT_CHECK_INTERVAL_MS}.
+ * New files that cannot be read or do not load (say the certificate was replaced and its key not yet) leave the
+ * last good pair in use; that is logged once per change of the files, not once per look.
+ */
+export class ClientCertFiles {
+  private current: ChannelCredentials;
+  private currentCert: Buffer;
+  private certPem: Buffer; // the content last tried, good or not
+  private keyPem: Buffer;
+  private readFailure = ""; // the last failure to read the files, already logged
+  private nextCheck: number;
+
+  /** Reads the pair once; throws a {@link MeshplaneError} naming the setting at fault. */
+  constructor(
+    private readonly certFile: string,
+    private readonly keyFile: string,
+    private readonly names: TlsSettingNames,
+    private readonly roots: Buffer | null,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.keyPem = readSetting(keyFile, names.keyFile);
+    this.certPem = readSetting(certFile, names.certFile);
+    this.current = this.load(this.certPem, this.keyPem);
+    this.currentCert = this.certPem;
+    this.nextCheck = now() + CERT_CHECK_INTERVAL_MS;
+  }
+
+  /** The credentials of the pair in use. */
+  get credentials(): ChannelCredentials {
+    return this.current;
+  }
+
+  /** The PEM certificate (chain) in use. */
+  get certificate(): Buffer {
+    return this.currentCert;
+  }
+
+  /**
+   * New credentials when the files changed and load; undefined otherwise, or when they were looked at less than
+   * {@link CERT_CHECK_INTERVAL_MS} ago.
+   */
+  renewed(): ChannelCredentials | undefined {
+    const now = this.now();
+    if (now < this.nextCheck) {
+      return undefined;
+    }
+    this.nextCheck = now + CERT_CHECK_INTERVAL_MS;
+    let keyPem: Buffer;
+    let certPem: Buffer;
+    try {
+      keyPem = readSetting(this.keyFile, this.names.keyFile);
+      certPem = readSetting(this.certFile, this.names.certFile);
+    } catch (error) {
+      const message = (error as Error).message;
+      if (message !== this.readFailure) {
+        this.readFailure = message;
+        this.logger.warn(
+          `cannot read the TLS client certificate files again; still presenting the previous certificate: ${message}`,
+        );
+      }
+      return undefined;
+    }
+    this.readFailure = "";
+    if (certPem.equals(this.certPem) && keyPem.equals(this.keyPem)) {
+      return undefined;
+    }
+    this.certPem = certPem;
+    this.keyPem = keyPem;
+    let credentials: ChannelCredentials;
+    try {
+      credentials = this.load(certPem, keyPem);
+    } catch (error) {
+      this.logger.warn(
+        "the TLS client certificate files changed but do not load; still presenting the previous certificate: " +
+          (error as Error).message,
+      );
+      return undefined;
+    }
+    this.current = credentials;
+    this.currentCert = certPem;
+    this.logger.info(
+      `TLS client certificate reloaded from ${this.certFile}${describeCertificate(certPem)}; new connections present it`,
+    );
+    return credentials;
+  }
+
+  private load(certPem: Buffer, keyPem: Buffer): ChannelCredentials {
+    try {
+      return grpcCredentials.createSsl(this.roots, keyPem, certPem);
+    } catch (error) {
+      const { certFile, keyFile } = this.names;
+      throw new MeshplaneError(
+        `TLS ${certFile} and ${keyFile} (${this.certFile}, ${this.keyFile}): ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+/** " (subject ...; issuer ...; valid to ...)" of a PEM certificate, "" if it does not parse. */
+function describeCertificate(pem: Buffer): string {
+  try {
+    const cert = new X509Certificate(pem);
+    const line = (name: string): string => name.replace(/\n/g, ", ");
+    return ` (subject ${line(cert.subject)}; issuer ${line(cert.issuer)}; valid to ${cert.validTo})`;
+  } catch {
+    return "";
+  }
+}
+
+// What a refused TLS handshake looks like from the client: a TLS alert from the plane, or the connection closed or
+// reset during (TLS 1.3: right after) the handshake. Not: a refused TCP connection, an unknown host, or a plane
+// certificate that this side did not accept (the message then says so).
+const REFUSED_HANDSHAKE = new RegExp(
+  [
+    "\\balert\\b", // e.g. "tlsv13 alert certificate required", "alert unknown ca"
+    "handshake",
+    "Failed to connect",
+    "ECONNRESET",
+    "EPIPE",
+    "socket hang up",
+    "socket disconnected",
+    "secure TLS connection",
+    "Connection dropped",
+    "Connection closed",
+  ].join("|"),
+  "i",
+);
+const CAUSE_SHOWN = new RegExp(
+  [
+    "ECONNREFUSED",
+    "ENOTFOUND",
+    "EAI_AGAIN",
+    "self[- ]signed",
+    "unable to (get|verify)",
+    "certificate has expired",
+    "not yet valid",
+    "does not match certificate",
+    "altnames",
+  ].join("|"),
+  "i",
+);
+
+/**
+ * What to check when a connection attempt over the SDK's TLS settings failed as a refused handshake does (the plane
+ * requires a client certificate and none or an untrusted one was shown); undefined otherwise.
+ */
+function tlsHint(setup: TlsSetup, error: Error): string | undefined {
+  const { message } = error;
+  if (!(error instanceof UnavailableError) || !REFUSED_HANDSHAKE.test(message) || CAUSE_SHOWN.test(message)) {
+    return undefined;
+  }
+  const { certFile, keyFile } = setup.names;
+  if (setup.certFiles === undefined) {
+    return `over TLS, no client certificate was shown: if the plane requires one, set ${certFile} and ${keyFile}`;
+  }
+  return (
+    `over TLS: if the plane requires client certificates, check ${certFile} / ${keyFile} ` +
+    "and that the plane's client CA signed the certificate"
+  );
 }
 
 function readSetting(path: string, setting: string): Buffer {
@@ -100,9 +280,9 @@ function readSetting(path: string, setting: string): Buffer {
 /**
  * The credentials (and channel options) of the `tls` option, else of the environment; undefined means plaintext.
  * Throws a {@link MeshplaneError} naming the setting when a file cannot be read or a certificate comes without
- * its key (or the reverse).
+ * its key (or the reverse). `logger` takes the messages of the client certificate's renewal.
  */
-export function tlsSetup(tls: TlsOptions | boolean | undefined): TlsSetup | undefined {
+export function tlsSetup(tls: TlsOptions | boolean | undefined, logger: Logger): TlsSetup | undefined {
   let names = OPTION_NAMES;
   let settings: TlsOptions | undefined;
   if (tls === undefined) {
@@ -143,19 +323,22 @@ export function tlsSetup(tls: TlsOptions | boolean | undefined): TlsSetup | unde
       throw new MeshplaneError(`TLS ${names.caFile}: no PEM certificate in ${caFile}`);
     }
   }
-  const key = keyFile ? readSetting(keyFile, names.keyFile) : null;
-  const chain = certFile ? readSetting(certFile, names.certFile) : null;
+  let certFiles: ClientCertFiles | undefined;
   let credentials: ChannelCredentials;
-  try {
-    credentials = grpcCredentials.createSsl(roots, key, chain);
-  } catch (error) {
-    const what = key ? `${names.certFile} and ${names.keyFile} (${certFile}, ${keyFile})` : names.caFile;
-    throw new MeshplaneError(`TLS ${what}: ${(error as Error).message}`, { cause: error });
+  if (certFile && keyFile) {
+    certFiles = new ClientCertFiles(certFile, keyFile, names, roots, logger);
+    credentials = certFiles.credentials;
+  } else {
+    try {
+      credentials = grpcCredentials.createSsl(roots);
+    } catch (error) {
+      throw new MeshplaneError(`TLS ${names.caFile}: ${(error as Error).message}`, { cause: error });
+    }
   }
   const channelOptions: ChannelOptions = serverName
     ? { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }
     : {};
-  return { credentials, channelOptions };
+  return { credentials, channelOptions, names, certFiles };
 }
 
 /** How to reach the control plane. */
@@ -166,9 +349,18 @@ export interface ConnectionOptions {
    * TLS to the control plane: `true` verifies it with the system's roots; an object says which CA, client
    * certificate and server name; `false` is plaintext. Default: the `MESHPLANE_TLS*` environment variables
    * ({@link defaultTls}), else plaintext.
+   *
+   * A client certificate renews without a restart: when the content of its files changed (looked at, at most
+   * once a second, on a new call, stream or reconnect), the next ones go over a new connection that presents the
+   * new pair; calls and streams already under way finish on the old one. New files that do not load (a key that
+   * does not match the certificate mid-rotation, a missing file) leave the last good pair in use, with one warning
+   * per change. The CA file is read once.
    */
   tls?: TlsOptions | boolean;
-  /** Channel credentials (default: from `tls`, else insecure, i.e. plaintext HTTP/2); not together with `tls`. */
+  /**
+   * Channel credentials (default: from `tls`, else insecure, i.e. plaintext HTTP/2); not together with `tls`.
+   * Used as given: a client certificate in them is never renewed.
+   */
   credentials?: ChannelCredentials;
   /** Extra grpc-js channel options; they override the SDK's. */
   channelOptions?: ChannelOptions;
@@ -180,7 +372,13 @@ export interface ChannelSetup {
   keepalive?: boolean;
   /** How many connections calls take in turn (1 to {@link MAX_CONNECTIONS}; default 1). */
   connections?: number;
+  /** Where the renewal of the client certificate logs (default: the stderr logger, see {@link consoleLogger}). */
+  logger?: Logger;
 }
+
+// A replaced channel is closed once no call waits on it for a connection, or after this long.
+const RETIRE_WAIT_MS = 20_000;
+const RETIRE_POLL_MS = 50;
 
 type ClientConstructor<T extends Client> = new (
   address: string,
@@ -202,10 +400,13 @@ export type UnaryMethod<Req, Res> = (
  */
 export class Connection {
   readonly target: string;
-  private readonly channels: Channel[];
+  private channels: Channel[];
   private readonly token: string | undefined;
-  private readonly credentials: ChannelCredentials;
+  private credentials: ChannelCredentials;
+  private readonly channelOptions: ChannelOptions;
+  private readonly tls: TlsSetup | undefined;
   private readonly clients = new Map<unknown, Client[]>();
+  private readonly retiring = new Set<Channel>();
   private next = 0;
   private closed = false;
 
@@ -222,8 +423,9 @@ export class Connection {
         throw new TypeError("give the tls option or credentials, not both");
       }
     } else {
-      tls = tlsSetup(options.tls);
+      tls = tlsSetup(options.tls, options.logger ?? consoleLogger());
     }
+    this.tls = tls;
     this.credentials = options.credentials ?? tls?.credentials ?? grpcCredentials.createInsecure();
     const channelOptions: ChannelOptions = {
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -247,7 +449,49 @@ export class Connection {
       ...tls?.channelOptions,
       ...options.channelOptions,
     };
+    this.channelOptions = channelOptions;
     this.channels = Array.from({ length: size }, () => new Channel(target, this.credentials, channelOptions));
+  }
+
+  /**
+   * A hint for a log line, when `error` (of a connection attempt) looks like the plane refusing the TLS handshake,
+   * e.g. for a missing or untrusted client certificate; undefined otherwise, or without the SDK's TLS settings.
+   */
+  tlsHint(error: Error): string | undefined {
+    return this.tls === undefined ? undefined : tlsHint(this.tls, error);
+  }
+
+  /**
+   * If the client certificate's files changed (and load), new channels with the new pair replace the current ones
+   * for what comes next; the old ones close once the calls waiting on them have started.
+   */
+  private renewCredentials(): void {
+    const credentials = this.closed ? undefined : this.tls?.certFiles?.renewed();
+    if (credentials === undefined) {
+      return;
+    }
+    const old = this.channels;
+    this.credentials = credentials;
+    this.channels = old.map(() => new Channel(this.target, credentials, this.channelOptions));
+    this.clients.clear();
+    for (const channel of old) {
+      this.retire(channel, Date.now() + RETIRE_WAIT_MS);
+    }
+  }
+
+  /** Closes `channel` once no call waits on it for a connection (calls under way finish on it), or at `deadline`. */
+  private retire(channel: Channel, deadline: number): void {
+    this.retiring.add(channel);
+    if (channel.getConnectivityState(false) === connectivityState.CONNECTING && Date.now() < deadline) {
+      setTimeout(() => {
+        if (this.retiring.has(channel)) {
+          this.retire(channel, deadline);
+        }
+      }, RETIRE_POLL_MS).unref();
+      return;
+    }
+    this.retiring.delete(channel);
+    channel.close();
   }
 
   /** Call metadata: the bearer token, when there is one. */
@@ -261,6 +505,7 @@ export class Connection {
 
   /** A generated service client on the next channel in turn (for one call or stream). */
   client<T extends Client>(constructor: ClientConstructor<T>): T {
+    this.renewCredentials();
     const index = this.next;
     this.next = (index + 1) % this.channels.length;
     let clients = this.clients.get(constructor) as T[] | undefined;
@@ -324,8 +569,9 @@ export class Connection {
     }
     this.closed = true;
     this.clients.clear();
-    for (const channel of this.channels) {
+    for (const channel of [...this.channels, ...this.retiring]) {
       channel.close();
     }
+    this.retiring.clear();
   }
 }

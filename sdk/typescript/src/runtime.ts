@@ -226,7 +226,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
     this.agentName = spec.name;
     this.instanceId = spec.instanceId;
     this.logger = spec.logger;
-    this.connection = new Connection(target, { ...options, keepalive: true });
+    this.connection = new Connection(target, { ...options, keepalive: true, logger: spec.logger });
     this.state = new StateStore(this.connection, spec.name, spec.stateTimeoutMs);
   }
 
@@ -270,8 +270,11 @@ export class AgentRuntime implements LinkHandler, ContextPort {
         if (end.error === undefined) {
           this.logger.info(`agent ${this.agentName}: link to ${this.target} closed; reconnecting in ${Math.round(delay)} ms`);
         } else {
+          // A refused TLS handshake shows little of its cause: say what to check.
+          const hint = end.registered ? undefined : this.connection.tlsHint(end.error);
           this.logger.warn(
-            `agent ${this.agentName}: link to ${this.target} lost (${describe(end.error)}); reconnecting in ${Math.round(delay)} ms`,
+            `agent ${this.agentName}: link to ${this.target} lost (${describe(end.error)}); ` +
+              `reconnecting in ${Math.round(delay)} ms${hint === undefined ? "" : ` (${hint})`}`,
           );
         }
         const pause = sleep(delay);

@@ -3,7 +3,8 @@
 // certificates are made here with the openssl CLI, into a temporary directory.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
@@ -31,8 +32,9 @@ import {
 } from "../../../generated/ts/meshplane/v1/task_service";
 import { Agent } from "../src/agent";
 import { MeshClient } from "../src/client";
-import { defaultTls } from "../src/connection";
+import { CERT_CHECK_INTERVAL_MS, ClientCertFiles, defaultTls, type TlsOptions } from "../src/connection";
 import { MeshplaneError, UnavailableError } from "../src/errors";
+import type { Logger } from "../src/log";
 import { bindLocal } from "./support";
 
 const TLS_ENV = [
@@ -123,9 +125,10 @@ function makePki(): Pki {
   };
 }
 
-function serverCredentials(pki: Pki, requireClientCert: boolean): ServerCredentials {
+/** The plane's credentials; with `requireClientCert`, it accepts client certificates of `clientCaFile`. */
+function serverCredentials(pki: Pki, requireClientCert: boolean, clientCaFile = pki.caFile): ServerCredentials {
   return ServerCredentials.createSsl(
-    requireClientCert ? readFileSync(pki.caFile) : null,
+    requireClientCert ? readFileSync(clientCaFile) : null,
     [{ private_key: readFileSync(pki.serverKey), cert_chain: readFileSync(pki.serverCert) }],
     requireClientCert,
   );
@@ -138,21 +141,31 @@ class FakePlane {
   address = "";
   /** Agent names registered so far. */
   readonly registered: string[] = [];
+  /** The issuer (CN) of the client certificate of each registration and GetTask ("none" without one). */
+  readonly issuers: string[] = [];
   private readonly server = new Server();
+  private readonly live = new Set<ServerDuplexStream<ConnectRequest, ConnectResponse>>();
 
   constructor(private readonly credentials?: ServerCredentials) {}
 
-  async start(): Promise<void> {
+  /** Serves on a free port of 127.0.0.1, or on `port` (a restart: retried while the old server lets it go). */
+  async start(port = 0): Promise<void> {
+    const issuer = (call: { getAuthContext(): { sslPeerCertificate?: { issuer?: { CN?: string } } } }): string =>
+      call.getAuthContext().sslPeerCertificate?.issuer?.CN ?? "none";
     const getTask = (
       call: ServerUnaryCall<GetTaskRequest, GetTaskResponse>,
       callback: sendUnaryData<GetTaskResponse>,
     ): void => {
+      this.issuers.push(issuer(call));
       const task = Task.fromPartial({ id: call.request.taskId, state: TaskState.TASK_STATE_QUEUED });
       callback(null, GetTaskResponse.fromPartial({ task }));
     };
     const connect = (call: ServerDuplexStream<ConnectRequest, ConnectResponse>): void => {
+      this.live.add(call);
+      call.on("close", () => this.live.delete(call));
       call.on("data", (request: ConnectRequest) => {
         if (request.frame?.$case === "register") {
+          this.issuers.push(issuer(call));
           this.registered.push(request.frame.register.agentName);
           call.write(
             ConnectResponse.fromPartial({
@@ -175,12 +188,64 @@ class FakePlane {
     };
     this.server.addService(TaskServiceService, { getTask } as UntypedServiceImplementation);
     this.server.addService(AgentLinkServiceService, { connect } as UntypedServiceImplementation);
-    this.address = await bindLocal(this.server, this.credentials);
+    if (port === 0) {
+      this.address = await bindLocal(this.server, this.credentials);
+      return;
+    }
+    const credentials = this.credentials ?? ServerCredentials.createInsecure();
+    await eventually(`binding port ${port} again`, () =>
+      new Promise<boolean>((resolve) => this.server.bindAsync(`127.0.0.1:${port}`, credentials, (error) => resolve(!error))),
+    );
+    this.address = `127.0.0.1:${port}`;
+  }
+
+  get port(): number {
+    return Number(this.address.slice(this.address.lastIndexOf(":") + 1));
+  }
+
+  /** Ends the agents' streams (status OK); their connections stay open. */
+  kick(): void {
+    for (const call of this.live) {
+      call.end();
+    }
+    this.live.clear();
   }
 
   stop(): void {
     this.server.forceShutdown();
   }
+}
+
+/** Polls `condition` until it holds; rejects after 5 s. */
+async function eventually(what: string, condition: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await condition())) {
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not within 5000 ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A logger keeping its lines ("WARN message", ...). */
+function recordingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const record =
+    (level: string) =>
+    (message: string): void => {
+      lines.push(`${level} ${message}`);
+    };
+  return { logger: { debug: record("DEBUG"), info: record("INFO"), warn: record("WARN"), error: record("ERROR") }, lines };
+}
+
+/** Replaces `path` with a copy of `from` by an atomic rename, as cert-manager (a Secret volume) does. */
+function replace(path: string, from: string): void {
+  writeFileSync(`${path}.new`, readFileSync(from));
+  renameSync(`${path}.new`, path);
+}
+
+function issuerOf(pem: Buffer): string {
+  return new X509Certificate(pem).issuer;
 }
 
 /** One GetTask over a fresh client (closed after), bounded so a refused connection cannot hang the test. */
@@ -420,5 +485,202 @@ describe("TLS", () => {
         await running;
       }
     });
+  });
+});
+
+describe("renewed client certificates", () => {
+  // CA "ca" signs the plane's certificate and the first client pair; CA "other-ca" signs the renewed pair.
+  const pki = makePki();
+  issue(pki.dir, "other-ca", "renewed", 5, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
+  const renewedCert = join(pki.dir, "renewed.pem");
+  const renewedKey = join(pki.dir, "renewed.key");
+  // The files the agent or client is given, replaced in place.
+  const certFile = join(pki.dir, "tls.crt");
+  const keyFile = join(pki.dir, "tls.key");
+  const reconnect = { initialDelayMs: 10, maxDelayMs: 50 };
+  const planes: FakePlane[] = [];
+  /** A plane requiring client certificates of `clientCaFile`, on a free port or on `port`. */
+  async function startPlane(clientCaFile: string, port = 0): Promise<FakePlane> {
+    const plane = new FakePlane(serverCredentials(pki, true, clientCaFile));
+    planes.push(plane);
+    await plane.start(port);
+    return plane;
+  }
+  afterEach(() => {
+    for (const plane of planes.splice(0)) {
+      plane.stop();
+    }
+  });
+  after(() => rmSync(pki.dir, { recursive: true, force: true }));
+
+  it("an agent presents the renewed certificate when it reconnects; a half-written one is not used", async () => {
+    replace(certFile, pki.clientCert);
+    replace(keyFile, pki.clientKey);
+    let plane = await startPlane(pki.caFile);
+    setEnv({ MESHPLANE_TLS_CA_FILE: pki.caFile, MESHPLANE_TLS_CLIENT_CERT_FILE: certFile, MESHPLANE_TLS_CLIENT_KEY_FILE: keyFile });
+    const { logger, lines } = recordingLogger();
+    const agent = new Agent({ name: "renewing", logger, reconnect, drainTimeoutMs: 1_000 });
+    agent.task("echo", (_ctx, input) => input);
+    const running = agent.run(plane.address);
+    try {
+      await agent.waitConnected(5_000);
+      assert.deepEqual(plane.issuers, ["ca"]);
+
+      // Half-written: the new certificate is there, its key not yet. The agent keeps the old pair (the plane
+      // still trusts it) on every reconnect, and warns once.
+      replace(certFile, renewedCert);
+      const doNotLoad = "files changed but do not load";
+      await eventually("the warning about the half-written pair", () => {
+        plane.kick();
+        return lines.some((line) => line.includes(doNotLoad));
+      });
+      const registrations = plane.registered.length;
+      plane.kick();
+      await eventually("a reconnect with the old pair", () => plane.registered.length > registrations);
+      assert.deepEqual(new Set(plane.issuers), new Set(["ca"]));
+
+      // The rotation completes; the plane restarts (the agent's connection drops), trusting only the new CA.
+      replace(keyFile, renewedKey);
+      const port = plane.port;
+      plane.stop();
+      plane = await startPlane(pki.otherCaFile, port);
+      await eventually("a registration with the renewed certificate", () => plane.registered.length > 0);
+      assert.deepEqual(plane.issuers, ["other-ca"]);
+      assert.equal(lines.filter((line) => line.includes(doNotLoad)).length, 1, lines.join("\n"));
+      assert.ok(
+        lines.some((line) => line.startsWith("INFO TLS client certificate reloaded") && line.includes("CN=other-ca")),
+        lines.join("\n"),
+      );
+    } finally {
+      await agent.stop();
+      await running;
+    }
+  });
+
+  it("a MeshClient's next connection presents the renewed certificate", async () => {
+    replace(certFile, pki.clientCert);
+    replace(keyFile, pki.clientKey);
+    let plane = await startPlane(pki.caFile);
+    const client = new MeshClient(plane.address, { tls: { caFile: pki.caFile, certFile, keyFile }, timeoutMs: 2_000 });
+    try {
+      assert.equal((await client.get("t-1")).id, "t-1");
+      assert.deepEqual(plane.issuers, ["ca"]);
+      replace(certFile, renewedCert);
+      replace(keyFile, renewedKey);
+      const port = plane.port;
+      plane.stop();
+      plane = await startPlane(pki.otherCaFile, port);
+      // Calls fail (UnavailableError) until one looks at the files again.
+      await eventually("a call with the renewed certificate", () =>
+        client.get("t-1").then(
+          () => true,
+          () => false,
+        ),
+      );
+      assert.equal(plane.issuers.at(-1), "other-ca");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("the files are read again at most once a second; the last good pair stays when they do not load", () => {
+    replace(certFile, pki.clientCert);
+    replace(keyFile, pki.clientKey);
+    const names = { caFile: "tls.caFile", certFile: "tls.certFile", keyFile: "tls.keyFile" };
+    const { logger, lines } = recordingLogger();
+    let now = 0;
+    const files = new ClientCertFiles(certFile, keyFile, names, readFileSync(pki.caFile), logger, () => now);
+    const later = (): void => {
+      now += CERT_CHECK_INTERVAL_MS;
+    };
+    const warnings = (): string[] => lines.filter((line) => line.startsWith("WARN"));
+    assert.equal(issuerOf(files.certificate), "CN=ca");
+
+    replace(certFile, renewedCert); // the certificate is renewed, its key not yet
+    assert.equal(files.renewed(), undefined); // within the interval: not read
+    for (let i = 0; i < 3; i++) {
+      later();
+      assert.equal(files.renewed(), undefined);
+      assert.equal(issuerOf(files.certificate), "CN=ca");
+    }
+    assert.equal(warnings().length, 1, lines.join("\n"));
+    assert.match(warnings()[0] ?? "", /do not load.*tls\.certFile and tls\.keyFile/);
+
+    replace(keyFile, renewedKey);
+    assert.equal(files.renewed(), undefined); // within the interval
+    later();
+    assert.notEqual(files.renewed(), undefined);
+    assert.equal(issuerOf(files.certificate), "CN=other-ca");
+    assert.ok(lines.some((line) => line.startsWith("INFO TLS client certificate reloaded")), lines.join("\n"));
+
+    unlinkSync(keyFile); // removed, to be written again
+    for (let i = 0; i < 3; i++) {
+      later();
+      assert.equal(files.renewed(), undefined);
+    }
+    assert.equal(warnings().length, 2, lines.join("\n"));
+    assert.match(warnings()[1] ?? "", /cannot read.*tls\.keyFile/);
+    replace(keyFile, renewedKey); // back as it was: nothing to reload, nothing to warn about
+    later();
+    assert.equal(files.renewed(), undefined);
+    assert.equal(issuerOf(files.certificate), "CN=other-ca");
+    assert.equal(warnings().length, 2, lines.join("\n"));
+  });
+});
+
+describe("the reconnect warning's hint", () => {
+  const pki = makePki();
+  const mutualPlane = new FakePlane(serverCredentials(pki, true));
+  before(() => mutualPlane.start());
+  after(() => {
+    mutualPlane.stop();
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  /** Runs an agent against `address` until it has warned twice about the lost link; returns those warnings. */
+  async function reconnectWarnings(address: string, tls?: TlsOptions | boolean): Promise<string[]> {
+    const { logger, lines } = recordingLogger();
+    const agent = new Agent({ name: "hinted", logger, reconnect: { initialDelayMs: 10, maxDelayMs: 50 } });
+    agent.task("echo", (_ctx, input) => input);
+    const running = agent.run(address, tls === undefined ? {} : { tls });
+    const lost = (): string[] => lines.filter((line) => line.startsWith("WARN") && line.includes(" lost ("));
+    try {
+      await eventually("two reconnect warnings", () => lost().length >= 2);
+    } finally {
+      await agent.terminate();
+      await running;
+    }
+    return lost();
+  }
+
+  it("without a client certificate: none was shown", async () => {
+    const warnings = await reconnectWarnings(mutualPlane.address, { caFile: pki.caFile });
+    const hint = "(over TLS, no client certificate was shown: if the plane requires one, set tls.certFile and tls.keyFile)";
+    assert.ok(warnings.every((line) => line.endsWith(hint)), warnings.join("\n"));
+  });
+
+  it("with a client certificate the plane does not trust: what to check", async () => {
+    setEnv({
+      MESHPLANE_TLS_CA_FILE: pki.caFile,
+      MESHPLANE_TLS_CLIENT_CERT_FILE: pki.strangerCert,
+      MESHPLANE_TLS_CLIENT_KEY_FILE: pki.strangerKey,
+    });
+    const warnings = await reconnectWarnings(mutualPlane.address);
+    const hint =
+      "(over TLS: if the plane requires client certificates, check MESHPLANE_TLS_CLIENT_CERT_FILE / " +
+      "MESHPLANE_TLS_CLIENT_KEY_FILE and that the plane's client CA signed the certificate)";
+    assert.ok(warnings.every((line) => line.endsWith(hint)), warnings.join("\n"));
+  });
+
+  it("not without TLS, nor when the cause shows", async () => {
+    const plaintext = await reconnectWarnings(mutualPlane.address, false); // refused too
+    assert.ok(plaintext.every((line) => !line.includes("over TLS")), plaintext.join("\n"));
+    const unverified = await reconnectWarnings(mutualPlane.address, { caFile: pki.otherCaFile });
+    assert.ok(unverified.every((line) => !line.includes("over TLS") && /certificate/.test(line)), unverified.join("\n"));
+    const closed = new FakePlane(serverCredentials(pki, true));
+    await closed.start();
+    closed.stop(); // nothing listens there now
+    const refused = await reconnectWarnings(closed.address, { caFile: pki.caFile });
+    assert.ok(refused.every((line) => !line.includes("over TLS") && line.includes("ECONNREFUSED")), refused.join("\n"));
   });
 });
