@@ -17,10 +17,22 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 BINARY = "meshplane-gateway"
-_READY = re.compile(r"listening on (\S+)")
-_GRPC_READY = re.compile(r"serving gRPC on (\S+)")
-_METRICS_READY = re.compile(r"serving metrics on (\S+)")
+# The gateway's ready lines on stdout, one per listener: what it serves, and where.
+_READY_LINES = {
+    "rest": re.compile(r"listening on (\S+)"),
+    "grpc": re.compile(r"serving gRPC on (\S+)"),
+    "metrics": re.compile(r"serving metrics on (\S+)"),
+}
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def ready_line(line: str) -> tuple[str, str] | None:
+    """What a line of the gateway's stdout announces: ("rest", its URL), ("grpc", the ingress address) or
+    ("metrics", their URL); None for any other line."""
+    for listener, pattern in _READY_LINES.items():
+        if match := pattern.search(line):
+            return listener, match.group(1)
+    return None
 
 
 def find_gateway() -> Path | None:
@@ -106,12 +118,13 @@ class Gateway:
                     if not line:
                         code = await asyncio.to_thread(self._process.wait)
                         raise RuntimeError(f"{self.binary.name} exited with code {code} before it was ready")
-                    if match := _READY.search(line):
-                        self.url = match.group(1)
-                    elif match := _GRPC_READY.search(line):
-                        self.grpc_address = match.group(1)
-                    elif match := _METRICS_READY.search(line):
-                        self.metrics_url = match.group(1)
+                    match ready_line(line):
+                        case ("rest", url):
+                            self.url = url
+                        case ("grpc", address):
+                            self.grpc_address = address
+                        case ("metrics", url):
+                            self.metrics_url = url
                     if (
                         self.url
                         and (self.grpc_address or not self.grpc_listen)

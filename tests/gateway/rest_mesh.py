@@ -18,6 +18,7 @@ import httpx
 
 from agent_runtime import Agent
 from controlplane.app import ControlPlane
+from controlplane.cli.gateway import ready_line
 from tests.support.plane import running_plane
 from tests.support.processes import stop_process_group
 
@@ -54,12 +55,18 @@ class GatewayProcess:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    line = self.process.stdout.readline()
-                    if line.startswith("meshplane gateway listening on "):
-                        self.url = line.split()[4]
-                        if "--grpc-listen" in self.extra:  # printed right after, maybe already buffered
-                            self.grpc_address = self.process.stdout.readline().split()[5]
-                        return self
+                    # The ready lines come together: once one is read, the next may already be buffered
+                    # (where the selector does not see it), so they are read on directly.
+                    while line := self.process.stdout.readline():
+                        match ready_line(line):
+                            case ("rest", url):
+                                self.url = url
+                            case ("grpc", address):
+                                self.grpc_address = address
+                        if self.url and (self.grpc_address or "--grpc-listen" not in self.extra):
+                            return self
+                        if not self.url:
+                            break  # not a ready line: wait for the next with the selector
                     if not line:
                         break
         self.stop()
