@@ -313,6 +313,13 @@ async def _check_grpc_ingress(ingress: str, plane: str, token: str) -> None:
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def _assert_gateway_reads_its_environment(container: LocalContainer, binary: Path) -> None:
+    """Every MESHPLANE_GATEWAY_* variable the chart gives the gateway is one of its flags' (else it is ignored)."""
+    known = gateway_flags(binary)
+    unread = [n for n in container.env if n.startswith("MESHPLANE_GATEWAY_") and n not in known]
+    assert not unread, f"the gateway's environment has {unread}, which it never reads"
+
+
 async def _check_gateway(
     pods: Pods, manifests: Manifests, binary: Path, ports: tuple[int, int], task_id: str, token: str
 ) -> LocalPod:
@@ -323,9 +330,7 @@ async def _check_gateway(
     assert container.env["MESHPLANE_GATEWAY_GRPC_LISTEN"] == f":{container_port(container.spec, 'grpc')}"
     assert container_port(container.spec, "metrics") == metrics_port
     assert container.env["MESHPLANE_GATEWAY_METRICS_LISTEN"] == f":{metrics_port}"
-    known = gateway_flags(binary)
-    unread = [n for n in container.env if n.startswith("MESHPLANE_GATEWAY_") and n not in known]
-    assert not unread, f"the gateway's environment has {unread}, which it never reads"
+    _assert_gateway_reads_its_environment(container, binary)
     gateway = pods.pod("meshplane-gateway-5f8b9c7d6-q4w9z", container)
     await gateway.start()
     await gateway.wait_for_line(GATEWAY_READY_PREFIX, timeout=30)
@@ -629,9 +634,7 @@ async def test_tls_values_run_as_rendered(helm: Path, gateway_binary: Path, tmp_
             assert await (await client.submit("demo.echo", {"via": "mtls"})).result(timeout=15) == {"via": "mtls"}
 
             container, _ = pods.container(manifests, secrets, GATEWAY, "gateway", "meshplane-gateway-7b6c5d4e3-t2l5s")
-            known = gateway_flags(gateway_binary)
-            unread = [n for n in container.env if n.startswith("MESHPLANE_GATEWAY_") and n not in known]
-            assert not unread, f"the gateway's environment has {unread}, which it never reads"
+            _assert_gateway_reads_its_environment(container, gateway_binary)
             gateway = pods.pod("meshplane-gateway-7b6c5d4e3-t2l5s", container)
             await gateway.start()
             await gateway.wait_for_line(GATEWAY_READY_PREFIX, timeout=30)

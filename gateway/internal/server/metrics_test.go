@@ -1,12 +1,7 @@
 package server
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -31,40 +26,12 @@ type runningGateway struct {
 // listener, and reads their addresses from the start-up lines.
 func startRunWithMetrics(t *testing.T, upstream string) runningGateway {
 	t.Helper()
-	cfg := testConfig(t, upstream, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(t.Context())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, slog.New(slog.DiscardHandler), pw)
-		pw.Close()
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	out := bufio.NewReader(pr)
-	patterns := []*regexp.Regexp{
-		regexp.MustCompile(`^meshplane gateway listening on (http://\S+) `),
-		regexp.MustCompile(`^meshplane gateway serving gRPC on (\S+) `),
-		regexp.MustCompile(`^meshplane gateway serving metrics on (http://\S+/metrics)\n$`),
+	lines := runForLines(t, upstream, 3, "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+	return runningGateway{
+		url:        match(t, `^meshplane gateway listening on (http://\S+) `, lines[0]),
+		grpcAddr:   match(t, `^meshplane gateway serving gRPC on (\S+) `, lines[1]),
+		metricsURL: match(t, `^meshplane gateway serving metrics on (http://\S+/metrics)\n$`, lines[2]),
 	}
-	var found []string
-	for _, re := range patterns {
-		line, err := out.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the start-up lines: %v", err)
-		}
-		m := re.FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("start-up line %q does not match %s", line, re)
-		}
-		found = append(found, m[1])
-	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
-	return runningGateway{url: found[0], grpcAddr: found[1], metricsURL: found[2]}
 }
 
 // scrape reads the metrics endpoint.
