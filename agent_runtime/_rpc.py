@@ -161,7 +161,8 @@ class Connection:
         # Read now: a file that cannot be read fails here, not at the first call.
         self._tls_files = TlsFiles(tls) if tls is not None else None
         self._tls_options = tls.channel_options() if tls is not None else []
-        self._retiring: set[asyncio.Task[None]] = set()  # channels left for renewed TLS, closing
+        # Channels left for renewed TLS files, closing once their calls end (within a grace).
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         self._size = connections
         self._channels: list[grpc.aio.Channel] = []  # opened as calls first need them
         self._next = 0
@@ -199,10 +200,6 @@ class Connection:
                 self.renew_tls()  # a renewed certificate may be what the plane wants now: the next call uses it
             raise error_from_rpc(exc, self.target) from exc
 
-    @property
-    def tls(self) -> bool:
-        return self._tls_files is not None
-
     def renew_tls(self) -> bool:
         """When the TLS files changed (and load), open new channels with them from now on; calls in progress
         finish on the old ones, which close after a grace. True when they were renewed."""
@@ -212,8 +209,8 @@ class Connection:
         self._stubs.clear()
         for channel in retired:
             closing = asyncio.ensure_future(channel.close(grace=_RETIRED_CHANNEL_GRACE))
-            self._retiring.add(closing)
-            closing.add_done_callback(self._retiring.discard)
+            self._retiring[closing] = channel
+            closing.add_done_callback(self._retiring.pop)
         return True
 
     async def close(self) -> None:
@@ -221,5 +218,10 @@ class Connection:
         self._stubs.clear()
         for channel in channels:
             await channel.close()
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        # Closing now: the calls left on retired channels are cancelled, as on the others.
+        retiring, self._retiring = dict(self._retiring), {}
+        for closing in retiring:
+            closing.cancel()
+        await asyncio.gather(*retiring, return_exceptions=True)
+        for channel in retiring.values():
+            await channel.close()

@@ -327,3 +327,23 @@ async def test_an_agent_refused_by_a_mutual_tls_plane_says_where_to_look(
         finally:
             await agent.stop()
             await asyncio.wait_for(serving_task, 10)
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_closing_a_client_does_not_wait_for_calls_left_on_channels_of_renewed_files(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    trusted = tmp_path / "ca.crt"
+    trusted.write_bytes(ca.cert.read_bytes())
+    async with running_plane(tmp_path / "plane", **_tls_settings(server)) as plane:
+        client = MeshClient(plane.address, tls=TLS(ca_file=trusted))
+        task = await client.submit("nobody.serves.this", {})
+        events = client.watch(task.id)
+        await asyncio.wait_for(anext(events), 10)  # the watch stays open on the first channel, waiting for more
+
+        trusted.write_bytes(ca.cert.read_bytes() + b"\n")  # renewed: the same CA, in a file that changed
+        assert client._connection.renew_tls()
+        assert [t.id for t in await client.list_tasks(limit=1)] == [task.id]  # on a channel with the new files
+        # Closing cancels the watch left on the retired channel instead of waiting out its grace (30 s).
+        await asyncio.wait_for(client.close(), 10)
+        await events.aclose()
