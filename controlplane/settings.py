@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         "", description="SQLAlchemy async URL; empty means SQLite in data_dir (postgresql+asyncpg://... in prod)."
     )
     nats_url: str = Field("", description="NATS server URL(s), comma-separated; empty starts an embedded nats-server.")
+    nats_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle that verifies the NATS servers' certificates (TLS to NATS); unset: a tls:// "
+        "URL trusts the system's roots.",
+    )
+    nats_tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate (chain) for NATS servers that require one, with nats_tls_key_file."
+    )
+    nats_tls_key_file: Path | None = Field(None, description="PEM private key of nats_tls_cert_file.")
     replica_id: str = Field(default_factory=_default_replica_id, description="This replica's id (unique per process).")
     tls_cert_file: Path | None = Field(
         None, description="PEM certificate (chain) the gRPC port serves TLS with, with tls_key_file; unset: plaintext."
@@ -144,7 +153,15 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO")
     log_format: LogFormat = Field(LogFormat.TEXT)
 
-    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="before")
+    @field_validator(
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "nats_tls_ca_file",
+        "nats_tls_cert_file",
+        "nats_tls_key_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -171,6 +188,11 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file go together: set both, or neither for plaintext")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file: client certificates need TLS")
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("nats_tls_cert_file and nats_tls_key_file go together: set both, or neither")
+        nats_tls = self.nats_tls_ca_file or self.nats_tls_cert_file
+        if nats_tls is not None and not self.nats_url:
+            raise ValueError("nats_tls_* settings need nats_url: the embedded nats-server is local and plaintext")
         return self
 
     @property

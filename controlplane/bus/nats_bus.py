@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,13 +69,21 @@ class NatsBus(Component):
     name = "nats-bus"
 
     def __init__(
-        self, servers: list[str], *, client_name: str, no_echo: bool = False, connect_within: float = CONNECT_WITHIN
+        self,
+        servers: list[str],
+        *,
+        client_name: str,
+        no_echo: bool = False,
+        connect_within: float = CONNECT_WITHIN,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """`no_echo`: the server does not send this connection's own messages back to its subscriptions
         (the cluster signals: a replica ignores its own, and receiving them costs a read and a parse each).
-        `connect_within`: how long starting waits for the server (then NatsUnreachable)."""
+        `connect_within`: how long starting waits for the server (then NatsUnreachable). `tls`: TLS to the
+        servers with this context (see nats_tls); None: plaintext, or the system's roots for tls:// URLs."""
         super().__init__()
         self._servers = servers
+        self._tls = tls
         self._client_name = client_name
         self._no_echo = no_echo
         self._connect_within = connect_within
@@ -107,6 +116,7 @@ class NatsBus(Component):
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds: annotated int, used by sleep
                     connect_timeout=5,
+                    tls=self._tls,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,

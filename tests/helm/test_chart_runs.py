@@ -60,7 +60,7 @@ from tests.sdk.test_client import echo_agent
 from tests.support.certs import Issued, TestCA
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent, json_payload
-from tests.support.nats import nats_server
+from tests.support.nats import nats_server, tls_nats_server
 from tests.support.postgres import PostgresServer
 
 # Generous: the first test of a session builds helm (make helm-tools, minutes). Each test body has its
@@ -568,6 +568,51 @@ async def test_ipv6_listen_host_serves_grpc_and_metrics(helm: Path, tmp_path: Pa
             status, body = await http_get(f"http://{host_port(host, metrics_port)}/metrics")
             assert status == 200 and b"meshplane_agent_sessions " in body, host
         assert await pod.terminate(within=shutdown_budget(container.pod, container.spec)) == 0, pod.logs()
+
+
+# ---------------------------------------------------------------- NATS over TLS
+
+
+@pytest.mark.postgres
+async def test_nats_tls_values_reach_nats_over_mutual_tls(
+    helm: Path, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """nats.tls: the plane trusts the Secret's CA and shows its client certificate to a nats-server that
+    requires one, and carries channel messages through it."""
+    ca = TestCA(tmp_path / "pki")
+    nats_cert = ca.server("nats")
+    async with (
+        asyncio.timeout(BODY_SECONDS),
+        tls_nats_server(tmp_path / "nats", nats_cert.cert, nats_cert.key, client_ca=ca.cert) as nats_url,
+        Pods(tmp_path) as pods,
+    ):
+        (grpc_port,) = free_ports(1)
+        manifests = render(
+            helm,
+            values={
+                "nats.url": nats_url,
+                "nats.tls.caSecret.name": "nats-ca",
+                "nats.tls.clientCertSecret.name": "nats-client",
+                "controlPlane.ports.grpc": grpc_port,
+                "gateway.enabled": False,
+            },
+        )
+        secrets = {
+            "meshplane-database": {"url": postgres_server.create_database()},
+            "nats-ca": {"ca.crt": ca.cert.read_text()},
+            "nats-client": _tls_secret(ca.client("plane"), ca),
+        }
+        pod_name = "meshplane-5b7c9d8f6-n4t5s"
+        plane, cluster = pods.container(manifests, secrets, CONTROL_PLANE, "control-plane", pod_name)
+        settings = settings_seen_by_the_plane(plane, cluster)
+        assert settings.nats_tls_ca_file is not None and settings.nats_tls_ca_file.read_text() == ca.cert.read_text()
+        assert settings.nats_tls_key_file is not None and settings.nats_tls_key_file.is_file()
+
+        pod, _ = await _start_control_plane(pods, pod_name, plane)
+        async with MeshClient(f"127.0.0.1:{grpc_port}") as client, client.subscribe("chart-nats-tls") as messages:
+            await client.publish("chart-nats-tls", {"over": "nats tls"})
+            assert (await asyncio.wait_for(anext(messages), 10)).data == {"over": "nats tls"}
+        assert await pod.terminate(within=shutdown_budget(plane.pod, plane.spec)) == 0, pod.logs()
 
 
 # ---------------------------------------------------------------- TLS values: mutual TLS, HTTPS gateway

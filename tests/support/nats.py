@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from controlplane.bus.embedded import EmbeddedNats
+from controlplane.bus.embedded import EmbeddedNats, find_nats_server
+from controlplane.devtools.ports import free_port
+from tests.support.eventually import eventually
 
 
 @asynccontextmanager
@@ -17,3 +20,35 @@ async def nats_server(work_dir: Path) -> AsyncIterator[str]:
         yield server.url
     finally:
         await server.stop()
+
+
+@asynccontextmanager
+async def tls_nats_server(work_dir: Path, cert: Path, key: Path, client_ca: Path | None = None) -> AsyncIterator[str]:
+    """The real nats-server serving TLS only with `cert`/`key` (and requiring client certificates `client_ca`
+    signed, if given) on a free port: its tls:// URL."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(port), "-l", str(work_dir / "nats-server.log")]
+    args += ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+    if client_ca is not None:
+        args += ["--tlsverify", "--tlscacert", str(client_ca)]
+    process = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+    async def listening() -> bool:
+        assert process.returncode is None, (work_dir / "nats-server.log").read_text(errors="replace")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    try:
+        await eventually(listening, timeout=15, message="the TLS nats-server listens")
+        yield f"tls://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()

@@ -63,6 +63,9 @@ CHART_SET_ENV = [
     "MESHPLANE_TLS_CERT_FILE",
     "MESHPLANE_TLS_KEY_FILE",
     "MESHPLANE_TLS_CLIENT_CA_FILE",
+    "MESHPLANE_NATS_TLS_CA_FILE",
+    "MESHPLANE_NATS_TLS_CERT_FILE",
+    "MESHPLANE_NATS_TLS_KEY_FILE",
     "MESHPLANE_LOG_LEVEL",
     "MESHPLANE_LOG_FORMAT",
     "MESHPLANE_REPLICA_ID",
@@ -452,6 +455,12 @@ schema = {
                     },
                     "existingSecret": NAME_OR_EMPTY,
                     "secretKey": KEY,
+                    "tls": obj(
+                        {
+                            "caSecret": obj({"name": NAME_OR_EMPTY, "key": KEY}),
+                            "clientCertSecret": obj({"name": NAME_OR_EMPTY, "certKey": KEY, "keyKey": KEY}),
+                        }
+                    ),
                 }
             ),
             "auth": obj({"existingSecret": NAME_OR_EMPTY, "secretKey": KEY}),

@@ -181,6 +181,8 @@ value to change. Included from the control-plane ConfigMap, which is always rend
 {{- if not (or .Values.nats.url .Values.nats.existingSecret) -}}
 {{- fail "nats.url (e.g. nats://nats.nats.svc:4222) or nats.existingSecret is required, or set embedded.enabled=true for an evaluation install" -}}
 {{- end -}}
+{{- else if or .Values.nats.tls.caSecret.name .Values.nats.tls.clientCertSecret.name -}}
+{{- fail "nats.tls needs an external NATS: the embedded nats-server (embedded.enabled=true) is local and plaintext" -}}
 {{- else if or (gt (int $cp.replicas) 1) $cp.autoscaling.enabled -}}
 {{- fail "embedded.enabled keeps SQLite and NATS inside one pod: set controlPlane.replicas=1 and controlPlane.autoscaling.enabled=false, or configure database and nats instead" -}}
 {{- end -}}
