@@ -18,7 +18,7 @@ from controlplane.api.servicers import AgentServicer, AuditServicer, ChannelServ
 from controlplane.api.tls import server_credentials
 from controlplane.bus.embedded import EmbeddedNats
 from controlplane.bus.nats_bus import NatsBus
-from controlplane.bus.nats_tls import nats_tls_context
+from controlplane.bus.nats_tls import NatsTls
 from controlplane.cluster import Cluster
 from controlplane.datadir import DataDirLock
 from controlplane.lifecycle import Component, Status, settle
@@ -109,7 +109,7 @@ class ControlPlane(Component):
         store = Store(self.database)
 
         nats_servers = [u.strip() for u in self.nats_url.split(",") if u.strip()]
-        nats_tls = nats_tls_context(s)
+        nats_tls = NatsTls.from_settings(s)
         # Channels need their own messages back (local subscribers hear local publishes through NATS);
         # the cluster signals do not, so they have a connection of their own that skips the echo.
         self.bus = await self._launch(NatsBus(nats_servers, client_name=f"meshplane-{self.replica_id}", tls=nats_tls))

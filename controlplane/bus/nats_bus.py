@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from controlplane.bus.nats_tls import NatsTls
 from controlplane.errors import ResourceExhausted, Unavailable
 from controlplane.lifecycle import Component
 from controlplane.observability.loop_errors import LoopErrors
@@ -75,12 +75,13 @@ class NatsBus(Component):
         client_name: str,
         no_echo: bool = False,
         connect_within: float = CONNECT_WITHIN,
-        tls: ssl.SSLContext | None = None,
+        tls: NatsTls | None = None,
     ) -> None:
         """`no_echo`: the server does not send this connection's own messages back to its subscriptions
         (the cluster signals: a replica ignores its own, and receiving them costs a read and a parse each).
         `connect_within`: how long starting waits for the server (then NatsUnreachable). `tls`: TLS to the
-        servers with this context (see nats_tls); None: plaintext, or the system's roots for tls:// URLs."""
+        servers (see nats_tls; its files are looked at again while reconnecting); None: plaintext, or the
+        system's roots for tls:// URLs."""
         super().__init__()
         self._servers = servers
         self._tls = tls
@@ -116,7 +117,7 @@ class NatsBus(Component):
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds: annotated int, used by sleep
                     connect_timeout=5,
-                    tls=self._tls,
+                    tls=self._tls.context if self._tls is not None else None,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -149,6 +150,8 @@ class NatsBus(Component):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = str(exc) or type(exc).__name__
+        if self._tls is not None:
+            self._tls.refresh()  # renewed files (a certificate the server now wants) go out on the next attempt
         if self._nc is None:  # still starting: each attempt fails the same way
             self.outage.unavailable("NATS unreachable, retrying", self._last_error)
         elif self.outage.in_outage:
@@ -157,6 +160,8 @@ class NatsBus(Component):
             logger.warning("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
+        if self._tls is not None:
+            self._tls.refresh()
         if self.running:
             self.outage.unavailable("NATS unreachable, reconnecting", "disconnected")
 

@@ -23,11 +23,13 @@ async def nats_server(work_dir: Path) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def tls_nats_server(work_dir: Path, cert: Path, key: Path, client_ca: Path | None = None) -> AsyncIterator[str]:
+async def tls_nats_server(
+    work_dir: Path, cert: Path, key: Path, client_ca: Path | None = None, port: int | None = None
+) -> AsyncIterator[str]:
     """The real nats-server serving TLS only with `cert`/`key` (and requiring client certificates `client_ca`
-    signed, if given) on a free port: its tls:// URL."""
+    signed, if given) on `port` (default: a free one): its tls:// URL."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(port), "-l", str(work_dir / "nats-server.log")]
     args += ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
     if client_ca is not None:
