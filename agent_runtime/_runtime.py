@@ -180,7 +180,7 @@ class AgentRuntime:
                         "agent %s: link to %s lost (%s); reconnecting in %.2fs (attempt %d)",
                         self.agent_name,
                         self.target,
-                        _describe(error) + (self._tls_hint if _unavailable(error) else ""),
+                        _describe(error) + (self._tls_hint if _cause_hidden(error) else ""),
                         delay,
                         failures,
                     )
@@ -613,8 +613,17 @@ def _tls_hint(tls: TLS | None) -> str:
     )
 
 
-def _unavailable(error: BaseException) -> bool:
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+# The plane closing the connection during the TLS handshake reads as "Socket closed" / "Connection reset";
+# these say their own cause: nothing listening, an unknown host, or a plane certificate this side refused.
+_CAUSE_SHOWN = ("Connection refused", "DNS resolution failed", "CERTIFICATE_VERIFY_FAILED", "certificate verify")
+
+
+def _cause_hidden(error: BaseException) -> bool:
+    """Unavailable for a reason the details do not give (a refused handshake looks like this)."""
+    if not isinstance(error, grpc.aio.AioRpcError) or error.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = error.details() or ""
+    return not any(cause in details for cause in _CAUSE_SHOWN)
 
 
 def _describe(error: BaseException) -> str:

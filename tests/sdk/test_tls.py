@@ -328,6 +328,17 @@ async def test_an_agent_refused_by_a_mutual_tls_plane_says_where_to_look(
             await agent.stop()
             await asyncio.wait_for(serving_task, 10)
 
+    # Nothing listening says so itself: no hint then.
+    caplog.clear()
+    agent = echo_agent()
+    serving_task = asyncio.ensure_future(agent.serve(f"127.0.0.1:{free_port()}", tls=TLS(ca_file=ca.cert)))
+    try:
+        await eventually(lambda: "Connection refused" in caplog.text, timeout=20, message="the refused connection")
+        assert "over TLS" not in caplog.text, caplog.text
+    finally:
+        await agent.stop()
+        await asyncio.wait_for(serving_task, 10)
+
 
 @pytest.mark.usefixtures("no_tls_env")
 async def test_closing_a_client_does_not_wait_for_calls_left_on_channels_of_renewed_files(
