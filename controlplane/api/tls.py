@@ -13,7 +13,6 @@ already open keep the certificate they were made with.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import grpc
 
+from controlplane.filestamps import Stamp, file_stamps
 from controlplane.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-_Stamp = tuple[tuple[int, int, int], ...]
 
 
 class TlsSetupError(OSError):
@@ -45,8 +43,8 @@ class ServerCertificates:
     def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
         self._cert, self._key, self._client_ca = cert, key, client_ca
         self._lock = threading.Lock()  # gRPC may ask from several of its threads
+        self._configuration = self._load()  # a file that is missing or does not load fails here, naming its setting
         self._stamp = self._stamps()
-        self._configuration = self._load()
         self._generation = 0  # counts the configurations loaded since the first
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -84,21 +82,11 @@ class ServerCertificates:
         self._generation += 1
         logger.info("TLS files changed: new connections get the certificate in %s", self._cert)
 
-    def _files(self) -> list[tuple[Path, str]]:
-        files = [(self._cert, "tls_cert_file"), (self._key, "tls_key_file")]
-        if self._client_ca is not None:
-            files.append((self._client_ca, "tls_client_ca_file"))
-        return files
-
-    def _stamps(self) -> _Stamp:
-        stamps = []
-        for path, setting in self._files():
-            try:
-                found = os.stat(path)
-            except OSError as exc:
-                raise TlsSetupError(f"cannot read {setting} {path}: {exc.strerror or exc}") from exc
-            stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
-        return tuple(stamps)
+    def _stamps(self) -> Stamp:
+        try:
+            return file_stamps(path for path in (self._cert, self._key, self._client_ca) if path is not None)
+        except OSError as exc:
+            raise TlsSetupError(f"cannot look at {exc.filename}: {exc.strerror or exc}") from exc
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
         cert, key, client_ca = self._cert, self._key, self._client_ca

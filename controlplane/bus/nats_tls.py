@@ -10,10 +10,10 @@ next attempt uses. A renewed CA bundle adds to the CA trusted so far (ssl cannot
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from pathlib import Path
 
+from controlplane.filestamps import Stamp, file_stamps
 from controlplane.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,17 +80,11 @@ class NatsTls:
                     f"certificate and its key ({_why(exc)})"
                 ) from exc
 
-    def _stamps(self) -> tuple[tuple[int, int, int], ...]:
-        stamps = []
-        for path in (self._ca, self._cert, self._key):
-            if path is None:
-                continue
-            try:
-                found = os.stat(path)
-            except OSError as exc:
-                raise NatsTlsError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
-        return tuple(stamps)
+    def _stamps(self) -> Stamp:
+        try:
+            return file_stamps(path for path in (self._ca, self._cert, self._key) if path is not None)
+        except OSError as exc:
+            raise NatsTlsError(f"cannot look at {exc.filename}: {exc.strerror or exc}") from exc
 
 
 def _why(exc: OSError | ssl.SSLError) -> str:

@@ -20,7 +20,7 @@ from controlplane.devtools.ports import free_port
 from meshplane.v1 import agent_pb2, task_pb2
 from tests.conformance.driver import AgentProcess, Agents, Mesh, describe, output, tls_credentials
 from tests.conformance.test_conformance import assert_broadcast_round_trip
-from tests.support.certs import Issued, TestCA
+from tests.support.certs import Issued, TestCA, replace_file
 from tests.support.eventually import eventually
 from tests.support.plane import running_plane
 
@@ -142,13 +142,6 @@ async def test_an_agent_without_a_client_certificate_never_registers(
         assert refused.stdout_lines == ["STOPPED"], refused.describe()
 
 
-def _replace(target: Path, source: Path) -> None:
-    """Replace `target` with `source`'s bytes as Kubernetes updates a Secret volume: a new file renamed in."""
-    staged = target.with_name(target.name + ".new")
-    staged.write_bytes(source.read_bytes())
-    staged.replace(target)
-
-
 @pytest.mark.timeout(120)
 async def test_an_agent_reconnects_with_its_renewed_client_certificate(
     language: str, agents: Agents, tmp_path: Path
@@ -162,7 +155,7 @@ async def test_an_agent_reconnects_with_its_renewed_client_certificate(
     files.mkdir()
     client_ca, cert, key = files / "client-ca.crt", files / "agent.crt", files / "agent.key"
     for target, source in ((client_ca, pki.ca.cert), (cert, pki.client.cert), (key, pki.client.key)):
-        _replace(target, source)
+        replace_file(target, source)
     renewed, renewed_mesh = renewing.client("agent-renewed"), renewing.client("mesh-renewed")
     settings = {**pki.plane_settings(), "tls_client_ca_file": str(client_ca), "listen": f"127.0.0.1:{free_port()}"}
     env = {
@@ -179,7 +172,7 @@ async def test_an_agent_reconnects_with_its_renewed_client_certificate(
         task = await mesh.run("conf.echo", {"before": "renewal"})
         assert task.state == task_pb2.TASK_STATE_SUCCEEDED, describe(task)
         for target, source in ((client_ca, renewing.cert), (cert, renewed.cert), (key, renewed.key)):
-            _replace(target, source)
+            replace_file(target, source)
 
     renewed_credentials = tls_credentials(pki.ca.cert, renewed_mesh.cert, renewed_mesh.key)
     async with (

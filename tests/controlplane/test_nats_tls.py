@@ -16,7 +16,7 @@ from agent_runtime import MeshClient
 from controlplane.bus.nats_tls import NatsTls, NatsTlsError
 from controlplane.devtools.ports import free_port
 from controlplane.settings import Settings
-from tests.support.certs import TestCA
+from tests.support.certs import TestCA, replace_file
 from tests.support.eventually import eventually
 from tests.support.nats import tls_nats_server
 from tests.support.plane import running_plane
@@ -49,13 +49,6 @@ async def _round_trip(client: MeshClient, channel: str) -> None:
     assert message.data == {"on": channel}
 
 
-def _replace(target: Path, source: Path) -> None:
-    """Replace `target` with `source`'s bytes as Kubernetes updates a Secret volume: a new file renamed in."""
-    staged = target.with_name(target.name + ".new")
-    staged.write_bytes(source.read_bytes())
-    staged.replace(target)
-
-
 async def test_a_renewed_nats_client_certificate_is_shown_when_the_plane_reconnects(tmp_path: Path) -> None:
     """The plane's NATS client certificate is renewed (a new CA) and NATS restarts trusting only that CA: the
     plane reconnects showing the renewed certificate, and channel messages flow again."""
@@ -65,8 +58,8 @@ async def test_a_renewed_nats_client_certificate_is_shown_when_the_plane_reconne
     files.mkdir()
     cert, key = files / "tls.crt", files / "tls.key"
     first, renewed = ca.client("plane"), renewing.client("plane-renewed")
-    _replace(cert, first.cert)
-    _replace(key, first.key)
+    replace_file(cert, first.cert)
+    replace_file(key, first.key)
     port = free_port()
     settings: dict[str, Any] = {
         "nats_url": f"tls://127.0.0.1:{port}",
@@ -80,8 +73,8 @@ async def test_a_renewed_nats_client_certificate_is_shown_when_the_plane_reconne
         )
         async with running_plane(tmp_path / "plane", **settings) as plane, MeshClient(plane.address) as client:
             await _round_trip(client, "before-renewal")
-            _replace(cert, renewed.cert)
-            _replace(key, renewed.key)
+            replace_file(cert, renewed.cert)
+            replace_file(key, renewed.key)
             await first_nats.aclose()
             async with tls_nats_server(
                 tmp_path / "nats-2", nats_cert.cert, nats_cert.key, client_ca=renewing.cert, port=port
@@ -126,15 +119,15 @@ def test_renewed_nats_files_that_do_not_load_keep_the_ones_in_use(
     files.mkdir()
     cert, key = files / "tls.crt", files / "tls.key"
     first, second = ca.client("first"), ca.client("second")
-    _replace(cert, first.cert)
-    _replace(key, first.key)
+    replace_file(cert, first.cert)
+    replace_file(key, first.key)
     tls = NatsTls(ca.cert, cert, key)
     assert not tls.refresh()  # unchanged
 
-    _replace(cert, second.cert)  # half a renewal: the new certificate, the old key
+    replace_file(cert, second.cert)  # half a renewal: the new certificate, the old key
     assert not tls.refresh() and not tls.refresh()
     assert caplog.text.count("NATS TLS files changed but cannot be used") == 1, caplog.text
 
-    _replace(key, second.key)
+    replace_file(key, second.key)
     assert tls.refresh()
     assert not tls.refresh()

@@ -21,7 +21,7 @@ from controlplane.settings import Settings
 from meshplane.v1 import task_service_pb2, task_service_pb2_grpc
 from tests.sdk.conftest import serving
 from tests.sdk.test_client import echo_agent
-from tests.support.certs import Issued, TestCA
+from tests.support.certs import Issued, TestCA, replace_file
 from tests.support.eventually import eventually
 from tests.support.plane import running_plane
 
@@ -148,13 +148,6 @@ async def test_tls_settings_the_plane_cannot_serve_with_are_refused_naming_the_s
                 pass
 
 
-def _replace(target: Path, source: Path) -> None:
-    """Replace `target` with `source`'s bytes the way Kubernetes updates a Secret volume: a new file renamed in."""
-    staged = target.with_name(target.name + ".new")
-    staged.write_bytes(source.read_bytes())
-    staged.replace(target)
-
-
 @pytest.mark.usefixtures("no_tls_env")
 async def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
     tmp_path: Path, ca: TestCA, caplog: pytest.LogCaptureFixture
@@ -163,8 +156,8 @@ async def test_a_renewed_certificate_is_served_to_new_connections_without_a_rest
     files.mkdir()
     served = Issued(files / "tls.crt", files / "tls.key")
     first = ca.server("plane-first")
-    _replace(served.cert, first.cert)
-    _replace(served.key, first.key)
+    replace_file(served.cert, first.cert)
+    replace_file(served.key, first.key)
     renewing_ca = TestCA(tmp_path / "renewing-pki", "renewing")
     renewed = renewing_ca.server("plane-renewed")
 
@@ -175,12 +168,12 @@ async def test_a_renewed_certificate_is_served_to_new_connections_without_a_rest
         assert await client.list_tasks(limit=1) == []
 
         # Half a renewal (the new key, the old certificate) cannot be served: the old pair stays in use.
-        _replace(served.key, renewed.key)
+        replace_file(served.key, renewed.key)
         async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=ca.cert)) as during:
             assert await during.list_tasks(limit=1) == []
         assert "TLS files changed but cannot be served" in caplog.text
 
-        _replace(served.cert, renewed.cert)
+        replace_file(served.cert, renewed.cert)
         async with MeshClient(plane.address, tls=TLS(ca_file=renewing_ca.cert)) as after:
             assert await after.list_tasks(limit=1) == []
         async with MeshClient(plane.address, timeout=3, tls=TLS(ca_file=ca.cert)) as trusting_the_old:
@@ -229,7 +222,7 @@ async def test_an_agent_reconnects_with_its_renewed_client_certificate(
     agent_files = Issued(files / "agent.crt", files / "agent.key")
     first = ca.client("agent-first")
     for target, source in ((client_ca, ca.cert), (agent_files.cert, first.cert), (agent_files.key, first.key)):
-        _replace(target, source)
+        replace_file(target, source)
     admin = ca.client("admin")
     renewed_admin = renewing_ca.client("admin-renewed")
     renewed = renewing_ca.client("agent-renewed")
@@ -248,7 +241,7 @@ async def test_an_agent_reconnects_with_its_renewed_client_certificate(
             assert await (await client.submit("demo.echo", "first")).result(timeout=10) == "first"
             renewal = ((client_ca, renewing_ca.cert), (agent_files.cert, renewed.cert), (agent_files.key, renewed.key))
             for target, source in renewal:
-                _replace(target, source)
+                replace_file(target, source)
 
         # The restarted plane trusts only the renewing CA: the agent gets back in only with its renewed files.
         renewed_tls = TLS(ca_file=ca.cert, cert_file=renewed_admin.cert, key_file=renewed_admin.key)
@@ -271,8 +264,8 @@ async def test_a_client_takes_renewed_files_after_a_call_found_the_plane_unavail
     files.mkdir()
     mine = Issued(files / "client.crt", files / "client.key")
     stranger = TestCA(tmp_path / "stranger-pki", "stranger").client("stranger")
-    _replace(mine.cert, stranger.cert)
-    _replace(mine.key, stranger.key)
+    replace_file(mine.cert, stranger.cert)
+    replace_file(mine.key, stranger.key)
     trusted = ca.client("trusted")
     settings = _tls_settings(server, tls_client_ca_file=str(ca.cert))
     async with (
@@ -282,8 +275,8 @@ async def test_a_client_takes_renewed_files_after_a_call_found_the_plane_unavail
         ) as client,
     ):
         await _refused(client)  # a certificate the plane does not trust
-        _replace(mine.cert, trusted.cert)
-        _replace(mine.key, trusted.key)
+        replace_file(mine.cert, trusted.cert)
+        replace_file(mine.key, trusted.key)
         await _refused(client)  # the connection made with the old files; this failure reads them again
         assert await client.list_tasks(limit=1) == []
 
@@ -295,18 +288,18 @@ def test_renewed_files_that_do_not_load_keep_the_ones_in_use(
     files.mkdir()
     mine = Issued(files / "client.crt", files / "client.key")
     first, second = ca.client("first"), ca.client("second")
-    _replace(mine.cert, first.cert)
-    _replace(mine.key, first.key)
+    replace_file(mine.cert, first.cert)
+    replace_file(mine.key, first.key)
     tls_files = TlsFiles(TLS(ca_file=ca.cert, cert_file=mine.cert, key_file=mine.key))
     in_use = tls_files.credentials
     assert not tls_files.renew()  # unchanged
 
-    _replace(mine.cert, second.cert)  # half a renewal: the new certificate, the old key
+    replace_file(mine.cert, second.cert)  # half a renewal: the new certificate, the old key
     assert not tls_files.renew() and not tls_files.renew()
     assert tls_files.credentials is in_use
     assert caplog.text.count("TLS files changed but cannot be used") == 1, caplog.text
 
-    _replace(mine.key, second.key)
+    replace_file(mine.key, second.key)
     assert tls_files.renew() and tls_files.credentials is not in_use
     assert not tls_files.renew()
 

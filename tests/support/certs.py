@@ -53,3 +53,10 @@ class TestCA:
 
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def replace_file(target: Path, source: Path) -> None:
+    """Replace `target` with `source`'s bytes as Kubernetes updates a Secret volume: a new file renamed in."""
+    staged = target.with_name(target.name + ".new")
+    staged.write_bytes(source.read_bytes())
+    staged.replace(target)
