@@ -5,11 +5,43 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from controlplane.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """A page of a listing and the token of the next one ("" after the last); `token_after` makes the token of
+    the page that starts after a given item, so a page can be cut shorter (see `cut`)."""
+
+    items: list[T]
+    next_page_token: str
+    token_after: Callable[[T], str]
+
+    def cut(self, count: int) -> Page[T]:
+        """The first `count` items (at least one); the next page starts after the last of them."""
+        count = max(count, 1)
+        if count >= len(self.items):
+            return self
+        return Page(self.items[:count], self.token_after(self.items[count - 1]), self.token_after)
+
+
+def fitting(sizes: list[int], budget: int) -> int:
+    """How many of the leading items fit in `budget` bytes together (at least one: an item is never split)."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(count, 1)
+    return len(sizes)
 
 
 def page_size(requested: int) -> int:
@@ -39,4 +71,6 @@ def decode(token: str, filters: object) -> str | None:
         raise InvalidArgument.of("page_token", "malformed page token") from exc
     if fingerprint != _fingerprint(filters):
         raise InvalidArgument.of("page_token", "page token was made with other filters")
+    if "\x00" in after:  # no id or name holds one (and PostgreSQL text cannot): a forged token
+        raise InvalidArgument.of("page_token", "malformed page token")
     return after

@@ -45,10 +45,11 @@ from meshplane.v1 import (
 
 
 def timestamp(value: float | None) -> timestamp_pb2.Timestamp | None:
+    """Whole microseconds, as the store keeps times: a write's answer shows the time later reads show."""
     if value is None:
         return None
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(round(value * 1e9))
+    ts.FromMicroseconds(round(value * 1_000_000))
     return ts
 
 
@@ -125,11 +126,17 @@ def payload_for_client(payload: Payload) -> common_pb2.Payload:
     """Clients (and REST) get JSON payloads as JSON values."""
     if payload.is_json:
         try:
-            value = payload.json_value()
-        except ValueError:
-            return common_pb2.Payload(data=payload.data, content_type=payload.content_type)
-        return common_pb2.Payload(json=python_to_value(value), content_type=payload.content_type)
+            return common_pb2.Payload(json=python_to_value(payload.json_value()), content_type=payload.content_type)
+        except (ValueError, RecursionError, json_format.ParseError):
+            pass  # not JSON after all, or nested too deep for a Value (stored before the depth limit): as bytes
     return common_pb2.Payload(data=payload.data, content_type=payload.content_type)
+
+
+def required_payload(request: Any, field: str) -> Payload:
+    """The payload in `request`'s field `field`, which the caller must set (JSON null is `{"json": null}`)."""
+    if not request.HasField(field):
+        raise InvalidArgument.of(field, 'required (for JSON null, send {"json": null})')
+    return payload_from_proto(getattr(request, field), field)
 
 
 def payload_for_agent(payload: Payload) -> common_pb2.Payload:
@@ -363,14 +370,14 @@ def task_to_proto(task: Task, *, include_input: bool = True, memo: ProtoMemo | N
     if error is not None:
         proto.error.CopyFrom(error)
     if task.end_time is not None:
-        proto.end_time.FromNanoseconds(round(task.end_time * 1e9))
+        proto.end_time.FromMicroseconds(round(task.end_time * 1_000_000))
     if include_input:
         proto.input.CopyFrom(payload_for_client(spec.input))
     if task.output is not None:
         proto.output.CopyFrom(payload_for_client(task.output))
     scheduled = task.scheduled_time
     if scheduled is not None and scheduled > task.create_time and not task.state.is_terminal:
-        proto.scheduled_time.FromNanoseconds(round(scheduled * 1e9))
+        proto.scheduled_time.FromMicroseconds(round(scheduled * 1_000_000))
     return proto
 
 

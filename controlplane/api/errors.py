@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from controlplane import errors
@@ -121,9 +122,37 @@ def _backing_service_error(exc: Exception) -> errors.MeshplaneError | None:
     return None
 
 
+class _Undecodable:
+    """A request whose bytes did not decode (e.g. JSON nested past protobuf's depth limit): the handler
+    answers INVALID_ARGUMENT instead of grpc's UNKNOWN with a Python class name."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def error(self) -> errors.InvalidArgument:
+        return errors.InvalidArgument.of("request", f"cannot be decoded: {self.reason}")
+
+
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc) or "not a valid protobuf message")
+
+    return decode
+
+
 def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if type(request) is _Undecodable:
+                raise request.error()
             return await behavior(request, context)
         except errors.MeshplaneError as error:
             await abort_with(context, error)
@@ -144,6 +173,8 @@ def _wrap_streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., 
 
         async def generator(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
+                if type(request) is _Undecodable:
+                    raise request.error()
                 async for item in behavior(request, context):
                     yield item
             except errors.MeshplaneError as error:
@@ -190,13 +221,13 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_decoding(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
             _wrap_streaming(method, handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_decoding(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream:

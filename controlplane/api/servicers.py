@@ -7,9 +7,12 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from controlplane import paging
 from controlplane.api import convert
 from controlplane.api.context import call_context
 from controlplane.domain.channels import ChannelMessage, must_make_room
@@ -39,11 +42,23 @@ logger = logging.getLogger(__name__)
 
 # A watcher re-reads the store at least this often, in case a change notice was lost.
 WATCH_POLL_SECONDS = 5.0
+# A listing's answer stays under the 4 MiB gRPC clients accept by default: a page of large tasks or values ends
+# early (its next_page_token goes on from there) rather than failing as too big. One item always goes.
+LIST_RESPONSE_BYTES = 4_000_000
+
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 
 def _require(field: str, value: str) -> None:
     if not value:
         raise InvalidArgument.of(field, f"{field} is required")
+
+
+def _within_response_budget(page: paging.Page[T], messages: list[M]) -> tuple[paging.Page[T], list[M]]:
+    """The page cut to the leading messages that fit in LIST_RESPONSE_BYTES."""
+    count = paging.fitting([m.ByteSize() + 8 for m in messages], LIST_RESPONSE_BYTES)  # + field tag and length
+    return page.cut(count), messages[:count]
 
 
 class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
@@ -95,12 +110,10 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             except ValueError as exc:
                 raise InvalidArgument.of("state", f"unknown task state {request.state}") from exc
         task_filter = TaskFilter(state=state, capability=request.capability, correlation_id=request.correlation_id)
-        tasks, token = await self._tasks.list_page(
-            task_filter, page_size=request.page_size, page_token=request.page_token
-        )
-        return task_service_pb2.ListTasksResponse(
-            tasks=[convert.task_to_proto(t) for t in tasks], next_page_token=token
-        )
+        page = await self._tasks.list_page(task_filter, page_size=request.page_size, page_token=request.page_token)
+        tasks = [convert.task_to_proto(t) for t in page.items]
+        page, tasks = _within_response_budget(page, tasks)
+        return task_service_pb2.ListTasksResponse(tasks=tasks, next_page_token=page.next_page_token)
 
     async def CancelTask(
         self, request: task_service_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
@@ -232,7 +245,7 @@ class ChannelServicer(channel_pb2_grpc.ChannelServiceServicer):
     async def Publish(
         self, request: channel_pb2.PublishRequest, context: grpc.aio.ServicerContext
     ) -> channel_pb2.PublishResponse:
-        payload = convert.payload_from_proto(request.payload, "payload")
+        payload = convert.required_payload(request, "payload")
         call = call_context(context)
         message = await self._channels.publish(
             request.channel,
@@ -298,7 +311,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         entry = await self._state.put(
             request.namespace,
             request.key,
-            convert.payload_from_proto(request.value, "value"),
+            convert.required_payload(request, "value"),
             ttl=convert.seconds(request.ttl) if request.HasField("ttl") else None,
             expected_version=request.expected_version if request.HasField("expected_version") else None,
             actor=call.actor,
@@ -322,9 +335,9 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
     async def ListStates(
         self, request: state_pb2.ListStatesRequest, context: grpc.aio.ServicerContext
     ) -> state_pb2.ListStatesResponse:
-        entries, token = await self._state.list_page(
+        page = await self._state.list_page(
             request.namespace, prefix=request.key_prefix, page_size=request.page_size, page_token=request.page_token
         )
-        return state_pb2.ListStatesResponse(
-            entries=[convert.state_entry_to_proto(e) for e in entries], next_page_token=token
-        )
+        entries = [convert.state_entry_to_proto(e) for e in page.items]
+        page, entries = _within_response_budget(page, entries)
+        return state_pb2.ListStatesResponse(entries=entries, next_page_token=page.next_page_token)

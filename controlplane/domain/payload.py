@@ -8,6 +8,9 @@ from typing import Any
 
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
+# How deep JSON payloads may nest (objects and arrays within each other). Deeper ones are refused when they
+# come in: protobuf's Value, the form clients read JSON in, stops decoding at about 50 levels.
+MAX_JSON_DEPTH = 32
 
 
 @dataclass(slots=True)
@@ -29,8 +32,34 @@ class Payload:
         """The decoded JSON value; raises ValueError when the payload is not valid JSON."""
         return json.loads(self.data)
 
+    def json_problem(self) -> str | None:
+        """Why this JSON payload cannot be taken (not JSON, or nested too deep), or None when it can."""
+        try:
+            value = json.loads(self.data)
+        except (ValueError, RecursionError):
+            return "content type is application/json but the data is not valid JSON"
+        if _nests_deeper_than(value, MAX_JSON_DEPTH, self.data):
+            return f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+        return None
+
     def __len__(self) -> int:
         return len(self.data)
 
 
 EMPTY_JSON = Payload(b"null", JSON_CONTENT_TYPE)
+
+
+def _nests_deeper_than(value: Any, limit: int, text: bytes) -> bool:
+    """Whether objects and arrays in `value` (decoded from `text`) nest more than `limit` levels deep."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False  # too few brackets to nest that deep (the usual case, decided without a walk)
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

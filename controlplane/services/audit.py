@@ -77,6 +77,9 @@ class AuditTrail(Component):
 
 def _entry_id(position: str) -> int:
     try:
-        return int(position)
+        entry_id = int(position)
     except ValueError as exc:
         raise InvalidArgument.of("page_token", "malformed page token") from exc
+    if not 0 < entry_id < 2**63:  # audit ids are positive BIGINTs: anything else is a forged token
+        raise InvalidArgument.of("page_token", "malformed page token")
+    return entry_id

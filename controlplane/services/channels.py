@@ -135,6 +135,10 @@ class ChannelService:
         violations = Violations()
         violations.channel("channel", channel)
         violations.string_map("headers", headers, max_value=4096)
+        if payload.is_json:
+            problem = payload.json_problem()
+            if problem is not None:
+                violations.add("payload", problem)
         violations.raise_if_any()
         if len(payload) > self._max_payload_bytes:
             raise ResourceExhausted(

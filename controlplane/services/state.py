@@ -57,10 +57,9 @@ class StateService:
         if expected_version is not None:
             violations.non_negative("expected_version", expected_version)
         if value.is_json:
-            try:
-                value.json_value()
-            except ValueError:
-                violations.add("value", "content type is application/json but the data is not valid JSON")
+            problem = value.json_problem()
+            if problem is not None:
+                violations.add("value", problem)
         violations.raise_if_any()
         if len(value) > self._max_payload_bytes:
             raise ResourceExhausted(
@@ -133,7 +132,7 @@ class StateService:
 
     async def list_page(
         self, namespace: str, *, prefix: str, page_size: int, page_token: str
-    ) -> tuple[list[StateEntry], str]:
+    ) -> paging.Page[StateEntry]:
         violations = Violations()
         violations.name("namespace", namespace, what="namespace")
         violations.text("key_prefix", prefix, max_length=256)
@@ -145,5 +144,8 @@ class StateService:
             entries = await uow.state.list_live(
                 namespace, prefix=prefix, limit=size + 1, after_key=after, now=self._clock()
             )
-        token = paging.encode(entries[size - 1].key, filters) if len(entries) > size else ""
-        return entries[:size], token
+
+        def token_after(entry: StateEntry) -> str:
+            return paging.encode(entry.key, filters)
+
+        return paging.Page(entries[:size], token_after(entries[size - 1]) if len(entries) > size else "", token_after)

@@ -42,6 +42,7 @@ from controlplane.validation import Violations
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_SUBMIT = 1000
+MAX_CANCEL_REASON = 1000  # characters
 EVENTS_PAGE = 1000  # events read at once (WatchTask reads page after page)
 
 
@@ -145,10 +146,9 @@ class TaskService(Component):
             for field_path, description in resolved:
                 violations.add(field_path, description)
         if request.input.is_json:
-            try:
-                request.input.json_value()
-            except ValueError:
-                violations.add("input", "content type is application/json but the data is not valid JSON")
+            problem = request.input.json_problem()
+            if problem is not None:
+                violations.add("input", problem)
         if len(violations.items) > before or isinstance(resolved, list):
             return None
         policy, timeouts = resolved
@@ -328,14 +328,17 @@ class TaskService(Component):
             raise NotFound("task", task_id)
         return task
 
-    async def list_page(self, task_filter: TaskFilter, *, page_size: int, page_token: str) -> tuple[list[Task], str]:
+    async def list_page(self, task_filter: TaskFilter, *, page_size: int, page_token: str) -> paging.Page[Task]:
         size = paging.page_size(page_size)
         filters = [task_filter.state, task_filter.capability, task_filter.correlation_id]
         before = paging.decode(page_token, filters)
         async with self._store.reader() as uow:
             tasks = await uow.tasks.list_page(task_filter, limit=size + 1, before_id=before)
-        next_token = paging.encode(tasks[size - 1].id, filters) if len(tasks) > size else ""
-        return tasks[:size], next_token
+
+        def token_after(task: Task) -> str:
+            return paging.encode(task.id, filters)
+
+        return paging.Page(tasks[:size], token_after(tasks[size - 1]) if len(tasks) > size else "", token_after)
 
     async def events_after(self, task_id: str, after_sequence: int, *, check_exists: bool = True) -> list[TaskEvent]:
         """Stored events after `after_sequence`, oldest first, at most EVENTS_PAGE of them; the SUCCEEDED event
@@ -354,6 +357,9 @@ class TaskService(Component):
     # ------------------------------------------------------------ changes
 
     async def cancel(self, task_id: str, *, reason: str, actor: str) -> Task:
+        violations = Violations()
+        violations.text("reason", reason, max_length=MAX_CANCEL_REASON)
+        violations.raise_if_any()
         # Commit and the cancellation sent to the agent happen together, even if the caller goes away.
         await run_to_completion(self._cancel(task_id, reason=reason, actor=actor))
         return await self.get(task_id)

@@ -31,7 +31,7 @@ TIMEOUTS = Timeouts(schedule_to_start=60, start_to_close=300, heartbeat=0, sched
 
 def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
+    stamp.FromMicroseconds(round(seconds * 1_000_000))  # whole microseconds, as the store keeps times
     return stamp
 
 

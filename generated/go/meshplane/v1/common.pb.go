@@ -27,6 +27,9 @@ const (
 // Over REST a JSON payload stays plain JSON: `{"json": {"text": "hello"}}`.
 // Over gRPC an SDK may send JSON as UTF-8 bytes in `data` with
 // `content_type = "application/json"`; the control plane treats both forms alike.
+// JSON sent by clients (task inputs, state values, channel messages) must be
+// valid and nest at most 32 levels of objects and arrays (INVALID_ARGUMENT
+// otherwise).
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The payload body.

@@ -382,7 +382,8 @@ func (x *GetTaskResponse) GetTask() *Task {
 // Request for ListTasks.
 type ListTasksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// At most this many tasks (default 50, at most 1000).
+	// At most this many tasks (default 50, at most 1000). A page of large tasks
+	// may hold fewer: each answer stays under 4 MiB (next_page_token goes on).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of a previous call with the same filters.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -521,7 +522,7 @@ type CancelTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task id.
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	// Why; recorded on the task and sent to the agent.
+	// Why (at most 1000 characters); recorded on the task and sent to the agent.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -18,6 +18,9 @@ export const protobufFileName = "meshplane/v1/common.proto";
  * Over REST a JSON payload stays plain JSON: `{"json": {"text": "hello"}}`.
  * Over gRPC an SDK may send JSON as UTF-8 bytes in `data` with
  * `content_type = "application/json"`; the control plane treats both forms alike.
+ * JSON sent by clients (task inputs, state values, channel messages) must be
+ * valid and nest at most 32 levels of objects and arrays (INVALID_ARGUMENT
+ * otherwise).
  */
 export interface Payload {
   /** The payload body. */

@@ -108,7 +108,10 @@ export interface ListStatesRequest {
   namespace: string;
   /** Only keys starting with this. */
   keyPrefix: string;
-  /** At most this many entries (default 50, at most 1000). */
+  /**
+   * At most this many entries (default 50, at most 1000). A page of large
+   * values may hold fewer: each answer stays under 4 MiB (next_page_token goes on).
+   */
   pageSize: number;
   /** The next_page_token of a previous call. */
   pageToken: string;

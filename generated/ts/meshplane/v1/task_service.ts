@@ -107,7 +107,10 @@ export interface GetTaskResponse {
 
 /** Request for ListTasks. */
 export interface ListTasksRequest {
-  /** At most this many tasks (default 50, at most 1000). */
+  /**
+   * At most this many tasks (default 50, at most 1000). A page of large tasks
+   * may hold fewer: each answer stays under 4 MiB (next_page_token goes on).
+   */
   pageSize: number;
   /** The next_page_token of a previous call with the same filters. */
   pageToken: string;
@@ -131,7 +134,7 @@ export interface ListTasksResponse {
 export interface CancelTaskRequest {
   /** The task id. */
   taskId: string;
-  /** Why; recorded on the task and sent to the agent. */
+  /** Why (at most 1000 characters); recorded on the task and sent to the agent. */
   reason: string;
 }
 
