@@ -41,8 +41,9 @@ type Config struct {
 	// plane's gRPC API, forwarding every call (port 0 picks a free port).
 	GRPCListen string
 	// MetricsListen, when set, is where the gateway serves Prometheus
-	// metrics at /metrics (port 0 picks a free port). It is plain HTTP, even
-	// with TLSCertFile set.
+	// metrics at /metrics, and /healthz and /readyz as on Listen (port 0
+	// picks a free port). It is plain HTTP, even with TLSCertFile set, so
+	// probes reach it when Listen requires client certificates.
 	MetricsListen string
 	// TLSCertFile and TLSKeyFile, set together, are the PEM certificate
 	// (chain) and key the gateway serves HTTPS on Listen and gRPC over TLS on
@@ -51,6 +52,7 @@ type Config struct {
 	TLSKeyFile  string
 	// TLSClientCAFile, when set (only with TLSCertFile), is a PEM CA bundle:
 	// clients of Listen and GRPCListen must present a certificate it signed.
+	// It is read again when the file changes.
 	TLSClientCAFile string
 	// SubmitBatchMax is the most SubmitTask calls sent upstream as one batch.
 	SubmitBatchMax int
@@ -111,10 +113,10 @@ func Parse(args []string, lookupEnv func(string) (string, bool), output io.Write
 	fs.SetOutput(output)
 	fs.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&cfg.GRPCListen, "grpc-listen", "", "also serve the control plane's gRPC API here, forwarding every call (host:port; empty: off)")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics here, always plain HTTP, even with --tls-cert-file (host:port; empty: off)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics, and /healthz and /readyz as on --listen, here; always plain HTTP, even with --tls-cert-file (host:port; empty: off)")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain): serve HTTPS on --listen and gRPC over TLS on --grpc-listen (with --tls-key-file; read again when the file changes; empty: plaintext)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
-	fs.StringVar(&cfg.TLSClientCAFile, "tls-client-ca-file", "", "PEM CA bundle: require client certificates it signed on --listen and --grpc-listen (only with --tls-cert-file)")
+	fs.StringVar(&cfg.TLSClientCAFile, "tls-client-ca-file", "", "PEM CA bundle: require client certificates it signed on --listen and --grpc-listen (read again when the file changes; only with --tls-cert-file)")
 	fs.IntVar(&cfg.SubmitBatchMax, "submit-batch-max", DefaultSubmitBatchMax, "most concurrent SubmitTask calls sent upstream as one BatchSubmitTasks call (1: no batching)")
 	fs.IntVar(&cfg.SubmitBatchesInFlight, "submit-batches-in-flight", DefaultSubmitBatchesInFlight, "submit batches out to the upstream at once")
 	fs.StringVar(&cfg.Upstream, "upstream", DefaultUpstream, "control plane gRPC address (host:port)")

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -136,5 +137,34 @@ func TestHeadersPassToMetadata(t *testing.T) {
 		if got := up.metadata(method).Get("x-request-id"); !slices.Equal(got, []string{id}) {
 			t.Errorf("client id %q: x-request-id metadata = %q, want [%s]", clientID, got, id)
 		}
+	}
+}
+
+// gRPC's transport metadata (content-type, grpc-*) is not forwarded as
+// Grpc-Metadata- headers; the application's metadata is.
+func TestTransportMetadataIsNotForwarded(t *testing.T) {
+	up := startUpstream(t)
+	gw := startGateway(t, up.addr)
+	resp, body := do(t, newRequest(t, http.MethodGet, gw.URL+"/v1/tasks/t-1", nil))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	for name := range resp.Header {
+		lower := strings.ToLower(name)
+		if lower == "grpc-metadata-content-type" || strings.HasPrefix(lower, "grpc-metadata-grpc-") {
+			t.Errorf("transport metadata forwarded: %s: %q", name, resp.Header.Values(name))
+		}
+	}
+	if got := resp.Header.Get("Grpc-Metadata-X-Served-By"); got != "fake" {
+		t.Errorf("Grpc-Metadata-X-Served-By = %q, want the application's metadata", got)
+	}
+
+	for _, key := range []string{"content-type", "Content-Type", "grpc-accept-encoding", "grpc-encoding", "grpc-status-details-bin", "te", ":status"} {
+		if h, ok := outgoingMetadata(runtime.MetadataHeaderPrefix)(key); ok {
+			t.Errorf("%s forwarded as %s", key, h)
+		}
+	}
+	if h, ok := outgoingMetadata(runtime.MetadataTrailerPrefix)("x-app"); !ok || h != "Grpc-Trailer-x-app" {
+		t.Errorf("x-app trailer: %q, %v", h, ok)
 	}
 }

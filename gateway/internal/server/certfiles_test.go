@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"strings"
@@ -92,5 +94,89 @@ func TestKeyPairFilesReload(t *testing.T) {
 	tick()
 	if got := serial(); got != 3 {
 		t.Errorf("once the key matches: serial %d, want 3", got)
+	}
+}
+
+// TestClientCAFileReload drives the holder with a clock of its own: a
+// certificate of a new CA is refused until the bundle is replaced and the
+// interval has passed, then accepted; a replacement that does not load, or a
+// missing file, leaves the last good pool in service with one warning each.
+func TestClientCAFileReload(t *testing.T) {
+	oldCA, newCA := newTestCA(t, "client CA 1"), newTestCA(t, "client CA 2")
+	path := oldCA.pemFile(t)
+	logs := &lockedBuffer{}
+	cas, err := loadClientCAFile(path, "tls-client-ca-file", slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now().Add(certCheckInterval) // past the check the load scheduled
+	cas.now = func() time.Time { return clock }
+	tick := func() { clock = clock.Add(certCheckInterval) }
+	oldClient, newClient := oldCA.issue(t, 30), newCA.issue(t, 40)
+	// verifies reports whether a client certificate verifies against the pool
+	// in service, as crypto/tls verifies it.
+	verifies := func(cert tls.Certificate) bool {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = leaf.Verify(x509.VerifyOptions{Roots: cas.pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		return err == nil
+	}
+	if !verifies(oldClient) || verifies(newClient) {
+		t.Fatal("the loaded bundle: want the old CA's client only")
+	}
+
+	writeFile(t, path, newCA.pemBytes())
+	if !verifies(oldClient) || verifies(newClient) {
+		t.Error("within the interval: want the loaded bundle still")
+	}
+	tick()
+	if verifies(oldClient) || !verifies(newClient) {
+		t.Error("after the interval: want the new CA's client only")
+	}
+	if logs.count("TLS client CA bundle reloaded") != 1 {
+		t.Errorf("reload not logged once:\n%s", logs.buf.String())
+	}
+
+	writeFile(t, path, []byte("-----BEGIN GARBAGE-----\nnot a certificate\n"))
+	for range 3 {
+		tick()
+		if !verifies(newClient) {
+			t.Error("after a garbage replacement: want the new CA's bundle kept")
+		}
+	}
+	if n := logs.count("does not load"); n != 1 || !strings.Contains(logs.buf.String(), "--tls-client-ca-file") {
+		t.Errorf("%d warnings for one broken change, want 1 naming --tls-client-ca-file:\n%s", n, logs.buf.String())
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		tick()
+		if !verifies(newClient) {
+			t.Error("with the file missing: want the new CA's bundle kept")
+		}
+	}
+	if n := logs.count("cannot read"); n != 1 {
+		t.Errorf("%d warnings for a missing file, want 1:\n%s", n, logs.buf.String())
+	}
+
+	writeFile(t, path, append(oldCA.pemBytes(), newCA.pemBytes()...))
+	tick()
+	if !verifies(oldClient) || !verifies(newClient) {
+		t.Error("a bundle of both CAs: want both clients")
+	}
+	if logs.count("TLS client CA bundle reloaded") != 2 {
+		t.Errorf("second reload not logged:\n%s", logs.buf.String())
+	}
+}
+
+// writeFile replaces the content of path.
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

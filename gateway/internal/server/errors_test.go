@@ -128,3 +128,31 @@ func TestIsVersionMismatch(t *testing.T) {
 		}
 	}
 }
+
+// A 401 carries an RFC 6750 challenge, not the status message: with
+// error="invalid_token" only when a bearer token was presented. Streams too.
+func TestUnauthenticatedHasBearerChallenge(t *testing.T) {
+	up := startUpstream(t)
+	gw := startGateway(t, up.addr)
+	for _, path := range []string{"/v1/tasks/unauthenticated", "/v1/tasks/unauthenticated:watch"} {
+		for _, tc := range []struct{ authorization, want string }{
+			{"", `Bearer realm="meshplane"`},
+			{"Bearer wrong", `Bearer realm="meshplane", error="invalid_token"`},
+			{"bearer wrong", `Bearer realm="meshplane", error="invalid_token"`},
+			{"Basic dXNlcjpwdw==", `Bearer realm="meshplane"`},
+		} {
+			req := newRequest(t, http.MethodGet, gw.URL+path, nil)
+			if tc.authorization != "" {
+				req.Header.Set("Authorization", tc.authorization)
+			}
+			resp, body := do(t, req)
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s, Authorization %q: status %d, want 401: %s", path, tc.authorization, resp.StatusCode, body)
+				continue
+			}
+			if got := resp.Header.Values("WWW-Authenticate"); len(got) != 1 || got[0] != tc.want {
+				t.Errorf("%s, Authorization %q: WWW-Authenticate %q, want %q", path, tc.authorization, got, tc.want)
+			}
+		}
+	}
+}

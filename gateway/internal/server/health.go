@@ -21,6 +21,13 @@ type healthBody struct {
 	Reason   string `json:"reason,omitempty"`
 }
 
+// registerHealth adds GET /healthz and GET /readyz to mux. The HTTP listener
+// and the metrics listener both have them, with the one readiness.
+func registerHealth(mux *http.ServeMux, ready *readiness) {
+	mux.HandleFunc("GET /healthz", handleHealthz)
+	mux.Handle("GET /readyz", ready)
+}
+
 // handleHealthz answers 200 while the process serves HTTP.
 func handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	writeHealth(w, http.StatusOK, healthBody{Status: "ok"})

@@ -74,3 +74,37 @@ func closedAddr(t *testing.T) string {
 	}
 	return addr
 }
+
+// TestMetricsListenerServesHealth: the metrics listener answers /healthz and
+// /readyz as the HTTP listener does, alongside /metrics.
+func TestMetricsListenerServesHealth(t *testing.T) {
+	up := startUpstream(t)
+	gw := startRunWithMetrics(t, up.addr)
+	base := strings.TrimSuffix(gw.metricsURL, "/metrics")
+	get := func(url string) (int, healthBody) {
+		resp, body := do(t, newRequest(t, http.MethodGet, url, nil))
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s: Content-Type = %q", url, ct)
+		}
+		return resp.StatusCode, decodeHealth(t, body)
+	}
+
+	for _, url := range []string{base + "/healthz", gw.url + "/healthz"} {
+		if code, h := get(url); code != http.StatusOK || h != (healthBody{Status: "ok"}) {
+			t.Errorf("%s: %d %+v", url, code, h)
+		}
+	}
+	up.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for _, url := range []string{base + "/readyz", gw.url + "/readyz"} {
+		if code, h := get(url); code != http.StatusOK || h != (healthBody{Status: "ok", Upstream: up.addr}) {
+			t.Errorf("%s, upstream serving: %d %+v", url, code, h)
+		}
+	}
+	up.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	for _, url := range []string{base + "/readyz", gw.url + "/readyz"} {
+		if code, h := get(url); code != http.StatusServiceUnavailable || h.Status != "unavailable" ||
+			!strings.Contains(h.Reason, "NOT_SERVING") {
+			t.Errorf("%s, upstream not serving: %d %+v", url, code, h)
+		}
+	}
+}

@@ -198,11 +198,10 @@ func knownMethod(fullMethod string) (string, bool) {
 	return fullMethod, !method.IsStreamingClient() && !method.IsStreamingServer()
 }
 
-// serveMetrics serves metrics at /metrics on ln until ctx is done.
-func serveMetrics(ctx context.Context, ln net.Listener, metrics http.Handler) error {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
+// serveMetrics serves the metrics listener's handler (see
+// Gateway.MetricsHandler) on ln, in plain HTTP, until ctx is done.
+func serveMetrics(ctx context.Context, ln net.Listener, handler http.Handler) error {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: readHeaderTimeout}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()

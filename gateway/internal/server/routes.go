@@ -23,7 +23,15 @@ type route struct {
 	method   string
 	segments []string
 	verb     string
+	// lastVar is the field the last segment is captured into ("task_id"),
+	// "" when the template ends in a literal.
+	lastVar string
+	rpc     protoreflect.MethodDescriptor // nil for a template parsed alone
+	body    bool                          // the request has a body (the rule's body is set)
 }
+
+// streaming reports whether the route's RPC streams its responses.
+func (rt *route) streaming() bool { return rt.rpc != nil && rt.rpc.IsStreamingServer() }
 
 // clientRoutes returns the HTTP bindings of every client-facing service, as
 // the generated handlers register them. It only reads the compiled-in proto
@@ -54,6 +62,7 @@ func clientRoutes() ([]route, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", md.FullName(), err)
 				}
+				rt.rpc, rt.body = md, r.GetBody() != ""
 				routes = append(routes, rt)
 			}
 		}
@@ -116,13 +125,15 @@ func parseTemplate(method, template string) (route, error) {
 		case segment == "":
 			return route{}, fmt.Errorf("path template %q has an empty segment", template)
 		case strings.HasPrefix(segment, "{") && strings.HasSuffix(segment, "}"):
-			_, inner, found := strings.Cut(segment[1:len(segment)-1], "=")
+			field, inner, found := strings.Cut(segment[1:len(segment)-1], "=")
 			if !found {
 				inner = "*"
 			}
 			rt.segments = append(rt.segments, strings.Split(inner, "/")...)
+			rt.lastVar = field
 		default:
 			rt.segments = append(rt.segments, segment)
+			rt.lastVar = ""
 		}
 	}
 	if depth != 0 {
@@ -160,14 +171,10 @@ func (rt route) matches(components []string) bool {
 // that custom method (AIP-136), as in the OpenAPI document, even though a
 // plain template ("/v1/tasks/{task_id}") would also take "t-1:cancel" as an id.
 func allowedMethods(routes []route, r *http.Request) []string {
-	path := r.URL.RawPath
-	if path == "" {
-		path = r.URL.Path
-	}
-	if !strings.HasPrefix(path, "/") {
+	components := pathComponents(r)
+	if components == nil {
 		return nil
 	}
-	components := strings.Split(path[1:], "/")
 	var matching []route
 	custom := false
 	for _, rt := range routes {
@@ -186,6 +193,67 @@ func allowedMethods(routes []route, r *http.Request) []string {
 	return methods
 }
 
+// pathComponents splits r's path as grpc-gateway's ServeMux does (nil if it
+// does not start with "/").
+func pathComponents(r *http.Request) []string {
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	if !strings.HasPrefix(path, "/") {
+		return nil
+	}
+	return strings.Split(path[1:], "/")
+}
+
+// routeFor returns the route grpc-gateway serves r with, or nil: of the
+// routes with r's method that match its path, the one with a custom verb, if
+// any (a generated handler with a verb is only reached for that verb).
+func routeFor(routes []route, r *http.Request) *route {
+	components := pathComponents(r)
+	if components == nil {
+		return nil
+	}
+	var plain *route
+	for i := range routes {
+		rt := &routes[i]
+		if rt.method != r.Method || !rt.matches(components) {
+			continue
+		}
+		if rt.verb != "" {
+			return rt
+		}
+		if plain == nil {
+			plain = rt
+		}
+	}
+	return plain
+}
+
+// colonFreeFields are the path variables whose values never contain ':'
+// (task ids are generated; agent names, instance ids and channel names are
+// names of [A-Za-z0-9._-]). State keys may contain ':' and are not here.
+var colonFreeFields = map[string]bool{"task_id": true, "agent_name": true, "instance_id": true, "channel": true}
+
+// customVerbMethods returns the methods bound to the custom verb r's path ends
+// with ("/v1/tasks/t-1:cancel": POST), or nil when the path names no custom
+// method. Only verbs after a variable of colonFreeFields count: there
+// "t-1:cancel" cannot be an id, so a GET must not reach GetTask with it.
+func customVerbMethods(routes []route, r *http.Request) []string {
+	components := pathComponents(r)
+	if components == nil || !strings.Contains(components[len(components)-1], ":") {
+		return nil
+	}
+	var methods []string
+	for _, rt := range routes {
+		if rt.verb != "" && colonFreeFields[rt.lastVar] && rt.matches(components) && !slices.Contains(methods, rt.method) {
+			methods = append(methods, rt.method)
+		}
+	}
+	slices.Sort(methods)
+	return methods
+}
+
 // routingErrorHandler answers requests no handler takes. grpc-gateway's
 // default maps a known path with another method to 501 Not Implemented, a
 // server error; it is the client's mistake, so this answers 405 Method Not
@@ -197,10 +265,15 @@ func routingErrorHandler(routes []route) runtime.RoutingErrorHandlerFunc {
 			runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, httpStatus)
 			return
 		}
-		if allow := allowedMethods(routes, r); len(allow) > 0 {
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-		}
-		err := status.Error(codes.Unimplemented, http.StatusText(http.StatusMethodNotAllowed))
-		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: err})
+		methodNotAllowed(ctx, mux, m, w, r, allowedMethods(routes, r))
 	}
+}
+
+// methodNotAllowed answers 405 with an Allow header listing allow.
+func methodNotAllowed(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, allow []string) {
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+	}
+	err := status.Error(codes.Unimplemented, http.StatusText(http.StatusMethodNotAllowed))
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: http.StatusMethodNotAllowed, Err: err})
 }

@@ -133,3 +133,62 @@ func TestWrongMethodIs405WithAllow(t *testing.T) {
 		t.Errorf("TRACE /v1/nothing: status %d: %s", resp.StatusCode, body)
 	}
 }
+
+// A path ending in ":<verb>" of a custom method names that method (AIP-136):
+// another method gets 405 with Allow, instead of GetTask looking up the task
+// "t-1:cancel". Only where ids cannot contain ':': a state key may.
+func TestCustomVerbWithOtherMethodIs405(t *testing.T) {
+	up := startUpstream(t)
+	gw := startGateway(t, up.addr)
+	for _, tc := range []struct{ method, path, allow string }{
+		{http.MethodGet, "/v1/tasks/t-1:cancel", "POST"},
+		{http.MethodGet, "/v1/tasks/t-1:resubmit", "POST"},
+		{http.MethodDelete, "/v1/tasks/t-1:watch", "GET"},
+		{http.MethodPost, "/v1/tasks/t-1:watch", "GET"},
+	} {
+		resp, body := do(t, newRequest(t, tc.method, gw.URL+tc.path, strings.NewReader("")))
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: status %d, Allow %q; want 405, %q: %s", tc.method, tc.path,
+				resp.StatusCode, resp.Header.Get("Allow"), tc.allow, body)
+			continue
+		}
+		if st := decodeStatus(t, body); codes.Code(st.Code) != codes.Unimplemented {
+			t.Errorf("%s %s: body %s", tc.method, tc.path, body)
+		}
+	}
+	// Not a custom verb: an id, as before.
+	if resp, body := do(t, newRequest(t, http.MethodGet, gw.URL+"/v1/tasks/t-1:other", nil)); resp.StatusCode != http.StatusOK ||
+		!strings.Contains(string(body), `"id":"t-1:other"`) {
+		t.Errorf("GET /v1/tasks/t-1:other: %d %s", resp.StatusCode, body)
+	}
+	// A state key may contain ':', a verb's name included.
+	resp, body := do(t, newRequest(t, http.MethodPut, gw.URL+"/v1/namespaces/demo/states/a:cancel",
+		strings.NewReader(`{"value": {"json": 1}}`)))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"key":"a:cancel"`) {
+		t.Errorf("PUT state a:cancel: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestCustomVerbMethods(t *testing.T) {
+	routes, err := clientRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"/v1/tasks/t-1:cancel", []string{http.MethodPost}},
+		{"/v1/tasks/t-1:watch", []string{http.MethodGet}},
+		{"/v1/channels/news:publish", []string{http.MethodPost}},
+		{"/v1/tasks/t-1", nil},
+		{"/v1/tasks/t-1:other", nil},
+		{"/v1/tasks:batchSubmit", nil}, // a verb after a literal: no id to confuse
+		{"/v1/namespaces/demo/states/a:cancel", nil},
+	} {
+		req := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		if got := customVerbMethods(routes, req); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}

@@ -2,11 +2,15 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 
 	meshplanev1 "github.com/meshplane/meshplane/generated/go/meshplane/v1"
@@ -84,5 +88,68 @@ func TestRunFailsOnBusyAddress(t *testing.T) {
 	cfg := testConfig(t, up.addr, "--listen", gw.Listener.Addr().String())
 	if err := Run(t.Context(), cfg, slog.New(slog.DiscardHandler), io.Discard); err == nil {
 		t.Fatal("Run on a busy address succeeded")
+	}
+}
+
+// The start-up log line names the addresses bound, not the configured ones
+// (port 0).
+func TestRunLogsBoundAddresses(t *testing.T) {
+	up := startUpstream(t)
+	cfg := testConfig(t, up.addr, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs bytes.Buffer // written by Run only, read once it has returned
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), pw)
+		pw.Close()
+	}()
+	out := bufio.NewReader(pr)
+	printed := map[string]string{}
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`^meshplane gateway listening on (\S+) `),
+		regexp.MustCompile(`^meshplane gateway serving gRPC on (\S+) `),
+		regexp.MustCompile(`^meshplane gateway serving metrics on http://(\S+)/metrics`),
+	} {
+		line, err := out.ReadString('\n')
+		m := re.FindStringSubmatch(line)
+		if err != nil || m == nil {
+			t.Fatalf("start-up line %q (%v), want %s", line, err, re)
+		}
+		printed[re.String()] = m[1]
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	var listening struct{ URL, GRPC, Metrics string }
+	for line := range strings.Lines(logs.String()) {
+		var entry struct {
+			Msg     string `json:"msg"`
+			URL     string `json:"url"`
+			GRPC    string `json:"grpc"`
+			Metrics string `json:"metrics"`
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "gateway listening" {
+			listening.URL, listening.GRPC, listening.Metrics = entry.URL, entry.GRPC, entry.Metrics
+		}
+	}
+	want := []string{}
+	for _, v := range printed {
+		want = append(want, v)
+	}
+	got := []string{listening.URL, listening.GRPC, listening.Metrics}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("logged url, grpc, metrics %q; printed %q", got, want)
+	}
+	for _, addr := range got {
+		if strings.HasSuffix(addr, ":0") {
+			t.Errorf("logged the configured address %q, not the bound one", addr)
+		}
 	}
 }

@@ -40,6 +40,7 @@ type Gateway struct {
 	handler http.Handler
 	grpc    *grpc.Server // nil unless cfg.GRPCListen is set
 	tls     *tls.Config  // for the HTTP listener; nil unless cfg.TLSCertFile is set
+	ready   *readiness   // /readyz, on the HTTP and the metrics listeners
 	submits *submitCoalescer
 	metrics *metrics
 	close   func()
@@ -59,7 +60,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	serving, err := servingTLS(cfg, logger)
+	serving, err := newServingTLS(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -86,18 +87,18 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	if cfg.GRPCListen != "" {
 		var creds []grpc.ServerOption
 		if serving != nil {
-			creds = append(creds, grpc.Creds(credentials.NewTLS(serving)))
+			creds = append(creds, grpc.Creds(credentials.NewTLS(serving.listenerConfig("h2"))))
 		}
 		ingress = newGRPCIngress(submits, maxUpstreamResponseBytes, m, creds...)
 	}
 
-	root := http.NewServeMux()
-	root.HandleFunc("GET /healthz", handleHealthz)
-	root.Handle("GET /readyz", &readiness{
+	ready := &readiness{
 		client:   healthpb.NewHealthClient(upstream),
 		upstream: cfg.Upstream,
 		timeout:  readyTimeout,
-	})
+	}
+	root := http.NewServeMux()
+	registerHealth(root, ready)
 	apidocs.Register(root, spec)
 	root.Handle("/", api)
 
@@ -111,13 +112,23 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	h = m.instrumentHTTP(h)
 	h = withRequestID(h)
 
-	return &Gateway{handler: h, grpc: ingress, tls: serving, submits: submits, metrics: m, close: closeUpstream}, nil
+	var httpTLS *tls.Config
+	if serving != nil {
+		httpTLS = serving.listenerConfig("h2", "http/1.1")
+	}
+	return &Gateway{handler: h, grpc: ingress, tls: httpTLS, ready: ready, submits: submits, metrics: m, close: closeUpstream}, nil
 }
 
-// servingTLS returns the TLS configuration of the gateway's own HTTP and gRPC
-// listeners, or nil for plaintext. The certificate comes from a
-// keyPairFiles, so a rotated one is served to new connections.
-func servingTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, error) {
+// servingTLS is the TLS of the gateway's own HTTP and gRPC listeners. The
+// certificate comes from a keyPairFiles and the client CA bundle, if any,
+// from a clientCAFile, so replaced files apply to new connections.
+type servingTLS struct {
+	base      *tls.Config   // the certificate; with clientCAs, client certificates are required
+	clientCAs *clientCAFile // nil: no client certificate is asked for
+}
+
+// newServingTLS reads the files cfg names, or returns nil for plaintext.
+func newServingTLS(cfg *config.Config, logger *slog.Logger) (*servingTLS, error) {
 	if cfg.TLSCertFile == "" {
 		return nil, nil
 	}
@@ -126,26 +137,59 @@ func servingTLS(cfg *config.Config, logger *slog.Logger) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConfig := &tls.Config{
+	s := &servingTLS{base: &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: pair.getCertificate,
-	}
+	}}
 	if cfg.TLSClientCAFile != "" {
-		pool, err := loadCAFile(cfg.TLSClientCAFile, "tls-client-ca-file")
+		s.clientCAs, err = loadClientCAFile(cfg.TLSClientCAFile, "tls-client-ca-file",
+			logger.With("ca_file", cfg.TLSClientCAFile))
 		if err != nil {
 			return nil, err
 		}
-		tlsConfig.ClientCAs = pool
-		tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+		s.base.ClientAuth = tls.RequireAndVerifyClientCert
+		s.base.ClientCAs = s.clientCAs.pool() // each handshake gets the pool of its moment: see listenerConfig
 	}
-	return tlsConfig, nil
+	return s, nil
+}
+
+// listenerConfig returns the TLS configuration of a listener that offers the
+// given application protocols (ALPN).
+//
+// With a client CA bundle, each handshake is made with a copy of this
+// configuration that carries the bundle's pool of the moment
+// (GetConfigForClient); crypto/tls checks a resumed session's client
+// certificate against that pool too. It uses that copy alone, NextProtos
+// included, so they must be set here: what a server adds to its own clone of
+// the configuration (http.Server.ServeTLS adds "h2" and "http/1.1") never
+// reaches the copy. (The gRPC credentials apply their defaults, "h2"
+// included, to the copy as well.)
+func (s *servingTLS) listenerConfig(protocols ...string) *tls.Config {
+	listener := s.base.Clone()
+	listener.NextProtos = protocols
+	if s.clientCAs != nil {
+		handshake := listener.Clone()
+		listener.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			config := handshake.Clone()
+			config.ClientCAs = s.clientCAs.pool()
+			return config, nil
+		}
+	}
+	return listener
 }
 
 // Handler returns the gateway's HTTP handler.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// MetricsHandler serves the gateway's Prometheus metrics.
-func (g *Gateway) MetricsHandler() http.Handler { return g.metrics.handler() }
+// MetricsHandler serves the metrics listener: the gateway's Prometheus
+// metrics at /metrics, and /healthz and /readyz as on the HTTP listener, for
+// probes that cannot reach that one (it may require client certificates).
+func (g *Gateway) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.metrics.handler())
+	registerHealth(mux, g.ready)
+	return mux
+}
 
 // GRPC returns the gRPC ingress, or nil when it is not configured.
 func (g *Gateway) GRPC() *grpc.Server { return g.grpc }
@@ -191,7 +235,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 	}
 	scheme, grpcTLS := "http", ""
 	if gw.tls != nil {
-		// ServeTLS adds HTTP/2 (ALPN "h2") to its own copy.
+		// It offers HTTP/2 and HTTP/1.1 already (see servingTLS.listenerConfig).
 		srv.TLSConfig = gw.tls.Clone()
 		scheme, grpcTLS = "https", " with TLS"
 	}
@@ -215,15 +259,19 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io
 		go func() { metricsServed <- serveMetrics(metricsCtx, metricsLn, gw.MetricsHandler()) }()
 	}
 
+	// The addresses bound, not the configured ones (port 0 picks a free one).
 	url := scheme + "://" + ln.Addr().String()
+	var grpcAddr, metricsAddr string
 	fmt.Fprintf(stdout, "meshplane gateway listening on %s (upstream %s)\n", url, cfg.Upstream)
 	if grpcLn != nil {
-		fmt.Fprintf(stdout, "meshplane gateway serving gRPC on %s%s (upstream %s)\n", grpcLn.Addr(), grpcTLS, cfg.Upstream)
+		grpcAddr = grpcLn.Addr().String()
+		fmt.Fprintf(stdout, "meshplane gateway serving gRPC on %s%s (upstream %s)\n", grpcAddr, grpcTLS, cfg.Upstream)
 	}
 	if metricsLn != nil {
-		fmt.Fprintf(stdout, "meshplane gateway serving metrics on http://%s/metrics\n", metricsLn.Addr())
+		metricsAddr = metricsLn.Addr().String()
+		fmt.Fprintf(stdout, "meshplane gateway serving metrics on http://%s/metrics\n", metricsAddr)
 	}
-	logger.Info("gateway listening", "url", url, "grpc", cfg.GRPCListen, "metrics", cfg.MetricsListen, "tls", gw.tls != nil,
+	logger.Info("gateway listening", "url", url, "grpc", grpcAddr, "metrics", metricsAddr, "tls", gw.tls != nil,
 		"tls_client_auth", cfg.TLSClientCAFile != "", "upstream", cfg.Upstream, "upstream_tls", cfg.UpstreamTLS,
 		"upstream_client_cert", cfg.UpstreamTLS && cfg.UpstreamCertFile != "", "cors_origins", cfg.CORSOrigins, "max_request_bytes", cfg.MaxRequestBytes,
 		"submit_batch_max", cfg.SubmitBatchMax, "submit_batches_in_flight", cfg.SubmitBatchesInFlight)

@@ -2,9 +2,11 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"testing"
@@ -166,5 +168,75 @@ func TestWatchTaskEmptyStreamIsJSON(t *testing.T) {
 	}
 	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
 		t.Errorf("body %q, %v; want empty", rest, err)
+	}
+}
+
+// readErrorLine checks that body is the one {"error": <status>} line of a
+// stream that failed before its first message, and returns that status.
+func readErrorLine(t *testing.T, body []byte) *statusBody {
+	t.Helper()
+	if len(body) == 0 || body[len(body)-1] != '\n' || bytes.Count(body, []byte("\n")) != 1 {
+		t.Fatalf("body %q, want one line", body)
+	}
+	var l streamLine
+	if err := json.Unmarshal(body, &l); err != nil || l.Error == nil || l.Result != nil {
+		t.Fatalf("body %s, want {\"error\": <status>}", body)
+	}
+	return l.Error
+}
+
+// Errors the gateway makes itself on a streaming route have the stream's
+// format, as the plane's errors there do: the mapped status and one
+// {"error": …} line, not a bare status object.
+func TestStreamRouteGatewayErrorsAreErrorLines(t *testing.T) {
+	up := startUpstream(t)
+	gw := startGateway(t, up.addr)
+
+	// A query parameter the gateway cannot parse: 400.
+	resp, body := do(t, newRequest(t, http.MethodGet, gw.URL+"/v1/tasks/scripted:watch?afterSequence=abc", nil))
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("afterSequence=abc: status %d, want 400: %s", resp.StatusCode, body)
+	}
+	if st := readErrorLine(t, body); codes.Code(st.Code) != codes.InvalidArgument ||
+		st.Message != `afterSequence: invalid value "abc" (want int64)` {
+		t.Errorf("afterSequence=abc: %+v", st)
+	}
+
+	// A deadline over before the call: 504.
+	req := newRequest(t, http.MethodGet, gw.URL+"/v1/tasks/scripted:watch", nil)
+	req.Header.Set("Grpc-Timeout", "1n")
+	resp, body = do(t, req)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("Grpc-Timeout 1n: status %d, want 504: %s", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if st := readErrorLine(t, body); codes.Code(st.Code) != codes.DeadlineExceeded {
+		t.Errorf("Grpc-Timeout 1n: %+v", st)
+	}
+
+	// A unary route keeps the bare status.
+	req = newRequest(t, http.MethodGet, gw.URL+"/v1/tasks/t-1", nil)
+	req.Header.Set("Grpc-Timeout", "1n")
+	resp, body = do(t, req)
+	if st := decodeStatus(t, body); resp.StatusCode != http.StatusGatewayTimeout || codes.Code(st.Code) != codes.DeadlineExceeded {
+		t.Errorf("GetTask with Grpc-Timeout 1n: %d %s", resp.StatusCode, body)
+	}
+
+	// The upstream unreachable: 503.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	gwDown := startGateway(t, down)
+	resp, body = do(t, newRequest(t, http.MethodGet, gwDown.URL+"/v1/channels/news:subscribe", nil))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("upstream down: status %d, want 503: %s", resp.StatusCode, body)
+	}
+	if st := readErrorLine(t, body); codes.Code(st.Code) != codes.Unavailable {
+		t.Errorf("upstream down: %+v", st)
 	}
 }

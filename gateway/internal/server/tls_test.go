@@ -62,11 +62,16 @@ func newTestCA(t *testing.T, name string) *testCA {
 	return &testCA{cert: cert, key: key, der: der}
 }
 
+// pemBytes returns the CA certificate as PEM.
+func (ca *testCA) pemBytes() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
+}
+
 // pemFile writes the CA certificate to a new PEM file and returns its path.
 func (ca *testCA) pemFile(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der}), 0o600); err != nil {
+	if err := os.WriteFile(path, ca.pemBytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -148,18 +148,31 @@ func (s *fakeTasks) SubmitTask(_ context.Context, req *meshplanev1.SubmitTaskReq
 	}}, nil
 }
 
-func (s *fakeTasks) GetTask(_ context.Context, req *meshplanev1.GetTaskRequest) (*meshplanev1.GetTaskResponse, error) {
+// unauthenticated is the plane's answer to a call without a valid token.
+var unauthenticated = status.Error(codes.Unauthenticated, "missing or invalid bearer token (authorization header)")
+
+func (s *fakeTasks) GetTask(ctx context.Context, req *meshplanev1.GetTaskRequest) (*meshplanev1.GetTaskResponse, error) {
 	switch req.GetTaskId() {
 	case "missing":
 		return nil, status.Error(codes.NotFound, "task missing not found")
 	case "boom":
 		return nil, status.Error(codes.Internal, "boom")
+	case "unauthenticated":
+		return nil, unauthenticated
+	}
+	// Application metadata, which the gateway forwards as Grpc-Metadata-X-Served-By.
+	if err := grpc.SetHeader(ctx, metadata.Pairs("x-served-by", "fake")); err != nil {
+		return nil, err
 	}
 	return &meshplanev1.GetTaskResponse{Task: &meshplanev1.Task{Id: req.GetTaskId()}}, nil
 }
 
 func (s *fakeTasks) WatchTask(req *meshplanev1.WatchTaskRequest, stream grpc.ServerStreamingServer[meshplanev1.WatchTaskResponse]) error {
-	if req.GetTaskId() != "scripted" {
+	switch req.GetTaskId() {
+	case "scripted":
+	case "unauthenticated":
+		return unauthenticated
+	default:
 		return status.Errorf(codes.NotFound, "task %s not found", req.GetTaskId())
 	}
 	for {
