@@ -626,7 +626,8 @@ def _tls_secret(issued: Issued, ca: TestCA) -> dict[str, str]:
 async def test_tls_values_run_as_rendered(helm: Path, gateway_binary: Path, tmp_path: Path) -> None:
     """ci/tls-values.yaml: the plane serves mutual TLS from its Secrets, its probes pass on the plaintext
     health port, SDK clients and agents with certificates get in and plaintext does not; the gateway shows
-    its client certificate upstream and serves HTTPS (its probes too) and TLS on its gRPC ingress."""
+    its client certificate upstream and serves HTTPS (its probes too) and TLS on its gRPC ingress; with
+    gateway.tls.clientCA it requires client certificates as well, and its probes ask the metrics port."""
     ca = TestCA(tmp_path / "pki")
     plane_cert = ca.server("plane", dns=("meshplane.meshplane.svc", "localhost"))
     secrets = {
@@ -639,18 +640,15 @@ async def test_tls_values_run_as_rendered(helm: Path, gateway_binary: Path, tmp_
     with_cert = TLS(ca_file=ca.cert, cert_file=agent_cert.cert, key_file=agent_cert.key)
     async with asyncio.timeout(BODY_SECONDS), Pods(tmp_path, gateway_binary=gateway_binary) as pods:
         grpc_port, health_port, http_port, ingress_port, gateway_metrics_port = free_ports(5)
-        manifests = render(
-            helm,
-            values_files=[CHART / "ci" / "tls-values.yaml"],
-            values={
-                "controlPlane.ports.grpc": grpc_port,
-                "controlPlane.ports.health": health_port,
-                "gateway.port": http_port,
-                "gateway.grpcIngress.port": ingress_port,
-                "gateway.metrics.port": gateway_metrics_port,
-                "gateway.config.upstream": f"127.0.0.1:{grpc_port}",
-            },
-        )
+        ports: dict[str, object] = {
+            "controlPlane.ports.grpc": grpc_port,
+            "controlPlane.ports.health": health_port,
+            "gateway.port": http_port,
+            "gateway.grpcIngress.port": ingress_port,
+            "gateway.metrics.port": gateway_metrics_port,
+            "gateway.config.upstream": f"127.0.0.1:{grpc_port}",
+        }
+        manifests = render(helm, values_files=[CHART / "ci" / "tls-values.yaml"], values=ports)
         _assert_services_reach_ports(manifests)
         pod_name = "meshplane-6c8d5b7f9-t1s9x"
         plane, cluster = pods.container(manifests, secrets, CONTROL_PLANE, "control-plane", pod_name)
@@ -706,6 +704,33 @@ async def test_tls_values_run_as_rendered(helm: Path, gateway_binary: Path, tmp_
             # Metrics stay plain HTTP on their own port.
             status, _ = await http_get(f"http://127.0.0.1:{gateway_metrics_port}/metrics")
             assert status == 200
+            assert await gateway.terminate(within=shutdown_budget(container.pod, container.spec)) == 0, gateway.logs()
+
+            # The gateway requiring client certificates too: its probes move to the plain metrics port.
+            secrets["meshplane-gateway-client-ca"] = {"ca.crt": ca.cert.read_text()}
+            with_client_ca = render(
+                helm,
+                values_files=[CHART / "ci" / "tls-values.yaml"],
+                values={**ports, "gateway.tls.clientCA.existingSecret": "meshplane-gateway-client-ca"},
+            )
+            container, _ = pods.container(
+                with_client_ca, secrets, GATEWAY, "gateway", "meshplane-gateway-5d4c3b2a1-m7l4s"
+            )
+            gateway = pods.pod("meshplane-gateway-5d4c3b2a1-m7l4s", container)
+            await gateway.start()
+            await gateway.wait_for_line(GATEWAY_READY_PREFIX, timeout=30)
+            for kind in ("liveness", "readiness"):
+                assert gateway.probe(kind)["httpGet"]["port"] == "metrics", gateway.probe(kind)
+                await eventually(lambda kind=kind: gateway.run_probe(kind), timeout=30, message=f"gateway {kind}")
+            url = f"https://127.0.0.1:{http_port}/v1/tasks/{task_id}"
+            assert await http_status(url, tls=trusting) == 0, "served a client without a certificate"
+            showing = ssl.create_default_context(cafile=str(ca.cert))
+            rest_client = ca.client("rest-client")
+            showing.load_cert_chain(str(rest_client.cert), str(rest_client.key))
+            assert await _rest_state(url, showing)
+            async with MeshClient(f"127.0.0.1:{ingress_port}", tls=with_cert) as through_ingress:
+                handle = await through_ingress.submit("demo.echo", {"via": "ingress with a certificate"})
+                assert await handle.result(timeout=15) == {"via": "ingress with a certificate"}
 
         assert await gateway.terminate(within=shutdown_budget(container.pod, container.spec)) == 0, gateway.logs()
         assert await pod.terminate(within=shutdown_budget(plane.pod, plane.spec)) == 0, pod.logs()

@@ -238,6 +238,8 @@ SERVED_CERTIFICATE = {
     "certKey": KEY,
     "keyKey": KEY,
 }
+# The CA bundle whose certificates a component requires of its clients (mutual TLS).
+CLIENT_CA = obj({"existingSecret": NAME_OR_EMPTY, "key": KEY})
 
 scheduling = {
     "podAnnotations": {"$ref": "#/definitions/stringMap"},
@@ -294,7 +296,7 @@ control_plane = obj(
         "tls": obj(
             {
                 **SERVED_CERTIFICATE,
-                "clientCA": obj({"existingSecret": NAME_OR_EMPTY, "key": KEY}),
+                "clientCA": CLIENT_CA,
             }
         ),
         "terminationGracePeriodSeconds": {
@@ -389,7 +391,7 @@ gateway = obj(
                 ),
             }
         ),
-        "tls": obj(SERVED_CERTIFICATE),
+        "tls": obj({**SERVED_CERTIFICATE, "clientCA": CLIENT_CA}),
         "extraEnv": {"$ref": "#/definitions/envList"},
         "port": {"$ref": "#/definitions/port"},
         "grpcIngress": obj({"enabled": {"type": "boolean"}, "port": {"$ref": "#/definitions/port"}}),

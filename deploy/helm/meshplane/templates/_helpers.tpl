@@ -231,6 +231,14 @@ value to change. Included from the control-plane ConfigMap, which is always rend
 {{- if and $gw.tls.enabled (not $gw.tls.existingSecret) -}}
 {{- fail "gateway.tls.enabled needs gateway.tls.existingSecret: an existing Secret with the certificate and key" -}}
 {{- end -}}
+{{- if $gw.tls.clientCA.existingSecret -}}
+{{- if not $gw.tls.enabled -}}
+{{- fail "gateway.tls.clientCA.existingSecret needs gateway.tls.enabled=true: client certificates need TLS" -}}
+{{- end -}}
+{{- if not $gw.metrics.enabled -}}
+{{- fail "gateway.tls.clientCA.existingSecret needs gateway.metrics.enabled=true: the kubelet's probes show no client certificate, so they ask the plain-HTTP metrics port" -}}
+{{- end -}}
+{{- end -}}
 {{- if le (float64 $gw.terminationGracePeriodSeconds) (include "meshplane.seconds" $gw.config.shutdownTimeout | float64) -}}
 {{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be greater than gateway.config.shutdownTimeout (%s)" $gw.terminationGracePeriodSeconds $gw.config.shutdownTimeout) -}}
 {{- end -}}
