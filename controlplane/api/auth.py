@@ -9,9 +9,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from controlplane.api.context import current_principal
+from controlplane.api.errors import abort_with
+from controlplane.errors import Unauthenticated
 
 # Probes and discovery stay open: Kubernetes and grpcurl must reach them without a token.
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_DENIED = "missing or invalid bearer token (authorization header)"
 
 
 def principal_of(token: str) -> str:
@@ -48,10 +51,10 @@ def _deny(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None
         return None
 
     async def unary(_request: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (authorization header)")
+        await abort_with(context, Unauthenticated(_DENIED))
 
     async def streaming(_request: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (authorization header)")
+        await abort_with(context, Unauthenticated(_DENIED))
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,

@@ -286,6 +286,8 @@ async def test_bearer_tokens_guard_every_rpc_but_health(tmp_path: Path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await submit(channel)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        [info] = [d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
+        assert info.reason == "UNAUTHENTICATED", "refusals carry details like every other error"
         response = await tasks_stub(channel).SubmitTask(
             submit_request(), metadata=(("authorization", "Bearer s3cret"),)
         )
