@@ -141,10 +141,15 @@ class PermissionDenied(RpcError):
 
 
 class Unavailable(RpcError):
-    """The control plane could not be reached (or is shutting down)."""
+    """The control plane could not be reached, or answered that it cannot serve the call now (shutting down,
+    its database out of reach): retry later. ``details`` is gRPC's text, or the plane's own reason."""
 
-    def __init__(self, target: str, details: str = "") -> None:
-        super().__init__(f"control plane unreachable at {target}", code="UNAVAILABLE")
+    def __init__(self, target: str, details: str = "", *, from_plane: bool = False) -> None:
+        if from_plane and details:  # it answered: say what it said, not that it could not be reached
+            message = f"control plane at {target} is unavailable: {details}"
+        else:
+            message = f"control plane unreachable at {target}"
+        super().__init__(message, code="UNAVAILABLE")
         self.target = target
         self.details = details
 

@@ -119,7 +119,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> _errors.RpcError:
         )
         return cls(message, violations=tuple(preconditions), reason=reason)
     if code == grpc.StatusCode.UNAVAILABLE:
-        return _errors.Unavailable(target, message)
+        return _errors.Unavailable(target, message, from_plane=bool(reason))  # ErrorInfo: the plane's own answer
     simple: dict[grpc.StatusCode, type[_errors.RpcError]] = {
         grpc.StatusCode.ALREADY_EXISTS: _errors.AlreadyExists,
         grpc.StatusCode.RESOURCE_EXHAUSTED: _errors.ResourceExhausted,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from agent_runtime import Agent, MeshClient, TaskContext, TaskState
+from agent_runtime import Agent, MeshClient, TaskContext, TaskState, Unavailable
 from controlplane.app import ControlPlane
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
@@ -111,6 +111,12 @@ async def _outage(
             error = await _refused(call)
             assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{name}: {error.code()} {error.details()}"
             assert "retry" in (error.details() or ""), name
+
+    async with MeshClient(plane.address, timeout=15) as client:  # the SDK (and CLI) say what the plane said
+        with pytest.raises(Unavailable) as refused:
+            await client.get(accepted.id)
+    assert str(refused.value).startswith(f"control plane at {plane.address} is unavailable: "), str(refused.value)
+    assert str(refused.value).endswith("; retry")
 
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as http:  # REST: 503, the same message
         response = await http.post("/v1/tasks", json={"target": {"capability": "demo.echo"}, "input": {"json": 4}})
