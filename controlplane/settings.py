@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("listen", "metrics_listen", "health_listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        """A TCP address's port is 0-65535 (grpc would quietly take 99999 as 34463); unix: paths pass."""
+        if not value or value.startswith("unix:") or ":" not in value:
+            return value
+        port = value.rsplit(":", 1)[1]
+        if port.isdigit() and int(port) > 65535:
+            raise ValueError(f"port {port} of {value!r} is out of range (0-65535)")
+        return value
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:

@@ -111,8 +111,11 @@ class AgentLinkServicer(agent_link_pb2_grpc.AgentLinkServiceServicer):
                     output = self._payload(session, result.output, f"task_results.results[{index}].output")
                     if output is None:
                         continue
+                    problem = output.json_problem() if output.is_json else None
                     if len(output) > self._max_payload_bytes:
                         results.append(ResultReport(ref, error=_too_large(len(output), self._max_payload_bytes)))
+                    elif problem is not None:
+                        results.append(ResultReport(ref, error=_invalid_output(problem)))
                     else:
                         results.append(ResultReport(ref, output=output))
                 else:
@@ -159,6 +162,11 @@ def _too_large(size: int, limit: int) -> TaskError:
         message=f"output is {size} bytes; the limit is {limit} bytes (max_payload_bytes)",
         retryable=False,
     )
+
+
+def _invalid_output(problem: str) -> TaskError:
+    """An output the plane could not hand to anyone who reads it (clients, REST) as JSON."""
+    return TaskError(code="invalid_output", message=f"output: {problem}", retryable=False)
 
 
 def _frame_failed(error: MeshplaneError, field: str) -> ErrorMsg:

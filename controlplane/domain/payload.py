@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +30,16 @@ class Payload:
         return cls(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), JSON_CONTENT_TYPE)
 
     def json_value(self) -> Any:
-        """The decoded JSON value; raises ValueError when the payload is not valid JSON."""
-        return json.loads(self.data)
+        """The decoded JSON value; raises ValueError when the payload is not valid JSON (NaN and Infinity,
+        which Python's json module would take, included: JSON has no such numbers)."""
+        return json.loads(self.data, parse_constant=_no_constant, parse_float=_finite_float)
 
     def json_problem(self) -> str | None:
         """Why this JSON payload cannot be taken (not JSON, or nested too deep), or None when it can."""
         try:
-            value = json.loads(self.data)
+            value = self.json_value()
+        except _NotFinite as exc:
+            return f"content type is application/json but the data holds {exc}, which JSON has no number for"
         except (ValueError, RecursionError):
             return "content type is application/json but the data is not valid JSON"
         if _nests_deeper_than(value, MAX_JSON_DEPTH, self.data):
@@ -47,6 +51,21 @@ class Payload:
 
 
 EMPTY_JSON = Payload(b"null", JSON_CONTENT_TYPE)
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(name)  # NaN, Infinity, -Infinity
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotFinite(text)  # 1e999: too large for a double
+    return number
 
 
 def _nests_deeper_than(value: Any, limit: int, text: bytes) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from controlplane.clock import wall_clock
 from controlplane.domain import channels
 from controlplane.domain.agents import Registration
 from controlplane.domain.channels import ChannelMessage
@@ -27,6 +28,8 @@ class SessionState(Enum):
 class InFlight:
     heartbeat_timeout: float
     last_beat: float  # monotonic
+    since: float = 0.0  # monotonic, when it was assigned on this session
+    cancel_resent: bool = False  # the store had ended it and a cancel went (again) to the agent
 
 
 class AgentSession:
@@ -43,7 +46,7 @@ class AgentSession:
         self.session_id = session_id
         self.registration = registration
         self.replica_id = replica_id
-        self.connect_time = time.time()
+        self.connect_time = wall_clock()
         self.last_seen = time.monotonic()
         self.last_seen_wall = self.connect_time
         self.load = 0.0
@@ -89,7 +92,8 @@ class AgentSession:
         return len(self.in_flight) / self.max_concurrency
 
     def reserve(self, ref: TaskRef, heartbeat_timeout: float) -> None:
-        self.in_flight[ref] = InFlight(heartbeat_timeout, time.monotonic())
+        now = time.monotonic()
+        self.in_flight[ref] = InFlight(heartbeat_timeout, now, now)
 
     def release(self, ref: TaskRef) -> bool:
         """Free the slot of a finished attempt; False if the session did not hold it."""
@@ -102,7 +106,7 @@ class AgentSession:
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
-        self.last_seen_wall = time.time()
+        self.last_seen_wall = wall_clock()
 
     # -- outbox
 

@@ -27,6 +27,7 @@ from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.reports import AgentReport, ReportService, ResultReport, UpdateReport
 from controlplane.settings import Settings
+from controlplane.store.transient import storage_full_reason, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +277,12 @@ class SessionSupervisor(Component):
             await self._channels.unsubscribe_all(session, session.subscriptions)
         try:
             await self._agents.record_status(session.instance_id, session.session_id, InstanceStatus.DISCONNECTED)
-        except Exception:
-            logger.exception("could not record disconnect of %s", session.session_id)
+        except Exception as exc:  # the sweep marks it disconnected later (AgentService.disconnect_ghosts)
+            reason = unavailable_reason(exc) or storage_full_reason(exc)
+            if reason is None:
+                logger.exception("could not record disconnect of %s", session.session_id)
+            else:
+                logger.warning("could not record disconnect of %s yet: %s", session.session_id, reason)
         logger.info(
             "agent %s/%s session %s closed: %s (%d in flight)",
             session.agent_name,
@@ -297,10 +302,36 @@ class SessionSupervisor(Component):
             await asyncio.sleep(delay)
             actor = f"replica/{self._replica_id}"
             await self._recovery.requeue_session(session.session_id, session.instance_id, actor=actor)
+        except Exception as exc:  # the orphan sweep takes the tasks back once it can
+            reason = unavailable_reason(exc) or storage_full_reason(exc)
+            if reason is None:
+                raise
+            logger.warning("the lease of session %s ran out; its tasks wait for the orphan sweep: %s", session, reason)
         finally:
             self._leases.discard(session.session_id)
 
     # ------------------------------------------------------------ sweeps
+
+    async def cancel_ended_attempts(self, *, running_for: float) -> int:
+        """Attempts the agents here have run for `running_for` seconds or more and that the store has ended
+        (cancelled, timed out, moved on) are cancelled again, once each. The first cancel can be lost: one
+        sent from another replica while NATS was down reached no one."""
+        now = time.monotonic()
+        held = {
+            ref: session
+            for session in self.live_sessions()
+            for ref, entry in session.in_flight.items()
+            if now - entry.since >= running_for and not entry.cancel_resent
+        }
+        if not held:
+            return 0
+        ended = await self._recovery.ended_attempts(list(held))
+        for ref, reason in ended.items():
+            entry = held[ref].in_flight.get(ref)
+            if entry is not None:
+                entry.cancel_resent = True
+                held[ref].send(CancelMsg(ref, reason))
+        return len(ended)
 
     def live_sessions(self) -> list[AgentSession]:
         return [s for s in self._registry.sessions() if s.state is not SessionState.CLOSED]

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from controlplane.clock import wall_clock
 from controlplane.domain.agents import RemoteInstance
 from controlplane.domain.tasks import Task, TaskRef
 from controlplane.lifecycle import Component, TaskOwner
@@ -78,7 +79,7 @@ class Dispatcher(Component):
         poll_interval: float,
         concurrency: int = 1,
         remote: RemoteInstances | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_clock,
     ) -> None:
         super().__init__()
         self._store = store

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 
+from controlplane.clock import wall_clock
 from controlplane.domain.agents import RemoteInstance
 from controlplane.store.unit_of_work import Store
 
@@ -26,7 +27,7 @@ class RemoteInstances:
         max_age: float,
         lease_timeout: float,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = wall_clock,
     ) -> None:
         self._store = store
         self._replica_id = replica_id

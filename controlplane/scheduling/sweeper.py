@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from controlplane.clock import wall_clock
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.supervisor import SessionSupervisor
 from controlplane.observability.loop_errors import LoopErrors
@@ -18,6 +19,8 @@ from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
+
+_RECOVERY_STEPS = ("reap-replicas", "orphans", "ghost-instances")  # the steps that wait until `settled`
 
 
 class Sweeper(Component):
@@ -52,6 +55,7 @@ class Sweeper(Component):
         self._tasks = TaskOwner(self.name)
         self._last: dict[str, float] = {}
         self._started = 0.0
+        self._database_was_out = False  # the sweep's steps found the database out of reach, and not back since
         self._sweep_errors = LoopErrors(logger, "the sweeper")
         self._housekeeping_errors = LoopErrors(logger, "housekeeping")
 
@@ -62,7 +66,7 @@ class Sweeper(Component):
 
     async def beat_replica(self) -> None:
         async with self._store.transaction() as uow:
-            await uow.replicas.heartbeat(self._replica_id, address=self._address(), now=time.time())
+            await uow.replicas.heartbeat(self._replica_id, address=self._address(), now=wall_clock())
 
     async def _start(self) -> None:
         self._started = time.monotonic()
@@ -76,11 +80,11 @@ class Sweeper(Component):
 
     @property
     def settled(self) -> bool:
-        """Up for a lease: agents of replicas that died (or of this replica's id in an earlier process) have had
-        a lease to reconnect here, keeping the tasks they still run. Until then no task is taken back from a
-        silent replica or a session that is gone, however long ago it went quiet: after an outage longer than
-        the lease (the only replica restarting, say), its agents come back with work that would otherwise run
-        twice."""
+        """Up for a lease (and a lease past the end of a database outage): agents of replicas that died (or of
+        this replica's id in an earlier process) have had a lease to reconnect here, keeping the tasks they
+        still run. Until then no task is taken back from a silent replica or a session that is gone, however
+        long ago it went quiet: after an outage longer than the lease (the only replica restarting, say), its
+        agents come back with work that would otherwise run twice."""
         return time.monotonic() - self._started >= self._lease
 
     def _due(self, name: str, every: float) -> bool:
@@ -91,16 +95,18 @@ class Sweeper(Component):
         return False
 
     @staticmethod
-    async def _step(errors: LoopErrors, name: str, action: Callable[[], Awaitable[object]]) -> None:
-        """Run one step; a failure is logged (see LoopErrors, the step being a part) and the other steps go on."""
+    async def _step(errors: LoopErrors, name: str, action: Callable[[], Awaitable[object]]) -> bool:
+        """Run one step; a failure is logged (see LoopErrors, the step being a part) and the other steps go on.
+        Whether it went through."""
         try:
             await action()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             errors.failed(f"sweep step {name}", exc, part=name)
-            return
+            return False
         errors.succeeded(part=name)
+        return True
 
     async def sweep_once(self) -> None:
         self._supervisor.expire_silent()
@@ -108,15 +114,28 @@ class Sweeper(Component):
         errors = self._sweep_errors
         if overdue:
             await self._step(errors, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
-        await self._step(errors, "deadlines", self._recovery.time_out)
+        if not await self._step(errors, "deadlines", self._recovery.time_out):
+            self._database_was_out = self._database_was_out or errors.in_outage
+        elif self._database_was_out:
+            # The database is back after an outage: as after a restart, agents get a lease to come back with
+            # their work (their streams closed when their reports could not be stored) before any is taken.
+            self._database_was_out = False
+            self._started = time.monotonic()
+            for part in _RECOVERY_STEPS:  # they failed in the outage, which is over; they now wait for the lease
+                errors.succeeded(part=part)
         if self._due("replica", self._heartbeat_every):
             await self._step(errors, "replica-heartbeat", self.beat_replica)
             await self._step(errors, "liveness", self._agents.record_liveness)
+            running_for = self._heartbeat_every
+            await self._step(
+                errors, "lost-cancels", lambda: self._supervisor.cancel_ended_attempts(running_for=running_for)
+            )
         if self.settled and self._due("recovery", self._lease / 2):
             await self._step(errors, "reap-replicas", lambda: self._recovery.reap_replicas(lease_timeout=self._lease))
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease
             await self._step(errors, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff))
+            await self._step(errors, "ghost-instances", lambda: self._agents.disconnect_ghosts(seen_before=cutoff))
 
     async def _run(self) -> None:
         while True:

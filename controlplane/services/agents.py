@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from controlplane import paging
 from controlplane.batching import Batcher
+from controlplane.clock import wall_clock
 from controlplane.domain.agents import Agent, AgentInstance, AgentStatus, InstanceStatus, Registration
 from controlplane.errors import FailedPrecondition, NotFound
 from controlplane.lifecycle import Component
@@ -19,6 +20,7 @@ from controlplane.validation import CAPABILITY_RE, Violations
 
 MAX_CONCURRENCY_LIMIT = 10_000
 MAX_CAPABILITIES = 256
+logger = logging.getLogger(__name__)
 LIVENESS_REFRESH = 30.0  # seconds between last-seen writes of an otherwise unchanged session
 
 
@@ -67,7 +69,7 @@ class AgentService(Component):
         replica_id: str,
         default_drain_timeout: float,
         batch_max: int = 500,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_clock,
     ) -> None:
         super().__init__()
         self._store = store
@@ -132,6 +134,27 @@ class AgentService(Component):
                 await uow.agents.record_liveness(rows)
         self._persisted = persisted  # sessions gone since are forgotten
         return len(rows)
+
+    async def disconnect_ghosts(self, *, seen_before: float) -> int:
+        """Instances this replica's rows show connected on sessions it does not have, last seen before
+        `seen_before`, are marked disconnected. Their disconnect was never written: the database was out when
+        their session closed, or the session was an earlier process's of this replica id (killed, then
+        restarted). Until then they were counted as connected, and sticky placement waited for them."""
+        live = {session.session_id for session in self._registry.sessions()}
+        async with self._store.reader() as uow:
+            marked = await uow.agents.marked_connected(self._replica_id, seen_before=seen_before)
+        ghosts = [(instance_id, session_id) for instance_id, session_id in marked if session_id not in live]
+        if not ghosts:
+            return 0
+        async with self._store.transaction() as uow:
+            disconnected = await uow.agents.disconnect_sessions(ghosts, now=self._clock())
+        if disconnected:
+            logger.warning(
+                "%d agent instance(s) shown connected here on sessions long gone are now disconnected: %s",
+                disconnected,
+                ", ".join(sorted(instance_id for instance_id, _ in ghosts)[:10]),
+            )
+        return disconnected
 
     # -- reads
 

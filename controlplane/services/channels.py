@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -16,6 +15,7 @@ from nats.aio.subscription import Subscription
 
 from controlplane import paging
 from controlplane.bus.nats_bus import CHANNEL_PREFIX, NatsBus
+from controlplane.clock import wall_clock
 from controlplane.domain.audit import AuditEntry
 from controlplane.domain.channels import Channel, ChannelMessage
 from controlplane.domain.payload import Payload
@@ -57,7 +57,7 @@ class ChannelService:
         *,
         max_payload_bytes: int,
         use_refresh: float = 3600.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_clock,
     ) -> None:
         """`use_refresh`: seconds after which this replica records a channel's use again (its last_use_time)."""
         self._bus = bus

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from controlplane.clock import wall_clock
 from controlplane.domain import lifecycle
 from controlplane.domain.tasks import AttemptOutcome, TaskRef, TaskState
 from controlplane.lifecycle import run_to_completion
@@ -31,7 +31,7 @@ class Rebound:
 
 class RecoveryService:
     def __init__(
-        self, store: Store, effects: Effects, *, replica_id: str, clock: Callable[[], float] = time.time
+        self, store: Store, effects: Effects, *, replica_id: str, clock: Callable[[], float] = wall_clock
     ) -> None:
         self._store = store
         self._effects = effects
@@ -88,6 +88,22 @@ class RecoveryService:
         if transition.after.changed:
             logger.info("session %s lost: %d task(s) re-queued or ended", session_id, len(transition.after.changed))
         return len(transition.after.changed)
+
+    async def ended_attempts(self, refs: Sequence[TaskRef]) -> dict[TaskRef, str]:
+        """Which of these attempts the store has ended (the task ended, moved on to another attempt, or is gone),
+        each with the agent link's reason code: "cancelled", "timed_out" or "not_held"."""
+        async with self._store.reader() as uow:
+            current = await uow.tasks.attempts_of([ref.task_id for ref in refs])
+        ended: dict[TaskRef, str] = {}
+        for ref in refs:
+            state, attempt = current.get(ref.task_id, (None, 0))
+            if state is TaskState.CANCELLED:
+                ended[ref] = "cancelled"
+            elif state is TaskState.TIMED_OUT:
+                ended[ref] = "timed_out"
+            elif state is None or state.is_terminal or state is TaskState.QUEUED or attempt != ref.attempt:
+                ended[ref] = "not_held"
+        return ended
 
     async def requeue_orphans(self, live_sessions: Sequence[str], *, older_than: float) -> int:
         """Active tasks of this replica on no live session (a session that closed mid-assignment)."""

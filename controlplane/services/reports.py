@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from controlplane.batching import Batcher, FlushGate
+from controlplane.clock import wall_clock
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskError, TaskRef
 from controlplane.lifecycle import Component, TaskOwner
@@ -67,7 +67,7 @@ class ReportService(Component):
     name = "report-service"
 
     def __init__(
-        self, store: Store, settings: Settings, effects: Effects, *, clock: Callable[[], float] = time.time
+        self, store: Store, settings: Settings, effects: Effects, *, clock: Callable[[], float] = wall_clock
     ) -> None:
         super().__init__()
         self._store = store

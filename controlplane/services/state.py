@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 
 from controlplane import paging
+from controlplane.clock import wall_clock
 from controlplane.domain.payload import Payload
 from controlplane.domain.state import StateEntry
 from controlplane.errors import NotFound, ResourceExhausted, VersionMismatch
@@ -25,7 +25,7 @@ def _check_address(namespace: str, key: str) -> None:
 
 
 class StateService:
-    def __init__(self, store: Store, *, max_payload_bytes: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, max_payload_bytes: int, clock: Callable[[], float] = wall_clock) -> None:
         self._store = store
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from controlplane import paging
 from controlplane.batching import Batcher, FlushGate
+from controlplane.clock import wall_clock
 from controlplane.domain.tasks import (
     Attempt,
     AttemptOutcome,
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_SUBMIT = 1000
 MAX_CANCEL_REASON = 1000  # characters
+MAX_DURATION_SECONDS = 366 * 24 * 3600  # timeouts and backoffs: a year at most (a deadline stays a date)
+MAX_BACKOFF_MULTIPLIER = 100
 EVENTS_PAGE = 1000  # events read at once (WatchTask reads page after page)
 
 
@@ -98,7 +100,7 @@ class TaskService(Component):
     name = "task-service"
 
     def __init__(
-        self, store: Store, settings: Settings, effects: Effects, *, clock: Callable[[], float] = time.time
+        self, store: Store, settings: Settings, effects: Effects, *, clock: Callable[[], float] = wall_clock
     ) -> None:
         super().__init__()
         self._store = store
@@ -190,12 +192,15 @@ class TaskService(Component):
             return cached
         check = Violations()
         check.range("retry_policy.max_attempts", retry.max_attempts, low=0, high=100)
-        check.non_negative("retry_policy.initial_backoff", retry.initial_backoff)
-        check.non_negative("retry_policy.max_backoff", retry.max_backoff)
-        if retry.backoff_multiplier and retry.backoff_multiplier < 1:
-            check.add("retry_policy.backoff_multiplier", "must be >= 1 (or 0 for the default)")
+        check.range("retry_policy.initial_backoff", retry.initial_backoff, low=0, high=MAX_DURATION_SECONDS)
+        check.range("retry_policy.max_backoff", retry.max_backoff, low=0, high=MAX_DURATION_SECONDS)
+        if retry.backoff_multiplier and not 1 <= retry.backoff_multiplier <= MAX_BACKOFF_MULTIPLIER:
+            check.add(
+                "retry_policy.backoff_multiplier",
+                f"must be between 1 and {MAX_BACKOFF_MULTIPLIER} (or 0 for the default)",
+            )
         for name in ("schedule_to_start", "start_to_close", "heartbeat", "schedule_to_close"):
-            check.non_negative(f"timeouts.{name}", getattr(timeouts, name))
+            check.range(f"timeouts.{name}", getattr(timeouts, name), low=0, high=MAX_DURATION_SECONDS)
         s = self._settings
         initial = retry.initial_backoff or s.default_initial_backoff.total_seconds()
         maximum = retry.max_backoff or max(s.default_max_backoff.total_seconds(), initial)

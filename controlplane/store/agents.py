@@ -178,6 +178,32 @@ class AgentRepository:
         )
         return int(result.rowcount or 0)
 
+    async def marked_connected(self, replica_id: str, *, seen_before: float) -> list[tuple[str, str]]:
+        """(instance_id, session_id) of the instances shown connected or draining on `replica_id`, last seen
+        before `seen_before`."""
+        query = sa.select(agent_instances.c.instance_id, agent_instances.c.session_id).where(
+            agent_instances.c.replica_id == replica_id,
+            agent_instances.c.status != int(InstanceStatus.DISCONNECTED),
+            agent_instances.c.last_seen_time < seen_before,
+        )
+        return [(row.instance_id, row.session_id) for row in await self._conn.execute(query)]
+
+    async def disconnect_sessions(self, sessions: Sequence[tuple[str, str]], *, now: float) -> int:
+        """Mark each (instance_id, session_id) disconnected, if the instance is still on that session."""
+        disconnected = 0
+        for instance_id, session_id in sessions:
+            result = await self._conn.execute(
+                agent_instances.update()
+                .where(
+                    agent_instances.c.instance_id == instance_id,
+                    agent_instances.c.session_id == session_id,
+                    agent_instances.c.status != int(InstanceStatus.DISCONNECTED),
+                )
+                .values(status=int(InstanceStatus.DISCONNECTED), disconnect_time=now, in_flight=0)
+            )
+            disconnected += int(result.rowcount or 0)
+        return disconnected
+
     async def get_agent(self, name: str) -> Agent | None:
         row = (await self._conn.execute(sa.select(agents).where(agents.c.name == name))).first()
         return _agent_from_row(row) if row else None

@@ -10,8 +10,8 @@ import pytest
 
 from controlplane.app import ControlPlane
 from meshplane.v1 import agent_link_pb2 as al
-from meshplane.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2
-from tests.controlplane.helpers import get_task, submit
+from meshplane.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2, task_service_pb2
+from tests.controlplane.helpers import get_task, submit, tasks_stub
 from tests.controlplane.test_lifecycle import retry, wait_state
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
@@ -301,4 +301,34 @@ async def test_a_bad_channel_frame_gets_an_error_frame_and_the_session_goes_on(
     ]
     task = await submit(channel, data={"still": "served"})
     await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
+    await agent.close()
+
+
+async def test_a_cancel_that_never_reached_the_agent_is_sent_again_once(
+    plane: ControlPlane, channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel sent from another replica while NATS was down reaches no one (dropped here, as it would be
+    there): the replica holding the attempt finds it ended in the store, and cancels it itself, once."""
+    lost: list[object] = []
+
+    async def lose(order: object) -> None:
+        lost.append(order)
+
+    monkeypatch.setattr(plane.cluster, "deliver_cancel", lose)
+    agent = LinkAgent(plane.address, name="runner")
+    await agent.connect()
+    task = await submit(channel)
+    assignment = await agent.next_assignment()
+    await agent.started(assignment)
+    await tasks_stub(channel).CancelTask(task_service_pb2.CancelTaskRequest(task_id=task.id, reason="not needed"))
+    assert len(lost) == 1, "the first cancel went nowhere"
+
+    await eventually(lambda: bool(agent.cancellations), timeout=15, message="the cancel sent again")
+    assert await plane.supervisor.cancel_ended_attempts(running_for=0) == 0, "sent again once, not every sweep"
+    [cancellation] = agent.cancellations
+    assert (cancellation.task_id, cancellation.attempt, cancellation.reason) == (
+        task.id,
+        assignment.attempt,
+        "cancelled",
+    )
     await agent.close()

@@ -234,6 +234,74 @@ async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_ov
     assert runs == {"early": 1, "late": 1}
 
 
+async def test_after_an_outage_longer_than_the_lease_agents_get_a_lease_to_come_back_with_their_tasks(
+    own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The plane closes a session whose report it cannot store; once the database is back, the agent may take
+    a while to reconnect (its backoff grew through the outage). Its task, not updated for longer than the
+    lease by then, is not taken back before a lease has passed since the outage ended, as after a restart."""
+    caplog.set_level(logging.INFO, logger="controlplane")
+    lease = 1.0
+    async with (
+        # The sweeps are run by hand here (the sweeper's own loop waits an hour between them).
+        running_plane(
+            tmp_path,
+            database_url=own_postgres.create_database(),
+            lease_timeout=lease,
+            heartbeat_interval=0.3,
+            sweep_interval=3600,
+        ) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        accepted = await submit(channel, data={"n": 1})
+        agent = LinkAgent(plane.address, capabilities=["demo.echo"])
+        await agent.connect()
+        assignment = await agent.next_assignment()
+        await agent.started(assignment)
+        await eventually(lambda: _state_is(channel, accepted.id, task_pb2.TASK_STATE_RUNNING), message="running")
+
+        await asyncio.to_thread(own_postgres.halt)
+        await agent.progress(assignment, 0.5)  # a report the plane cannot store: it closes the session
+        await asyncio.wait_for(agent.ended.wait(), 15)
+        await eventually(
+            lambda: any(r.getMessage().startswith("the lease of session ") for r in caplog.records),
+            message="the session's lease ran out during the outage (one line, no traceback)",
+        )
+        await plane.sweeper.sweep_once()
+        assert plane.sweeper.errors.in_outage
+
+        await asyncio.to_thread(own_postgres.resume)
+        await eventually(lambda: _sweep_ends_outage(plane), message="a sweep once the database is back")
+        await plane.sweeper.sweep_once()
+        seen = await get_task(channel, accepted.id)
+        assert seen.state == task_pb2.TASK_STATE_RUNNING, f"not taken back yet: {seen.attempts}"
+
+        back = LinkAgent(
+            plane.address,
+            capabilities=["demo.echo"],
+            instance_id=agent.instance_id,
+            held=[(assignment.task_id, assignment.attempt)],
+        )
+        registered = await back.connect()
+        assert registered is not None
+        assert [t.task_id for t in registered.kept_tasks] == [accepted.id], "the agent keeps its task"
+        await back.succeed(assignment, {"n": "once"})
+        await eventually(lambda: _all_succeeded(channel, [accepted.id]), message="the kept task's result")
+        assert len((await get_task(channel, accepted.id)).attempts) == 1, "run once"
+        await back.close()
+    tracebacks = [r.getMessage() for r in caplog.records if r.name.startswith("controlplane") and r.exc_info]
+    assert tracebacks == []
+
+
+async def _state_is(channel: grpc.aio.Channel, task_id: str, state: int) -> bool:
+    return bool((await get_task(channel, task_id)).state == state)
+
+
+async def _sweep_ends_outage(plane: ControlPlane) -> bool:
+    await plane.sweeper.sweep_once()
+    return not plane.sweeper.errors.in_outage
+
+
 async def test_a_read_only_database_gets_clients_unavailable_and_the_loops_one_line(
     own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

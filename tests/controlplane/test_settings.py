@@ -44,3 +44,20 @@ def test_up_says_which_setting_is_not_a_duration_in_one_line(tmp_path: Path) -> 
         "error: invalid settings: drain_timeout: Value error, "
         "expected a duration like 500ms, 5s, 2m, 1h, 7d or seconds, got '5x'\n"
     )
+
+
+def test_a_port_out_of_range_is_refused_not_wrapped(tmp_path: Path) -> None:
+    """grpc took 127.0.0.1:99999 as port 34463 (99999 mod 65536) and the plane said it was ready there."""
+    for name in ("listen", "metrics_listen", "health_listen"):
+        with pytest.raises(pydantic.ValidationError) as caught:
+            Settings(**{name: "127.0.0.1:99999"})
+        assert "port 99999 of '127.0.0.1:99999' is out of range (0-65535)" in str(caught.value)
+    assert Settings(listen="[::1]:65535", metrics_listen="unix:/tmp/m.sock").listen == "[::1]:65535"
+    result = run_cli(
+        "up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:99999", target=None,
+        env=cli_env(MESHPLANE_GATEWAY="off"),
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: invalid settings: listen: Value error, port 99999 of '127.0.0.1:99999' is out of range (0-65535)\n",
+    )

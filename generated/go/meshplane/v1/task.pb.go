@@ -407,7 +407,7 @@ type RetryPolicy struct {
 	InitialBackoff *durationpb.Duration `protobuf:"bytes,2,opt,name=initial_backoff,json=initialBackoff,proto3" json:"initial_backoff,omitempty"`
 	// Upper bound on the backoff.
 	MaxBackoff *durationpb.Duration `protobuf:"bytes,3,opt,name=max_backoff,json=maxBackoff,proto3" json:"max_backoff,omitempty"`
-	// Growth factor of the backoff per attempt (>= 1).
+	// Growth factor of the backoff per attempt (1 to 100).
 	BackoffMultiplier float64 `protobuf:"fixed64,4,opt,name=backoff_multiplier,json=backoffMultiplier,proto3" json:"backoff_multiplier,omitempty"`
 	// Error codes that end the task FAILED at once, whatever `retryable` says.
 	NonRetryableErrorCodes []string `protobuf:"bytes,5,rep,name=non_retryable_error_codes,json=nonRetryableErrorCodes,proto3" json:"non_retryable_error_codes,omitempty"`
@@ -481,7 +481,7 @@ func (x *RetryPolicy) GetNonRetryableErrorCodes() []string {
 }
 
 // Task deadlines. Zero values take the control plane's defaults; a negative
-// value is invalid.
+// value, or one over a year (366 days), is invalid. Backoffs have the same bound.
 type TaskTimeouts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Longest wait in the queue before an attempt starts (per attempt).

@@ -357,7 +357,7 @@ export interface RetryPolicy {
   maxBackoff?:
     | Duration
     | undefined;
-  /** Growth factor of the backoff per attempt (>= 1). */
+  /** Growth factor of the backoff per attempt (1 to 100). */
   backoffMultiplier: number;
   /** Error codes that end the task FAILED at once, whatever `retryable` says. */
   nonRetryableErrorCodes: string[];
@@ -365,7 +365,7 @@ export interface RetryPolicy {
 
 /**
  * Task deadlines. Zero values take the control plane's defaults; a negative
- * value is invalid.
+ * value, or one over a year (366 days), is invalid. Backoffs have the same bound.
  */
 export interface TaskTimeouts {
   /** Longest wait in the queue before an attempt starts (per attempt). */

@@ -134,7 +134,10 @@ export interface ListTasksResponse {
 export interface CancelTaskRequest {
   /** The task id. */
   taskId: string;
-  /** Why (at most 1000 characters); recorded on the task and sent to the agent. */
+  /**
+   * Why (at most 1000 characters); recorded on the task (Task.cancel_reason).
+   * The agent running it is told to stop with the reason code "cancelled".
+   */
   reason: string;
 }
 
