@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from agent_runtime import _payload
 from agent_runtime._errors import (
@@ -23,7 +24,7 @@ from agent_runtime._errors import (
     Unavailable,
 )
 from agent_runtime._rpc import DEFAULT_TARGET, Connection, error_from_rpc
-from agent_runtime._state import Seconds, StateStore
+from agent_runtime._state import Seconds, StateStore, duration, integer
 from agent_runtime._tls import TLS
 from agent_runtime._tls import resolve as resolve_tls
 from agent_runtime._types import (
@@ -34,6 +35,7 @@ from agent_runtime._types import (
     ChannelMessage,
     Page,
     StateEntry,
+    Strategy,
     TaskEvent,
     TaskInfo,
     TaskState,
@@ -91,16 +93,39 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return proto
 
 
-def _duration(value: Seconds) -> duration_pb2.Duration:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    proto = duration_pb2.Duration()
-    proto.FromNanoseconds(round(seconds * 1e9))
-    return proto
+def _wait_timeout(timeout: float | None) -> float | None:
+    """A wait's timeout: None (no limit) or seconds >= 0; NaN, infinite or negative ones are a ValueError."""
+    if timeout is not None and not 0 <= timeout < math.inf:  # NaN fails this too
+        raise ValueError(f"timeout must be a number of seconds >= 0 (or None for no limit), got {timeout!r}")
+    return timeout
+
+
+_STRATEGIES: dict[str, task_pb2.SchedulingStrategy] = {
+    "least_loaded": task_pb2.SCHEDULING_STRATEGY_LEAST_LOADED,
+    "round_robin": task_pb2.SCHEDULING_STRATEGY_ROUND_ROBIN,
+    "weighted": task_pb2.SCHEDULING_STRATEGY_WEIGHTED,
+    "consistent_hash": task_pb2.SCHEDULING_STRATEGY_CONSISTENT_HASH,
+}
+
+
+def _strategy(strategy: str | None, routing_key: str) -> task_pb2.SchedulingStrategy:
+    """The strategy asked for; with none, consistent_hash when there is a routing key (as in the Go SDK), or
+    the plane's default."""
+    if strategy is None:
+        return _STRATEGIES["consistent_hash"] if routing_key else task_pb2.SCHEDULING_STRATEGY_UNSPECIFIED
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
+    return _STRATEGIES[strategy]
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
-    """Everything a submission can say. Unset limits take the control plane's defaults."""
+    """Everything a submission can say. Unset limits take the control plane's defaults.
+
+    ``routing_key`` places tasks with the same key on the same agent instance (while it lives): it implies
+    ``strategy="consistent_hash"`` unless another ``strategy`` is given. ``strategy`` is one of
+    ``"least_loaded"``, ``"round_robin"``, ``"weighted"`` or ``"consistent_hash"``; unset, the plane's default.
+    """
 
     capability: str
     input: Any = None
@@ -118,6 +143,7 @@ class TaskSpec:
     heartbeat_timeout: Seconds | None = None
     schedule_to_close: Seconds | None = None
     content_type: str | None = None
+    strategy: Strategy | None = None
 
     def to_proto(self) -> task_service_pb2.SubmitTaskRequest:
         request = task_service_pb2.SubmitTaskRequest(
@@ -126,15 +152,16 @@ class TaskSpec:
                 agent_name=self.agent_name,
                 label_selector=dict(self.label_selector),
                 routing_key=self.routing_key,
+                strategy=_strategy(self.strategy, self.routing_key),
             ),
             input=_payload.encode(self.input, self.content_type),
-            priority=self.priority,
+            priority=integer(self.priority, "priority", 32),
             idempotency_key=self.idempotency_key,
             correlation_id=self.correlation_id,
             metadata=dict(self.metadata),
         )
         if self.max_attempts or self.non_retryable_error_codes:
-            request.retry_policy.max_attempts = self.max_attempts
+            request.retry_policy.max_attempts = integer(self.max_attempts, "max_attempts", 32)
             request.retry_policy.non_retryable_error_codes.extend(self.non_retryable_error_codes)
         timeouts = {
             "schedule_to_start": self.schedule_to_start,
@@ -144,7 +171,8 @@ class TaskSpec:
         }
         for name, value in timeouts.items():
             if value is not None:
-                getattr(request.timeouts, name).CopyFrom(_duration(value))
+                option = "heartbeat_timeout" if name == "heartbeat" else name
+                getattr(request.timeouts, name).CopyFrom(duration(value, option))
         return request
 
 
@@ -420,17 +448,28 @@ class MeshClient:
         """Wait until the task ends; its final record. Raises :class:`TaskFailed` (or
         :class:`TaskCancelled`, :class:`TaskTimedOut`, :class:`TaskDeadLettered`) unless it succeeded,
         and ``TimeoutError`` after ``timeout`` seconds."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(_wait_timeout(timeout)) as scope:
             await self._terminal_event(task_id)
-            return raise_for_outcome(await self.get(task_id))
+            return raise_for_outcome(await self._final_record(task_id, scope.when()))
 
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the task's output (decoded JSON, or bytes); raises like :meth:`wait`."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(_wait_timeout(timeout)) as scope:
             event = await self._terminal_event(task_id)
             if event is not None and event.state is TaskState.SUCCEEDED:
                 return event.output
-            return raise_for_outcome(await self.get(task_id)).output
+            return raise_for_outcome(await self._final_record(task_id, scope.when())).output
+
+    async def _final_record(self, task_id: str, deadline: float | None) -> TaskInfo:
+        """The ended task's record, read again while the plane is unavailable (it may be restarting right after
+        the task ended) until the wait's ``deadline`` (loop time); then the last :class:`Unavailable`."""
+        while True:
+            try:
+                return await self.get(task_id)
+            except Unavailable:
+                if deadline is not None and asyncio.get_running_loop().time() + _WATCH_RETRY_SECONDS >= deadline:
+                    raise
+                await asyncio.sleep(_WATCH_RETRY_SECONDS)
 
     # ------------------------------------------------------------ agents
 
@@ -483,7 +522,7 @@ class MeshClient:
             agent_name=agent_name, instance_id=instance_id, reason=reason
         )
         if timeout is not None:
-            request.timeout.CopyFrom(_duration(timeout))
+            request.timeout.CopyFrom(duration(timeout, "timeout"))
         response = await self._connection.unary(self._agents.DrainAgentInstance, request)
         return AgentInstanceInfo.from_proto(response.instance)
 

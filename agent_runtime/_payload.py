@@ -15,7 +15,8 @@ from meshplane.v1 import common_pb2
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# JSON has no NaN or Infinity: refuse them rather than write text no JSON parser accepts.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class NotSerializable(TypeError):
@@ -38,7 +39,12 @@ def encode(value: Any, content_type: str | None = None) -> common_pb2.Payload:
     try:
         data = _dumps(to_jsonable(value)).encode()
     except (TypeError, ValueError) as exc:
-        raise NotSerializable(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
+        why = str(exc)
+        if why.startswith("Out of range float values"):  # what json says of NaN and +-Infinity
+            why = "NaN and Infinity are not JSON numbers"
+        elif isinstance(exc, UnicodeEncodeError):
+            why = f"it holds {exc.object[exc.start : exc.end]!r}, a lone surrogate that UTF-8 cannot carry"
+        raise NotSerializable(f"cannot encode {type(value).__name__} as JSON: {why}") from exc
     return common_pb2.Payload(data=data, content_type=content_type or JSON_CONTENT_TYPE)
 
 

@@ -59,8 +59,23 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+def bearer_token(token: str | None) -> str | None:
+    """The token as a header carries it: surrounding whitespace (a token file's newline) stripped. A ValueError
+    if it holds a character a request header cannot carry (headers carry printable ASCII only)."""
+    token = (token or "").strip()
+    for position, char in enumerate(token):
+        if not " " <= char <= "~":
+            what = "a non-ASCII character" if ord(char) > 0x7F else "a line break or control character"
+            raise ValueError(
+                f"the token holds {what} (position {position}), which a request header cannot carry: "
+                "tokens must be printable ASCII"
+            )
+    return token or None
+
+
 def auth_metadata(token: str | None) -> Metadata:
-    """``authorization: Bearer <token>`` when a token is given."""
+    """``authorization: Bearer <token>`` when a token is given (see :func:`bearer_token`)."""
+    token = bearer_token(token)
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 

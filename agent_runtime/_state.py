@@ -15,12 +15,26 @@ from meshplane.v1 import state_pb2, state_pb2_grpc
 
 Seconds = float | timedelta
 
+MAX_DURATION_SECONDS = 315_576_000_000  # what a protobuf Duration holds (10,000 years)
 
-def _duration(value: Seconds) -> duration_pb2.Duration:
+
+def duration(value: Seconds, name: str) -> duration_pb2.Duration:
+    """``value`` (seconds, or a timedelta) as a Duration; a ValueError naming ``name`` if it is NaN, infinite,
+    negative or longer than a Duration holds."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not 0 <= seconds <= MAX_DURATION_SECONDS:  # NaN fails this too
+        raise ValueError(f"{name} must be a number of seconds within 0..{MAX_DURATION_SECONDS}, got {value!r}")
     proto = duration_pb2.Duration()
     proto.FromNanoseconds(round(seconds * 1e9))
     return proto
+
+
+def integer(value: int, name: str, bits: int) -> int:
+    """``value`` if it fits in a signed integer of ``bits`` bits; otherwise a ValueError naming ``name``."""
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be within {low}..{high}, got {value}")
+    return value
 
 
 class StateStore:
@@ -63,9 +77,9 @@ class StateStore:
         """Create or replace the entry; returns it as stored (with its new version)."""
         request = state_pb2.PutStateRequest(namespace=self.namespace, key=key, value=_payload.encode(value))
         if ttl is not None:
-            request.ttl.CopyFrom(_duration(ttl))
+            request.ttl.CopyFrom(duration(ttl, "ttl"))
         if expected_version is not None:
-            request.expected_version = expected_version
+            request.expected_version = integer(expected_version, "expected_version", 64)
         response = await self._connection.unary(self._stub.PutState, request)
         return StateEntry.from_proto(response.entry)
 
@@ -73,7 +87,7 @@ class StateStore:
         """Delete the entry; False if there was none. A version mismatch raises :class:`VersionConflict`."""
         request = state_pb2.DeleteStateRequest(namespace=self.namespace, key=key)
         if expected_version is not None:
-            request.expected_version = expected_version
+            request.expected_version = integer(expected_version, "expected_version", 64)
         try:
             await self._connection.unary(self._stub.DeleteState, request)
         except NotFound:

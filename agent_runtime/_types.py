@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from google.protobuf import json_format, message, timestamp_pb2
 
@@ -14,6 +14,9 @@ from agent_runtime import _payload
 from meshplane.v1 import agent_pb2, audit_pb2, channel_pb2, common_pb2, state_pb2, task_pb2
 
 T = TypeVar("T")
+
+Strategy = Literal["least_loaded", "round_robin", "weighted", "consistent_hash"]
+"""How the plane picks among the instances that can run a task (see ``TaskSpec.strategy``)."""
 
 
 class TaskState(StrEnum):
@@ -147,6 +150,12 @@ class AttemptInfo(_FromProto):
         )
 
 
+def _strategy_name(value: int) -> str | None:
+    if value == task_pb2.SCHEDULING_STRATEGY_UNSPECIFIED:
+        return None
+    return task_pb2.SchedulingStrategy.Name(value).removeprefix("SCHEDULING_STRATEGY_").lower()
+
+
 @dataclass(frozen=True, slots=True)
 class TaskInfo(_FromProto):
     """A task as the control plane stores it."""
@@ -168,6 +177,8 @@ class TaskInfo(_FromProto):
     metadata: dict[str, str]
     agent_name: str
     label_selector: dict[str, str]
+    routing_key: str
+    strategy: str | None  # "least_loaded", "round_robin", "weighted", "consistent_hash"; None: the plane's default
     cancel_reason: str
     resubmitted_from: str
     create_time: datetime | None
@@ -195,6 +206,8 @@ class TaskInfo(_FromProto):
             metadata=dict(proto.metadata),
             agent_name=proto.target.agent_name,
             label_selector=dict(proto.target.label_selector),
+            routing_key=proto.target.routing_key,
+            strategy=_strategy_name(proto.target.strategy),
             cancel_reason=proto.cancel_reason,
             resubmitted_from=proto.resubmitted_from,
             create_time=_time(proto.create_time),

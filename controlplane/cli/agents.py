@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -13,7 +14,14 @@ from pathlib import Path
 
 from agent_runtime import Agent
 from controlplane.cli import output
-from controlplane.cli.common import CliError, add_connection_options, add_output_option, client
+from controlplane.cli.common import (
+    CliError,
+    add_connection_options,
+    add_output_option,
+    client,
+    duration_argument,
+    token_argument,
+)
 from controlplane.cli.logs import configure_logging
 
 
@@ -34,7 +42,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     drain.add_argument("agent", help="the agent's name")
     drain.add_argument("instance_id")
-    drain.add_argument("--timeout", type=float, default=None, help="seconds its tasks get to finish (plane default)")
+    drain.add_argument("--timeout", default=None, help="how long its tasks get to finish, e.g. 30s (plane default)")
     drain.add_argument("--reason", default="", help="recorded and sent to the agent")
     drain.set_defaults(run=drain_instance)
 
@@ -91,10 +99,11 @@ async def list_instances(args: argparse.Namespace) -> int:
 
 
 async def drain_instance(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout <= 0:
-        raise CliError("--timeout must be positive")
+    timeout = duration_argument(args.timeout, "--timeout") if args.timeout is not None else None
+    if timeout is not None and timeout <= 0:
+        raise CliError("--timeout must be more than 0")
     async with client(args) as mesh:
-        instance = await mesh.drain_instance(args.agent, args.instance_id, timeout=args.timeout, reason=args.reason)
+        instance = await mesh.drain_instance(args.agent, args.instance_id, timeout=timeout, reason=args.reason)
     output.out(instance.to_json() if args.output == "json" else f"instance {instance.instance_id} {instance.status}")
     return 0
 
@@ -126,9 +135,19 @@ def load_agent(spec: str) -> Agent:
     if candidate is None:
         raise CliError(f"{location} has no attribute {attribute!r}")
     if callable(candidate) and not isinstance(candidate, Agent):
+        try:
+            inspect.signature(candidate).bind()
+        except TypeError as exc:
+            raise CliError(
+                f"{location}:{attribute} is neither an Agent nor a factory callable without arguments"
+            ) from exc
+        except ValueError:  # no signature to inspect (some builtins): call it and see
+            pass
         candidate = candidate()  # a factory
     if not isinstance(candidate, Agent):
         raise CliError(f"{location}:{attribute} is a {type(candidate).__name__}, not an agent_runtime.Agent")
+    if not candidate.capabilities and not candidate.channels:
+        raise CliError(f"agent {candidate.name!r} has no task or channel handlers: nothing to serve")
     return candidate
 
 
@@ -136,7 +155,7 @@ async def run_agent(args: argparse.Namespace) -> int:
     configure_logging(os.environ.get("MESHPLANE_LOG_LEVEL", "INFO"), os.environ.get("MESHPLANE_LOG_FORMAT", "text"))
     sys.path.insert(0, os.getcwd())
     agent = load_agent(args.spec)
-    serving = asyncio.ensure_future(agent.run_async(args.target, token=args.token))
+    serving = asyncio.ensure_future(agent.run_async(args.target, token=token_argument(args.token)))
     connected = asyncio.ensure_future(agent.wait_connected(timeout=None))
     try:
         done, _ = await asyncio.wait({serving, connected}, return_when=asyncio.FIRST_COMPLETED)

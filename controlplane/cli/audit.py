@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import UTC, datetime, timedelta
 
 from controlplane.cli import output
-from controlplane.cli.common import CliError, add_connection_options, add_output_option, client
-
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+from controlplane.cli.common import CliError, add_connection_options, add_output_option, client, parse_duration
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,10 +27,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def moment_argument(text: str, option: str, *, now: datetime) -> datetime:
-    """A time given as how long ago ("30m", "7d") or as an ISO 8601 time (UTC unless it names its offset)."""
-    ago = _AGO.match(text.strip().lower())
-    if ago:
-        return now - timedelta(seconds=float(ago.group(1)) * _UNIT_SECONDS[ago.group(2)])
+    """A time given as how long ago (a duration: "500ms", "30m", "7d") or as an ISO 8601 time (UTC unless it names
+    its offset)."""
+    ago = parse_duration(text)
+    if ago is not None:
+        try:
+            return now - timedelta(seconds=ago)
+        except OverflowError as exc:
+            raise CliError(f"{option} {text} ago is before the year 1") from exc
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as exc:

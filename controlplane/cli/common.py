@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agent_runtime import MeshClient
+from agent_runtime._rpc import bearer_token
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -52,35 +55,78 @@ def add_output_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def token_argument(token: str | None) -> str | None:
+    """The --token (or MESHPLANE_TOKEN) as it will be sent: a trailing newline (from a file) stripped; a token a
+    request header cannot carry is a CliError."""
+    try:
+        return bearer_token(token)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def client(args: argparse.Namespace) -> MeshClient:
-    return MeshClient(args.target, token=args.token)
+    return MeshClient(args.target, token=token_argument(args.token))
 
 
 def json_argument(text: str, option: str) -> Any:
-    """A JSON value given inline, as @FILE, or as @- (stdin)."""
+    """A JSON value given inline, as @FILE, or as @- (stdin); only what JSON can carry (no NaN, no Infinity,
+    no number beyond a double, no lone surrogate)."""
     if text.startswith("@"):
         source = text[1:]
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         except OSError as exc:
             raise CliError(f"cannot read {option} file {source}: {exc.strerror}") from exc
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            where = "stdin" if source == "-" else f"file {source}"
+            raise CliError(f"{option} {where} is not UTF-8 text (byte {exc.start})") from exc
+
+    def no_constant(name: str) -> NoReturn:
+        raise CliError(f"{option} is not valid JSON: {name} is not a JSON number")
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if math.isinf(value):
+            raise CliError(f"{option} holds the number {number}, too large for JSON (a double)")
+        return value
+
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=no_constant, parse_float=finite)
     except json.JSONDecodeError as exc:
         raise CliError(f"{option} is not valid JSON: {exc}") from exc
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        surrogate = exc.object[exc.start : exc.end]
+        raise CliError(f"{option} holds {surrogate!r}, a lone surrogate that UTF-8 cannot carry") from exc
+    return value
+
+
+MAX_DURATION_SECONDS = 315_576_000_000  # what a protobuf Duration holds (10,000 years)
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of a duration: "1.5" (seconds), "500ms", "30s", "5m", "2h", "7d", "1w"; None if ``text`` is none."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
 
 
 def duration_argument(text: str, option: str) -> float:
-    """Seconds: "1.5", "500ms", "30s", "5m", "2h"."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    value = text.strip().lower()
-    for unit in ("ms", "s", "m", "h"):
-        if value.endswith(unit):
-            number, scale = value[: -len(unit)], units[unit]
-            break
-    else:
-        number, scale = value, 1.0
-    try:
-        return float(number) * scale
-    except ValueError as exc:
-        raise CliError(f"{option} must be a duration like 30s, 5m or 1.5: got {text!r}") from exc
+    """The seconds of a duration option (see :func:`parse_duration`); anything else is a CliError."""
+    seconds = parse_duration(text)
+    if seconds is None or seconds > MAX_DURATION_SECONDS:
+        raise CliError(f"{option} must be a duration like 500ms, 30s, 5m, 2h or 7d (up to 10000 years): got {text!r}")
+    return seconds
+
+
+def int_argument(value: int, option: str, low: int, high: int) -> int:
+    """``value`` if within ``low..high``; otherwise a CliError."""
+    if not low <= value <= high:
+        raise CliError(f"{option} must be within {low}..{high}")
+    return value

@@ -10,7 +10,14 @@ from typing import Any
 
 from agent_runtime import MeshplaneError, __version__
 from controlplane.cli import agents, audit, channels, db, state, tasks, up
-from controlplane.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, add_connection_options
+from controlplane.cli.common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    add_connection_options,
+    token_argument,
+)
 from controlplane.runtime import run_event_loop
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -50,7 +57,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     parser = argparse.ArgumentParser(prog="meshplane bench", description="Benchmark the control plane.")
     bench.add_arguments(parser)
-    defaults = argparse.Namespace(target=args.target, token=args.token)
+    defaults = argparse.Namespace(target=args.target, token=token_argument(args.token))
     bench_args = parser.parse_args(args.bench_args, namespace=defaults)
     return int(await bench.run(bench_args))
 

@@ -12,8 +12,11 @@ from controlplane.cli.common import (
     add_output_option,
     client,
     duration_argument,
+    int_argument,
     json_argument,
 )
+
+_MAX_VERSION = 2**63 - 1
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +28,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     put = commands.add_parser("put", help="write an entry (prints its new version)")
     put.add_argument("--value", required=True, help="the value: JSON, @FILE or @- (stdin)")
-    put.add_argument("--ttl", default=None, help="expire after this long (e.g. 30s, 5m)")
+    put.add_argument("--ttl", default=None, help="expire after this long (e.g. 30s, 5m, 7d)")
     put.add_argument(
         "--expected-version",
         type=int,
@@ -62,6 +65,8 @@ async def get_state(args: argparse.Namespace) -> int:
 async def put_state(args: argparse.Namespace) -> int:
     value = json_argument(args.value, "--value")
     ttl = duration_argument(args.ttl, "--ttl") if args.ttl is not None else None
+    if args.expected_version is not None:
+        int_argument(args.expected_version, "--expected-version", 0, _MAX_VERSION)
     async with client(args) as mesh:
         entry = await mesh.put_state(args.namespace, args.key, value, ttl=ttl, expected_version=args.expected_version)
     output.out(entry.to_json() if args.output == "json" else f"version {entry.version}")
@@ -69,6 +74,8 @@ async def put_state(args: argparse.Namespace) -> int:
 
 
 async def delete_state(args: argparse.Namespace) -> int:
+    if args.expected_version is not None:
+        int_argument(args.expected_version, "--expected-version", 0, _MAX_VERSION)
     async with client(args) as mesh:
         try:
             deleted = await mesh.state(args.namespace).delete(args.key, expected_version=args.expected_version)

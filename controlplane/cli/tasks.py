@@ -8,9 +8,18 @@ import sys
 
 from agent_runtime import MeshClient, TaskEvent, TaskFailed, TaskHandle, TaskInfo, TaskState
 from controlplane.cli import output
-from controlplane.cli.common import CliError, add_connection_options, add_output_option, client, json_argument
+from controlplane.cli.common import (
+    CliError,
+    add_connection_options,
+    add_output_option,
+    client,
+    duration_argument,
+    int_argument,
+    json_argument,
+)
 
 _STATES = [s.value.lower() for s in TaskState if s is not TaskState.UNSPECIFIED]
+_STRATEGIES = ["least_loaded", "round_robin", "weighted", "consistent_hash"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +32,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     submit.add_argument("--priority", type=int, default=0, help="higher runs first (-1000..1000)")
     submit.add_argument("--idempotency-key", default="", help="submitting the same key again returns the same task")
     submit.add_argument("--correlation-id", default="", help="carried to agents, logs and events")
-    submit.add_argument("--max-attempts", type=int, default=0, help="attempts including the first (default: plane's)")
+    submit.add_argument(
+        "--max-attempts", type=int, default=0, help="attempts including the first, 1..100 (0, the default: the plane's)"
+    )
+    submit.add_argument(
+        "--routing-key", default="", help="tasks with the same key run on the same instance (implies consistent_hash)"
+    )
+    submit.add_argument("--strategy", choices=_STRATEGIES, help="how an instance is picked (default: the plane's)")
     _add_wait_options(submit)
     submit.set_defaults(run=submit_task)
 
@@ -37,7 +52,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     cancel = commands.add_parser("cancel", help="cancel a task")
     cancel.add_argument("task_id")
-    cancel.add_argument("--reason", default="", help="recorded on the task and sent to the agent")
+    cancel.add_argument("--reason", default="", help="recorded on the task (the agent is told \"cancelled\")")
     cancel.set_defaults(run=cancel_task)
 
     resubmit = commands.add_parser(
@@ -60,7 +75,19 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _add_wait_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--wait", action="store_true", help="wait for the task to end and print its output")
-    command.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    command.add_argument("--timeout", default=None, help="with --wait: give up after this long (e.g. 30s, 5m)")
+
+
+def _wait_timeout(args: argparse.Namespace) -> float | None:
+    """--timeout in seconds (checked before anything is submitted); only with --wait."""
+    if args.timeout is None:
+        return None
+    if not args.wait:
+        raise CliError("--timeout needs --wait")
+    seconds = duration_argument(args.timeout, "--timeout")
+    if seconds <= 0:
+        raise CliError("--timeout must be more than 0")
+    return seconds
 
 
 def _failed(task: TaskInfo) -> int:
@@ -72,8 +99,9 @@ def _failed(task: TaskInfo) -> int:
 
 async def submit_task(args: argparse.Namespace) -> int:
     data = json_argument(args.input, "--input")
-    if not -1000 <= args.priority <= 1000:
-        raise CliError("--priority must be within -1000..1000")
+    int_argument(args.priority, "--priority", -1000, 1000)
+    int_argument(args.max_attempts, "--max-attempts", 0, 100)
+    timeout = _wait_timeout(args)
     async with client(args) as mesh:
         handle = await mesh.submit(
             args.capability,
@@ -82,29 +110,32 @@ async def submit_task(args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             correlation_id=args.correlation_id,
             max_attempts=args.max_attempts,
+            routing_key=args.routing_key,
+            strategy=args.strategy,
         )
-        return await _print_or_wait(mesh, handle, args)
+        return await _print_or_wait(mesh, handle, args, timeout)
 
 
 async def resubmit_task(args: argparse.Namespace) -> int:
+    timeout = _wait_timeout(args)
     async with client(args) as mesh:
         handle = await mesh.resubmit(args.task_id)
-        return await _print_or_wait(mesh, handle, args)
+        return await _print_or_wait(mesh, handle, args, timeout)
 
 
-async def _print_or_wait(mesh: MeshClient, handle: TaskHandle, args: argparse.Namespace) -> int:
+async def _print_or_wait(mesh: MeshClient, handle: TaskHandle, args: argparse.Namespace, timeout: float | None) -> int:
     """The new task's id (its resource with --output json); with --wait, its output once it has ended."""
     if not args.wait:
         output.out(handle.task.to_json() if args.output == "json" else handle.id)
         return 0
     try:
-        task = await mesh.wait(handle.id, timeout=args.timeout)
+        task = await mesh.wait(handle.id, timeout=timeout)
     except TaskFailed as failure:
         if args.output == "json":
             output.out(failure.task.to_json())
         return _failed(failure.task)
     except TimeoutError:
-        output.out(f"error: task {handle.id} did not end within {args.timeout:g}s", sys.stderr)
+        output.out(f"error: task {handle.id} did not end within {timeout:g}s", sys.stderr)
         return 1
     output.out(task.to_json() if args.output == "json" else output.value_text(task.output))
     return 0

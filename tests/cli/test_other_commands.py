@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,77 @@ def small_bench(postgres_server: PostgresServer, tmp_path: Path, *options: str) 
     assert result.returncode == 0, result.stderr
     figures: dict[str, Any] = json.loads(result.stdout)
     return figures
+
+
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_sent(tmp_path: Path) -> None:
+    """Refused before any call: the plane named is unreachable, yet no command says so (nor prints a traceback)."""
+    address = f"127.0.0.1:{free_port()}"
+    not_utf8 = tmp_path / "latin1.json"
+    not_utf8.write_bytes(b'"caf\xe9"')
+    no_handlers = tmp_path / "idle_agent.py"
+    no_handlers.write_text('from agent_runtime import Agent\n\nagent = Agent("idle")\n')
+    duration = "must be a duration like 500ms, 30s, 5m, 2h or 7d (up to 10000 years): got"
+    cases: list[tuple[list[str], str]] = [
+        (["task", "submit", "demo.echo", "--input", "NaN"], "--input is not valid JSON: NaN is not a JSON number"),
+        (["task", "submit", "demo.echo", "-i", '{"a": Infinity}'], "--input is not valid JSON: Infinity is not a"),
+        (["task", "submit", "demo.echo", "--input", "1e999"], "--input holds the number 1e999, too large for JSON"),
+        (["task", "submit", "demo.echo", "-i", '"\\ud800"'], "--input holds '\\ud800', a lone surrogate that UTF-8"),
+        (["task", "submit", "demo.echo", "-i", f"@{not_utf8}"], f"--input file {not_utf8} is not UTF-8 text (byte 4)"),
+        (["channel", "publish", "news", "--data", "[-Infinity]"], "--data is not valid JSON: -Infinity is not a JSON"),
+        (["state", "put", "ns", "k", "--value", "NaN"], "--value is not valid JSON: NaN is not a JSON number"),
+        (["state", "put", "ns", "k", "--value", f"@{not_utf8}"], f"--value file {not_utf8} is not UTF-8 text"),
+        (["task", "submit", "demo.echo", "--max-attempts", "2147483648"], "--max-attempts must be within 0..100"),
+        (["task", "submit", "demo.echo", "--wait", "--timeout", "nan"], f"--timeout {duration} 'nan'"),
+        (["task", "submit", "demo.echo", "--wait", "--timeout", "-1"], f"--timeout {duration} '-1'"),
+        (["task", "submit", "demo.echo", "--wait", "--timeout", "0s"], "--timeout must be more than 0"),
+        (["task", "submit", "demo.echo", "--timeout", "5s"], "--timeout needs --wait"),
+        (["task", "resubmit", "01ANY", "--timeout", "5s"], "--timeout needs --wait"),
+        (
+            ["state", "put", "ns", "k", "--value", "1", "--expected-version", "99999999999999999999"],
+            "--expected-version must be within 0..9223372036854775807",
+        ),
+        (
+            ["state", "rm", "ns", "k", "--expected-version", "-1"],
+            "--expected-version must be within 0..9223372036854775807",
+        ),
+        (["state", "put", "ns", "k", "--value", "1", "--ttl", "nan"], f"--ttl {duration} 'nan'"),
+        (["state", "put", "ns", "k", "--value", "1", "--ttl", "inf"], f"--ttl {duration} 'inf'"),
+        (["state", "put", "ns", "k", "--value", "1", "--ttl", "1e20"], f"--ttl {duration} '1e20'"),
+        (["state", "put", "ns", "k", "--value", "1", "--ttl", "100000000d"], f"--ttl {duration} '100000000d'"),
+        (["agents", "drain", "demo", "i-1", "--timeout", "nan"], f"--timeout {duration} 'nan'"),
+        (["audit", "ls", "--since", "1000000d"], "--since 1000000d ago is before the year 1"),
+        (["agent", "run", str(no_handlers)], "agent 'idle' has no task or channel handlers: nothing to serve"),
+        (["agent", "run", "json:dumps"], "json:dumps is neither an Agent nor a factory callable without arguments"),
+        (
+            ["--token", "a\nb", "task", "ls"],
+            "the token holds a line break or control character (position 1), which a request header cannot carry: "
+            "tokens must be printable ASCII",
+        ),
+        (
+            ["task", "ls", "--token", "t\u00f6ken"],
+            "the token holds a non-ASCII character (position 1), which a request header cannot carry: "
+            "tokens must be printable ASCII",
+        ),
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda case: run_cli(*case[0], target=address), cases))
+    for (args, message), result in zip(cases, results, strict=True):
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
+
+
+def test_durations_take_every_unit_the_readme_names(mesh: Mesh) -> None:
+    for ttl in ("7d", "1w", "500ms", "1.5h"):
+        put = mesh.cli("state", "put", "cli-durations", "k", "--value", "1", "--ttl", ttl)
+        assert put.returncode == 0, (ttl, put.stderr)
+    for since in ("500ms", "1w", "2d"):
+        listed = mesh.cli("audit", "ls", "--since", since)
+        assert listed.returncode == 0, (since, listed.stderr)
+    waited = mesh.cli("task", "submit", "demo.echo", "--input", "1", "--wait", "--timeout", "1m")
+    assert (waited.returncode, waited.stdout) == (0, "1\n"), waited.stderr
+
+
+def test_a_token_read_from_a_file_loses_its_trailing_newline(mesh: Mesh) -> None:
+    env = cli_env(mesh.address, MESHPLANE_TOKEN="s3cret\n")  # MESHPLANE_TOKEN=$(cat file) strips it; < file does not
+    listed = run_cli("agents", "ls", target=mesh.address, env=env)
+    assert listed.returncode == 0, listed.stderr

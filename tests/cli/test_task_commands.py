@@ -135,7 +135,7 @@ def test_agents_instances_lists_and_drain_recycles_an_instance(mesh: Mesh) -> No
     [before] = connected()
     assert before["instanceId"] == instance_id
 
-    drained = mesh.cli("agents", "drain", "demo", instance_id, "--timeout", "5", "--reason", "upgrade")
+    drained = mesh.cli("agents", "drain", "demo", instance_id, "--timeout", "5s", "--reason", "upgrade")
     assert drained.returncode == 0, drained.stderr
     assert drained.stdout == f"instance {instance_id} DRAINING\n"
 
@@ -200,3 +200,14 @@ def test_expected_errors_are_one_line_and_a_non_zero_exit(mesh: Mesh) -> None:
 def test_input_can_come_from_a_file_or_stdin(mesh: Mesh, tmp_path: object) -> None:
     from_stdin = mesh.cli("task", "submit", "demo.echo", "--input", "@-", "--wait", stdin='{"from": "stdin"}')
     assert json.loads(from_stdin.stdout) == {"from": "stdin"}
+
+
+def test_submit_takes_a_routing_key_and_a_strategy(mesh: Mesh) -> None:
+    keyed = mesh.cli("task", "submit", "demo.echo", "--input", "1", "--routing-key", "user-1", "-o", "json")
+    assert keyed.returncode == 0, keyed.stderr
+    target = json.loads(keyed.stdout)["target"]
+    assert (target["routingKey"], target["strategy"]) == ("user-1", "SCHEDULING_STRATEGY_CONSISTENT_HASH")
+
+    chosen = mesh.cli("task", "submit", "demo.echo", "--input", "1", "--strategy", "round_robin", "-o", "json")
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout)["target"]["strategy"] == "SCHEDULING_STRATEGY_ROUND_ROBIN"

@@ -26,8 +26,10 @@ from agent_runtime import (
     Unauthenticated,
     Unavailable,
 )
+from agent_runtime._payload import NotSerializable
 from meshplane.v1 import task_pb2
 from tests.sdk.conftest import serving
+from tests.support.eventually import eventually
 from tests.support.plane import running_plane
 from tests.support.ports import free_port
 
@@ -162,7 +164,8 @@ async def test_tokens_authenticate_clients_and_agents(tmp_path: Path) -> None:
 async def test_the_sync_client_works_without_an_event_loop(serve: Any, plane: Any) -> None:
     def use_it() -> tuple[Any, Any, list[str], Any]:
         with SyncMeshClient(plane.address) as client:
-            task = client.submit("demo.echo", {"sync": True})
+            task = client.submit("demo.echo", {"sync": True}, routing_key="sync-user")
+            assert task.strategy == "consistent_hash"  # a routing key means sticky placement
             output = client.result(task.id, timeout=10)
             events = [e.type.value for e in client.watch(task.id)]
             client.put_state("sync", "k", 1)
@@ -241,3 +244,87 @@ async def test_the_audit_trail_is_read_newest_first_up_to_a_limit(
     for listing in (client.list_audit_entries, client.list_tasks):
         with pytest.raises(ValueError, match="limit must be >= 0, got -1"):
             await listing(limit=-1)
+
+
+async def test_what_json_cannot_carry_is_refused_before_sending() -> None:
+    """NaN and Infinity are no JSON numbers: nothing is sent (the address is unreachable, yet no Unavailable)."""
+    async with MeshClient(f"127.0.0.1:{free_port()}", timeout=5) as client:
+        with pytest.raises(NotSerializable, match="NaN and Infinity are not JSON numbers"):
+            await client.submit("demo.echo", float("nan"))
+        with pytest.raises(NotSerializable, match="NaN and Infinity are not JSON numbers"):
+            await client.submit_many([TaskSpec("demo.echo", {"a": [float("inf")]})])
+        with pytest.raises(NotSerializable, match="NaN and Infinity are not JSON numbers"):
+            await client.publish("news", {"x": -float("inf")})
+        with pytest.raises(NotSerializable, match="NaN and Infinity are not JSON numbers"):
+            await client.put_state("ns", "k", float("nan"))
+        with pytest.raises(NotSerializable, match="lone surrogate"):
+            await client.submit("demo.echo", "\ud800")
+
+
+async def test_out_of_range_arguments_are_clear_value_errors_before_sending() -> None:
+    async with MeshClient(f"127.0.0.1:{free_port()}", timeout=5) as client:
+        refused: list[tuple[str, Any]] = [
+            ("priority must be within -2147483648..2147483647", client.submit("c", priority=2**31)),
+            ("max_attempts must be within", client.submit("c", max_attempts=2**31)),
+            ("start_to_close must be a number of seconds", client.submit("c", start_to_close=float("nan"))),
+            ("heartbeat_timeout must be a number of seconds", client.submit("c", heartbeat_timeout=float("inf"))),
+            ("schedule_to_close must be a number of seconds", client.submit("c", schedule_to_close=-1)),
+            ("schedule_to_start must be a number of seconds", client.submit("c", schedule_to_start=1e20)),
+            ("strategy must be one of least_loaded, round_robin", client.submit("c", strategy="fastest")),
+            ("ttl must be a number of seconds", client.put_state("ns", "k", 1, ttl=float("nan"))),
+            ("expected_version must be within", client.put_state("ns", "k", 1, expected_version=10**20)),
+            ("expected_version must be within", client.delete_state("ns", "k", expected_version=-(10**20))),
+            ("timeout must be a number of seconds", client.drain_instance("a", "i", timeout=float("nan"))),
+            ("timeout must be a number of seconds >= 0", client.wait("01ANY", timeout=float("nan"))),
+            ("timeout must be a number of seconds >= 0", client.result("01ANY", timeout=-1)),
+        ]
+        for message, call in refused:
+            with pytest.raises(ValueError, match=message):
+                await call
+
+
+async def test_tokens_are_trimmed_and_ones_a_header_cannot_carry_refused(tmp_path: Path) -> None:
+    async with (
+        running_plane(tmp_path / "plane", auth_tokens=["s3cret"]) as plane,
+        MeshClient(plane.address, token="s3cret\n") as client,  # as read from a file
+    ):
+        assert await client.list_tasks() == []
+    for token, what in [("s3c\nret", "a line break or control character"), ("sécret", "a non-ASCII character")]:
+        with pytest.raises(ValueError, match=f"the token holds {what} .* which a request header cannot carry"):
+            MeshClient("127.0.0.1:1", token=token)
+
+
+def instance_recorder(name: str, instance_id: str, started: list[str], gate: asyncio.Event) -> Agent:
+    agent = Agent(name, instance_id=instance_id, max_concurrency=16)
+
+    @agent.task("sticky.work")
+    async def work(ctx: TaskContext, data: Any) -> str:
+        started.append(ctx.instance_id)
+        await gate.wait()  # in flight until all are placed: least_loaded would spread them over both instances
+        return ctx.instance_id
+
+    return agent
+
+
+async def test_a_routing_key_keeps_its_tasks_on_one_instance(plane: Any, client: MeshClient) -> None:
+    started: list[str] = []
+    gate = asyncio.Event()
+    first = instance_recorder("sticky", "sticky-a", started, gate)
+    second = instance_recorder("sticky", "sticky-b", started, gate)
+    async with serving(first, plane.address), serving(second, plane.address):
+        handles = [await client.submit("sticky.work", i, routing_key="user-1") for i in range(12)]
+        await eventually(lambda: len(started) == 12, message="every task started")
+        gate.set()
+        outputs = [await handle.result(timeout=10) for handle in handles]
+    assert len(set(started)) == 1 and set(outputs) == set(started), started
+    task = await client.get(handles[0].id)
+    assert (task.routing_key, task.strategy) == ("user-1", "consistent_hash")
+
+
+async def test_an_explicit_strategy_is_stored_on_the_task(client: MeshClient) -> None:
+    chosen = await client.submit("nobody.serves.this", None, strategy="round_robin")
+    keyed = await client.submit_spec(TaskSpec("nobody.serves.this", routing_key="k", strategy="weighted"))
+    (batched,) = await client.submit_many([TaskSpec("nobody.serves.this", strategy="least_loaded")])
+    plain = await client.submit("nobody.serves.this", None)
+    stored = [(await client.get(h.id)).strategy for h in (chosen, keyed, batched, plain)]
+    assert stored == ["round_robin", "weighted", "least_loaded", None]

@@ -174,3 +174,21 @@ async def test_outputs_that_are_not_json_fail_without_retry(serve: Any, client: 
             await task.wait(timeout=10)
     assert failed.value.task.error is not None
     assert failed.value.task.error.code == "output_not_serializable"
+
+
+async def test_a_nan_output_fails_the_task_with_a_clear_error(serve: Any, client: MeshClient) -> None:
+    """JSON has no NaN: the output is not sent as invalid JSON, the task fails once, saying why."""
+    agent = Agent("nan-outputs")
+
+    @agent.task("out.nan")
+    async def returns_nan(ctx: TaskContext, data: Any) -> Any:
+        return {"ratio": float("nan")}
+
+    async with serve(agent):
+        task = await client.submit("out.nan", None)
+        with pytest.raises(TaskFailed) as failed:
+            await task.wait(timeout=10)
+    error = failed.value.task.error
+    assert failed.value.task.state is TaskState.FAILED and failed.value.task.attempt == 1
+    assert error is not None and (error.code, error.retryable) == ("output_not_serializable", False)
+    assert error.message == "cannot encode dict as JSON: NaN and Infinity are not JSON numbers"

@@ -14,8 +14,10 @@ from agent_runtime import (
     ChannelContext,
     MeshClient,
     RegistrationRejected,
+    TaskCancelled,
     TaskContext,
     TaskEventType,
+    TaskInfo,
     TaskState,
 )
 from controlplane.app import ControlPlane
@@ -141,3 +143,39 @@ async def test_an_invalid_registration_fails_serve_instead_of_retrying(plane: Co
     with pytest.raises(RegistrationRejected) as rejected:
         await asyncio.wait_for(agent.serve(plane.address), 10)
     assert rejected.value.field.startswith("register.agent_name")
+
+
+async def test_wait_reads_the_ended_task_again_while_the_plane_restarts(tmp_path: Path) -> None:
+    """The plane goes away right after the task ended, as the final record is read: wait() reads it again once
+    the plane is back (same port and data), rather than call a task that succeeded unreachable."""
+    address = f"127.0.0.1:{free_port()}"
+    settings = plane_support.plane_settings(tmp_path / "plane", listen=address)
+    first_plane = ControlPlane(settings)
+    second_plane = ControlPlane(settings)
+    restarting: list[asyncio.Task[None]] = []
+
+    class PlaneStopsOnFirstRead(MeshClient):
+        async def get(self, task_id: str) -> TaskInfo:
+            if not restarting:
+                await first_plane.stop()
+                try:
+                    return await super().get(task_id)  # the plane is down: UNAVAILABLE
+                finally:
+                    restarting.append(asyncio.ensure_future(second_plane.start()))
+            return await super().get(task_id)
+
+    await first_plane.start()
+    try:
+        async with MeshClient(address) as submitter:
+            handle = await submitter.submit("nobody.serves.this", None)
+            await submitter.cancel(handle.id, reason="ended before the plane stops")
+        async with PlaneStopsOnFirstRead(address) as client:
+            with pytest.raises(TaskCancelled) as ended:  # the final record, read from the restarted plane
+                await client.wait(handle.id, timeout=30)
+        assert ended.value.task.cancel_reason == "ended before the plane stops"
+        assert len(restarting) == 1
+    finally:
+        for task in restarting:
+            await task
+        await second_plane.stop()
+        await first_plane.stop()
