@@ -32,7 +32,7 @@ class Payload:
     def json_value(self) -> Any:
         """The decoded JSON value; raises ValueError when the payload is not valid JSON (NaN and Infinity,
         which Python's json module would take, included: JSON has no such numbers)."""
-        return json.loads(self.data, parse_constant=_no_constant, parse_float=_finite_float)
+        return _STRICT_JSON.decode(self.data.decode())  # UnicodeDecodeError is a ValueError too
 
     def json_problem(self) -> str | None:
         """Why this JSON payload cannot be taken (not JSON, or nested too deep), or None when it can."""
@@ -66,6 +66,10 @@ def _finite_float(text: str) -> float:
     if math.isinf(number):
         raise _NotFinite(text)  # 1e999: too large for a double
     return number
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)  # built once: json.loads
+# with hooks would build a decoder per call
 
 
 def _nests_deeper_than(value: Any, limit: int, text: bytes) -> bool:
