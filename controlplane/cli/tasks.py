@@ -52,7 +52,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     cancel = commands.add_parser("cancel", help="cancel a task")
     cancel.add_argument("task_id")
-    cancel.add_argument("--reason", default="", help="recorded on the task (the agent is told \"cancelled\")")
+    cancel.add_argument("--reason", default="", help='recorded on the task (the agent is told "cancelled")')
     cancel.set_defaults(run=cancel_task)
 
     resubmit = commands.add_parser(
@@ -113,7 +113,21 @@ async def submit_task(args: argparse.Namespace) -> int:
             routing_key=args.routing_key,
             strategy=args.strategy,
         )
+        if handle.task.state is TaskState.QUEUED:
+            await _say_if_nobody_serves(mesh, args.capability)
         return await _print_or_wait(mesh, handle, args, timeout)
+
+
+async def _say_if_nobody_serves(mesh: MeshClient, capability: str) -> None:
+    """A task no connected agent can run waits, silently, up to its schedule-to-start timeout (an hour by
+    default): say so on stderr (a typo in the capability, or its agents are down)."""
+    agents = await mesh.list_agents(capability=capability)
+    if not any(agent.connected_instances for agent in agents):
+        output.out(
+            f"note: no connected agent serves {capability}; the task waits until one does "
+            "(up to its schedule-to-start timeout)",
+            sys.stderr,
+        )
 
 
 async def resubmit_task(args: argparse.Namespace) -> int:

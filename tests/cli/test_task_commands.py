@@ -211,3 +211,19 @@ def test_submit_takes_a_routing_key_and_a_strategy(mesh: Mesh) -> None:
     chosen = mesh.cli("task", "submit", "demo.echo", "--input", "1", "--strategy", "round_robin", "-o", "json")
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(chosen.stdout)["target"]["strategy"] == "SCHEDULING_STRATEGY_ROUND_ROBIN"
+
+
+def test_submit_says_when_no_connected_agent_serves_the_capability(mesh: Mesh) -> None:
+    """Such a task waits silently up to its schedule-to-start timeout (an hour): a typo should not look fine."""
+    submitted = mesh.cli("task", "submit", "nobody.home")
+    try:
+        assert submitted.returncode == 0, submitted.stderr
+        assert len(submitted.stdout.strip()) == 26, "stdout stays the id alone"
+        assert submitted.stderr == (
+            "note: no connected agent serves nobody.home; the task waits until one does "
+            "(up to its schedule-to-start timeout)\n"
+        )
+    finally:
+        mesh.cli("task", "cancel", submitted.stdout.strip())
+    served = mesh.cli("task", "submit", "demo.echo")
+    assert served.returncode == 0 and served.stderr == "", served.stderr
