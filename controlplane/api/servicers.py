@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 def _require(field: str, value: str) -> None:
     if not value:
-        raise InvalidArgument.of(field, f"{field} is required")
+        raise InvalidArgument.of(field, "is required")
 
 
 def _within_response_budget(page: paging.Page[T], messages: list[M]) -> tuple[paging.Page[T], list[M]]:

@@ -63,7 +63,7 @@ class AuditTrail(Component):
             violations.text(field_name, getattr(audit_filter, field_name), max_length=max_length)
         start, end = audit_filter.start_time, audit_filter.end_time
         if start is not None and end is not None and end <= start:
-            violations.add("end_time", "must be after start_time")
+            violations.add("end_time", "must be after the start time")
         violations.raise_if_any()
         size = paging.page_size(page_size)
         filters = ["audit", audit_filter]

@@ -205,7 +205,7 @@ class TaskService(Component):
         initial = retry.initial_backoff or s.default_initial_backoff.total_seconds()
         maximum = retry.max_backoff or max(s.default_max_backoff.total_seconds(), initial)
         if not check.items and maximum < initial:
-            check.add("retry_policy.max_backoff", "must be >= initial_backoff")
+            check.add("retry_policy.max_backoff", "must be at least the initial backoff")
         result: tuple[RetryPolicy, Timeouts] | list[tuple[str, str]]
         if check.items:
             result = [(v.field, v.description) for v in check.items]

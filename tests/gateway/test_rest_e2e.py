@@ -323,7 +323,7 @@ async def test_invalid_fields_are_400_naming_the_field(mesh: Mesh) -> None:
     assert detail(status_body(bad_namespace), BAD_REQUEST)["fieldViolations"][0]["field"] == "namespace"
     negative = await http.get("/v1/tasks", params={"pageSize": "-1"})
     assert negative.status_code == 400
-    assert detail(status_body(negative), BAD_REQUEST)["fieldViolations"][0]["field"] == "page_size"
+    assert detail(status_body(negative), BAD_REQUEST)["fieldViolations"][0]["field"] == "pageSize"
 
     # Refused by the gateway itself, before any gRPC call: the same status shape, code 3.
     malformed = await http.post("/v1/tasks", content=b'{"target":', headers={"content-type": "application/json"})

@@ -38,6 +38,7 @@ func newAPIMux() (*runtime.ServeMux, error) {
 	mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithErrorHandler(newErrorHandler(routes)),
+		runtime.WithStreamErrorHandler(newStreamErrorHandler(routes)),
 		runtime.WithRoutingErrorHandler(routingErrorHandler(routes)),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingMetadata(runtime.MetadataHeaderPrefix)),

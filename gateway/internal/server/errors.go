@@ -28,6 +28,8 @@ const versionMismatch = "VERSION_MISMATCH"
 // newErrorHandler renders a gRPC error as grpc-gateway does by default (HTTP
 // status from the gRPC code, google.rpc.Status JSON body), except that:
 //   - a version conflict answers 412 Precondition Failed instead of 400;
+//   - the control plane's INVALID_ARGUMENT names fields by their JSON names,
+//     as REST clients do, not the proto way (see jsonFieldNames);
 //   - the gateway's own INVALID_ARGUMENT about a request's query or body gets
 //     a google.rpc.BadRequest naming the field (see describeBadRequest);
 //   - on a streaming route (WatchTask, Subscribe) the body is one
@@ -38,6 +40,7 @@ const versionMismatch = "VERSION_MISMATCH"
 func newErrorHandler(routes []route) runtime.ErrorHandlerFunc {
 	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 		rt := routeFor(routes, r)
+		err = jsonFieldNames(err, rt.input())
 		err = describeBadRequest(err, r, rt)
 		if isVersionMismatch(err) {
 			err = &runtime.HTTPStatusError{HTTPStatus: http.StatusPreconditionFailed, Err: err}
@@ -46,6 +49,20 @@ func newErrorHandler(routes []route) runtime.ErrorHandlerFunc {
 			m = streamErrorMarshaler{m}
 		}
 		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+	}
+}
+
+// newStreamErrorHandler converts an error the upstream ends a REST stream
+// with (the {"error": …} line, after a 200 or, when the stream fails before
+// its first message, as the whole answer) as grpc-gateway does by default,
+// with the control plane's field paths in JSON names, as newErrorHandler
+// does for the other errors.
+func newStreamErrorHandler(routes []route) runtime.StreamErrorHandlerFunc {
+	return func(ctx context.Context, err error) *status.Status {
+		st := runtime.DefaultStreamErrorHandler(ctx, err)
+		method, _ := runtime.RPCMethod(ctx)
+		st, _ = jsonFieldNamesStatus(st, methodInput(routes, method))
+		return st
 	}
 }
 

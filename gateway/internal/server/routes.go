@@ -33,6 +33,26 @@ type route struct {
 // streaming reports whether the route's RPC streams its responses.
 func (rt *route) streaming() bool { return rt.rpc != nil && rt.rpc.IsStreamingServer() }
 
+// input returns the request message of the route's RPC, nil if unknown.
+func (rt *route) input() protoreflect.MessageDescriptor {
+	if rt == nil || rt.rpc == nil {
+		return nil
+	}
+	return rt.rpc.Input()
+}
+
+// methodInput returns the request message of the routed RPC with the full
+// method name ("/meshplane.v1.TaskService/WatchTask"), nil if none.
+func methodInput(routes []route, method string) protoreflect.MessageDescriptor {
+	for i := range routes {
+		md := routes[i].rpc
+		if md != nil && method == "/"+string(md.Parent().FullName())+"/"+string(md.Name()) {
+			return md.Input()
+		}
+	}
+	return nil
+}
+
 // clientRoutes returns the HTTP bindings of every client-facing service, as
 // the generated handlers register them. It only reads the compiled-in proto
 // descriptors, so an error is a build problem, not a runtime condition.

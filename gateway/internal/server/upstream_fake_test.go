@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,8 +138,20 @@ type fakeTasks struct {
 }
 
 func (s *fakeTasks) SubmitTask(_ context.Context, req *meshplanev1.SubmitTaskRequest) (*meshplanev1.SubmitTaskResponse, error) {
-	if req.GetTarget().GetCapability() == "" {
+	switch req.GetTarget().GetCapability() {
+	case "":
 		return nil, status.Error(codes.InvalidArgument, "target.capability is required")
+	case "plane-violations":
+		// The plane's own refusal: BadRequest field paths the proto way, the
+		// message their join.
+		return nil, planeInvalidArgument("",
+			"retry_policy.max_attempts", "must be between 1 and 100 (got 0)",
+			"timeouts.start_to_close", "must not be negative (got -1)",
+			"metadata['team_id']", "values must be at most 4096 characters",
+			"target.label_selector['zone.name']", "keys must be 1-256 characters")
+	case "plane-message":
+		return nil, planeInvalidArgument("the task was refused (see the details)",
+			"retry_policy.max_attempts", "must be between 1 and 100 (got 0)")
 	}
 	return &meshplanev1.SubmitTaskResponse{Task: &meshplanev1.Task{
 		Id:     "t-1",
@@ -146,6 +159,63 @@ func (s *fakeTasks) SubmitTask(_ context.Context, req *meshplanev1.SubmitTaskReq
 		Input:  req.GetInput(),
 		State:  meshplanev1.TaskState_TASK_STATE_QUEUED,
 	}}, nil
+}
+
+// planeInvalidArgument is INVALID_ARGUMENT as the control plane makes it: an
+// ErrorInfo and a BadRequest with the violations (field, description, …),
+// and as message the violations' join unless message is set.
+func planeInvalidArgument(message string, fieldsAndDescriptions ...string) error {
+	bad := &errdetails.BadRequest{}
+	var parts []string
+	for i := 0; i+1 < len(fieldsAndDescriptions); i += 2 {
+		field, description := fieldsAndDescriptions[i], fieldsAndDescriptions[i+1]
+		bad.FieldViolations = append(bad.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: field, Description: description})
+		parts = append(parts, field+": "+description)
+	}
+	if message == "" {
+		message = strings.Join(parts, "; ")
+	}
+	st, err := status.New(codes.InvalidArgument, message).WithDetails(
+		&errdetails.ErrorInfo{Reason: "INVALID_ARGUMENT", Domain: "meshplane.dev"}, bad)
+	if err != nil {
+		return err
+	}
+	return st.Err()
+}
+
+// BatchSubmitTasks refuses a batch with a request whose capability is
+// "plane-violations", naming that request's fields as the plane does.
+func (s *fakeTasks) BatchSubmitTasks(ctx context.Context, req *meshplanev1.BatchSubmitTasksRequest) (*meshplanev1.BatchSubmitTasksResponse, error) {
+	var violations []string
+	for i, r := range req.GetRequests() {
+		if r.GetTarget().GetCapability() == "plane-violations" {
+			at := "requests[" + strconv.Itoa(i) + "]."
+			violations = append(violations, at+"target.capability", "capability is unknown",
+				at+"retry_policy.initial_backoff", "must not be negative (got -1)")
+		}
+	}
+	if len(violations) > 0 {
+		return nil, planeInvalidArgument("", violations...)
+	}
+	response := &meshplanev1.BatchSubmitTasksResponse{}
+	for _, r := range req.GetRequests() {
+		submitted, err := s.SubmitTask(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		response.Tasks = append(response.Tasks, submitted.GetTask())
+		response.Deduplicated = append(response.Deduplicated, false)
+	}
+	return response, nil
+}
+
+// ListTasks refuses a negative page_size, as the plane does; otherwise it
+// lists nothing.
+func (s *fakeTasks) ListTasks(_ context.Context, req *meshplanev1.ListTasksRequest) (*meshplanev1.ListTasksResponse, error) {
+	if req.GetPageSize() < 0 {
+		return nil, planeInvalidArgument("", "page_size", "must not be negative")
+	}
+	return &meshplanev1.ListTasksResponse{}, nil
 }
 
 // unauthenticated is the plane's answer to a call without a valid token.
@@ -168,6 +238,9 @@ func (s *fakeTasks) GetTask(ctx context.Context, req *meshplanev1.GetTaskRequest
 }
 
 func (s *fakeTasks) WatchTask(req *meshplanev1.WatchTaskRequest, stream grpc.ServerStreamingServer[meshplanev1.WatchTaskResponse]) error {
+	if req.GetAfterSequence() < 0 {
+		return planeInvalidArgument("", "after_sequence", "must not be negative")
+	}
 	switch req.GetTaskId() {
 	case "scripted":
 	case "unauthenticated":
