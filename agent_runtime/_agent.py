@@ -237,13 +237,19 @@ class Agent:
                 await runtime.wait_connected()
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Tell the plane to send no more work, finish in-flight tasks, deliver their results, then leave."""
+        """Tell the plane to send no more work, finish in-flight tasks, deliver their results, then leave.
+
+        Tasks still running when ``timeout`` (default: ``drain_timeout``) passes are cancelled and reported failed
+        with the retryable code ``agent_stopped``, so that the plane re-queues them at once.
+        """
         runtime = self._runtime
         if runtime is not None:
             await runtime.drain(timeout)
 
     async def stop(self) -> None:
-        """Leave at once: running handlers are cancelled, the plane re-runs their tasks later."""
+        """Leave at once: running handlers are cancelled; each of their attempts is reported failed (retryable code
+        ``agent_stopped``, at most a couple of seconds spent waiting for the plane's acknowledgement) so that the
+        plane re-runs the task at once rather than after its lease runs out."""
         runtime = self._runtime
         if runtime is not None:
             runtime.stop()

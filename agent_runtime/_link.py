@@ -92,6 +92,11 @@ class LinkSession:
         registered: agent_link_pb2.Registered = first.registered
         return registered
 
+    @property
+    def closing(self) -> bool:
+        """`close_when_flushed` was called: nothing queued after that is written."""
+        return self._closing
+
     def close_when_flushed(self) -> None:
         """Half-close the stream once everything queued has been written (the plane then ends it)."""
         self._closing = True

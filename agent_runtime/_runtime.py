@@ -2,7 +2,10 @@
 
 Protocol duties (docs/agent-link.md): answer every assignment with exactly one result; keep results until
 the plane acknowledges them and resend them after a reconnect; list held attempts when registering;
-signal cancellations to handlers; finish work before leaving on `drain` or SIGTERM.
+signal cancellations to handlers; finish work before leaving on `drain` or SIGTERM. An attempt the agent gives
+up because it is leaving (past the drain timeout, or on a hard stop) is answered too, with the retryable error
+`agent_stopped`, and leaving waits (bounded) for those results' acknowledgements: the plane re-queues the task at
+once instead of when the lease runs out.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ logger = logging.getLogger("agent_runtime.agent")
 
 # A session that stayed up this long resets the reconnect backoff.
 _STABLE_SESSION_SECONDS = 5.0
+# How long leaving waits for the plane to acknowledge the results of the attempts it gave up (`agent_stopped`).
+_GIVE_UP_ACK_SECONDS = 2.0
 _TRACEBACK_LIMIT = 4000
 
 try:  # resource figures for heartbeats; optional
@@ -108,6 +113,11 @@ def _error_result(
     return agent_link_pb2.TaskResult(task_id=ref[0], attempt=ref[1], error=error)
 
 
+def _stopped_result(ref: Ref, instance_id: str) -> agent_link_pb2.TaskResult:
+    message = f"agent instance {instance_id!r} stopped before the task finished"
+    return _error_result(ref, "agent_stopped", message, True)
+
+
 class AgentRuntime:
     """One ``serve()`` of an agent: connects, reconnects, runs handlers, and leaves cleanly."""
 
@@ -125,6 +135,8 @@ class AgentRuntime:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self._running: dict[Ref, _Attempt] = {}
+        self._abandoned: dict[Ref, _Attempt] = {}  # given up (`agent_stopped` sent); the handler may still run
+        self._giving_up = False  # leaving: attempts are answered with `agent_stopped`, none is started
         self._backlog: dict[Ref, agent_link_pb2.Assignment] = {}  # assigned beyond max_concurrency (rare)
         self._unacked: dict[Ref, agent_link_pb2.TaskResult] = {}
         self._held_at_register: set[Ref] = set()
@@ -195,9 +207,13 @@ class AgentRuntime:
         waker = asyncio.ensure_future(self._wakeup.wait())
         try:
             await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done() and not self._hard_stop and self._drain is not None:
-                # Drained: the session is half-closing; let the plane end the stream (bounded).
-                await asyncio.wait({task}, timeout=5.0)
+            if not task.done() and session.registered is not None:
+                if self._hard_stop:
+                    # Stopping at once: only the results already on their way get a moment to be acknowledged.
+                    await self._until_idle(_GIVE_UP_ACK_SECONDS, task)
+                elif self._drain is not None:
+                    # Drained: the session is half-closing; let the plane end the stream (bounded).
+                    await asyncio.wait({task}, timeout=5.0)
         finally:
             waker.cancel()
             if not task.done():
@@ -206,6 +222,15 @@ class AgentRuntime:
         if task.cancelled():
             return None
         return task.exception()
+
+    async def _until_idle(self, timeout: float, session_task: asyncio.Future[None] | None = None) -> None:
+        """Wait until nothing runs and every result is acknowledged, `session_task` ends, or `timeout` passes."""
+        idle = asyncio.ensure_future(self._idle.wait())
+        waiting: set[asyncio.Future[Any]] = {idle} if session_task is None else {idle, session_task}
+        try:
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
 
     def _disconnected(self) -> None:
         self._session = None
@@ -222,7 +247,8 @@ class AgentRuntime:
             attempt.ctx._cancel("agent_stopped")
             if attempt.task is not None and attempt.handler.is_async:
                 attempt.task.cancel()
-        pending = [a.task for a in self._running.values() if a.task is not None and a.handler.is_async]
+        attempts = [*self._running.values(), *self._abandoned.values()]
+        pending = [a.task for a in attempts if a.task is not None and a.handler.is_async and not a.task.done()]
         if pending:
             await asyncio.wait(pending, timeout=5.0)
         await self._background.close()
@@ -258,20 +284,60 @@ class AgentRuntime:
             logger.warning(
                 "agent %s: drain timeout passed with %d task(s) running, %d result(s) unacknowledged",
                 self.agent_name,
-                len(self._running),
+                len(self._running) + len(self._backlog),
                 len(self._unacked),
             )
+            self._give_up()
+            if self._connected.is_set():  # the results go out now: leave once they are acknowledged (bounded)
+                await self._until_idle(_GIVE_UP_ACK_SECONDS)
         session = self._session
         if session is not None and session.registered is not None:
             session.close_when_flushed()
         self._wakeup.set()
 
+    def _give_up(self) -> None:
+        """Leaving with work unfinished: stop its handlers and answer each attempt with the retryable
+        ``agent_stopped``, so that the plane re-queues the task now (per its retry policy) rather than when the
+        lease runs out. Results of given-up handlers that still finish are dropped.
+        """
+        self._giving_up = True
+        given_up = [*self._running, *self._backlog]
+        for ref, attempt in list(self._running.items()):
+            del self._running[ref]
+            self._abandoned[ref] = attempt
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+                attempt.timer = None
+            attempt.ctx._cancel("agent_stopped")
+            if attempt.task is not None and attempt.handler.is_async:
+                attempt.task.cancel()
+        self._backlog.clear()
+        for ref in given_up:
+            result = _stopped_result(ref, self.instance_id)
+            self._unacked[ref] = result
+            self.outbox.result(ref, result)
+        if given_up:
+            logger.warning(
+                "agent %s: gave up %d unfinished task(s), reported as failed (agent_stopped) for the plane to re-queue",
+                self.agent_name,
+                len(given_up),
+            )
+        self._update_idle()
+
     def stop(self) -> None:
-        """Leave now: running handlers are cancelled and their results dropped (the plane re-runs them)."""
+        """Leave now: running handlers are cancelled and their results dropped. When connected, each attempt is
+        first reported as failed (``agent_stopped``, retryable) so that the plane re-runs it at once; leaving waits
+        at most ``_GIVE_UP_ACK_SECONDS`` for the acknowledgements."""
         self._hard_stop = True
+        session = self._session
+        reporting = session is not None and session.registered is not None and not session.closing
+        if reporting:
+            if self._drain is None:
+                self.outbox.control(_draining_frame())  # no new work while the results go out
+            self._give_up()
         self._wakeup.set()
-        if self._session is not None:
-            self._session.abort()
+        if session is not None and not reporting:
+            session.abort()
 
     async def wait_finished(self) -> None:
         await self._finished.wait()
@@ -379,6 +445,8 @@ class AgentRuntime:
             if handler is None:
                 message = f"agent {self.agent_name} has no handler for {assignment.capability!r}"
                 self._finish(ref, _error_result(ref, "unknown_capability", message, False))
+            elif self._giving_up:  # sent before the plane saw `draining`: not started, handed back at once
+                self._finish(ref, _stopped_result(ref, self.instance_id))
             elif len(self._running) >= self.spec.max_concurrency:
                 self._backlog[ref] = assignment
             else:
@@ -439,6 +507,8 @@ class AgentRuntime:
         return self._executor
 
     def _finish(self, ref: Ref, result: agent_link_pb2.TaskResult) -> None:
+        if self._abandoned.pop(ref, None) is not None:
+            return  # given up: its `agent_stopped` result went out instead
         attempt = self._running.pop(ref, None)
         if attempt is not None:
             if attempt.timer is not None:
