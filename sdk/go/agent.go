@@ -221,7 +221,9 @@ func (a *Agent) PublishWithHeaders(channel string, v any, headers map[string]str
 // Run connects to the control plane at target (host:port) and serves until ctx is done; then
 // it drains gracefully: it tells the plane it is draining, lets in-flight tasks finish, delivers
 // their results and waits for their acknowledgements (at most the drain timeout), and returns
-// nil. Lost connections are re-established with jittered exponential backoff, forever. Run
+// nil. Tasks still running at the drain timeout are given up: their handlers' contexts are
+// cancelled and each attempt is reported as failed with the retryable [CodeAgentStopped], so
+// that the plane re-queues it at once. Lost connections are re-established with jittered exponential backoff, forever. Run
 // returns an error only when no reconnect can help (a rejected registration, a refused token).
 // An agent runs once.
 func (a *Agent) Run(ctx context.Context, target string) error {

@@ -429,6 +429,74 @@ func TestShutdownDrainsFinishesWorkAndWaitsForAcks(t *testing.T) {
 	}
 }
 
+func TestDrainTimeoutGivesUpRunningTasksAsAgentStopped(t *testing.T) {
+	h, run := startAgent(t, WithDrainTimeout(200*time.Millisecond))
+	causes := make(chan string, 1)
+	h.agent.Handle("stuck", func(ctx context.Context, task *Task) (any, error) {
+		<-ctx.Done()
+		if !errors.Is(context.Cause(ctx), ErrAttemptCancelled) {
+			causes <- "cause " + fmt.Sprint(context.Cause(ctx))
+		} else {
+			causes <- task.CancelReason()
+		}
+		return "too late", nil // dropped: the attempt was given up
+	})
+	run(h.agent)
+	s := h.session()
+	s.registered()
+	s.assign("t1", "stuck", `{}`)
+	s.waitFrame(t, "STARTED", func(f *pb.ConnectRequest) bool { return f.GetTaskUpdates() != nil })
+
+	h.cancel() // e.g. SIGTERM; the handler outlives the drain timeout
+	stopped := func(taskID string) {
+		t.Helper()
+		r := s.result(t, taskID) // fails if the stream ends first
+		e := r.GetError()
+		want := "agent instance 'test-1' stopped before the task finished"
+		if r.GetAttempt() != 1 || e.GetCode() != CodeAgentStopped || !e.GetRetryable() || e.GetMessage() != want {
+			t.Fatalf("%s: got %v", taskID, r)
+		}
+	}
+	stopped("t1")
+	select {
+	case reason := <-causes:
+		if reason != "agent_stopped" {
+			t.Fatalf("the handler saw %q, want agent_stopped", reason)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the handler's context was not cancelled")
+	}
+	// An assignment sent before the plane saw `draining` is handed back at once, not started.
+	s.assign("t2", "stuck", `{}`)
+	stopped("t2")
+	// The agent waits for the acknowledgements before it closes the stream, and the handler's
+	// own result never goes out.
+	noMoreResults := func(until <-chan time.Time) (closed bool) {
+		t.Helper()
+		for {
+			select {
+			case f, ok := <-s.frames:
+				if !ok {
+					return true
+				}
+				if rs := f.GetTaskResults().GetResults(); len(rs) > 0 {
+					t.Fatalf("a result after the give-up: %v", rs)
+				}
+			case <-until:
+				return false
+			}
+		}
+	}
+	if noMoreResults(time.After(100 * time.Millisecond)) {
+		t.Fatal("the agent closed the stream before its results were acknowledged")
+	}
+	s.ack("t1", "t2")
+	if !noMoreResults(time.After(waitFor)) {
+		t.Fatal("the agent did not close the stream")
+	}
+	s.end <- nil
+}
+
 func TestPlaneDrainFinishesWorkThenReconnects(t *testing.T) {
 	h, run := startAgent(t)
 	release := make(chan struct{})

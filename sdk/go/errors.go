@@ -19,6 +19,7 @@ const (
 	CodeUnknownCapability  = "unknown_capability"
 	CodePanic              = "panic"
 	CodeOutputNotEncodable = "output_not_serializable"
+	CodeAgentStopped       = "agent_stopped"
 	codeFallback           = "Error"
 )
 
@@ -136,9 +137,13 @@ func isExported(name string) bool {
 }
 
 // ErrAttemptCancelled matches (errors.Is) the cause (context.Cause) of a handler's context when
-// the control plane cancelled the attempt; the error says why (a client cancelled the task, it
-// timed out, the attempt is no longer held).
+// the control plane cancelled the attempt, or the agent gave it up because it is leaving; the
+// error says why (a client cancelled the task, it timed out, the attempt is no longer held, the
+// agent stopped).
 var ErrAttemptCancelled = errors.New("meshplane: task attempt cancelled")
+
+// The cancel reason of attempts given up because the agent is leaving.
+const reasonAgentStopped = "agent_stopped"
 
 type cancelCause struct{ reason string }
 

@@ -27,6 +27,8 @@ const (
 	closeGrace = 5 * time.Second
 	// How long a hard stop waits for handlers to return after cancelling them.
 	handlerGrace = 5 * time.Second
+	// How long leaving waits for the plane to acknowledge the results of the attempts it gave up.
+	giveUpAckWait = 2 * time.Second
 	// How long the plane may take to answer `register`.
 	registerTimeout = 30 * time.Second
 	// Longest traceback kept in a panic's error details.
@@ -42,7 +44,7 @@ type attempt struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	reason  string // why it was cancelled ("" if it was not); guarded by runtime.mu
-	discard bool   // no longer ours (not_held, agent stopping): its result is dropped
+	discard bool   // no longer ours (not_held, given up, agent stopping): its result is dropped
 }
 
 // session is one registered Connect stream.
@@ -81,7 +83,9 @@ func (s *session) closing() bool {
 // results) and the reconnect loop. Protocol duties (docs/agent-link.md): answer every
 // assignment with exactly one result; keep results until acknowledged and resend them after a
 // reconnect; list held attempts when registering; cancel handlers on cancellations; finish
-// work before leaving on drain or shutdown.
+// work before leaving on drain or shutdown. An attempt given up because the agent leaves (past
+// the drain timeout) is answered too, with the retryable agent_stopped, so that the plane
+// re-queues the task at once instead of when the lease runs out.
 type runtime struct {
 	agent        *Agent
 	cfg          *agentConfig
@@ -103,13 +107,15 @@ type runtime struct {
 	leaveOnce sync.Once
 	readyOnce sync.Once
 
-	mu       sync.Mutex
-	running  map[ref]*attempt
-	backlog  []*pb.Assignment // assigned beyond max_concurrency (should not happen: the plane gives credits)
-	unacked  map[ref]*pb.TaskResult
-	changed  chan struct{} // closed and replaced whenever running/backlog/unacked change
-	current  *session
-	draining bool
+	mu        sync.Mutex
+	running   map[ref]*attempt
+	abandoned map[ref]*attempt // given up (agent_stopped sent); the handler may still run
+	backlog   []*pb.Assignment // assigned beyond max_concurrency (should not happen: the plane gives credits)
+	unacked   map[ref]*pb.TaskResult
+	changed   chan struct{} // closed and replaced whenever running/backlog/unacked change
+	current   *session
+	draining  bool
+	givingUp  bool // leaving: attempts are answered with agent_stopped, none is started
 }
 
 func newRuntime(a *Agent, conn *grpc.ClientConn, target string, capabilities []*pb.Capability) *runtime {
@@ -129,6 +135,7 @@ func newRuntime(a *Agent, conn *grpc.ClientConn, target string, capabilities []*
 		hardCancel:   hardCancel,
 		leave:        make(chan struct{}),
 		running:      map[ref]*attempt{},
+		abandoned:    map[ref]*attempt{},
 		unacked:      map[ref]*pb.TaskResult{},
 		changed:      make(chan struct{}),
 	}
@@ -483,6 +490,8 @@ func (r *runtime) assign(assignments []*pb.Assignment) {
 		case handler == nil:
 			msg := fmt.Sprintf("agent %s has no handler for %q", r.agent.name, a.GetCapability())
 			r.resultLocked(h, errorResult(h, &TaskError{Code: CodeUnknownCapability, Message: msg}))
+		case r.givingUp: // sent before the plane saw `draining`: not started, handed back at once
+			r.resultLocked(h, r.stoppedResult(h))
 		case len(r.running) >= r.cfg.maxConcurrency:
 			r.backlog = append(r.backlog, a)
 		default:
@@ -567,6 +576,9 @@ func (r *runtime) finish(at *attempt, output *pb.Payload, err error) {
 	if r.running[at.ref] == at {
 		delete(r.running, at.ref)
 	}
+	if r.abandoned[at.ref] == at {
+		delete(r.abandoned, at.ref)
+	}
 	reason := at.reason
 	if reason == "" && err != nil && errors.Is(at.ctx.Err(), context.DeadlineExceeded) {
 		reason = "deadline_exceeded" // the handler gave up because the attempt's deadline passed
@@ -597,6 +609,12 @@ func (r *runtime) finish(at *attempt, output *pb.Payload, err error) {
 func (r *runtime) resultLocked(h ref, result *pb.TaskResult) {
 	r.unacked[h] = result
 	r.outbox.addResult(h, result)
+}
+
+// stoppedResult answers an attempt the agent gives up because it is leaving.
+func (r *runtime) stoppedResult(h ref) *pb.TaskResult {
+	msg := fmt.Sprintf("agent instance '%s' stopped before the task finished", r.cfg.instanceID)
+	return errorResult(h, Retryable(CodeAgentStopped, msg))
 }
 
 func errorResult(h ref, e *TaskError) *pb.TaskResult {
@@ -666,6 +684,9 @@ func (r *runtime) cancelReason(h ref) string {
 	if at, ok := r.running[h]; ok {
 		return at.reason
 	}
+	if at, ok := r.abandoned[h]; ok {
+		return at.reason
+	}
 	return ""
 }
 
@@ -719,7 +740,7 @@ func (r *runtime) forgetLocked(h ref) {
 // ------------------------------------------------------------------ drain
 
 // beginDrain starts a graceful shutdown: no new work, finish in-flight tasks, deliver their
-// results, then leave (bounded by the drain timeout).
+// results, then leave (bounded by the drain timeout; what still runs then is given up).
 func (r *runtime) beginDrain() {
 	r.mu.Lock()
 	if r.draining {
@@ -736,9 +757,18 @@ func (r *runtime) beginDrain() {
 	go func() {
 		if !r.waitIdle(time.Now().Add(r.cfg.drainTimeout), nil) {
 			r.mu.Lock()
-			running, unacked := len(r.running), len(r.unacked)
+			running, unacked := len(r.running)+len(r.backlog), len(r.unacked)
+			r.giveUpLocked()
+			s := r.current
 			r.mu.Unlock()
 			r.log.Warn("meshplane: drain timeout passed", "running", running, "unacknowledged", unacked)
+			if running > 0 {
+				r.log.Warn("meshplane: gave up unfinished tasks, reported as failed (agent_stopped) for the plane to re-queue",
+					"tasks", running)
+				if s != nil { // the results go out now: leave once they are acknowledged (bounded)
+					r.waitIdle(time.Now().Add(giveUpAckWait), s.done)
+				}
+			}
 		}
 		r.markLeaving()
 		r.mu.Lock()
@@ -748,6 +778,30 @@ func (r *runtime) beginDrain() {
 			s.requestClose(closeGrace)
 		}
 	}()
+}
+
+// giveUpLocked: leaving with work unfinished. Each running or queued attempt is answered with
+// the retryable agent_stopped, so that the plane re-queues its task now (per its retry policy)
+// rather than when the lease runs out; the handlers are cancelled and what they still return is
+// dropped. Assignments that arrive later are answered the same way.
+func (r *runtime) giveUpLocked() {
+	r.givingUp = true
+	for h, at := range r.running {
+		delete(r.running, h)
+		r.abandoned[h] = at
+		at.discard = true
+		if at.reason == "" {
+			at.reason = reasonAgentStopped
+		}
+		at.cancel(&cancelCause{reasonAgentStopped})
+		r.resultLocked(h, r.stoppedResult(h))
+	}
+	for _, a := range r.backlog {
+		h := refOf(a.GetTaskId(), a.GetAttempt())
+		r.resultLocked(h, r.stoppedResult(h))
+	}
+	r.backlog = nil
+	r.notifyLocked()
 }
 
 // planeDrain: the plane asks this session to finish its work, then reconnect (a new session).
@@ -776,8 +830,8 @@ func drainingFrame() *pb.ConnectRequest {
 	return &pb.ConnectRequest{Frame: &pb.ConnectRequest_Draining{Draining: &pb.AgentDraining{Reason: "agent shutting down"}}}
 }
 
-// shutdown: stop handlers still running (their results are dropped: the plane re-runs them)
-// and close the connection.
+// shutdown: stop handlers still running (their results are dropped: those not given up are
+// re-run by the plane once their lease runs out) and close the connection.
 func (r *runtime) shutdown() {
 	r.mu.Lock()
 	for _, at := range r.running {

@@ -131,7 +131,7 @@ func (t *Task) State() *State { return t.rt.agent.State() }
 func (t *Task) Logger() *slog.Logger { return t.logger }
 
 // CancelReason says why the attempt was cancelled ("cancelled", "timed_out", "not_held",
-// "deadline_exceeded"), or "" while it was not.
+// "deadline_exceeded", "agent_stopped"), or "" while it was not.
 func (t *Task) CancelReason() string { return t.rt.cancelReason(t.ref) }
 
 // Context is the attempt's context (the one passed to the handler).
