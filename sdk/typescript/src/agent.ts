@@ -327,7 +327,10 @@ export class Agent {
     await this.runtime?.drain(options.timeoutMs ?? this.options.drainTimeoutMs ?? 30_000);
   }
 
-  /** Leave at once: running handlers are cancelled and their results dropped (the plane re-runs their tasks). */
+  /**
+   * Leave at once: running handlers are cancelled and their results dropped. Each running attempt is
+   * reported as failed (`agent_stopped`, retryable) first, so that the plane re-runs its task at once.
+   */
   async terminate(): Promise<void> {
     await this.runtime?.terminate();
   }

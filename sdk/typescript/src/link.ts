@@ -73,6 +73,11 @@ export class LinkSession {
     return this.registered?.sessionId ?? "";
   }
 
+  /** True once the stream is half-closing (or half-closed): nothing more is written. */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
   /** True once the stream has ended. */
   get isEnded(): boolean {
     return this.ended;

@@ -5,7 +5,9 @@
  * Protocol duties (docs/agent-link.md): answer every assignment with exactly one result; keep
  * results until the plane acknowledges them and resend them after a reconnect; list held attempts
  * when registering; signal cancellations to handlers; finish work before leaving on `drain` or
- * SIGTERM.
+ * SIGTERM. Leaving with work unfinished (the drain timeout passed, or a hard stop), report each
+ * attempt as failed with the retryable `agent_stopped`, and wait (bounded) for those results'
+ * acknowledgements: the plane re-queues the task at once rather than when the lease runs out.
  */
 
 import { hostname } from "node:os";
@@ -75,6 +77,8 @@ export interface RuntimeSpec {
 const STABLE_SESSION_MS = 5_000;
 // Leaving: how long handlers may take to notice their cancellation, and a half-closed stream to end.
 const STOP_GRACE_MS = 5_000;
+// How long leaving waits for the plane to acknowledge the results of the attempts it gave up (`agent_stopped`).
+const GIVE_UP_ACK_MS = 2_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const STACK_LIMIT = 4_000;
 
@@ -184,6 +188,11 @@ function cancelledResult(taskId: string, attempt: number, reason: string): TaskR
   return errorResult(taskId, attempt, "cancelled", `cancelled by the control plane (${reason})`, false);
 }
 
+function stoppedResult(taskId: string, attempt: number, instanceId: string): TaskResult {
+  const message = `agent instance '${instanceId}' stopped before the task finished`;
+  return errorResult(taskId, attempt, "agent_stopped", message, true);
+}
+
 function drainingFrame(): ConnectRequest {
   return { frame: { $case: "draining", draining: { reason: "agent shutting down" } } };
 }
@@ -205,6 +214,8 @@ export class AgentRuntime implements LinkHandler, ContextPort {
 
   private readonly spec: RuntimeSpec;
   private readonly running = new Map<RefKey, Attempt>();
+  private readonly abandoned = new Map<RefKey, Attempt>(); // given up (`agent_stopped` sent); the handler may still run
+  private givingUp = false; // leaving: attempts are answered with `agent_stopped`, none is started
   private readonly backlog = new Map<RefKey, Assignment>(); // assigned beyond max_concurrency (rare)
   private readonly unacked = new Map<RefKey, TaskResult>();
   private readonly inboxes = new Map<string, ChannelInbox>(); // per channel: handler calls running, messages waiting
@@ -292,10 +303,15 @@ export class AgentRuntime implements LinkHandler, ContextPort {
   private async runSession(session: LinkSession): Promise<SessionEnd> {
     const ended = session.run();
     const woken = await Promise.race([ended.then(() => false), this.wakeup.promise.then(() => true)]);
-    if (woken && !session.isEnded) {
-      if (!this.hardStop && this.drainDeadline !== undefined && session.registered !== undefined) {
+    if (woken && !session.isEnded && session.registered !== undefined) {
+      if (this.hardStop) {
+        // Stopping at once: only the results already on their way get a moment to be acknowledged.
+        await within(Promise.race([this.whenIdle(), ended]), GIVE_UP_ACK_MS);
+      } else if (this.drainDeadline !== undefined) {
         await within(ended, STOP_GRACE_MS); // drained: the stream is half-closing; let the plane end it
       }
+    }
+    if (woken && !session.isEnded) {
       session.abort();
     }
     return ended;
@@ -315,6 +331,11 @@ export class AgentRuntime implements LinkHandler, ContextPort {
       attempt.discard = true;
       clearTimeout(attempt.timer); // a pending deadline must not keep the process alive
       attempt.ctx[cancelContext]("agent_stopped");
+      if (attempt.done) {
+        pending.push(attempt.done);
+      }
+    }
+    for (const attempt of this.abandoned.values()) {
       if (attempt.done) {
         pending.push(attempt.done);
       }
@@ -360,6 +381,10 @@ export class AgentRuntime implements LinkHandler, ContextPort {
         `agent ${this.agentName}: drain timeout passed with ${this.running.size} task(s) running, ` +
           `${this.unacked.size} result(s) unacknowledged`,
       );
+      this.giveUp();
+      if (this.session?.registered !== undefined && !this.session.isEnded) {
+        await within(this.whenIdle(), GIVE_UP_ACK_MS); // the results go out now: leave once acknowledged (bounded)
+      }
     }
     const session = this.session;
     if (session?.registered !== undefined && !session.isEnded) {
@@ -368,11 +393,55 @@ export class AgentRuntime implements LinkHandler, ContextPort {
     this.wakeup.fire();
   }
 
-  /** Leave now: running handlers are cancelled and their results dropped (the plane re-runs them). */
+  /**
+   * Leaving with work unfinished: stop its handlers and answer each attempt with the retryable
+   * `agent_stopped`, so that the plane re-queues the task now (per its retry policy) rather than when
+   * the lease runs out. Results of given-up handlers that still finish are dropped.
+   */
+  private giveUp(): void {
+    this.givingUp = true;
+    const givenUp = [...this.running.keys(), ...this.backlog.keys()];
+    for (const [key, attempt] of this.running) {
+      this.abandoned.set(key, attempt);
+      clearTimeout(attempt.timer);
+      attempt.ctx[cancelContext]("agent_stopped");
+    }
+    this.running.clear();
+    this.backlog.clear();
+    for (const key of givenUp) {
+      const { taskId, attempt } = parseRefKey(key);
+      const result = stoppedResult(taskId, attempt, this.instanceId);
+      this.unacked.set(key, result);
+      this.outbox.pushResult(result);
+    }
+    if (givenUp.length > 0) {
+      this.logger.warn(
+        `agent ${this.agentName}: gave up ${givenUp.length} unfinished task(s), ` +
+          "reported as failed (agent_stopped) for the plane to re-queue",
+      );
+    }
+    this.updateIdle();
+  }
+
+  /**
+   * Leave now: running handlers are cancelled and their results dropped. When connected, each
+   * attempt is first reported as failed (`agent_stopped`, retryable) so that the plane re-runs it at
+   * once; leaving waits at most GIVE_UP_ACK_MS for the acknowledgements.
+   */
   async terminate(): Promise<void> {
     this.hardStop = true;
+    const session = this.session;
+    const reporting = session?.registered !== undefined && !session.isEnded && !session.isClosing;
+    if (reporting) {
+      if (this.drainDeadline === undefined) {
+        this.outbox.pushControl(drainingFrame()); // no new work while the results go out
+      }
+      this.giveUp();
+    }
     this.wakeup.fire();
-    this.session?.abort();
+    if (!reporting) {
+      session?.abort();
+    }
     await this.finished.promise;
   }
 
@@ -533,6 +602,9 @@ export class AgentRuntime implements LinkHandler, ContextPort {
       if (registration === undefined) {
         const message = `agent ${this.agentName} has no handler for '${assignment.capability}'`;
         this.finish(key, errorResult(assignment.taskId, assignment.attempt, "unknown_capability", message, false));
+      } else if (this.givingUp) {
+        // Sent before the plane saw `draining`: not started, handed back at once.
+        this.finish(key, stoppedResult(assignment.taskId, assignment.attempt, this.instanceId));
       } else if (this.running.size >= this.spec.maxConcurrency) {
         this.backlog.set(key, assignment);
       } else {
@@ -588,6 +660,9 @@ export class AgentRuntime implements LinkHandler, ContextPort {
   }
 
   private finish(key: RefKey, result: TaskResult): void {
+    if (this.abandoned.delete(key)) {
+      return; // given up: its `agent_stopped` result went out instead
+    }
     const attempt = this.running.get(key);
     if (attempt !== undefined) {
       this.running.delete(key);

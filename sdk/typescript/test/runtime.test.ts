@@ -384,6 +384,62 @@ describe("AgentRuntime", () => {
     assert.equal(session.closes, 1);
   });
 
+  it("reports a task still running when the drain times out as `agent_stopped` before closing the stream", async () => {
+    let reason: unknown;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const runtime = makeRuntime({
+      "unit.stuck": async (ctx) => {
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        reason = ctx.cancelReason;
+        await gate;
+        return { finished: "too late" };
+      },
+    });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.stuck", {}, { attempt: 2 }));
+    await tick();
+    runtime.outbox.take();
+    void runtime.drain(30);
+    let sent: TaskResult[] = [];
+    await until(() => (sent = results(runtime.outbox.take())).length > 0);
+    assert.equal(session.closes, 0); // the result goes out first
+    assert.deepEqual(sent.map((r) => [r.taskId, r.attempt, outcome(r)]), [
+      ["t1", 2, { code: "agent_stopped", retryable: true }],
+    ]);
+    const error = sent[0]?.outcome?.$case === "error" ? sent[0].outcome.error : undefined;
+    assert.equal(error?.message, "agent instance 'unit-1' stopped before the task finished");
+    assert.equal(reason, "agent_stopped");
+
+    assign(runtime, session, assignment("t2", "unit.stuck", {})); // sent before the plane saw `draining`
+    assert.deepEqual(results(runtime.outbox.take()).map((r) => [r.taskId, outcome(r)]), [
+      ["t2", { code: "agent_stopped", retryable: true }],
+    ]);
+    release(); // the given-up handler's own result is dropped
+    await tick();
+    assert.deepEqual(results(runtime.outbox.take()), []);
+
+    send(runtime, session, {
+      $case: "resultAcks",
+      resultAcks: { tasks: [{ taskId: "t1", attempt: 2 }, { taskId: "t2", attempt: 1 }] },
+    });
+    await until(() => session.closes === 1); // acknowledged: leave now, not after GIVE_UP_ACK_MS
+  });
+
+  it("on a hard stop, reports the running tasks as `agent_stopped` and asks for no more work", async () => {
+    const runtime = makeRuntime({ "unit.hang": () => new Promise(() => {}) });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.hang", {}));
+    await tick();
+    runtime.outbox.take();
+    void runtime.terminate();
+    const frames = runtime.outbox.take();
+    assert.ok(frames.some((f) => f.frame?.$case === "draining"));
+    assert.deepEqual(results(frames).map((r) => [r.taskId, outcome(r)]), [
+      ["t1", { code: "agent_stopped", retryable: true }],
+    ]);
+  });
+
   it("publishes through the link and delivers channel messages to their handler", async () => {
     const received: unknown[] = [];
     const runtime = makeRuntime(
