@@ -229,14 +229,21 @@ func queryField(md protoreflect.MessageDescriptor, key string) protoreflect.Fiel
 			}
 			md = fd.Message()
 		}
-		if fd = md.Fields().ByTextName(name); fd == nil {
-			fd = md.Fields().ByJSONName(name)
-		}
-		if fd == nil {
+		if fd = fieldNamed(md, name); fd == nil {
 			return nil
 		}
 	}
 	return fd
+}
+
+// fieldNamed finds md's field by the name a client may use for it: the proto
+// name ("page_size") or the JSON name ("pageSize"), as protojson and
+// grpc-gateway's query parser accept both.
+func fieldNamed(md protoreflect.MessageDescriptor, name string) protoreflect.FieldDescriptor {
+	if fd := md.Fields().ByTextName(name); fd != nil {
+		return fd
+	}
+	return md.Fields().ByJSONName(name)
 }
 
 // writeError answers a request the gateway refuses itself (before any gRPC

@@ -141,9 +141,7 @@ func jsonFieldPath(md protoreflect.MessageDescriptor, path string) string {
 			name := path[i:end]
 			at, element = nil, false
 			if cur != nil {
-				if at = cur.Fields().ByName(protoreflect.Name(name)); at == nil {
-					at = cur.Fields().ByJSONName(name)
-				}
+				at = fieldNamed(cur, name)
 			}
 			if at != nil {
 				b.WriteString(at.JSONName())

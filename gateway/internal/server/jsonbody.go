@@ -105,10 +105,7 @@ func unknownEnumNames(raw []byte, md protoreflect.MessageDescriptor, path string
 		return // null (protojson accepted the body, so nothing else)
 	}
 	for _, key := range slices.Sorted(maps.Keys(object)) {
-		fd := md.Fields().ByJSONName(key)
-		if fd == nil {
-			fd = md.Fields().ByTextName(key)
-		}
+		fd := fieldNamed(md, key)
 		if fd == nil {
 			continue
 		}
