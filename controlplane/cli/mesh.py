@@ -158,7 +158,8 @@ async def _start_gateway(args: argparse.Namespace, address: str, settings: Setti
             "serving gRPC only"
         )
         return None
-    listen = args.http_listen or os.environ.get("MESHPLANE_HTTP_LISTEN") or DEFAULT_HTTP_LISTEN
+    asked_for = args.http_listen or os.environ.get("MESHPLANE_HTTP_LISTEN")
+    listen = asked_for or DEFAULT_HTTP_LISTEN
     # The gateway reads its other MESHPLANE_GATEWAY_* variables itself; this one is asked for so that its
     # address (port 0 picks one) can be read and shown.
     metrics = os.environ.get("MESHPLANE_GATEWAY_METRICS_LISTEN", "")
@@ -175,7 +176,11 @@ async def _start_gateway(args: argparse.Namespace, address: str, settings: Setti
     except (OSError, RuntimeError) as exc:
         if ingress:
             raise CliFailure(f"the gateway (REST and gRPC ingress) did not start: {exc}") from exc
-        logger.warning("REST gateway did not start (%s); serving gRPC only", exc)
+        if asked_for:
+            # An address the user chose (--http-listen, MESHPLANE_HTTP_LISTEN) is a promise of REST there:
+            # failing beats serving without it. Only the default address (8080 may be busy) falls back.
+            raise CliFailure(f"the REST gateway did not start on {listen}: {exc} (its reason is logged above)") from exc
+        logger.warning("REST gateway did not start on %s (%s); serving gRPC only", listen, exc)
         return None
     return gateway
 

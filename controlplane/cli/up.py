@@ -22,7 +22,8 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     up.add_argument(
         "--http-listen",
         default=None,
-        help=f"REST gateway listen address, if the gateway is built (default {DEFAULT_HTTP_LISTEN})",
+        help=f"REST gateway listen address, if the gateway is built (default {DEFAULT_HTTP_LISTEN}; "
+        "an address given here that the gateway cannot serve stops `up`, the default only logs a warning)",
     )
     up.add_argument(
         "--no-gateway",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -146,6 +147,27 @@ def test_up_refuses_a_grpc_ingress_with_the_gateway_turned_off(tmp_path: Path) -
         .splitlines()[-1]
         .endswith("the gRPC ingress is served by the gateway, which is turned off (--no-gateway)")
     )
+
+
+def test_up_fails_when_the_gateway_cannot_serve_the_http_address_it_was_given(
+    gateway_binary: Path, tmp_path: Path
+) -> None:
+    """An address given with --http-listen is a promise of REST there: a busy port stops `up` (exit 1, the plane
+    stopped again), rather than a ready line without REST."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        result = run_cli(
+            *("up", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--http-listen", taken),
+            target=None,
+            env=cli_env(),
+        )
+    assert result.returncode == 1, result.stderr
+    assert "meshplane ready" not in result.stdout
+    assert result.stderr.splitlines()[-1].startswith(f"error: the REST gateway did not start on {taken}: ")
+    assert "address already in use" in result.stderr  # the gateway's own reason, logged above
+    assert "meshplane stopped" in result.stderr
 
 
 def test_up_names_a_gateway_setting_it_does_not_know(tmp_path: Path) -> None:
