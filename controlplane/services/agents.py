@@ -187,6 +187,11 @@ class AgentService(Component):
         token = paging.encode(agents[size - 1].name, [capability]) if len(agents) > size else ""
         return await self._with_status(agents[:size]), token
 
+    def _ghost(self, instance: AgentInstance) -> bool:
+        """Shown connected to this replica on a session it does not have (its end was never written: the
+        database was out then, or the replica was killed and restarted under its id; the sweep marks it soon)."""
+        return instance.replica_id == self._replica_id and self._registry.get(instance.session_id) is None
+
     def _overlay_live(self, instance: AgentInstance) -> AgentInstance:
         session = self._registry.by_instance(instance.instance_id)
         if session is not None and session.session_id == instance.session_id:
@@ -234,7 +239,7 @@ class AgentService(Component):
             instance = await uow.agents.get_instance(instance_id)
         if instance is None or instance.agent_name != agent_name:
             raise NotFound("agent instance", f"{agent_name}/{instance_id}")
-        if instance.status is InstanceStatus.DISCONNECTED:
+        if instance.status is InstanceStatus.DISCONNECTED or self._ghost(instance):
             raise FailedPrecondition(f"agent instance {agent_name}/{instance_id} is not connected")
         await self._drains.drain_instance(
             replica_id=instance.replica_id,
@@ -246,7 +251,8 @@ class AgentService(Component):
         now = self._clock()
 
         async def work(uow: UnitOfWork) -> None:
-            await uow.agents.set_status(instance_id, instance.session_id, InstanceStatus.DRAINING, now=now)
+            # An operator's drain is no sign of the agent's life: last_seen stays (a ghost's still ages out).
+            await uow.agents.set_status(instance_id, instance.session_id, InstanceStatus.DRAINING, now=None)
             await uow.audit.record(
                 actor=actor,
                 action="agent.drain",

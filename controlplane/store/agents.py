@@ -144,11 +144,21 @@ class AgentRepository:
         self._bulk = Bulk(AlchemySql(conn), postgres=postgres)
 
     async def set_status(
-        self, instance_id: str, session_id: str, status: InstanceStatus, *, now: float, disconnected: bool = False
+        self,
+        instance_id: str,
+        session_id: str,
+        status: InstanceStatus,
+        *,
+        now: float | None,
+        disconnected: bool = False,
     ) -> bool:
-        """Change an instance's status if it is still on `session_id` (a newer session wins)."""
-        values: dict[str, Any] = {"status": int(status), "last_seen_time": now}
+        """Change an instance's status if it is still on `session_id` (a newer session wins). `now` is when the
+        session was last seen, if this change is news from it (None: last_seen stays)."""
+        values: dict[str, Any] = {"status": int(status)}
+        if now is not None:
+            values["last_seen_time"] = now
         if disconnected:
+            assert now is not None, "a disconnect is seen when it happens"
             values["disconnect_time"] = now
             values["in_flight"] = 0
         result = await self._conn.execute(

@@ -57,3 +57,30 @@ async def test_a_restarted_replica_disconnects_the_instances_of_its_earlier_proc
         await living.close()
     finally:
         second.kill()
+
+
+async def test_a_drain_of_an_instance_its_replica_no_longer_has_is_refused(tmp_path: Path, database_url: str) -> None:
+    """The operator is told the instance is not connected (nothing would drain), even before the sweep marks it."""
+    settings = {"database_url": database_url, "replica_id": "r1", "lease_timeout": 60.0, "heartbeat_interval": 0.5}
+    first = PlaneProcess(tmp_path / "plane", **settings).start()
+    try:
+        ghost = LinkAgent(first.address, name="ghost")
+        await ghost.connect()
+        first.kill()
+        await ghost.kill()
+    finally:
+        first.kill()
+    second = PlaneProcess(tmp_path / "plane", **settings).start()
+    try:
+        assert (await _statuses(second.address, "ghost"))[
+            ghost.instance_id
+        ] == agent_pb2.AGENT_INSTANCE_STATUS_CONNECTED
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await agent_service_pb2_grpc.AgentServiceStub(channel).DrainAgentInstance(
+                    agent_service_pb2.DrainAgentInstanceRequest(agent_name="ghost", instance_id=ghost.instance_id)
+                )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.details() == f"agent instance ghost/{ghost.instance_id} is not connected"
+    finally:
+        second.kill()

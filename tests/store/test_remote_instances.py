@@ -60,3 +60,14 @@ async def test_the_copy_is_read_again_when_invalidated_or_too_old(store: Store) 
     clock[0] += 6  # older than max_age
     assert sorted(i.instance_id for i in await remote.serving("cap.a")) == ["p-1", "p-2"]
     assert remote.reads == 3
+
+
+async def test_a_drain_leaves_last_seen_so_a_ghost_still_ages_out(store: Store) -> None:
+    """An operator's drain is no sign of the agent's life: a row its replica no longer serves must still be found
+    by that replica's ghost sweep (instances last seen a lease ago)."""
+    now = time.time()
+    await _connect(store, "peer", _registration("p-ghost", "cap.a"), now=now - 2 * LEASE)
+    async with store.transaction() as uow:
+        assert await uow.agents.set_status("p-ghost", "s-p-ghost", InstanceStatus.DRAINING, now=None)
+    async with store.reader() as uow:
+        assert await uow.agents.marked_connected("peer", seen_before=now - LEASE) == [("p-ghost", "s-p-ghost")]
