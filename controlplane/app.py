@@ -70,6 +70,10 @@ SERVICE_NAMES = [
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     agent_link_pb2.DESCRIPTOR.services_by_name["AgentLinkService"].full_name,
 ]
+# grpc.health.v1 name answering SERVING while the process serves, whatever its database does (for liveness
+# probes: restarting a replica does not bring its database back). "" and the API services answer NOT_SERVING
+# while the database is out of reach (readiness: clients and new agent connections go to other replicas).
+LIVENESS_SERVICE = "meshplane.liveness"
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -91,6 +95,7 @@ class ControlPlane(Component):
         self.health_address = ""
         self._data_dir_lock = DataDirLock(settings.data_dir) if settings.uses_data_dir else None
         self._health = health.aio.HealthServicer()
+        self._readiness_shown = False  # the start has set the health answers (the sweep may change them since)
         self._started: list[Component] = []
 
     # ------------------------------------------------------------ start
@@ -195,6 +200,7 @@ class ControlPlane(Component):
             settings=s,
             replica_id=self.replica_id,
             address=lambda: self.address,
+            database_reachable=self._database_reachable,
         )
 
         self.metrics = MetricsServer(build_registry(plane_readings(self)))
@@ -218,8 +224,9 @@ class ControlPlane(Component):
         if self.health_listener is not None:
             await self.health_listener.start()
         await self._launch(self.dispatcher)
-        for service in ["", *SERVICE_NAMES]:
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._readiness_shown = True
+        await self._set_ready(not self.sweeper.database_out)
         logger.info(
             "meshplane control plane %s serving on %s%s (database %s, nats %s%s)",
             self.replica_id,
@@ -229,6 +236,26 @@ class ControlPlane(Component):
             self.nats_url,
             f", health checks also in plaintext on {self.health_address}" if self.health_address else "",
         )
+
+    async def _database_reachable(self, reachable: bool) -> None:
+        """Readiness follows the database (liveness does not: see LIVENESS_SERVICE). Not while starting (the
+        start sets it last) nor once draining (NOT_SERVING for good)."""
+        if not self._readiness_shown or self.status not in (Status.STARTING, Status.RUNNING):
+            return
+        if reachable:
+            logger.info("health SERVING again: the database is back")
+        else:
+            logger.warning(
+                "health NOT_SERVING: the database is out of reach (readiness fails, so clients and new agent "
+                "connections go to other replicas; %s stays SERVING for liveness)",
+                LIVENESS_SERVICE,
+            )
+        await self._set_ready(reachable)
+
+    async def _set_ready(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ["", *SERVICE_NAMES]:
+            await self._health.set(service, status)
 
     def _session_opened_elsewhere(self, instance_id: str, session_id: str) -> None:
         """Another replica opened a session: a session of that instance here is replaced, and sticky

@@ -38,8 +38,10 @@ class Sweeper(Component):
         settings: Settings,
         replica_id: str,
         address: Callable[[], str],
+        database_reachable: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
+        self._database_reachable = database_reachable  # told when the sweep finds the database out, and back
         self._store = store
         self._supervisor = supervisor
         self._recovery = recovery
@@ -63,6 +65,11 @@ class Sweeper(Component):
     def errors(self) -> LoopErrors:
         """How the sweep's failures are being logged (an outage in progress, failures not logged since)."""
         return self._sweep_errors
+
+    @property
+    def database_out(self) -> bool:
+        """The sweep found the database out of reach, and it is not back yet."""
+        return self._database_was_out
 
     async def beat_replica(self) -> None:
         async with self._store.transaction() as uow:
@@ -115,7 +122,10 @@ class Sweeper(Component):
         if overdue:
             await self._step(errors, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
         if not await self._step(errors, "deadlines", self._recovery.time_out):
-            self._database_was_out = self._database_was_out or errors.in_outage
+            if errors.in_outage and not self._database_was_out:
+                self._database_was_out = True
+                if self._database_reachable is not None:
+                    await self._database_reachable(False)
         elif self._database_was_out:
             # The database is back after an outage: as after a restart, agents get a lease to come back with
             # their work (their streams closed when their reports could not be stored) before any is taken.
@@ -123,6 +133,8 @@ class Sweeper(Component):
             self._started = time.monotonic()
             for part in _RECOVERY_STEPS:  # they failed in the outage, which is over; they now wait for the lease
                 errors.succeeded(part=part)
+            if self._database_reachable is not None:
+                await self._database_reachable(True)
         if self._due("replica", self._heartbeat_every):
             await self._step(errors, "replica-heartbeat", self.beat_replica)
             await self._step(errors, "liveness", self._agents.record_liveness)

@@ -17,10 +17,11 @@ import asyncpg
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from agent_runtime import Agent, MeshClient, TaskContext, TaskState, Unavailable
-from controlplane.app import ControlPlane
+from controlplane.app import LIVENESS_SERVICE, ControlPlane
 from meshplane.v1 import task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, output_of, submit, tasks_stub
 from tests.gateway.rest_mesh import GatewayProcess
@@ -68,6 +69,15 @@ def _outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
         and r.levelno == logging.WARNING
         and "skipped: " in r.getMessage()
     ]
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _health_is(channel: grpc.aio.Channel, service: str, status: int) -> bool:
+    answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+    return bool(answer.status == status)
 
 
 async def _all_succeeded(channel: grpc.aio.Channel, task_ids: list[str]) -> bool:
@@ -127,6 +137,11 @@ async def _outage(
     # The plane's own loops say so in one line when the outage starts, without a traceback, and then keep
     # quiet (for a minute) however many of their steps fail: here two more whole sweeps.
     await eventually(lambda: _outage_lines(caplog), message="the sweeper's one-line warning")
+    # Readiness follows the database (clients and new agent connections go to other replicas); liveness does
+    # not (a restart would not bring the database back).
+    await eventually(lambda: _health_is(channel, "", NOT_SERVING), message="health NOT_SERVING in the outage")
+    assert await _health_is(channel, "meshplane.v1.TaskService", NOT_SERVING)
+    assert await _health_is(channel, LIVENESS_SERVICE, SERVING)
     await plane.sweeper.sweep_once()
     await plane.sweeper.sweep_once()
     [line] = _outage_lines(caplog)
@@ -140,6 +155,8 @@ async def _outage(
         message="the sweeper's line saying the outage is over",
     )
     later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once the database is back")
+    await eventually(lambda: _health_is(channel, "", SERVING), message="health SERVING once the database is back")
+    assert await _health_is(channel, "meshplane.v1.AgentLinkService", SERVING)
     # The refused cancel changed nothing.
     assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED
 

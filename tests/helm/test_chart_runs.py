@@ -32,7 +32,7 @@ import grpc
 import pytest
 
 from agent_runtime import TLS, MeshClient, Unavailable
-from controlplane.app import SERVICE_NAMES
+from controlplane.app import LIVENESS_SERVICE, SERVICE_NAMES
 from meshplane.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -242,8 +242,11 @@ async def test_default_values_run_as_rendered(
         address = f"127.0.0.1:{grpc_port}"
         assert ready == f"{READY_PREFIX}{address} (database {_postgres_location(database_url)})", ready
 
-        # The liveness probe may name any service the plane registers with grpc.health (README).
+        # The liveness probe asks the name that outlives a database outage; it may name any service the plane
+        # registers with grpc.health (README).
         liveness = plane.spec["livenessProbe"]
+        assert liveness["grpc"]["service"] == LIVENESS_SERVICE
+        assert await pod.run_probe("liveness")
         for service in SERVICE_NAMES:
             assert await run_probe({**liveness, "grpc": {**liveness["grpc"], "service": service}}, plane.spec)
         assert not await run_probe({**liveness, "grpc": {**liveness["grpc"], "service": "nope"}}, plane.spec)
