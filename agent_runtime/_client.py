@@ -362,7 +362,10 @@ class MeshClient:
         return TaskInfo.from_proto(response.task)
 
     async def cancel(self, task_id: str, *, reason: str = "") -> TaskInfo:
-        """Cancel a task (:class:`FailedPrecondition` if it already ended)."""
+        """Cancel a task (:class:`FailedPrecondition` if it already ended).
+
+        ``reason`` (at most 1000 characters) is recorded on the task, and the handler running it sees it as
+        ``ctx.cancel_message``."""
         request = task_service_pb2.CancelTaskRequest(task_id=task_id, reason=reason)
         response = await self._connection.unary(self._tasks.CancelTask, request)
         return TaskInfo.from_proto(response.task)

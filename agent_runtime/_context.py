@@ -72,13 +72,14 @@ class TaskContext:
     so ``await ctx.progress(0.5)`` (async handlers) and ``ctx.progress(0.5)`` (sync handlers) both work.
     """
 
-    __slots__ = ("_assignment", "_cancel_reason", "_cancelled", "_logger", "_port")
+    __slots__ = ("_assignment", "_cancel_message", "_cancel_reason", "_cancelled", "_logger", "_port")
 
     def __init__(self, port: ContextPort, assignment: agent_link_pb2.Assignment) -> None:
         self._port = port
         self._assignment = assignment
         self._cancelled: asyncio.Event | None = None
         self._cancel_reason = ""
+        self._cancel_message = ""
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
     # ------------------------------------------------------------ the task
@@ -181,6 +182,14 @@ class TaskContext:
         """Why the attempt was cancelled ("cancelled", "timed_out", "deadline_exceeded", ...); empty if not."""
         return self._cancel_reason
 
+    @property
+    def cancel_message(self) -> str:
+        """The reason the client gave when it cancelled the task (``MeshClient.cancel(task_id, reason=...)``), in its
+        own words; empty when it gave none, when the attempt was not cancelled, or when the cancellation is not a
+        client's (a timeout, a deadline, the agent stopping). Set before ``cancelled`` is set and before an async
+        handler sees ``asyncio.CancelledError``, so the handler can read it as soon as it notices the cancellation."""
+        return self._cancel_message
+
     def is_cancelled(self) -> bool:
         """True once the attempt is cancelled; safe to call from any thread (sync handlers poll this)."""
         return bool(self._cancel_reason)
@@ -190,9 +199,10 @@ class TaskContext:
         if self._cancel_reason:
             raise asyncio.CancelledError(self._cancel_reason)
 
-    def _cancel(self, reason: str) -> None:
+    def _cancel(self, reason: str, message: str = "") -> None:
         if self._cancel_reason:
             return
+        self._cancel_message = message  # first: whoever sees the reason (any thread) sees the message too
         self._cancel_reason = reason
         if self._cancelled is not None:
             self._cancelled.set()

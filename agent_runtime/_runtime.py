@@ -423,7 +423,8 @@ class AgentRuntime:
             self._update_idle()
         elif kind == "cancellations":
             for cancellation in frame.cancellations.cancellations:
-                self._cancel((cancellation.task_id, cancellation.attempt), cancellation.reason or "cancelled")
+                target = (cancellation.task_id, cancellation.attempt)
+                self._cancel(target, cancellation.reason or "cancelled", cancellation.message)
         elif kind == "channel_message":
             self._deliver(frame.channel_message)
         elif kind == "drain":
@@ -536,7 +537,7 @@ class AgentRuntime:
 
     # ------------------------------------------------------------ cancellation
 
-    def _cancel(self, ref: Ref, reason: str) -> None:
+    def _cancel(self, ref: Ref, reason: str, message: str = "") -> None:
         if reason == "not_held":
             self._forget(ref)
             return
@@ -544,8 +545,11 @@ class AgentRuntime:
         if attempt is not None:
             if attempt.ctx.cancel_reason:
                 return
-            attempt.ctx.logger.info("cancelling: %s", reason)
-            attempt.ctx._cancel(reason)
+            if message:
+                attempt.ctx.logger.info("cancelling: %s: %s", reason, message)
+            else:
+                attempt.ctx.logger.info("cancelling: %s", reason)
+            attempt.ctx._cancel(reason, message)
             if attempt.handler.is_async and attempt.task is not None:
                 attempt.task.cancel()
             return

@@ -122,7 +122,7 @@ class Cluster(Component):
 
     async def deliver_cancel(self, order: CancelOrder) -> None:
         if order.replica_id == self.replica_id:
-            self._cancel_locally(order.session_id, order.ref, order.reason)
+            self._cancel_locally(order.session_id, order.ref, order.reason, order.message)
         elif order.replica_id:
             await self._publish(
                 replica_subject(order.replica_id),
@@ -132,6 +132,7 @@ class Cluster(Component):
                     "task": order.ref.task_id,
                     "attempt": order.ref.attempt,
                     "reason": order.reason,
+                    "message": order.message,
                 },
             )
 
@@ -185,10 +186,10 @@ class Cluster(Component):
 
     # -- incoming
 
-    def _cancel_locally(self, session_id: str, ref: TaskRef, reason: str) -> None:
+    def _cancel_locally(self, session_id: str, ref: TaskRef, reason: str, message: str = "") -> None:
         session = self._registry.get(session_id)
         if session is not None:
-            session.send(CancelMsg(ref, reason))
+            session.send(CancelMsg(ref, reason, message))
 
     async def _doorbell(self, payload: dict[str, Any]) -> None:
         if payload.get("r") == self.replica_id:
@@ -212,7 +213,8 @@ class Cluster(Component):
         kind = payload.get("type")
         if kind == "cancel":
             ref = TaskRef(str(payload["task"]), int(payload["attempt"]))
-            self._cancel_locally(str(payload["session"]), ref, str(payload.get("reason", "cancelled")))
+            reason, message = str(payload.get("reason", "cancelled")), str(payload.get("message", ""))
+            self._cancel_locally(str(payload["session"]), ref, reason, message)
         elif kind == "drain":
             self._on_drain(str(payload["session"]), float(payload["timeout"]), str(payload.get("reason", "")))
         else:

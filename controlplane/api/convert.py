@@ -603,7 +603,9 @@ def frames(messages: list[link.Outbound]) -> list[agent_link_pb2.ConnectResponse
             cancels = _run_of(messages, index, link.CancelMsg)
             index += len(cancels)
             cancellations = [
-                agent_link_pb2.Cancellation(task_id=c.ref.task_id, attempt=c.ref.attempt, reason=c.reason)
+                agent_link_pb2.Cancellation(
+                    task_id=c.ref.task_id, attempt=c.ref.attempt, reason=c.reason, message=c.message
+                )
                 for c in cancels
             ]
             out.append(

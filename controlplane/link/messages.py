@@ -28,7 +28,8 @@ class AssignmentMsg:
 @dataclass(slots=True)
 class CancelMsg:
     ref: TaskRef
-    reason: str
+    reason: str  # the link's code: "cancelled", "timed_out", "not_held"
+    message: str = ""  # the caller's words to CancelTask, when the cancel comes from one
 
 
 @dataclass(slots=True)

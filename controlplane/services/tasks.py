@@ -375,7 +375,7 @@ class TaskService(Component):
             live = (await uow.tasks.lock_live([task_id])).get(task_id)
             if live is None:
                 raise NotFound("task", task_id)
-            transition.cancel(live, reason or "cancelled by client")
+            transition.cancel(live, reason or "cancelled by client", message=reason)
             await uow.tasks.write(transition.writes)
         await self._effects.after_commit(transition.after)
         logger.info("task %s cancelled by %s", task_id, actor, extra={"task_id": task_id})

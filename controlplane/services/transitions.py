@@ -38,7 +38,8 @@ class CancelOrder:
     session_id: str
     replica_id: str
     ref: TaskRef
-    reason: str
+    reason: str  # the agent link's code: "cancelled", "timed_out"
+    message: str = ""  # what the CancelTask caller gave as its reason ("" otherwise), for the handler to see
 
 
 @dataclass(slots=True)
@@ -93,10 +94,10 @@ class Transition:
     def _end_attempt(self, task: LiveTask, outcome: AttemptOutcome, error: TaskError | None) -> None:
         self.writes.attempt_ends.append(AttemptEnd(task.id, task.attempt, outcome, error, self.now))
 
-    def _order_cancel(self, task: LiveTask, reason: str) -> None:
+    def _order_cancel(self, task: LiveTask, reason: str, message: str = "") -> None:
         if task.session_id:
             self.after.cancels.append(
-                CancelOrder(task.session_id, task.replica_id, TaskRef(task.id, task.attempt), reason)
+                CancelOrder(task.session_id, task.replica_id, TaskRef(task.id, task.attempt), reason, message)
             )
 
     def _release(self, task: LiveTask) -> None:
@@ -210,12 +211,14 @@ class Transition:
 
     # -- client- and clock-driven
 
-    def cancel(self, task: LiveTask, reason: str) -> None:
+    def cancel(self, task: LiveTask, reason: str, *, message: str = "") -> None:
+        """End the task CANCELLED with `reason` recorded; the agent running it is told to stop, with `message`
+        (the caller's own words, empty when it gave none) passed on to its handler."""
         if task.state.is_terminal:
             raise FailedPrecondition(f"task {task.id!r} already ended ({task.state.name}); it cannot be cancelled")
         if task.state.is_active:
             self._end_attempt(task, AttemptOutcome.CANCELLED, None)
-            self._order_cancel(task, "cancelled")
+            self._order_cancel(task, "cancelled", message[:1000])
         task.state = TaskState.CANCELLED
         task.cancel_reason = reason[:1000]
         task.end_time = self.now

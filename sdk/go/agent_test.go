@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -338,6 +339,49 @@ func TestCancelledAttemptsAnswerCancelledOnce(t *testing.T) {
 	}
 	if results != 0 {
 		t.Fatalf("%d extra result(s) for one assignment", results)
+	}
+}
+
+func TestTheClientsCancelMessageReachesTheHandler(t *testing.T) {
+	h, run := startAgent(t)
+	type seen struct{ reason, message, cause string }
+	observed := make(chan seen, 2)
+	h.agent.Handle("wait", func(ctx context.Context, task *Task) (any, error) {
+		<-ctx.Done()
+		observed <- seen{task.CancelReason(), task.CancelMessage(), context.Cause(ctx).Error()}
+		return nil, ctx.Err()
+	})
+	run(h.agent)
+	s := h.session()
+	s.registered()
+	s.assign("t1", "wait", `{}`)
+	s.assign("t2", "wait", `{}`)
+	s.out <- &pb.ConnectResponse{Frame: &pb.ConnectResponse_Cancellations{Cancellations: &pb.Cancellations{
+		Cancellations: []*pb.Cancellation{
+			{TaskId: "t1", Attempt: 1, Reason: "cancelled", Message: "operator says stop"},
+			{TaskId: "t2", Attempt: 1, Reason: "timed_out"},
+		},
+	}}}
+	got := map[string]seen{}
+	for range 2 {
+		select {
+		case o := <-observed:
+			got[o.reason] = o
+		case <-time.After(5 * time.Second):
+			t.Fatal("the handlers did not see their cancellation")
+		}
+	}
+	want := map[string]seen{
+		"cancelled": {"cancelled", "operator says stop", "meshplane: task attempt cancelled (cancelled): operator says stop"},
+		"timed_out": {"timed_out", "", "meshplane: task attempt cancelled (timed_out)"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for _, id := range []string{"t1", "t2"} {
+		if e := s.result(t, id).GetError(); e.GetCode() != CodeCancelled {
+			t.Fatalf("%s: got %v", id, e)
+		}
 	}
 }
 

@@ -438,7 +438,8 @@ func (c *Client) Get(ctx context.Context, taskID string) (*TaskInfo, error) {
 }
 
 // Cancel cancels a task and returns it; cancelling a task that already ended fails with an
-// error matching ErrFailedPrecondition.
+// error matching ErrFailedPrecondition. reason (at most 1000 characters, may be "") is recorded
+// on the task, and the handler running it sees it as [Task.CancelMessage].
 func (c *Client) Cancel(ctx context.Context, taskID, reason string) (*TaskInfo, error) {
 	resp, err := c.tasks.CancelTask(ctx, &pb.CancelTaskRequest{TaskId: taskID, Reason: reason})
 	if err != nil {

@@ -139,15 +139,24 @@ func isExported(name string) bool {
 // ErrAttemptCancelled matches (errors.Is) the cause (context.Cause) of a handler's context when
 // the control plane cancelled the attempt, or the agent gave it up because it is leaving; the
 // error says why (a client cancelled the task, it timed out, the attempt is no longer held, the
-// agent stopped).
+// agent stopped), followed by the client's own reason when it gave one (see [Task.CancelMessage]).
 var ErrAttemptCancelled = errors.New("meshplane: task attempt cancelled")
 
 // The cancel reason of attempts given up because the agent is leaving.
 const reasonAgentStopped = "agent_stopped"
 
-type cancelCause struct{ reason string }
+type cancelCause struct {
+	reason  string // the code: "cancelled", "timed_out", ...
+	message string // the client's words to CancelTask, if any
+}
 
-func (c *cancelCause) Error() string        { return ErrAttemptCancelled.Error() + " (" + c.reason + ")" }
+func (c *cancelCause) Error() string {
+	if c.message != "" {
+		return ErrAttemptCancelled.Error() + " (" + c.reason + "): " + c.message
+	}
+	return ErrAttemptCancelled.Error() + " (" + c.reason + ")"
+}
+
 func (c *cancelCause) Is(target error) bool { return target == ErrAttemptCancelled }
 
 // RegistrationError: the control plane refused the agent's registration (a bad name,

@@ -168,8 +168,15 @@ func TestTaskFailedErrorMatchesItsState(t *testing.T) {
 
 func TestCancelCause(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	cancel(&cancelCause{"cancelled"})
+	cancel(&cancelCause{reason: "cancelled"})
 	if !errors.Is(context.Cause(ctx), ErrAttemptCancelled) {
 		t.Fatal("the cause matches ErrAttemptCancelled")
+	}
+	if got := context.Cause(ctx).Error(); got != "meshplane: task attempt cancelled (cancelled)" {
+		t.Fatalf("got %q", got)
+	}
+	withMessage := &cancelCause{reason: "cancelled", message: "operator says stop"}
+	if got := withMessage.Error(); got != "meshplane: task attempt cancelled (cancelled): operator says stop" {
+		t.Fatalf("got %q", got)
 	}
 }

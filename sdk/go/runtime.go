@@ -44,6 +44,7 @@ type attempt struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	reason  string // why it was cancelled ("" if it was not); guarded by runtime.mu
+	message string // the client's reason for cancelling ("" if none); guarded by runtime.mu
 	discard bool   // no longer ours (not_held, given up, agent stopping): its result is dropped
 }
 
@@ -457,7 +458,7 @@ func (r *runtime) onFrame(s *session, frame *pb.ConnectResponse) {
 			if reason == "" {
 				reason = "cancelled"
 			}
-			r.cancel(refOf(c.GetTaskId(), c.GetAttempt()), reason)
+			r.cancel(refOf(c.GetTaskId(), c.GetAttempt()), reason, c.GetMessage())
 		}
 	case *pb.ConnectResponse_ChannelMessage:
 		r.deliver(f.ChannelMessage)
@@ -679,20 +680,31 @@ func (r *runtime) update(h ref, u *pb.TaskUpdate) {
 }
 
 func (r *runtime) cancelReason(h ref) string {
+	reason, _ := r.cancellation(h)
+	return reason
+}
+
+func (r *runtime) cancelMessage(h ref) string {
+	_, message := r.cancellation(h)
+	return message
+}
+
+// cancellation is why a running (or given up) attempt was cancelled: the code and the client's words.
+func (r *runtime) cancellation(h ref) (reason, message string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if at, ok := r.running[h]; ok {
-		return at.reason
+		return at.reason, at.message
 	}
 	if at, ok := r.abandoned[h]; ok {
-		return at.reason
+		return at.reason, at.message
 	}
-	return ""
+	return "", ""
 }
 
 // ------------------------------------------------------------------ cancellation
 
-func (r *runtime) cancel(h ref, reason string) {
+func (r *runtime) cancel(h ref, reason, message string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if reason == "not_held" {
@@ -701,9 +713,13 @@ func (r *runtime) cancel(h ref, reason string) {
 	}
 	if at, ok := r.running[h]; ok {
 		if at.reason == "" {
-			at.reason = reason
-			at.task.logger.Info("meshplane: task cancelled", "reason", reason)
-			at.cancel(&cancelCause{reason})
+			at.reason, at.message = reason, message
+			if message != "" {
+				at.task.logger.Info("meshplane: task cancelled", "reason", reason, "message", message)
+			} else {
+				at.task.logger.Info("meshplane: task cancelled", "reason", reason)
+			}
+			at.cancel(&cancelCause{reason: reason, message: message})
 		}
 		return
 	}
@@ -724,7 +740,7 @@ func (r *runtime) forgetLocked(h ref) {
 		if at.reason == "" {
 			at.reason = "not_held"
 		}
-		at.cancel(&cancelCause{"not_held"})
+		at.cancel(&cancelCause{reason: "not_held"})
 	}
 	for i, a := range r.backlog {
 		if refOf(a.GetTaskId(), a.GetAttempt()) == h {
@@ -793,7 +809,7 @@ func (r *runtime) giveUpLocked() {
 		if at.reason == "" {
 			at.reason = reasonAgentStopped
 		}
-		at.cancel(&cancelCause{reasonAgentStopped})
+		at.cancel(&cancelCause{reason: reasonAgentStopped})
 		r.resultLocked(h, r.stoppedResult(h))
 	}
 	for _, a := range r.backlog {

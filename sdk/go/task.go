@@ -134,5 +134,11 @@ func (t *Task) Logger() *slog.Logger { return t.logger }
 // "deadline_exceeded", "agent_stopped"), or "" while it was not.
 func (t *Task) CancelReason() string { return t.rt.cancelReason(t.ref) }
 
+// CancelMessage is the reason the client gave when it cancelled the task (the reason argument
+// of [Client.Cancel]), in its own words. It is "" when the client gave none, while the attempt
+// was not cancelled, and when the cancellation is not a client's (a timeout, the deadline, the
+// agent stopping). It is set by the time the handler's ctx is done.
+func (t *Task) CancelMessage() string { return t.rt.cancelMessage(t.ref) }
+
 // Context is the attempt's context (the one passed to the handler).
 func (t *Task) Context() context.Context { return t.ctx }

@@ -50,6 +50,7 @@ CAPABILITIES = frozenset(  # what every conformance agent registers (CONTRACT.md
         "conf.flaky",
         "conf.fatal",
         "conf.sleep",
+        "conf.await_cancel",
         "conf.concurrency",
         "conf.publish",
         "conf.state_cas",

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from google.protobuf import duration_pb2
 
 from controlplane.app import ControlPlane
 from meshplane.v1 import agent_pb2, task_pb2
@@ -119,6 +120,38 @@ async def test_cancelling_a_running_task_frees_the_agents_slot(plane: ControlPla
     echo = await mesh.run("conf.echo", {"after": "cancel"}, timeout=10)
     assert_succeeded(echo)
     assert output(echo) == {"after": "cancel"}
+
+
+@pytest.mark.timeout(60)
+async def test_the_cancel_reason_reaches_the_handler(plane: ControlPlane, mesh: Mesh, agents: Agents) -> None:
+    await agents.start(plane.address)
+    channel = f"conf.cancelled.{uuid.uuid4().hex[:12]}"
+    async with mesh.subscription(channel) as seen:
+        # A client's cancel: the handler sees the code "cancelled" and the client's words.
+        cancelled = await mesh.submit("conf.await_cancel", {"channel": channel, "seconds": 30})
+        await wait_running(mesh, cancelled.id)
+        await mesh.cancel(cancelled.id, reason="operator says stop")
+        await eventually(lambda: seen.messages, timeout=10, message="the cancelled handler's report")
+        final = await mesh.wait_terminal(cancelled.id, timeout=10)
+        assert final.state == task_pb2.TASK_STATE_CANCELLED, describe(final)
+        assert final.cancel_reason == "operator says stop", describe(final)
+
+        # The plane's own cancel (a heartbeat timeout, the handler sending none): a code, no message.
+        heartbeat = duration_pb2.Duration(seconds=1)
+        timed_out = await mesh.submit(
+            "conf.await_cancel",
+            {"channel": channel, "seconds": 30},
+            max_attempts=1,
+            timeouts=task_pb2.TaskTimeouts(heartbeat=heartbeat),
+        )
+        await eventually(lambda: len(seen.messages) >= 2, timeout=15, message="the timed-out handler's report")
+        final = await mesh.wait_terminal(timed_out.id, timeout=10)
+        assert final.attempts[0].outcome == task_pb2.ATTEMPT_OUTCOME_TIMED_OUT, describe(final)
+
+    assert seen.values() == [
+        {"task_id": cancelled.id, "attempt": 1, "reason": "cancelled", "message": "operator says stop"},
+        {"task_id": timed_out.id, "attempt": 1, "reason": "timed_out", "message": ""},
+    ]
 
 
 @pytest.mark.timeout(120)

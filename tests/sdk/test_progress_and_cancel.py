@@ -144,3 +144,73 @@ async def test_an_attempt_past_its_deadline_is_stopped_and_its_slot_freed(serve:
     assert reasons and reasons[0] in {"deadline_exceeded", "timed_out"}
     final = await client.get(stuck_task.id)
     assert final.attempts[0].outcome in {"TIMED_OUT", "FAILED"}
+
+
+async def test_the_clients_cancel_reason_reaches_the_handler(serve: Any, client: MeshClient) -> None:
+    agent = Agent("cancel-message")
+    started: asyncio.Queue[str] = asyncio.Queue()
+    sync_started = threading.Event()
+    seen: dict[str, tuple[str, str, bool]] = {}
+
+    @agent.task("work.forever")
+    async def forever(ctx: TaskContext, data: Any) -> None:
+        started.put_nowait(ctx.task_id)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen[ctx.task_id] = (ctx.cancel_reason, ctx.cancel_message, ctx.cancelled.is_set())
+            raise
+
+    @agent.task("work.loop")
+    def loop(ctx: TaskContext, data: Any) -> None:
+        sync_started.set()
+        deadline = time.monotonic() + 30
+        while not ctx.is_cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen[ctx.task_id] = (ctx.cancel_reason, ctx.cancel_message, ctx.is_cancelled())
+
+    async with serve(agent):
+        with_reason = await client.submit("work.forever", None)
+        assert await asyncio.wait_for(started.get(), 10) == with_reason.id
+        await client.cancel(with_reason.id, reason="operator says stop")
+        await eventually(lambda: with_reason.id in seen, message="the async handler saw the cancellation")
+
+        without_reason = await client.submit("work.forever", None)
+        assert await asyncio.wait_for(started.get(), 10) == without_reason.id
+        await client.cancel(without_reason.id)
+        await eventually(lambda: without_reason.id in seen, message="the async handler saw the cancellation")
+
+        in_thread = await client.submit("work.loop", None)
+        await eventually(sync_started.is_set, message="the sync handler started")
+        await client.cancel(in_thread.id, reason="operator says stop (sync)")
+        await eventually(lambda: in_thread.id in seen, message="the sync handler saw the cancellation")
+        await eventually(lambda: agent.in_flight == 0, message="every handler finished")
+
+    assert seen[with_reason.id] == ("cancelled", "operator says stop", True)
+    assert seen[without_reason.id] == ("cancelled", "", True)  # the task records "cancelled by client"; not the agent
+    assert seen[in_thread.id] == ("cancelled", "operator says stop (sync)", True)
+    assert (await client.get(with_reason.id)).cancel_reason == "operator says stop"
+
+
+async def test_a_timeout_cancellation_carries_no_message(serve: Any, client: MeshClient) -> None:
+    agent = Agent("cancel-on-timeout")
+    seen: list[tuple[str, str]] = []
+
+    @agent.task("work.silent")
+    async def silent(ctx: TaskContext, data: Any) -> None:
+        try:
+            await asyncio.sleep(3600)  # never heartbeats: the plane times the attempt out and cancels it
+        except asyncio.CancelledError:
+            seen.append((ctx.cancel_reason, ctx.cancel_message))
+            raise
+
+    async with serve(agent):
+        task = await client.submit("work.silent", None, heartbeat_timeout=0.5, max_attempts=1)
+        with pytest.raises(TaskFailed):
+            await task.wait(timeout=15)
+        await eventually(lambda: seen, message="the handler saw the plane's cancellation")
+        await eventually(lambda: agent.in_flight == 0)
+
+    assert seen == [("timed_out", "")]
+    final = await client.get(task.id)
+    assert final.attempts[0].outcome == "TIMED_OUT"

@@ -370,7 +370,10 @@ export class MeshClient {
     return taskInfo(response.task);
   }
 
-  /** Cancels a task; resolves to it after cancellation. */
+  /**
+   * Cancels a task; resolves to it after cancellation. `reason` (at most 1000 characters) is recorded on the
+   * task, and the handler running it sees it as `ctx.cancelMessage`.
+   */
   async cancel(taskId: string, reason = ""): Promise<TaskInfo> {
     const stub = this.tasks;
     const response = await this.connection.unary(stub.cancelTask.bind(stub), { taskId, reason }, this.timeoutMs);

@@ -48,6 +48,7 @@ export class TaskContext {
   private readonly assignment: Assignment;
   private readonly controller = new AbortController();
   private reason: string | undefined;
+  private message = "";
   private logger: Logger | undefined;
 
   /** @internal Made by the agent for each assignment. */
@@ -165,10 +166,20 @@ export class TaskContext {
     return this.reason;
   }
 
+  /**
+   * The reason the client gave when it cancelled the task (`client.cancel(taskId, reason)`), in its own
+   * words, once the attempt is cancelled: "" when the client gave none, or when the cancellation is not a
+   * client's (a timeout, the deadline, the agent stopping); `undefined` while the attempt is not cancelled.
+   * Also the `cancelMessage` of the signal's {@link CancelledError}.
+   */
+  get cancelMessage(): string | undefined {
+    return this.reason === undefined ? undefined : this.message;
+  }
+
   /** Throws the {@link CancelledError} if the attempt was cancelled (a handy check in loops). */
   throwIfCancelled(): void {
     if (this.reason !== undefined) {
-      throw new CancelledError(this.reason);
+      throw new CancelledError(this.reason, this.message);
     }
   }
 
@@ -176,13 +187,13 @@ export class TaskContext {
   sleep(ms: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (this.reason !== undefined) {
-        reject(new CancelledError(this.reason));
+        reject(new CancelledError(this.reason, this.message));
         return;
       }
       const signal = this.controller.signal;
       const onAbort = (): void => {
         clearTimeout(timer);
-        reject(new CancelledError(this.reason ?? "cancelled"));
+        reject(new CancelledError(this.reason ?? "cancelled", this.message));
       };
       const timer = setTimeout(() => {
         signal.removeEventListener("abort", onAbort);
@@ -193,12 +204,13 @@ export class TaskContext {
   }
 
   /** @internal */
-  [cancelContext](reason: string): void {
+  [cancelContext](reason: string, message = ""): void {
     if (this.reason !== undefined) {
       return;
     }
     this.reason = reason;
-    this.controller.abort(new CancelledError(reason));
+    this.message = message;
+    this.controller.abort(new CancelledError(reason, message));
   }
 
   toString(): string {

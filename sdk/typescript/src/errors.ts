@@ -82,10 +82,16 @@ export class ValidationError extends MeshplaneError {
 export class CancelledError extends MeshplaneError {
   /** Why: "cancelled", "timed_out", "deadline_exceeded", "not_held", "agent_stopped". */
   readonly reason: string;
+  /**
+   * The reason the client gave when it cancelled the task, in its own words (as `ctx.cancelMessage`);
+   * "" when it gave none or the cancellation is not a client's (a timeout, the deadline, the agent stopping).
+   */
+  readonly cancelMessage: string;
 
-  constructor(reason: string) {
-    super(`task attempt cancelled: ${reason}`);
+  constructor(reason: string, cancelMessage = "") {
+    super(cancelMessage ? `task attempt cancelled: ${reason}: ${cancelMessage}` : `task attempt cancelled: ${reason}`);
     this.reason = reason;
+    this.cancelMessage = cancelMessage;
   }
 }
 

@@ -570,7 +570,8 @@ export class AgentRuntime implements LinkHandler, ContextPort {
         break;
       case "cancellations":
         for (const cancellation of frame.cancellations.cancellations) {
-          this.cancel(refKey(cancellation.taskId, cancellation.attempt), cancellation.reason || "cancelled");
+          const key = refKey(cancellation.taskId, cancellation.attempt);
+          this.cancel(key, cancellation.reason || "cancelled", cancellation.message);
         }
         break;
       case "channelMessage":
@@ -694,7 +695,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
 
   // ------------------------------------------------------------ cancellation
 
-  private cancel(key: RefKey, reason: string): void {
+  private cancel(key: RefKey, reason: string, message = ""): void {
     if (reason === "not_held") {
       this.forget(key);
       return;
@@ -702,8 +703,8 @@ export class AgentRuntime implements LinkHandler, ContextPort {
     const attempt = this.running.get(key);
     if (attempt !== undefined) {
       if (!attempt.ctx.cancelled) {
-        attempt.ctx.log.info(`cancelling: ${reason}`);
-        attempt.ctx[cancelContext](reason);
+        attempt.ctx.log.info(message ? `cancelling: ${reason}: ${message}` : `cancelling: ${reason}`);
+        attempt.ctx[cancelContext](reason, message);
       }
       return;
     }

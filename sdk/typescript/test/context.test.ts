@@ -71,17 +71,27 @@ describe("TaskContext", () => {
     const ctx = new TaskContext(new RecordingPort(), assignment);
     assert.equal(ctx.cancelled, false);
     assert.doesNotThrow(() => ctx.throwIfCancelled());
+    assert.equal(ctx.cancelMessage, undefined);
     const sleeping = ctx.sleep(60_000);
-    ctx[cancelContext]("cancelled");
+    ctx[cancelContext]("cancelled", "operator says stop");
     ctx[cancelContext]("timed_out"); // the first reason wins
     assert.equal(ctx.cancelled, true);
     assert.equal(ctx.cancelReason, "cancelled");
+    assert.equal(ctx.cancelMessage, "operator says stop");
     assert.ok(ctx.signal.aborted);
     assert.ok(ctx.signal.reason instanceof CancelledError);
     assert.equal((ctx.signal.reason as CancelledError).reason, "cancelled");
-    await assert.rejects(sleeping, CancelledError);
-    await assert.rejects(ctx.sleep(1), CancelledError);
-    assert.throws(() => ctx.throwIfCancelled(), CancelledError);
+    assert.equal((ctx.signal.reason as CancelledError).cancelMessage, "operator says stop");
+    await assert.rejects(sleeping, { name: "CancelledError", cancelMessage: "operator says stop" });
+    await assert.rejects(ctx.sleep(1), { name: "CancelledError", cancelMessage: "operator says stop" });
+    assert.throws(() => ctx.throwIfCancelled(), { name: "CancelledError", cancelMessage: "operator says stop" });
+  });
+
+  it("has an empty cancel message when the cancellation carries none", () => {
+    const ctx = new TaskContext(new RecordingPort(), assignment);
+    ctx[cancelContext]("timed_out");
+    assert.equal(ctx.cancelMessage, "");
+    assert.equal((ctx.signal.reason as CancelledError).cancelMessage, "");
   });
 
   it("sleeps", async () => {

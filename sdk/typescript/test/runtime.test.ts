@@ -269,8 +269,8 @@ describe("AgentRuntime", () => {
       $case: "cancellations",
       cancellations: {
         cancellations: [
-          { taskId: "t1", attempt: 1, reason: "cancelled" },
-          { taskId: "t2", attempt: 1, reason: "timed_out" },
+          { taskId: "t1", attempt: 1, reason: "cancelled", message: "" },
+          { taskId: "t2", attempt: 1, reason: "timed_out", message: "" },
         ],
       },
     });
@@ -281,6 +281,38 @@ describe("AgentRuntime", () => {
       { code: "cancelled", retryable: false },
       { code: "cancelled", retryable: false },
     ]);
+  });
+
+  it("hands the client's cancel message to the handler, on the context and the signal's reason", async () => {
+    const seen = new Map<string, [string | undefined, string | undefined, string, string]>();
+    const runtime = makeRuntime({
+      "unit.wait": async (ctx) => {
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        const error = ctx.signal.reason as CancelledError;
+        seen.set(ctx.taskId, [ctx.cancelReason, ctx.cancelMessage, error.cancelMessage, error.message]);
+        return {};
+      },
+    });
+    const session = connect(runtime);
+    assign(runtime, session, assignment("t1", "unit.wait", {}), assignment("t2", "unit.wait", {}));
+    await tick();
+    send(runtime, session, {
+      $case: "cancellations",
+      cancellations: {
+        cancellations: [
+          { taskId: "t1", attempt: 1, reason: "cancelled", message: "operator says stop" },
+          { taskId: "t2", attempt: 1, reason: "timed_out", message: "" },
+        ],
+      },
+    });
+    await until(() => runtime.inFlight === 0);
+    assert.deepEqual(seen.get("t1"), [
+      "cancelled",
+      "operator says stop",
+      "operator says stop",
+      "task attempt cancelled: cancelled: operator says stop",
+    ]);
+    assert.deepEqual(seen.get("t2"), ["timed_out", "", "", "task attempt cancelled: timed_out"]);
   });
 
   it("cancels an attempt whose deadline passes, retryably", async () => {
@@ -357,7 +389,7 @@ describe("AgentRuntime", () => {
     runtime.outbox.take();
     send(runtime, session, {
       $case: "cancellations",
-      cancellations: { cancellations: [{ taskId: "t1", attempt: 1, reason: "not_held" }] },
+      cancellations: { cancellations: [{ taskId: "t1", attempt: 1, reason: "not_held", message: "" }] },
     });
     await until(() => runtime.inFlight === 0);
     assert.ok(signalled);

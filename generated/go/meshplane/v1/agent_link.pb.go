@@ -1498,7 +1498,11 @@ type Cancellation struct {
 	// The attempt number.
 	Attempt int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// Why: "cancelled", "timed_out", "not_held".
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The caller's reason given to CancelTask (CancelTaskRequest.reason, at most 1000
+	// characters), for the handler to see. Empty when none was given, or when the
+	// cancellation does not come from CancelTask (timeouts, not_held).
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1550,6 +1554,13 @@ func (x *Cancellation) GetAttempt() int32 {
 func (x *Cancellation) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *Cancellation) GetMessage() string {
+	if x != nil {
+		return x.Message
 	}
 	return ""
 }
@@ -1896,11 +1907,12 @@ const file_meshplane_v1_agent_link_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
 	"\vAssignments\x12:\n" +
-	"\vassignments\x18\x01 \x03(\v2\x18.meshplane.v1.AssignmentR\vassignments\"Y\n" +
+	"\vassignments\x18\x01 \x03(\v2\x18.meshplane.v1.AssignmentR\vassignments\"s\n" +
 	"\fCancellation\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"Q\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"Q\n" +
 	"\rCancellations\x12@\n" +
 	"\rcancellations\x18\x01 \x03(\v2\x1a.meshplane.v1.CancellationR\rcancellations\"T\n" +
 	"\x05Drain\x123\n" +

@@ -523,7 +523,8 @@ type CancelTaskRequest struct {
 	// The task id.
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Why (at most 1000 characters); recorded on the task (Task.cancel_reason).
-	// The agent running it is told to stop with the reason code "cancelled".
+	// The agent running it is told to stop with the reason code "cancelled", and
+	// this text reaches its handler too (Cancellation.message; empty when not given).
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -353,6 +353,12 @@ export interface Cancellation {
   attempt: number;
   /** Why: "cancelled", "timed_out", "not_held". */
   reason: string;
+  /**
+   * The caller's reason given to CancelTask (CancelTaskRequest.reason, at most 1000
+   * characters), for the handler to see. Empty when none was given, or when the
+   * cancellation does not come from CancelTask (timeouts, not_held).
+   */
+  message: string;
 }
 
 /** Several cancellations in one frame. */
@@ -2951,7 +2957,7 @@ export const Assignments: MessageFns<Assignments> = {
 };
 
 function createBaseCancellation(): Cancellation {
-  return { taskId: "", attempt: 0, reason: "" };
+  return { taskId: "", attempt: 0, reason: "", message: "" };
 }
 
 export const Cancellation: MessageFns<Cancellation> = {
@@ -2964,6 +2970,9 @@ export const Cancellation: MessageFns<Cancellation> = {
     }
     if (message.reason !== "") {
       writer.uint32(26).string(message.reason);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
     }
     return writer;
   },
@@ -3005,6 +3014,14 @@ export const Cancellation: MessageFns<Cancellation> = {
             message.reason = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3026,6 +3043,7 @@ export const Cancellation: MessageFns<Cancellation> = {
         : "",
       attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
     };
   },
 
@@ -3040,6 +3058,9 @@ export const Cancellation: MessageFns<Cancellation> = {
     if (message.reason !== "") {
       obj.reason = message.reason;
     }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
     return obj;
   },
 
@@ -3051,6 +3072,7 @@ export const Cancellation: MessageFns<Cancellation> = {
     message.taskId = object.taskId ?? "";
     message.attempt = object.attempt ?? 0;
     message.reason = object.reason ?? "";
+    message.message = object.message ?? "";
     return message;
   },
 };

@@ -136,7 +136,8 @@ export interface CancelTaskRequest {
   taskId: string;
   /**
    * Why (at most 1000 characters); recorded on the task (Task.cancel_reason).
-   * The agent running it is told to stop with the reason code "cancelled".
+   * The agent running it is told to stop with the reason code "cancelled", and
+   * this text reaches its handler too (Cancellation.message; empty when not given).
    */
   reason: string;
 }

@@ -107,6 +107,21 @@ func register(agent *meshplane.Agent) {
 		return object{"slept": in.Seconds}, nil
 	}))
 
+	agent.Handle("conf.await_cancel", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
+		Channel string  `json:"channel"`
+		Seconds float64 `json:"seconds"`
+	}) (object, error) {
+		if err := sleep(ctx, in.Seconds); err == nil {
+			return object{"cancelled": false}, nil
+		}
+		// Cancelled: say what the handler was told, then let the SDK report the cancellation.
+		seen := object{"task_id": t.ID, "attempt": t.Attempt, "reason": t.CancelReason(), "message": t.CancelMessage()}
+		if err := t.Publish(in.Channel, seen); err != nil {
+			return nil, err
+		}
+		return nil, context.Cause(ctx)
+	}))
+
 	var mu sync.Mutex
 	current, peak := 0, 0
 	agent.Handle("conf.concurrency", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {

@@ -71,6 +71,22 @@ def build_agent(name: str, instance_id: str, max_concurrency: int) -> Agent:
             await asyncio.wait_for(ctx.cancelled.wait(), seconds)  # returns early when cancelled
         return {"slept": seconds}  # after a cancellation the SDK reports "cancelled" whatever this says
 
+    @agent.task("conf.await_cancel")
+    async def await_cancel(ctx: TaskContext, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(data["seconds"])
+        except asyncio.CancelledError:
+            # Cancelled: say what the handler was told, then let the SDK report the cancellation.
+            seen = {
+                "task_id": ctx.task_id,
+                "attempt": ctx.attempt,
+                "reason": ctx.cancel_reason,
+                "message": ctx.cancel_message,
+            }
+            await ctx.publish(data["channel"], seen)
+            raise
+        return {"cancelled": False}
+
     @agent.task("conf.concurrency")
     async def concurrency(ctx: TaskContext, data: dict[str, float]) -> dict[str, int]:
         nonlocal running, peak

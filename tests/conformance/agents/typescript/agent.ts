@@ -97,6 +97,22 @@ function build(args: Args): Agent {
     return { slept: input.seconds };
   });
 
+  agent.task("conf.await_cancel", async (ctx, input: { channel: string; seconds: number }) => {
+    await sleepUnlessAborted(input.seconds * 1000, ctx.signal);
+    if (!ctx.cancelled) {
+      return { cancelled: false };
+    }
+    // Cancelled: say what the handler was told, then let the SDK report the cancellation.
+    const seen = {
+      task_id: ctx.taskId,
+      attempt: ctx.attempt,
+      reason: ctx.cancelReason,
+      message: ctx.cancelMessage,
+    };
+    ctx.publish(input.channel, seen);
+    throw ctx.signal.reason;
+  });
+
   let running = 0;
   let peak = 0;
   agent.task("conf.concurrency", async (ctx, input: { hold: number }) => {
