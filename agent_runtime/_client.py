@@ -125,6 +125,8 @@ class TaskSpec:
     ``routing_key`` places tasks with the same key on the same agent instance (while it lives): it implies
     ``strategy="consistent_hash"`` unless another ``strategy`` is given. ``strategy`` is one of
     ``"least_loaded"``, ``"round_robin"``, ``"weighted"`` or ``"consistent_hash"``; unset, the plane's default.
+    Retries wait ``initial_backoff`` seconds before the second attempt, growing by ``backoff_multiplier`` (1 to
+    100) per attempt up to ``max_backoff``, with jitter; unset, the plane's.
     """
 
     capability: str
@@ -138,6 +140,9 @@ class TaskSpec:
     routing_key: str = ""
     max_attempts: int = 0
     non_retryable_error_codes: Sequence[str] = ()
+    initial_backoff: Seconds | None = None
+    max_backoff: Seconds | None = None
+    backoff_multiplier: float = 0.0
     schedule_to_start: Seconds | None = None
     start_to_close: Seconds | None = None
     heartbeat_timeout: Seconds | None = None
@@ -160,9 +165,20 @@ class TaskSpec:
             correlation_id=self.correlation_id,
             metadata=dict(self.metadata),
         )
-        if self.max_attempts or self.non_retryable_error_codes:
-            request.retry_policy.max_attempts = integer(self.max_attempts, "max_attempts", 32)
-            request.retry_policy.non_retryable_error_codes.extend(self.non_retryable_error_codes)
+        retry = request.retry_policy
+        if self.max_attempts:
+            retry.max_attempts = integer(self.max_attempts, "max_attempts", 32)
+        retry.non_retryable_error_codes.extend(self.non_retryable_error_codes)
+        if self.initial_backoff is not None:
+            retry.initial_backoff.CopyFrom(duration(self.initial_backoff, "initial_backoff"))
+        if self.max_backoff is not None:
+            retry.max_backoff.CopyFrom(duration(self.max_backoff, "max_backoff"))
+        if self.backoff_multiplier:
+            if not math.isfinite(self.backoff_multiplier):
+                raise ValueError(f"backoff_multiplier must be a finite number, got {self.backoff_multiplier!r}")
+            retry.backoff_multiplier = self.backoff_multiplier
+        if retry.ByteSize() == 0:
+            request.ClearField("retry_policy")  # nothing asked: the plane's policy, as before
         timeouts = {
             "schedule_to_start": self.schedule_to_start,
             "start_to_close": self.start_to_close,

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -130,3 +131,19 @@ def int_argument(value: int, option: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise CliError(f"{option} must be within {low}..{high}")
     return value
+
+
+def key_value_arguments(items: Sequence[str] | None, option: str) -> dict[str, str]:
+    """A repeatable ``KEY=VALUE`` option as a dict (the value may hold ``=`` and may be empty): an item without
+    ``=``, an empty key, or one key given twice with different values is a CliError."""
+    pairs: dict[str, str] = {}
+    for item in items or ():
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise CliError(f"{option} must be KEY=VALUE: got {item!r}")
+        if not key:
+            raise CliError(f"{option} must be KEY=VALUE with a key before the =: got {item!r}")
+        if pairs.get(key, value) != value:
+            raise CliError(f"{option} gives the key {key!r} two values: {pairs[key]!r} and {value!r}")
+        pairs[key] = value
+    return pairs

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import sys
 
-from agent_runtime import MeshClient, TaskEvent, TaskFailed, TaskHandle, TaskInfo, TaskState
+from agent_runtime import MeshClient, Page, TaskEvent, TaskFailed, TaskHandle, TaskInfo, TaskState
 from controlplane.cli import output
 from controlplane.cli.common import (
     CliError,
@@ -16,10 +18,13 @@ from controlplane.cli.common import (
     duration_argument,
     int_argument,
     json_argument,
+    key_value_arguments,
 )
 
 _STATES = [s.value.lower() for s in TaskState if s is not TaskState.UNSPECIFIED]
 _STRATEGIES = ["least_loaded", "round_robin", "weighted", "consistent_hash"]
+_MAX_PAGE = 1000  # the most tasks the plane sends in one page
+_MAX_INT64 = 2**63 - 1
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,10 +41,63 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "--max-attempts", type=int, default=0, help="attempts including the first, 1..100 (0, the default: the plane's)"
     )
     submit.add_argument(
+        "--non-retryable",
+        action="append",
+        metavar="CODE",
+        help="an attempt failing with this error code ends the task FAILED at once, without retrying (repeatable)",
+    )
+    submit.add_argument(
+        "--initial-backoff", metavar="DURATION", help="wait this long before the second attempt (unset: the plane's)"
+    )
+    submit.add_argument(
+        "--max-backoff", metavar="DURATION", help="the longest wait between attempts (unset: the plane's)"
+    )
+    submit.add_argument(
+        "--backoff-multiplier",
+        type=float,
+        metavar="FACTOR",
+        help="the wait grows by this factor per attempt, 1..100 (unset: the plane's)",
+    )
+    submit.add_argument(
         "--routing-key", default="", help="tasks with the same key run on the same instance (implies consistent_hash)"
     )
     submit.add_argument("--strategy", choices=_STRATEGIES, help="how an instance is picked (default: the plane's)")
-    _add_wait_options(submit)
+    submit.add_argument("--agent", default="", metavar="NAME", help="run only on agents with this name")
+    submit.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="run only on agent instances with this label (repeatable: all must match)",
+    )
+    submit.add_argument(
+        "--metadata", action="append", metavar="KEY=VALUE", help="carried to the agent with the task (repeatable)"
+    )
+    deadlines = submit.add_argument_group(
+        "the task's deadlines", "enforced by the plane, which ends the attempt or task TIMED_OUT (unset: the plane's)"
+    )
+    deadlines.add_argument(
+        "--schedule-to-start",
+        metavar="DURATION",
+        help="an attempt not started within this long of being queued times out (e.g. 30s, 5m, 2h, 1d)",
+    )
+    deadlines.add_argument(
+        "--start-to-close", metavar="DURATION", help="an attempt still running this long after it started times out"
+    )
+    deadlines.add_argument(
+        "--heartbeat-timeout",
+        metavar="DURATION",
+        help="an attempt silent this long (no progress, no heartbeat for the task) times out (unset: no check)",
+    )
+    deadlines.add_argument(
+        "--schedule-to-close",
+        metavar="DURATION",
+        help="the whole task, all attempts included, must end within this long of being submitted",
+    )
+    _add_wait_options(
+        submit,
+        timeout_help="with --wait: stop waiting after this long (e.g. 30s, 5m) and exit 1; a limit on this command, "
+        "not the task's deadline: the task is not cancelled and keeps running (see --schedule-to-close)",
+    )
     submit.set_defaults(run=submit_task)
 
     get = commands.add_parser("get", help="show a task and its attempts")
@@ -48,11 +106,22 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     watch = commands.add_parser("watch", help="follow a task until it ends (progress bar on a terminal)")
     watch.add_argument("task_id")
+    watch.add_argument(
+        "--after-sequence",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the events after sequence number N (to resume a watch; default 0: from the first)",
+    )
     watch.set_defaults(run=watch_task)
 
     cancel = commands.add_parser("cancel", help="cancel a task")
     cancel.add_argument("task_id")
-    cancel.add_argument("--reason", default="", help='recorded on the task (the agent is told "cancelled")')
+    cancel.add_argument(
+        "--reason",
+        default="",
+        help="recorded on the task, and shown to the handler running it (at most 1000 characters)",
+    )
     cancel.set_defaults(run=cancel_task)
 
     resubmit = commands.add_parser(
@@ -65,7 +134,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     ls = commands.add_parser("ls", help="list tasks, newest first")
     ls.add_argument("--state", choices=_STATES, type=str.lower, help="only tasks in this state")
     ls.add_argument("--capability", default="", help="only tasks for this capability")
-    ls.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    ls.add_argument("--correlation-id", default="", help="only tasks with this correlation id")
+    how_many = ls.add_mutually_exclusive_group()
+    how_many.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    how_many.add_argument("--all", action="store_true", help="every task that matches, however many (page by page)")
     ls.set_defaults(run=list_tasks)
 
     for command in (submit, get, watch, cancel, resubmit, ls):
@@ -73,9 +145,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         add_output_option(command)
 
 
-def _add_wait_options(command: argparse.ArgumentParser) -> None:
+def _add_wait_options(
+    command: argparse.ArgumentParser,
+    *,
+    timeout_help: str = "with --wait: stop waiting after this long (e.g. 30s, 5m) and exit 1; the task is not "
+    "cancelled and keeps running",
+) -> None:
     command.add_argument("--wait", action="store_true", help="wait for the task to end and print its output")
-    command.add_argument("--timeout", default=None, help="with --wait: give up after this long (e.g. 30s, 5m)")
+    command.add_argument("--timeout", default=None, metavar="DURATION", help=timeout_help)
 
 
 def _wait_timeout(args: argparse.Namespace) -> float | None:
@@ -97,10 +174,37 @@ def _failed(task: TaskInfo) -> int:
     return 1
 
 
+def _deadline(text: str | None, option: str) -> float | None:
+    """A task deadline (or backoff) option in seconds; None when not given (the plane's default)."""
+    return None if text is None else duration_argument(text, option)
+
+
+def _multiplier(factor: float | None) -> float:
+    """--backoff-multiplier: 0 when not given (the plane's); the plane checks the range, this only NaN and inf."""
+    if factor is None:
+        return 0.0
+    if not math.isfinite(factor):
+        raise CliError(f"--backoff-multiplier must be a finite number: got {factor}")
+    return factor
+
+
 async def submit_task(args: argparse.Namespace) -> int:
     data = json_argument(args.input, "--input")
     int_argument(args.priority, "--priority", -1000, 1000)
     int_argument(args.max_attempts, "--max-attempts", 0, 100)
+    labels = key_value_arguments(args.label, "--label")
+    metadata = key_value_arguments(args.metadata, "--metadata")
+    deadlines = {
+        "schedule_to_start": _deadline(args.schedule_to_start, "--schedule-to-start"),
+        "start_to_close": _deadline(args.start_to_close, "--start-to-close"),
+        "heartbeat_timeout": _deadline(args.heartbeat_timeout, "--heartbeat-timeout"),
+        "schedule_to_close": _deadline(args.schedule_to_close, "--schedule-to-close"),
+    }
+    retry = {
+        "initial_backoff": _deadline(args.initial_backoff, "--initial-backoff"),
+        "max_backoff": _deadline(args.max_backoff, "--max-backoff"),
+        "backoff_multiplier": _multiplier(args.backoff_multiplier),
+    }
     timeout = _wait_timeout(args)
     async with client(args) as mesh:
         handle = await mesh.submit(
@@ -109,22 +213,29 @@ async def submit_task(args: argparse.Namespace) -> int:
             priority=args.priority,
             idempotency_key=args.idempotency_key,
             correlation_id=args.correlation_id,
+            metadata=metadata,
+            agent_name=args.agent,
+            label_selector=labels,
             max_attempts=args.max_attempts,
+            non_retryable_error_codes=args.non_retryable or (),
             routing_key=args.routing_key,
             strategy=args.strategy,
+            **deadlines,
+            **retry,
         )
         if handle.task.state is TaskState.QUEUED:
-            await _say_if_nobody_serves(mesh, args.capability)
+            await _say_if_nobody_serves(mesh, args.capability, args.agent)
         return await _print_or_wait(mesh, handle, args, timeout)
 
 
-async def _say_if_nobody_serves(mesh: MeshClient, capability: str) -> None:
+async def _say_if_nobody_serves(mesh: MeshClient, capability: str, agent_name: str) -> None:
     """A task no connected agent can run waits, silently, up to its schedule-to-start timeout (an hour by
-    default): say so on stderr (a typo in the capability, or its agents are down)."""
+    default): say so on stderr (a typo in the capability or the agent's name, or its agents are down)."""
     agents = await mesh.list_agents(capability=capability)
-    if not any(agent.connected_instances for agent in agents):
+    if not any(agent.connected_instances for agent in agents if agent.name == agent_name or not agent_name):
+        named = f" named {agent_name}" if agent_name else ""
         output.out(
-            f"note: no connected agent serves {capability}; the task waits until one does "
+            f"note: no connected agent{named} serves {capability}; the task waits until one does "
             "(up to its schedule-to-start timeout)",
             sys.stderr,
         )
@@ -185,13 +296,14 @@ def _bar_text(event: TaskEvent, progress: float, message: str) -> str:
 
 
 async def watch_task(args: argparse.Namespace) -> int:
+    after_sequence = int_argument(args.after_sequence, "--after-sequence", 0, _MAX_INT64)
     live = args.output == "text" and sys.stdout.isatty()
     line = _ProgressLine()
     progress, message = 0.0, ""
     last: TaskEvent | None = None
     async with client(args) as mesh:
         try:
-            async with contextlib.aclosing(mesh.watch(args.task_id)) as events:
+            async with contextlib.aclosing(mesh.watch(args.task_id, after_sequence=after_sequence)) as events:
                 async for event in events:
                     last = event
                     if args.output == "json":
@@ -227,15 +339,32 @@ async def cancel_task(args: argparse.Namespace) -> int:
 
 
 async def list_tasks(args: argparse.Namespace) -> int:
-    if not 1 <= args.limit <= 1000:
+    if not args.all and not 1 <= args.limit <= 1000:
         raise CliError("--limit must be within 1..1000")
     async with client(args) as mesh:
-        page = await mesh.list_tasks_page(state=args.state, capability=args.capability, page_size=args.limit)
+
+        async def fetch(size: int, token: str = "") -> Page[TaskInfo]:
+            return await mesh.list_tasks_page(
+                state=args.state,
+                capability=args.capability,
+                correlation_id=args.correlation_id,
+                page_size=size,
+                page_token=token,
+            )
+
+        pages = [await fetch(_MAX_PAGE if args.all else args.limit)]
+        while args.all and pages[-1].next_page_token:  # --all: follow the pages to the last
+            pages.append(await fetch(_MAX_PAGE, pages[-1].next_page_token))
     if args.output == "json":
-        output.out(page.to_json())
+        if len(pages) == 1:
+            output.out(pages[0].to_json())
+        else:  # the pages as one answer of the same shape, its tasks all of theirs (and no next page)
+            tasks = [task for page in pages for task in page.to_dict().get("tasks", [])]
+            output.out(json.dumps({"tasks": tasks}, indent=2))
         return 0
     rows = [
         [t.id, t.state.value, t.capability, str(t.attempt), f"{t.progress * 100:.0f}%", output.age(t.create_time)]
+        for page in pages
         for t in page.items
     ]
     output.out(output.table(rows, ["ID", "STATE", "CAPABILITY", "ATTEMPT", "PROGRESS", "AGE"]) if rows else "no tasks")
