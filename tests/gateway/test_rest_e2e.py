@@ -382,6 +382,11 @@ async def test_health_readiness_openapi_and_docs(gateway_binary: Path, tmp_path:
                 generated = json.loads((ROOT / "generated/openapi/meshplane.swagger.json").read_text())
                 assert spec.json() == generated
                 assert "/v1/tasks/{taskId}:watch" in spec.json()["paths"]
+                # How to authenticate, for tools reading the spec (Swagger UI's Authorize button): a bearer token
+                # in the Authorization header, or none when the plane has no tokens.
+                bearer = spec.json()["securityDefinitions"]["bearer"]
+                assert (bearer["type"], bearer["in"], bearer["name"]) == ("apiKey", "header", "Authorization")
+                assert spec.json()["security"] == [{"bearer": []}, {}]
 
                 docs = await http.get("/docs", follow_redirects=True)
                 assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
