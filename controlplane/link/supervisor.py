@@ -17,7 +17,7 @@ from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskRef
 from controlplane.errors import Unavailable
 from controlplane.lifecycle import Component, TaskOwner
-from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, RegisteredMsg
+from controlplane.link.messages import AckMsg, CancelMsg, DrainMsg, ErrorMsg, RegisteredMsg
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.session import AgentSession, SessionState
 from controlplane.link.silence import SilenceWatch
@@ -30,6 +30,8 @@ from controlplane.settings import Settings
 from controlplane.store.transient import storage_full_reason, unavailable_reason
 
 logger = logging.getLogger(__name__)
+
+_ALREADY_EXISTS = 6  # google.rpc.Code of the error frame telling a replaced session why (see _replace)
 
 
 class SessionSupervisor(Component):
@@ -89,7 +91,7 @@ class SessionSupervisor(Component):
         previous = self._registry.add(session)
         self._silence.watch(session)
         if previous is not None:
-            previous.close("replaced by a newer session of the same instance")
+            self._replace(previous, registration)
         actor = f"agent/{registration.agent_name}/{registration.instance_id}"
         try:
             owns_active = await self._agents.record_connect(registration, session_id=session.session_id)
@@ -107,6 +109,17 @@ class SessionSupervisor(Component):
             self._registry.remove(session)
             session.close("registration failed")
             raise
+        if session.state is SessionState.CLOSED:
+            # A newer session of the instance replaced this one while it registered (or shutdown closed it):
+            # it ends here, without `registered`; its stream handler's cleanup unsubscribes it.
+            logger.info(
+                "agent %s/%s session %s closed while it registered: %s",
+                registration.agent_name,
+                registration.instance_id,
+                session.session_id,
+                session.close_reason,
+            )
+            return session
         session.send(
             RegisteredMsg(
                 session_id=session.session_id,
@@ -135,6 +148,18 @@ class SessionSupervisor(Component):
             len(rebound.kept),
         )
         return session
+
+    @staticmethod
+    def _replace(previous: AgentSession, registration: Registration) -> None:
+        """The older session of an instance gives way to a newer one: usually the same agent reconnecting (the
+        old stream is dead), but two live agents given one instance_id would replace each other for good, so
+        the old session hears why before its stream ends."""
+        why = f"replaced by a newer session of instance {registration.instance_id}"
+        if previous.agent_name != registration.agent_name:
+            why += f" (of agent {registration.agent_name}, not {previous.agent_name})"
+        message = f"{why}: unless this agent reconnected, two agents share this instance_id; give each its own"
+        previous.send(ErrorMsg(_ALREADY_EXISTS, message, "register.instance_id", fatal=False))
+        previous.close(why)
 
     def _dropped_delivery(self, session: AgentSession) -> None:
         self._channels.count_dropped()

@@ -175,6 +175,48 @@ async def test_broken_stream_requeues_after_the_lease_not_before(
     assert queued_again.attempts[0].outcome == task_pb2.ATTEMPT_OUTCOME_LOST
 
 
+async def test_a_replaced_session_is_told_why_before_its_stream_ends(plane: ControlPlane) -> None:
+    """Usually the replaced session's agent is gone (it reconnected); two live agents given one instance_id would
+    replace each other for good, so the older one hears it, naming the instance (and the other agent's name)."""
+    first = LinkAgent(plane.address, name="twin", instance_id="shared-1")
+    await first.connect()
+    second = LinkAgent(plane.address, name="other", instance_id="shared-1")
+    await second.connect()
+    await asyncio.wait_for(first.ended.wait(), 10)
+    [error] = first.errors
+    assert (error.code, error.field, error.fatal) == (6, "register.instance_id", False)  # ALREADY_EXISTS
+    assert error.message.startswith("replaced by a newer session of instance shared-1 (of agent other, not twin): ")
+    assert "two agents share this instance_id" in error.message
+    assert second.errors == [] and not second.ended.is_set()
+    await second.close()
+
+
+async def test_a_session_replaced_while_it_registers_ends_at_once(plane: ControlPlane) -> None:
+    """Two sessions of one instance registering at the same moment: the newer wins; the older ends at once, also
+    when it was replaced during its own registration (it was once left open, unregistered and unserved, until
+    the lease ran out: then its stream ended UNAVAILABLE, "no heartbeat")."""
+    for round_ in range(5):
+        await _register_two_at_once(plane.address, f"race-{round_}")
+
+
+async def _register_two_at_once(address: str, instance_id: str) -> None:
+    pair = [LinkAgent(address, name="racer", instance_id=instance_id) for _ in range(2)]
+    try:
+        await asyncio.gather(*(agent.connect(wait=False) for agent in pair))
+        ended = [asyncio.ensure_future(agent.ended.wait()) for agent in pair]
+        done, pending = await asyncio.wait(ended, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        for future in pending:
+            future.cancel()
+        [loser] = [agent for agent, future in zip(pair, ended, strict=True) if future in done]
+        [winner] = [agent for agent in pair if agent is not loser]
+        assert loser.end_code == grpc.StatusCode.OK, (instance_id, loser.end_code)
+        await eventually(lambda: winner.registered is not None)
+        assert not winner.ended.is_set()
+    finally:
+        for agent in pair:
+            await agent.close()
+
+
 async def test_drain_stops_new_work_and_lets_in_flight_work_finish(
     plane: ControlPlane, channel: grpc.aio.Channel
 ) -> None:
