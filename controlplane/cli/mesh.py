@@ -251,11 +251,16 @@ async def _shut_down(
 ) -> None:
     if gateway is not None:
         await gateway.stop()
-    if demo is not None:
-        agent, serving = demo
-        await agent.drain(grace)
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await serving
-    await plane.drain()
+
+    async def demo_leaves() -> None:
+        if demo is not None:
+            agent, serving = demo
+            await agent.drain(grace)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await serving
+
+    # Together: the plane's drain turns its health NOT_SERVING at once and asks every agent to drain, the demo
+    # agent's own as one of them (one drain timeout in all, not the demo's and then the others').
+    await asyncio.gather(plane.drain(), demo_leaves())
     await plane.stop()
     logger.info("meshplane stopped")

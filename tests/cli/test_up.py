@@ -11,10 +11,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.cli.gateway import find_gateway
-from tests.cli.conftest import MESHPLANE, cli_env, run_cli, start_mesh
+from tests.cli.conftest import MESHPLANE, Mesh, cli_env, run_cli, start_mesh
 from tests.support.certs import TestCA
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
@@ -43,6 +45,33 @@ def test_up_serves_until_sigterm_and_logs_json(tmp_path: Path) -> None:
     assert failure["level"] == "WARNING" and len(failure["task_id"]) == 26 and failure["attempt"] == 1
     assert any(r["message"].startswith("REST gateway not built") for r in records)
     assert records[-1]["message"] == "meshplane stopped"
+
+
+async def test_up_turns_not_serving_as_soon_as_sigterm_comes_while_its_demo_agent_drains(tmp_path: Path) -> None:
+    """Readiness fails at once (clients go elsewhere), not after the demo agent's drain: the plane's drain and
+    the demo agent's run together."""
+    mesh = start_mesh(tmp_path / "data")
+    try:
+        task_id = mesh.cli("task", "submit", "demo.sleep", "--input", '{"seconds": 8}').stdout.strip()
+        await eventually(lambda: _task_state(mesh, task_id) == "TASK_STATE_RUNNING")
+        mesh.process.send_signal(signal.SIGTERM)
+        async with grpc.aio.insecure_channel(mesh.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def not_serving() -> bool:
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                return bool(answer.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+            await eventually(not_serving, message="health NOT_SERVING after SIGTERM")
+        assert _task_state(mesh, task_id) == "TASK_STATE_RUNNING", "the demo agent still works on its task"
+        assert mesh.process.wait(timeout=60) == 0
+    finally:
+        mesh.stop()
+
+
+def _task_state(mesh: Mesh, task_id: str) -> str:
+    result = mesh.cli("task", "get", task_id, "-o", "json")
+    return str(json.loads(result.stdout)["state"]) if result.returncode == 0 else ""
 
 
 def test_up_starts_the_rest_gateway_when_it_is_built(gateway_binary: Path, tmp_path: Path) -> None:
