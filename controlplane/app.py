@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agent_runtime import __version__  # the project's version (the SDK's is kept equal to it)
 from controlplane.api.auth import AuthInterceptor
 from controlplane.api.errors import ErrorInterceptor
 from controlplane.api.link import AgentLinkServicer
@@ -203,7 +204,7 @@ class ControlPlane(Component):
             database_reachable=self._database_reachable,
         )
 
-        self.metrics = MetricsServer(build_registry(plane_readings(self)))
+        self.metrics = MetricsServer(build_registry(plane_readings(self), version=__version__))
         if s.metrics_listen:
             self.metrics.start(s.metrics_listen)
 

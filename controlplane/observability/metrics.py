@@ -13,7 +13,14 @@ from threading import Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -74,9 +81,16 @@ class MetricsServer:
         return generate_latest(self.registry)
 
 
-def build_registry(readings: list[Reading]) -> CollectorRegistry:
+def build_registry(readings: list[Reading], *, version: str = "") -> CollectorRegistry:
+    """The readings, with the process's own metrics (process_*: memory, CPU, open files; python_info) and,
+    given a version, meshplane_build_info."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(LiveCollector(readings))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if version:
+        info = Info("meshplane_build", "The running control plane's version.", registry=registry)
+        info.info({"version": version})
     return registry
 
 

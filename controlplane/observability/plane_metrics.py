@@ -52,6 +52,17 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
             lambda: plane.channels.dropped_deliveries,
         ),
         gauge("meshplane_agent_sessions", "Agent sessions connected to this replica.", lambda: len(plane.registry)),
+        gauge(
+            "meshplane_tasks_queued",
+            "Tasks waiting in the queue, per capability: the whole mesh's, read every 10 s.",
+            lambda: plane.sweeper.queued_by_capability,
+            label="capability",
+        ),
+        gauge(
+            "meshplane_database_up",
+            "1 while this replica reaches its database, 0 while the sweep finds it out of reach.",
+            lambda: 0 if plane.sweeper.database_out else 1,
+        ),
         gauge("meshplane_tasks_in_flight", "Attempts on this replica's sessions awaiting a result.", in_flight),
         gauge("meshplane_task_watchers", "Open WatchTask streams on this replica.", lambda: len(plane.watch)),
         counter("meshplane_batch_flushes_total", "Group-commit flushes.", lambda: batchers("flushes"), label="batcher"),

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 _RECOVERY_STEPS = ("reap-replicas", "orphans", "ghost-instances")  # the steps that wait until `settled`
 
+QUEUE_DEPTH_EVERY = 10.0  # seconds between reads of the queue's depth (meshplane_tasks_queued)
+
 
 class Sweeper(Component):
     name = "sweeper"
@@ -58,6 +60,9 @@ class Sweeper(Component):
         self._last: dict[str, float] = {}
         self._started = 0.0
         self._database_was_out = False  # the sweep's steps found the database out of reach, and not back since
+        # Tasks waiting in the queue per capability, the whole mesh's, as last read (for the metrics; a
+        # capability once seen stays, at 0, so its series does not vanish when its queue empties).
+        self.queued_by_capability: dict[str, int] = {}
         self._sweep_errors = LoopErrors(logger, "the sweeper")
         self._housekeeping_errors = LoopErrors(logger, "housekeeping")
 
@@ -142,12 +147,19 @@ class Sweeper(Component):
             await self._step(
                 errors, "lost-cancels", lambda: self._supervisor.cancel_ended_attempts(running_for=running_for)
             )
+        if self._due("queue-depth", QUEUE_DEPTH_EVERY):
+            await self._step(errors, "queue-depth", self.read_queue_depth)
         if self.settled and self._due("recovery", self._lease / 2):
             await self._step(errors, "reap-replicas", lambda: self._recovery.reap_replicas(lease_timeout=self._lease))
             live = self._supervisor.sessions_holding_tasks()
             cutoff = time.time() - self._lease
             await self._step(errors, "orphans", lambda: self._recovery.requeue_orphans(live, older_than=cutoff))
             await self._step(errors, "ghost-instances", lambda: self._agents.disconnect_ghosts(seen_before=cutoff))
+
+    async def read_queue_depth(self) -> None:
+        async with self._store.reader() as uow:
+            queued = await uow.tasks.queued_by_capability()
+        self.queued_by_capability = {**dict.fromkeys(self.queued_by_capability, 0), **queued}
 
     async def _run(self) -> None:
         while True:

@@ -963,6 +963,15 @@ class TaskRepository(TaskRows):
         row = (await self._conn.execute(sa.select(tasks.c.id).where(tasks.c.id == task_id))).first()
         return row is not None
 
+    async def queued_by_capability(self) -> dict[str, int]:
+        """How many tasks wait in the queue, per capability (the queue's partial index answers it)."""
+        query = (
+            sa.select(tasks.c.capability, sa.func.count())
+            .where(tasks.c.state == int(TaskState.QUEUED))
+            .group_by(tasks.c.capability)
+        )
+        return {row[0]: int(row[1]) for row in await self._conn.execute(query)}
+
     # -- retention
 
     async def purge_ended(self, *, ended_before: float, limit: int) -> int:

@@ -142,6 +142,7 @@ async def _outage(
     await eventually(lambda: _health_is(channel, "", NOT_SERVING), message="health NOT_SERVING in the outage")
     assert await _health_is(channel, "meshplane.v1.TaskService", NOT_SERVING)
     assert await _health_is(channel, LIVENESS_SERVICE, SERVING)
+    assert "meshplane_database_up 0.0" in plane.metrics.render().decode()  # something to alert on
     await plane.sweeper.sweep_once()
     await plane.sweeper.sweep_once()
     [line] = _outage_lines(caplog)
@@ -156,6 +157,7 @@ async def _outage(
     )
     later = await eventually(lambda: submit(channel, data={"n": 3}), message="a submit once the database is back")
     await eventually(lambda: _health_is(channel, "", SERVING), message="health SERVING once the database is back")
+    assert "meshplane_database_up 1.0" in plane.metrics.render().decode()
     assert await _health_is(channel, "meshplane.v1.AgentLinkService", SERVING)
     # The refused cancel changed nothing.
     assert (await get_task(channel, accepted.id)).state == task_pb2.TASK_STATE_QUEUED
