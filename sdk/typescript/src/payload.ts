@@ -25,13 +25,28 @@ export function encodePayload(value: unknown, contentType?: string): Payload {
   }
   let text: string | undefined;
   try {
-    text = JSON.stringify(value);
+    text = JSON.stringify(value, refuseNonFinite);
   } catch (error) {
+    if (error instanceof NotSerializableError) {
+      throw error;
+    }
     const what = error instanceof Error ? error.message : String(error);
     throw new NotSerializableError(`cannot encode the value as JSON: ${what}`, { cause: error });
   }
   // JSON.stringify(undefined) (and of a function or symbol) yields undefined: send null.
   return { kind: { $case: "data", data: Buffer.from(text ?? "null", "utf8") }, contentType: contentType || JSON_CONTENT_TYPE };
+}
+
+/**
+ * JSON.stringify would write NaN and ±Infinity as `null`, changing the data in silence: refuse them, as the
+ * other SDKs and the plane do.
+ */
+function refuseNonFinite(key: string, value: unknown): unknown {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    const where = key === "" ? "" : ` (at key ${JSON.stringify(key)})`;
+    throw new NotSerializableError(`NaN and Infinity are not JSON numbers: got ${value}${where}`);
+  }
+  return value;
 }
 
 /**

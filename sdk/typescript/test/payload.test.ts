@@ -38,6 +38,18 @@ describe("encodePayload", () => {
     assert.equal(encodePayload(Buffer.from("x"), "text/plain").contentType, "text/plain");
   });
 
+  it("refuses NaN and Infinity rather than sending null in their place", () => {
+    for (const bad of [Number.NaN, { a: Number.POSITIVE_INFINITY }, [1, Number.NEGATIVE_INFINITY], { n: { x: Number.NaN } }]) {
+      assert.throws(() => encodePayload(bad), (error: unknown) => {
+        assert.ok(error instanceof NotSerializableError);
+        assert.match(error.message, /^NaN and Infinity are not JSON numbers: got (NaN|-?Infinity)/);
+        return true;
+      });
+    }
+    assert.throws(() => encodePayload({ a: Number.NaN }), /at key "a"/);
+    assert.equal(dataOf(encodePayload({ ok: 1e308, zero: -0 })).toString(), '{"ok":1e+308,"zero":0}');
+  });
+
   it("refuses values JSON cannot carry", () => {
     assert.throws(() => encodePayload({ big: 1n }), NotSerializableError);
     const cycle: Record<string, unknown> = {};
