@@ -21,6 +21,9 @@ from controlplane.store.unit_of_work import Store
 logger = logging.getLogger(__name__)
 
 _RECOVERY_STEPS = ("reap-replicas", "orphans", "ghost-instances")  # the steps that wait until `settled`
+# Steps that do not run on every sweep: when an outage ends, those that failed in it are not held against the
+# sweep until their next turn (the outage would seem to last that much longer).
+_OCCASIONAL_STEPS = (*_RECOVERY_STEPS, "queue-depth")
 
 QUEUE_DEPTH_EVERY = 10.0  # seconds between reads of the queue's depth (meshplane_tasks_queued)
 
@@ -136,7 +139,7 @@ class Sweeper(Component):
             # their work (their streams closed when their reports could not be stored) before any is taken.
             self._database_was_out = False
             self._started = time.monotonic()
-            for part in _RECOVERY_STEPS:  # they failed in the outage, which is over; they now wait for the lease
+            for part in _OCCASIONAL_STEPS:  # they failed in the outage, which is over; they wait for their turn
                 errors.succeeded(part=part)
             if self._database_reachable is not None:
                 await self._database_reachable(True)
