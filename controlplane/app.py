@@ -111,7 +111,8 @@ class ControlPlane(Component):
             self.embedded_nats = await self._launch(EmbeddedNats(nats_dir, max_payload=nats_max_payload))
             self.nats_url = self.embedded_nats.url
         self.database = Database(s.effective_database_url, pool_size=s.db_pool_size)
-        await migrate.upgrade(self.database)  # DatabaseUnreachable names it when it does not answer
+        # DatabaseUnreachable names it when it does not answer; one a newer release migrated is used as it is.
+        await migrate.upgrade_at_start(self.database)
         store = Store(self.database)
 
         nats_servers = [u.strip() for u in self.nats_url.split(",") if u.strip()]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cli import output
-from controlplane.cli.common import CliFailure
+from controlplane.cli.common import CliError, CliFailure
 from controlplane.cli.logs import configure_logging
 
 
@@ -24,7 +24,7 @@ async def upgrade_database(args: argparse.Namespace) -> int:
     # Heavy imports (SQLAlchemy, Alembic), only for this command.
     from controlplane.settings import Settings
     from controlplane.store import migrate
-    from controlplane.store.database import Database
+    from controlplane.store.database import Database, UnsupportedDatabaseUrl, shown_url
     from controlplane.store.transient import DatabaseUnreachable
 
     overrides: dict[str, Any] = {}
@@ -34,12 +34,24 @@ async def upgrade_database(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     settings = Settings(**overrides)
     configure_logging("WARNING", settings.log_format)
-    database = Database(settings.effective_database_url)
+    setting = "--database-url" if args.database_url is not None else "MESHPLANE_DATABASE_URL"
+    try:
+        database = Database(settings.effective_database_url)
+    except UnsupportedDatabaseUrl as exc:
+        raise CliError(f"{setting}: {exc}") from exc
+    shown = shown_url(database.url)
     try:
         revision = await migrate.upgrade(database)
+    except migrate.NewerSchema as newer:  # a rollback: this release runs on the newer schema as it is
+        found = ", ".join(newer.found)
+        newer_than = f"newer than this release's {newer.head} (a newer release migrated it)"
+        output.out(f"nothing to do: the database {shown} is at revision {found}, {newer_than}")
+        return 0
     except DatabaseUnreachable as exc:
         raise CliFailure(str(exc)) from exc
+    except UnsupportedDatabaseUrl as exc:
+        raise CliError(f"{setting}: {exc}") from exc
     finally:
         await database.dispose()
-    output.out(f"database {database.url.render_as_string(hide_password=True)} at revision {revision}")
+    output.out(f"database {shown} at revision {revision}")
     return 0

@@ -22,6 +22,7 @@ from controlplane.cli.logs import configure_logging
 from controlplane.cli.up import DEFAULT_HTTP_LISTEN
 from controlplane.runtime import tune_interpreter
 from controlplane.settings import Settings
+from controlplane.store.database import UnsupportedDatabaseUrl, database_url
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,10 @@ async def _start_gateway(args: argparse.Namespace, address: str, settings: Setti
 async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> bool:
     """Start the plane; False if a signal came first (the start is abandoned and what it began is stopped:
     a plane still waiting for NATS or the database must not ignore Ctrl-C or SIGTERM)."""
+    try:
+        database_url(plane.settings.effective_database_url)  # a bad setting: before anything starts
+    except UnsupportedDatabaseUrl as exc:
+        raise CliError(f"{_database_url_setting(plane.settings)}: {exc}") from exc
     starting = asyncio.ensure_future(plane.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -204,7 +209,16 @@ async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> boo
         starting.result()
     except (OSError, RuntimeError) as exc:
         raise CliFailure(f"the control plane did not start: {exc}") from exc
+    except UnsupportedDatabaseUrl as exc:  # an option the driver refuses when connecting (e.g. sslmode=bogus)
+        raise CliError(f"{_database_url_setting(plane.settings)}: {exc}") from exc
     return True
+
+
+def _database_url_setting(settings: Settings) -> str:
+    """How the user gave the database URL: MESHPLANE_DATABASE_URL, unless --database-url overrode it."""
+    from_env = os.environ.get("MESHPLANE_DATABASE_URL")
+    given_by_env = from_env is not None and from_env.strip() == settings.database_url.strip()
+    return "MESHPLANE_DATABASE_URL" if given_by_env else "--database-url"
 
 
 async def run_mesh(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -34,12 +35,9 @@ class Database:
     """Owns the engine. Services open transactions with `transaction()`; repositories only execute."""
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
-        self.url = make_url(url)
+        self.url = database_url(url)  # UnsupportedDatabaseUrl unless one of ACCEPTED_URLS
         self.is_postgres = self.url.get_backend_name() == "postgresql"
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        if not (self.is_postgres or self.is_sqlite):
-            backend = self.url.get_backend_name()
-            raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")
         self.engine: AsyncEngine = _create_engine(self.url, pool_size=pool_size, echo=echo)
         self._pool_size = pool_size
         self._raw_pool: asyncpg.Pool | None = None
@@ -165,6 +163,62 @@ async def _tune_hot_session(conn: asyncpg.Connection) -> None:
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Released connections skip asyncpg's default reset query (a round trip per transaction): the hot
     path changes no session state. (The pool still rolls back a transaction left open.)"""
+
+
+ACCEPTED_URLS = (
+    "postgresql+asyncpg://USER:PASSWORD@HOST[:PORT]/DATABASE (postgresql:// and postgres:// are read the same way) "
+    "or sqlite+aiosqlite:///PATH"
+)
+# The query options of a libpq URL (postgresql://, postgres://) that asyncpg reads as libpq does, the SQLAlchemy
+# spelling `ssl` (see asyncpg_dsn), and the startup parameters both send to the server (application_name, options).
+# asyncpg would send any other option to the server as a setting: the server refuses most (connect_timeout,
+# keepalives), and what libpq does with them (channel_binding, gssencmode, ...) would be lost. Such a URL is refused.
+_LIBPQ_OPTIONS_ASYNCPG_READS = frozenset(
+    {
+        "host", "port", "dbname", "database", "user", "password", "passfile", "service",
+        "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword", "sslnegotiation",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs", "krbsrvname", "gsslib",
+        "ssl", "application_name", "options",
+    }
+)  # fmt: skip
+
+
+_SECRET_OPTION = re.compile(r"([?&](?:ssl)?password=)[^&]*")
+
+
+def shown_url(url: sa.URL) -> str:
+    """`url` as messages show it: its password hidden, in the user part and in a `password` or `sslpassword`
+    option alike."""
+    return _SECRET_OPTION.sub(r"\1***", url.render_as_string(hide_password=True))
+
+
+class UnsupportedDatabaseUrl(ValueError):
+    """A database URL the plane cannot use (a bad setting); the message says which forms it accepts, password
+    hidden."""
+
+
+def database_url(text: str) -> sa.URL:
+    """The URL the plane connects with: `text` if one of ACCEPTED_URLS, with a libpq URL (`postgresql://`,
+    `postgres://`, as CloudNativePG's `uri` has it) read as `postgresql+asyncpg://` with the same options.
+
+    Raises UnsupportedDatabaseUrl for anything else.
+    """
+    try:
+        url = make_url(text)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        # Not echoed: a URL that does not parse may still hold a password.
+        raise UnsupportedDatabaseUrl(f"the database URL is malformed: use {ACCEPTED_URLS}") from exc
+    shown = shown_url(url)
+    if url.drivername in ("postgresql", "postgres"):
+        unread = sorted(set(url.query) - _LIBPQ_OPTIONS_ASYNCPG_READS)
+        if unread:
+            raise UnsupportedDatabaseUrl(
+                f"the database URL {shown} has option(s) asyncpg does not read: {', '.join(unread)}; remove them"
+            )
+        return url.set(drivername="postgresql+asyncpg")
+    if url.drivername in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        return url
+    raise UnsupportedDatabaseUrl(f"unsupported database URL {shown}: use {ACCEPTED_URLS}")
 
 
 def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:

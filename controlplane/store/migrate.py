@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from controlplane.store.database import Database
-from controlplane.store.transient import DatabaseUnreachable, unavailable_reason
+from controlplane.store.database import Database, UnsupportedDatabaseUrl, shown_url
+from controlplane.store.transient import DatabaseUnreachable, first_line, login_refused, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +41,86 @@ async def current_revision(database: Database) -> str | None:
         return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
+class NewerSchema(Exception):
+    """The database is at a revision this release does not know: a newer release migrated it.
+
+    Migrations stay compatible with the previous release (expand, then contract a release later), so the
+    previous release runs on such a database as it is (a rollback does not downgrade the schema).
+    """
+
+    def __init__(self, found: Sequence[str], head: str) -> None:
+        self.found = tuple(found)
+        self.head = head
+        super().__init__(f"database schema at revision {', '.join(self.found)}, newer than this release's {head}")
+
+
 async def upgrade(database: Database, revision: str = "head") -> str:
     """Bring the schema to `revision`; returns the revision the database is at afterwards.
 
-    Raises DatabaseUnreachable (naming the database, password hidden) when it cannot be reached.
+    Raises NewerSchema, changing nothing, when it is at a revision this release does not know;
+    DatabaseUnreachable (naming the database, password hidden) when it cannot be reached or refuses the login;
+    UnsupportedDatabaseUrl when asyncpg refuses an option of its URL.
     """
     try:
         return await _upgrade(database, revision)
+    except NewerSchema:
+        raise
     except Exception as exc:
+        shown = shown_url(database.url)
+        misread = _configuration_error(exc)
+        if misread is not None:  # a URL option asyncpg refuses (e.g. sslmode=bogus): a bad setting
+            raise UnsupportedDatabaseUrl(f"the database URL {shown} has an option asyncpg refuses: {misread}") from exc
+        refused = login_refused(exc)
+        if refused is not None:
+            raise DatabaseUnreachable(f"cannot log in to the database {shown} ({_hidden(refused, database)})") from exc
         if unavailable_reason(exc) is None:
             raise
-        shown = database.url.render_as_string(hide_password=True)
-        raise DatabaseUnreachable(f"cannot reach the database {shown} ({exc})") from exc
+        raise DatabaseUnreachable(f"cannot reach the database {shown} ({_hidden(first_line(exc), database)})") from exc
+
+
+async def upgrade_at_start(database: Database) -> str:
+    """`upgrade`, as a plane starting does it: a database a newer release migrated (the plane was rolled back) is
+    used as it is, with one warning. Returns the revision the database is at."""
+    try:
+        return await upgrade(database)
+    except NewerSchema as newer:
+        logger.warning("%s: running on it unmigrated (migrations stay compatible with the previous release)", newer)
+        return ", ".join(newer.found)
+
+
+def _configuration_error(exc: BaseException) -> str | None:
+    """The message of the asyncpg ClientConfigurationError (a DSN option it refuses) in `exc`'s chain, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, asyncpg.ClientConfigurationError):
+            return str(current).splitlines()[0] if str(current) else type(current).__name__
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) and id(orig) not in seen else current.__cause__
+    return None
+
+
+def _hidden(detail: str, database: Database) -> str:
+    """A driver's `detail` without the database's password (which no driver should quote, but none must show)."""
+    for password in (database.url.password, database.url.query.get("password")):
+        if isinstance(password, str) and password:
+            detail = detail.replace(password, "***")
+    return detail
 
 
 async def _upgrade(database: Database, revision: str) -> str:
     config = alembic_config()
+    script = ScriptDirectory.from_config(config)
 
     def _run(sync_conn: sa.Connection) -> None:
         if sync_conn.dialect.name == "postgresql":
             sync_conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+        # Alembic cannot upgrade from a revision it does not know ("Can't locate revision"): a newer release's.
+        found = MigrationContext.configure(sync_conn).get_current_heads()
+        known = {migration.revision for migration in script.walk_revisions()}
+        if any(current not in known for current in found):
+            raise NewerSchema(found, script.get_current_head() or "")
         config.attributes["connection"] = sync_conn
         command.upgrade(config, revision)
 

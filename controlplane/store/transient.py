@@ -21,10 +21,15 @@ _GAVE_UP_CLASS = "40"
 _GAVE_UP_STATES = frozenset({"57014", "55P03"})
 _DISK_FULL = "53100"
 _READ_ONLY = "25006"  # read_only_sql_transaction: a standby (after a failover), or default_transaction_read_only
+# SQLSTATEs of a login the server refused: class 28 (invalid authorization specification: a wrong password or
+# user, a pg_hba.conf rule) and invalid_catalog_name (no database of that name).
+_LOGIN_REFUSED_CLASS = "28"
+_NO_SUCH_DATABASE = "3D000"
 
 
 class DatabaseUnreachable(ConnectionError):
-    """The database did not answer when first needed (the plane starting, `meshplane db upgrade`)."""
+    """The database did not answer, or refused the login, when first needed (the plane starting, `meshplane db
+    upgrade`). Its message names the database (password hidden) and says why, in one line."""
 
 
 def _sqlstate(exc: BaseException, matches: Callable[[str], bool]) -> str | None:
@@ -48,6 +53,26 @@ def _sqlstate(exc: BaseException, matches: Callable[[str], bool]) -> str | None:
 def refused_or_lost(exc: BaseException) -> str | None:
     """What went wrong, when `exc` (or what it wraps) is a database connection refused or lost; else None."""
     return _sqlstate(exc, lambda state: state.startswith(_TRANSIENT_CLASS) or state in _TRANSIENT_STATES)
+
+
+def login_refused(exc: BaseException) -> str | None:
+    """What went wrong, when `exc` (or what it wraps) is the database server refusing the login (a wrong password
+    or user, a pg_hba.conf rule, a database that does not exist); else None.
+
+    Not counted as unavailable (see `unavailable_reason`): only the first connection, at start-up, reports it.
+    """
+    return _sqlstate(exc, lambda state: state.startswith(_LOGIN_REFUSED_CLASS) or state == _NO_SUCH_DATABASE)
+
+
+def first_line(exc: BaseException) -> str:
+    """`exc` in one line: "SQLSTATE: message" of the first database error in its chain, else its own first line
+    (without SQLAlchemy's wrapping)."""
+    stated = _sqlstate(exc, lambda _state: True)
+    if stated is not None:
+        return stated
+    shown = exc.orig if isinstance(exc, DBAPIError) and isinstance(exc.orig, BaseException) else exc
+    lines = str(shown).splitlines()
+    return lines[0] if lines else type(shown).__name__
 
 
 def storage_full_reason(exc: BaseException) -> str | None:
