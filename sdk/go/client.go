@@ -320,23 +320,31 @@ type Client struct {
 	audit    pb.AuditServiceClient
 }
 
-// NewClient returns a client of the control plane at target (host:port). Connections are
-// made lazily, on the first call (see [WithConnections] for more than one). They are plaintext
-// unless [WithTLS] or the MESHPLANE_TLS* environment variables ask for TLS.
+// NewClient returns a client of the control plane at target (host:port). An empty target means
+// the MESHPLANE_TARGET environment variable, or [DefaultTarget] (127.0.0.1:50051) when that is
+// not set either. Without [WithToken], the MESHPLANE_TOKEN environment variable is the bearer
+// token, when it is set. Connections are made lazily, on the first call (see [WithConnections]
+// for more than one). They are plaintext unless [WithTLS] or the MESHPLANE_TLS* environment
+// variables ask for TLS.
 func NewClient(target string, opts ...ClientOption) (*Client, error) {
 	cfg := clientConfig{connections: 1}
 	for _, opt := range opts {
 		opt.applyClient(&cfg)
 	}
 	if cfg.connections < 1 || cfg.connections > maxConnections {
-		return nil, fmt.Errorf("meshplane: connections must be between 1 and %d, got %d", maxConnections, cfg.connections)
+		return nil, invalidArgument(fmt.Errorf("meshplane: connections must be between 1 and %d, got %d", maxConnections, cfg.connections))
+	}
+	target = resolveTarget(target)
+	token, err := resolveToken(cfg.token, cfg.tokenSet)
+	if err != nil {
+		return nil, err
 	}
 	transport, err := transportCredentials(cfg.tls, slog.Default())
 	if err != nil {
 		return nil, err
 	}
 	conns, err := dialPool(cfg.connections, func() (*grpc.ClientConn, error) {
-		return dial(target, cfg.token, transport.credentials(), DefaultBackoffMax, false, cfg.dialOptions)
+		return dial(target, token, transport.credentials(), DefaultBackoffMax, false, cfg.dialOptions)
 	})
 	if err != nil {
 		return nil, err
@@ -355,7 +363,8 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 func (c *Client) Close() error { return c.conns.Close() }
 
 // Submit submits a task for capability with input (JSON-encoded; a [Blob] is sent as bytes).
-// With an idempotency key already used, it returns the existing task with Deduplicated set.
+// With an idempotency key already used, it returns the existing task with Deduplicated set. An
+// input that does not encode is an error matching ErrInvalidArgument (nothing is sent).
 func (c *Client) Submit(ctx context.Context, capability string, input any, opts ...SubmitOption) (*TaskInfo, error) {
 	req, err := NewTaskRequest(capability, input, opts...).proto()
 	if err != nil {
@@ -391,7 +400,7 @@ func NewTaskRequest(capability string, input any, opts ...SubmitOption) TaskRequ
 func (r TaskRequest) proto() (*pb.SubmitTaskRequest, error) {
 	payload, err := encodePayload(r.Input)
 	if err != nil {
-		return nil, err
+		return nil, invalidArgument(err)
 	}
 	req := &pb.SubmitTaskRequest{Target: &pb.TaskTarget{Capability: r.Capability}, Input: payload}
 	for _, opt := range r.Options {
@@ -584,11 +593,16 @@ func (c *Client) watchOnce(ctx context.Context, taskID string, after *int64, fn 
 // Wait waits until the task ends and returns it. A task that did not succeed is returned with a
 // *TaskFailedError (errors.Is ErrTaskFailed, and ErrTaskCancelled / ErrTaskTimedOut /
 // ErrTaskDeadLettered by its final state).
+//
+// Wait rides out control plane restarts: the watch resumes after a broken stream, and the
+// task's final record is read again while the plane is unavailable (it may be restarting right
+// after the task ended), until ctx is done. When ctx has a deadline too near for another try,
+// Wait returns the last error matching ErrUnavailable.
 func (c *Client) Wait(ctx context.Context, taskID string) (*TaskInfo, error) {
 	if err := c.Watch(ctx, taskID, func(TaskEvent) error { return nil }); err != nil {
 		return nil, err
 	}
-	task, err := c.Get(ctx, taskID)
+	task, err := c.finalRecord(ctx, taskID)
 	if err != nil {
 		return nil, err
 	}
@@ -596,6 +610,30 @@ func (c *Client) Wait(ctx context.Context, taskID string) (*TaskInfo, error) {
 		return task, &TaskFailedError{Task: task}
 	}
 	return task, nil
+}
+
+// finalRecord reads an ended task, again while the plane is unavailable, with the backoff of
+// Watch, until ctx is done. As in the Python SDK, when the next try would come after ctx's
+// deadline, the last unavailable error is returned rather than the deadline's.
+func (c *Client) finalRecord(ctx context.Context, taskID string) (*TaskInfo, error) {
+	bo := newBackoff(DefaultBackoffInitial, 2*time.Second)
+	for {
+		task, err := c.Get(ctx, taskID)
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return task, err
+		}
+		delay := bo.Next()
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= delay {
+			return nil, err
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+	}
 }
 
 // Run submits a task and waits for it (see Submit and Wait).
@@ -607,7 +645,9 @@ func (c *Client) Run(ctx context.Context, capability string, input any, opts ...
 	return c.Wait(ctx, task.ID)
 }
 
-// Publish broadcasts v (JSON, or a [Blob]) on a channel to every current subscriber.
+// Publish broadcasts v (JSON, or a [Blob]) on a channel to every current subscriber. A bad
+// channel name or a value that does not encode is an error matching ErrInvalidArgument
+// (nothing is sent).
 func (c *Client) Publish(ctx context.Context, channel string, v any) error {
 	return c.PublishWithHeaders(ctx, channel, v, nil)
 }
@@ -619,15 +659,33 @@ func (c *Client) PublishWithHeaders(ctx context.Context, channel string, v any, 
 	}
 	payload, err := encodePayload(v)
 	if err != nil {
-		return err
+		return invalidArgument(err)
 	}
 	_, err = c.channels.Publish(ctx, &pb.PublishRequest{Channel: channel, Payload: payload, Headers: headers})
 	return rpcError(err)
 }
 
 // Subscribe calls fn with every message published on channel from when the subscription is
-// live (ready, if not nil, is then closed) until ctx is done or fn returns an error.
+// live until ctx is done or fn returns an error; it returns that error (ctx's, or fn's), or the
+// reason the subscription failed or ended: a bad channel name (matching ErrInvalidArgument,
+// checked before anything is sent), the control plane unavailable (ErrUnavailable), ...
+//
+// ready, if not nil, is closed when the subscription is live, and in any case by the time
+// Subscribe returns (it failed first): a receive from ready never blocks forever. It says
+// "go on", not "live": Subscribe's result says whether it failed, so keep it:
+//
+//	ready, errc := make(chan struct{}), make(chan error, 1)
+//	go func() { errc <- client.Subscribe(ctx, "orders", ready, handle) }()
+//	<-ready // live, or Subscribe failed and its error is on its way to errc
 func (c *Client) Subscribe(ctx context.Context, channel string, ready chan<- struct{}, fn func(*Message) error) error {
+	defer func() {
+		if ready != nil {
+			close(ready) // never went live: unblock whoever waits on it
+		}
+	}()
+	if err := validChannel(channel); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.channels.Subscribe(ctx, &pb.SubscribeRequest{Channel: channel})

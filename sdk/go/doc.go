@@ -15,7 +15,14 @@
 //	agent.Handle("greet", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct{ Name string }) (map[string]string, error) {
 //		return map[string]string{"greeting": "hello " + in.Name}, nil
 //	}))
-//	log.Fatal(meshplane.RunWithSignals(agent, "127.0.0.1:50051"))
+//	if err := meshplane.RunWithSignals(agent, "127.0.0.1:50051"); err != nil {
+//		log.Fatal(err) // nil after a clean drain (SIGTERM/SIGINT): only a real failure exits 1
+//	}
+//
+// A [Client] given no target ([NewClient] with "") connects to the MESHPLANE_TARGET
+// environment variable, or to [DefaultTarget] (127.0.0.1:50051); without [WithToken] it sends
+// the MESHPLANE_TOKEN environment variable as its bearer token, when that is set — as the
+// Python and TypeScript SDKs and the meshplane CLI do.
 //
 // The wire protocol is docs/agent-link.md in the Meshplane repository; every SDK follows it.
 package meshplane

@@ -214,6 +214,22 @@ var (
 	ErrUnavailable        error = sentinel(codes.Unavailable, "control plane unavailable")
 )
 
+// invalidArgument marks an error the SDK found in a call's arguments before sending anything (a bad
+// channel name, a value that does not encode, a negative TTL, ...) so that it matches
+// ErrInvalidArgument, as the control plane's own INVALID_ARGUMENT answers do. Its message is err's;
+// errors.Is and errors.As still reach err. invalidArgument(nil) is nil.
+func invalidArgument(err error) error {
+	if err == nil || errors.Is(err, ErrInvalidArgument) {
+		return err
+	}
+	return &argumentError{err: err}
+}
+
+type argumentError struct{ err error }
+
+func (e *argumentError) Error() string   { return e.err.Error() }
+func (e *argumentError) Unwrap() []error { return []error{e.err, ErrInvalidArgument} }
+
 // rpcError converts a gRPC error into an *RPCError (context errors pass through).
 func rpcError(err error) error {
 	if err == nil {

@@ -180,3 +180,21 @@ func TestCancelCause(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestInvalidArgumentKeepsTheMessageAndTheCause(t *testing.T) {
+	cause := &OutOfStock{"tea"}
+	err := invalidArgument(fmt.Errorf("meshplane: bad input: %w", cause))
+	if err.Error() != "meshplane: bad input: out of stock: tea" || !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("invalidArgument = %q (matches ErrInvalidArgument: %v)", err, errors.Is(err, ErrInvalidArgument))
+	}
+	var oos *OutOfStock
+	if !errors.As(err, &oos) || oos != cause {
+		t.Error("the cause is no longer reachable")
+	}
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrFailedPrecondition) {
+		t.Error("it matches other sentinels")
+	}
+	if invalidArgument(nil) != nil || invalidArgument(ErrInvalidArgument) != ErrInvalidArgument {
+		t.Error("nil, or an error matching ErrInvalidArgument already, must be returned as it is")
+	}
+}

@@ -37,6 +37,7 @@ type agentConfig struct {
 	maxConcurrency int
 	weight         int
 	token          string
+	tokenSet       bool // WithToken was given (even ""): for resolveToken, MESHPLANE_TOKEN is not read
 	logger         *slog.Logger
 	backoffInitial time.Duration
 	backoffMax     time.Duration
@@ -48,6 +49,7 @@ type agentConfig struct {
 
 type clientConfig struct {
 	token       string
+	tokenSet    bool // WithToken was given (even ""): MESHPLANE_TOKEN is not read
 	tls         *TLSConfig
 	dialOptions []grpc.DialOption
 	connections int
@@ -87,7 +89,7 @@ func WithVersion(version string) Option {
 }
 
 // WithInstanceID sets the instance id. It must stay the same for the process's lifetime; the
-// default is generated once per process (ProcessInstanceID).
+// default is [DefaultInstanceID] of the agent's name, generated once per agent.
 func WithInstanceID(id string) Option {
 	return agentOption(func(c *agentConfig) { c.instanceID = id })
 }
@@ -133,11 +135,13 @@ func WithDrainTimeout(d time.Duration) Option {
 	return agentOption(func(c *agentConfig) { c.drainTimeout = d })
 }
 
-// WithToken sends `authorization: Bearer <token>` on every call.
+// WithToken sends `authorization: Bearer <token>` on every call. A [Client] removes surrounding
+// whitespace (a token file's final newline, say) and, without WithToken, sends the
+// MESHPLANE_TOKEN environment variable when that is set; WithToken("") sends no token at all.
 func WithToken(token string) SharedOption {
 	return sharedOption{
-		agent:  func(c *agentConfig) { c.token = token },
-		client: func(c *clientConfig) { c.token = token },
+		agent:  func(c *agentConfig) { c.token, c.tokenSet = token, true },
+		client: func(c *clientConfig) { c.token, c.tokenSet = token, true },
 	}
 }
 
@@ -157,13 +161,80 @@ func WithDialOptions(opts ...grpc.DialOption) SharedOption {
 	}
 }
 
+// DefaultTarget is where a [Client] connects when NewClient is given no target and the
+// MESHPLANE_TARGET environment variable is not set (as in the Python and TypeScript SDKs).
+const DefaultTarget = "127.0.0.1:50051"
+
+// Environment variables read when no target or token is given.
+const (
+	envTarget = "MESHPLANE_TARGET"
+	envToken  = "MESHPLANE_TOKEN"
+)
+
+// resolveTarget is the target to connect to: target itself, or when it is empty (or only
+// whitespace) the MESHPLANE_TARGET environment variable, or else DefaultTarget.
+func resolveTarget(target string) string {
+	if t := strings.TrimSpace(target); t != "" {
+		return t
+	}
+	if t := strings.TrimSpace(os.Getenv(envTarget)); t != "" {
+		return t
+	}
+	return DefaultTarget
+}
+
+// resolveToken is the bearer token to send: token when one was given (given: WithToken was used,
+// even with ""), else the MESHPLANE_TOKEN environment variable; surrounding whitespace removed
+// ("": none). A token with a character a request header cannot carry (not printable ASCII, e.g.
+// an inner line break) is an error matching ErrInvalidArgument, as in the Python SDK.
+func resolveToken(token string, given bool) (string, error) {
+	source := "the token"
+	if !given {
+		token, source = os.Getenv(envToken), envToken
+	}
+	token = strings.TrimSpace(token)
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c < ' ' || c > '~' {
+			what := "a line break or control character"
+			if c > 0x7f {
+				what = "a non-ASCII character"
+			}
+			return "", fmt.Errorf("%w: %s holds %s (byte %d), which a request header cannot carry: tokens must be printable ASCII",
+				ErrInvalidArgument, source, what, i)
+		}
+	}
+	return token, nil
+}
+
+// DefaultInstanceID is an agent's default instance id: "<name>-<host>-<pid>-<random>" cut to the
+// 128 characters an instance id may have, the scheme of the Python and TypeScript SDKs. Each call
+// returns a new one, so each agent of a process has its own (the plane keeps one session per
+// instance id: agents sharing one would replace each other's sessions); an agent keeps its id
+// for its lifetime, across reconnects.
+func DefaultInstanceID(name string) string {
+	host, _ := os.Hostname()
+	host = strings.Trim(instanceIDUnsafe.ReplaceAllString(host, "-"), ".-")
+	if host == "" {
+		host = "host"
+	}
+	b := make([]byte, 4)
+	_, _ = io.ReadFull(rand.Reader, b)
+	id := fmt.Sprintf("%s-%s-%d-%s", name, host, os.Getpid(), hex.EncodeToString(b))
+	return id[:min(len(id), 128)]
+}
+
+var instanceIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
 var (
 	processIDOnce sync.Once
 	processID     string
 )
 
-// ProcessInstanceID is the default instance id: generated once per process from the host name
-// and random bytes, so it is stable across reconnects and unique across processes.
+// ProcessInstanceID is an instance id generated once per process from the host name and random
+// bytes: the same for every call in a process.
+//
+// Deprecated: agents default to [DefaultInstanceID] of their name instead. One id shared by
+// several agents of a process makes them replace each other's sessions on the control plane.
 func ProcessInstanceID() string {
 	processIDOnce.Do(func() {
 		host, _ := os.Hostname()
@@ -213,7 +284,7 @@ func (c *agentConfig) validate(name string) error {
 
 func validChannel(name string) error {
 	if len(name) < 1 || len(name) > 200 || !channelRE.MatchString(name) {
-		return fmt.Errorf("meshplane: invalid channel name %q: 1-200 characters of [A-Za-z0-9_.-], no leading, trailing or double dot", name)
+		return invalidArgument(fmt.Errorf("meshplane: invalid channel name %q: 1-200 characters of [A-Za-z0-9_.-], no leading, trailing or double dot", name))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -46,7 +47,8 @@ func ExpectVersion(v int64) StateOption {
 // IfAbsent is ExpectVersion(0): create the entry only if it does not exist.
 func IfAbsent() StateOption { return ExpectVersion(0) }
 
-// WithTTL makes the entry expire d after the write (Put only).
+// WithTTL makes the entry expire d after the write (Put only; 0: never). A negative d makes Put
+// fail with an error matching ErrInvalidArgument, writing nothing.
 func WithTTL(d time.Duration) StateOption {
 	return func(o *stateOptions) { o.ttl = d }
 }
@@ -76,15 +78,19 @@ func (s *State) Get(ctx context.Context, key string) (*StateEntry, error) {
 
 // Put creates or replaces an entry and returns it as stored. With ExpectVersion (or IfAbsent)
 // it is compare-and-set and fails with a *VersionConflictError (errors.Is ErrVersionConflict)
-// on a mismatch, changing nothing.
+// on a mismatch, changing nothing. A value that does not encode, or a negative TTL, is an error
+// matching ErrInvalidArgument (nothing is sent).
 func (s *State) Put(ctx context.Context, key string, value any, opts ...StateOption) (*StateEntry, error) {
 	var o stateOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.ttl < 0 {
+		return nil, fmt.Errorf("%w: state %s/%s: the TTL must not be negative, got %s", ErrInvalidArgument, s.namespace, key, o.ttl)
+	}
 	payload, err := encodePayload(value)
 	if err != nil {
-		return nil, err
+		return nil, invalidArgument(err)
 	}
 	c, err := s.client()
 	if err != nil {

@@ -103,8 +103,17 @@ func (t *Task) Decode(v any) error {
 }
 
 // Progress reports progress (fraction in 0..1) with a message. It also counts as a heartbeat.
+//
+// A fraction outside 0..1 (or NaN) is a bug in the caller, which the Python and TypeScript SDKs
+// raise: Progress has no error to return, so it reports no progress then, logs a warning on the
+// task's logger and sends only the heartbeat (it does not clamp the value into range).
 func (t *Task) Progress(fraction float64, message string) {
-	fraction = min(1, max(0, fraction))
+	if !(fraction >= 0 && fraction <= 1) { // NaN fails this too
+		t.logger.Warn("meshplane: progress not reported: the fraction must be within 0..1",
+			"fraction", fraction, "message", message)
+		t.Heartbeat()
+		return
+	}
 	t.rt.update(t.ref, &pb.TaskUpdate{
 		TaskId: t.ref.taskID, Attempt: t.ref.attempt,
 		Kind:     pb.TaskUpdateKind_TASK_UPDATE_KIND_PROGRESS,
