@@ -178,6 +178,12 @@ class Agent:
         :class:`RegistrationRejected` (or :class:`Unauthenticated`) when no retry can succeed.
         ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``, ``token`` to ``MESHPLANE_TOKEN``;
         ``tls`` as :class:`MeshClient`'s (unset: the ``MESHPLANE_TLS*`` environment variables decide).
+
+        ``target`` may name several replicas (``ipv4:10.0.0.1:50051,10.0.0.2:50051``, or a DNS name with several
+        addresses): each new link stream goes to the next one (gRPC's round_robin). After a session that failed
+        before the plane registered the agent (a replica that lost its database answers UNAVAILABLE), the next
+        attempt goes over a new connection, which a load balancer may send to another replica; when that new one
+        failed too, the attempt after it stays on it (round_robin then takes the next address).
         """
         if self._runtime is not None:
             raise RuntimeError(f"agent {self.name!r} is already serving")

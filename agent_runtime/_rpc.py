@@ -16,7 +16,7 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_CONNECTIONS = 64
 _MAX_MESSAGE = 64 * 1024 * 1024
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_RETIRED_CHANNEL_GRACE = 30.0  # seconds calls in progress get on channels replaced by renewed TLS
+_RETIRED_CHANNEL_GRACE = 30.0  # seconds calls in progress get on replaced channels (renewed TLS, reconnect)
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -43,6 +43,7 @@ def open_channel(
     *,
     keepalive: bool = False,
     own_connection: bool = False,
+    round_robin: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
     extra_options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
@@ -50,13 +51,27 @@ def open_channel(
     `credentials` (and `extra_options`, see TLS.channel_options).
 
     `own_connection`: the channel gets a TCP connection of its own (channels to one target otherwise share one).
+    `round_robin`: calls go to every address the target names or resolves to in turn (gRPC's round_robin policy)
+    instead of all to the first one that accepts a connection (pick_first); one address works as before.
     """
     options = [*channel_options(keepalive=keepalive), *extra_options]
     if own_connection:
         options.append(("grpc.use_local_subchannel_pool", 1))
+    if round_robin:
+        options.append(("grpc.lb_policy_name", "round_robin"))
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def list_authority(target: str) -> str | None:
+    """The first address of an ``ipv4:`` or ``ipv6:`` target listing several: the authority grpc-js and the Go SDK
+    give such a channel (over TLS, the name verified in the plane's certificate), where gRPC C-core gives the whole
+    list (which no certificate matches). None for any other target."""
+    scheme, _, addresses = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or "," not in addresses:
+        return None
+    return addresses.removeprefix("//").removeprefix("/").split(",", 1)[0] or None
 
 
 def bearer_token(token: str | None) -> str | None:
@@ -155,6 +170,11 @@ class Connection:
     many channels in turn, each on its own TCP connection: the control plane accepts one connection's calls
     one at a time (it listens with several servers on one port, and the kernel spreads connections, not
     calls, over them), so many concurrent calls go faster over several.
+
+    With `round_robin` (the agent's link), a target naming several addresses (``ipv4:host:port,host:port``, a DNS
+    name with several addresses) has each call or stream go to the next address, and the channels' connections
+    are their own (never shared with another channel to the same target), so that :meth:`reconnect` really opens
+    new ones.
     """
 
     def __init__(
@@ -166,6 +186,7 @@ class Connection:
         keepalive: bool = False,
         connections: int = 1,
         tls: TLS | None = None,
+        round_robin: bool = False,
     ) -> None:
         if not 1 <= connections <= MAX_CONNECTIONS:
             raise ValueError(f"connections must be between 1 and {MAX_CONNECTIONS}, got {connections}")
@@ -173,10 +194,14 @@ class Connection:
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self._keepalive = keepalive
+        self._round_robin = round_robin
         # Read now: a file that cannot be read fails here, not at the first call.
         self._tls_files = TlsFiles(tls) if tls is not None else None
-        self._tls_options = tls.channel_options() if tls is not None else []
-        # Channels left for renewed TLS files, closing once their calls end (within a grace).
+        self._extra_options = tls.channel_options() if tls is not None else []
+        authority = list_authority(target) if round_robin else None
+        if authority is not None and not self._extra_options:  # a TLS server name given wins
+            self._extra_options = [("grpc.default_authority", authority)]
+        # Channels replaced (renewed TLS files, `reconnect`), closing once their calls end (within a grace).
         self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         self._size = connections
         self._channels: list[grpc.aio.Channel] = []  # opened as calls first need them
@@ -185,14 +210,15 @@ class Connection:
 
     def _channel(self, index: int) -> grpc.aio.Channel:
         while len(self._channels) <= index:
-            own = self._size > 1
+            own = self._size > 1 or self._round_robin
             self._channels.append(
                 open_channel(
                     self.target,
                     keepalive=self._keepalive,
                     own_connection=own,
+                    round_robin=self._round_robin,
                     credentials=self._tls_files.credentials if self._tls_files is not None else None,
-                    extra_options=self._tls_options,
+                    extra_options=self._extra_options,
                 )
             )
         return self._channels[index]
@@ -220,13 +246,25 @@ class Connection:
         finish on the old ones, which close after a grace. True when they were renewed."""
         if self._tls_files is None or not self._tls_files.renew():
             return False
+        self._retire_channels()
+        return True
+
+    def reconnect(self) -> None:
+        """Replace the channels by new ones, which start connecting now (new TCP connections: behind a load
+        balancer, possibly to another replica; a DNS name is resolved again). Calls in progress finish on the old
+        ones, which close after a grace. Call from inside the event loop."""
+        self._retire_channels()
+        for index in range(self._size):
+            self._channel(index).get_state(try_to_connect=True)
+
+    def _retire_channels(self) -> None:
+        """New channels from now on; the current ones close once their calls end (within a grace)."""
         retired, self._channels = self._channels, []
         self._stubs.clear()
         for channel in retired:
             closing = asyncio.ensure_future(channel.close(grace=_RETIRED_CHANNEL_GRACE))
             self._retiring[closing] = channel
             closing.add_done_callback(self._retiring.pop)
-        return True
 
     async def close(self) -> None:
         channels, self._channels = self._channels, []

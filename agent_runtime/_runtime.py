@@ -126,7 +126,7 @@ class AgentRuntime:
         self.agent_name = spec.name
         self.instance_id = spec.instance_id
         self.target = target
-        self.connection = Connection(target, token=token, keepalive=True, tls=tls)
+        self.connection = Connection(target, token=token, keepalive=True, tls=tls, round_robin=True)
         self._tls_hint = _tls_hint(tls)
         self.state = StateStore(self.connection, spec.name)
         self.outbox = Outbox()
@@ -160,6 +160,7 @@ class AgentRuntime:
         backoff = Backoff(self.spec.backoff_initial, self.spec.backoff_max)
         failures = 0
         reconnecting = False
+        reopened = False  # the connection was replaced after the last attempt, which failed before `registered`
         try:
             while not self._wakeup.is_set():
                 if reconnecting:
@@ -177,8 +178,11 @@ class AgentRuntime:
                     raise error
                 if session.registered is not None:
                     failures = 0
+                    reopened = False
                     if error is None or time.monotonic() - started > _STABLE_SESSION_SECONDS:
                         backoff.reset()  # it worked: come back soon (drained, replaced, plane restarting)
+                else:
+                    reopened = self._reconnect_after_failed_registration(reopened)
                 delay = backoff.next_delay()
                 if error is None:
                     logger.info(
@@ -200,6 +204,19 @@ class AgentRuntime:
                     await asyncio.wait_for(self._wakeup.wait(), delay)
         finally:
             await self._shutdown()
+
+    def _reconnect_after_failed_registration(self, reopened: bool) -> bool:
+        """After a session that failed before `registered` (say a replica without its database, which cannot
+        store the registration), the next attempt goes over a new connection: the stream after it would go down
+        the same HTTP/2 connection to the same replica, whereas a new one may reach another (behind a load
+        balancer). When it was already a new one that failed, the next attempt keeps it: a new connection to a
+        list of addresses may land on the failing one again, and on the same connection the round_robin policy
+        sends the next stream to the next address. True when the connection was replaced."""
+        if reopened:
+            return False
+        logger.debug("agent %s: the next attempt goes over a new connection", self.agent_name)
+        self.connection.reconnect()
+        return True
 
     async def _run_session(self, session: LinkSession) -> BaseException | None:
         """Run one session until it ends or the agent must leave; the error that ended it, if any."""

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	pb "github.com/meshplane/meshplane/generated/go/meshplane/v1"
@@ -218,7 +219,7 @@ func (a *Agent) PublishWithHeaders(channel string, v any, headers map[string]str
 	return rt.publish(channel, v, headers)
 }
 
-// Run connects to the control plane at target (host:port) and serves until ctx is done; then
+// Run connects to the control plane at target and serves until ctx is done; then
 // it drains gracefully: it tells the plane it is draining, lets in-flight tasks finish, delivers
 // their results and waits for their acknowledgements (at most the drain timeout), and returns
 // nil. Tasks still running at the drain timeout are given up: their handlers' contexts are
@@ -226,6 +227,16 @@ func (a *Agent) PublishWithHeaders(channel string, v any, headers map[string]str
 // that the plane re-queues it at once. Lost connections are re-established with jittered exponential backoff, forever. Run
 // returns an error only when no reconnect can help (a rejected registration, a refused token).
 // An agent runs once.
+//
+// The target is host:port (a DNS name or an IP address), any target grpc-go resolves, or a list
+// of addresses as gRPC's naming doc writes it: "ipv4:10.0.0.1:50051,10.0.0.2:50051",
+// "ipv6:[::1]:50051,[::2]:50051". Of several addresses (a list, or a DNS name with several), each
+// new stream goes to the next ready one (round_robin). After a session failed before the plane
+// registered the agent (say a replica that lost its database answers UNAVAILABLE), the next attempt
+// goes over a new connection, so that a load balancer can send it to another replica; when that
+// new connection failed too, the attempt after it stays on it, where round_robin takes the next
+// address. A session that registered and then ended (a drain, a plane restart) is followed by a
+// new session on the same connection.
 func (a *Agent) Run(ctx context.Context, target string) error {
 	a.mu.Lock()
 	if a.started {
@@ -239,7 +250,13 @@ func (a *Agent) Run(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := dial(target, a.cfg.token, a.cfg.transport.credentials(), a.cfg.backoffMax, true, a.cfg.dialOptions)
+	if err := checkTarget(target); err != nil {
+		return err
+	}
+	options := append(agentDialOptions(), a.cfg.dialOptions...)
+	conn, err := newAgentConn(func() (*grpc.ClientConn, error) {
+		return dial(target, a.cfg.token, a.cfg.transport.credentials(), a.cfg.backoffMax, true, options)
+	})
 	if err != nil {
 		return err
 	}

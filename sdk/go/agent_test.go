@@ -105,6 +105,7 @@ type harness struct {
 	agent  *Agent
 	cancel context.CancelFunc
 	done   chan error
+	dials  *atomic.Int32 // connections the agent opened
 }
 
 func startAgent(t *testing.T, opts ...Option) (*harness, func(*Agent)) {
@@ -116,13 +117,17 @@ func startAgent(t *testing.T, opts ...Option) (*harness, func(*Agent)) {
 	go func() { _ = server.Serve(listener) }()
 	t.Cleanup(server.Stop)
 
+	dials := &atomic.Int32{}
 	base := []Option{
 		WithInstanceID("test-1"),
 		WithLogger(discardLogger()),
 		WithReconnectBackoff(10*time.Millisecond, 50*time.Millisecond),
 		WithDrainTimeout(time.Second),
 		WithDialOptions(
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return listener.DialContext(ctx) }),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+				dials.Add(1)
+				return listener.DialContext(ctx)
+			}),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 		),
 	}
@@ -130,7 +135,7 @@ func startAgent(t *testing.T, opts ...Option) (*harness, func(*Agent)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, plane: plane, agent: agent, done: make(chan error, 1)}
+	h := &harness{t: t, plane: plane, agent: agent, done: make(chan error, 1), dials: dials}
 	return h, func(a *Agent) {
 		ctx, cancel := context.WithCancel(context.Background())
 		h.cancel = cancel

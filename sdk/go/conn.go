@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,109 @@ func dial(target, token string, creds credentials.TransportCredentials, maxBacko
 		return nil, fmt.Errorf("meshplane: connect to %s: %w", target, err)
 	}
 	return conn, nil
+}
+
+// roundRobin is the agent link's load-balancing policy: with a target naming several addresses
+// ("ipv4:host:port,host:port", a DNS name with several addresses), each new stream goes to the
+// next ready address instead of all to the first one that accepted a connection (pick_first).
+// One address works as before.
+const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// agentDialOptions come before the user's dial options (which may override them): round_robin, and
+// the ipv4/ipv6 targets of gRPC's naming doc, which grpc-go does not resolve itself.
+func agentDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultServiceConfig(roundRobin),
+		grpc.WithResolvers(ipResolverBuilder{scheme: "ipv4"}, ipResolverBuilder{scheme: "ipv6"}),
+	}
+}
+
+// How long calls still under way on a replaced agent connection get before it closes.
+const retiredConnGrace = 30 * time.Second
+
+// agentConn is an agent's connection to the control plane. The reconnect loop replaces it by a
+// new one (new TCP connections) after a session failed before registration: a stream on the same
+// HTTP/2 connection would reach the same replica, whereas behind a load balancer a new connection
+// may reach another. Calls take the current connection; a replaced one closes once a grace passed
+// (the calls under way on it finish first).
+type agentConn struct {
+	dial     func() (*grpc.ClientConn, error)
+	mu       sync.Mutex
+	current  *grpc.ClientConn
+	retiring map[*grpc.ClientConn]*time.Timer
+	closed   bool
+}
+
+var _ grpc.ClientConnInterface = (*agentConn)(nil)
+
+func newAgentConn(dial func() (*grpc.ClientConn, error)) (*agentConn, error) {
+	conn, err := dial()
+	if err != nil {
+		return nil, err
+	}
+	return &agentConn{dial: dial, current: conn, retiring: map[*grpc.ClientConn]*time.Timer{}}, nil
+}
+
+func (c *agentConn) conn() *grpc.ClientConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+func (c *agentConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return c.conn().Invoke(ctx, method, args, reply, opts...)
+}
+
+func (c *agentConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.conn().NewStream(ctx, desc, method, opts...)
+}
+
+// reconnect replaces the connection by a new one, which starts connecting now (the reconnect
+// loop's backoff gives it time to reach every address before the next stream).
+func (c *agentConn) reconnect() error {
+	fresh, err := c.dial()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fresh.Close()
+	}
+	old := c.current
+	c.current = fresh
+	c.retiring[old] = time.AfterFunc(retiredConnGrace, func() { c.closeRetired(old) })
+	c.mu.Unlock()
+	fresh.Connect()
+	return nil
+}
+
+func (c *agentConn) closeRetired(old *grpc.ClientConn) {
+	c.mu.Lock()
+	_, ok := c.retiring[old]
+	delete(c.retiring, old)
+	c.mu.Unlock()
+	if ok {
+		_ = old.Close()
+	}
+}
+
+// Close closes the connection and those replaced (calls still under way on them fail).
+func (c *agentConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	conns := []*grpc.ClientConn{c.current}
+	for old, timer := range c.retiring {
+		timer.Stop()
+		conns = append(conns, old)
+	}
+	clear(c.retiring)
+	c.mu.Unlock()
+	var errs []error
+	for _, conn := range conns {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // maxConnections bounds [WithConnections].

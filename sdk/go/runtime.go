@@ -92,7 +92,7 @@ type runtime struct {
 	cfg          *agentConfig
 	log          *slog.Logger
 	target       string
-	conn         *grpc.ClientConn
+	conn         *agentConn
 	link         pb.AgentLinkServiceClient
 	stateClient  pb.StateServiceClient
 	capabilities []*pb.Capability
@@ -119,7 +119,7 @@ type runtime struct {
 	givingUp  bool // leaving: attempts are answered with agent_stopped, none is started
 }
 
-func newRuntime(a *Agent, conn *grpc.ClientConn, target string, capabilities []*pb.Capability) *runtime {
+func newRuntime(a *Agent, conn *agentConn, target string, capabilities []*pb.Capability) *runtime {
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	r := &runtime{
 		agent:        a,
@@ -159,6 +159,7 @@ func (r *runtime) run(ctx context.Context) error {
 
 	bo := newBackoff(r.cfg.backoffInitial, r.cfg.backoffMax)
 	var fatal error
+	reopened := false // the connection was replaced after the last attempt, which failed before `registered`
 	for !r.leaving() {
 		started := time.Now()
 		registered, err := r.runSession()
@@ -172,6 +173,11 @@ func (r *runtime) run(ctx context.Context) error {
 		}
 		if registered && (err == nil || time.Since(started) > stableSession) {
 			bo.Reset() // a clean end (drained, plane restarting) or a long session: come back soon
+		}
+		if registered {
+			reopened = false
+		} else {
+			reopened = r.reconnectAfterFailedRegistration(reopened)
 		}
 		delay := bo.Next()
 		if err == nil {
@@ -194,6 +200,25 @@ func (r *runtime) run(ctx context.Context) error {
 	}
 	r.shutdown()
 	return fatal
+}
+
+// reconnectAfterFailedRegistration: after a session that failed before `registered` (say a
+// replica without its database, which cannot store the registration), the next attempt goes over
+// a new connection: the next stream on the same HTTP/2 connection would reach the same replica,
+// whereas a new one may reach another (behind a load balancer). When it was already a new one
+// that failed, the next attempt keeps it: a new connection to a list of addresses may land on the
+// failing one again, and on the same connection round_robin sends the next stream to the next
+// address. It says whether the connection was replaced.
+func (r *runtime) reconnectAfterFailedRegistration(reopened bool) bool {
+	if reopened {
+		return false
+	}
+	if err := r.conn.reconnect(); err != nil {
+		r.log.Warn("meshplane: cannot open a new connection; retrying on the current one", "target", r.target, "error", err)
+		return false
+	}
+	r.log.Debug("meshplane: the next attempt goes over a new connection", "target", r.target)
+	return true
 }
 
 func isFatal(err error) bool {

@@ -114,6 +114,17 @@ async def test_echo_and_broadcast_over_mutual_tls(language: str, agents: Agents,
 
 
 @pytest.mark.timeout(90)
+async def test_given_a_list_of_addresses_the_agent_verifies_the_first(agents: Agents, tmp_path: Path) -> None:
+    # No server name: the plane's certificate (127.0.0.1) is verified against the list's first address, not the
+    # whole list (which gRPC C-core would take as the name by default).
+    async with mtls_plane(tmp_path, agents) as (pki, plane, mesh):
+        agent = await agents.start(f"ipv4:{plane.address},{plane.address}", env=pki.agent_env())
+        task = await mesh.run("conf.echo", {"over": "a list"})
+        assert task.state == task_pb2.TASK_STATE_SUCCEEDED, describe(task)
+        assert task.attempts[-1].agent_instance_id == agent.instance_id
+
+
+@pytest.mark.timeout(90)
 async def test_an_agent_without_a_client_certificate_never_registers(
     language: str, agents: Agents, tmp_path: Path
 ) -> None:

@@ -372,9 +372,19 @@ export interface ChannelSetup {
   keepalive?: boolean;
   /** How many connections calls take in turn (1 to {@link MAX_CONNECTIONS}; default 1). */
   connections?: number;
+  /**
+   * The agent's link: of a target naming several addresses (`ipv4:host:port,host:port`, a DNS name with several
+   * addresses), each call or stream goes to the next ready one (gRPC's round_robin policy) rather than all to the
+   * first that accepted a connection (pick_first); and the channels' connections are their own (never shared with
+   * another channel to the target), so that {@link Connection.reconnect} really opens new ones. One address works
+   * as before.
+   */
+  roundRobin?: boolean;
   /** Where the renewal of the client certificate logs (default: the stderr logger, see {@link consoleLogger}). */
   logger?: Logger;
 }
+
+const ROUND_ROBIN = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
 
 // A replaced channel is closed once no call waits on it for a connection, or after this long.
 const RETIRE_WAIT_MS = 20_000;
@@ -444,8 +454,9 @@ export class Connection {
           }
         : {}),
       // Channels with equal options to one target share one subchannel (one TCP connection) through
-      // grpc-js's global pool; several connections need channels of their own.
-      ...(size > 1 ? { "grpc.use_local_subchannel_pool": 1 } : {}),
+      // grpc-js's global pool; several connections need channels of their own, and so does reconnect().
+      ...(size > 1 || options.roundRobin ? { "grpc.use_local_subchannel_pool": 1 } : {}),
+      ...(options.roundRobin ? { "grpc.service_config": ROUND_ROBIN } : {}),
       ...tls?.channelOptions,
       ...options.channelOptions,
     };
@@ -476,6 +487,26 @@ export class Connection {
     this.clients.clear();
     for (const channel of old) {
       this.retire(channel, Date.now() + RETIRE_WAIT_MS);
+    }
+  }
+
+  /**
+   * Replaces the channels by new ones, which start connecting now (new TCP connections: behind a load balancer,
+   * possibly to another replica; a DNS name is resolved again). Calls under way finish on the old ones, which close
+   * once no call waits on them for a connection.
+   */
+  reconnect(): void {
+    if (this.closed) {
+      return;
+    }
+    const old = this.channels;
+    this.channels = old.map(() => new Channel(this.target, this.credentials, this.channelOptions));
+    this.clients.clear();
+    for (const channel of old) {
+      this.retire(channel, Date.now() + RETIRE_WAIT_MS);
+    }
+    for (const channel of this.channels) {
+      channel.getConnectivityState(true);
     }
   }
 

@@ -237,7 +237,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
     this.agentName = spec.name;
     this.instanceId = spec.instanceId;
     this.logger = spec.logger;
-    this.connection = new Connection(target, { ...options, keepalive: true, logger: spec.logger });
+    this.connection = new Connection(target, { ...options, keepalive: true, roundRobin: true, logger: spec.logger });
     this.state = new StateStore(this.connection, spec.name, spec.stateTimeoutMs);
   }
 
@@ -259,6 +259,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
   async run(): Promise<void> {
     const backoff = new Backoff(this.spec.backoffInitialMs, this.spec.backoffMaxMs);
     let fatal: Error | undefined;
+    let reopened = false; // the connection was replaced after the last attempt, which failed before `registered`
     try {
       while (!this.wakeup.fired) {
         this.status = this.drainDeadline !== undefined ? "draining" : "connecting";
@@ -277,6 +278,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
         if (end.registered && (end.error === undefined || Date.now() - started > STABLE_SESSION_MS)) {
           backoff.reset(); // a clean end (drained, replaced, plane restarting) or a long session: come back soon
         }
+        reopened = end.registered ? false : this.reconnectAfterFailedRegistration(reopened);
         const delay = backoff.next();
         if (end.error === undefined) {
           this.logger.info(`agent ${this.agentName}: link to ${this.target} closed; reconnecting in ${Math.round(delay)} ms`);
@@ -298,6 +300,23 @@ export class AgentRuntime implements LinkHandler, ContextPort {
     if (fatal !== undefined) {
       throw fatal;
     }
+  }
+
+  /**
+   * After a session that failed before `registered` (say a replica without its database, which cannot store the
+   * registration), the next attempt goes over a new connection: the next stream on the same HTTP/2 connection would
+   * reach the same replica, whereas a new one may reach another (behind a load balancer). When it was already a new
+   * one that failed, the next attempt keeps it: a new connection to a list of addresses may land on the failing one
+   * again, and on the same connection round_robin sends the next stream to the next address. True when the
+   * connection was replaced.
+   */
+  private reconnectAfterFailedRegistration(reopened: boolean): boolean {
+    if (reopened) {
+      return false;
+    }
+    this.logger.debug(`agent ${this.agentName}: the next attempt goes over a new connection`);
+    this.connection.reconnect();
+    return true;
   }
 
   private async runSession(session: LinkSession): Promise<SessionEnd> {
