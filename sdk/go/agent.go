@@ -101,7 +101,7 @@ func NewAgent(name string, opts ...Option) (*Agent, error) {
 		opt.applyAgent(&cfg)
 	}
 	if cfg.instanceID == "" {
-		cfg.instanceID = ProcessInstanceID()
+		cfg.instanceID = DefaultInstanceID(name)
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
@@ -250,12 +250,17 @@ func (a *Agent) Run(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
+	target = resolveTarget(target) // "": MESHPLANE_TARGET, else DefaultTarget (as the other SDKs)
 	if err := checkTarget(target); err != nil {
+		return err
+	}
+	token, err := resolveToken(a.cfg.token, a.cfg.tokenSet) // no WithToken: MESHPLANE_TOKEN
+	if err != nil {
 		return err
 	}
 	options := append(agentDialOptions(), a.cfg.dialOptions...)
 	conn, err := newAgentConn(func() (*grpc.ClientConn, error) {
-		return dial(target, a.cfg.token, a.cfg.transport.credentials(), a.cfg.backoffMax, true, options)
+		return dial(target, token, a.cfg.transport.credentials(), a.cfg.backoffMax, true, options)
 	})
 	if err != nil {
 		return err

@@ -164,7 +164,7 @@ func (r *runtime) run(ctx context.Context) error {
 		started := time.Now()
 		registered, err := r.runSession()
 		if isFatal(err) {
-			fatal = err
+			fatal = rpcError(err) // matches ErrUnauthenticated etc., as the client's errors do
 			r.log.Error("meshplane: agent cannot connect", "target", r.target, "error", err)
 			break
 		}
@@ -904,7 +904,7 @@ func (r *runtime) publish(channel string, v any, headers map[string]string) erro
 	}
 	payload, err := encodePayload(v)
 	if err != nil {
-		return err
+		return invalidArgument(err)
 	}
 	r.outbox.addControl(&pb.ConnectRequest{Frame: &pb.ConnectRequest_Publish{Publish: &pb.ChannelPublish{
 		Channel: channel, Payload: payload, Headers: headers,
