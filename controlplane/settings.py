@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
+import math
 import os
+import re
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+import pydantic
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from controlplane.domain.scheduling import Strategy
+
+ENV_PREFIX = "MESHPLANE_"
 
 
 class LogFormat(StrEnum):
@@ -22,7 +27,42 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+Naming = Callable[[str], str]
+"""How a message names a setting: as its field (`sweep_interval`), variable (`MESHPLANE_SWEEP_INTERVAL`), or flag."""
+
+
+def variable(name: str) -> str:
+    """The environment variable of the setting `name` (`sweep_interval` -> `MESHPLANE_SWEEP_INTERVAL`)."""
+    return ENV_PREFIX + name.upper()
+
+
+class SettingError(ValueError):
+    """A setting refused. `describe` writes the message naming each setting as it is given a name for it: its
+    str() names fields (as Python callers pass them); the CLI names variables or flags (see `describe_errors`)."""
+
+    def __init__(self, describe: Callable[[Naming], str]) -> None:
+        self.describe = describe
+        super().__init__(describe(lambda name: name))
+
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LONGEST = timedelta.max.total_seconds()  # what a timedelta holds (999999999 days)
+
+
+def _seconds(text: str) -> float | None:
+    """The seconds "1.5", "500ms", "5s", "2m", "1h" or "7d" stand for; None if it is none of them."""
+    scale = 1.0
+    for unit in ("ms", "s", "m", "h", "d"):
+        number = text.removesuffix(unit)
+        if number != text:
+            text, scale = number, _UNIT_SECONDS[unit]
+            break
+    try:
+        return float(text) * scale
+    except ValueError:
+        return None
 
 
 def _parse_duration(value: object) -> object:
@@ -32,18 +72,145 @@ def _parse_duration(value: object) -> object:
     text = value.strip().lower()
     if text.startswith("p"):
         return value
-    for unit in ("ms", "s", "m", "h", "d"):
-        number = text.removesuffix(unit)
-        if number != text:
-            with contextlib.suppress(ValueError):
-                return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
-            break
-    with contextlib.suppress(ValueError):
-        return timedelta(seconds=float(text))
-    raise ValueError(f"expected a duration like 500ms, 5s, 2m, 1h, 7d or seconds, got {value!r}")
+    seconds = _seconds(text)
+    if seconds is None or math.isnan(seconds):
+        raise ValueError(f"expected a duration like 500ms, 5s, 2m, 1h, 7d or seconds, got {value!r}")
+    if abs(seconds) > _LONGEST:
+        raise ValueError(f"expected a duration of at most {timedelta.max.days} days, got {value!r}")
+    return timedelta(seconds=seconds)
 
 
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+def shown(value: timedelta) -> str:
+    """A duration as the settings take it: "-1h", "0s", "1.5s", "500ms"."""
+    seconds = value.total_seconds()
+
+    def number(x: float) -> str:
+        return f"{x:.6f}".rstrip("0").rstrip(".")
+
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{number(seconds / size)}{unit}"
+    if seconds == 0 or abs(seconds) >= 1:
+        return f"{number(seconds)}s"
+    return f"{number(seconds * 1000)}ms"
+
+
+# What 0 means for the duration settings that take it. Every other duration must be more than 0: it drives a
+# loop or a deadline (0 would spin, or end everything at once). No duration may be negative.
+ZERO_MEANS: dict[str, str] = {
+    "default_initial_backoff": "0 retries at once",
+    "default_max_backoff": "0 retries at once",
+    "default_schedule_to_start": "0 is no limit",
+    "default_start_to_close": "0 is no limit",
+    "default_schedule_to_close": "0 is no limit",
+    "batch_linger": "0 never waits",
+    "progress_event_interval": "0 records every report",
+    "task_retention": "0 keeps everything",
+    "audit_retention": "0 keeps everything",
+    "channel_retention": "0 keeps everything",
+}
+
+
+def _check_duration(value: timedelta, info: ValidationInfo) -> timedelta:
+    name = info.field_name or "duration"
+    zero = ZERO_MEANS.get(name)
+    if zero is None and value <= timedelta(0):
+        raise SettingError(lambda n: f"{n(name)} must be > 0 (got {shown(value)})")
+    if value < timedelta(0):
+        raise SettingError(lambda n: f"{n(name)} must be >= 0 (got {shown(value)}; {zero})")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration), AfterValidator(_check_duration)]
+
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _port_in_range(port: str) -> bool:
+    return _PORT.fullmatch(port) is not None and int(port) <= 65535
+
+
+def _check_grpc_listen(name: str, value: str) -> str:
+    """A gRPC listen address: HOST:PORT (an IPv6 host in brackets, as gRPC wants it), or a unix socket."""
+    if value.startswith(("unix:", "unix-abstract:")):
+        return value
+    host, _, port = value.rpartition(":")
+    if not host or not _port_in_range(port):
+        raise SettingError(
+            lambda n: (
+                f"{n(name)} must be HOST:PORT with a port from 0 to 65535 (port 0 picks one), or unix:PATH "
+                f"(got {value!r})"
+            )
+        )
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise SettingError(lambda n: f"{n(name)} must put an IPv6 host in brackets, e.g. [::]:50051 (got {value!r})")
+    return value
+
+
+def _check_http_listen(name: str, value: str) -> str:
+    """The /metrics listen address: HOST:PORT or :PORT (all interfaces); the server binds the host as given."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not _port_in_range(port):
+        raise SettingError(
+            lambda n: f"{n(name)} must be HOST:PORT or :PORT with a port from 0 to 65535 (got {value!r})"
+        )
+    if host.startswith("["):
+        raise SettingError(
+            lambda n: (
+                f"{n(name)} takes an IPv6 host without brackets, e.g. :::9090 (the metrics server binds the "
+                f"host as given; got {value!r})"
+            )
+        )
+    return value
+
+
+_SECRET = frozenset({"database_url", "nats_url", "auth_tokens"})  # values never repeated in a message
+
+_MUST_BE: dict[str, Callable[[dict[str, Any]], str]] = {
+    "greater_than_equal": lambda ctx: f">= {ctx['ge']}",
+    "greater_than": lambda ctx: f"> {ctx['gt']}",
+    "less_than_equal": lambda ctx: f"<= {ctx['le']}",
+    "less_than": lambda ctx: f"< {ctx['lt']}",
+    "int_parsing": lambda ctx: "a whole number",
+    "int_from_float": lambda ctx: "a whole number",
+    "int_type": lambda ctx: "a whole number",
+    "float_parsing": lambda ctx: "a number",
+    "float_type": lambda ctx: "a number",
+    "finite_number": lambda ctx: "a finite number",
+    "enum": lambda ctx: str(ctx["expected"]),
+    "time_delta_parsing": lambda ctx: "a duration like 500ms, 5s, 2m, 1h, 7d, seconds or ISO 8601 (PT5S)",
+    "time_delta_type": lambda ctx: "a duration like 500ms, 5s, 2m, 1h, 7d, seconds or ISO 8601 (PT5S)",
+}
+
+
+def describe_errors(error: pydantic.ValidationError, naming: Naming = variable) -> str:
+    """Why settings were refused, on one line (problems separated by "; "), each naming its setting as `naming`
+    does (by default its MESHPLANE_* variable)."""
+    problems: list[str] = []
+    for item in error.errors():
+        ctx: dict[str, Any] = item.get("ctx") or {}
+        cause = ctx.get("error")
+        if isinstance(cause, SettingError):
+            problems.append(cause.describe(naming))
+            continue
+        loc = [str(part) for part in item["loc"]]
+        where = naming(loc[0]) + "".join(f"[{part}]" for part in loc[1:]) if loc else ""
+        if isinstance(cause, ValueError):
+            text = str(cause)
+        elif item["type"] in _MUST_BE:
+            text = f"must be {_MUST_BE[item['type']](ctx)}"
+        else:
+            text = item["msg"][:1].lower() + item["msg"][1:]
+        value = item.get("input")
+        if isinstance(value, str | int | float) and not isinstance(cause, ValueError) and loc and loc[0] not in _SECRET:
+            text += f" (got {value!r})"
+        if not where:
+            problems.append(text)
+        elif text.startswith("must be "):
+            problems.append(f"{where} {text}")
+        else:
+            problems.append(f"{where}: {text}")
+    return "; ".join(problems)
 
 
 def _default_replica_id() -> str:
@@ -53,12 +220,14 @@ def _default_replica_id() -> str:
 class Settings(BaseSettings):
     """Everything the control plane can be told.
 
-    Durations accept seconds ("5", "0.5"), "500ms", "5s", "2m", "1h", "7d", or ISO 8601 ("PT5S").
+    Durations accept seconds ("5", "0.5"), "500ms", "5s", "2m", "1h", "7d", or ISO 8601 ("PT5S"); none may be
+    negative, and only those in ZERO_MEANS may be 0. A refused setting raises pydantic.ValidationError, whose
+    problems `describe_errors` puts on one line naming the variables.
 
     With no URLs, the control plane is embedded: SQLite in `data_dir` and a child `nats-server`.
     """
 
-    model_config = SettingsConfigDict(env_prefix="MESHPLANE_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     listen: str = Field("127.0.0.1:50051", description="gRPC listen address (host:port; port 0 picks one).")
     accept_loops: int = Field(
@@ -100,32 +269,44 @@ class Settings(BaseSettings):
         timedelta(seconds=20), description="Silence after which a session is lost and its tasks re-queued."
     )
     drain_timeout: Duration = Field(timedelta(seconds=30), description="Grace given to agents and work on shutdown.")
-    max_payload_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted payload (input/output/message).")
+    max_payload_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=(2**31 - 1) // 4,  # gRPC's message limits are 4x this, and must fit a C int (more: an OverflowError)
+        description="Largest accepted payload (input/output/message).",
+    )
 
     default_strategy: Strategy = Field(Strategy.LEAST_LOADED, description="Scheduling strategy when a task names none.")
     default_max_attempts: int = Field(3, ge=1, le=100)
     default_initial_backoff: Duration = Field(timedelta(seconds=1))
     default_max_backoff: Duration = Field(timedelta(seconds=60))
-    default_backoff_multiplier: float = Field(2.0, ge=1.0)
+    default_backoff_multiplier: float = Field(
+        2.0, ge=1.0, le=100.0, allow_inf_nan=False, description="As a task's own: 1 to 100 (services.tasks)."
+    )
     default_schedule_to_start: Duration = Field(
         timedelta(hours=1), description="Longest wait for an agent per attempt (0 = forever)."
     )
-    default_start_to_close: Duration = Field(timedelta(minutes=10), description="Longest run of one attempt.")
-    default_schedule_to_close: Duration = Field(timedelta(hours=24), description="Overall deadline of a task.")
+    default_start_to_close: Duration = Field(
+        timedelta(minutes=10), description="Longest run of one attempt (0 = no limit)."
+    )
+    default_schedule_to_close: Duration = Field(
+        timedelta(hours=24), description="Overall deadline of a task (0 = no limit)."
+    )
 
     db_pool_size: int = Field(
         10, ge=1, le=200, description="PostgreSQL connections per pool (SQLAlchemy + overflow, and the hot path)."
     )
     batch_max_size: int = Field(256, ge=1, description="Largest batch of claims/commits/frames the plane forms.")
     batch_linger: Duration = Field(
-        timedelta(milliseconds=2), description="How long a batch waits for company before it is written."
+        timedelta(milliseconds=2), description="How long a batch waits for company before it is written (0: never)."
     )
     sweep_interval: Duration = Field(timedelta(seconds=1), description="How often timeouts and leases are checked.")
     progress_event_burst: int = Field(
         100, ge=0, description="Progress reports of an attempt recorded as task events one each, before thinning."
     )
     progress_event_interval: Duration = Field(
-        timedelta(seconds=1), description="After the burst, at most one progress event per attempt this often."
+        timedelta(seconds=1),
+        description="After the burst, at most one progress event per attempt this often (0: every report is one).",
     )
     task_retention: Duration = Field(
         timedelta(days=7),
@@ -150,8 +331,8 @@ class Settings(BaseSettings):
         description="Also serve grpc.health.v1 alone here, in plaintext even when the gRPC port serves TLS, for "
         "probes that cannot speak TLS (the kubelet's) (host:port; empty: off).",
     )
-    log_level: str = Field("INFO")
-    log_format: LogFormat = Field(LogFormat.TEXT)
+    log_level: str = Field("INFO", description=f"One of {', '.join(LOG_LEVELS)} (any case).")
+    log_format: LogFormat = Field(LogFormat.TEXT, description="text or json (any case).")
 
     @field_validator(
         "tls_cert_file",
@@ -166,15 +347,44 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("listen", "metrics_listen", "health_listen")
+    @field_validator("listen", "health_listen")
     @classmethod
-    def _port_in_range(cls, value: str) -> str:
-        """A TCP address's port is 0-65535 (grpc would quietly take 99999 as 34463); unix: paths pass."""
-        if not value or value.startswith("unix:") or ":" not in value:
+    def _grpc_listen(cls, value: str, info: ValidationInfo) -> str:
+        """HOST:PORT, port 0-65535 (grpc would quietly take 99999 as 34463, -1 as 65535, and no port as 443);
+        health_listen may be empty (off)."""
+        name = info.field_name or "listen"
+        return value if name == "health_listen" and not value else _check_grpc_listen(name, value)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str) -> str:
+        return _check_http_listen("metrics_listen", value) if value else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if not isinstance(value, str):
             return value
-        port = value.rsplit(":", 1)[1]
-        if port.isdigit() and int(port) > 65535:
-            raise ValueError(f"port {port} of {value!r} is out of range (0-65535)")
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise SettingError(lambda n: f"{n('log_level')} must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
+        return level
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text not in {f.value for f in LogFormat}:
+            raise SettingError(lambda n: f"{n('log_format')} must be text or json (got {value!r})")
+        return text
+
+    @field_validator("replica_id")
+    @classmethod
+    def _replica_id(cls, value: str) -> str:
+        if not value.strip():
+            raise SettingError(lambda n: f"{n('replica_id')} must not be empty (unset, it is host-pid-random)")
         return value
 
     @field_validator("auth_tokens", mode="before")
@@ -186,24 +396,47 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.lease_timeout <= self.heartbeat_interval:
-            raise ValueError("lease_timeout must be longer than heartbeat_interval")
-        if self.default_max_backoff < self.default_initial_backoff:
-            raise ValueError("default_max_backoff must be >= default_initial_backoff")
-        for name in ("task_retention", "audit_retention", "channel_retention"):
-            if getattr(self, name) < timedelta(0):
-                raise ValueError(f"{name} must be >= 0 (0 keeps everything)")
-        if self.housekeeping_interval <= timedelta(0):
-            raise ValueError("housekeeping_interval must be > 0")
+        # Each duration's own bounds are checked as it is read (Duration); here, what settings ask of each other.
+        lease, heartbeat = self.lease_timeout, self.heartbeat_interval
+        if lease <= heartbeat:
+            raise SettingError(
+                lambda n: (
+                    f"{n('lease_timeout')} must be longer than {n('heartbeat_interval')} "
+                    f"(got {shown(lease)} and {shown(heartbeat)})"
+                )
+            )
+        initial, maximum = self.default_initial_backoff, self.default_max_backoff
+        if maximum < initial:
+            raise SettingError(
+                lambda n: (
+                    f"{n('default_max_backoff')} must be >= {n('default_initial_backoff')} "
+                    f"(got {shown(maximum)} and {shown(initial)})"
+                )
+            )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together: set both, or neither for plaintext")
+            raise SettingError(
+                lambda n: (
+                    f"{n('tls_cert_file')} and {n('tls_key_file')} go together: set both, or neither for plaintext"
+                )
+            )
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file: client certificates need TLS")
+            raise SettingError(
+                lambda n: (
+                    f"{n('tls_client_ca_file')} needs {n('tls_cert_file')} and {n('tls_key_file')}: client "
+                    "certificates need TLS"
+                )
+            )
         if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
-            raise ValueError("nats_tls_cert_file and nats_tls_key_file go together: set both, or neither")
+            raise SettingError(
+                lambda n: f"{n('nats_tls_cert_file')} and {n('nats_tls_key_file')} go together: set both, or neither"
+            )
         nats_tls = self.nats_tls_ca_file or self.nats_tls_cert_file
         if nats_tls is not None and not self.nats_url:
-            raise ValueError("nats_tls_* settings need nats_url: the embedded nats-server is local and plaintext")
+            raise SettingError(
+                lambda n: (
+                    f"{n('nats_tls_')}* settings need {n('nats_url')}: the embedded nats-server is local and plaintext"
+                )
+            )
         return self
 
     @property

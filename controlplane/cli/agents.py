@@ -20,6 +20,7 @@ from controlplane.cli.common import (
     add_output_option,
     client,
     duration_argument,
+    tls_from_env,
     token_argument,
 )
 from controlplane.cli.logs import configure_logging
@@ -155,7 +156,8 @@ async def run_agent(args: argparse.Namespace) -> int:
     configure_logging(os.environ.get("MESHPLANE_LOG_LEVEL", "INFO"), os.environ.get("MESHPLANE_LOG_FORMAT", "text"))
     sys.path.insert(0, os.getcwd())
     agent = load_agent(args.spec)
-    serving = asyncio.ensure_future(agent.run_async(args.target, token=token_argument(args.token)))
+    tls = tls_from_env()  # a TLS file it cannot use: one line now, not a traceback from the link
+    serving = asyncio.ensure_future(agent.run_async(args.target, token=token_argument(args.token), tls=tls))
     connected = asyncio.ensure_future(agent.wait_connected(timeout=None))
     try:
         done, _ = await asyncio.wait({serving, connected}, return_when=asyncio.FIRST_COMPLETED)

@@ -7,12 +7,13 @@ import json
 import math
 import os
 import re
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agent_runtime import MeshClient
+from agent_runtime import TLS, MeshClient
 from agent_runtime._rpc import bearer_token
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -66,7 +67,55 @@ def token_argument(token: str | None) -> str | None:
 
 
 def client(args: argparse.Namespace) -> MeshClient:
-    return MeshClient(args.target, token=token_argument(args.token))
+    return MeshClient(args.target, token=token_argument(args.token), tls=tls_from_env())
+
+
+_TLS_VARIABLES = {
+    "ca_file": "MESHPLANE_TLS_CA_FILE",
+    "cert_file": "MESHPLANE_TLS_CLIENT_CERT_FILE",
+    "key_file": "MESHPLANE_TLS_CLIENT_KEY_FILE",
+}
+
+
+def tls_from_env() -> TLS | bool:
+    """The TLS the MESHPLANE_TLS* variables ask for (False: plaintext), with its files checked now: one that
+    cannot be read or does not load is a CliError naming its variable (rather than a traceback from the client,
+    or a plane that looks unreachable)."""
+    try:
+        tls = TLS.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if tls is None:
+        return False
+    for attribute, variable in _TLS_VARIABLES.items():
+        path = getattr(tls, attribute)
+        if path is not None:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise CliError(f"cannot read {variable} {path}: {exc.strerror or exc}") from exc
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+        except (ssl.SSLError, ValueError) as exc:
+            raise CliError(
+                f"MESHPLANE_TLS_CA_FILE {tls.ca_file} holds no usable PEM certificate ({_reason(exc)})"
+            ) from exc
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            # No password: gRPC cannot use an encrypted key either (and OpenSSL would ask for one on the tty).
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            raise CliError(
+                f"MESHPLANE_TLS_CLIENT_CERT_FILE {tls.cert_file} and MESHPLANE_TLS_CLIENT_KEY_FILE {tls.key_file} "
+                f"are not a PEM certificate and its unencrypted key ({_reason(exc)})"
+            ) from exc
+    return tls
+
+
+def _reason(error: Exception) -> str:
+    return str(getattr(error, "reason", None) or error)
 
 
 def json_argument(text: str, option: str) -> Any:

@@ -8,6 +8,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from controlplane.cli.common import CliError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # as controlplane.settings.LOG_LEVELS
+LOG_FORMATS = ("text", "json")
+
 # Attributes every LogRecord has; anything else on a record came in through `extra=` (task_id, ...).
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -47,11 +52,17 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """Send every log record to stderr in the chosen format (replacing earlier handlers)."""
+    """Send every log record to stderr in the chosen format (replacing earlier handlers). `level` and `log_format`
+    are what MESHPLANE_LOG_LEVEL and MESHPLANE_LOG_FORMAT say (any case); others are a CliError naming them."""
+    chosen_level, chosen_format = str(level).strip().upper(), str(log_format).strip().lower()
+    if chosen_level not in LOG_LEVELS:
+        raise CliError(f"MESHPLANE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {level!r})")
+    if chosen_format not in LOG_FORMATS:
+        raise CliError(f"MESHPLANE_LOG_FORMAT must be text or json (got {log_format!r})")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if str(log_format).lower() == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if chosen_format == "json" else TextFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(str(level).upper())
+    root.setLevel(chosen_level)

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import pydantic
+
 from agent_runtime import MeshplaneError, __version__
 from controlplane.cli import agents, audit, channels, db, state, tasks, up
 from controlplane.cli.common import (
@@ -66,6 +68,24 @@ def _message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _settings_error(error: BaseException | None) -> pydantic.ValidationError | None:
+    """`error` if it is the control plane's Settings refusing what it was given (any command that builds them)."""
+    if isinstance(error, pydantic.ValidationError) and error.title == "Settings":
+        return error
+    return None
+
+
+def _settings_message(error: pydantic.ValidationError, args: argparse.Namespace) -> str:
+    """What was refused, on one line, naming each setting as the user gave it: by its flag when the command was
+    given one (`up --listen`), else by its MESHPLANE_* variable."""
+    from controlplane.settings import Settings, describe_errors, variable  # pydantic-settings: only when needed
+
+    flags = {
+        name: "--" + name.replace("_", "-") for name in Settings.model_fields if getattr(args, name, None) is not None
+    }
+    return describe_errors(error, lambda name: flags.get(name) or variable(name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -78,8 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_event_loop(command(args))
     except CliError as error:
-        print(f"error: {_message(error)}", file=sys.stderr)
+        refused = _settings_error(error.__cause__)  # (`up` wraps what Settings said)
+        message = _message(error) if refused is None else _settings_message(refused, args)
+        print(f"error: {message}", file=sys.stderr)
         return error.exit_code
+    except pydantic.ValidationError as error:
+        if _settings_error(error) is None:
+            raise
+        print(f"error: {_settings_message(error, args)}", file=sys.stderr)
+        return EXIT_USAGE
     except MeshplaneError as error:
         print(f"error: {_message(error)}", file=sys.stderr)
         return EXIT_FAILURE
