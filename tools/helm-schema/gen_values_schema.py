@@ -264,7 +264,7 @@ control_plane = obj(
                 "heartbeatInterval": {"$ref": "#/definitions/duration"},
                 "leaseTimeout": {"$ref": "#/definitions/duration"},
                 "drainTimeout": {"$ref": "#/definitions/duration"},
-                "maxPayloadBytes": {"type": "integer", "minimum": 1024},
+                "maxPayloadBytes": {"type": "integer", "minimum": 1024, "maximum": 536870911},
                 "defaultStrategy": {
                     "type": "string",
                     "enum": ["least_loaded", "round_robin", "weighted", "consistent_hash"],
