@@ -278,12 +278,7 @@ func TestAFailedSubscriptionClosesReady(t *testing.T) {
 		}
 	})
 	t.Run("plane down", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close() // nothing listens there any more
+		addr := closedAddress(t)
 		client, err := NewClient(addr)
 		if err != nil {
 			t.Fatal(err)
@@ -443,4 +438,16 @@ func TestClientSideArgumentErrorsMatchErrInvalidArgument(t *testing.T) {
 	if n, m := channels.publishes.Load(), len(tasks.submits.all())+len(tasks.batches.all()); n != 0 || m != 0 {
 		t.Errorf("%d Publish and %d submit calls reached the plane, want none", n, m)
 	}
+}
+
+// closedAddress is a local address nothing listens on any more.
+func closedAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }

@@ -450,12 +450,7 @@ func TestReconnectWarningHintsAtClientCertificates(t *testing.T) {
 		}
 	})
 	t.Run("nothing listens", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
+		addr := closedAddress(t)
 		t.Setenv(EnvTLSCAFile, pki.caFile)
 		out := runRefusedAgent(t, addr)
 		if strings.Contains(out, "hint=") || !strings.Contains(out, "connection refused") {
