@@ -31,6 +31,27 @@ from controlplane.store.transient import read_only, unavailable_reason
 logger = logging.getLogger(__name__)
 
 
+class _OneLineTracebacks(logging.Filter):
+    """asyncpg's pool logs "Failed to restore the pool connection floor; retrying" with a full traceback each
+    time it retries in a database outage (its own backoff, 1 s doubling to 60 s): that line keeps the error's
+    first line and drops the traceback (the plane's loops say what the outage is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            first = str(error).splitlines()[0] if str(error) else ""
+            record.msg = f"{record.getMessage()} ({type(error).__name__}{': ' + first if first else ''})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ASYNCPG_POOL_LOGGER = logging.getLogger("asyncpg.pool")
+if not any(isinstance(f, _OneLineTracebacks) for f in _ASYNCPG_POOL_LOGGER.filters):
+    _ASYNCPG_POOL_LOGGER.addFilter(_OneLineTracebacks())
+
+
 class Database:
     """Owns the engine. Services open transactions with `transaction()`; repositories only execute."""
 

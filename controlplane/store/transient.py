@@ -59,7 +59,8 @@ def login_refused(exc: BaseException) -> str | None:
     """What went wrong, when `exc` (or what it wraps) is the database server refusing the login (a wrong password
     or user, a pg_hba.conf rule, a database that does not exist); else None.
 
-    Not counted as unavailable (see `unavailable_reason`): only the first connection, at start-up, reports it.
+    At start-up it is reported as such (`migrate.upgrade`: the plane cannot start); a running plane's later
+    connections refused so (a password rotated, the role locked) are unavailable (see `unavailable_reason`).
     """
     return _sqlstate(exc, lambda state: state.startswith(_LOGIN_REFUSED_CLASS) or state == _NO_SUCH_DATABASE)
 
@@ -106,6 +107,9 @@ def unavailable_reason(exc: BaseException) -> str | None:
     refusal = refused_or_lost(exc)
     if refusal is not None:
         return f"the database connection was refused or lost ({refusal})"
+    login = login_refused(exc)
+    if login is not None:  # the plane logged in before: its credentials or role changed under it
+        return f"the database refuses the plane's login, a password rotated or the role locked? ({login})"
     gave_up = _sqlstate(exc, lambda state: state.startswith(_GAVE_UP_CLASS) or state in _GAVE_UP_STATES)
     if gave_up is not None:
         return f"the database gave up on a statement: a timeout, lock wait or deadlock ({gave_up})"

@@ -206,6 +206,37 @@ async def test_a_database_that_turns_new_connections_away_gets_clients_unavailab
         assert later.id != accepted.id
 
 
+async def test_a_database_that_refuses_the_running_planes_login_gets_clients_unavailable(
+    own_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password rotated or the role locked while the plane runs: its new connections are refused (SQLSTATE
+    class 28). Clients are told UNAVAILABLE (retry), not INTERNAL, and the plane logs no traceback per call."""
+    caplog.set_level(logging.INFO, logger="controlplane")
+    async with (
+        _database_of_role_plane(own_postgres) as (admin, plane_url),
+        running_plane(tmp_path, database_url=plane_url) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        accepted = await submit(channel, data={"n": 1})
+
+        await admin.execute("ALTER ROLE plane NOLOGIN")
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
+        await eventually(
+            lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
+            message="the plane's sessions ended",
+        )
+        for _ in range(2):  # a cut connection first, then a refused login
+            error = await _refused(lambda: get_task(channel, accepted.id))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{error.code()} {error.details()}"
+            assert (error.details() or "").endswith("; retry")
+        assert "refuses the plane's login" in (error.details() or "")
+
+        await admin.execute("ALTER ROLE plane LOGIN")
+        await eventually(lambda: submit(channel, data={"n": 2}), message="a submit once the login works again")
+    tracebacks = [r.getMessage() for r in caplog.records if r.name.startswith("controlplane") and r.exc_info]
+    assert tracebacks == []
+
+
 async def test_results_an_agent_sends_during_an_outage_are_applied_once_it_is_over(
     own_postgres: PostgresServer, tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ The error cannot be made to happen on demand, so the test raises it where a stat
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 import pytest
 
@@ -48,3 +50,22 @@ async def test_a_connection_the_driver_lost_track_of_is_dropped_and_the_caller_t
         await eventually(gone, message="the broken connection closed, not returned to the pool")
     finally:
         await database.dispose()
+
+
+def test_asyncpg_pool_retries_are_logged_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """In a database outage asyncpg's pool logs each retry of its connection floor with a traceback; the plane
+    keeps the line, with the error's first line, and drops the traceback."""
+    assert Database  # imported: the module installs the filter, as in any plane
+    caplog.set_level(logging.WARNING, logger="asyncpg.pool")
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    except ConnectionRefusedError:
+        logging.getLogger("asyncpg.pool").warning(
+            "Failed to restore the pool connection floor; retrying", exc_info=True
+        )
+    [record] = [r for r in caplog.records if r.name == "asyncpg.pool"]
+    assert record.exc_info is None and not caplog.text.count("Traceback")
+    assert record.getMessage() == (
+        "Failed to restore the pool connection floor; retrying "
+        "(ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432))"
+    )
