@@ -232,6 +232,7 @@ class TaskEvent(_FromProto):
     message: str
     error: ErrorInfo | None
     output: Any
+    actor: str  # who caused it: "client/<principal>", "system/timeouts", ...; "" for the plane's own steps
     _message: task_pb2.TaskEvent = field(repr=False, compare=False)
 
     @classmethod
@@ -248,6 +249,7 @@ class TaskEvent(_FromProto):
             message=proto.message,
             error=_error(proto.error, proto.HasField("error")),
             output=_payload.decode(proto.output) if proto.HasField("output") else None,
+            actor=proto.actor,
             _message=proto,
         )
 

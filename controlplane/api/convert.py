@@ -393,6 +393,7 @@ def task_event_to_proto(event: TaskEvent) -> task_pb2.TaskEvent:
         progress=event.progress,
         message=event.message,
         error=task_error_to_proto(event.error),
+        actor=event.actor,
     )
     if event.output is not None:
         proto.output.CopyFrom(payload_for_client(event.output))

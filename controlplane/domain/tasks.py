@@ -176,6 +176,7 @@ class TaskEvent:
     message: str = ""
     error: TaskError | None = None
     output: Payload | None = None
+    actor: str = ""  # who caused it (see the audit trail's actors); "" for the plane's own steps
 
 
 @dataclass(frozen=True, slots=True)

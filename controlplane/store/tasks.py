@@ -143,6 +143,7 @@ def event_from_row(row: Any, output: Payload | None = None) -> TaskEvent:
         message=row.message,
         error=error_from_json(row.error),
         output=output,
+        actor=row.actor,
     )
 
 

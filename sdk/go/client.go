@@ -194,6 +194,9 @@ type TaskEvent struct {
 	Message    string
 	Error      *ErrorInfo
 	Output     json.RawMessage
+	// Actor is who caused the event, as the audit trail names callers ("client/<principal>",
+	// "system/timeouts", ...); "" for the plane's own steps.
+	Actor string
 }
 
 func taskEvent(e *pb.TaskEvent) TaskEvent {
@@ -208,6 +211,7 @@ func taskEvent(e *pb.TaskEvent) TaskEvent {
 		Progress:   float64(e.GetProgress()),
 		Message:    e.GetMessage(),
 		Error:      errorInfo(e.GetError()),
+		Actor:      e.GetActor(),
 	}
 	if e.GetOutput() != nil {
 		ev.Output, _, _ = decodePayload(e.GetOutput())

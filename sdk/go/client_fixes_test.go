@@ -451,3 +451,10 @@ func closedAddress(t *testing.T) string {
 	_ = ln.Close()
 	return addr
 }
+
+func TestATaskEventNamesWhoCausedIt(t *testing.T) {
+	ev := taskEvent(&pb.TaskEvent{TaskId: "t", Sequence: 2, Type: pb.TaskEventType_TASK_EVENT_TYPE_CANCELLED, Actor: "client/token:ab12"})
+	if ev.Actor != "client/token:ab12" {
+		t.Fatalf("Actor = %q", ev.Actor)
+	}
+}

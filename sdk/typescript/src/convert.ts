@@ -167,6 +167,7 @@ export function taskEvent(event: TaskEventProto): TaskEvent {
     message: event.message,
     error: errorInfo(event.error),
     output: event.output === undefined ? undefined : lenientPayload(event.output),
+    actor: event.actor,
   };
 }
 

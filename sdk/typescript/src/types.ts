@@ -117,6 +117,8 @@ export interface TaskEvent {
   readonly error: ErrorInfo | undefined;
   /** The output (SUCCEEDED events). */
   readonly output: unknown;
+  /** Who caused it, as the audit trail names callers ("client/<principal>", "system/timeouts", ...); "" for the plane's own steps. */
+  readonly actor: string;
 }
 
 /** A state entry: a value with its version (compare-and-set) and optional expiry. */

@@ -85,12 +85,14 @@ describe("conversions", () => {
       progress: 1,
       message: "",
       output: { kind: { $case: "json", json: { done: true } }, contentType: "" },
+      actor: "client/anonymous",
     });
-    assert.deepEqual([event.type, event.state, event.sequence, event.output], [
+    assert.deepEqual([event.type, event.state, event.sequence, event.output, event.actor], [
       "SUCCEEDED",
       "SUCCEEDED",
       4,
       { done: true },
+      "client/anonymous",
     ]);
   });
 });

@@ -933,7 +933,13 @@ type TaskEvent struct {
 	// The error (RETRYING, FAILED, TIMED_OUT, DEAD_LETTERED).
 	Error *TaskError `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
 	// The output (SUCCEEDED).
-	Output        *Payload `protobuf:"bytes,11,opt,name=output,proto3" json:"output,omitempty"`
+	Output *Payload `protobuf:"bytes,11,opt,name=output,proto3" json:"output,omitempty"`
+	// Who caused it, as the audit trail names callers: "client/<principal>" for a
+	// submit or cancel ("anonymous" without auth tokens), "agent/<name>/<instance>"
+	// for an agent reconnecting with its tasks, "replica/<id>" for a replica
+	// taking tasks back, "system/timeouts" for a deadline; empty for the plane's
+	// own steps (assignments, agents' results: see agent_instance_id).
+	Actor         string `protobuf:"bytes,12,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1045,6 +1051,13 @@ func (x *TaskEvent) GetOutput() *Payload {
 	return nil
 }
 
+func (x *TaskEvent) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
 var File_meshplane_v1_task_proto protoreflect.FileDescriptor
 
 const file_meshplane_v1_task_proto_rawDesc = "" +
@@ -1118,7 +1131,7 @@ const file_meshplane_v1_task_proto_rawDesc = "" +
 	"\x0escheduled_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\rscheduledTime\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x03\n" +
 	"\tTaskEvent\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12/\n" +
@@ -1131,7 +1144,8 @@ const file_meshplane_v1_task_proto_rawDesc = "" +
 	"\amessage\x18\t \x01(\tR\amessage\x12-\n" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x17.meshplane.v1.TaskErrorR\x05error\x12-\n" +
-	"\x06output\x18\v \x01(\v2\x15.meshplane.v1.PayloadR\x06output*\xf0\x01\n" +
+	"\x06output\x18\v \x01(\v2\x15.meshplane.v1.PayloadR\x06output\x12\x1a\n" +
+	"\x05actor\x18\f \x01(\tB\x04\xe2A\x01\x03R\x05actor*\xf0\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11TASK_STATE_QUEUED\x10\x01\x12\x17\n" +

@@ -516,7 +516,17 @@ export interface TaskEvent {
     | TaskError
     | undefined;
   /** The output (SUCCEEDED). */
-  output?: Payload | undefined;
+  output?:
+    | Payload
+    | undefined;
+  /**
+   * Who caused it, as the audit trail names callers: "client/<principal>" for a
+   * submit or cancel ("anonymous" without auth tokens), "agent/<name>/<instance>"
+   * for an agent reconnecting with its tasks, "replica/<id>" for a replica
+   * taking tasks back, "system/timeouts" for a deadline; empty for the plane's
+   * own steps (assignments, agents' results: see agent_instance_id).
+   */
+  actor: string;
 }
 
 function createBaseTaskTarget(): TaskTarget {
@@ -1933,6 +1943,7 @@ function createBaseTaskEvent(): TaskEvent {
     message: "",
     error: undefined,
     output: undefined,
+    actor: "",
   };
 }
 
@@ -1970,6 +1981,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     }
     if (message.output !== undefined) {
       Payload.encode(message.output, writer.uint32(90).fork()).join();
+    }
+    if (message.actor !== "") {
+      writer.uint32(98).string(message.actor);
     }
     return writer;
   },
@@ -2075,6 +2089,14 @@ export const TaskEvent: MessageFns<TaskEvent> = {
             message.output = Payload.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2108,6 +2130,7 @@ export const TaskEvent: MessageFns<TaskEvent> = {
       message: isSet(object.message) ? globalThis.String(object.message) : "",
       error: isSet(object.error) ? TaskError.fromJSON(object.error) : undefined,
       output: isSet(object.output) ? Payload.fromJSON(object.output) : undefined,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
     };
   },
 
@@ -2146,6 +2169,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     if (message.output !== undefined) {
       obj.output = Payload.toJSON(message.output);
     }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
     return obj;
   },
 
@@ -2169,6 +2195,7 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     message.output = (object.output !== undefined && object.output !== null)
       ? Payload.fromPartial(object.output)
       : undefined;
+    message.actor = object.actor ?? "";
     return message;
   },
 };
