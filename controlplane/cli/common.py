@@ -196,3 +196,8 @@ def key_value_arguments(items: Sequence[str] | None, option: str) -> dict[str, s
             raise CliError(f"{option} gives the key {key!r} two values: {pairs[key]!r} and {value!r}")
         pairs[key] = value
     return pairs
+
+
+def database_url_setting(args: argparse.Namespace) -> str:
+    """How the user gave the database URL, for messages about it: --database-url, else MESHPLANE_DATABASE_URL."""
+    return "--database-url" if getattr(args, "database_url", None) is not None else "MESHPLANE_DATABASE_URL"

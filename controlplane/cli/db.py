@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cli import output
-from controlplane.cli.common import CliError, CliFailure
+from controlplane.cli.common import CliError, CliFailure, database_url_setting
 from controlplane.cli.logs import configure_logging
 
 
@@ -34,7 +34,7 @@ async def upgrade_database(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     settings = Settings(**overrides)
     configure_logging("WARNING", settings.log_format)
-    setting = "--database-url" if args.database_url is not None else "MESHPLANE_DATABASE_URL"
+    setting = database_url_setting(args)
     try:
         database = Database(settings.effective_database_url)
     except UnsupportedDatabaseUrl as exc:

@@ -15,7 +15,7 @@ import pydantic
 from agent_runtime import TLS, Agent
 from controlplane.app import ControlPlane
 from controlplane.cli import output
-from controlplane.cli.common import EXIT_INTERRUPTED, CliError, CliFailure
+from controlplane.cli.common import EXIT_INTERRUPTED, CliError, CliFailure, database_url_setting
 from controlplane.cli.demo import DEMO_CAPABILITIES, demo_agent
 from controlplane.cli.gateway import Gateway, find_gateway
 from controlplane.cli.logs import configure_logging
@@ -186,13 +186,14 @@ async def _start_gateway(args: argparse.Namespace, address: str, settings: Setti
     return gateway
 
 
-async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> bool:
+async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event, url_setting: str) -> bool:
     """Start the plane; False if a signal came first (the start is abandoned and what it began is stopped:
-    a plane still waiting for NATS or the database must not ignore Ctrl-C or SIGTERM)."""
+    a plane still waiting for NATS or the database must not ignore Ctrl-C or SIGTERM). `url_setting` names
+    where the database URL came from, for a message refusing it."""
     try:
         database_url(plane.settings.effective_database_url)  # a bad setting: before anything starts
     except UnsupportedDatabaseUrl as exc:
-        raise CliError(f"{_database_url_setting(plane.settings)}: {exc}") from exc
+        raise CliError(f"{url_setting}: {exc}") from exc
     starting = asyncio.ensure_future(plane.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -210,15 +211,8 @@ async def _start_unless_stopped(plane: ControlPlane, stop: asyncio.Event) -> boo
     except (OSError, RuntimeError) as exc:
         raise CliFailure(f"the control plane did not start: {exc}") from exc
     except UnsupportedDatabaseUrl as exc:  # an option the driver refuses when connecting (e.g. sslmode=bogus)
-        raise CliError(f"{_database_url_setting(plane.settings)}: {exc}") from exc
+        raise CliError(f"{url_setting}: {exc}") from exc
     return True
-
-
-def _database_url_setting(settings: Settings) -> str:
-    """How the user gave the database URL: MESHPLANE_DATABASE_URL, unless --database-url overrode it."""
-    from_env = os.environ.get("MESHPLANE_DATABASE_URL")
-    given_by_env = from_env is not None and from_env.strip() == settings.database_url.strip()
-    return "MESHPLANE_DATABASE_URL" if given_by_env else "--database-url"
 
 
 async def run_mesh(args: argparse.Namespace) -> int:
@@ -229,7 +223,7 @@ async def run_mesh(args: argparse.Namespace) -> int:
     demo: tuple[Agent, asyncio.Task[None]] | None = None
     gateway: Gateway | None = None
     with _Signals() as signals:
-        if not await _start_unless_stopped(plane, signals.received):
+        if not await _start_unless_stopped(plane, signals.received, database_url_setting(args)):
             return EXIT_INTERRUPTED
         tune_interpreter()
         try:

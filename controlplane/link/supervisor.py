@@ -27,7 +27,7 @@ from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.reports import AgentReport, ReportService, ResultReport, UpdateReport
 from controlplane.settings import Settings
-from controlplane.store.transient import storage_full_reason, unavailable_reason
+from controlplane.store.transient import backing_service_reason
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class SessionSupervisor(Component):
         try:
             await self._agents.record_status(session.instance_id, session.session_id, InstanceStatus.DISCONNECTED)
         except Exception as exc:  # the sweep marks it disconnected later (AgentService.disconnect_ghosts)
-            reason = unavailable_reason(exc) or storage_full_reason(exc)
+            reason = backing_service_reason(exc)
             if reason is None:
                 logger.exception("could not record disconnect of %s", session.session_id)
             else:
@@ -328,7 +328,7 @@ class SessionSupervisor(Component):
             actor = f"replica/{self._replica_id}"
             await self._recovery.requeue_session(session.session_id, session.instance_id, actor=actor)
         except Exception as exc:  # the orphan sweep takes the tasks back once it can
-            reason = unavailable_reason(exc) or storage_full_reason(exc)
+            reason = backing_service_reason(exc)
             if reason is None:
                 raise
             logger.warning("the lease of session %s ran out; its tasks wait for the orphan sweep: %s", session, reason)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from controlplane.store.transient import storage_full_reason, unavailable_reason
+from controlplane.store.transient import backing_service_reason
 
 REPEAT_EVERY = 60.0  # seconds between the lines of one outage
 
@@ -74,7 +74,7 @@ class LoopErrors:
     def failed(self, what: str, exc: Exception, *, outcome: str = "skipped", part: str = "") -> None:
         """`what` (e.g. "sweep step deadlines") failed with `exc`: an outage ("`what` `outcome`: why"), or a bug."""
         self._failing.add(part)
-        reason = unavailable_reason(exc) or storage_full_reason(exc)
+        reason = backing_service_reason(exc)
         if reason is None:
             self._logger.error("%s failed", what, exc_info=exc)
         else:

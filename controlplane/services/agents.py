@@ -140,10 +140,9 @@ class AgentService(Component):
         `seen_before`, are marked disconnected. Their disconnect was never written: the database was out when
         their session closed, or the session was an earlier process's of this replica id (killed, then
         restarted). Until then they were counted as connected, and sticky placement waited for them."""
-        live = {session.session_id for session in self._registry.sessions()}
         async with self._store.reader() as uow:
             marked = await uow.agents.marked_connected(self._replica_id, seen_before=seen_before)
-        ghosts = [(instance_id, session_id) for instance_id, session_id in marked if session_id not in live]
+        ghosts = [(instance_id, session_id) for instance_id, session_id in marked if not self._holds(session_id)]
         if not ghosts:
             return 0
         async with self._store.transaction() as uow:
@@ -190,7 +189,11 @@ class AgentService(Component):
     def _ghost(self, instance: AgentInstance) -> bool:
         """Shown connected to this replica on a session it does not have (its end was never written: the
         database was out then, or the replica was killed and restarted under its id; the sweep marks it soon)."""
-        return instance.replica_id == self._replica_id and self._registry.get(instance.session_id) is None
+        return instance.replica_id == self._replica_id and not self._holds(instance.session_id)
+
+    def _holds(self, session_id: str) -> bool:
+        """This replica has that session."""
+        return self._registry.get(session_id) is not None
 
     def _overlay_live(self, instance: AgentInstance) -> AgentInstance:
         session = self._registry.by_instance(instance.instance_id)

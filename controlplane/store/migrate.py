@@ -14,7 +14,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from controlplane.store.database import Database, UnsupportedDatabaseUrl, shown_url
-from controlplane.store.transient import DatabaseUnreachable, first_line, login_refused, unavailable_reason
+from controlplane.store.transient import (
+    DatabaseUnreachable,
+    first_line,
+    first_of_type,
+    login_refused,
+    unavailable_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ async def upgrade(database: Database, revision: str = "head") -> str:
         raise
     except Exception as exc:
         shown = shown_url(database.url)
-        misread = _configuration_error(exc)
+        misread = first_of_type(exc, asyncpg.ClientConfigurationError)
         if misread is not None:  # a URL option asyncpg refuses (e.g. sslmode=bogus): a bad setting
             raise UnsupportedDatabaseUrl(f"the database URL {shown} has an option asyncpg refuses: {misread}") from exc
         refused = login_refused(exc)
@@ -86,19 +92,6 @@ async def upgrade_at_start(database: Database) -> str:
     except NewerSchema as newer:
         logger.warning("%s: running on it unmigrated (migrations stay compatible with the previous release)", newer)
         return ", ".join(newer.found)
-
-
-def _configuration_error(exc: BaseException) -> str | None:
-    """The message of the asyncpg ClientConfigurationError (a DSN option it refuses) in `exc`'s chain, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, asyncpg.ClientConfigurationError):
-            return str(current).splitlines()[0] if str(current) else type(current).__name__
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) and id(orig) not in seen else current.__cause__
-    return None
 
 
 def _hidden(detail: str, database: Database) -> str:

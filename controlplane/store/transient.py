@@ -4,7 +4,7 @@ at the moment, and the same request may succeed when sent again."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sqlalchemy.exc import DBAPIError
 
@@ -32,22 +32,36 @@ class DatabaseUnreachable(ConnectionError):
     upgrade`). Its message names the database (password hidden) and says why, in one line."""
 
 
-def _sqlstate(exc: BaseException, matches: Callable[[str], bool]) -> str | None:
-    """ "SQLSTATE: first line" of the first error in `exc`'s chain whose SQLSTATE `matches`; else None.
-
-    Reads the SQLSTATE that asyncpg's errors and SQLAlchemy's wrappers of them both carry, following the
-    wrapped error (`orig`) and the chain of causes.
-    """
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps: SQLAlchemy's wrapped driver error (`orig`) or else its cause, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        state = getattr(current, "sqlstate", None)
-        if isinstance(state, str) and matches(state):
-            return f"{state}: {str(current).splitlines()[0] if str(current) else type(current).__name__}"
+        yield current
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) and id(orig) not in seen else current.__cause__
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _sqlstate(exc: BaseException, matches: Callable[[str], bool]) -> str | None:
+    """ "SQLSTATE: first line" of the first error in `exc`'s chain whose SQLSTATE `matches`; else None.
+
+    Reads the SQLSTATE that asyncpg's errors and SQLAlchemy's wrappers of them both carry.
+    """
+    for error in error_chain(exc):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and matches(state):
+            return f"{state}: {_one_line(error)}"
     return None
+
+
+def first_of_type(exc: BaseException, kind: type[BaseException]) -> str | None:
+    """The first line of the first error of `kind` in `exc`'s chain, if any."""
+    return next((_one_line(error) for error in error_chain(exc) if isinstance(error, kind)), None)
 
 
 def refused_or_lost(exc: BaseException) -> str | None:
@@ -118,6 +132,12 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OSError | ConnectionError):
         return f"a backing service is unreachable ({type(exc).__name__})"
     return None
+
+
+def backing_service_reason(exc: BaseException) -> str | None:
+    """Why a backing service failed the call when it is an outage (`unavailable_reason`) or the database out of
+    space (`storage_full_reason`), not a bug; else None."""
+    return unavailable_reason(exc) or storage_full_reason(exc)
 
 
 def _sqlite_says(exc: BaseException, text: str) -> bool:

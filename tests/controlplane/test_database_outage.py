@@ -55,6 +55,15 @@ async def _database_of_role_plane(own_postgres: PostgresServer) -> AsyncIterator
         await admin.close()
 
 
+async def _end_the_planes_sessions(admin: asyncpg.Connection) -> None:
+    """An administrator ends the sessions of role `plane` (see _database_of_role_plane)."""
+    await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
+    await eventually(
+        lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
+        message="the plane's sessions ended",
+    )
+
+
 async def _refused(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call()
@@ -185,11 +194,7 @@ async def test_a_database_that_turns_new_connections_away_gets_clients_unavailab
         accepted = await submit(channel, data={"n": 1})
 
         await admin.execute("ALTER ROLE plane CONNECTION LIMIT 0")
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
-        await eventually(
-            lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
-            message="the plane's sessions ended",
-        )
+        await _end_the_planes_sessions(admin)
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "SubmitTask (hot path)": lambda: submit(channel, data={"n": 2}),
             "GetTask (reader)": lambda: get_task(channel, accepted.id),
@@ -220,11 +225,7 @@ async def test_a_database_that_refuses_the_running_planes_login_gets_clients_una
         accepted = await submit(channel, data={"n": 1})
 
         await admin.execute("ALTER ROLE plane NOLOGIN")
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'plane'")
-        await eventually(
-            lambda: admin.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = 'plane'"),
-            message="the plane's sessions ended",
-        )
+        await _end_the_planes_sessions(admin)
         for _ in range(2):  # a cut connection first, then a refused login
             error = await _refused(lambda: get_task(channel, accepted.id))
             assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{error.code()} {error.details()}"
