@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from google.api import annotations_pb2
 from google.protobuf import descriptor
 
 from meshplane.v1 import (
     agent_link_pb2,
+    agent_pb2,
     agent_service_pb2,
     audit_pb2,
     channel_pb2,
+    common_pb2,
     state_pb2,
     task_pb2,
     task_service_pb2,
 )
+
+OPENAPI_SPEC = Path(__file__).resolve().parents[1] / "generated" / "openapi" / "meshplane.swagger.json"
+# Every file of the meshplane.v1 contracts, services or not.
+CONTRACT_FILES = [
+    agent_link_pb2,
+    agent_pb2,
+    agent_service_pb2,
+    audit_pb2,
+    channel_pb2,
+    common_pb2,
+    state_pb2,
+    task_pb2,
+    task_service_pb2,
+]
 
 CLIENT_SERVICES = [
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
@@ -40,6 +59,24 @@ def test_agent_link_is_not_mapped_to_http() -> None:
     connect = agent_link_pb2.DESCRIPTOR.services_by_name["AgentLinkService"].methods_by_name["Connect"]
     assert connect.client_streaming and connect.server_streaming  # type: ignore[attr-defined]
     assert _http_rule(connect) is None
+
+
+def test_openapi_tags_are_the_services_with_http_routes() -> None:
+    """The REST document names only services a REST client can call: a stream-only service (the agent
+    link) has no route, so no tag either."""
+    routed = {
+        service.name
+        for module in CONTRACT_FILES
+        for service in module.DESCRIPTOR.services_by_name.values()
+        if any(_http_rule(method) is not None for method in service.methods)
+    }
+    spec = json.loads(OPENAPI_SPEC.read_text())
+    tags = [tag["name"] for tag in spec["tags"]]
+    assert sorted(tags) == sorted(routed)
+    operation_tags = {
+        tag for path in spec["paths"].values() for operation in path.values() for tag in operation["tags"]
+    }
+    assert operation_tags == routed
 
 
 def test_cancel_follows_aip_custom_method_style() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,6 +162,56 @@ async def test_submit_plain_json_get_and_list_with_filter_and_paging(mesh: Mesh)
 
 
 @pytest.mark.timeout(60)
+async def test_request_id_is_the_correlation_id_of_the_task_and_the_audit_trail(mesh: Mesh) -> None:
+    """A REST client's X-Request-Id is the id the plane records for the call, and a submit whose body names no
+    correlation id takes it as the task's: the client finds its task, and the task's audited actions, by it."""
+    http = mesh.http
+    response = await http.post(
+        "/v1/tasks", json={"target": {"capability": "e2e.echo"}, "input": {"json": 1}}, headers={"X-Request-Id": "abc"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "abc"
+    task = response.json()["task"]
+    assert task["correlationId"] == "abc"
+    done = await eventually(lambda: task_in(http, task["id"], "TASK_STATE_SUCCEEDED"), timeout=15)
+    assert done["correlationId"] == "abc"
+    listed = await http.get("/v1/tasks", params={"correlationId": "abc"})
+    assert [t["id"] for t in listed.json()["tasks"]] == [task["id"]]
+
+    # The audit trail: a REST write is recorded under its request id, a task's resubmit under the task's id.
+    put = await http.put("/v1/namespaces/e2e/states/seen", json={"value": {"json": 1}}, headers={"X-Request-Id": "abc"})
+    assert put.status_code == 200, put.text
+    resubmitted = await http.post(f"/v1/tasks/{task['id']}:resubmit", json={})
+    assert resubmitted.status_code == 200, resubmitted.text
+    assert resubmitted.json()["task"]["correlationId"] == "abc"
+    trail = await http.get("/v1/audit-entries", params={"correlationId": "abc"})
+    assert trail.status_code == 200, trail.text
+    assert [(e["action"], e["resource"]) for e in trail.json()["entries"]] == [
+        ("task.resubmit", f"tasks/{task['id']}"),
+        ("state.put", "namespaces/e2e/states/seen"),
+    ]
+
+    # The body's own correlation id wins; without X-Request-Id, the id the gateway generated and answered with.
+    own = await submit(http, "e2e.echo", 2, correlationId="mine")
+    assert own["correlationId"] == "mine"
+    generated = await http.post("/v1/tasks", json={"target": {"capability": "e2e.echo"}, "input": {"json": 3}})
+    assert generated.status_code == 200, generated.text
+    assert generated.json()["task"]["correlationId"] == generated.headers["x-request-id"] != ""
+    batch = await http.post(
+        "/v1/tasks:batchSubmit",
+        json={
+            "requests": [
+                {"target": {"capability": "e2e.echo"}},
+                {"target": {"capability": "e2e.echo"}, "correlationId": "mine"},
+            ]
+        },
+        headers={"X-Request-Id": "batch-1"},
+    )
+    assert batch.status_code == 200, batch.text
+    assert [t["correlationId"] for t in batch.json()["tasks"]] == ["batch-1", "mine"]
+
+
+@pytest.mark.timeout(60)
 async def test_watch_streams_to_completion_and_resumes_after_a_sequence(mesh: Mesh) -> None:
     task = await submit(mesh.http, "e2e.steps", {"steps": 3})
     events = await watch(mesh.http, task["id"])
@@ -285,6 +336,41 @@ async def test_state_compare_and_set_conflict_is_412_with_the_status_body(mesh: 
 
 
 @pytest.mark.timeout(60)
+async def test_head_answers_every_get_route_as_get_without_a_body(mesh: Mesh) -> None:
+    """Load balancers and monitors probe with HEAD: every GET route of the spec answers it with the GET's status
+    and headers, streams included (a subscription, which a GET would hold open, is answered and closed)."""
+    http = mesh.http
+    task = await submit(http, "e2e.echo", "probe")
+    await eventually(lambda: task_in(http, task["id"], "TASK_STATE_SUCCEEDED"), timeout=15)
+    assert (await http.put("/v1/namespaces/e2e/states/probe", json={"value": {"json": 1}})).status_code == 200
+    values = {
+        "taskId": task["id"],
+        "agentName": "rest-e2e",
+        "namespace": "e2e",
+        "key": "probe",
+        "channel": "e2e-news",
+    }
+    spec = (await http.get("/openapi.json")).json()
+    get_paths = [path for path, operations in spec["paths"].items() if "get" in operations]
+    assert "/v1/channels/{channel}:subscribe" in get_paths and "/v1/tasks/{taskId}" in get_paths
+    for template in get_paths:
+        path = re.sub(r"\{(\w+)\}", lambda m: values[m[1]], template)
+        head = await http.head(path)
+        assert head.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers["content-type"] == "application/json", path
+        assert head.headers["x-request-id"], path
+        if not template.endswith(":subscribe"):  # a GET of a subscription never ends
+            get = await http.get(path)
+            assert get.status_code == 200 and head.headers.get("content-length") == get.headers.get("content-length")
+    missing = await http.head("/v1/tasks/t-does-not-exist")
+    assert missing.status_code == 404 and missing.content == b""
+    # HEAD is listed with GET where a method is not allowed, and refused where GET is.
+    assert (await http.delete(f"/v1/tasks/{task['id']}")).headers["allow"] == "GET, HEAD"
+    cancel = await http.head(f"/v1/tasks/{task['id']}:cancel")
+    assert cancel.status_code == 405 and cancel.headers["allow"] == "POST"
+
+
+@pytest.mark.timeout(60)
 async def test_unknown_ids_are_404_with_the_status_body(mesh: Mesh) -> None:
     for method, path in [
         ("GET", "/v1/tasks/t-does-not-exist"),
@@ -332,7 +418,7 @@ async def test_invalid_fields_are_400_naming_the_field(mesh: Mesh) -> None:
     assert wrong_type.status_code == 400 and "priority" in status_body(wrong_type)["message"]
     # A known path with a method it does not have: 405 with Allow (not grpc-gateway's default 501).
     wrong_method = await http.delete("/v1/tasks")
-    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, POST"
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, HEAD, POST"
     assert status_body(wrong_method)["code"] == 12
 
 

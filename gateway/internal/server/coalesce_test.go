@@ -42,7 +42,7 @@ func (p *batchingPlane) task(req *meshplanev1.SubmitTaskRequest) (*meshplanev1.T
 		})
 		return nil, st.Err()
 	}
-	return &meshplanev1.Task{Id: "task-for-" + req.GetTarget().GetCapability(), Target: req.GetTarget()}, nil
+	return &meshplanev1.Task{Id: "task-for-" + req.GetTarget().GetCapability(), Target: req.GetTarget(), CorrelationId: req.GetCorrelationId()}, nil
 }
 
 func (p *batchingPlane) SubmitTask(ctx context.Context, req *meshplanev1.SubmitTaskRequest) (*meshplanev1.SubmitTaskResponse, error) {

@@ -289,10 +289,11 @@ func routingErrorHandler(routes []route) runtime.RoutingErrorHandlerFunc {
 	}
 }
 
-// methodNotAllowed answers 405 with an Allow header listing allow.
+// methodNotAllowed answers 405 with an Allow header listing allow, and HEAD
+// with GET (withHeadAsGet serves it).
 func methodNotAllowed(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, allow []string) {
 	if len(allow) > 0 {
-		w.Header().Set("Allow", strings.Join(allow, ", "))
+		w.Header().Set("Allow", strings.Join(withHead(allow), ", "))
 	}
 	err := status.Error(codes.Unimplemented, http.StatusText(http.StatusMethodNotAllowed))
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: http.StatusMethodNotAllowed, Err: err})

@@ -107,9 +107,9 @@ func TestWrongMethodIs405WithAllow(t *testing.T) {
 	up := startUpstream(t)
 	gw := startGateway(t, up.addr)
 	for _, tc := range []struct{ method, path, allow string }{
-		{http.MethodDelete, "/v1/tasks", "GET, POST"},
-		{"TRACE", "/v1/tasks/t-1", "GET"},
-		{http.MethodPatch, "/v1/namespaces/demo/states/counter", "DELETE, GET, PUT"},
+		{http.MethodDelete, "/v1/tasks", "GET, HEAD, POST"},
+		{"TRACE", "/v1/tasks/t-1", "GET, HEAD"},
+		{http.MethodPatch, "/v1/namespaces/demo/states/counter", "DELETE, GET, HEAD, PUT"},
 		{http.MethodGet, "/v1/tasks:batchSubmit", "POST"},
 		{http.MethodOptions, "/v1/tasks/t-1:cancel", "POST"},
 	} {
@@ -143,8 +143,8 @@ func TestCustomVerbWithOtherMethodIs405(t *testing.T) {
 	for _, tc := range []struct{ method, path, allow string }{
 		{http.MethodGet, "/v1/tasks/t-1:cancel", "POST"},
 		{http.MethodGet, "/v1/tasks/t-1:resubmit", "POST"},
-		{http.MethodDelete, "/v1/tasks/t-1:watch", "GET"},
-		{http.MethodPost, "/v1/tasks/t-1:watch", "GET"},
+		{http.MethodDelete, "/v1/tasks/t-1:watch", "GET, HEAD"},
+		{http.MethodPost, "/v1/tasks/t-1:watch", "GET, HEAD"},
 	} {
 		resp, body := do(t, newRequest(t, tc.method, gw.URL+tc.path, strings.NewReader("")))
 		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tc.allow {

@@ -100,7 +100,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Gateway, error) {
 	root := http.NewServeMux()
 	registerHealth(root, ready)
 	apidocs.Register(root, spec)
-	root.Handle("/", api)
+	root.Handle("/", withHeadAsGet(api))
 
 	reject := func(w http.ResponseWriter, r *http.Request, code int, st *status.Status) {
 		writeError(api, w, r, code, st)

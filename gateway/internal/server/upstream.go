@@ -31,9 +31,10 @@ type service struct {
 // clientServices lists every service with google.api.http annotations. A test
 // checks it against the proto registry, so a new client-facing service fails
 // the build's tests until it is added here. AgentLinkService is worker-only.
+// TaskService's REST submits get the call's correlation id (correlatingTasks).
 var clientServices = []service{
 	{meshplanev1.TaskService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-		return meshplanev1.RegisterTaskServiceHandlerClient(ctx, mux, meshplanev1.NewTaskServiceClient(cc))
+		return meshplanev1.RegisterTaskServiceHandlerClient(ctx, mux, correlatingTasks{meshplanev1.NewTaskServiceClient(cc)})
 	}},
 	{meshplanev1.AgentService_ServiceDesc.ServiceName, func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
 		return meshplanev1.RegisterAgentServiceHandlerClient(ctx, mux, meshplanev1.NewAgentServiceClient(cc))

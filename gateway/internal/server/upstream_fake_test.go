@@ -154,10 +154,11 @@ func (s *fakeTasks) SubmitTask(_ context.Context, req *meshplanev1.SubmitTaskReq
 			"retry_policy.max_attempts", "must be between 1 and 100 (got 0)")
 	}
 	return &meshplanev1.SubmitTaskResponse{Task: &meshplanev1.Task{
-		Id:     "t-1",
-		Target: req.GetTarget(),
-		Input:  req.GetInput(),
-		State:  meshplanev1.TaskState_TASK_STATE_QUEUED,
+		Id:            "t-1",
+		Target:        req.GetTarget(),
+		Input:         req.GetInput(),
+		State:         meshplanev1.TaskState_TASK_STATE_QUEUED,
+		CorrelationId: req.GetCorrelationId(),
 	}}, nil
 }
 
