@@ -25,6 +25,7 @@ from controlplane.datadir import DataDirLock
 from controlplane.lifecycle import Component, Status, settle
 from controlplane.link.registry import SessionRegistry
 from controlplane.link.supervisor import SessionSupervisor
+from controlplane.observability.grpc_calls import GrpcCalls
 from controlplane.observability.metrics import MetricsServer, build_registry
 from controlplane.observability.plane_metrics import plane_readings
 from controlplane.scheduling.dispatcher import Dispatcher
@@ -96,6 +97,7 @@ class ControlPlane(Component):
         self.health_address = ""
         self._data_dir_lock = DataDirLock(settings.data_dir) if settings.uses_data_dir else None
         self._health = health.aio.HealthServicer()
+        self.grpc_calls = GrpcCalls()  # every listener's calls, by method and status (see api.errors)
         self._readiness_shown = False  # the start has set the health answers (the sweep may change them since)
         self._started: list[Component] = []
 
@@ -275,7 +277,7 @@ class ControlPlane(Component):
         # Without tokens there is nothing to check: no auth interceptor (each one costs every RPC a hop).
         interceptors = [AuthInterceptor(s.auth_tokens)] if s.auth_tokens else []
         server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorInterceptor()],
+            interceptors=[*interceptors, ErrorInterceptor(self.grpc_calls)],
             options=[
                 ("grpc.max_receive_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
                 ("grpc.max_send_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),

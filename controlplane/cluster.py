@@ -19,6 +19,7 @@ from controlplane.domain.tasks import TaskRef
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.messages import CancelMsg
 from controlplane.link.registry import SessionRegistry
+from controlplane.observability.histogram import TASK_BUCKETS, Histogram
 from controlplane.presence import PRESENCE_INTERVAL, Presence
 from controlplane.services.transitions import AfterCommit, CancelOrder
 from controlplane.services.watch import WatchHub
@@ -56,6 +57,11 @@ class Cluster(Component):
         self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
         self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
         self.tasks_ended: dict[str, int] = {}
+        # Transitions committed here: each task's wait from submit to its first assignment, and its whole life
+        # (submit to terminal state) by that state. Assignments a submit made itself are not here: they
+        # waited nothing (see plane_metrics).
+        self.task_queue_waits = Histogram(TASK_BUCKETS)
+        self.task_lifetimes: dict[str, Histogram] = {}
         self._changed: set[str] = set()  # not yet announced to the other replicas
         self._due: dict[str, float] = {}
         self._retries_until: dict[str, float] = {}
@@ -96,6 +102,7 @@ class Cluster(Component):
     async def after_commit(self, after: AfterCommit) -> None:
         for state, count in after.ended.items():
             self.tasks_ended[state] = self.tasks_ended.get(state, 0) + count
+        self._observe_latencies(after)
         for task_id, correlation_id, outcome, why in after.notable:
             logger.info(
                 "task %s ended %s: %s",
@@ -119,6 +126,15 @@ class Cluster(Component):
             self._signals_waiting.set()
         for order in after.cancels:
             await self.deliver_cancel(order)
+
+    def _observe_latencies(self, after: AfterCommit) -> None:
+        for seconds in after.queue_waits:
+            self.task_queue_waits.observe(seconds)
+        for state, seconds in after.lifetimes:
+            lifetimes = self.task_lifetimes.get(state)
+            if lifetimes is None:
+                lifetimes = self.task_lifetimes[state] = Histogram(TASK_BUCKETS)
+            lifetimes.observe(seconds)
 
     async def deliver_cancel(self, order: CancelOrder) -> None:
         if order.replica_id == self.replica_id:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import grpc
@@ -13,6 +15,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from controlplane import errors
+from controlplane.observability.grpc_calls import GrpcCalls, MethodCalls
 from controlplane.observability.loop_errors import LogThrottle
 from controlplane.store.transient import storage_full_reason, unavailable_reason
 
@@ -148,47 +151,79 @@ def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return decode
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    method: str, behavior: Callable[..., Awaitable[Any]], calls: MethodCalls
+) -> Callable[..., Awaitable[Any]]:
+    """`behavior` with its errors mapped, and each call counted by its status code and timed (for a stream
+    handled as a coroutine, `calls` is untimed: it counts the stream's end)."""
+
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = perf_counter()
+        code = "OK"
         try:
             if type(request) is _Undecodable:
                 raise request.error()
             return await behavior(request, context)
         except errors.MeshplaneError as error:
+            code = status_code(error).name
             await abort_with(context, error)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError) or _is_abort(exc):
+                code = _aborted_code(context)
                 raise
             known = _backing_service_error(exc)
             if known is not None:
+                code = status_code(known).name
                 await abort_with(context, known)
+            code = "INTERNAL"
             await _abort_internal(context, method, exc)
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client went away, or its deadline passed
+            raise
+        finally:
+            calls.handled(code, perf_counter() - started)
         return None
 
     return wrapper
 
 
-def _wrap_streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_streaming(method: str, behavior: Callable[..., Any], calls: MethodCalls) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def generator(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            code = "OK"
             try:
                 if type(request) is _Undecodable:
                     raise request.error()
                 async for item in behavior(request, context):
                     yield item
             except errors.MeshplaneError as error:
+                code = status_code(error).name
                 await abort_with(context, error)
             except Exception as exc:
                 if _is_abort(exc):
+                    code = _aborted_code(context)
                     raise
                 known = _backing_service_error(exc)
                 if known is not None:
+                    code = status_code(known).name
                     await abort_with(context, known)
+                code = "INTERNAL"
                 await _abort_internal(context, method, exc)
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"  # the client went away, or its deadline passed
+                raise
+            finally:
+                calls.ended(code)
 
         return generator
-    return _wrap_unary(method, behavior)
+    return _wrap_unary(method, behavior, calls)
+
+
+def _aborted_code(context: grpc.aio.ServicerContext) -> str:
+    """The status a handler's own `context.abort` set."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 def _is_abort(exc: BaseException) -> bool:
@@ -196,9 +231,14 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Maps MeshplaneError subclasses to status codes; anything else becomes INTERNAL (and is logged)."""
+    """Maps MeshplaneError subclasses to status codes; anything else becomes INTERNAL (and is logged).
 
-    def __init__(self) -> None:
+    Every call the servicers answer passes through here, so here each is counted in `calls` (by method and
+    status code; unary calls timed too): see observability.grpc_calls. The listeners' servers share one.
+    """
+
+    def __init__(self, calls: GrpcCalls | None = None) -> None:
+        self._calls = calls if calls is not None else GrpcCalls()
         # method -> (the service's handler, its wrapped form): wrapped once, not on every call
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -213,26 +253,26 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, _wrap(method, handler))
+            cached = self._wrapped[method] = (handler, _wrap(method, handler, self._calls))
         return cached[1]
 
 
-def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _wrap(method: str, handler: grpc.RpcMethodHandler, calls: GrpcCalls) -> grpc.RpcMethodHandler:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(method, handler.unary_unary),
+            _wrap_unary(method, handler.unary_unary, calls.method(method, timed=True)),
             request_deserializer=_decoding(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_streaming(method, handler.unary_stream),
+            _wrap_streaming(method, handler.unary_stream, calls.method(method, timed=False)),
             request_deserializer=_decoding(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_streaming(method, handler.stream_stream),
+            _wrap_streaming(method, handler.stream_stream, calls.method(method, timed=False)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -1,13 +1,14 @@
 """Prometheus metrics, collected at scrape time from the components' own counters.
 
 Nothing on the hot path touches a metric object: each scrape reads plain integers the components
-keep anyway. Each ControlPlane has its own registry, so several can run in one process (tests).
+keep anyway, and latency histograms kept as bucket counts (observability.histogram). Each ControlPlane
+has its own registry, so several can run in one process (tests).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from threading import Thread
 from typing import Any
@@ -21,19 +22,42 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import utils as prometheus_utils
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from controlplane.observability.histogram import HistogramSnapshot
+
 logger = logging.getLogger(__name__)
+
+# How Prometheus writes a bucket's bound (`le`); unannotated in prometheus_client.
+_bound_text: Callable[[float], str] = prometheus_utils.floatToGoString
+
+
+Value = float | HistogramSnapshot
+LabelValues = str | tuple[str, ...]
 
 
 @dataclass
 class Reading:
+    """One metric family, read at scrape time: a number (or a histogram snapshot), or one per label value.
+
+    With labels, `read` returns a dict keyed by the label's value, or by a tuple of values for several
+    labels (`label` then a tuple of names, in the same order).
+    """
+
     name: str
     help: str
-    kind: str  # "counter" or "gauge"
-    read: Callable[[], float | dict[str, float]]
-    label: str = ""
+    kind: str  # "counter", "gauge" or "histogram"
+    read: Callable[[], Value | Mapping[Any, Value]]
+    label: LabelValues = ""
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.label] if isinstance(self.label, str) else list(self.label)
+
+
+_FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
 class LiveCollector(Collector):
@@ -43,14 +67,39 @@ class LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         for reading in self._readings:
             value = reading.read()
-            family_type = CounterMetricFamily if reading.kind == "counter" else GaugeMetricFamily
-            if isinstance(value, dict):
-                family = family_type(reading.name, reading.help, labels=[reading.label])
-                for label_value, number in sorted(value.items()):
-                    family.add_metric([label_value], number)
+            if reading.kind == "histogram":
+                yield _histogram_family(reading, value)
+                continue
+            family_type = _FAMILIES[reading.kind]
+            if isinstance(value, Mapping):
+                family = family_type(reading.name, reading.help, labels=reading.label_names)
+                for label_values, number in sorted(value.items()):
+                    family.add_metric(_as_list(label_values), number)
             else:
                 family = family_type(reading.name, reading.help, value=value)
             yield family
+
+
+def _as_list(label_values: LabelValues) -> list[str]:
+    return [label_values] if isinstance(label_values, str) else list(label_values)
+
+
+def _histogram_family(reading: Reading, value: Value | Mapping[Any, Value]) -> HistogramMetricFamily:
+    if isinstance(value, Mapping):
+        family = HistogramMetricFamily(reading.name, reading.help, labels=reading.label_names)
+        for label_values, snapshot in sorted(value.items(), key=lambda item: item[0]):
+            _add_histogram(family, _as_list(label_values), snapshot)
+        return family
+    family = HistogramMetricFamily(reading.name, reading.help)
+    _add_histogram(family, [], value)
+    return family
+
+
+def _add_histogram(family: HistogramMetricFamily, label_values: list[str], snapshot: Value) -> None:
+    if not isinstance(snapshot, HistogramSnapshot):
+        raise TypeError(f"{family.name}: a histogram reading must give HistogramSnapshots, not {snapshot!r}")
+    bounds = [*(_bound_text(bound) for bound in snapshot.bounds), "+Inf"]
+    family.add_metric(label_values, list(zip(bounds, snapshot.cumulative, strict=True)), snapshot.total)
 
 
 class MetricsServer:
@@ -94,9 +143,14 @@ def build_registry(readings: list[Reading], *, version: str = "") -> CollectorRe
     return registry
 
 
-def counter(name: str, help_text: str, read: Callable[[], Any], label: str = "") -> Reading:
+def counter(name: str, help_text: str, read: Callable[[], Any], label: LabelValues = "") -> Reading:
     return Reading(name, help_text, "counter", read, label)
 
 
-def gauge(name: str, help_text: str, read: Callable[[], Any], label: str = "") -> Reading:
+def gauge(name: str, help_text: str, read: Callable[[], Any], label: LabelValues = "") -> Reading:
     return Reading(name, help_text, "gauge", read, label)
+
+
+def histogram(name: str, help_text: str, read: Callable[[], Any], label: LabelValues = "") -> Reading:
+    """`read` returns a HistogramSnapshot, or a dict of them by label value."""
+    return Reading(name, help_text, "histogram", read, label)

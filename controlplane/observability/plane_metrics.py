@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from controlplane.batching import Batcher
-from controlplane.observability.metrics import Reading, counter, gauge
+from controlplane.observability.histogram import HistogramSnapshot
+from controlplane.observability.metrics import Reading, counter, gauge, histogram
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
@@ -19,6 +20,14 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
     def in_flight() -> int:
         return sum(len(session.in_flight) for session in plane.registry.sessions())
 
+    def task_queue_waits() -> HistogramSnapshot:
+        # A task its submit placed at once (inserted already assigned, at its create time) waited 0 s; the
+        # submit's transaction is not a transition, so the dispatcher's count of them stands in for it.
+        return plane.cluster.task_queue_waits.snapshot().with_zeros(plane.dispatcher.assigned_on_submit)
+
+    def task_lifetimes() -> dict[str, HistogramSnapshot]:
+        return {state: h.snapshot() for state, h in list(plane.cluster.task_lifetimes.items())}
+
     return [
         counter("meshplane_tasks_submitted_total", "Tasks accepted (new ones).", lambda: plane.tasks.submitted),
         counter(
@@ -30,6 +39,17 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
             "meshplane_tasks_ended_total",
             "Tasks that reached a terminal state, by state (transitions made on this replica).",
             lambda: dict(plane.cluster.tasks_ended),
+            label="state",
+        ),
+        histogram(
+            "meshplane_task_schedule_seconds",
+            "Time tasks waited from their submit to their first assignment (assignments made on this replica).",
+            task_queue_waits,
+        ),
+        histogram(
+            "meshplane_task_duration_seconds",
+            "Time from a task's submit to its terminal state, by that state (transitions made on this replica).",
+            task_lifetimes,
             label="state",
         ),
         counter(
@@ -64,6 +84,12 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
             lambda: 0 if plane.sweeper.database_out else 1,
         ),
         gauge("meshplane_tasks_in_flight", "Attempts on this replica's sessions awaiting a result.", in_flight),
+        gauge(
+            "meshplane_nats_connected",
+            "1 while both of this replica's NATS connections (channels, cluster signals) are up, 0 while either "
+            "is reconnecting.",
+            lambda: 1 if plane.bus.connected and plane.signal_bus.connected else 0,
+        ),
         gauge("meshplane_task_watchers", "Open WatchTask streams on this replica.", lambda: len(plane.watch)),
         counter("meshplane_batch_flushes_total", "Group-commit flushes.", lambda: batchers("flushes"), label="batcher"),
         counter(
@@ -85,5 +111,18 @@ def plane_readings(plane: ControlPlane) -> list[Reading]:
             "Items written by group-commit flushes.",
             lambda: batchers("items_flushed"),
             label="batcher",
+        ),
+        counter(
+            "meshplane_grpc_server_handled_total",
+            "gRPC calls answered by this replica, by method and status code (a stream counts once, when it ends).",
+            plane.grpc_calls.handled_total,
+            label=("method", "code"),
+        ),
+        histogram(
+            "meshplane_grpc_server_handling_seconds",
+            "Time this replica took to answer unary gRPC calls, by method (streams are left out: their length "
+            "is the client's, not the server's speed).",
+            plane.grpc_calls.handling_seconds,
+            label=("method",),
         ),
     ]

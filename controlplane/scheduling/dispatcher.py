@@ -443,4 +443,5 @@ def _as_queued(task: Task) -> QueuedTask:
         heartbeat_timeout=spec.timeouts.heartbeat,
         deadline=task.create_time + schedule_to_close if schedule_to_close else None,
         event_seq=1,  # the CREATED event
+        create_time=task.create_time,
     )

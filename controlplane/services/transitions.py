@@ -52,6 +52,15 @@ class AfterCommit:
     retries: dict[str, float] = field(default_factory=dict)  # capability -> latest retry's due time
     ended: dict[str, int] = field(default_factory=dict)  # terminal state name -> tasks that reached it
     notable: list[tuple[str, str, str, str]] = field(default_factory=list)  # (task, correlation, what, why)
+    # For the task latency metrics, from the times stored (see since_submit):
+    queue_waits: list[float] = field(default_factory=list)  # per first assignment: seconds since submit
+    lifetimes: list[tuple[str, float]] = field(default_factory=list)  # per task ended: (state name, seconds)
+
+
+def since_submit(create_time: float, now: float) -> float:
+    """Seconds from a task's submit to `now`, both as stored. Never negative: the submit may have been
+    stamped by another replica, whose clock can be a little ahead of this one's."""
+    return max(0.0, now - create_time)
 
 
 @dataclass(slots=True)
@@ -70,6 +79,7 @@ class Transition:
         if task.state.is_terminal:
             name = task.state.name
             self.after.ended[name] = self.after.ended.get(name, 0) + 1
+            self.after.lifetimes.append((name, since_submit(task.create_time, self.now)))
             if task.state is not TaskState.SUCCEEDED:
                 why = task.error.message if task.error else task.cancel_reason
                 self.after.notable.append((task.id, task.correlation_id, name, why))
@@ -115,6 +125,8 @@ class Transition:
     def assign(self, task: QueuedTask, *, session_id: str, agent_name: str, instance_id: str, replica_id: str) -> int:
         """QUEUED -> ASSIGNED on a session. Returns the new attempt number."""
         attempt = task.attempt + 1
+        if attempt == 1:
+            self.after.queue_waits.append(since_submit(task.create_time, self.now))
         seq = task.event_seq + 1
         deadline_candidates = [d for d in (task.deadline,) if d is not None]
         if task.start_to_close:

@@ -175,6 +175,7 @@ class LiveTask:
     scheduled_time: float
     start_deadline: float | None
     attempt_deadline: float | None
+    create_time: float  # when it was submitted (the task metrics' start: see services.transitions)
     output: Payload | None = None
 
 
@@ -207,6 +208,7 @@ _LIVE_COLUMNS = [
     tasks.c.scheduled_time,
     tasks.c.start_deadline,
     tasks.c.attempt_deadline,
+    tasks.c.create_time,
 ]
 
 
@@ -263,6 +265,7 @@ class QueuedTask:
     heartbeat_timeout: float
     deadline: float | None
     event_seq: int
+    create_time: float  # when it was submitted (its queue wait's start: see services.transitions)
 
 
 @dataclass(slots=True)
@@ -417,7 +420,7 @@ CLAIM_COLS = tuple(
         ("strategy", _T), ("priority", _I), ("input_data", _B), ("input_content_type", _T),
         ("correlation_id", _T), ("metadata", _J), ("traceparent", _T), ("tracestate", _T), ("attempt", _I),
         ("max_attempts", _I), ("start_to_close", _F), ("heartbeat_timeout", _F), ("deadline", _TM),
-        ("event_seq", _I),
+        ("event_seq", _I), ("create_time", _TM),
     ]
 )  # fmt: skip
 LIVE_COLS = tuple(
@@ -430,7 +433,7 @@ LIVE_COLS = tuple(
         ("session_id", _T), ("agent_instance_id", _T), ("replica_id", _T), ("correlation_id", _T),
         ("error", _J), ("progress", _F), ("progress_message", _T), ("cancel_reason", _T),
         ("update_time", _TM), ("end_time", _TM), ("scheduled_time", _TM), ("start_deadline", _TM),
-        ("attempt_deadline", _TM),
+        ("attempt_deadline", _TM), ("create_time", _TM),
     ]
 )  # fmt: skip
 
@@ -582,6 +585,7 @@ def _live_from_dict(row: Mapping[Any, Any]) -> LiveTask:
         scheduled_time=row["scheduled_time"],
         start_deadline=row["start_deadline"],
         attempt_deadline=row["attempt_deadline"],
+        create_time=row["create_time"],
     )
 
 
@@ -764,6 +768,7 @@ class TaskRows:
                 heartbeat_timeout=r["heartbeat_timeout"],
                 deadline=r["deadline"],
                 event_seq=r["event_seq"],
+                create_time=r["create_time"],
             )
             for r in await bulk.fetch(sql, params, CLAIM_COLS)
         ]

@@ -47,6 +47,7 @@ def _task(routing_key: str, label_selector: dict[str, str] | None = None) -> Que
         heartbeat_timeout=0.0,
         deadline=None,
         event_seq=1,
+        create_time=0.0,
     )
 
 
