@@ -222,8 +222,15 @@ def _timeouts(timeouts: task_pb2.TaskTimeouts) -> TimeoutsRequest:
 
 
 def submit_request_from_proto(
-    request: task_service_pb2.SubmitTaskRequest, *, field_prefix: str = "", traceparent: str = "", tracestate: str = ""
+    request: task_service_pb2.SubmitTaskRequest,
+    *,
+    field_prefix: str = "",
+    traceparent: str = "",
+    tracestate: str = "",
+    call_correlation_id: str = "",
 ) -> SubmitRequest:
+    """A submit as the domain takes it. A request without its own correlation_id takes the call's (its
+    `x-correlation-id` or `x-request-id` metadata, which the audit trail records for the call)."""
     target = request.target
     if target.strategy and target.strategy not in _STRATEGIES:
         raise InvalidArgument.of(f"{field_prefix}target.strategy", f"unknown strategy {target.strategy}")
@@ -234,7 +241,7 @@ def submit_request_from_proto(
         idempotency_key=request.idempotency_key,
         retry=_shared(b"r", request.retry_policy, _retry),
         timeouts=_shared(b"o", request.timeouts, _timeouts),
-        correlation_id=request.correlation_id,
+        correlation_id=request.correlation_id or call_correlation_id,
         metadata=dict(request.metadata) if request.metadata else {},
         traceparent=traceparent,
         tracestate=tracestate,

@@ -71,7 +71,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     ) -> task_service_pb2.SubmitTaskResponse:
         call = call_context(context)
         with submit_span("meshplane.SubmitTask", call.metadata, capability=request.target.capability) as (tp, ts_):
-            submit = convert.submit_request_from_proto(request, traceparent=tp, tracestate=ts_)
+            submit = convert.submit_request_from_proto(
+                request, traceparent=tp, tracestate=ts_, call_correlation_id=call.correlation_id
+            )
             [submitted] = await self._tasks.submit([submit], actor=call.actor)
         return task_service_pb2.SubmitTaskResponse(
             task=convert.task_to_proto(submitted.task, include_input=False), deduplicated=submitted.deduplicated
@@ -83,7 +85,13 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         call = call_context(context)
         with submit_span("meshplane.BatchSubmitTasks", call.metadata, tasks=len(request.requests)) as (tp, ts_):
             submits = [
-                convert.submit_request_from_proto(r, field_prefix=f"requests[{i}].", traceparent=tp, tracestate=ts_)
+                convert.submit_request_from_proto(
+                    r,
+                    field_prefix=f"requests[{i}].",
+                    traceparent=tp,
+                    tracestate=ts_,
+                    call_correlation_id=call.correlation_id,
+                )
                 for i, r in enumerate(request.requests)
             ]
             submitted = await self._tasks.submit(submits, actor=call.actor)

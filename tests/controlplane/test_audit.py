@@ -289,3 +289,26 @@ async def test_bad_audit_queries_are_refused_naming_the_field(
         await audit.ListAuditEntries(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (caught.value.details() or "")
+
+
+async def test_a_submit_without_its_own_correlation_id_takes_the_calls(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    """The id a caller's metadata gives the call (x-correlation-id, else x-request-id: what the audit trail
+    records for it) is the task's correlation id, unless the request names its own."""
+    tasks = tasks_stub(channel)
+
+    async def correlation_of(request: task_service_pb2.SubmitTaskRequest, *metadata: tuple[str, str]) -> str:
+        return (await tasks.SubmitTask(request, metadata=metadata)).task.correlation_id
+
+    assert await correlation_of(submit_request(), ("x-correlation-id", "call-1")) == "call-1"
+    assert await correlation_of(submit_request(), ("x-request-id", "req-2")) == "req-2"
+    assert await correlation_of(submit_request(correlation_id="own-3"), ("x-correlation-id", "call-3")) == "own-3"
+    assert await correlation_of(submit_request()) == ""
+    batch = await tasks.BatchSubmitTasks(
+        task_service_pb2.BatchSubmitTasksRequest(requests=[submit_request(), submit_request(correlation_id="own-4")]),
+        metadata=(("x-correlation-id", "call-4"),),
+    )
+    assert [t.correlation_id for t in batch.tasks] == ["call-4", "own-4"]
+    listed = await tasks.ListTasks(task_service_pb2.ListTasksRequest(correlation_id="call-4"))
+    assert [t.id for t in listed.tasks] == [batch.tasks[0].id]

@@ -17,9 +17,9 @@ const maxCorrelationIDLen = 200
 // whose body sets no correlation_id gets the call's correlation id, the one
 // the plane records for the call: so a REST client finds its task (and the
 // task's audit entries) by the X-Request-Id it sent, or was answered with.
-// The plane does not default a task's correlation_id from the call's metadata,
-// and a coalesced submit's batch carries no request id, so the gateway writes
-// it into the request. The gRPC ingress forwards submits unchanged.
+// The plane does the same from a call's metadata, but a coalesced submit's
+// batch carries no request id of its own, so the gateway writes each one into
+// its request. The gRPC ingress forwards submits unchanged.
 type correlatingTasks struct {
 	meshplanev1.TaskServiceClient
 }

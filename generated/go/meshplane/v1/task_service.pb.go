@@ -37,7 +37,8 @@ type SubmitTaskRequest struct {
 	RetryPolicy *RetryPolicy `protobuf:"bytes,5,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	// Deadlines; unset fields take the control plane's defaults.
 	Timeouts *TaskTimeouts `protobuf:"bytes,6,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
-	// Caller's correlation id.
+	// Caller's correlation id. When empty, the call's `x-correlation-id` metadata (else its
+	// `x-request-id`, which the REST gateway always sets) is the task's correlation id.
 	CorrelationId string `protobuf:"bytes,7,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	// Free-form string metadata, carried to the agent.
 	Metadata      map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`

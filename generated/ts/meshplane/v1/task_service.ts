@@ -58,7 +58,10 @@ export interface SubmitTaskRequest {
   timeouts?:
     | TaskTimeouts
     | undefined;
-  /** Caller's correlation id. */
+  /**
+   * Caller's correlation id. When empty, the call's `x-correlation-id` metadata (else its
+   * `x-request-id`, which the REST gateway always sets) is the task's correlation id.
+   */
   correlationId: string;
   /** Free-form string metadata, carried to the agent. */
   metadata: { [key: string]: string };
