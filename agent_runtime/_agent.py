@@ -175,7 +175,9 @@ class Agent:
         """Connect to the control plane at ``target`` and serve until ``drain()`` or ``stop()``.
 
         Reconnects with jittered exponential backoff whenever the link breaks. Raises
-        :class:`RegistrationRejected` (or :class:`Unauthenticated`) when no retry can succeed.
+        :class:`RegistrationRejected` (or :class:`Unauthenticated`) when no retry can succeed, and
+        :class:`InstanceIdTaken` when another agent registered this one's instance_id (reconnecting would take the
+        session back from it, and both would flap for good).
         ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``, ``token`` to ``MESHPLANE_TOKEN``;
         ``tls`` as :class:`MeshClient`'s (unset: the ``MESHPLANE_TLS*`` environment variables decide).
 

@@ -61,6 +61,19 @@ class RegistrationRejected(MeshplaneError):
         self.field = field
 
 
+class InstanceIdTaken(MeshplaneError):
+    """Another agent registered this agent's instance_id, and the control plane gave it this agent's session.
+
+    The agent stops instead of reconnecting: two live agents sharing one instance_id would otherwise replace each
+    other for good. Give each agent process its own instance_id. ``message`` is the control plane's explanation.
+    """
+
+    def __init__(self, instance_id: str, message: str) -> None:
+        super().__init__(f"instance_id {instance_id!r} is taken by another agent: {message}")
+        self.instance_id = instance_id
+        self.message = message
+
+
 # ---------------------------------------------------------------- control plane (gRPC) errors
 
 

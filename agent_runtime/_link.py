@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from agent_runtime._errors import RegistrationRejected
+from agent_runtime._errors import InstanceIdTaken, RegistrationRejected
 from agent_runtime._outbox import Outbox
 from agent_runtime._rpc import Connection, error_from_rpc
 from agent_runtime._tasks import TaskOwner
@@ -24,12 +24,16 @@ logger = logging.getLogger(__name__)
 FATAL_CODES = frozenset(
     {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED}
 )
+# The `error` frame of a session replaced because another agent registered its instance_id (docs/agent-link.md §1).
+_ALREADY_EXISTS = 6  # google.rpc.Code
+_INSTANCE_ID_FIELD = "register.instance_id"
 
 
 class LinkHandler(Protocol):
     """The runtime, as the session sees it."""
 
     outbox: Outbox
+    instance_id: str
 
     def register_frame(self) -> agent_link_pb2.ConnectRequest: ...
 
@@ -70,6 +74,7 @@ class LinkSession:
                 frame = await call.read()
                 if frame is grpc.aio.EOF:
                     return
+                self._raise_if_instance_taken(frame)
                 self._handler.on_frame(self, frame)
         finally:
             await self._owner.close()
@@ -86,11 +91,23 @@ class LinkSession:
             raise ConnectionError("the control plane ended the stream before `registered`")
         kind = first.WhichOneof("frame")
         if kind == "error":
+            self._raise_if_instance_taken(first)  # replaced while it registered
             raise RegistrationRejected(first.error.message, first.error.field)
         if kind != "registered":
             raise ConnectionError(f"expected `registered` as the first frame, got {kind!r}")
         registered: agent_link_pb2.Registered = first.registered
         return registered
+
+    def _raise_if_instance_taken(self, frame: agent_link_pb2.ConnectResponse) -> None:
+        """The plane replaced this session because another agent registered its instance_id (this agent's own
+        reconnects abandon the old stream first, so the frame never reaches it for them). Reconnecting would
+        replace the other agent in turn, and both would flap for good: the session ends with InstanceIdTaken,
+        which stops the agent. Whether the plane marked the frame fatal does not matter (older planes did not)."""
+        if frame.WhichOneof("frame") != "error":
+            return
+        error = frame.error
+        if error.code == _ALREADY_EXISTS and error.field == _INSTANCE_ID_FIELD:
+            raise InstanceIdTaken(self._handler.instance_id, error.message)
 
     @property
     def closing(self) -> bool:

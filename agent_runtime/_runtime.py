@@ -29,7 +29,7 @@ import grpc
 from agent_runtime import _payload
 from agent_runtime._backoff import Backoff
 from agent_runtime._context import ChannelContext, TaskContext
-from agent_runtime._errors import RegistrationRejected, RpcError, TaskError
+from agent_runtime._errors import InstanceIdTaken, RegistrationRejected, RpcError, TaskError
 from agent_runtime._handlers import ChannelHandler, InputInvalid, TaskHandler
 from agent_runtime._inbox import ChannelInbox
 from agent_runtime._link import LinkSession
@@ -174,8 +174,8 @@ class AgentRuntime:
                 self._disconnected()
                 if self._wakeup.is_set():
                     break
-                if isinstance(error, RegistrationRejected | RpcError):
-                    raise error
+                if isinstance(error, RegistrationRejected | InstanceIdTaken | RpcError):
+                    raise error  # no reconnect can fix it (or, for InstanceIdTaken, one would do harm)
                 if session.registered is not None:
                     failures = 0
                     reopened = False

@@ -31,7 +31,7 @@ from controlplane.store.transient import backing_service_reason
 
 logger = logging.getLogger(__name__)
 
-_ALREADY_EXISTS = 6  # google.rpc.Code of the error frame telling a replaced session why (see _replace)
+_ALREADY_EXISTS = 6  # google.rpc.Code of the error frame telling a replaced session why (see _end_replaced)
 
 
 class SessionSupervisor(Component):
@@ -152,14 +152,11 @@ class SessionSupervisor(Component):
     @staticmethod
     def _replace(previous: AgentSession, registration: Registration) -> None:
         """The older session of an instance gives way to a newer one: usually the same agent reconnecting (the
-        old stream is dead), but two live agents given one instance_id would replace each other for good, so
-        the old session hears why before its stream ends."""
+        old stream is dead), but two live agents given one instance_id would replace each other for good."""
         why = f"replaced by a newer session of instance {registration.instance_id}"
         if previous.agent_name != registration.agent_name:
             why += f" (of agent {registration.agent_name}, not {previous.agent_name})"
-        message = f"{why}: unless this agent reconnected, two agents share this instance_id; give each its own"
-        previous.send(ErrorMsg(_ALREADY_EXISTS, message, "register.instance_id", fatal=False))
-        previous.close(why)
+        _end_replaced(previous, why)
 
     def _dropped_delivery(self, session: AgentSession) -> None:
         self._channels.count_dropped()
@@ -275,9 +272,11 @@ class SessionSupervisor(Component):
             session.close("drain timeout passed")
 
     def replaced_elsewhere(self, instance_id: str, session_id: str) -> None:
+        """The instance registered on another replica (told over NATS): its session here gives way, as in
+        `_replace`, and hears why, or a second live agent with this instance_id would flap across replicas."""
         session = self._registry.by_instance(instance_id)
         if session is not None and session.session_id != session_id:
-            session.close("instance reconnected to another replica")
+            _end_replaced(session, f"replaced by a newer session of instance {instance_id} on another replica")
 
     def close_soon(self, session: AgentSession) -> asyncio.Task[None]:
         """Start the cleanup of an ended stream as a task this supervisor owns.
@@ -409,3 +408,13 @@ class SessionSupervisor(Component):
                 future.cancel()
         for session in sessions:
             session.close("control plane shutting down")
+
+
+def _end_replaced(previous: AgentSession, why: str) -> None:
+    """Tell a replaced session why, then close it (the frame goes out before the stream ends: the writer drains
+    the outbox before it notices the close). Fatal: an SDK only hears this on its current session when another
+    agent registered its instance_id (its own reconnects abandon the old stream first), so it stops rather than
+    reconnecting and replacing the other one in turn, which would make both flap for good."""
+    message = f"{why}: unless this agent reconnected, two agents share this instance_id; give each its own"
+    previous.send(ErrorMsg(_ALREADY_EXISTS, message, "register.instance_id", fatal=True))
+    previous.close(why)

@@ -225,7 +225,8 @@ func (a *Agent) PublishWithHeaders(channel string, v any, headers map[string]str
 // nil. Tasks still running at the drain timeout are given up: their handlers' contexts are
 // cancelled and each attempt is reported as failed with the retryable [CodeAgentStopped], so
 // that the plane re-queues it at once. Lost connections are re-established with jittered exponential backoff, forever. Run
-// returns an error only when no reconnect can help (a rejected registration, a refused token).
+// returns an error only when no reconnect can help (a rejected registration, a refused token) or
+// one would do harm: another agent registered this agent's instance ID ([ErrInstanceIDTaken]).
 // An agent runs once.
 //
 // The target is host:port (a DNS name or an IP address), any target grpc-go resolves, or a list

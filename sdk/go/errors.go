@@ -173,6 +173,26 @@ func (e *RegistrationError) Error() string {
 	return fmt.Sprintf("meshplane: registration rejected: %s (field %s)", e.Message, e.Field)
 }
 
+// ErrInstanceIDTaken matches (errors.Is) the [*InstanceIDTakenError] Run returns when another
+// agent registered this agent's instance ID.
+var ErrInstanceIDTaken = errors.New("meshplane: instance ID taken by another agent")
+
+// InstanceIDTakenError: the control plane replaced this agent's session because another agent
+// registered the same instance ID (two processes configured with one [WithInstanceID]). Run
+// returns it instead of reconnecting: a reconnect would take the session back from the other
+// agent, which would do the same, and both would flap for good. Give each process its own ID.
+type InstanceIDTakenError struct {
+	InstanceID string
+	Message    string // the control plane's explanation
+}
+
+func (e *InstanceIDTakenError) Error() string {
+	return fmt.Sprintf("meshplane: instance_id %q is taken by another agent: %s", e.InstanceID, e.Message)
+}
+
+// Is matches ErrInstanceIDTaken.
+func (e *InstanceIDTakenError) Is(target error) bool { return target == ErrInstanceIDTaken }
+
 // RPCError is a failed call to the control plane. Match kinds with errors.Is against the
 // sentinels ([ErrNotFound], [ErrFailedPrecondition], ...) or read Code.
 type RPCError struct {

@@ -33,6 +33,10 @@ const (
 	registerTimeout = 30 * time.Second
 	// Longest traceback kept in a panic's error details.
 	maxStack = 4000
+	// The `error` frame of a session replaced because another agent registered its instance ID
+	// (docs/agent-link.md §1): its google.rpc.Code (ALREADY_EXISTS) and field.
+	codeAlreadyExists = 6
+	fieldInstanceID   = "register.instance_id"
 )
 
 type linkStream = grpc.BidiStreamingClient[pb.ConnectRequest, pb.ConnectResponse]
@@ -163,6 +167,11 @@ func (r *runtime) run(ctx context.Context) error {
 	for !r.leaving() {
 		started := time.Now()
 		registered, err := r.runSession()
+		if errors.Is(err, ErrInstanceIDTaken) {
+			fatal = err
+			r.log.Error("meshplane: another agent registered this instance ID; stopping", "target", r.target, "error", err)
+			break
+		}
 		if isFatal(err) {
 			fatal = rpcError(err) // matches ErrUnauthenticated etc., as the client's errors do
 			r.log.Error("meshplane: agent cannot connect", "target", r.target, "error", err)
@@ -279,6 +288,9 @@ func (r *runtime) runSession() (registered bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if taken := r.instanceTaken(first); taken != nil { // replaced while it registered
+		return false, taken
+	}
 	if e := first.GetError(); e != nil {
 		return false, &RegistrationError{Message: e.GetMessage(), Field: e.GetField()}
 	}
@@ -312,8 +324,24 @@ func (r *runtime) runSession() (registered bool, err error) {
 		if err != nil {
 			return true, err
 		}
+		if taken := r.instanceTaken(frame); taken != nil {
+			return true, taken // the deferred cancel ends the stream: nothing more is written
+		}
 		r.onFrame(s, frame)
 	}
+}
+
+// instanceTaken: the plane replaced this session because another agent registered its instance
+// ID (this agent's own reconnects abandon the old stream first, so the frame never reaches it for
+// them). Reconnecting would replace the other agent in turn, and both would flap for good: the
+// session ends with an [*InstanceIDTakenError], which stops the agent. Whether the plane marked the
+// frame fatal does not matter (older planes did not). Nil for any other frame.
+func (r *runtime) instanceTaken(frame *pb.ConnectResponse) error {
+	e := frame.GetError()
+	if e == nil || e.GetCode() != codeAlreadyExists || e.GetField() != fieldInstanceID {
+		return nil
+	}
+	return &InstanceIDTakenError{InstanceID: r.cfg.instanceID, Message: e.GetMessage()}
 }
 
 func (r *runtime) registerFrame(held []ref) *pb.ConnectRequest {

@@ -163,7 +163,7 @@ class AgentProcess:
         self.instance_id = instance_id
         self.env = dict(env or {})
         self.stdout_lines: list[str] = []
-        self.stderr_path = log_dir / f"{instance_id}.stderr"
+        self.stderr_path = _stderr_path(log_dir, instance_id)
         self.proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -257,6 +257,16 @@ class AgentProcess:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+
+
+def _stderr_path(log_dir: Path, instance_id: str) -> Path:
+    """A file of its own for an agent's stderr: two agents may be given one instance id (test_instance_id.py)."""
+    path = log_dir / f"{instance_id}.stderr"
+    copy = 1
+    while path.exists():
+        copy += 1
+        path = log_dir / f"{instance_id}-{copy}.stderr"
+    return path
 
 
 class Agents:

@@ -177,14 +177,15 @@ async def test_broken_stream_requeues_after_the_lease_not_before(
 
 async def test_a_replaced_session_is_told_why_before_its_stream_ends(plane: ControlPlane) -> None:
     """Usually the replaced session's agent is gone (it reconnected); two live agents given one instance_id would
-    replace each other for good, so the older one hears it, naming the instance (and the other agent's name)."""
+    replace each other for good, so the older one hears it, naming the instance (and the other agent's name). The
+    frame is fatal: an SDK that hears it on its current session stops instead of reconnecting (and flapping)."""
     first = LinkAgent(plane.address, name="twin", instance_id="shared-1")
     await first.connect()
     second = LinkAgent(plane.address, name="other", instance_id="shared-1")
     await second.connect()
     await asyncio.wait_for(first.ended.wait(), 10)
     [error] = first.errors
-    assert (error.code, error.field, error.fatal) == (6, "register.instance_id", False)  # ALREADY_EXISTS
+    assert (error.code, error.field, error.fatal) == (6, "register.instance_id", True)  # ALREADY_EXISTS
     assert error.message.startswith("replaced by a newer session of instance shared-1 (of agent other, not twin): ")
     assert "two agents share this instance_id" in error.message
     assert second.errors == [] and not second.ended.is_set()

@@ -23,6 +23,7 @@ EXPECTED_EXPORTS = [
     "ErrorInfo",
     "FailedPrecondition",
     "FieldViolation",
+    "InstanceIdTaken",
     "InvalidArgument",
     "MeshClient",
     "MeshplaneError",

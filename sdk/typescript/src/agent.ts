@@ -227,7 +227,9 @@ export class Agent {
    * Connect to the control plane at `target` (default `MESHPLANE_TARGET`, else 127.0.0.1:50051)
    * and serve until {@link stop} or {@link terminate}. Reconnects with jittered exponential backoff
    * whenever the link breaks, keeping running tasks. Rejects with {@link RegistrationRejectedError}
-   * (or {@link UnauthenticatedError}, ...) when no retry can succeed.
+   * (or {@link UnauthenticatedError}, ...) when no retry can succeed, and with {@link InstanceIdTakenError}
+   * when another agent registered this one's instance id (reconnecting would take the session back from it,
+   * and both would flap for good).
    */
   async run(target?: string, options: RunOptions = {}): Promise<void> {
     if (this.runtime !== undefined) {

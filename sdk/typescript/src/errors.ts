@@ -111,6 +111,25 @@ export class RegistrationRejectedError extends MeshplaneError {
   }
 }
 
+/**
+ * Another agent registered this agent's instance id, and the control plane gave it this agent's session (two
+ * processes configured with one `instanceId`). `run()` rejects with it instead of reconnecting: a reconnect would
+ * take the session back from the other agent, which would do the same, and both would flap for good. Give each
+ * process its own instance id.
+ */
+export class InstanceIdTakenError extends MeshplaneError {
+  /** The instance id both agents registered. */
+  readonly instanceId: string;
+  /** The control plane's explanation. */
+  readonly planeMessage: string;
+
+  constructor(instanceId: string, planeMessage: string) {
+    super(`instance_id "${instanceId}" is taken by another agent: ${planeMessage}`);
+    this.instanceId = instanceId;
+    this.planeMessage = planeMessage;
+  }
+}
+
 // ---------------------------------------------------------------- control plane (gRPC) errors
 
 /** One invalid request field. */

@@ -40,6 +40,7 @@ export {
   DeadlineExceededError,
   FailedPreconditionError,
   type FieldViolation,
+  InstanceIdTakenError,
   InvalidArgumentError,
   MeshplaneError,
   NonRetryableError,

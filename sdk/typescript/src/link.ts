@@ -10,7 +10,7 @@ import { type ClientDuplexStream, type StatusObject, status as Status } from "@g
 
 import type { Connection } from "./connection";
 import { durationToMs } from "./convert";
-import { RegistrationRejectedError } from "./errors";
+import { InstanceIdTakenError, RegistrationRejectedError } from "./errors";
 import type { Logger } from "./log";
 import type { Outbox } from "./outbox";
 import { AgentLinkServiceClient, type ConnectRequest, type ConnectResponse, type Registered } from "./proto";
@@ -20,6 +20,7 @@ import { errorFromStatus } from "./status";
 export interface LinkHandler {
   readonly outbox: Outbox;
   readonly logger: Logger;
+  readonly instanceId: string;
   registerFrame(): ConnectRequest;
   heartbeatFrame(): ConnectRequest;
   onRegistered(session: LinkSession, registered: Registered): void;
@@ -32,7 +33,10 @@ export interface SessionEnd {
   readonly registered: boolean;
   /** Why it ended, unless it ended cleanly (status OK). */
   readonly error?: Error;
-  /** An error no reconnect can fix (registration rejected, bad token, ...). */
+  /**
+   * An error no reconnect can fix (registration rejected, bad token, ...), or that one would make worse (the
+   * instance id taken by another agent).
+   */
   readonly fatal?: Error;
 }
 
@@ -43,6 +47,10 @@ const FATAL_CODES: ReadonlySet<number> = new Set([
   Status.UNIMPLEMENTED,
   Status.INVALID_ARGUMENT,
 ]);
+
+// The `error` frame of a session replaced because another agent registered its instance id (docs/agent-link.md §1).
+const ALREADY_EXISTS = 6; // google.rpc.Code
+const INSTANCE_ID_FIELD = "register.instance_id";
 
 const REGISTRATION_TIMEOUT_MS = 30_000;
 const DEFAULT_HEARTBEAT_MS = 5_000;
@@ -61,7 +69,7 @@ export class LinkSession {
   private blocked = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private registrationTimer: NodeJS.Timeout | undefined;
-  private rejection: RegistrationRejectedError | undefined;
+  private rejection: RegistrationRejectedError | InstanceIdTakenError | undefined;
   private protocolError: Error | undefined;
 
   constructor(handler: LinkHandler, connection: Connection) {
@@ -136,6 +144,12 @@ export class LinkSession {
 
   private onData(response: ConnectResponse): void {
     if (this.registered !== undefined) {
+      const taken = this.instanceTaken(response);
+      if (taken !== undefined) {
+        this.rejection = taken;
+        this.call?.cancel(); // the plane closes the stream too; nothing more is written
+        return;
+      }
       this.handler.onFrame(this, response);
       return;
     }
@@ -151,12 +165,28 @@ export class LinkSession {
       this.handler.outbox.setListener(() => this.scheduleFlush());
       this.scheduleFlush();
     } else if (frame?.$case === "error") {
-      // The plane closes the stream with INVALID_ARGUMENT right after this frame.
-      this.rejection = new RegistrationRejectedError(frame.error.message, frame.error.field);
+      // The plane closes the stream right after this frame (INVALID_ARGUMENT for a bad registration; OK for a
+      // session replaced while it registered, because another agent registered its instance id meanwhile).
+      this.rejection =
+        this.instanceTaken(response) ?? new RegistrationRejectedError(frame.error.message, frame.error.field);
     } else {
       this.protocolError = new Error(`expected \`registered\` as the first frame, got \`${frame?.$case ?? "nothing"}\``);
       this.call?.cancel();
     }
+  }
+
+  /**
+   * The plane replaced this session because another agent registered its instance id (this agent's own
+   * reconnects abandon the old stream first, so the frame never reaches it for them). Reconnecting would replace
+   * the other agent in turn, and both would flap for good: the session ends with this fatal error, which stops
+   * the agent. Whether the plane marked the frame fatal does not matter (older planes did not).
+   */
+  private instanceTaken(response: ConnectResponse): InstanceIdTakenError | undefined {
+    const frame = response.frame;
+    if (frame?.$case !== "error" || frame.error.code !== ALREADY_EXISTS || frame.error.field !== INSTANCE_ID_FIELD) {
+      return undefined;
+    }
+    return new InstanceIdTakenError(this.handler.instanceId, frame.error.message);
   }
 
   /** Half-close the stream once everything queued has been written (the plane then ends it). */
@@ -185,8 +215,8 @@ export class LinkSession {
 
   private flush(): void {
     const call = this.call;
-    if (call === undefined || this.ended || this.halfClosed) {
-      return;
+    if (call === undefined || this.ended || this.halfClosed || this.rejection !== undefined) {
+      return; // (a rejection: the session is over, e.g. another agent took the instance id; nothing more goes out)
     }
     const outbox = this.handler.outbox;
     let writable = true;

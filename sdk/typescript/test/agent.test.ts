@@ -104,6 +104,7 @@ describe("package", () => {
       "DEFAULT_TARGET",
       "DeadlineExceededError",
       "FailedPreconditionError",
+      "InstanceIdTakenError",
       "InvalidArgumentError",
       "MeshClient",
       "MeshplaneError",
