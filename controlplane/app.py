@@ -261,11 +261,11 @@ class ControlPlane(Component):
         for service in ["", *SERVICE_NAMES]:
             await self._health.set(service, status)
 
-    def _session_opened_elsewhere(self, instance_id: str, session_id: str) -> None:
-        """Another replica opened a session: a session of that instance here is replaced, and sticky
-        placement reads the other replicas' instances again."""
-        self.supervisor.replaced_elsewhere(instance_id, session_id)
+    async def _session_opened_elsewhere(self, instance_id: str, session_id: str) -> None:
+        """Another replica opened a session: a session of that instance here is replaced (unless the store
+        shows it is newer), and sticky placement reads the other replicas' instances again."""
         self.remote_instances.invalidate()
+        await self.supervisor.replaced_elsewhere(instance_id, session_id)
 
     async def _launch(self, component: C) -> C:
         await component.start()

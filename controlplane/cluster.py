@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from controlplane.bus.nats_bus import DOORBELL, SESSIONS_REPLACED, TASKS_CHANGED, NatsBus, replica_subject
@@ -55,7 +55,7 @@ class Cluster(Component):
         self._on_work_due: WakeCallback = lambda _capabilities, _at: None
         self._on_retries: RetriesCallback = lambda _until: None
         self._on_drain: DrainCallback = lambda _session, _timeout, _reason: None
-        self._on_replaced: Callable[[str, str], None] = lambda _instance, _session: None
+        self._on_replaced: Callable[[str, str], Awaitable[None]] = _ignore_replaced
         self.tasks_ended: dict[str, int] = {}
         # Transitions committed here: each task's wait from submit to its first assignment, and its whole life
         # (submit to terminal state) by that state. Assignments a submit made itself are not here: they
@@ -76,7 +76,7 @@ class Cluster(Component):
         work_due: WakeCallback,
         retries: RetriesCallback,
         drain: DrainCallback,
-        replaced: Callable[[str, str], None],
+        replaced: Callable[[str, str], Awaitable[None]],
     ) -> None:
         """Wire the local handlers (the dispatcher's wake and retry window, the supervisor's drain and replace)."""
         self._on_work_due = work_due
@@ -223,7 +223,7 @@ class Cluster(Component):
 
     async def _sessions_replaced(self, payload: dict[str, Any]) -> None:
         if payload.get("r") != self.replica_id:
-            self._on_replaced(str(payload.get("instance", "")), str(payload.get("session", "")))
+            await self._on_replaced(str(payload.get("instance", "")), str(payload.get("session", "")))
 
     async def _command(self, payload: dict[str, Any]) -> None:
         kind = payload.get("type")
@@ -235,3 +235,7 @@ class Cluster(Component):
             self._on_drain(str(payload["session"]), float(payload["timeout"]), str(payload.get("reason", "")))
         else:
             logger.warning("unknown replica command %r", kind)
+
+
+async def _ignore_replaced(_instance_id: str, _session_id: str) -> None:
+    """The replaced callback until `connect` wires the supervisor's."""

@@ -271,12 +271,44 @@ class SessionSupervisor(Component):
         except TimeoutError:
             session.close("drain timeout passed")
 
-    def replaced_elsewhere(self, instance_id: str, session_id: str) -> None:
-        """The instance registered on another replica (told over NATS): its session here gives way, as in
-        `_replace`, and hears why, or a second live agent with this instance_id would flap across replicas."""
+    async def replaced_elsewhere(self, instance_id: str, session_id: str) -> None:
+        """The instance registered on another replica as `session_id` (told over NATS): its session here gives
+        way, as in `_replace`, and hears why, or a second live agent with this instance_id would flap across
+        replicas.
+
+        The notice may be stale: sent while NATS was down and delivered after the agent came back here. The
+        store decides (an instance's last registration wins there): the session here ends with the fatal frame
+        only when the store shows the other replica's session is the current one; it stays when the store
+        shows its own. Otherwise (the store out of reach, a third session, or the session here still writing
+        its registration) it closes without the frame, as any replaced session did before: the agent
+        reconnects, and its registration settles who has the instance."""
         session = self._registry.by_instance(instance_id)
-        if session is not None and session.session_id != session_id:
-            _end_replaced(session, f"replaced by a newer session of instance {instance_id} on another replica")
+        if session is None or session.session_id == session_id:
+            return
+        try:
+            current = await self._agents.current_session(instance_id)
+        except Exception as exc:
+            reason = backing_service_reason(exc)
+            if reason is None:
+                raise
+            logger.warning("could not check which session of instance %s is current: %s", instance_id, reason)
+            current = None
+        if session.state is SessionState.CLOSED or self._registry.by_instance(instance_id) is not session:
+            return  # it ended, or was replaced here, while the store was read
+        if current == session.session_id:
+            logger.info(
+                "instance %s: ignored a stale notice of its session %s on another replica (its session here, %s, "
+                "registered later)",
+                instance_id,
+                session_id,
+                session.session_id,
+            )
+            return
+        why = f"replaced by a newer session of instance {instance_id} on another replica"
+        if current == session_id and session.state is not SessionState.OPENING:
+            _end_replaced(session, why)
+        else:
+            session.close(why)
 
     def close_soon(self, session: AgentSession) -> asyncio.Task[None]:
         """Start the cleanup of an ended stream as a task this supervisor owns.

@@ -171,6 +171,13 @@ class AgentService(Component):
                 agent.status = AgentStatus.ONLINE
         return list(agents)
 
+    async def current_session(self, instance_id: str) -> str | None:
+        """The session the store shows `instance_id` registered on last (registrations overwrite it: the last
+        one wins), or None when the instance is unknown."""
+        async with self._store.reader() as uow:
+            instance = await uow.agents.get_instance(instance_id)
+        return instance.session_id if instance is not None else None
+
     async def get_agent(self, name: str) -> Agent:
         async with self._store.reader() as uow:
             agent = await uow.agents.get_agent(name)

@@ -40,6 +40,14 @@ async def test_a_session_replaced_from_another_replica_gets_the_fatal_instance_i
             assert "two agents share this instance_id" in error.message
             assert second.errors == [] and not second.ended.is_set()
             await eventually(lambda: not r1.supervisor.live_sessions(), message="r1 let its session go")
+
+            # A stale notice (sent while NATS was down, delivered late) naming the older session changes
+            # nothing here: the store shows the session here registered last.
+            assert first.registered is not None and second.registered is not None
+            await r2.supervisor.replaced_elsewhere("shared-across", first.registered.session_id)
+            [kept] = r2.supervisor.live_sessions()
+            assert kept.session_id == second.registered.session_id
+            assert second.errors == [] and not second.ended.is_set()
         finally:
             await first.close()
             await second.close()
