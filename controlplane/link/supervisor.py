@@ -382,11 +382,11 @@ class SessionSupervisor(Component):
         if not held:
             return 0
         ended = await self._recovery.ended_attempts(list(held))
-        for ref, reason in ended.items():
+        for ref, (reason, message) in ended.items():
             entry = held[ref].in_flight.get(ref)
             if entry is not None:
                 entry.cancel_resent = True
-                held[ref].send(CancelMsg(ref, reason))
+                held[ref].send(CancelMsg(ref, reason, message))
         return len(ended)
 
     def live_sessions(self) -> list[AgentSession]:

@@ -89,20 +89,21 @@ class RecoveryService:
             logger.info("session %s lost: %d task(s) re-queued or ended", session_id, len(transition.after.changed))
         return len(transition.after.changed)
 
-    async def ended_attempts(self, refs: Sequence[TaskRef]) -> dict[TaskRef, str]:
+    async def ended_attempts(self, refs: Sequence[TaskRef]) -> dict[TaskRef, tuple[str, str]]:
         """Which of these attempts the store has ended (the task ended, moved on to another attempt, or is gone),
-        each with the agent link's reason code: "cancelled", "timed_out" or "not_held"."""
+        each with the agent link's reason code ("cancelled", "timed_out" or "not_held") and, for a cancelled
+        task, the canceller's words (as the first cancel carried them)."""
         async with self._store.reader() as uow:
             current = await uow.tasks.attempts_of([ref.task_id for ref in refs])
-        ended: dict[TaskRef, str] = {}
+        ended: dict[TaskRef, tuple[str, str]] = {}
         for ref in refs:
-            state, attempt = current.get(ref.task_id, (None, 0))
+            state, attempt, cancel_reason = current.get(ref.task_id, (None, 0, ""))
             if state is TaskState.CANCELLED:
-                ended[ref] = "cancelled"
+                ended[ref] = ("cancelled", cancel_reason)
             elif state is TaskState.TIMED_OUT:
-                ended[ref] = "timed_out"
+                ended[ref] = ("timed_out", "")
             elif state is None or state.is_terminal or state is TaskState.QUEUED or attempt != ref.attempt:
-                ended[ref] = "not_held"
+                ended[ref] = ("not_held", "")
         return ended
 
     async def requeue_orphans(self, live_sessions: Sequence[str], *, older_than: float) -> int:

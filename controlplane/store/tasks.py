@@ -797,13 +797,13 @@ class TaskRows:
         [[found]] = await self._bulk.fetch_raw(sql, params)
         return bool(found)
 
-    async def attempts_of(self, task_ids: Sequence[str]) -> dict[str, tuple[TaskState, int]]:
-        """id -> (state, current attempt) of those of these tasks that exist."""
-        select = "SELECT id, state, attempt FROM tasks WHERE "
-        found: dict[str, tuple[TaskState, int]] = {}
+    async def attempts_of(self, task_ids: Sequence[str]) -> dict[str, tuple[TaskState, int, str]]:
+        """id -> (state, current attempt, cancel reason) of those of these tasks that exist."""
+        select = "SELECT id, state, attempt, cancel_reason FROM tasks WHERE "
+        found: dict[str, tuple[TaskState, int, str]] = {}
         for condition, params in self._one_of("id", sorted(set(task_ids))):
             for row in await self._bulk.fetch_raw(select + condition, params):
-                found[row[0]] = (TaskState(row[1]), int(row[2]))
+                found[row[0]] = (TaskState(row[1]), int(row[2]), str(row[3] or ""))
         return found
 
     async def instances_owning_active(self, instance_ids: Sequence[str]) -> set[str]:

@@ -369,9 +369,10 @@ async def test_a_cancel_that_never_reached_the_agent_is_sent_again_once(
     await eventually(lambda: bool(agent.cancellations), timeout=15, message="the cancel sent again")
     assert await plane.supervisor.cancel_ended_attempts(running_for=0) == 0, "sent again once, not every sweep"
     [cancellation] = agent.cancellations
-    assert (cancellation.task_id, cancellation.attempt, cancellation.reason) == (
+    assert (cancellation.task_id, cancellation.attempt, cancellation.reason, cancellation.message) == (
         task.id,
         assignment.attempt,
         "cancelled",
+        "not needed",  # the caller's words, as the lost cancel carried them
     )
     await agent.close()
