@@ -44,7 +44,7 @@ from controlplane.services.tasks import TaskService
 from controlplane.services.watch import WatchHub
 from controlplane.settings import Settings
 from controlplane.store import migrate
-from controlplane.store.database import Database
+from controlplane.store.database import Database, shown_url
 from controlplane.store.unit_of_work import Store
 from meshplane.v1 import (
     agent_link_pb2,
@@ -236,7 +236,7 @@ class ControlPlane(Component):
             self.replica_id,
             self.address,
             " with TLS" if s.tls_cert_file else "",
-            self.database.url.render_as_string(hide_password=True),
+            shown_url(self.database.url),
             self.nats_url,
             f", health checks also in plaintext on {self.health_address}" if self.health_address else "",
         )

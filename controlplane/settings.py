@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import re
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from controlplane.domain.scheduling import Strategy
 
 ENV_PREFIX = "MESHPLANE_"
+
+logger = logging.getLogger(__name__)
 
 
 class LogFormat(StrEnum):
@@ -215,6 +219,75 @@ def describe_errors(error: pydantic.ValidationError, naming: Naming = variable) 
 
 def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+# MESHPLANE_* variables that are not the plane's settings but that other Meshplane programs read, so that they are
+# legitimately set where a plane runs (one shell, one Pod's environment): `unknown_variable_warnings` never reports
+# them. Keep this list complete: `grep -rhoE "MESHPLANE_[A-Z0-9_]+"` over *.py, *.go, *.ts, *.yaml and *.tpl.
+OTHER_PROGRAMS_VARIABLES: dict[str, str] = {
+    "MESHPLANE_TARGET": "clients (the CLI, the Python, Go and TypeScript SDKs): the plane's address",
+    "MESHPLANE_TOKEN": "clients: the bearer token they send",
+    "MESHPLANE_TLS": "clients: TLS trusting the system's roots",
+    "MESHPLANE_TLS_CA_FILE": "clients: the CA that signed the plane's certificate",
+    "MESHPLANE_TLS_SERVER_NAME": "clients: the name the plane's certificate is verified against",
+    "MESHPLANE_TLS_CLIENT_CERT_FILE": "clients: a client certificate (mTLS)",
+    "MESHPLANE_TLS_CLIENT_KEY_FILE": "clients: the client certificate's key",
+    "MESHPLANE_GATEWAY": "meshplane up: on or off, its REST gateway",
+    "MESHPLANE_HTTP_LISTEN": "meshplane up: its REST gateway's address",
+    "MESHPLANE_GRPC_INGRESS_LISTEN": "meshplane up: its gateway's gRPC ingress address",
+    "MESHPLANE_LOADGEN_BIN": "meshplane bench: the load generator's binary",
+}
+OTHER_PROGRAMS_PREFIXES: dict[str, str] = {
+    "MESHPLANE_GATEWAY_": "the REST gateway's own settings, and MESHPLANE_GATEWAY_BIN (the binary meshplane up runs)",
+    "MESHPLANE_FUZZ_": "the tests' fuzzing budget",
+}
+# What Kubernetes injects for each Service of the namespace (unless a Pod sets enableServiceLinks: false): a Service
+# `meshplane` or `meshplane-metrics` gives MESHPLANE_PORT, MESHPLANE_SERVICE_HOST, MESHPLANE_SERVICE_PORT(_NAME),
+# MESHPLANE_PORT_50051_TCP(_ADDR|_PORT|_PROTO), MESHPLANE_METRICS_SERVICE_HOST, ... (names upper-cased, - as _).
+_SERVICE_LINK = re.compile(
+    r"MESHPLANE(?:_[A-Z0-9_]+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)"
+    r"(?:_(?:ADDR|PORT|PROTO))?)?)"
+)
+
+
+def _known_variable(name: str) -> bool:
+    """Whether the MESHPLANE_* variable `name` (upper case) is something Meshplane or Kubernetes means."""
+    return (
+        name in _SETTING_VARIABLES
+        or name in OTHER_PROGRAMS_VARIABLES
+        or name.startswith(tuple(OTHER_PROGRAMS_PREFIXES))
+        or _SERVICE_LINK.fullmatch(name) is not None
+    )
+
+
+def _likely_meant(name: str) -> str | None:
+    """The known variable `name` is probably a misspelling of, if one is close (compared without the prefix, which
+    they all share)."""
+    known = {
+        variable.removeprefix(ENV_PREFIX): variable for variable in (*_SETTING_VARIABLES, *OTHER_PROGRAMS_VARIABLES)
+    }
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)
+    return known[close[0]] if close else None
+
+
+def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One warning per MESHPLANE_* variable of `environ` that nothing reads (the settings ignore it silently), naming
+    the setting it probably meant when one is close. Like the settings, names are read in any case."""
+    warnings: list[str] = []
+    for given in sorted(environ):
+        name = given.upper()
+        if not name.startswith(ENV_PREFIX) or _known_variable(name):
+            continue
+        meant = _likely_meant(name)
+        hint = f" (did you mean {meant}?)" if meant else ""
+        warnings.append(f"unknown variable {given} ignored{hint}")
+    return warnings
+
+
+def warn_about_unknown_variables(environ: Mapping[str, str] = os.environ) -> None:
+    """Log `unknown_variable_warnings` (a command that reads the plane's settings, once logging is set up)."""
+    for warning in unknown_variable_warnings(environ):
+        logger.warning("%s", warning)
 
 
 class Settings(BaseSettings):
@@ -461,3 +534,6 @@ class Settings(BaseSettings):
     def uses_data_dir(self) -> bool:
         """Whether the plane keeps anything in data_dir (the default SQLite file, the embedded NATS)."""
         return not self.database_url or self.embedded_nats
+
+
+_SETTING_VARIABLES = frozenset(variable(name) for name in Settings.model_fields)  # (see unknown_variable_warnings)

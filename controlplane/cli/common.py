@@ -9,6 +9,7 @@ import os
 import re
 import ssl
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -66,8 +67,34 @@ def token_argument(token: str | None) -> str | None:
         raise CliError(str(exc)) from exc
 
 
-def client(args: argparse.Namespace) -> MeshClient:
-    return MeshClient(args.target, token=token_argument(args.token), tls=tls_from_env())
+# The metadata key the plane records a call's correlation id from, with what the call changes (its audit entry).
+CORRELATION_ID_KEY = "x-correlation-id"
+
+
+def client(args: argparse.Namespace, *, correlation_id: str = "") -> MeshClient:
+    """A client whose every call carries `correlation_id` (`task submit --correlation-id`) when a header can carry
+    it, else this invocation's own (`invocation_correlation_id`): the audit trail then ties what one command changed
+    together."""
+    mesh = MeshClient(args.target, token=token_argument(args.token), tls=tls_from_env())
+    sent = correlation_id if correlation_id and _fits_a_header(correlation_id) else invocation_correlation_id(args)
+    # MeshClient takes no metadata of its own to send: its connection's (the token's) is extended.
+    connection = mesh._connection
+    connection.metadata = (*connection.metadata, (CORRELATION_ID_KEY, sent))
+    return mesh
+
+
+def _fits_a_header(text: str) -> bool:
+    """Whether gRPC metadata can carry `text` as it is: printable ASCII (a task's correlation id may be any text)."""
+    return all(" " <= char <= "~" for char in text)
+
+
+def invocation_correlation_id(args: argparse.Namespace) -> str:
+    """The correlation id of this invocation's calls: made at its first call ("cli-" and 32 hex digits), and kept on
+    `args` (one per invocation, however many clients it opens)."""
+    made = getattr(args, "invocation_correlation_id", None)
+    if not isinstance(made, str):
+        made = args.invocation_correlation_id = f"cli-{uuid.uuid4().hex}"
+    return made
 
 
 _TLS_VARIABLES = {

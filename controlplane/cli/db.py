@@ -22,7 +22,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 async def upgrade_database(args: argparse.Namespace) -> int:
     # Heavy imports (SQLAlchemy, Alembic), only for this command.
-    from controlplane.settings import Settings
+    from controlplane.settings import Settings, warn_about_unknown_variables
     from controlplane.store import migrate
     from controlplane.store.database import Database, UnsupportedDatabaseUrl, shown_url
     from controlplane.store.transient import DatabaseUnreachable
@@ -34,6 +34,7 @@ async def upgrade_database(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     settings = Settings(**overrides)
     configure_logging("WARNING", settings.log_format)
+    warn_about_unknown_variables()
     setting = database_url_setting(args)
     try:
         database = Database(settings.effective_database_url)
@@ -47,7 +48,7 @@ async def upgrade_database(args: argparse.Namespace) -> int:
         newer_than = f"newer than this release's {newer.head} (a newer release migrated it)"
         output.out(f"nothing to do: the database {shown} is at revision {found}, {newer_than}")
         return 0
-    except DatabaseUnreachable as exc:
+    except (DatabaseUnreachable, migrate.DatabaseRefused) as exc:
         raise CliFailure(str(exc)) from exc
     except UnsupportedDatabaseUrl as exc:
         raise CliError(f"{setting}: {exc}") from exc

@@ -21,8 +21,8 @@ from controlplane.cli.gateway import Gateway, find_gateway
 from controlplane.cli.logs import configure_logging
 from controlplane.cli.up import DEFAULT_HTTP_LISTEN
 from controlplane.runtime import tune_interpreter
-from controlplane.settings import Settings
-from controlplane.store.database import UnsupportedDatabaseUrl, database_url
+from controlplane.settings import Settings, warn_about_unknown_variables
+from controlplane.store.database import UnsupportedDatabaseUrl, database_url, shown_url
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ def _gateway_tls_args(tls: TLS | None) -> list[str]:
 
 
 def _where(settings: Settings) -> str:
+    """Where the plane keeps its data, for the ready line: the database URL (as `shown_url` shows it, password
+    hidden wherever the URL holds it), or the data dir."""
     if settings.database_url:
-        return "database " + settings.database_url.split("@")[-1]
+        return "database " + shown_url(database_url(settings.database_url))
     return f"data {settings.data_dir}"
 
 
@@ -219,6 +221,7 @@ async def run_mesh(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     gateway_off = _gateway_turned_off(args)
     configure_logging(settings.log_level, settings.log_format)
+    warn_about_unknown_variables()
     plane = ControlPlane(settings)
     demo: tuple[Agent, asyncio.Task[None]] | None = None
     gateway: Gateway | None = None

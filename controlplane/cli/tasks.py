@@ -206,7 +206,7 @@ async def submit_task(args: argparse.Namespace) -> int:
         "backoff_multiplier": _multiplier(args.backoff_multiplier),
     }
     timeout = _wait_timeout(args)
-    async with client(args) as mesh:
+    async with client(args, correlation_id=args.correlation_id) as mesh:
         handle = await mesh.submit(
             args.capability,
             data,

@@ -204,6 +204,21 @@ _LIBPQ_OPTIONS_ASYNCPG_READS = frozenset(
 )  # fmt: skip
 
 
+# libpq's connection options that asyncpg does not read (PostgreSQL 17's list, less the above; client_encoding and
+# replication left out: the server takes them as startup parameters too). A postgresql+asyncpg:// URL may carry server
+# settings as options (asyncpg sends them at connection: `?statement_timeout=5000`), but one of these would be sent
+# as a setting the server refuses ("unrecognized configuration parameter"), so such a URL is refused too.
+_LIBPQ_ONLY_OPTIONS = frozenset(
+    {
+        "hostaddr", "connect_timeout", "fallback_application_name", "keepalives", "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "require_auth", "channel_binding",
+        "gssencmode", "gssdelegation", "requiressl", "sslcompression", "sslcertmode", "sslcrldir", "sslsni",
+        "sslkeylogfile", "requirepeer", "load_balance_hosts", "min_protocol_version", "max_protocol_version",
+        "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope",
+    }
+)  # fmt: skip
+
+
 _SECRET_OPTION = re.compile(r"([?&](?:ssl)?password=)[^&]*")
 
 
@@ -231,15 +246,30 @@ def database_url(text: str) -> sa.URL:
         raise UnsupportedDatabaseUrl(f"the database URL is malformed: use {ACCEPTED_URLS}") from exc
     shown = shown_url(url)
     if url.drivername in ("postgresql", "postgres"):
-        unread = sorted(set(url.query) - _LIBPQ_OPTIONS_ASYNCPG_READS)
-        if unread:
-            raise UnsupportedDatabaseUrl(
-                f"the database URL {shown} has option(s) asyncpg does not read: {', '.join(unread)}; remove them"
-            )
+        _refuse_unread_options(url, set(url.query) - _LIBPQ_OPTIONS_ASYNCPG_READS)
         return url.set(drivername="postgresql+asyncpg")
-    if url.drivername in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+    if url.drivername == "postgresql+asyncpg":
+        _refuse_unread_options(url, set(url.query) & _LIBPQ_ONLY_OPTIONS)
+        return url
+    if url.drivername == "sqlite+aiosqlite":
         return url
     raise UnsupportedDatabaseUrl(f"unsupported database URL {shown}: use {ACCEPTED_URLS}")
+
+
+def _refuse_unread_options(url: sa.URL, unread: set[str]) -> None:
+    """UnsupportedDatabaseUrl naming the `unread` options of `url`, if any (libpq's, which asyncpg ignores or would
+    send to the server as settings)."""
+    if unread:
+        raise UnsupportedDatabaseUrl(
+            f"the database URL {shown_url(url)} has option(s) asyncpg does not read: {', '.join(sorted(unread))}; "
+            "remove them"
+        )
+
+
+def server_setting_options(url: sa.URL) -> list[str]:
+    """The options of a PostgreSQL `url` that asyncpg sends the server as settings when it connects: `options`
+    (libpq's `-c name=value` list) and any option asyncpg does not read itself (`?statement_timeout=5000`)."""
+    return sorted(name for name in url.query if name == "options" or name not in _LIBPQ_OPTIONS_ASYNCPG_READS)
 
 
 def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:

@@ -13,12 +13,16 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from controlplane.store.database import Database, UnsupportedDatabaseUrl, shown_url
+from controlplane.store.database import Database, UnsupportedDatabaseUrl, server_setting_options, shown_url
 from controlplane.store.transient import (
     DatabaseUnreachable,
     first_line,
     first_of_type,
+    insufficient_privilege,
     login_refused,
+    server_error,
+    setting_refused,
+    storage_full_reason,
     unavailable_reason,
 )
 
@@ -60,28 +64,82 @@ class NewerSchema(Exception):
         super().__init__(f"database schema at revision {', '.join(self.found)}, newer than this release's {head}")
 
 
+class DatabaseRefused(RuntimeError):
+    """The database answered, and refused what starting needs of it: the connection, or the migration (a role
+    without the privileges it takes). Its message names the database (password hidden) and the server's reason, in
+    one line."""
+
+
 async def upgrade(database: Database, revision: str = "head") -> str:
     """Bring the schema to `revision`; returns the revision the database is at afterwards.
 
     Raises NewerSchema, changing nothing, when it is at a revision this release does not know;
     DatabaseUnreachable (naming the database, password hidden) when it cannot be reached or refuses the login;
-    UnsupportedDatabaseUrl when asyncpg refuses an option of its URL.
+    UnsupportedDatabaseUrl when asyncpg, or the server, refuses an option of its URL; DatabaseRefused when the
+    server refuses the connection or the migration otherwise (e.g. permission denied for schema public).
     """
+    try:
+        await database.ping()  # connecting first tells a connection refused from a migration refused
+    except Exception as exc:
+        refused = _bad_url_or_unreachable(exc, database) or _connection_refused(exc, database)
+        if refused is None:
+            raise
+        raise refused from exc
     try:
         return await _upgrade(database, revision)
     except NewerSchema:
         raise
     except Exception as exc:
-        shown = shown_url(database.url)
-        misread = first_of_type(exc, asyncpg.ClientConfigurationError)
-        if misread is not None:  # a URL option asyncpg refuses (e.g. sslmode=bogus): a bad setting
-            raise UnsupportedDatabaseUrl(f"the database URL {shown} has an option asyncpg refuses: {misread}") from exc
-        refused = login_refused(exc)
-        if refused is not None:
-            raise DatabaseUnreachable(f"cannot log in to the database {shown} ({_hidden(refused, database)})") from exc
-        if unavailable_reason(exc) is None:
+        refused = _bad_url_or_unreachable(exc, database) or _migration_refused(exc, database)
+        if refused is None:
             raise
-        raise DatabaseUnreachable(f"cannot reach the database {shown} ({_hidden(first_line(exc), database)})") from exc
+        raise refused from exc
+
+
+def _bad_url_or_unreachable(exc: Exception, database: Database) -> Exception | None:
+    """The one-line error for `exc` when the URL, the login or the database's reachability is at fault; else None."""
+    shown = shown_url(database.url)
+    misread = first_of_type(exc, asyncpg.ClientConfigurationError)
+    if misread is not None:  # a URL option asyncpg refuses (e.g. sslmode=bogus): a bad setting
+        return UnsupportedDatabaseUrl(f"the database URL {shown} has an option asyncpg refuses: {misread}")
+    refused = login_refused(exc)
+    if refused is not None:
+        return DatabaseUnreachable(f"cannot log in to the database {shown} ({_hidden(refused, database)})")
+    if unavailable_reason(exc) is not None:
+        return DatabaseUnreachable(f"cannot reach the database {shown} ({_hidden(first_line(exc), database)})")
+    return None
+
+
+def _connection_refused(exc: Exception, database: Database) -> Exception | None:
+    """The one-line error for the server refusing the connection (`exc`, from connecting); else None. A setting the
+    URL sends it refused (`?statement_timeout=abc`, `?options=-c x=y`) is a bad setting: UnsupportedDatabaseUrl."""
+    shown = shown_url(database.url)
+    refused_setting = setting_refused(exc)
+    if refused_setting is not None and server_setting_options(database.url):
+        return UnsupportedDatabaseUrl(
+            f"the database server refuses a setting the database URL {shown} sends it "
+            f"({_hidden(refused_setting, database)}): correct or remove the option that sets it"
+        )
+    refused = server_error(exc)
+    if refused is None:
+        return None
+    return DatabaseRefused(f"the database {shown} refused the connection ({_hidden(refused, database)})")
+
+
+def _migration_refused(exc: Exception, database: Database) -> Exception | None:
+    """The one-line error for the server refusing the migration (`exc`) for want of a privilege or of space; else
+    None (a migration's own error is a bug: its traceback is wanted)."""
+    shown = shown_url(database.url)
+    denied = insufficient_privilege(exc)
+    if denied is not None:
+        return DatabaseRefused(
+            f"cannot migrate the database {shown} ({_hidden(denied, database)}): migrations need a role that may "
+            "create and alter the plane's tables in its schema (e.g. the schema's owner)"
+        )
+    full = storage_full_reason(exc)
+    if full is not None:
+        return DatabaseRefused(f"cannot migrate the database {shown}: {full}")
+    return None
 
 
 async def upgrade_at_start(database: Database) -> str:

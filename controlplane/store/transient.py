@@ -25,6 +25,10 @@ _READ_ONLY = "25006"  # read_only_sql_transaction: a standby (after a failover),
 # user, a pg_hba.conf rule) and invalid_catalog_name (no database of that name).
 _LOGIN_REFUSED_CLASS = "28"
 _NO_SUCH_DATABASE = "3D000"
+_INSUFFICIENT_PRIVILEGE = "42501"  # e.g. "permission denied for schema public" (a role without CREATE on it)
+# SQLSTATEs of a server refusing a setting sent at connection: undefined_object ("unrecognized configuration
+# parameter"), invalid_parameter_value ("invalid value for parameter"), cant_change_runtime_param.
+_SETTING_REFUSED_STATES = frozenset({"42704", "22023", "55P02"})
 
 
 class DatabaseUnreachable(ConnectionError):
@@ -79,10 +83,26 @@ def login_refused(exc: BaseException) -> str | None:
     return _sqlstate(exc, lambda state: state.startswith(_LOGIN_REFUSED_CLASS) or state == _NO_SUCH_DATABASE)
 
 
+def insufficient_privilege(exc: BaseException) -> str | None:
+    """What went wrong, when `exc` (or what it wraps) is the database refusing the role a privilege; else None."""
+    return _sqlstate(exc, lambda state: state == _INSUFFICIENT_PRIVILEGE)
+
+
+def setting_refused(exc: BaseException) -> str | None:
+    """What went wrong, when `exc` (or what it wraps) is the database refusing a setting (an unknown parameter, or a
+    value it does not take); else None."""
+    return _sqlstate(exc, lambda state: state in _SETTING_REFUSED_STATES)
+
+
+def server_error(exc: BaseException) -> str | None:
+    """ "SQLSTATE: first line" of the first database server error in `exc`'s chain, if any."""
+    return _sqlstate(exc, lambda _state: True)
+
+
 def first_line(exc: BaseException) -> str:
     """`exc` in one line: "SQLSTATE: message" of the first database error in its chain, else its own first line
     (without SQLAlchemy's wrapping)."""
-    stated = _sqlstate(exc, lambda _state: True)
+    stated = server_error(exc)
     if stated is not None:
         return stated
     shown = exc.orig if isinstance(exc, DBAPIError) and isinstance(exc.orig, BaseException) else exc

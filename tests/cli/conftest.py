@@ -115,3 +115,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 def lines(text: str) -> Sequence[str]:
     return [line for line in text.splitlines() if line.strip()]
+
+
+def task_fields(text: str) -> dict[str, str]:
+    """The `name: value` lines of `meshplane task get` (their alignment follows the longest name shown)."""
+    pairs = (line.split(":", 1) for line in text.splitlines() if line.strip() and not line.startswith(" "))
+    return {name: value.strip() for name, value in pairs}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent_runtime import MeshClient, TaskState
-from tests.cli.conftest import MESHPLANE, REPO, Mesh, cli_env, read_line
+from tests.cli.conftest import MESHPLANE, REPO, Mesh, cli_env, read_line, task_fields
 from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,8 +68,8 @@ def test_sigterm_lets_in_flight_work_finish_before_the_agent_exits(mesh: Mesh, t
             agent.stdout.close()
 
     result = mesh.cli("task", "get", task_id)
-    assert "state:      SUCCEEDED" in result.stdout, result.stdout
-    assert 'output:     {"done": 7}' in result.stdout
+    fields = task_fields(result.stdout)
+    assert (fields["state"], fields["output"]) == ("SUCCEEDED", '{"done": 7}'), result.stdout
     assert "attempt 1: SUCCEEDED" in result.stdout and "attempt 2" not in result.stdout
     text = log.read_text()
     assert "SIGTERM received, draining" in text

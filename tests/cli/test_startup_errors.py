@@ -165,6 +165,78 @@ def test_an_option_asyncpg_refuses_is_a_bad_setting(password_server: PasswordSer
     _assert_one_line(_db_upgrade(url), 2, line, PASSWORD)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        ("options=-c%20no_such_setting%3D1", '42704: unrecognized configuration parameter "no_such_setting"'),
+        ("statement_timeout=soon", '22023: invalid value for parameter "statement_timeout": "soon"'),
+    ],
+)
+def test_a_setting_of_the_url_the_server_refuses_is_a_bad_setting(
+    password_server: PasswordServer, tmp_path: Path, options: str, refusal: str
+) -> None:
+    """asyncpg sends an asyncpg URL's other options to the server as settings: one it refuses was a traceback."""
+    url = f"{password_server.url()}?{options}"
+    shown = password_server.url("***") + "?" + options.replace("%20", "+")
+    line = (
+        f"error: --database-url: the database server refuses a setting the database URL {shown} sends it ({refusal}): "
+        "correct or remove the option that sets it"
+    )
+    _assert_one_line(_up(tmp_path, url), 2, line, PASSWORD)
+    _assert_one_line(_db_upgrade(url), 2, line, PASSWORD)
+
+
+@pytest.mark.postgres
+def test_a_password_in_the_url_s_options_shows_nowhere(password_server: PasswordServer, tmp_path: Path) -> None:
+    """`?password=` (as some secrets hold it) showed in the ready line and the plane's start-up log line."""
+    url = f"postgresql+asyncpg://meshplane@127.0.0.1:{password_server.server.port}/mesh?password={PASSWORD}"
+    mesh = start_mesh(tmp_path / "data", "--database-url", url, demo=False)
+    try:
+        assert mesh.cli("agents", "ls").returncode == 0  # (logged in with that password)
+    finally:
+        assert mesh.stop() == 0
+    assert mesh.ready_line == (f"meshplane ready: grpc {mesh.address} (database {url.replace(PASSWORD, '***')})")
+    log = mesh.log.read_text()
+    assert f"(database {url.replace(PASSWORD, '***')}, nats " in log
+    assert PASSWORD not in mesh.ready_line + log
+
+
+# ----------------------------------------------------------------------------- a role that may not migrate
+
+
+@pytest.fixture(scope="module")
+def visitor_url(password_server: PasswordServer) -> str:
+    """A role that may log in to a database (as its URL's `?password=`) but not create anything in its schema."""
+    asyncio.run(_create_visitor(password_server.server))
+    return f"postgresql+asyncpg://visitor@127.0.0.1:{password_server.server.port}/visited?password={PASSWORD}"
+
+
+async def _create_visitor(server: PostgresServer) -> None:
+    admin = await asyncpg.connect(server.url().replace("+asyncpg", ""))
+    try:
+        await admin.execute(f"CREATE ROLE visitor LOGIN PASSWORD '{PASSWORD}'")
+        await admin.execute("CREATE DATABASE visited")
+    finally:
+        await admin.close()
+    visited = await asyncpg.connect(server.url("visited").replace("+asyncpg", ""))
+    try:
+        await visited.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # (PostgreSQL 15 and later do already)
+    finally:
+        await visited.close()
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_create_tables_is_one_line_naming_the_database(visitor_url: str, tmp_path: Path) -> None:
+    shown = visitor_url.replace(PASSWORD, "***")
+    refused = (
+        f"cannot migrate the database {shown} (42501: permission denied for schema public): migrations need a role "
+        "that may create and alter the plane's tables in its schema (e.g. the schema's owner)"
+    )
+    _assert_one_line(_db_upgrade(visitor_url), 1, f"error: {refused}", PASSWORD)
+    _assert_one_line(_up(tmp_path, visitor_url), 1, f"error: the control plane did not start: {refused}", PASSWORD)
+
+
 # ----------------------------------------------------------------------------- URLs that are bad settings
 
 
@@ -182,6 +254,11 @@ def test_an_option_asyncpg_refuses_is_a_bad_setting(password_server: PasswordSer
             "postgresql://meshplane@db/mesh?password=hunter2&connect_timeout=5&keepalives=1",
             "the database URL postgresql://meshplane@db/mesh?connect_timeout=5&keepalives=1&password=*** has "
             "option(s) asyncpg does not read: connect_timeout, keepalives; remove them",
+        ),
+        (  # asyncpg sent it to the server as a setting, which refused it: a traceback
+            "postgresql+asyncpg://meshplane@db/mesh?password=hunter2&connect_timeout=5&application_name=ops",
+            "the database URL postgresql+asyncpg://meshplane@db/mesh?application_name=ops&connect_timeout=5&"
+            "password=*** has option(s) asyncpg does not read: connect_timeout; remove them",
         ),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import json_format
 
 from meshplane.v1 import agent_service_pb2, agent_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
-from tests.cli.conftest import Mesh, lines
+from tests.cli.conftest import Mesh, lines, task_fields
 from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,9 +44,9 @@ def test_submit_prints_the_id_and_get_shows_the_task(mesh: Mesh) -> None:
     assert waited.returncode == 0, waited.stderr
     text = mesh.cli("task", "get", task_id)
     assert text.returncode == 0, text.stderr
-    assert f"id:         {task_id}" in text.stdout
-    assert "state:      SUCCEEDED" in text.stdout
-    assert "output:     [1, 2]" in text.stdout
+    fields = task_fields(text.stdout)
+    assert (fields["id"], fields["state"], fields["output"]) == (task_id, "SUCCEEDED", "[1, 2]")
+    assert re.fullmatch(r"cli-[0-9a-f]{32}", fields["correlation id"])  # the submitting command's (x-correlation-id)
     assert "attempt 1: SUCCEEDED on demo/" in text.stdout
 
     as_json = mesh.cli("task", "get", task_id, "--output", "json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,16 @@ import pytest
 
 from controlplane.cli import logs
 from controlplane.cli.common import CliError
-from controlplane.settings import LOG_LEVELS, ZERO_MEANS, LogFormat, Settings, describe_errors, variable
-from tests.cli.conftest import cli_env, run_cli
+from controlplane.settings import (
+    LOG_LEVELS,
+    ZERO_MEANS,
+    LogFormat,
+    Settings,
+    describe_errors,
+    unknown_variable_warnings,
+    variable,
+)
+from tests.cli.conftest import REPO, cli_env, run_cli
 from tests.support.plane import plane_settings
 
 
@@ -257,3 +266,66 @@ def test_configure_logging_refuses_a_level_or_format_it_does_not_know() -> None:
         logs.configure_logging("LOUD")
     with pytest.raises(CliError, match=r"^MESHPLANE_LOG_FORMAT must be text or json \(got 'xml'\)$"):
         logs.configure_logging("INFO", "xml")
+
+
+# ----------------------------------------------------------------------------- MESHPLANE_* variables nothing reads
+
+
+def test_an_unknown_variable_is_named_with_the_setting_it_probably_meant() -> None:
+    """A misspelled setting was ignored silently (the plane ran on the default it was meant to change)."""
+    environ = {
+        "MESHPLANE_LEASE_TIMOUT": "5s",
+        "meshplane_databse_url": "postgresql+asyncpg://db/mesh",  # (settings are read in any case)
+        "MESHPLANE_TARGTE": "plane:50051",  # a client's variable misspelled
+        "MESHPLANE_COLOUR": "blue",  # close to nothing
+        "PATH": "/usr/bin",
+    }
+    assert unknown_variable_warnings(environ) == [
+        "unknown variable MESHPLANE_COLOUR ignored",
+        "unknown variable MESHPLANE_LEASE_TIMOUT ignored (did you mean MESHPLANE_LEASE_TIMEOUT?)",
+        "unknown variable MESHPLANE_TARGTE ignored (did you mean MESHPLANE_TARGET?)",
+        "unknown variable meshplane_databse_url ignored (did you mean MESHPLANE_DATABASE_URL?)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Kubernetes service links of Services `meshplane` and `meshplane-metrics` (enableServiceLinks)
+        "MESHPLANE_PORT", "MESHPLANE_SERVICE_HOST", "MESHPLANE_SERVICE_PORT", "MESHPLANE_SERVICE_PORT_GRPC",
+        "MESHPLANE_PORT_50051_TCP", "MESHPLANE_PORT_50051_TCP_ADDR", "MESHPLANE_PORT_50051_TCP_PORT",
+        "MESHPLANE_PORT_50051_TCP_PROTO", "MESHPLANE_METRICS_SERVICE_HOST", "MESHPLANE_METRICS_SERVICE_PORT",
+        "MESHPLANE_METRICS_PORT", "MESHPLANE_METRICS_PORT_9090_TCP_ADDR", "MESHPLANE_GATEWAY_HTTP_PORT_8080_UDP",
+        # other programs' variables
+        "MESHPLANE_TARGET", "MESHPLANE_TOKEN", "MESHPLANE_TLS", "MESHPLANE_TLS_CA_FILE", "MESHPLANE_TLS_SERVER_NAME",
+        "MESHPLANE_TLS_CLIENT_CERT_FILE", "MESHPLANE_TLS_CLIENT_KEY_FILE", "MESHPLANE_GATEWAY",
+        "MESHPLANE_GATEWAY_LISTEN", "MESHPLANE_GATEWAY_BIN", "MESHPLANE_HTTP_LISTEN", "MESHPLANE_GRPC_INGRESS_LISTEN",
+        "MESHPLANE_LOADGEN_BIN", "MESHPLANE_FUZZ_SEED",
+        # the settings themselves, in any case
+        *(variable(name) for name in Settings.model_fields), "meshplane_lease_timeout",
+    ],
+)  # fmt: skip
+def test_variables_meshplane_or_kubernetes_sets_are_not_unknown(name: str) -> None:
+    assert unknown_variable_warnings({name: "x"}) == []
+
+
+_SOURCES = ("controlplane", "agent_runtime", "sdk", "gateway", "deploy", "examples", "tools")
+_SOURCE_SUFFIXES = {".py", ".go", ".ts", ".yaml", ".tpl"}
+
+
+def _variables_in_sources() -> set[str]:
+    """Every MESHPLANE_* name the programs' sources, chart and examples mention (prose prefixes like
+    MESHPLANE_TLS_* aside)."""
+    found: set[str] = set()
+    for top in _SOURCES:
+        for path in (REPO / top).rglob("*"):
+            if path.suffix in _SOURCE_SUFFIXES and "node_modules" not in path.parts and path.is_file():
+                found.update(re.findall(r"MESHPLANE_[A-Z0-9_]+", path.read_text(errors="replace")))
+    return {name for name in found if not name.endswith("_")}
+
+
+def test_no_variable_a_meshplane_program_reads_is_unknown() -> None:
+    """The list of other programs' variables (controlplane.settings.OTHER_PROGRAMS_VARIABLES) stays complete."""
+    found = _variables_in_sources()
+    assert {"MESHPLANE_TARGET", "MESHPLANE_GATEWAY_UPSTREAM", "MESHPLANE_LOADGEN_BIN"} <= found
+    assert unknown_variable_warnings(dict.fromkeys(found, "x")) == []
