@@ -133,7 +133,7 @@ class Database:
                     # looks cheaper custom-planned): up to ~0.5 ms of planning per statement of a lone result.
                     # A generic plan made while a table was small (a new database) would scan the table
                     # sequentially until statistics catch up: never here.
-                    server_settings={"application_name": "meshplane"},
+                    server_settings=_server_settings(self.url),
                     init=_tune_hot_session,
                     reset=_keep_session,
                 )
@@ -293,7 +293,7 @@ def _create_engine(url: sa.URL, *, pool_size: int, echo: bool) -> AsyncEngine:
     dsn = asyncpg_dsn(url)
 
     async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(dsn, server_settings={"application_name": "meshplane"})
+        return await asyncpg.connect(dsn, server_settings=_server_settings(url))
 
     engine = create_async_engine(
         url.set(query={}),  # the options are in the DSN `connect` uses
@@ -318,6 +318,13 @@ def _drop_connections_to_a_standby(context: sa.engine.ExceptionContext) -> None:
 
 # SQLAlchemy's asyncpg dialect documents `?ssl=...`; libpq and asyncpg's DSN parser read `sslmode`.
 _SSL_VALUES = {"true": "require", "false": "disable"}
+
+
+def _server_settings(url: sa.URL) -> dict[str, str]:
+    """What each connection tells the server besides the DSN: the application name, "meshplane" unless the URL
+    names one (asyncpg would let this argument override the URL's)."""
+    named = url.query.get("application_name")
+    return {"application_name": named if isinstance(named, str) and named else "meshplane"}
 
 
 def asyncpg_dsn(url: sa.URL) -> str:

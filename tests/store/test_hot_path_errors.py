@@ -69,3 +69,21 @@ def test_asyncpg_pool_retries_are_logged_in_one_line(caplog: pytest.LogCaptureFi
         "Failed to restore the pool connection floor; retrying "
         "(ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432))"
     )
+
+
+async def test_the_urls_application_name_names_both_pools_connections(postgres_server: PostgresServer) -> None:
+    """The URL's `application_name` is what the server shows for the plane's connections (pg_stat_activity, the
+    server's logs), on the hot path's pool and SQLAlchemy's; without one, "meshplane"."""
+    for url, expected in (
+        (postgres_server.create_database() + "?application_name=plane-r1", "plane-r1"),
+        (postgres_server.create_database(), "meshplane"),
+    ):
+        database = Database(url)
+        try:
+            async with database.statements(single_statement=True) as sql:
+                [[hot]] = await sql.fetch("SELECT current_setting('application_name')", [])
+            async with database.read() as conn:
+                other = (await conn.exec_driver_sql("SELECT current_setting('application_name')")).scalar()
+            assert (hot, other) == (expected, expected)
+        finally:
+            await database.dispose()
