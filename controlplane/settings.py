@@ -19,6 +19,7 @@ import pydantic
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from controlplane.credentials import credential_problems
 from controlplane.domain.scheduling import Strategy
 
 ENV_PREFIX = "MESHPLANE_"
@@ -334,7 +335,10 @@ class Settings(BaseSettings):
     )
     auth_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Bearer tokens accepted from clients and agents (comma-separated); empty disables auth.",
+        description=(
+            "Bearer tokens accepted from clients and agents (comma-separated; `name:token` names the caller in the "
+            "audit trail); empty disables auth."
+        ),
     )
 
     heartbeat_interval: Duration = Field(timedelta(seconds=5), description="How often agents must heartbeat.")
@@ -465,6 +469,14 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @field_validator("auth_tokens")
+    @classmethod
+    def _check_tokens(cls, value: list[str]) -> list[str]:
+        problems = credential_problems(value)
+        if problems:
+            raise SettingError(lambda n: f"{n('auth_tokens')}: {'; '.join(problems)}")
         return value
 
     @model_validator(mode="after")

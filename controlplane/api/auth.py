@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -10,6 +9,7 @@ import grpc
 
 from controlplane.api.context import current_principal
 from controlplane.api.errors import abort_with
+from controlplane.credentials import credential
 from controlplane.errors import Unauthenticated
 
 # Probes and discovery stay open: Kubernetes and grpcurl must reach them without a token.
@@ -17,18 +17,19 @@ _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _DENIED = "missing or invalid bearer token (authorization header)"
 
 
-def principal_of(token: str) -> str:
-    """A stable, non-secret name for a token (for audit trails)."""
-    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tokens: Sequence[str]) -> None:
-        self._tokens = [t.encode() for t in tokens]
+    def __init__(self, entries: Sequence[str]) -> None:
+        """`entries`: the token list as configured (`name:token` or bare tokens; see controlplane.credentials)."""
+        self._tokens = [(c.token.encode(), c.principal) for c in map(credential, entries)]
 
-    def _valid(self, presented: str) -> bool:
+    def _principal(self, presented: str) -> str | None:
+        """Who presents this token, or None if it is not one of ours (every token compared in constant time)."""
         candidate = presented.encode()
-        return any(hmac.compare_digest(candidate, token) for token in self._tokens)
+        found = None
+        for token, principal in self._tokens:
+            if hmac.compare_digest(candidate, token):
+                found = principal
+        return found
 
     async def intercept_service(
         self,
@@ -40,8 +41,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = metadata.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token and self._valid(token.strip()):
-            current_principal.set(principal_of(token.strip()))
+        principal = self._principal(token.strip()) if scheme.lower() == "bearer" and token else None
+        if principal is not None:
+            current_principal.set(principal)
             return await continuation(handler_call_details)
         return _deny(await continuation(handler_call_details))
 

@@ -20,6 +20,7 @@ from controlplane.cli.demo import DEMO_CAPABILITIES, demo_agent
 from controlplane.cli.gateway import Gateway, find_gateway
 from controlplane.cli.logs import configure_logging
 from controlplane.cli.up import DEFAULT_HTTP_LISTEN
+from controlplane.credentials import credential
 from controlplane.runtime import tune_interpreter
 from controlplane.settings import Settings, warn_about_unknown_variables
 from controlplane.store.database import UnsupportedDatabaseUrl, database_url, shown_url
@@ -231,7 +232,7 @@ async def run_mesh(args: argparse.Namespace) -> int:
         tune_interpreter()
         try:
             address = connect_address(plane.address)
-            token = settings.auth_tokens[0] if settings.auth_tokens else None
+            token = credential(settings.auth_tokens[0]).token if settings.auth_tokens else None
             secured = ", tls" if settings.tls_cert_file is not None else ""
             ready = f"meshplane ready: grpc {address} ({_where(settings)}{secured})"
             if plane.health_address:

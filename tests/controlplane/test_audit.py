@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf import json_format
 
-from controlplane.api.auth import principal_of
 from controlplane.app import ControlPlane
+from controlplane.credentials import principal_of
 from controlplane.domain.tasks import TaskEventType
 from controlplane.store.schema import task_events
 from controlplane.store.unit_of_work import Store
@@ -312,3 +312,28 @@ async def test_a_submit_without_its_own_correlation_id_takes_the_calls(
     assert [t.correlation_id for t in batch.tasks] == ["call-4", "own-4"]
     listed = await tasks.ListTasks(task_service_pb2.ListTasksRequest(correlation_id="call-4"))
     assert [t.id for t in listed.tasks] == [batch.tasks[0].id]
+
+
+async def test_a_named_token_names_its_caller_and_a_bare_one_a_hash_of_it(tmp_path: Path) -> None:
+    """`name:token` entries make the caller `client/<name>` in task events and audit entries; a bare token's
+    caller is `client/token:<hash>`. Either token works, as does a bare token holding a colon."""
+    entries = ["ci:ci-s3cret", "bare-s3cret", "not a name:with colons"]
+    async with (
+        running_plane(tmp_path / "plane", auth_tokens=entries) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        tasks = tasks_stub(channel)
+        callers = {}
+        for token in ("ci-s3cret", "bare-s3cret", "not a name:with colons"):
+            signed = (("authorization", f"Bearer {token}"),)
+            task = (await tasks.SubmitTask(submit_request(capability="nobody.serves"), metadata=signed)).task
+            await tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=task.id), metadata=signed)
+            callers[token] = [actor for _, actor in await _event_actors(plane, task.id)]
+        assert callers == {
+            "ci-s3cret": ["client/ci", "client/ci"],
+            "bare-s3cret": [f"client/{principal_of('bare-s3cret')}"] * 2,
+            "not a name:with colons": [f"client/{principal_of('not a name:with colons')}"] * 2,
+        }
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await tasks.SubmitTask(submit_request(), metadata=(("authorization", "Bearer ci:ci-s3cret"),))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, "the name is not part of the token"

@@ -223,6 +223,10 @@ def test_listen_addresses_the_servers_take_are_accepted() -> None:
          "MESHPLANE_MAX_PAYLOAD_BYTES must be <= 536870911 (got '600000000')"),
         ({"replica_id": " "}, "MESHPLANE_REPLICA_ID must not be empty (unset, it is host-pid-random)"),
         ({"database_url": 5}, "MESHPLANE_DATABASE_URL: input should be a valid string"),  # (a URL is not repeated)
+        ({"auth_tokens": "ci:,ops:a"}, "MESHPLANE_AUTH_TOKENS: the token named ci is empty"),
+        ({"auth_tokens": "ci:a,ci:b"}, "MESHPLANE_AUTH_TOKENS: two tokens are named ci"),
+        ({"auth_tokens": "anonymous:a"}, "MESHPLANE_AUTH_TOKENS: a token may not be named anonymous"),
+        ({"auth_tokens": "ci:same,same"}, "MESHPLANE_AUTH_TOKENS: a token is listed twice"),  # (never shown)
     ],
 )  # fmt: skip
 def test_other_bad_settings_are_refused_naming_their_variable(values: dict[str, Any], message: str) -> None:
