@@ -40,6 +40,7 @@ from agent_runtime._errors import (
     Unavailable,
     VersionConflict,
 )
+from agent_runtime._payload import NotSerializable
 from agent_runtime._runtime import AgentStatus
 from agent_runtime._state import StateStore
 from agent_runtime._sync_client import SyncMeshClient
@@ -55,6 +56,7 @@ from agent_runtime._types import (
     ErrorInfo,
     Page,
     StateEntry,
+    SubmitResult,
     TaskEvent,
     TaskEventType,
     TaskInfo,
@@ -85,6 +87,7 @@ __all__ = [
     "MeshplaneError",
     "NonRetryableError",
     "NotFound",
+    "NotSerializable",
     "Page",
     "PermissionDenied",
     "PreconditionViolation",
@@ -93,6 +96,7 @@ __all__ = [
     "RpcError",
     "StateEntry",
     "StateStore",
+    "SubmitResult",
     "Subscription",
     "SyncMeshClient",
     "TaskCancelled",

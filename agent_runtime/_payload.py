@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 from pydantic import BaseModel
 
+from agent_runtime._errors import MeshplaneError
 from meshplane.v1 import common_pb2
 
 JSON_CONTENT_TYPE = "application/json"
@@ -19,8 +20,10 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-class NotSerializable(TypeError):
-    """A value that cannot travel as JSON."""
+class NotSerializable(MeshplaneError, TypeError):
+    """A value that cannot travel as JSON (NaN or Infinity, a set, a lone surrogate, ...): a client's ``submit``,
+    ``publish`` or ``put_state`` raises it before sending anything, and a handler returning one fails its attempt
+    (non-retryable ``output_not_serializable``). Still a TypeError, as it always was."""
 
 
 def to_jsonable(value: Any) -> Any:

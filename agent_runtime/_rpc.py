@@ -174,7 +174,7 @@ class Connection:
     With `round_robin` (the agent's link), a target naming several addresses (``ipv4:host:port,host:port``, a DNS
     name with several addresses) has each call or stream go to the next address, and the channels' connections
     are their own (never shared with another channel to the same target), so that :meth:`reconnect` really opens
-    new ones.
+    new ones. With or without it, such a list's authority is its first address (see :func:`list_authority`).
     """
 
     def __init__(
@@ -198,7 +198,8 @@ class Connection:
         # Read now: a file that cannot be read fails here, not at the first call.
         self._tls_files = TlsFiles(tls) if tls is not None else None
         self._extra_options = tls.channel_options() if tls is not None else []
-        authority = list_authority(target) if round_robin else None
+        # Clients and agents alike: over TLS, C-core would otherwise verify the whole list as the plane's name.
+        authority = list_authority(target)
         if authority is not None and not self._extra_options:  # a TLS server name given wins
             self._extra_options = [("grpc.default_authority", authority)]
         # Channels replaced (renewed TLS files, `reconnect`), closing once their calls end (within a grace).

@@ -9,7 +9,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from agent_runtime._client import MeshClient, TaskSpec
+from agent_runtime._client import MeshClient, TaskHandle, TaskSpec
 from agent_runtime._state import Seconds
 from agent_runtime._tls import TLS
 from agent_runtime._types import (
@@ -20,12 +20,18 @@ from agent_runtime._types import (
     ChannelMessage,
     Page,
     StateEntry,
+    SubmitResult,
     TaskEvent,
     TaskInfo,
     TaskState,
 )
 
 T = TypeVar("T")
+
+
+def _submitted(handle: TaskHandle) -> SubmitResult:
+    """What the async client's handle says, without the async shortcuts (this client has its own)."""
+    return SubmitResult.of(handle.task, handle.deduplicated)
 
 
 class SyncMeshClient:
@@ -79,22 +85,19 @@ class SyncMeshClient:
 
     # ------------------------------------------------------------ tasks
 
-    def submit(self, capability: str, input: Any = None, **options: Any) -> TaskInfo:
-        """Submit one task; its record as stored (``options``: the other :class:`TaskSpec` fields)."""
-        handle = self._run(self._client.submit(capability, input, **options))
-        task: TaskInfo = handle.task
-        return task
+    def submit(self, capability: str, input: Any = None, **options: Any) -> SubmitResult:
+        """Submit one task; its record as stored, with ``deduplicated`` set when its idempotency key matched an
+        existing task (``options``: the other :class:`TaskSpec` fields)."""
+        return _submitted(self._run(self._client.submit(capability, input, **options)))
 
-    def submit_spec(self, spec: TaskSpec) -> TaskInfo:
-        """Submit one task described by a :class:`TaskSpec`; its record as stored."""
-        handle = self._run(self._client.submit_spec(spec))
-        task: TaskInfo = handle.task
-        return task
+    def submit_spec(self, spec: TaskSpec) -> SubmitResult:
+        """Submit one task described by a :class:`TaskSpec`; its record as stored, with ``deduplicated``."""
+        return _submitted(self._run(self._client.submit_spec(spec)))
 
-    def submit_many(self, specs: Iterable[TaskSpec]) -> list[TaskInfo]:
-        """Submit up to 1000 tasks atomically."""
-        handles = self._run(self._client.submit_many(specs))
-        return [h.task for h in handles]
+    def submit_many(self, specs: Iterable[TaskSpec]) -> list[SubmitResult]:
+        """Submit up to 1000 tasks atomically; their records as stored, each with ``deduplicated``."""
+        handles: list[TaskHandle] = self._run(self._client.submit_many(specs))
+        return [_submitted(handle) for handle in handles]
 
     def get(self, task_id: str) -> TaskInfo:
         result: TaskInfo = self._run(self._client.get(task_id))

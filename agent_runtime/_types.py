@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -215,6 +215,24 @@ class TaskInfo(_FromProto):
             end_time=_time(proto.end_time),
             _message=proto,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult(TaskInfo):
+    """A task just submitted, as :class:`SyncMeshClient`'s submits return it: the :class:`TaskInfo` as stored (use
+    it as one), and ``deduplicated``: whether its idempotency key matched an existing task, which came back
+    instead of a new one. ``task`` is the same record, so that code reads it as from :class:`TaskHandle`."""
+
+    deduplicated: bool = False
+
+    @classmethod
+    def of(cls, task: TaskInfo, deduplicated: bool) -> SubmitResult:
+        """``task`` with whether the submission was deduplicated."""
+        return cls(**{f.name: getattr(task, f.name) for f in fields(TaskInfo)}, deduplicated=deduplicated)
+
+    @property
+    def task(self) -> TaskInfo:
+        return self
 
 
 @dataclass(frozen=True, slots=True)

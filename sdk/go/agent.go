@@ -259,7 +259,7 @@ func (a *Agent) Run(ctx context.Context, target string) error {
 	if err != nil {
 		return err
 	}
-	options := append(agentDialOptions(), a.cfg.dialOptions...)
+	options := append(targetDialOptions(), a.cfg.dialOptions...)
 	conn, err := newAgentConn(func() (*grpc.ClientConn, error) {
 		return dial(target, token, a.cfg.transport.credentials(), a.cfg.backoffMax, true, options)
 	})

@@ -324,7 +324,11 @@ type Client struct {
 	audit    pb.AuditServiceClient
 }
 
-// NewClient returns a client of the control plane at target (host:port). An empty target means
+// NewClient returns a client of the control plane at target: host:port, any target grpc-go
+// resolves, or a list of addresses as gRPC's naming doc writes it ("ipv4:10.0.0.1:50051,10.0.0.2:50051",
+// "ipv6:[::1]:50051,[::2]:50051"; over TLS without a server name, the first address is the name
+// verified), as [Agent.Run] takes. Of several addresses (a list, or a DNS name with several),
+// calls go to each ready one in turn (round_robin). An empty target means
 // the MESHPLANE_TARGET environment variable, or [DefaultTarget] (127.0.0.1:50051) when that is
 // not set either. Without [WithToken], the MESHPLANE_TOKEN environment variable is the bearer
 // token, when it is set. Connections are made lazily, on the first call (see [WithConnections]
@@ -339,6 +343,9 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 		return nil, invalidArgument(fmt.Errorf("meshplane: connections must be between 1 and %d, got %d", maxConnections, cfg.connections))
 	}
 	target = resolveTarget(target)
+	if err := checkTarget(target); err != nil {
+		return nil, invalidArgument(err)
+	}
 	token, err := resolveToken(cfg.token, cfg.tokenSet)
 	if err != nil {
 		return nil, err
@@ -347,8 +354,9 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	options := append(targetDialOptions(), cfg.dialOptions...) // as an agent's: address lists, round_robin
 	conns, err := dialPool(cfg.connections, func() (*grpc.ClientConn, error) {
-		return dial(target, token, transport.credentials(), DefaultBackoffMax, false, cfg.dialOptions)
+		return dial(target, token, transport.credentials(), DefaultBackoffMax, false, options)
 	})
 	if err != nil {
 		return nil, err

@@ -67,33 +67,37 @@ func dial(target, token string, creds credentials.TransportCredentials, maxBacko
 	return conn, nil
 }
 
-// roundRobin is the agent link's load-balancing policy: with a target naming several addresses
-// ("ipv4:host:port,host:port", a DNS name with several addresses), each new stream goes to the
-// next ready address instead of all to the first one that accepted a connection (pick_first).
-// One address works as before.
+// roundRobin is the load-balancing policy of agents and clients: with a target naming several
+// addresses ("ipv4:host:port,host:port", a DNS name with several addresses), each new stream or
+// call goes to the next ready address instead of all to the first one that accepted a connection
+// (pick_first). One address works as before.
 const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
 
-// agentDialOptions come before the user's dial options (which may override them): round_robin, and
-// the ipv4/ipv6 targets of gRPC's naming doc, which grpc-go does not resolve itself.
-func agentDialOptions() []grpc.DialOption {
+// targetDialOptions come before the user's dial options (which may override them), for agents and
+// clients alike: round_robin, and the ipv4/ipv6 targets of gRPC's naming doc, which grpc-go does
+// not resolve itself. Check the target first with [checkTarget], which fails early on a bad list.
+func targetDialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultServiceConfig(roundRobin),
 		grpc.WithResolvers(ipResolverBuilder{scheme: "ipv4"}, ipResolverBuilder{scheme: "ipv6"}),
 	}
 }
 
-// How long calls still under way on a replaced agent connection get before it closes.
+// The longest calls still under way on a replaced agent connection get before it closes (it
+// closes as soon as none is left).
 const retiredConnGrace = 30 * time.Second
 
 // agentConn is an agent's connection to the control plane. The reconnect loop replaces it by a
 // new one (new TCP connections) after a session failed before registration: a stream on the same
 // HTTP/2 connection would reach the same replica, whereas behind a load balancer a new connection
-// may reach another. Calls take the current connection; a replaced one closes once a grace passed
-// (the calls under way on it finish first).
+// may reach another. Calls take the current connection. A replaced one closes as soon as no call
+// uses it, at the latest once a grace passed: the calls under way on it may finish first, and an
+// idle one holds no TCP connection (and no replica's session slot) for nothing.
 type agentConn struct {
 	dial     func() (*grpc.ClientConn, error)
 	mu       sync.Mutex
 	current  *grpc.ClientConn
+	calls    map[*grpc.ClientConn]int // calls and streams under way, by connection
 	retiring map[*grpc.ClientConn]*time.Timer
 	closed   bool
 }
@@ -105,7 +109,7 @@ func newAgentConn(dial func() (*grpc.ClientConn, error)) (*agentConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &agentConn{dial: dial, current: conn, retiring: map[*grpc.ClientConn]*time.Timer{}}, nil
+	return &agentConn{dial: dial, current: conn, calls: map[*grpc.ClientConn]int{}, retiring: map[*grpc.ClientConn]*time.Timer{}}, nil
 }
 
 func (c *agentConn) conn() *grpc.ClientConn {
@@ -114,16 +118,47 @@ func (c *agentConn) conn() *grpc.ClientConn {
 	return c.current
 }
 
+// acquire is the current connection, counted as used by one more call until release.
+func (c *agentConn) acquire() *grpc.ClientConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls[c.current]++
+	return c.current
+}
+
+// release ends a call's use of conn; the last call on a replaced connection closes it.
+func (c *agentConn) release(conn *grpc.ClientConn) {
+	c.mu.Lock()
+	c.calls[conn]--
+	idle := c.calls[conn] <= 0
+	if idle {
+		delete(c.calls, conn)
+	}
+	c.mu.Unlock()
+	if idle {
+		c.closeRetired(conn) // does nothing unless conn was replaced and is still open
+	}
+}
+
 func (c *agentConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	return c.conn().Invoke(ctx, method, args, reply, opts...)
+	conn := c.acquire()
+	defer c.release(conn)
+	return conn.Invoke(ctx, method, args, reply, opts...)
 }
 
 func (c *agentConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return c.conn().NewStream(ctx, desc, method, opts...)
+	conn := c.acquire()
+	stream, err := conn.NewStream(ctx, desc, method, opts...)
+	if err != nil {
+		c.release(conn)
+		return nil, err
+	}
+	return newTrackedStream(ctx, stream, desc, func() { c.release(conn) }), nil
 }
 
 // reconnect replaces the connection by a new one, which starts connecting now (the reconnect
-// loop's backoff gives it time to reach every address before the next stream).
+// loop's backoff gives it time to reach every address before the next stream). The old one
+// closes at once when no call uses it, else when the last one ends (or the grace passed).
 func (c *agentConn) reconnect() error {
 	fresh, err := c.dial()
 	if err != nil {
@@ -137,17 +172,23 @@ func (c *agentConn) reconnect() error {
 	old := c.current
 	c.current = fresh
 	c.retiring[old] = time.AfterFunc(retiredConnGrace, func() { c.closeRetired(old) })
+	idle := c.calls[old] == 0
 	c.mu.Unlock()
 	fresh.Connect()
+	if idle {
+		c.closeRetired(old)
+	}
 	return nil
 }
 
+// closeRetired closes a replaced connection once (its last call ended, or its grace passed).
 func (c *agentConn) closeRetired(old *grpc.ClientConn) {
 	c.mu.Lock()
-	_, ok := c.retiring[old]
+	timer, ok := c.retiring[old]
 	delete(c.retiring, old)
 	c.mu.Unlock()
 	if ok {
+		timer.Stop()
 		_ = old.Close()
 	}
 }
@@ -168,6 +209,29 @@ func (c *agentConn) Close() error {
 		errs = append(errs, conn.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// trackedStream calls finished once its stream is over: RecvMsg returned an error (io.EOF at its
+// end), the only answer of a stream whose server sends one came, or its context ended (how grpc-go
+// callers abandon a stream).
+type trackedStream struct {
+	grpc.ClientStream
+	serverStreams bool
+	finished      func()
+}
+
+func newTrackedStream(ctx context.Context, stream grpc.ClientStream, desc *grpc.StreamDesc, finished func()) *trackedStream {
+	once := sync.OnceFunc(finished)
+	stop := context.AfterFunc(ctx, once)
+	return &trackedStream{ClientStream: stream, serverStreams: desc.ServerStreams, finished: func() { stop(); once() }}
+}
+
+func (s *trackedStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil || !s.serverStreams {
+		s.finished()
+	}
+	return err
 }
 
 // maxConnections bounds [WithConnections].

@@ -16,7 +16,7 @@ const defaultIPPort = "443"
 // "ipv6:host|[host]:port[,...]" of gRPC's naming doc
 // (https://github.com/grpc/grpc/blob/master/doc/naming.md): several control plane addresses,
 // which the Python and TypeScript SDKs (gRPC C-core, grpc-js) accept and grpc-go does not resolve
-// itself. An agent registers it on its own connection only (grpc.WithResolvers).
+// itself. Agents and clients register it on their own connections only (grpc.WithResolvers).
 type ipResolverBuilder struct{ scheme string }
 
 var _ resolver.AuthorityOverrider = ipResolverBuilder{}
@@ -78,7 +78,7 @@ func parseIPTarget(scheme, list string) ([]string, error) {
 	return addresses, nil
 }
 
-// checkTarget fails early (in Run) for an ipv4 or ipv6 target that does not parse.
+// checkTarget fails early (in Agent.Run, NewClient) for an ipv4 or ipv6 target that does not parse.
 func checkTarget(target string) error {
 	for _, scheme := range []string{"ipv4", "ipv6"} {
 		if list, ok := strings.CutPrefix(target, scheme+":"); ok {

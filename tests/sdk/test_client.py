@@ -15,7 +15,9 @@ from agent_runtime import (
     FailedPrecondition,
     InvalidArgument,
     MeshClient,
+    MeshplaneError,
     NotFound,
+    SubmitResult,
     SyncMeshClient,
     TaskCancelled,
     TaskContext,
@@ -206,6 +208,22 @@ async def test_the_sync_client_pages_resubmits_and_drains(serve: Any, plane: Any
     assert seen["drained"] == "DRAINING"
 
 
+async def test_the_sync_client_says_when_an_idempotency_key_matched_an_existing_task(plane: Any) -> None:
+    def use_it() -> tuple[SubmitResult, ...]:
+        with SyncMeshClient(plane.address) as client:
+            first = client.submit("demo.echo", 1, idempotency_key="sync-once")
+            again = client.submit("demo.echo", 1, idempotency_key="sync-once")
+            by_spec = client.submit_spec(TaskSpec("demo.echo", 1, idempotency_key="sync-once"))
+            batch = client.submit_many([TaskSpec("demo.echo", 1, idempotency_key="sync-once"), TaskSpec("demo.echo")])
+            return first, again, by_spec, *batch
+
+    first, again, by_spec, batched, new = await asyncio.to_thread(use_it)
+    assert [r.deduplicated for r in (first, again, by_spec, batched, new)] == [False, True, True, True, False]
+    assert first.id == again.id == by_spec.id == batched.id != new.id
+    # Still the TaskInfo it was (callers read its fields), and `.task` as on the async client's handle.
+    assert isinstance(again, TaskInfo) and again.task is again and again.state is TaskState.QUEUED
+
+
 def test_the_sync_client_offers_every_operation_of_the_async_one() -> None:
     def public(cls: type) -> set[str]:
         return {name for name in dir(cls) if not name.startswith("_")}
@@ -259,6 +277,16 @@ async def test_what_json_cannot_carry_is_refused_before_sending() -> None:
             await client.put_state("ns", "k", float("nan"))
         with pytest.raises(NotSerializable, match="lone surrogate"):
             await client.submit("demo.echo", "\ud800")
+
+
+async def test_not_serializable_is_public_and_what_a_client_raises_for_input_json_cannot_carry() -> None:
+    from agent_runtime import NotSerializable as Public
+
+    async with MeshClient(f"127.0.0.1:{free_port()}", timeout=5) as client:
+        with pytest.raises(Public, match="cannot encode set as JSON") as refused:
+            await client.submit("demo.echo", {1, 2})
+    assert type(refused.value) is Public is NotSerializable
+    assert isinstance(refused.value, MeshplaneError) and isinstance(refused.value, TypeError)  # as it always was
 
 
 async def test_out_of_range_arguments_are_clear_value_errors_before_sending() -> None:

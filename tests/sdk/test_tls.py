@@ -81,6 +81,23 @@ async def test_clients_and_agents_work_over_tls_and_plaintext_is_turned_away(
 
 
 @pytest.mark.usefixtures("no_tls_env")
+async def test_a_client_given_a_list_of_addresses_verifies_the_first(
+    tmp_path: Path, ca: TestCA, server: Issued
+) -> None:
+    # No server name: the plane's certificate (127.0.0.1) is verified against the list's first address, as an
+    # agent's is, not against the whole list (which gRPC C-core would take as the name by default).
+    async with running_plane(tmp_path / "plane", **_tls_settings(server)) as plane:
+        listed = f"ipv4:{plane.address},{plane.address}"
+        for connections in (1, 2):
+            async with MeshClient(listed, timeout=5, connections=connections, tls=TLS(ca_file=ca.cert)) as client:
+                assert await client.list_tasks(limit=1) == []
+        # A server name given still wins: the plane's certificate does not name "plane.test".
+        named = TLS(ca_file=ca.cert, server_name="plane.test")
+        async with MeshClient(listed, timeout=3, tls=named) as wrong:
+            await _refused(wrong)
+
+
+@pytest.mark.usefixtures("no_tls_env")
 async def test_a_plane_that_requires_client_certificates_takes_only_those_its_ca_signed(
     tmp_path: Path, ca: TestCA, server: Issued
 ) -> None:
