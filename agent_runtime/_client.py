@@ -316,6 +316,8 @@ class MeshClient:
     connection's calls one at a time, so a client making many calls at once goes faster over several.
     ``tls``: a :class:`TLS` (whom to trust, a client certificate), True for TLS trusting the system's roots,
     False for plaintext; unset, the ``MESHPLANE_TLS*`` environment variables decide (plaintext without them).
+    ``metadata``: pairs every call carries, e.g. ``[("x-correlation-id", "order-42")]`` (the plane records it with
+    what the call changes, and a submit naming no correlation id takes it as the task's).
     """
 
     def __init__(
@@ -326,11 +328,17 @@ class MeshClient:
         timeout: float | None = 30.0,
         connections: int = 1,
         tls: TLS | bool | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.target = target or os.environ.get("MESHPLANE_TARGET") or DEFAULT_TARGET
         token = token or os.environ.get("MESHPLANE_TOKEN") or None
         self._connection = Connection(
-            self.target, token=token, timeout=timeout, connections=connections, tls=resolve_tls(tls)
+            self.target,
+            token=token,
+            timeout=timeout,
+            connections=connections,
+            tls=resolve_tls(tls),
+            metadata=metadata,
         )
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -92,6 +93,21 @@ def auth_metadata(token: str | None) -> Metadata:
     """``authorization: Bearer <token>`` when a token is given (see :func:`bearer_token`)."""
     token = bearer_token(token)
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+_METADATA_KEY = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+def call_metadata(pairs: Sequence[tuple[str, str]]) -> Metadata:
+    """Metadata every call carries besides the token (e.g. ``("x-correlation-id", "order-42")``): keys lower-case
+    ``[a-z0-9._-]`` (not ``authorization``: give a token; not ``-bin``), values printable ASCII. ValueError otherwise,
+    before any call."""
+    for key, value in pairs:
+        if not _METADATA_KEY.fullmatch(key) or key.endswith("-bin") or key == "authorization":
+            raise ValueError(f"metadata key {key!r} must be lower-case [a-z0-9._-] (not authorization, not -bin)")
+        if not all(" " <= char <= "~" for char in value):
+            raise ValueError(f"metadata value of {key!r} must be printable ASCII")
+    return tuple(pairs)
 
 
 def _status(trailing: Iterable[tuple[str, Any]] | None) -> status_pb2.Status | None:
@@ -187,11 +203,12 @@ class Connection:
         connections: int = 1,
         tls: TLS | None = None,
         round_robin: bool = False,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not 1 <= connections <= MAX_CONNECTIONS:
             raise ValueError(f"connections must be between 1 and {MAX_CONNECTIONS}, got {connections}")
         self.target = target
-        self.metadata = auth_metadata(token)
+        self.metadata = (*auth_metadata(token), *call_metadata(metadata))
         self.timeout = timeout
         self._keepalive = keepalive
         self._round_robin = round_robin

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -51,9 +51,10 @@ class SyncMeshClient:
         token: str | None = None,
         timeout: float | None = 30.0,
         tls: TLS | bool | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._runner = asyncio.Runner()
-        self._client = MeshClient(target, token=token, timeout=timeout, tls=tls)
+        self._client = MeshClient(target, token=token, timeout=timeout, tls=tls, metadata=metadata)
         self.target = self._client.target
 
     def _run(self, awaitable: Any) -> Any:

@@ -75,12 +75,10 @@ def client(args: argparse.Namespace, *, correlation_id: str = "") -> MeshClient:
     """A client whose every call carries `correlation_id` (`task submit --correlation-id`) when a header can carry
     it, else this invocation's own (`invocation_correlation_id`): the audit trail then ties what one command changed
     together."""
-    mesh = MeshClient(args.target, token=token_argument(args.token), tls=tls_from_env())
     sent = correlation_id if correlation_id and _fits_a_header(correlation_id) else invocation_correlation_id(args)
-    # MeshClient takes no metadata of its own to send: its connection's (the token's) is extended.
-    connection = mesh._connection
-    connection.metadata = (*connection.metadata, (CORRELATION_ID_KEY, sent))
-    return mesh
+    return MeshClient(
+        args.target, token=token_argument(args.token), tls=tls_from_env(), metadata=[(CORRELATION_ID_KEY, sent)]
+    )
 
 
 def _fits_a_header(text: str) -> bool:

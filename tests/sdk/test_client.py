@@ -356,3 +356,16 @@ async def test_an_explicit_strategy_is_stored_on_the_task(client: MeshClient) ->
     plain = await client.submit("nobody.serves.this", None)
     stored = [(await client.get(h.id)).strategy for h in (chosen, keyed, batched, plain)]
     assert stored == ["round_robin", "weighted", "least_loaded", None]
+
+
+async def test_metadata_given_to_a_client_goes_with_every_call(plane: Any) -> None:
+    """A client's `metadata` pairs travel with each call: an `x-correlation-id` becomes the correlation id of the
+    tasks it submits without one (and of its audit entries). Keys a header cannot carry are refused up front."""
+    async with MeshClient(plane.address, metadata=[("x-correlation-id", "order-42")]) as client:
+        handle = await client.submit("nobody.serves", {"n": 1})
+        assert handle.task.correlation_id == "order-42"
+        own = await client.submit("nobody.serves", {"n": 2}, correlation_id="own")
+        assert own.task.correlation_id == "own"
+    for bad in ([("X-Upper", "v")], [("authorization", "Bearer x")], [("x-id", "caf\u00e9")], [("x-b-bin", "v")]):
+        with pytest.raises(ValueError, match="metadata"):
+            MeshClient(plane.address, metadata=bad)
