@@ -38,7 +38,7 @@ class ContextPort(Protocol):
         """Queue a task update (any thread)."""
 
     def publish(self, channel: str, data: Any, headers: Mapping[str, str] | None) -> None:
-        """Queue a channel publish (any thread)."""
+        """Queue a channel publish (any thread); raise at once what the plane would refuse."""
 
 
 class _Done:
@@ -151,7 +151,13 @@ class TaskContext:
         return _DONE
 
     def publish(self, channel: str, data: Any, *, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
-        """Publish a message (any JSON value, a pydantic model, or bytes) to a channel."""
+        """Publish a message (any JSON value, a pydantic model, or bytes) to a channel.
+
+        What the control plane would refuse raises here, before anything is sent (the plane's own answer could not
+        reach this call): :class:`InvalidArgument` for a channel name or headers it does not take,
+        :class:`ResourceExhausted` for a payload over its ``max_payload_bytes``, :class:`NotSerializable` for a value
+        that is not JSON.
+        """
         self._port.publish(channel, data, headers)
         return _DONE
 
@@ -268,7 +274,7 @@ class ChannelContext:
         return self._port.agent_name
 
     def publish(self, channel: str, data: Any, *, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
-        """Publish a message to a channel (e.g. a reply)."""
+        """Publish a message to a channel (e.g. a reply); raises as :meth:`TaskContext.publish` does."""
         self._port.publish(channel, data, headers)
         return _DONE
 

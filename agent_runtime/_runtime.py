@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from agent_runtime import _payload
+from agent_runtime import _limits, _payload
 from agent_runtime._backoff import Backoff
 from agent_runtime._context import ChannelContext, TaskContext
 from agent_runtime._errors import InstanceIdTaken, RegistrationRejected, RpcError, TaskError
@@ -140,6 +140,9 @@ class AgentRuntime:
         self._backlog: dict[Ref, agent_link_pb2.Assignment] = {}  # assigned beyond max_concurrency (rare)
         self._unacked: dict[Ref, agent_link_pb2.TaskResult] = {}
         self._held_at_register: set[Ref] = set()
+        # What the plane takes at most in a payload, as its last `registered` said (0: not known yet, not checked):
+        # a publish or an output over it is refused here, before it is sent (see _limits).
+        self._max_payload_bytes = 0
         self._executor: ThreadPoolExecutor | None = None
         self._background = TaskOwner(f"agent-{spec.name}")
         self._inboxes: dict[str, ChannelInbox] = {}
@@ -408,6 +411,7 @@ class AgentRuntime:
 
     def on_registered(self, session: LinkSession, registered: agent_link_pb2.Registered) -> None:
         self.outbox.clear_task_messages()
+        self._max_payload_bytes = registered.max_payload_bytes
         kept = {(ref.task_id, ref.attempt) for ref in registered.kept_tasks}
         for ref in self._held_at_register - kept:
             self._forget(ref)
@@ -490,7 +494,7 @@ class AgentRuntime:
                 value = await handler.function(ctx, data)
             else:
                 value = await self.loop.run_in_executor(self._thread_pool(), handler.function, ctx, data)
-            result = agent_link_pb2.TaskResult(task_id=ref[0], attempt=ref[1], output=_payload.encode(value))
+            result = self._output_result(ref, ctx, value)
         except asyncio.CancelledError:
             if not ctx.cancel_reason:
                 raise  # the agent itself is stopping
@@ -511,6 +515,17 @@ class AgentRuntime:
         if ctx.cancel_reason:
             result = self._cancelled_result(ref, ctx)
         self._finish(ref, result)
+
+    def _output_result(self, ref: Ref, ctx: TaskContext, value: Any) -> agent_link_pb2.TaskResult:
+        """The result for what a handler returned. An output over the plane's max_payload_bytes fails the attempt
+        here, not retryable (another attempt would return as much): sent, the plane would refuse it, or one over its
+        gRPC message limit would break the stream on every resend. Raises NotSerializable."""
+        output = _payload.encode(value)
+        problem = _limits.too_large("output", len(output.data), self._max_payload_bytes)
+        if problem is not None:
+            ctx.logger.warning("output rejected: %s", problem)
+            return _error_result(ref, _limits.OUTPUT_TOO_LARGE, problem, False)
+        return agent_link_pb2.TaskResult(task_id=ref[0], attempt=ref[1], output=output)
 
     def _cancelled_result(self, ref: Ref, ctx: TaskContext) -> agent_link_pb2.TaskResult:
         if ctx.cancel_reason == "deadline_exceeded":
@@ -665,8 +680,12 @@ class AgentRuntime:
         self._on_loop(self.outbox.update, update)
 
     def publish(self, channel: str, data: Any, headers: Mapping[str, str] | None) -> None:
+        """Queue a publish; raises at once what the plane would refuse (see _limits), or NotSerializable."""
+        _limits.check_publish(channel, headers or {})
+        payload = _payload.encode(data)
+        _limits.check_payload_size(len(payload.data), self._max_payload_bytes)
         frame = agent_link_pb2.ConnectRequest(
-            publish=agent_link_pb2.ChannelPublish(channel=channel, payload=_payload.encode(data), headers=headers)
+            publish=agent_link_pb2.ChannelPublish(channel=channel, payload=payload, headers=headers)
         )
         self._on_loop(self.outbox.control, frame)
 

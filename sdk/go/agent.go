@@ -203,12 +203,14 @@ func (a *Agent) SessionID() string {
 func (a *Agent) State() *State { return a.state }
 
 // Publish broadcasts v (JSON, or a [Blob]) on a channel, through the agent's stream. It fails
-// with ErrNotRunning unless the agent is running. Delivery is at-most-once.
+// with ErrNotRunning unless the agent is running, and at once with what the control plane would
+// refuse, as [Task.Publish] does. Delivery is at-most-once.
 func (a *Agent) Publish(channel string, v any) error {
 	return a.PublishWithHeaders(channel, v, nil)
 }
 
-// PublishWithHeaders is Publish with message headers.
+// PublishWithHeaders is Publish with message headers (headers the plane does not take fail with an
+// error matching [ErrInvalidArgument]).
 func (a *Agent) PublishWithHeaders(channel string, v any, headers map[string]string) error {
 	a.mu.Lock()
 	rt := a.rt
@@ -302,14 +304,41 @@ func (a *Agent) capabilities() ([]*pb.Capability, error) {
 	return caps, nil
 }
 
+// Stop makes a running agent leave at once, as a drain whose timeout has passed: handlers
+// still running are cancelled and their tasks handed back as failed with the retryable code
+// agent_stopped, which the plane re-queues at once; Run returns once the plane has those
+// results (or shortly after, if it does not answer). Stop does nothing when the agent is not
+// running.
+func (a *Agent) Stop() {
+	a.mu.Lock()
+	rt := a.rt
+	a.mu.Unlock()
+	if rt != nil {
+		rt.stop()
+	}
+}
+
 // RunWithSignals runs the agent until SIGTERM or SIGINT, then drains it gracefully (see
-// [Agent.Run]). A second signal during the drain ends the process at once.
+// [Agent.Run]). A second signal during the drain stops it at once ([Agent.Stop]: running
+// tasks are handed back for the plane to re-queue); a third ends the process.
 func RunWithSignals(a *Agent, target string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(signals)
+	ctx, drain := context.WithCancel(context.Background())
+	defer drain()
+	returned := make(chan struct{})
+	defer close(returned)
 	go func() {
-		<-ctx.Done()
-		stop() // restore the default behaviour: a second signal kills the process
+		for _, next := range []func(){drain, a.Stop} {
+			select {
+			case <-signals:
+				next()
+			case <-returned:
+				return
+			}
+		}
+		signal.Stop(signals) // the default again: a third signal kills the process
 	}()
 	return a.Run(ctx, target)
 }

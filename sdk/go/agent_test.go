@@ -884,3 +884,33 @@ func TestChannelHandlersAreCancelledAndAwaitedWhenTheAgentStops(t *testing.T) {
 	default:
 	}
 }
+
+func TestStopHandsRunningTasksBackAtOnceWithoutWaitingForTheDrainTimeout(t *testing.T) {
+	h, run := startAgent(t, WithDrainTimeout(time.Hour)) // only Stop can end this drain in time
+	h.agent.Handle("stuck", func(ctx context.Context, task *Task) (any, error) {
+		<-ctx.Done()
+		return "too late", nil
+	})
+	h.agent.Stop() // not running yet: nothing happens
+	run(h.agent)
+	s := h.session()
+	s.registered()
+	s.assign("t1", "stuck", `{}`)
+	s.waitFrame(t, "STARTED", func(f *pb.ConnectRequest) bool { return f.GetTaskUpdates() != nil })
+
+	h.agent.Stop()
+	r := s.result(t, "t1")
+	if e := r.GetError(); e.GetCode() != CodeAgentStopped || !e.GetRetryable() {
+		t.Fatalf("got %v, want a retryable agent_stopped", r)
+	}
+	s.ack("t1")
+	select {
+	case err := <-h.done:
+		h.done <- err // for the harness's cleanup, which waits for it too
+		if err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Run did not return after Stop")
+	}
+}

@@ -19,6 +19,7 @@ const (
 	CodeUnknownCapability  = "unknown_capability"
 	CodePanic              = "panic"
 	CodeOutputNotEncodable = "output_not_serializable"
+	CodeOutputTooLarge     = "output_too_large" // over the plane's max_payload_bytes: not sent
 	CodeAgentStopped       = "agent_stopped"
 	codeFallback           = "Error"
 )
@@ -238,17 +239,24 @@ var (
 // channel name, a value that does not encode, a negative TTL, ...) so that it matches
 // ErrInvalidArgument, as the control plane's own INVALID_ARGUMENT answers do. Its message is err's;
 // errors.Is and errors.As still reach err. invalidArgument(nil) is nil.
-func invalidArgument(err error) error {
-	if err == nil || errors.Is(err, ErrInvalidArgument) {
+func invalidArgument(err error) error { return refusedAs(err, ErrInvalidArgument) }
+
+// resourceExhausted is invalidArgument for a limit the SDK found exceeded before sending anything (a
+// payload over the plane's max_payload_bytes): the error matches ErrResourceExhausted.
+func resourceExhausted(err error) error { return refusedAs(err, ErrResourceExhausted) }
+
+func refusedAs(err, kind error) error {
+	if err == nil || errors.Is(err, kind) {
 		return err
 	}
-	return &argumentError{err: err}
+	return &refusedError{err: err, kind: kind}
 }
 
-type argumentError struct{ err error }
+// refusedError is a call the SDK refused before sending it: err says why, kind is the sentinel it matches.
+type refusedError struct{ err, kind error }
 
-func (e *argumentError) Error() string   { return e.err.Error() }
-func (e *argumentError) Unwrap() []error { return []error{e.err, ErrInvalidArgument} }
+func (e *refusedError) Error() string   { return e.err.Error() }
+func (e *refusedError) Unwrap() []error { return []error{e.err, e.kind} }
 
 // rpcError converts a gRPC error into an *RPCError (context errors pass through).
 func rpcError(err error) error {

@@ -26,7 +26,6 @@ const (
 var (
 	nameRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 	capabilityRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
-	channelRE    = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 )
 
 type agentConfig struct {
@@ -278,13 +277,6 @@ func (c *agentConfig) validate(name string) error {
 	}
 	if c.drainTimeout <= 0 {
 		return fmt.Errorf("meshplane: drain timeout must be positive")
-	}
-	return nil
-}
-
-func validChannel(name string) error {
-	if len(name) < 1 || len(name) > 200 || !channelRE.MatchString(name) {
-		return invalidArgument(fmt.Errorf("meshplane: invalid channel name %q: 1-200 characters of [A-Za-z0-9_.-], no leading, trailing or double dot", name))
 	}
 	return nil
 }

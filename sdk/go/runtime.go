@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -108,8 +109,14 @@ type runtime struct {
 	handlers        sync.WaitGroup // task handlers
 	channelHandlers sync.WaitGroup // channel handler slots (runInbox)
 
+	// What the plane takes at most in a payload, as its last `registered` said (0: not known yet, not
+	// checked): a publish or an output over it is refused before it is sent (see limits.go).
+	maxPayloadBytes atomic.Int64
+
 	leave     chan struct{} // closed when the agent must leave the reconnect loop
 	leaveOnce sync.Once
+	stopNow   chan struct{} // closed by Agent.Stop: a drain that gives up at once
+	stopOnce  sync.Once
 	readyOnce sync.Once
 
 	mu        sync.Mutex
@@ -139,6 +146,7 @@ func newRuntime(a *Agent, conn *agentConn, target string, capabilities []*pb.Cap
 		hardCtx:      hardCtx,
 		hardCancel:   hardCancel,
 		leave:        make(chan struct{}),
+		stopNow:      make(chan struct{}),
 		running:      map[ref]*attempt{},
 		abandoned:    map[ref]*attempt{},
 		unacked:      map[ref]*pb.TaskResult{},
@@ -392,6 +400,7 @@ func (r *runtime) onRegistered(s *session, reg *pb.Registered, held []ref) {
 		kept[refOf(k.GetTaskId(), k.GetAttempt())] = true
 	}
 	resend := 0
+	r.maxPayloadBytes.Store(reg.GetMaxPayloadBytes())
 	r.mu.Lock()
 	r.current = s
 	r.outbox.clearTaskMessages()
@@ -595,15 +604,27 @@ func (r *runtime) execute(at *attempt, handler *taskHandler) {
 	output, err := callHandler(at.ctx, handler.fn, at.task)
 	var payload *pb.Payload
 	if err == nil {
-		payload, err = encodePayload(output)
-		if err != nil {
-			err = &TaskError{Code: CodeOutputNotEncodable, Message: err.Error(), Err: err}
-		}
+		payload, err = r.encodeOutput(output)
 	}
 	if err != nil && at.ctx.Err() == nil {
 		at.task.logger.Warn("meshplane: task failed", "error", err)
 	}
 	r.finish(at, payload, err)
+}
+
+// encodeOutput is what a handler returned as the payload sent, or the non-retryable error the attempt
+// fails with: a value that does not encode, or an output over the plane's max_payload_bytes (another
+// attempt would return as much; sent, the plane would refuse it, or, over its gRPC message limit, the
+// stream would break on every resend).
+func (r *runtime) encodeOutput(output any) (*pb.Payload, error) {
+	payload, err := encodePayload(output)
+	if err != nil {
+		return nil, &TaskError{Code: CodeOutputNotEncodable, Message: err.Error(), Err: err}
+	}
+	if problem := tooLarge("output", len(payload.GetData()), r.maxPayloadBytes.Load()); problem != "" {
+		return nil, NonRetryable(CodeOutputTooLarge, problem)
+	}
+	return payload, nil
 }
 
 // callHandler runs a handler, turning a panic into a retryable error.
@@ -824,7 +845,7 @@ func (r *runtime) beginDrain() {
 	r.mu.Unlock()
 	r.log.Info("meshplane: agent draining", "in_flight", inFlight, "timeout", r.cfg.drainTimeout)
 	go func() {
-		if !r.waitIdle(time.Now().Add(r.cfg.drainTimeout), nil) {
+		if !r.waitIdle(time.Now().Add(r.cfg.drainTimeout), r.stopNow) {
 			r.mu.Lock()
 			running, unacked := len(r.running)+len(r.backlog), len(r.unacked)
 			r.giveUpLocked()
@@ -847,6 +868,12 @@ func (r *runtime) beginDrain() {
 			s.requestClose(closeGrace)
 		}
 	}()
+}
+
+// stop: leave at once, as a drain whose timeout has passed (see Agent.Stop).
+func (r *runtime) stop() {
+	r.stopOnce.Do(func() { close(r.stopNow) })
+	r.beginDrain()
 }
 
 // giveUpLocked: leaving with work unfinished. Each running or queued attempt is answered with
@@ -926,13 +953,20 @@ func (r *runtime) shutdown() {
 
 // ------------------------------------------------------------------ channels
 
+// publish queues a publish, or refuses at once what the plane would refuse (see limits.go).
 func (r *runtime) publish(channel string, v any, headers map[string]string) error {
 	if err := validChannel(channel); err != nil {
+		return err
+	}
+	if err := validHeaders(headers); err != nil {
 		return err
 	}
 	payload, err := encodePayload(v)
 	if err != nil {
 		return invalidArgument(err)
+	}
+	if err := checkPayloadSize(payload, r.maxPayloadBytes.Load()); err != nil {
+		return err
 	}
 	r.outbox.addControl(&pb.ConnectRequest{Frame: &pb.ConnectRequest_Publish{Publish: &pb.ChannelPublish{
 		Channel: channel, Payload: payload, Headers: headers,

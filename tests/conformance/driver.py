@@ -16,7 +16,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -50,9 +50,12 @@ CAPABILITIES = frozenset(  # what every conformance agent registers (CONTRACT.md
         "conf.flaky",
         "conf.fatal",
         "conf.sleep",
+        "conf.sleep_first",
         "conf.await_cancel",
         "conf.concurrency",
         "conf.publish",
+        "conf.publish_large",
+        "conf.output_large",
         "conf.state_cas",
         "conf.whoami",
     }
@@ -287,13 +290,15 @@ class Agents:
         instance_id: str | None = None,
         token: str | None = None,
         env: Mapping[str, str] | None = None,
+        flags: Sequence[str] = (),
         wait_ready: bool = True,
     ) -> AgentProcess:
-        """Launch an agent (``env``: variables set on top of the test's environment) and, unless
-        ``wait_ready`` is false, wait for its READY line."""
+        """Launch an agent (``env``: variables set on top of the test's environment; ``flags``: the contract's
+        optional flags, e.g. ``["--drain-timeout", "1"]``) and, unless ``wait_ready`` is false, wait for its READY
+        line."""
         name = name or f"conf-{self.language}-{uuid.uuid4().hex[:8]}"
         instance_id = instance_id or f"{name}-i{len(self.started) + 1}"
-        argv = self.launcher.command(target, name, instance_id, max_concurrency, token)
+        argv = [*self.launcher.command(target, name, instance_id, max_concurrency, token), *flags]
         agent = AgentProcess(self.language, argv, name, instance_id, self.log_dir, env)
         self.started.append(agent)
         await agent.start()

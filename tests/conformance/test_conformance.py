@@ -17,7 +17,7 @@ from google.protobuf import duration_pb2
 
 from controlplane.app import ControlPlane
 from meshplane.v1 import agent_pb2, task_pb2
-from tests.conformance.driver import CAPABILITIES, Agents, Launcher, Mesh, describe, output
+from tests.conformance.driver import CAPABILITIES, AgentProcess, Agents, Launcher, Mesh, describe, output
 from tests.support.eventually import eventually
 from tests.support.link_agent import payload_value
 from tests.support.plane import running_plane
@@ -243,6 +243,58 @@ async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
     assert agent.stdout_lines[-1:] == ["STOPPED"], agent.describe()
     late_task = await mesh.get(late.id)
     assert late_task.state == task_pb2.TASK_STATE_QUEUED, describe(late_task)
+
+
+async def assert_handed_back_and_run_elsewhere(mesh: Mesh, task_id: str, stopped: AgentProcess, other: str) -> None:
+    """The stopped agent answered the attempt with `agent_stopped` (retryable), so the plane re-queued the task at
+    once (an agent that vanished instead would show `lease_expired`), and the other agent ran it."""
+    final = await mesh.wait_terminal(task_id, timeout=20)
+    assert_succeeded(final)
+    first, second = final.attempts
+    assert first.agent_instance_id == stopped.instance_id, describe(final)
+    assert first.outcome == task_pb2.ATTEMPT_OUTCOME_FAILED, describe(final)
+    assert (first.error.code, first.error.retryable) == ("agent_stopped", True), describe(final)
+    assert second.agent_instance_id == other, describe(final)
+    assert output(final) == {"attempt": 2}
+    code = await stopped.wait_exit()
+    assert code == 0 and stopped.stdout_lines[-1:] == ["STOPPED"], stopped.describe()
+
+
+async def start_on_one_agent_then_another(
+    mesh: Mesh, agents: Agents, flags: list[str]
+) -> tuple[AgentProcess, str, str]:
+    """An agent (given `flags`) running a `conf.sleep_first` of 30 s, then a second agent; (the first, the task's id,
+    the second's instance id)."""
+    first = await agents.start(mesh.address, max_concurrency=1, flags=flags)
+    task = await mesh.submit("conf.sleep_first", {"seconds": 30}, max_attempts=2)
+    await wait_running(mesh, task.id)
+    second = await agents.start(mesh.address)
+    return first, task.id, second.instance_id
+
+
+@pytest.mark.timeout(60)
+async def test_a_task_still_running_when_the_drain_timeout_passes_is_handed_back_and_run_elsewhere(
+    plane: ControlPlane, mesh: Mesh, agents: Agents
+) -> None:
+    stopped, task_id, other = await start_on_one_agent_then_another(mesh, agents, ["--drain-timeout", "1"])
+    stopped.terminate()
+    await assert_handed_back_and_run_elsewhere(mesh, task_id, stopped, other)
+
+
+@pytest.mark.timeout(60)
+async def test_a_hard_stop_hands_the_running_task_back_and_another_agent_runs_it(
+    plane: ControlPlane, mesh: Mesh, agents: Agents
+) -> None:
+    stopped, task_id, other = await start_on_one_agent_then_another(mesh, agents, [])
+    stopped.terminate()  # a drain, of 30 s
+
+    async def draining() -> bool:
+        instance = await mesh.instance(stopped.name, stopped.instance_id)
+        return instance is not None and instance.status == agent_pb2.AGENT_INSTANCE_STATUS_DRAINING
+
+    await eventually(draining, timeout=10, message="the agent told the plane it is draining")
+    stopped.terminate()  # the second signal: stop at once
+    await assert_handed_back_and_run_elsewhere(mesh, task_id, stopped, other)
 
 
 @pytest.mark.timeout(60)

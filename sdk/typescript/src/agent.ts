@@ -5,6 +5,7 @@ import { hostname } from "node:os";
 
 import { type ConnectionOptions, defaultTarget, defaultToken, type TlsOptions } from "./connection";
 import type { ChannelContext, TaskContext } from "./context";
+import { channelNameProblem } from "./limits";
 import { consoleLogger, type Logger, type LogLevel } from "./log";
 import { AgentRuntime, type AgentStatus, type ChannelRegistration, type TaskRegistration } from "./runtime";
 
@@ -71,7 +72,6 @@ export interface RunOptions {
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const CAPABILITY_RE = /^[A-Za-z0-9._-]{1,200}$/;
-const CHANNEL_CHARS_RE = /^[A-Za-z0-9_.-]{1,200}$/;
 const MAX_CONCURRENCY = 10_000;
 
 /** `<name>-<host>-<pid>-<random>`, cut to the 128 characters an instance id may have. */
@@ -80,14 +80,11 @@ export function defaultInstanceId(name: string): string {
   return `${name}-${host}-${process.pid}-${randomBytes(4).toString("hex")}`.slice(0, 128);
 }
 
-/** Throws a RangeError unless `channel` is a valid channel name. */
+/** Throws a RangeError unless `channel` is a valid channel name (a handler for it is a programming error). */
 export function checkChannelName(channel: string): void {
-  const valid =
-    CHANNEL_CHARS_RE.test(channel) && !channel.startsWith(".") && !channel.endsWith(".") && !channel.includes("..");
-  if (!valid) {
-    throw new RangeError(
-      `invalid channel name '${channel}': 1-200 characters of [A-Za-z0-9_.-], no leading/trailing dot, no empty segment`,
-    );
+  const problem = channelNameProblem(channel);
+  if (problem !== undefined) {
+    throw new RangeError(`invalid channel name: ${problem}`);
   }
 }
 

@@ -21,7 +21,7 @@ export interface ContextPort {
   readonly logger: Logger;
   /** Queue a task update (dropped once the attempt has finished). */
   update(taskId: string, attempt: number, kind: TaskUpdateKind, progress: number, message: string): void;
-  /** Queue a channel publish on the agent link. */
+  /** Queue a channel publish on the agent link; throws at once what the plane would refuse. */
   publish(channel: string, data: unknown, options: PublishOptions): void;
 }
 
@@ -130,7 +130,12 @@ export class TaskContext {
     this.port.update(this.taskId, this.attempt, TaskUpdateKind.TASK_UPDATE_KIND_HEARTBEAT, 0, "");
   }
 
-  /** Publish a message (any JSON value, or bytes) to a channel. */
+  /**
+   * Publish a message (any JSON value, or bytes) to a channel. What the control plane would refuse throws here,
+   * before anything is sent (the plane's own answer could not reach this call): an {@link InvalidArgumentError} for
+   * a channel name or headers it does not take, a {@link ResourceExhaustedError} for a payload over its
+   * max_payload_bytes, a {@link NotSerializableError} for a value that is not JSON.
+   */
   publish(channel: string, data: unknown, options: PublishOptions = {}): void {
     this.port.publish(channel, data, options);
   }
@@ -263,7 +268,7 @@ export class ChannelContext {
     return this.port.instanceId;
   }
 
-  /** Publish a message to a channel (e.g. a reply). */
+  /** Publish a message to a channel (e.g. a reply); throws as {@link TaskContext.publish} does. */
   publish(channel: string, data: unknown, options: PublishOptions = {}): void {
     this.port.publish(channel, data, options);
   }

@@ -17,10 +17,11 @@ import { ChannelInbox } from "./inbox";
 import { Connection, type ConnectionOptions } from "./connection";
 import { cancelContext, ChannelContext, type ContextPort, type PublishOptions, TaskContext } from "./context";
 import { NotSerializableError, TaskError } from "./errors";
+import { checkPayloadSize, checkPublish, OUTPUT_TOO_LARGE, tooLarge } from "./limits";
 import { LinkSession, type LinkHandler, type SessionEnd } from "./link";
 import type { Logger } from "./log";
 import { Outbox, parseRefKey, type RefKey, refKey } from "./outbox";
-import { decodePayload, encodePayload } from "./payload";
+import { decodePayload, encodePayload, payloadSize } from "./payload";
 import type {
   Assignment,
   Capability,
@@ -222,6 +223,11 @@ export class AgentRuntime implements LinkHandler, ContextPort {
   /** [handler calls at once, messages waiting, bytes waiting] per channel (see inbox.ts; tests lower them). */
   channelLimits: [number?, number?, number?] = [];
   private heldAtRegister = new Set<RefKey>();
+  /**
+   * What the plane takes at most in a payload, as its last `registered` said (0: not known yet, not checked): a
+   * publish or an output over it is refused before it is sent (see limits.ts).
+   */
+  private maxPayloadBytes = 0;
   private session: LinkSession | undefined;
   private planeDrainSession: LinkSession | undefined;
   private readonly wakeup = new Signal(); // leave the reconnect loop (stopped, or own drain done)
@@ -546,6 +552,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
 
   onRegistered(session: LinkSession, registered: Registered): void {
     this.outbox.clearTaskMessages();
+    this.maxPayloadBytes = registered.maxPayloadBytes;
     const kept = new Set(registered.keptTasks.map((ref) => refKey(ref.taskId, ref.attempt)));
     for (const key of this.heldAtRegister) {
       if (!kept.has(key)) {
@@ -663,8 +670,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
       } catch (error) {
         throw new InputInvalid(error instanceof Error ? error.message : String(error));
       }
-      const output = await registration.handler(ctx, input);
-      result = { taskId, attempt: number, outcome: { $case: "output", output: encodePayload(output) } };
+      result = this.outputResult(ctx, taskId, number, await registration.handler(ctx, input));
     } catch (error) {
       result = failureResult(taskId, number, error);
       if (!ctx.cancelled) {
@@ -677,6 +683,21 @@ export class AgentRuntime implements LinkHandler, ContextPort {
       result = cancelledResult(taskId, number, ctx.cancelReason);
     }
     this.finish(key, result);
+  }
+
+  /**
+   * The result for what a handler returned. An output over the plane's max_payload_bytes fails the attempt here, not
+   * retryable (another attempt would return as much): sent, the plane would refuse it, or one over its gRPC message
+   * limit would break the stream on every resend. Throws NotSerializableError.
+   */
+  private outputResult(ctx: TaskContext, taskId: string, attempt: number, value: unknown): TaskResult {
+    const output = encodePayload(value);
+    const problem = tooLarge("output", payloadSize(output), this.maxPayloadBytes);
+    if (problem !== undefined) {
+      ctx.log.warn(`output rejected: ${problem}`);
+      return errorResult(taskId, attempt, OUTPUT_TOO_LARGE, problem, false);
+    }
+    return { taskId, attempt, outcome: { $case: "output", output } };
   }
 
   private finish(key: RefKey, result: TaskResult): void {
@@ -830,8 +851,11 @@ export class AgentRuntime implements LinkHandler, ContextPort {
     }
   }
 
+  /** Queues a publish; throws at once what the plane would refuse (see limits.ts), or NotSerializableError. */
   publish(channel: string, data: unknown, options: PublishOptions): void {
+    checkPublish(channel, options.headers ?? {});
     const payload = encodePayload(data, options.contentType);
+    checkPayloadSize(payload, this.maxPayloadBytes);
     this.outbox.pushControl({
       frame: { $case: "publish", publish: { channel, payload, headers: { ...options.headers } } },
     });

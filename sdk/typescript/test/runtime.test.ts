@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 
-import { CancelledError } from "../src/errors";
+import { CancelledError, InvalidArgumentError, ResourceExhaustedError } from "../src/errors";
 import type { LinkSession } from "../src/link";
 import { consoleLogger, type Logger } from "../src/log";
 import { decodePayload, encodePayload } from "../src/payload";
@@ -82,7 +82,7 @@ class FakeSession {
   }
 }
 
-function connect(runtime: AgentRuntime, kept: Array<[string, number]> = []): FakeSession {
+function connect(runtime: AgentRuntime, kept: Array<[string, number]> = [], maxPayloadBytes = 1 << 20): FakeSession {
   const session = new FakeSession();
   runtime.registerFrame();
   const registered: Registered = {
@@ -91,7 +91,7 @@ function connect(runtime: AgentRuntime, kept: Array<[string, number]> = []): Fak
     leaseTimeout: { seconds: 1, nanos: 500_000_000 },
     replicaId: "r",
     keptTasks: kept.map(([taskId, attempt]) => ({ taskId, attempt })),
-    maxPayloadBytes: 1 << 20,
+    maxPayloadBytes,
   };
   session.registered = registered;
   runtime.onRegistered(session as unknown as LinkSession, registered);
@@ -567,5 +567,145 @@ describe("AgentRuntime", () => {
     assert.equal(frame.heartbeat.inFlight, 1);
     assert.equal(frame.heartbeat.load, 0.25);
     assert.ok(frame.heartbeat.memoryBytes > 0);
+  });
+});
+
+// What the plane would refuse of an agent is refused in the handler's own call (limits.ts): a publish throws at
+// once, and an output over max_payload_bytes fails the attempt at once, not retryable, instead of an `error` frame
+// the handler never sees or a stream the output breaks on every resend.
+describe("AgentRuntime, within the plane's limits", () => {
+  const LIMIT = 1024;
+  /** A JSON string whose encoding is `size` bytes (its quotes included). */
+  const textOf = (size: number): string => "x".repeat(size - 2);
+
+  function publishes(runtime: AgentRuntime): Array<{ channel: string; size: number; headers: number }> {
+    return runtime.outbox.take().flatMap((f) =>
+      f.frame?.$case === "publish"
+        ? [
+            {
+              channel: f.frame.publish.channel,
+              size: f.frame.publish.payload?.kind?.$case === "data" ? f.frame.publish.payload.kind.data.length : -1,
+              headers: Object.keys(f.frame.publish.headers).length,
+            },
+          ]
+        : [],
+    );
+  }
+
+  it("refuses at once a publish to a channel, or with headers, the plane does not take", async () => {
+    const refused: unknown[] = [];
+    const runtime = makeRuntime({
+      "unit.pub": (ctx, input) => {
+        const { channel, headers } = input as { channel: string; headers?: Record<string, string> };
+        try {
+          ctx.publish(channel, 1, { headers });
+        } catch (error) {
+          refused.push(error);
+        }
+        return {};
+      },
+    });
+    const session = connect(runtime, [], LIMIT);
+    const tooMany = Object.fromEntries(Array.from({ length: 65 }, (_, n) => [`k${n}`, "v"]));
+    const cases = [
+      { channel: "..bad" },
+      { channel: "" },
+      { channel: "trail." },
+      { channel: "x".repeat(201) },
+      { channel: "ünï" },
+      { channel: "line\n" },
+      { channel: "fine", headers: tooMany },
+      { channel: "fine", headers: { "": "v" } },
+      { channel: "fine", headers: { ["é".repeat(257)]: "v" } },
+      { channel: "fine", headers: { k: "😀".repeat(4097) } },
+    ];
+    cases.forEach((input, n) => assign(runtime, session, assignment(`t${n}`, "unit.pub", input)));
+    await until(() => refused.length === cases.length);
+    for (const error of refused) {
+      assert.ok(error instanceof InvalidArgumentError, String(error));
+      assert.equal(error.code, "INVALID_ARGUMENT");
+    }
+    const first = refused[0] as InvalidArgumentError;
+    assert.deepEqual(first.violations.map((v) => v.field), ["channel"]);
+    assert.match(first.message, /^invalid argument: channel: channel must be 1-200 characters of \[A-Za-z0-9_.-\]/);
+    assert.deepEqual((refused[6] as InvalidArgumentError).violations, [
+      { field: "headers", description: "at most 64 entries (got 65)" },
+    ]);
+    assert.deepEqual(publishes(runtime), []);
+  });
+
+  it("refuses at once a payload over max_payload_bytes, and sends one of exactly the limit with the most headers", async () => {
+    const refused: unknown[] = [];
+    const most = Object.fromEntries([
+      ...Array.from({ length: 63 }, (_, n) => [`k${n}`, "v"]),
+      // The most characters, counted as the plane counts them: code points, not UTF-16 units.
+      ["😀".repeat(256), "😀".repeat(4096)],
+    ]);
+    const runtime = makeRuntime(
+      {
+        "unit.pub": (ctx, size) => {
+          try {
+            ctx.publish("unit.out", textOf(size as number), { headers: most });
+          } catch (error) {
+            refused.push(error);
+          }
+          return {};
+        },
+      },
+      {
+        channels: {
+          "unit.ask": (ctx, size) => {
+            try {
+              ctx.publish("unit.out", textOf(size as number));
+            } catch (error) {
+              refused.push(error);
+            }
+          },
+        },
+      },
+    );
+    const session = connect(runtime, [], LIMIT);
+    assign(runtime, session, assignment("over", "unit.pub", LIMIT + 1), assignment("exact", "unit.pub", LIMIT));
+    send(runtime, session, {
+      $case: "channelMessage",
+      channelMessage: {
+        channel: "unit.ask",
+        messageId: "m1",
+        payload: encodePayload(LIMIT + 1),
+        headers: {},
+        publisher: "client",
+        publishTime: new Date(),
+      },
+    });
+    await until(() => refused.length === 2);
+    for (const error of refused) {
+      assert.ok(error instanceof ResourceExhaustedError, String(error));
+      assert.equal(error.code, "RESOURCE_EXHAUSTED");
+      assert.equal(error.message, "payload is 1025 bytes; the limit is 1024 bytes (max_payload_bytes)");
+    }
+    assert.deepEqual(publishes(runtime), [{ channel: "unit.out", size: LIMIT, headers: 64 }]);
+  });
+
+  it("fails an output over max_payload_bytes at once with the non-retryable `output_too_large`", async () => {
+    const runtime = makeRuntime({
+      "unit.sized": (_ctx, size) => textOf(size as number),
+      "unit.bytes": () => new Uint8Array(4 * LIMIT),
+    });
+    const session = connect(runtime, [], LIMIT);
+    assign(
+      runtime,
+      session,
+      assignment("exact", "unit.sized", LIMIT),
+      assignment("over", "unit.sized", LIMIT + 1),
+      assignment("bytes", "unit.bytes", null),
+    );
+    await until(() => runtime.inFlight === 0);
+    const sent = new Map(results(runtime.outbox.take()).map((r) => [r.taskId, r]));
+    assert.deepEqual(outcome(sent.get("exact")), { output: textOf(LIMIT) });
+    assert.deepEqual(outcome(sent.get("over")), { code: "output_too_large", retryable: false });
+    const over = sent.get("over")?.outcome;
+    assert.ok(over?.$case === "error");
+    assert.equal(over.error.message, "output is 1025 bytes; the limit is 1024 bytes (max_payload_bytes)");
+    assert.deepEqual(outcome(sent.get("bytes")), { code: "output_too_large", retryable: false });
   });
 });

@@ -11,7 +11,8 @@ A launcher is a module ``launchers/<language>.py`` exposing:
     a missing toolchain skips locally and fails under ``CI=true``. Raise on a failed build.
 
 ``def command(target: str, name: str, instance_id: str, max_concurrency: int, token: str | None = None) -> list[str]``
-    The argv that starts the agent with the contract's command line. The started process must be
+    The argv that starts the agent with the contract's command line (the driver appends the contract's
+    optional flags, such as ``--drain-timeout``, after it). The started process must be
     the agent itself (no shell or package-manager wrapper in between): the driver sends SIGTERM to
     it and expects ``STOPPED`` and exit status 0 from it. It inherits the test's environment.
 

@@ -2,6 +2,7 @@
 // tests/conformance/CONTRACT.md, built with the SDK's public API only.
 //
 //	meshplane-conformance --target HOST:PORT --name NAME --instance-id ID --max-concurrency N [--token TOKEN]
+//	                      [--drain-timeout SECONDS]
 //
 // It prints "READY <instance-id>" once registered and "STOPPED" after a graceful shutdown on
 // SIGTERM/SIGINT; logs go to stderr.
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +39,7 @@ func main() {
 	instanceID := flag.String("instance-id", "", "instance id (default: generated)")
 	maxConcurrency := flag.Int("max-concurrency", 4, "tasks run at once")
 	token := flag.String("token", "", "bearer token")
+	drainTimeout := flag.Float64("drain-timeout", 30, "seconds a graceful shutdown lets tasks finish")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -45,7 +48,7 @@ func main() {
 		meshplane.WithMaxConcurrency(*maxConcurrency),
 		meshplane.WithLabels(map[string]string{"lang": language}),
 		meshplane.WithLogger(logger),
-		meshplane.WithDrainTimeout(30 * time.Second),
+		meshplane.WithDrainTimeout(time.Duration(*drainTimeout * float64(time.Second))),
 	}
 	if *instanceID != "" {
 		opts = append(opts, meshplane.WithInstanceID(*instanceID))
@@ -107,6 +110,17 @@ func register(agent *meshplane.Agent) {
 		return object{"slept": in.Seconds}, nil
 	}))
 
+	agent.Handle("conf.sleep_first", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
+		Seconds float64 `json:"seconds"`
+	}) (object, error) {
+		if t.Attempt == 1 {
+			if err := sleep(ctx, in.Seconds); err != nil {
+				return nil, err // cancelled: the SDK reports the cancellation
+			}
+		}
+		return object{"attempt": t.Attempt}, nil
+	}))
+
 	agent.Handle("conf.await_cancel", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
 		Channel string  `json:"channel"`
 		Seconds float64 `json:"seconds"`
@@ -145,13 +159,30 @@ func register(agent *meshplane.Agent) {
 	}))
 
 	agent.Handle("conf.publish", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
-		Channel string          `json:"channel"`
-		Data    json.RawMessage `json:"data"`
+		Channel string            `json:"channel"`
+		Data    json.RawMessage   `json:"data"`
+		Headers map[string]string `json:"headers"`
 	}) (object, error) {
-		if err := t.Publish(in.Channel, in.Data); err != nil {
-			return nil, meshplane.Permanent(err)
+		if err := publishOrFail(agent, in.Channel, in.Data, in.Headers); err != nil {
+			return nil, err
 		}
 		return object{}, nil
+	}))
+
+	agent.Handle("conf.publish_large", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
+		Channel string `json:"channel"`
+		Bytes   int    `json:"bytes"`
+	}) (object, error) {
+		if err := publishOrFail(agent, in.Channel, jsonTextOf(in.Bytes), nil); err != nil {
+			return nil, err
+		}
+		return object{}, nil
+	}))
+
+	agent.Handle("conf.output_large", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
+		Bytes int `json:"bytes"`
+	}) (string, error) {
+		return jsonTextOf(in.Bytes), nil
 	}))
 
 	agent.Handle("conf.state_cas", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
@@ -187,6 +218,24 @@ func register(agent *meshplane.Agent) {
 		})
 	})
 }
+
+// publishOrFail publishes; a publish the SDK refuses at once fails the attempt with the contract's
+// code for its kind.
+func publishOrFail(agent *meshplane.Agent, channel string, v any, headers map[string]string) error {
+	err := agent.PublishWithHeaders(channel, v, headers)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, meshplane.ErrInvalidArgument):
+		return meshplane.NonRetryable("invalid_argument", err.Error())
+	case errors.Is(err, meshplane.ErrResourceExhausted):
+		return meshplane.NonRetryable("resource_exhausted", err.Error())
+	}
+	return meshplane.Permanent(err)
+}
+
+// jsonTextOf is a string whose JSON encoding is size bytes (its quotes included).
+func jsonTextOf(size int) string { return strings.Repeat("x", max(size-2, 0)) }
 
 // sleep waits s seconds, or until ctx is done (then it returns ctx's error).
 func sleep(ctx context.Context, seconds float64) error {

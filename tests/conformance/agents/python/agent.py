@@ -1,6 +1,7 @@
 """The Python SDK's conformance agent (tests/conformance/CONTRACT.md), built with the public API only.
 
 python tests/conformance/agents/python/agent.py --target HOST:PORT --name NAME --instance-id ID --max-concurrency N
+    [--token TOKEN] [--drain-timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 from agent_runtime import (
     Agent,
     ChannelContext,
+    InvalidArgument,
     NonRetryableError,
+    ResourceExhausted,
     TaskContext,
     TaskError,
     VersionConflict,
@@ -32,13 +35,29 @@ class Fatal(NonRetryableError):
     """conf.fatal failing on purpose (not retryable)."""
 
 
-def build_agent(name: str, instance_id: str, max_concurrency: int) -> Agent:
+def json_text_of(size: int) -> str:
+    """A string whose JSON encoding is `size` bytes (its quotes included)."""
+    return "x" * (size - 2)
+
+
+async def publish_or_fail(ctx: TaskContext, channel: str, data: Any, headers: dict[str, str] | None = None) -> None:
+    """Publish; a publish the SDK refuses at once fails the attempt with the contract's code for its kind."""
+    try:
+        await ctx.publish(channel, data, headers=headers)
+    except InvalidArgument as exc:
+        raise NonRetryableError(str(exc), code="invalid_argument") from exc
+    except ResourceExhausted as exc:
+        raise NonRetryableError(str(exc), code="resource_exhausted") from exc
+
+
+def build_agent(name: str, instance_id: str, max_concurrency: int, drain_timeout: float = 30.0) -> Agent:
     agent = Agent(
         name,
         version="conformance",
         instance_id=instance_id,
         max_concurrency=max_concurrency,
         labels={"lang": LANGUAGE},
+        drain_timeout=drain_timeout,
     )
     running = 0
     peak = 0
@@ -71,6 +90,13 @@ def build_agent(name: str, instance_id: str, max_concurrency: int) -> Agent:
             await asyncio.wait_for(ctx.cancelled.wait(), seconds)  # returns early when cancelled
         return {"slept": seconds}  # after a cancellation the SDK reports "cancelled" whatever this says
 
+    @agent.task("conf.sleep_first")
+    async def sleep_first(ctx: TaskContext, data: dict[str, float]) -> dict[str, int]:
+        if ctx.attempt == 1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.cancelled.wait(), data["seconds"])
+        return {"attempt": ctx.attempt}
+
     @agent.task("conf.await_cancel")
     async def await_cancel(ctx: TaskContext, data: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -100,8 +126,17 @@ def build_agent(name: str, instance_id: str, max_concurrency: int) -> Agent:
 
     @agent.task("conf.publish")
     async def publish(ctx: TaskContext, data: dict[str, Any]) -> dict[str, Any]:
-        await ctx.publish(data["channel"], data["data"])
+        await publish_or_fail(ctx, data["channel"], data["data"], data.get("headers"))
         return {}
+
+    @agent.task("conf.publish_large")
+    async def publish_large(ctx: TaskContext, data: dict[str, Any]) -> dict[str, Any]:
+        await publish_or_fail(ctx, data["channel"], json_text_of(data["bytes"]))
+        return {}
+
+    @agent.task("conf.output_large")
+    async def output_large(ctx: TaskContext, data: dict[str, int]) -> str:
+        return json_text_of(data["bytes"])
 
     @agent.task("conf.state_cas")
     async def state_cas(ctx: TaskContext, data: dict[str, str]) -> dict[str, Any]:
@@ -133,10 +168,11 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--instance-id", required=True)
     parser.add_argument("--max-concurrency", type=int, required=True)
     parser.add_argument("--token", default=None)
+    parser.add_argument("--drain-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    agent = build_agent(args.name, args.instance_id, args.max_concurrency)
+    agent = build_agent(args.name, args.instance_id, args.max_concurrency, args.drain_timeout)
     serving = asyncio.ensure_future(agent.run_async(args.target, token=args.token))  # SIGTERM: drain, then return
     connected = asyncio.ensure_future(agent.wait_connected(timeout=None))
     await asyncio.wait({serving, connected}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,13 +2,22 @@
 // built with the SDK's public API only.
 //
 //   node dist/agent.js --target HOST:PORT --name NAME --instance-id ID --max-concurrency N [--token TOKEN]
+//                      [--drain-timeout SECONDS]
 //
 // Prints `READY <instance-id>` once registered, `STOPPED` after a graceful shutdown (SIGTERM/SIGINT).
 // Logs go to stderr.
 
 import { parseArgs } from "node:util";
 
-import { Agent, NonRetryableError, TaskError, VersionConflictError } from "@meshplane/sdk";
+import {
+  Agent,
+  InvalidArgumentError,
+  NonRetryableError,
+  ResourceExhaustedError,
+  type TaskContext,
+  TaskError,
+  VersionConflictError,
+} from "@meshplane/sdk";
 
 const LANGUAGE = "typescript";
 
@@ -18,6 +27,7 @@ interface Args {
   instanceId: string;
   maxConcurrency: number;
   token: string | undefined;
+  drainTimeoutMs: number;
 }
 
 function parse(argv: string[]): Args {
@@ -29,18 +39,21 @@ function parse(argv: string[]): Args {
       "instance-id": { type: "string" },
       "max-concurrency": { type: "string" },
       token: { type: "string" },
+      "drain-timeout": { type: "string" },
     },
     strict: true,
   });
   const { target, name } = values;
   const instanceId = values["instance-id"];
   const maxConcurrency = Number(values["max-concurrency"]);
-  if (!target || !name || !instanceId || !Number.isInteger(maxConcurrency)) {
+  const drainTimeoutMs = Number(values["drain-timeout"] ?? 30) * 1000;
+  if (!target || !name || !instanceId || !Number.isInteger(maxConcurrency) || !(drainTimeoutMs >= 0)) {
     throw new Error(
-      "usage: agent.js --target HOST:PORT --name NAME --instance-id ID --max-concurrency N [--token TOKEN]",
+      "usage: agent.js --target HOST:PORT --name NAME --instance-id ID --max-concurrency N [--token TOKEN] " +
+        "[--drain-timeout SECONDS]",
     );
   }
-  return { target, name, instanceId, maxConcurrency, token: values.token };
+  return { target, name, instanceId, maxConcurrency, token: values.token, drainTimeoutMs };
 }
 
 /** Waits `ms`, resolving early when `signal` aborts. */
@@ -60,6 +73,26 @@ function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A string whose JSON encoding is `size` bytes (its quotes included). */
+function jsonTextOf(size: number): string {
+  return "x".repeat(Math.max(size - 2, 0));
+}
+
+/** Publishes; a publish the SDK refuses at once fails the attempt with the contract's code for its kind. */
+function publishOrFail(ctx: TaskContext, channel: string, data: unknown, headers?: Record<string, string>): void {
+  try {
+    ctx.publish(channel, data, { headers });
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) {
+      throw new NonRetryableError("invalid_argument", error.message, { cause: error });
+    }
+    if (error instanceof ResourceExhaustedError) {
+      throw new NonRetryableError("resource_exhausted", error.message, { cause: error });
+    }
+    throw error;
+  }
+}
+
 function build(args: Args): Agent {
   const agent = new Agent({
     name: args.name,
@@ -68,6 +101,7 @@ function build(args: Args): Agent {
     maxConcurrency: args.maxConcurrency,
     labels: { lang: LANGUAGE },
     token: args.token,
+    drainTimeoutMs: args.drainTimeoutMs,
     logger: "info",
   });
 
@@ -95,6 +129,13 @@ function build(args: Args): Agent {
   agent.task("conf.sleep", async (ctx, input: { seconds: number }) => {
     await sleepUnlessAborted(input.seconds * 1000, ctx.signal); // the SDK reports a cancellation itself
     return { slept: input.seconds };
+  });
+
+  agent.task("conf.sleep_first", async (ctx, input: { seconds: number }) => {
+    if (ctx.attempt === 1) {
+      await sleepUnlessAborted(input.seconds * 1000, ctx.signal); // the SDK reports a cancellation itself
+    }
+    return { attempt: ctx.attempt };
   });
 
   agent.task("conf.await_cancel", async (ctx, input: { channel: string; seconds: number }) => {
@@ -126,10 +167,17 @@ function build(args: Args): Agent {
     return { peak };
   });
 
-  agent.task("conf.publish", (ctx, input: { channel: string; data: unknown }) => {
-    ctx.publish(input.channel, input.data);
+  agent.task("conf.publish", (ctx, input: { channel: string; data: unknown; headers?: Record<string, string> }) => {
+    publishOrFail(ctx, input.channel, input.data, input.headers);
     return {};
   });
+
+  agent.task("conf.publish_large", (ctx, input: { channel: string; bytes: number }) => {
+    publishOrFail(ctx, input.channel, jsonTextOf(input.bytes));
+    return {};
+  });
+
+  agent.task("conf.output_large", (_ctx, input: { bytes: number }) => jsonTextOf(input.bytes));
 
   agent.task("conf.state_cas", async (ctx, input: { key: string }) => {
     const first = await ctx.state.put(input.key, { n: 1 }, { expectedVersion: 0 });
