@@ -6,10 +6,12 @@ import re
 
 from controlplane.errors import FieldViolation, InvalidArgument
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-CAPABILITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-CHANNEL_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9_.-]{0,198}(?<!\.)$|^[A-Za-z0-9_-]$")
-STATE_KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,256}$")
+# Whole values only: each is used with `fullmatch` (a `$` would also let a trailing newline through).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+CAPABILITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")  # dot-separated segments (NATS subject tokens)
+MAX_CHANNEL_LENGTH = 200
+STATE_KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 
 MAX_MAP_ENTRIES = 64
 MAX_LABEL_LENGTH = 256
@@ -40,13 +42,13 @@ class Violations:
             if required:
                 self.add(field_path, f"{what} is required")
             return
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             self.add(field_path, f"{what} must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit")
 
     def capability(self, field_path: str, value: str) -> None:
         if not value:
             self.add(field_path, "capability is required")
-        elif not CAPABILITY_RE.match(value):
+        elif not CAPABILITY_RE.fullmatch(value):
             self.add(
                 field_path, "capability must be 1-200 characters of [A-Za-z0-9._-], starting with a letter or digit"
             )
@@ -54,7 +56,7 @@ class Violations:
     def channel(self, field_path: str, value: str) -> None:
         if not value:
             self.add(field_path, "channel is required")
-        elif not CHANNEL_RE.match(value):
+        elif len(value) > MAX_CHANNEL_LENGTH or not CHANNEL_RE.fullmatch(value):
             self.add(
                 field_path,
                 "channel must be 1-200 characters of [A-Za-z0-9_.-], without leading/trailing or double dots",
@@ -63,7 +65,7 @@ class Violations:
     def state_key(self, field_path: str, value: str) -> None:
         if not value:
             self.add(field_path, "key is required")
-        elif not STATE_KEY_RE.match(value):
+        elif not STATE_KEY_RE.fullmatch(value):
             self.add(field_path, "key must be 1-256 characters of [A-Za-z0-9._:-]")
 
     def text(self, field_path: str, value: str, *, max_length: int) -> None:

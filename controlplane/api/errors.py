@@ -106,7 +106,7 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str, exc: E
     )
 
 
-def _backing_service_error(exc: Exception) -> errors.MeshplaneError | None:
+def backing_service_error(exc: Exception) -> errors.MeshplaneError | None:
     """What a backing service's failure means to the client, when it is not a bug.
 
     A lost or refused connection is transient (UNAVAILABLE: retry); a database out of space is
@@ -171,7 +171,7 @@ def _wrap_unary(
             if isinstance(exc, grpc.aio.AbortError) or _is_abort(exc):
                 code = _aborted_code(context)
                 raise
-            known = _backing_service_error(exc)
+            known = backing_service_error(exc)
             if known is not None:
                 code = status_code(known).name
                 await abort_with(context, known)
@@ -204,7 +204,7 @@ def _wrap_streaming(method: str, behavior: Callable[..., Any], calls: MethodCall
                 if _is_abort(exc):
                     code = _aborted_code(context)
                     raise
-                known = _backing_service_error(exc)
+                known = backing_service_error(exc)
                 if known is not None:
                     code = status_code(known).name
                     await abort_with(context, known)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from controlplane.api import convert
-from controlplane.api.errors import status_code
+from controlplane.api.errors import backing_service_error, status_code
 from controlplane.domain.payload import Payload
 from controlplane.domain.tasks import TaskError, TaskRef
 from controlplane.errors import InvalidArgument, MeshplaneError
@@ -138,13 +138,13 @@ class AgentLinkServicer(agent_link_pb2_grpc.AgentLinkServiceServicer):
             if payload is not None:
                 try:
                     await self._supervisor.publish(session, frame.publish.channel, payload, dict(frame.publish.headers))
-                except MeshplaneError as exc:
-                    session.send(_frame_failed(exc, "publish"))
+                except Exception as exc:
+                    session.send(_frame_failed(_refusal(exc), "publish"))
         elif kind == "subscribe":
             try:
                 await self._supervisor.subscribe(session, frame.subscribe.channel)
-            except MeshplaneError as exc:
-                session.send(_frame_failed(exc, "subscribe.channel"))
+            except Exception as exc:
+                session.send(_frame_failed(_refusal(exc), "subscribe.channel"))
         elif kind == "unsubscribe":
             await self._supervisor.unsubscribe(session, frame.unsubscribe.channel)
         elif kind == "draining":
@@ -167,6 +167,18 @@ def _too_large(size: int, limit: int) -> TaskError:
 def _invalid_output(problem: str) -> TaskError:
     """An output the plane could not hand to anyone who reads it (clients, REST) as JSON."""
     return TaskError(code="invalid_output", message=f"output: {problem}", retryable=False)
+
+
+def _refusal(exc: Exception) -> MeshplaneError:
+    """What a frame that failed tells its agent: the error itself, UNAVAILABLE or RESOURCE_EXHAUSTED for an outage
+    of NATS or the database (the session goes on: the agent may try again), else `exc` again (a bug: the reader
+    logs it and ends the session)."""
+    if isinstance(exc, MeshplaneError):
+        return exc
+    known = backing_service_error(exc)
+    if known is None:
+        raise exc
+    return known
 
 
 def _frame_failed(error: MeshplaneError, field: str) -> ErrorMsg:

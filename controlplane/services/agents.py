@@ -44,7 +44,7 @@ def validate_registration(reg: Registration) -> None:
         violations.add("capabilities", f"at most {MAX_CAPABILITIES} capabilities")
     seen: set[str] = set()
     for index, capability in enumerate(reg.capabilities):
-        if not CAPABILITY_RE.match(capability.name):
+        if not CAPABILITY_RE.fullmatch(capability.name):
             violations.add(
                 f"capabilities[{index}].name",
                 "must be 1-200 characters of [A-Za-z0-9._-], starting with a letter or digit",

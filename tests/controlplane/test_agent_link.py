@@ -376,3 +376,26 @@ async def test_a_cancel_that_never_reached_the_agent_is_sent_again_once(
         "not needed",  # the caller's words, as the lost cancel carried them
     )
     await agent.close()
+
+
+async def test_a_publish_a_backing_service_fails_gets_an_unavailable_frame_and_the_session_goes_on(
+    plane: ControlPlane, channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage (NATS or the database) while an agent publishes is the agent's to retry, as it is a client's
+    (UNAVAILABLE), not a bug that ends its session."""
+
+    async def unreachable(_channel: str) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+    agent = LinkAgent(plane.address)
+    await agent.connect()
+    agent.serve_echo()
+    monkeypatch.setattr(plane.channels, "_remember", unreachable)
+    await agent.publish("news", {"n": 1})
+    await eventually(lambda: bool(agent.errors), message="an error frame")
+    [error] = agent.errors
+    assert (error.code, error.field, error.fatal) == (grpc.StatusCode.UNAVAILABLE.value[0], "publish", False)
+    assert "retry" in error.message
+    task = await submit(channel, data={"still": "served"})
+    await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
+    await agent.close()

@@ -326,3 +326,27 @@ async def test_timeouts_and_backoffs_over_a_year_are_refused(plane: ControlPlane
     year = submit_request()
     year.timeouts.schedule_to_close.seconds = 366 * 24 * 3600
     assert (await tasks_stub(channel).SubmitTask(year)).task.id, "a year is still taken"
+
+
+async def test_names_keys_and_channels_are_whole_values_and_a_channel_may_have_200_characters(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    """A trailing newline passes a `$`-anchored pattern; each rule takes the whole value (a channel "news\\n" was
+    taken, then failed INTERNAL when NATS refused it as a subject). Channels are 1-200 characters, as documented."""
+    value = common_pb2.Payload(data=b"{}", content_type="application/json")
+    channels = channel_pb2_grpc.ChannelServiceStub(channel)
+    state = state_pb2_grpc.StateServiceStub(channel)
+    tasks = tasks_stub(channel)
+    refused = {
+        "channel": channels.Publish(channel_pb2.PublishRequest(channel="news\n", payload=value)),
+        "channel (201)": channels.Publish(channel_pb2.PublishRequest(channel="c" * 201, payload=value)),
+        "key": state.PutState(state_pb2.PutStateRequest(namespace="ns", key="k\n", value=value)),
+        "namespace": state.PutState(state_pb2.PutStateRequest(namespace="ns\n", key="k", value=value)),
+        "target.capability": tasks.SubmitTask(submit_request(capability="demo.echo\n")),
+    }
+    for what, call in refused.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
+    await channels.Publish(channel_pb2.PublishRequest(channel="c" * 200, payload=value))
+    await channels.Publish(channel_pb2.PublishRequest(channel="a.b-c_d", payload=value))
