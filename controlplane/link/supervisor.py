@@ -382,11 +382,19 @@ class SessionSupervisor(Component):
         if not held:
             return 0
         ended = await self._recovery.ended_attempts(list(held))
+        freed: set[AgentSession] = set()
         for ref, (reason, message) in ended.items():
-            entry = held[ref].in_flight.get(ref)
-            if entry is not None:
-                entry.cancel_resent = True
-                held[ref].send(CancelMsg(ref, reason, message))
+            session = held[ref]
+            entry = session.in_flight.get(ref)
+            if entry is None:
+                continue
+            entry.cancel_resent = True
+            if reason == "not_held" and session.release(ref):
+                # The agent drops a not_held attempt without a result (as at a reconnect): the slot is free now.
+                freed.add(session)
+            session.send(CancelMsg(ref, reason, message))
+        for session in freed:
+            self._slot_freed(session.registration.capability_names)
         return len(ended)
 
     def live_sessions(self) -> list[AgentSession]:

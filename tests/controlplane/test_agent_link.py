@@ -12,7 +12,7 @@ from controlplane.app import ControlPlane
 from meshplane.v1 import agent_link_pb2 as al
 from meshplane.v1 import agent_service_pb2, agent_service_pb2_grpc, task_pb2, task_service_pb2
 from tests.controlplane.helpers import get_task, submit, tasks_stub
-from tests.controlplane.test_lifecycle import retry, wait_state
+from tests.controlplane.test_lifecycle import retry, seconds, wait_state
 from tests.support.eventually import eventually
 from tests.support.link_agent import LinkAgent
 from tests.support.plane import running_plane
@@ -397,5 +397,27 @@ async def test_a_publish_a_backing_service_fails_gets_an_unavailable_frame_and_t
     assert (error.code, error.field, error.fatal) == (grpc.StatusCode.UNAVAILABLE.value[0], "publish", False)
     assert "retry" in error.message
     task = await submit(channel, data={"still": "served"})
+    await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
+    await agent.close()
+
+
+async def test_an_attempt_sent_again_as_not_held_frees_its_slot(plane: ControlPlane, channel: grpc.aio.Channel) -> None:
+    """An attempt that timed out and whose task moved on (re-queued) is cancelled again as `not_held` if it is still
+    running: the agent then drops it without a result (docs/agent-link.md), so the plane frees its slot then, as
+    it does for `not_held` at a reconnect. It kept it for good: a handler that outlived its start_to_close
+    (a sync one cannot be interrupted) left the session short of a slot, and its work queued behind it."""
+    agent = LinkAgent(plane.address, max_concurrency=1)
+    await agent.connect()
+    task = await submit(channel, retry_policy=retry(2), timeouts=task_pb2.TaskTimeouts(start_to_close=seconds(0.3)))
+    first = await agent.next_assignment()
+    await agent.started(first)  # ...and never answers, not even the timed_out cancel
+    await eventually(lambda: any(c.reason == "timed_out" for c in agent.cancellations), message="timed out")
+    await wait_state(channel, task.id, task_pb2.TASK_STATE_QUEUED)  # attempt 2 waits for the slot
+
+    assert await plane.supervisor.cancel_ended_attempts(running_for=0) == 1
+    await eventually(lambda: any(c.reason == "not_held" for c in agent.cancellations), message="not_held")
+    second = await agent.next_assignment()
+    assert (second.task_id, second.attempt) == (task.id, 2)
+    await agent.succeed(second, {"ok": 1})
     await wait_state(channel, task.id, task_pb2.TASK_STATE_SUCCEEDED)
     await agent.close()
