@@ -28,11 +28,13 @@ def channel_options(*, keepalive: bool) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", _MAX_MESSAGE),
     ]
     if keepalive:
-        # Notices a vanished control plane (no RST, e.g. a dead host) within ~15s.
-        # Not more often than the plane allows (5s without data), or it closes the connection.
+        # Notices a vanished or hung control plane (no RST: a dead host, a stopped process) within ~15s.
+        # Not more often than the plane allows (5s without data), or it closes the connection. C-core waits for
+        # a ping's answer `ping_timeout_ms` (60s by default), whatever `keepalive_timeout_ms` says: both are set.
         options += [
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.ping_timeout_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
         ]
