@@ -131,7 +131,7 @@ class ChannelService:
     async def publish(
         self, channel: str, payload: Payload, *, headers: dict[str, str], publisher: str, correlation_id: str = ""
     ) -> ChannelMessage:
-        """Broadcast to every subscriber on every replica; returns once sent and audited."""
+        """Broadcast to every subscriber on every replica; returns once audited and sent."""
         violations = Violations()
         violations.channel("channel", channel)
         violations.string_map("headers", headers, max_value=4096)
@@ -152,8 +152,9 @@ class ChannelService:
             publish_time=self._clock(),
             headers=headers,
         )
+        # Persist, then act: with the database out the call fails before anyone received the message, so a
+        # caller retrying it delivers it once (sent first, it went out and the caller heard UNAVAILABLE).
         await self._remember(channel)
-        await self._bus.publish(CHANNEL_PREFIX + channel, channel_codec.encode(message))
         await self._audit.record(
             AuditEntry(
                 actor=publisher,
@@ -164,6 +165,7 @@ class ChannelService:
                 details={"message_id": message.message_id, "bytes": len(payload)},
             )
         )
+        await self._bus.publish(CHANNEL_PREFIX + channel, channel_codec.encode(message))
         return message
 
     async def subscribe(self, channel: str, subscriber: ChannelSubscriber) -> None:

@@ -302,3 +302,28 @@ async def test_bearer_tokens_guard_every_rpc_but_health(tmp_path: Path) -> None:
         assert await member.connect() is not None
         await member.close()
         await intruder.kill()
+
+
+async def test_a_publish_the_database_refuses_reaches_no_one_so_a_retry_delivers_it_once(
+    plane: ControlPlane, channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persist, then act: a publish whose audit entry cannot be written fails UNAVAILABLE before the message
+    goes out (it used to go out first: the caller heard UNAVAILABLE, retried, and everyone got it twice)."""
+    channels = channel_pb2_grpc.ChannelServiceStub(channel)
+    stream = channels.Subscribe(channel_pb2.SubscribeRequest(channel="news"))
+    assert (await stream.read()).WhichOneof("event") == "started"
+    payload = common_pb2.Payload(data=b'{"n":1}', content_type="application/json")
+    record = plane.audit.record
+
+    async def database_out(_entry: object) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setattr(plane.audit, "record", database_out)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await channels.Publish(channel_pb2.PublishRequest(channel="news", payload=payload))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    monkeypatch.setattr(plane.audit, "record", record)
+    retried = await channels.Publish(channel_pb2.PublishRequest(channel="news", payload=payload))
+    received = await asyncio.wait_for(stream.read(), 10)
+    assert received.message.message_id == retried.message.message_id, "the refused publish reached no one"
+    stream.cancel()
