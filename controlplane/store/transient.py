@@ -149,6 +149,9 @@ def unavailable_reason(exc: BaseException) -> str | None:
         return f"the database gave up on a statement: a timeout, lock wait or deadlock ({gave_up})"
     if _sqlite_says(exc, "database is locked"):  # SQLITE_BUSY: another process held the lock past the timeout
         return "the SQLite database is locked by another writer (its busy timeout passed)"
+    for says in _SQLITE_CANNOT_WRITE:  # SQLITE_IOERR, SQLITE_READONLY: its files' permissions or the disk
+        if _sqlite_says(exc, says):
+            return f"the SQLite database's files cannot be read or written ({says}): their permissions, or the disk?"
     if isinstance(exc, OSError | ConnectionError):
         return f"a backing service is unreachable ({type(exc).__name__})"
     return None
@@ -158,6 +161,11 @@ def backing_service_reason(exc: BaseException) -> str | None:
     """Why a backing service failed the call when it is an outage (`unavailable_reason`) or the database out of
     space (`storage_full_reason`), not a bug; else None."""
     return unavailable_reason(exc) or storage_full_reason(exc)
+
+
+# What SQLite says when the file system refuses its files (EPERM, EROFS, EIO): an outage of the storage under it,
+# answered UNAVAILABLE and logged once a minute like any other, not a bug's INTERNAL and traceback per call.
+_SQLITE_CANNOT_WRITE = ("disk I/O error", "attempt to write a readonly database")
 
 
 def _sqlite_says(exc: BaseException, text: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,14 @@ async def test_a_result_the_full_database_cannot_take_is_resent_and_applied_once
     refusals = [r for r in caplog.records if "its agent reconnects and resends them" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelname == "WARNING"  # one line for every refusal
     assert "out of space" in refusals[0].getMessage()
+
+
+@pytest.mark.parametrize("says", ["disk I/O error", "attempt to write a readonly database"])
+def test_sqlite_files_the_file_system_refuses_are_an_outage(says: str) -> None:
+    """A data dir made read-only (or a failing disk) under a running SQLite plane: UNAVAILABLE with one reason,
+    which also turns health NOT_SERVING through the sweep (it was INTERNAL, a traceback per call)."""
+    wrapped = OperationalError("INSERT ...", {}, sqlite3.OperationalError(says))  # as SQLAlchemy raises it
+    assert unavailable_reason(wrapped) == (
+        f"the SQLite database's files cannot be read or written ({says}): their permissions, or the disk?"
+    )
+    assert storage_full_reason(wrapped) is None
