@@ -23,7 +23,7 @@ from agent_runtime._errors import (
     TaskTimedOut,
     Unavailable,
 )
-from agent_runtime._rpc import DEFAULT_TARGET, Connection, error_from_rpc
+from agent_runtime._rpc import DEFAULT_TARGET, Connection
 from agent_runtime._state import Seconds, StateStore, duration, integer
 from agent_runtime._tls import TLS
 from agent_runtime._tls import resolve as resolve_tls
@@ -262,7 +262,7 @@ class Subscription:
         try:
             first = await self._call.read()
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self._connection.target) from exc
+            raise self._connection.error(exc) from exc
         if first is grpc.aio.EOF or first.WhichOneof("event") != "started":
             raise Unavailable(self._connection.target, "subscription did not start")
 
@@ -291,7 +291,7 @@ class Subscription:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     raise StopAsyncIteration from exc
-                raise error_from_rpc(exc, self._connection.target) from exc
+                raise self._connection.error(exc) from exc
             if response is grpc.aio.EOF:
                 raise StopAsyncIteration
             if response.WhichOneof("event") == "message":
@@ -447,7 +447,7 @@ class MeshClient:
             async for response in call:
                 yield TaskEvent.from_proto(response.event)
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self.target) from exc
+            raise self._connection.error(exc) from exc
         finally:
             call.cancel()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -157,14 +158,29 @@ class Unavailable(RpcError):
     """The control plane could not be reached, or answered that it cannot serve the call now (shutting down,
     its database out of reach): retry later. ``details`` is gRPC's text, or the plane's own reason."""
 
-    def __init__(self, target: str, details: str = "", *, from_plane: bool = False) -> None:
+    def __init__(self, target: str, details: str = "", *, from_plane: bool = False, hint: str = "") -> None:
+        handshake = _failed_handshake(details)
         if from_plane and details:  # it answered: say what it said, not that it could not be reached
             message = f"control plane at {target} is unavailable: {details}"
+        elif handshake:  # this side refused the plane's certificate (or the handshake failed otherwise)
+            message = f"TLS handshake with the control plane at {target} failed: {handshake}"
         else:
-            message = f"control plane unreachable at {target}"
+            message = f"control plane unreachable at {target}{hint}"
         super().__init__(message, code="UNAVAILABLE")
         self.target = target
         self.details = details
+
+
+_HANDSHAKE = re.compile(r"[Hh]andshake failed.*?(?:OPENSSL_internal:)?([A-Z_]+: [^:]+?)(?:: OK)?$")
+
+
+def _failed_handshake(details: str) -> str:
+    """Why a TLS handshake failed, from gRPC's details ("CERTIFICATE_VERIFY_FAILED: unable to get local issuer
+    certificate"); "" when they are not about a failed handshake."""
+    if "andshake failed" not in details:
+        return ""
+    found = _HANDSHAKE.search(details)
+    return found.group(1) if found else details[details.index("andshake failed") - 1 :]
 
 
 class DeadlineExceeded(RpcError):

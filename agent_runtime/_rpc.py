@@ -124,8 +124,36 @@ def _status(trailing: Iterable[tuple[str, Any]] | None) -> status_pb2.Status | N
     return None
 
 
-def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> _errors.RpcError:
-    """The SDK error for a failed call, with the details the plane packed into the status."""
+# The plane closing the connection during the TLS handshake reads as "Socket closed" / "Connection reset";
+# these say their own cause: nothing listening, an unknown host, or a plane certificate this side refused.
+_CAUSE_SHOWN = ("Connection refused", "DNS resolution failed", "CERTIFICATE_VERIFY_FAILED", "certificate verify")
+
+
+def cause_hidden(exc: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE for a reason gRPC's details do not give (a handshake the plane refused looks like this)."""
+    details = exc.details() or ""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and not any(cause in details for cause in _CAUSE_SHOWN)
+
+
+def closed_connection_hint(tls: TLS | None) -> str:
+    """What to add when the plane closed the connection without saying why: what a TLS mismatch would look like
+    from this side (a plane serving TLS to a plaintext caller, or requiring a client certificate)."""
+    if tls is None:
+        return " (it closed the connection: a plane serving TLS does that to plaintext; set MESHPLANE_TLS_CA_FILE)"
+    if tls.cert_file is None:
+        return (
+            " (over TLS, showing no client certificate: a plane that requires one closes the connection; "
+            "set MESHPLANE_TLS_CLIENT_CERT_FILE and MESHPLANE_TLS_CLIENT_KEY_FILE)"
+        )
+    return (
+        " (over TLS: a plane that requires client certificates closes the connection when its client CA did not "
+        f"sign {tls.cert_file})"
+    )
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, target: str, *, closed_hint: str = "") -> _errors.RpcError:
+    """The SDK error for a failed call, with the details the plane packed into the status. `closed_hint` is added
+    to an UNAVAILABLE whose cause gRPC does not give (see `closed_connection_hint`)."""
     code: grpc.StatusCode = exc.code()
     message = exc.details() or code.name
     status = _status(exc.trailing_metadata())
@@ -167,7 +195,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> _errors.RpcError:
         )
         return cls(message, violations=tuple(preconditions), reason=reason)
     if code == grpc.StatusCode.UNAVAILABLE:
-        return _errors.Unavailable(target, message, from_plane=bool(reason))  # ErrorInfo: the plane's own answer
+        hint = closed_hint if not reason and cause_hidden(exc) and "Socket closed" in message else ""
+        return _errors.Unavailable(target, message, from_plane=bool(reason), hint=hint)  # ErrorInfo: the plane's
     simple: dict[grpc.StatusCode, type[_errors.RpcError]] = {
         grpc.StatusCode.ALREADY_EXISTS: _errors.AlreadyExists,
         grpc.StatusCode.RESOURCE_EXHAUSTED: _errors.ResourceExhausted,
@@ -216,6 +245,7 @@ class Connection:
         self._round_robin = round_robin
         # Read now: a file that cannot be read fails here, not at the first call.
         self._tls_files = TlsFiles(tls) if tls is not None else None
+        self.closed_hint = closed_connection_hint(tls)
         self._extra_options = tls.channel_options() if tls is not None else []
         # Clients and agents alike: over TLS, C-core would otherwise verify the whole list as the plane's name.
         authority = list_authority(target)
@@ -259,7 +289,11 @@ class Connection:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self.renew_tls()  # a renewed certificate may be what the plane wants now: the next call uses it
-            raise error_from_rpc(exc, self.target) from exc
+            raise self.error(exc) from exc
+
+    def error(self, exc: grpc.aio.AioRpcError) -> _errors.RpcError:
+        """The SDK error for a call of this connection that failed."""
+        return error_from_rpc(exc, self.target, closed_hint=self.closed_hint)
 
     def renew_tls(self) -> bool:
         """When the TLS files changed (and load), open new channels with them from now on; calls in progress

@@ -34,7 +34,7 @@ from agent_runtime._handlers import ChannelHandler, InputInvalid, TaskHandler
 from agent_runtime._inbox import ChannelInbox
 from agent_runtime._link import LinkSession
 from agent_runtime._outbox import Outbox, Ref
-from agent_runtime._rpc import Connection
+from agent_runtime._rpc import Connection, cause_hidden, closed_connection_hint
 from agent_runtime._state import StateStore
 from agent_runtime._tasks import TaskOwner
 from agent_runtime._tls import TLS
@@ -127,7 +127,7 @@ class AgentRuntime:
         self.instance_id = spec.instance_id
         self.target = target
         self.connection = Connection(target, token=token, keepalive=True, tls=tls, round_robin=True)
-        self._tls_hint = _tls_hint(tls)
+        self._tls_hint = closed_connection_hint(tls) if tls is not None else ""
         self.state = StateStore(self.connection, spec.name)
         self.outbox = Outbox()
         self.status = AgentStatus.NEW
@@ -199,7 +199,8 @@ class AgentRuntime:
                         "agent %s: link to %s lost (%s); reconnecting in %.2fs (attempt %d)",
                         self.agent_name,
                         self.target,
-                        _describe(error) + (self._tls_hint if _cause_hidden(error) else ""),
+                        _describe(error)
+                        + (self._tls_hint if isinstance(error, grpc.aio.AioRpcError) and cause_hidden(error) else ""),
                         delay,
                         failures,
                     )
@@ -705,35 +706,6 @@ class AgentRuntime:
 
 def _draining_frame() -> agent_link_pb2.ConnectRequest:
     return agent_link_pb2.ConnectRequest(draining=agent_link_pb2.AgentDraining(reason="agent shutting down"))
-
-
-def _tls_hint(tls: TLS | None) -> str:
-    """What the reconnect warning adds when the plane is unavailable over TLS: a plane refusing the handshake (no
-    client certificate, or one it does not trust) only shows as the connection closing."""
-    if tls is None:
-        return ""
-    if tls.cert_file is None:
-        return (
-            " (over TLS, showing no client certificate: a plane that requires one closes the connection; "
-            "set MESHPLANE_TLS_CLIENT_CERT_FILE and MESHPLANE_TLS_CLIENT_KEY_FILE)"
-        )
-    return (
-        " (over TLS: a plane that requires client certificates closes the connection when its client CA did not "
-        f"sign {tls.cert_file})"
-    )
-
-
-# The plane closing the connection during the TLS handshake reads as "Socket closed" / "Connection reset";
-# these say their own cause: nothing listening, an unknown host, or a plane certificate this side refused.
-_CAUSE_SHOWN = ("Connection refused", "DNS resolution failed", "CERTIFICATE_VERIFY_FAILED", "certificate verify")
-
-
-def _cause_hidden(error: BaseException) -> bool:
-    """Unavailable for a reason the details do not give (a refused handshake looks like this)."""
-    if not isinstance(error, grpc.aio.AioRpcError) or error.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    details = error.details() or ""
-    return not any(cause in details for cause in _CAUSE_SHOWN)
 
 
 def _describe(error: BaseException) -> str:

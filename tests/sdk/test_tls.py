@@ -368,3 +368,28 @@ async def test_closing_a_client_does_not_wait_for_calls_left_on_channels_of_rene
         # Closing cancels the watch left on the retired channel instead of waiting out its grace (30 s).
         await asyncio.wait_for(client.close(), 10)
         await events.aclose()
+
+
+@pytest.mark.usefixtures("no_tls_env")
+async def test_a_client_is_told_what_a_tls_mismatch_looks_like(tmp_path: Path, ca: TestCA, server: Issued) -> None:
+    """A call that fails on TLS says so, instead of only "unreachable": a plane certificate this side refuses is
+    named with OpenSSL's reason; a plane closing the connection (no client certificate, or plaintext to a TLS
+    plane) comes with what that would mean."""
+    other = TestCA(tmp_path / "other-pki")
+    settings = _tls_settings(server, tls_client_ca_file=str(ca.cert))
+    async with running_plane(tmp_path / "plane", **settings) as plane:
+        said: dict[str, str] = {}
+        for case, tls in (("wrong CA", TLS(ca_file=other.cert)), ("no cert", TLS(ca_file=ca.cert)), ("plain", False)):
+            async with MeshClient(plane.address, tls=tls, timeout=10) as client:
+                with pytest.raises(Unavailable) as refused:
+                    await client.list_tasks(limit=1)
+                said[case] = str(refused.value)
+    assert said["wrong CA"] == (
+        f"TLS handshake with the control plane at {plane.address} failed: "
+        "CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate"
+    )
+    assert said["no cert"].startswith(f"control plane unreachable at {plane.address} (over TLS, showing no client")
+    assert said["plain"] == (
+        f"control plane unreachable at {plane.address} (it closed the connection: a plane serving TLS does that to "
+        "plaintext; set MESHPLANE_TLS_CA_FILE)"
+    )
