@@ -77,12 +77,21 @@ def list_authority(target: str) -> str | None:
     return addresses.removeprefix("//").removeprefix("/").split(",", 1)[0] or None
 
 
+def _header_char(char: str) -> bool:
+    return " " <= char <= "~"  # request headers carry printable ASCII only
+
+
+def fits_a_header(text: str) -> bool:
+    """Whether a request header (gRPC metadata) can carry `text` as it is."""
+    return all(map(_header_char, text))
+
+
 def bearer_token(token: str | None) -> str | None:
     """The token as a header carries it: surrounding whitespace (a token file's newline) stripped. A ValueError
-    if it holds a character a request header cannot carry (headers carry printable ASCII only)."""
+    if it holds a character a request header cannot carry (see :func:`fits_a_header`)."""
     token = (token or "").strip()
     for position, char in enumerate(token):
-        if not " " <= char <= "~":
+        if not _header_char(char):
             what = "a non-ASCII character" if ord(char) > 0x7F else "a line break or control character"
             raise ValueError(
                 f"the token holds {what} (position {position}), which a request header cannot carry: "
@@ -107,7 +116,7 @@ def call_metadata(pairs: Sequence[tuple[str, str]]) -> Metadata:
     for key, value in pairs:
         if not _METADATA_KEY.fullmatch(key) or key.endswith("-bin") or key == "authorization":
             raise ValueError(f"metadata key {key!r} must be lower-case [a-z0-9._-] (not authorization, not -bin)")
-        if not all(" " <= char <= "~" for char in value):
+        if not fits_a_header(value):
             raise ValueError(f"metadata value of {key!r} must be printable ASCII")
     return tuple(pairs)
 

@@ -34,7 +34,7 @@ from agent_runtime._handlers import ChannelHandler, InputInvalid, TaskHandler
 from agent_runtime._inbox import ChannelInbox
 from agent_runtime._link import LinkSession
 from agent_runtime._outbox import Outbox, Ref
-from agent_runtime._rpc import Connection, cause_hidden, closed_connection_hint
+from agent_runtime._rpc import Connection, cause_hidden
 from agent_runtime._state import StateStore
 from agent_runtime._tasks import TaskOwner
 from agent_runtime._tls import TLS
@@ -127,7 +127,7 @@ class AgentRuntime:
         self.instance_id = spec.instance_id
         self.target = target
         self.connection = Connection(target, token=token, keepalive=True, tls=tls, round_robin=True)
-        self._tls_hint = closed_connection_hint(tls) if tls is not None else ""
+        self._tls_hint = self.connection.closed_hint if tls is not None else ""  # (plaintext agents: as before)
         self.state = StateStore(self.connection, spec.name)
         self.outbox = Outbox()
         self.status = AgentStatus.NEW

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from agent_runtime import TLS, MeshClient
-from agent_runtime._rpc import bearer_token
+from agent_runtime._rpc import bearer_token, fits_a_header
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -75,15 +75,10 @@ def client(args: argparse.Namespace, *, correlation_id: str = "") -> MeshClient:
     """A client whose every call carries `correlation_id` (`task submit --correlation-id`) when a header can carry
     it, else this invocation's own (`invocation_correlation_id`): the audit trail then ties what one command changed
     together."""
-    sent = correlation_id if correlation_id and _fits_a_header(correlation_id) else invocation_correlation_id(args)
+    sent = correlation_id if correlation_id and fits_a_header(correlation_id) else invocation_correlation_id(args)
     return MeshClient(
         args.target, token=token_argument(args.token), tls=tls_from_env(), metadata=[(CORRELATION_ID_KEY, sent)]
     )
-
-
-def _fits_a_header(text: str) -> bool:
-    """Whether gRPC metadata can carry `text` as it is: printable ASCII (a task's correlation id may be any text)."""
-    return all(" " <= char <= "~" for char in text)
 
 
 def invocation_correlation_id(args: argparse.Namespace) -> str:
