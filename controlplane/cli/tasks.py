@@ -35,7 +35,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     submit.add_argument("capability", help="the capability to run, e.g. demo.echo")
     submit.add_argument("--input", "-i", default="null", help="the input: JSON, @FILE or @- (stdin)")
     submit.add_argument("--priority", type=int, default=0, help="higher runs first (-1000..1000)")
-    submit.add_argument("--idempotency-key", default="", help="submitting the same key again returns the same task")
+    submit.add_argument(
+        "--idempotency-key",
+        default="",
+        help="the same submit again with this key returns the same task; other work with it is refused",
+    )
     submit.add_argument("--correlation-id", default="", help="carried to agents, logs and events")
     submit.add_argument(
         "--max-attempts", type=int, default=0, help="attempts including the first, 1..100 (0, the default: the plane's)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -124,6 +125,40 @@ class TaskSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     traceparent: str = ""
     tracestate: str = ""
+
+    def differences(self, other: TaskSpec) -> list[str]:
+        """The fields in which `other` asks for different work than this spec: its target, input and priority.
+
+        An idempotency key stands for one request; a retry of it may carry a new correlation id or trace
+        context, and its retry policy and timeouts are compared as resolved with the plane's defaults at the
+        time, so those are left out. JSON inputs compare by value (key order and spacing may differ).
+        """
+        fields = [
+            f"target.{name}"
+            for name in ("capability", "agent_name", "label_selector", "routing_key", "strategy")
+            if getattr(self.target, name) != getattr(other.target, name)
+        ]
+        if not _same_payload(self.input, other.input):
+            fields.append("input")
+        if self.priority != other.priority:
+            fields.append("priority")
+        return fields
+
+
+def _same_payload(a: Payload, b: Payload) -> bool:
+    if a.data == b.data and a.content_type == b.content_type:
+        return True
+    if a.content_type != b.content_type or not a.is_json:
+        return False
+    try:
+        return _canonical_json(a) == _canonical_json(b)
+    except ValueError:
+        return False
+
+
+def _canonical_json(payload: Payload) -> str:
+    # Compared as text, not as Python values: those would take true for 1.
+    return json.dumps(payload.json_value(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from controlplane.domain.tasks import (
     Timeouts,
     TimeoutsRequest,
 )
-from controlplane.errors import FailedPrecondition, NotFound, ResourceExhausted
+from controlplane.errors import FailedPrecondition, NotFound, PreconditionViolation, ResourceExhausted
 from controlplane.ids import new_id
 from controlplane.lifecycle import Component, run_to_completion
 from controlplane.services.effects import Effects
@@ -96,6 +96,44 @@ class _SubmitBatch:
     resubmitted_from: str = ""
 
 
+# What one submit call gets from a flush: its tasks, or why its idempotency keys were refused.
+_Outcome = list[Submitted] | FailedPrecondition
+
+
+def _submitted(outcome: _Outcome) -> list[Submitted]:
+    if isinstance(outcome, FailedPrecondition):
+        raise outcome
+    return outcome
+
+
+def _reused_keys(specs: Sequence[TaskSpec], by_key: dict[str, Task]) -> FailedPrecondition | None:
+    """Refuse a call that gives an idempotency key already standing for other work (stored, earlier in this
+    flush, or earlier in the same call): the caller would otherwise get back a task that is not theirs."""
+    problems: list[PreconditionViolation] = []
+    in_call: dict[str, tuple[int, TaskSpec]] = {}
+    for index, spec in enumerate(specs):
+        key = spec.idempotency_key
+        if not key:
+            continue
+        subject = f"requests[{index}].idempotency_key" if len(specs) > 1 else "idempotency_key"
+        earlier = in_call.setdefault(key, (index, spec))
+        if earlier[0] != index:
+            differ = earlier[1].differences(spec)
+            holder = f"requests[{earlier[0]}] of this call"
+        elif (existing := by_key.get(key)) is not None:
+            differ = existing.spec.differences(spec)
+            holder = f"task {existing.id}"
+        else:
+            continue
+        if differ:
+            verb = "differs" if len(differ) == 1 else "differ"
+            description = f"{key!r} already stands for {holder}, whose {', '.join(differ)} {verb} from this request's"
+            problems.append(PreconditionViolation("IDEMPOTENCY_KEY_REUSED", subject, description))
+    if not problems:
+        return None
+    return FailedPrecondition("; ".join(f"{p.subject}: {p.description}" for p in problems), problems)
+
+
 class TaskService(Component):
     name = "task-service"
 
@@ -114,7 +152,7 @@ class TaskService(Component):
         self._limits: dict[
             tuple[RetryRequest, TimeoutsRequest], tuple[RetryPolicy, Timeouts] | list[tuple[str, str]]
         ] = {}
-        self.submit_batcher: Batcher[_SubmitBatch, list[Submitted]] = Batcher(
+        self.submit_batcher: Batcher[_SubmitBatch, _Outcome] = Batcher(
             "submit-batcher",
             self._flush_submits,
             max_items=settings.batch_max_size * 4,
@@ -255,9 +293,9 @@ class TaskService(Component):
             if spec is not None:
                 specs.append(spec)
         violations.raise_if_any()
-        return await self.submit_batcher.call(_SubmitBatch(specs, actor))
+        return _submitted(await self.submit_batcher.call(_SubmitBatch(specs, actor)))
 
-    async def _flush_submits(self, batches: list[_SubmitBatch]) -> list[list[Submitted]]:
+    async def _flush_submits(self, batches: list[_SubmitBatch]) -> list[_Outcome]:
         for attempt in range(3):
             try:
                 return await self._persist_submits(batches)
@@ -271,10 +309,10 @@ class TaskService(Component):
         """Let submits place their tasks on sessions with room at once (the dispatcher's place_new)."""
         self._sync_match = sync_match
 
-    async def _persist_submits(self, batches: list[_SubmitBatch]) -> list[list[Submitted]]:
+    async def _persist_submits(self, batches: list[_SubmitBatch]) -> list[_Outcome]:
         now = self._clock()
         keys = sorted({spec.idempotency_key for b in batches for spec in b.specs if spec.idempotency_key})
-        results: list[list[Submitted]] = []
+        results: list[_Outcome] = []
         new_tasks: list[Task] = []
         actors: dict[str, str] = {}
         placed: PlacedWork | None = None
@@ -283,6 +321,10 @@ class TaskService(Component):
             async with self._store.hot_transaction(single_statement=not keys) as uow:
                 by_key = await uow.tasks.find_by_idempotency_keys(keys)
                 for batch in batches:
+                    reused = _reused_keys(batch.specs, by_key)
+                    if reused is not None:
+                        results.append(reused)  # this caller's error; the other callers' tasks go in
+                        continue
                     submitted: list[Submitted] = []
                     for spec in batch.specs:
                         existing = by_key.get(spec.idempotency_key) if spec.idempotency_key else None
@@ -312,7 +354,7 @@ class TaskService(Component):
                 placed.release()
             raise
         self.submitted += len(new_tasks)
-        self.deduplicated += sum(len(r) for r in results) - len(new_tasks)
+        self.deduplicated += sum(len(r) for r in results if isinstance(r, list)) - len(new_tasks)
         if placed is not None:
             placed.send()  # committed: now the agents may hear about it
             _show_assigned(new_tasks, placed.writes)
@@ -397,7 +439,7 @@ class TaskService(Component):
             traceparent=spec.traceparent,
             tracestate=spec.tracestate,
         )
-        [submitted] = await self.submit_batcher.call(_SubmitBatch([copy], actor, resubmitted_from=task_id))
+        [submitted] = _submitted(await self.submit_batcher.call(_SubmitBatch([copy], actor, resubmitted_from=task_id)))
 
         async def audit(uow: UnitOfWork) -> None:
             await uow.audit.record(

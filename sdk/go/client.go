@@ -375,7 +375,8 @@ func NewClient(target string, opts ...ClientOption) (*Client, error) {
 func (c *Client) Close() error { return c.conns.Close() }
 
 // Submit submits a task for capability with input (JSON-encoded; a [Blob] is sent as bytes).
-// With an idempotency key already used, it returns the existing task with Deduplicated set. An
+// With an idempotency key already used, it returns the existing task with Deduplicated set; the
+// key given with another target, input or priority is an error matching ErrFailedPrecondition. An
 // input that does not encode is an error matching ErrInvalidArgument (nothing is sent).
 func (c *Client) Submit(ctx context.Context, capability string, input any, opts ...SubmitOption) (*TaskInfo, error) {
 	req, err := NewTaskRequest(capability, input, opts...).proto()

@@ -52,7 +52,7 @@ async def test_same_idempotency_key_returns_the_same_task(plane: ControlPlane, c
     batch = await stub.BatchSubmitTasks(
         ts.BatchSubmitTasksRequest(
             requests=[
-                submit_request(idempotency_key="order-42"),
+                submit_request(data={"n": 1}, idempotency_key="order-42"),
                 submit_request(idempotency_key="order-43"),
                 submit_request(idempotency_key="order-43"),
             ]
@@ -62,6 +62,78 @@ async def test_same_idempotency_key_returns_the_same_task(plane: ControlPlane, c
     assert batch.tasks[0].id == first.task.id and batch.tasks[1].id == batch.tasks[2].id
     listed = await stub.ListTasks(ts.ListTasksRequest(page_size=100))
     assert len(listed.tasks) == 2
+
+
+def raw_submit(key: str, data: bytes, **fields: object) -> ts.SubmitTaskRequest:
+    request = submit_request(idempotency_key=key, **fields)
+    request.input.data = data
+    return request
+
+
+async def test_a_key_given_again_with_other_work_is_refused_and_names_what_differs(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    stub = tasks_stub(channel)
+    first = (await stub.SubmitTask(raw_submit("order-7", b'{"sku": "a", "qty": 1}', correlation_id="try-1"))).task
+    # A retry of the same request: other spacing, key order and correlation id are still the same work.
+    again = await stub.SubmitTask(raw_submit("order-7", b'{"qty":1,"sku":"a"}', correlation_id="try-2"))
+    assert again.deduplicated and again.task.id == first.id
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitTask(raw_submit("order-7", b'{"sku": "a", "qty": 2}'))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    [failure] = [d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.PreconditionFailure)]
+    [violation] = failure.violations
+    assert (violation.type, violation.subject) == ("IDEMPOTENCY_KEY_REUSED", "idempotency_key")
+    assert (
+        violation.description
+        == f"'order-7' already stands for task {first.id}, whose input differs from this request's"
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # JSON true is not 1
+        await stub.SubmitTask(raw_submit("flag", b"true"))
+        await stub.SubmitTask(raw_submit("flag", b"1"))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitTask(raw_submit("order-7", b'{"sku": "a", "qty": 1}', capability="demo.other", priority=5))
+    assert "whose target.capability, priority differ" in (caught.value.details() or "")
+    listed = await stub.ListTasks(ts.ListTasksRequest(page_size=100))
+    assert len(listed.tasks) == 2, "only order-7's and flag's tasks were written"
+
+
+async def test_a_batch_reusing_a_key_for_other_work_writes_nothing(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    stub = tasks_stub(channel)
+    await stub.SubmitTask(raw_submit("order-8", b'{"n": 1}'))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.BatchSubmitTasks(
+            ts.BatchSubmitTasksRequest(
+                requests=[raw_submit("fresh", b"{}"), raw_submit("order-8", b'{"n": 2}'), raw_submit("fresh", b"[]")]
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    [failure] = [d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.PreconditionFailure)]
+    subjects = [(v.subject, "requests[0] of this call" in v.description) for v in failure.violations]
+    assert subjects == [("requests[1].idempotency_key", False), ("requests[2].idempotency_key", True)]
+    listed = await stub.ListTasks(ts.ListTasksRequest(page_size=100))
+    assert len(listed.tasks) == 1, "the batch's new task was not written either"
+
+
+async def test_a_refused_key_does_not_fail_the_submits_committed_with_it(
+    plane: ControlPlane, channel: grpc.aio.Channel
+) -> None:
+    stub = tasks_stub(channel)
+    await stub.SubmitTask(raw_submit("taken", b'{"n": 1}'))
+    calls = [stub.SubmitTask(raw_submit(f"k-{i}", b"{}")) for i in range(30)]
+    calls.insert(15, stub.SubmitTask(raw_submit("taken", b'{"n": 2}')))
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert [a.code() for a in refused] == [grpc.StatusCode.FAILED_PRECONDITION]
+    assert isinstance(answers[15], grpc.aio.AioRpcError)
+    listed = await stub.ListTasks(ts.ListTasksRequest(page_size=100))
+    assert len(listed.tasks) == 31
 
 
 async def test_concurrent_submits_with_one_key_create_one_task(plane: ControlPlane, channel: grpc.aio.Channel) -> None:

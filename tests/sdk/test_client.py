@@ -90,9 +90,13 @@ async def test_agents_and_instances_are_listed_a_page_at_a_time(
 
 async def test_idempotent_submit_returns_the_same_task(client: MeshClient) -> None:
     first = await client.submit("demo.echo", 1, idempotency_key="once")
-    second = await client.submit("demo.echo", 2, idempotency_key="once")
+    second = await client.submit("demo.echo", 1, idempotency_key="once")
     assert second.id == first.id
     assert (first.deduplicated, second.deduplicated) == (False, True)
+    with pytest.raises(FailedPrecondition) as caught:  # the key stands for input 1
+        await client.submit("demo.echo", 2, idempotency_key="once")
+    [violation] = caught.value.violations
+    assert violation.type == "IDEMPOTENCY_KEY_REUSED" and first.id in violation.description
 
 
 async def test_wait_and_watch_follow_a_task_to_its_end(serve: Any, client: MeshClient) -> None:

@@ -66,7 +66,10 @@ const STRATEGIES: Record<Strategy, SchedulingStrategy> = {
 export interface SubmitOptions {
   /** Higher runs first, -1000..1000. */
   priority?: number;
-  /** Submitting the same key again returns the existing task. */
+  /**
+   * Submitting the same key again returns the existing task; the key given with another target, input or
+   * priority is refused with {@link FailedPreconditionError}.
+   */
   idempotencyKey?: string;
   correlationId?: string;
   metadata?: Record<string, string>;

@@ -31,7 +31,8 @@ type SubmitTaskRequest struct {
 	Input *Payload `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
 	// Higher runs first; FIFO within a priority. Range -1000..1000.
 	Priority int32 `protobuf:"varint,3,opt,name=priority,proto3" json:"priority,omitempty"`
-	// Optional key (at most 200 characters) making the submission idempotent.
+	// Optional key (at most 200 characters) making the submission idempotent:
+	// it stands for this request's target, input and priority.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Retry policy; unset fields take the control plane's defaults.
 	RetryPolicy *RetryPolicy `protobuf:"bytes,5,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`

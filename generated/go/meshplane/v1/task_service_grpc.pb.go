@@ -35,7 +35,9 @@ const (
 // Submit, inspect, watch and cancel tasks.
 type TaskServiceClient interface {
 	// Submits one task. With an idempotency key already used, returns the
-	// existing task (deduplicated = true) instead of creating another.
+	// existing task (deduplicated = true) instead of creating another. A key
+	// given again with another target, input (JSON compared by value) or
+	// priority is refused with FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
 	SubmitTask(ctx context.Context, in *SubmitTaskRequest, opts ...grpc.CallOption) (*SubmitTaskResponse, error)
 	// Submits up to 1000 tasks at once, atomically: either all are accepted or none.
 	BatchSubmitTasks(ctx context.Context, in *BatchSubmitTasksRequest, opts ...grpc.CallOption) (*BatchSubmitTasksResponse, error)
@@ -149,7 +151,9 @@ func (c *taskServiceClient) ResubmitTask(ctx context.Context, in *ResubmitTaskRe
 // Submit, inspect, watch and cancel tasks.
 type TaskServiceServer interface {
 	// Submits one task. With an idempotency key already used, returns the
-	// existing task (deduplicated = true) instead of creating another.
+	// existing task (deduplicated = true) instead of creating another. A key
+	// given again with another target, input (JSON compared by value) or
+	// priority is refused with FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
 	SubmitTask(context.Context, *SubmitTaskRequest) (*SubmitTaskResponse, error)
 	// Submits up to 1000 tasks at once, atomically: either all are accepted or none.
 	BatchSubmitTasks(context.Context, *BatchSubmitTasksRequest) (*BatchSubmitTasksResponse, error)

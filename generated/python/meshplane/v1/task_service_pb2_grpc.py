@@ -78,7 +78,9 @@ class TaskServiceServicer:
 
     def SubmitTask(self, request, context):
         """Submits one task. With an idempotency key already used, returns the
-        existing task (deduplicated = true) instead of creating another.
+        existing task (deduplicated = true) instead of creating another. A key
+        given again with another target, input (JSON compared by value) or
+        priority is refused with FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

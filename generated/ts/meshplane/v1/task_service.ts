@@ -48,7 +48,10 @@ export interface SubmitTaskRequest {
     | undefined;
   /** Higher runs first; FIFO within a priority. Range -1000..1000. */
   priority: number;
-  /** Optional key (at most 200 characters) making the submission idempotent. */
+  /**
+   * Optional key (at most 200 characters) making the submission idempotent:
+   * it stands for this request's target, input and priority.
+   */
   idempotencyKey: string;
   /** Retry policy; unset fields take the control plane's defaults. */
   retryPolicy?:
@@ -1598,7 +1601,9 @@ export type TaskServiceService = typeof TaskServiceService;
 export const TaskServiceService = {
   /**
    * Submits one task. With an idempotency key already used, returns the
-   * existing task (deduplicated = true) instead of creating another.
+   * existing task (deduplicated = true) instead of creating another. A key
+   * given again with another target, input (JSON compared by value) or
+   * priority is refused with FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
    */
   submitTask: {
     path: "/meshplane.v1.TaskService/SubmitTask" as const,
@@ -1687,7 +1692,9 @@ export const TaskServiceService = {
 export interface TaskServiceServer extends UntypedServiceImplementation {
   /**
    * Submits one task. With an idempotency key already used, returns the
-   * existing task (deduplicated = true) instead of creating another.
+   * existing task (deduplicated = true) instead of creating another. A key
+   * given again with another target, input (JSON compared by value) or
+   * priority is refused with FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
    */
   submitTask: handleUnaryCall<SubmitTaskRequest, SubmitTaskResponse>;
   /** Submits up to 1000 tasks at once, atomically: either all are accepted or none. */
@@ -1717,7 +1724,9 @@ export interface TaskServiceServer extends UntypedServiceImplementation {
 export interface TaskServiceClient extends Client {
   /**
    * Submits one task. With an idempotency key already used, returns the
-   * existing task (deduplicated = true) instead of creating another.
+   * existing task (deduplicated = true) instead of creating another. A key
+   * given again with another target, input (JSON compared by value) or
+   * priority is refused with FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
    */
   submitTask(
     request: SubmitTaskRequest,
