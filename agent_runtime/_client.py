@@ -308,9 +308,11 @@ class MeshClient:
             print(await task.result(timeout=30))
 
     ``target`` defaults to ``MESHPLANE_TARGET`` or ``127.0.0.1:50051``; ``token`` to ``MESHPLANE_TOKEN``.
-    A target listing several addresses (``ipv4:10.0.0.1:50051,10.0.0.2:50051``) has calls go to the first that
-    accepts a connection; over TLS without a ``server_name``, its first address is the name verified in the
-    plane's certificate (as for an agent), so every replica's certificate must hold it, or give a ``server_name``.
+    Of a target naming several addresses (a list, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``, or a DNS name with
+    several), calls go to each connected one in turn (gRPC's round_robin policy, as in the Go SDK) rather than all
+    to the first that accepts a connection; one address works as before. Over TLS without a ``server_name``, a
+    list's first address is the name verified in the plane's certificate (as for an agent), so every replica's
+    certificate must hold it, or give a ``server_name``.
     ``timeout`` bounds each unary call (seconds). Failed calls raise the :class:`RpcError` subclasses.
     ``connections`` (1 to 64): how many connections calls take in turn. The control plane accepts one
     connection's calls one at a time, so a client making many calls at once goes faster over several.
@@ -338,6 +340,7 @@ class MeshClient:
             timeout=timeout,
             connections=connections,
             tls=resolve_tls(tls),
+            round_robin=True,  # replicas share the calls, as the Go client's do
             metadata=metadata,
         )
 

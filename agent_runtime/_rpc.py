@@ -227,10 +227,11 @@ class Connection:
     one at a time (it listens with several servers on one port, and the kernel spreads connections, not
     calls, over them), so many concurrent calls go faster over several.
 
-    With `round_robin` (the agent's link), a target naming several addresses (``ipv4:host:port,host:port``, a DNS
-    name with several addresses) has each call or stream go to the next address, and the channels' connections
-    are their own (never shared with another channel to the same target), so that :meth:`reconnect` really opens
-    new ones. With or without it, such a list's authority is its first address (see :func:`list_authority`).
+    With `round_robin` (agents and clients alike, as in the Go SDK), a target naming several addresses
+    (``ipv4:host:port,host:port``, a DNS name with several addresses) has each call or stream go to the next
+    address, and the channels' connections are their own (never shared with another channel to the same target,
+    as a Go connection's), so that :meth:`reconnect` (the agent's) really opens new ones. With or without it, such
+    a list's authority is its first address (see :func:`list_authority`).
     """
 
     def __init__(

@@ -234,6 +234,12 @@ class SubmitResult(TaskInfo):
     def task(self) -> TaskInfo:
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        """The task as protobuf JSON data (see :meth:`TaskInfo.to_dict`) with ``"deduplicated"``, false too: the
+        one thing a submit says that the task does not. ``to_json`` prints it as well."""
+        # TaskInfo's named explicitly: zero-argument super() fails in a slots dataclass (it is a new class).
+        return {**TaskInfo.to_dict(self), "deduplicated": self.deduplicated}
+
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent(_FromProto):

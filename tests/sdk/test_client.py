@@ -226,6 +226,10 @@ async def test_the_sync_client_says_when_an_idempotency_key_matched_an_existing_
     assert first.id == again.id == by_spec.id == batched.id != new.id
     # Still the TaskInfo it was (callers read its fields), and `.task` as on the async client's handle.
     assert isinstance(again, TaskInfo) and again.task is again and again.state is TaskState.QUEUED
+    # Printed, it says so too: the task's JSON with `deduplicated` (false as well, not left out as proto3 JSON would).
+    assert again.to_dict() == {**TaskInfo.to_dict(again), "deduplicated": True}
+    assert again.to_dict()["id"] == again.id
+    assert json.loads(first.to_json())["deduplicated"] is False
 
 
 def test_the_sync_client_offers_every_operation_of_the_async_one() -> None:

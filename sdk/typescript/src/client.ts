@@ -298,6 +298,7 @@ export class MeshClient {
       credentials: options.credentials,
       channelOptions: options.channelOptions,
       connections: options.connections,
+      roundRobin: true, // replicas share the calls, as a Go or Python client's do
     });
   }
 

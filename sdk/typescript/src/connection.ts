@@ -373,11 +373,11 @@ export interface ChannelSetup {
   /** How many connections calls take in turn (1 to {@link MAX_CONNECTIONS}; default 1). */
   connections?: number;
   /**
-   * The agent's link: of a target naming several addresses (`ipv4:host:port,host:port`, a DNS name with several
-   * addresses), each call or stream goes to the next ready one (gRPC's round_robin policy) rather than all to the
-   * first that accepted a connection (pick_first); and the channels' connections are their own (never shared with
-   * another channel to the target), so that {@link Connection.reconnect} really opens new ones. One address works
-   * as before.
+   * Set by the agent's link and by MeshClient. Of a target naming several addresses (`ipv4:host:port,host:port`,
+   * a DNS name with several addresses), each call or stream goes to the next ready one (gRPC's round_robin policy)
+   * rather than all to the first that accepted a connection (pick_first); and the channels' connections are their
+   * own (never shared with another channel to the target), so that {@link Connection.reconnect} really opens new
+   * ones. One address works as before.
    */
   roundRobin?: boolean;
   /** Where the renewal of the client certificate logs (default: the stderr logger, see {@link consoleLogger}). */
