@@ -277,7 +277,9 @@ class ControlPlane(Component):
         # Without tokens there is nothing to check: no auth interceptor (each one costs every RPC a hop).
         interceptors = [AuthInterceptor(s.auth_tokens)] if s.auth_tokens else []
         server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorInterceptor(self.grpc_calls)],
+            # The error interceptor first: it wraps whatever answers a call, so calls the auth interceptor
+            # refuses are counted (UNAUTHENTICATED) with the others.
+            interceptors=[ErrorInterceptor(self.grpc_calls), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
                 ("grpc.max_send_message_length", max(_MAX_MESSAGE, 4 * s.max_payload_bytes)),
