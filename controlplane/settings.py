@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import math
 import os
@@ -242,22 +243,74 @@ OTHER_PROGRAMS_PREFIXES: dict[str, str] = {
     "MESHPLANE_GATEWAY_": "the REST gateway's own settings, and MESHPLANE_GATEWAY_BIN (the binary meshplane up runs)",
     "MESHPLANE_FUZZ_": "the tests' fuzzing budget",
 }
-# What Kubernetes injects for each Service of the namespace (unless a Pod sets enableServiceLinks: false): a Service
-# `meshplane` or `meshplane-metrics` gives MESHPLANE_PORT, MESHPLANE_SERVICE_HOST, MESHPLANE_SERVICE_PORT(_NAME),
-# MESHPLANE_PORT_50051_TCP(_ADDR|_PORT|_PROTO), MESHPLANE_METRICS_SERVICE_HOST, ... (names upper-cased, - as _).
-_SERVICE_LINK = re.compile(
-    r"MESHPLANE(?:_[A-Z0-9_]+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)"
-    r"(?:_(?:ADDR|PORT|PROTO))?)?)"
+# What Kubernetes injects for each Service of the namespace (unless a Pod sets enableServiceLinks: false), named after
+# it (upper case, - as _): <SVC>_SERVICE_HOST, <SVC>_SERVICE_PORT(_<PORT NAME>), <SVC>_PORT, and per port
+# <SVC>_PORT_<n>_<PROTOCOL>(_ADDR|_PORT|_PROTO). A Service `meshplane` or `meshplane-*` puts them in our prefix, where
+# a misspelled setting may bear the same name (`meshplane-metrics` gives <SVC>_PORT, also metrics_listen misspelled):
+# so a variable is a service link only if its value is what the kubelet writes there too, the Service's cluster IP,
+# a port number, `tcp://IP:PORT` or a protocol. (<SVC>, not real names: the tests read these sources for the
+# variables Meshplane's programs read.)
+_SERVICE = r"MESHPLANE(?:_[A-Z0-9_]+)?"
+_SERVICE_PORT = _SERVICE + r"_PORT_(?P<port>[0-9]+)_(?P<protocol>TCP|UDP|SCTP)"
+_LINK_URL = re.compile(r"(?P<protocol>tcp|udp|sctp)://(?:\[(?P<ipv6>[^\]]+)\]|(?P<ipv4>[0-9.]+)):(?P<port>[0-9]+)")
+_LINK_PORT = re.compile(r"[1-9][0-9]{0,4}")
+
+
+def _is_ip(value: str, version: int | None = None) -> bool:
+    """Whether `value` is an IP address (of that version, if given): a Service's cluster IP."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
+def _is_link_port(value: str) -> bool:
+    """Whether `value` is a port number as the kubelet writes one (1-65535, no leading zero)."""
+    return _LINK_PORT.fullmatch(value) is not None and int(value) <= 65535
+
+
+def _is_link_url(value: str, protocol: str | None = None, port: str | None = None) -> bool:
+    """Whether `value` is a port's address as the kubelet writes it (`tcp://10.0.0.7:50051`, `udp://[fd00::9]:53`),
+    with that protocol (upper case, as in the variable's name) and port if given."""
+    url = _LINK_URL.fullmatch(value)
+    if url is None or not _is_link_port(url["port"]):
+        return False
+    ip_fits = _is_ip(url["ipv6"], 6) if url["ipv6"] is not None else _is_ip(url["ipv4"], 4)
+    protocol_fits = protocol is None or url["protocol"] == protocol.lower()
+    port_fits = port is None or url["port"] == port
+    return ip_fits and protocol_fits and port_fits
+
+
+# Each service-link variable's name, and whether a value is what the kubelet writes in it (given the name's match).
+_SERVICE_LINKS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str], str], bool]], ...] = (
+    (re.compile(_SERVICE + "_SERVICE_HOST"), lambda _, value: _is_ip(value)),
+    (re.compile(_SERVICE + "_SERVICE_PORT(?:_[A-Z0-9_]+)?"), lambda _, value: _is_link_port(value)),
+    (re.compile(_SERVICE + "_PORT"), lambda _, value: _is_link_url(value)),
+    (re.compile(_SERVICE_PORT), lambda name, value: _is_link_url(value, name["protocol"], name["port"])),
+    (re.compile(_SERVICE_PORT + "_PROTO"), lambda name, value: value == name["protocol"].lower()),
+    (re.compile(_SERVICE_PORT + "_PORT"), lambda name, value: value == name["port"]),
+    (re.compile(_SERVICE_PORT + "_ADDR"), lambda _, value: _is_ip(value)),
 )
 
 
-def _known_variable(name: str) -> bool:
-    """Whether the MESHPLANE_* variable `name` (upper case) is something Meshplane or Kubernetes means."""
+def _service_link(name: str, value: str) -> bool:
+    """Whether `name=value` is one of the variables Kubernetes injects for a Service named meshplane(-*)."""
+    for pattern, fits in _SERVICE_LINKS:
+        match = pattern.fullmatch(name)
+        if match is not None and fits(match, value):
+            return True
+    return False
+
+
+def _known_variable(name: str, value: str) -> bool:
+    """Whether the MESHPLANE_* variable `name` (upper case), set to `value`, is something Meshplane or Kubernetes
+    means."""
     return (
         name in _SETTING_VARIABLES
         or name in OTHER_PROGRAMS_VARIABLES
         or name.startswith(tuple(OTHER_PROGRAMS_PREFIXES))
-        or _SERVICE_LINK.fullmatch(name) is not None
+        or _service_link(name, value)
     )
 
 
@@ -277,7 +330,7 @@ def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
     warnings: list[str] = []
     for given in sorted(environ):
         name = given.upper()
-        if not name.startswith(ENV_PREFIX) or _known_variable(name):
+        if not name.startswith(ENV_PREFIX) or _known_variable(name, environ[given]):
             continue
         meant = _likely_meant(name)
         hint = f" (did you mean {meant}?)" if meant else ""

@@ -1,6 +1,7 @@
 """`python -m controlplane.devtools.serve`: one control plane from MESHPLANE_* env, for tests and benchmarks.
 
-Prints `READY <grpc address> <metrics address>` once serving; drains and exits 0 on SIGTERM/SIGINT.
+Prints `READY <grpc address> <metrics address>` once serving; drains and exits 0 on SIGTERM/SIGINT. Like
+`meshplane up`, logs a warning (stderr) for each MESHPLANE_* variable nothing reads.
 (`meshplane up` is the user-facing command; this runner has no CLI flags and a machine-readable line.)
 """
 
@@ -14,12 +15,14 @@ import sys
 
 from controlplane.app import ControlPlane
 from controlplane.runtime import run_event_loop, tune_interpreter
-from controlplane.settings import Settings
+from controlplane.settings import Settings, warn_about_unknown_variables
 
 
 async def serve() -> None:
     logging.basicConfig(level=os.environ.get("MESHPLANE_LOG_LEVEL", "WARNING"), stream=sys.stderr)
-    plane = ControlPlane(Settings())
+    settings = Settings()
+    warn_about_unknown_variables()  # a misspelled setting would leave a benchmark measuring the default
+    plane = ControlPlane(settings)
     await plane.start()
     tune_interpreter()
     print(f"READY {plane.address} {plane.metrics.address or '-'}", flush=True)

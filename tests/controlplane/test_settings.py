@@ -295,11 +295,6 @@ def test_an_unknown_variable_is_named_with_the_setting_it_probably_meant() -> No
 @pytest.mark.parametrize(
     "name",
     [
-        # Kubernetes service links of Services `meshplane` and `meshplane-metrics` (enableServiceLinks)
-        "MESHPLANE_PORT", "MESHPLANE_SERVICE_HOST", "MESHPLANE_SERVICE_PORT", "MESHPLANE_SERVICE_PORT_GRPC",
-        "MESHPLANE_PORT_50051_TCP", "MESHPLANE_PORT_50051_TCP_ADDR", "MESHPLANE_PORT_50051_TCP_PORT",
-        "MESHPLANE_PORT_50051_TCP_PROTO", "MESHPLANE_METRICS_SERVICE_HOST", "MESHPLANE_METRICS_SERVICE_PORT",
-        "MESHPLANE_METRICS_PORT", "MESHPLANE_METRICS_PORT_9090_TCP_ADDR", "MESHPLANE_GATEWAY_HTTP_PORT_8080_UDP",
         # other programs' variables
         "MESHPLANE_TARGET", "MESHPLANE_TOKEN", "MESHPLANE_TLS", "MESHPLANE_TLS_CA_FILE", "MESHPLANE_TLS_SERVER_NAME",
         "MESHPLANE_TLS_CLIENT_CERT_FILE", "MESHPLANE_TLS_CLIENT_KEY_FILE", "MESHPLANE_GATEWAY",
@@ -309,8 +304,80 @@ def test_an_unknown_variable_is_named_with_the_setting_it_probably_meant() -> No
         *(variable(name) for name in Settings.model_fields), "meshplane_lease_timeout",
     ],
 )  # fmt: skip
-def test_variables_meshplane_or_kubernetes_sets_are_not_unknown(name: str) -> None:
+def test_variables_meshplane_programs_read_are_not_unknown(name: str) -> None:
     assert unknown_variable_warnings({name: "x"}) == []
+
+
+# What the kubelet injects (unless a Pod sets enableServiceLinks: false) for the Services `meshplane` (ports grpc
+# 50051 and metrics 9090), `meshplane-grpc` (one unnamed port), `meshplane-metrics` (IPv6, UDP and SCTP) and
+# `meshplane-gateway-http` (as tests/helm/kube.py's service_links builds them).
+SERVICE_LINKS = {
+    "MESHPLANE_SERVICE_HOST": "10.0.0.5",
+    "MESHPLANE_SERVICE_PORT": "50051",
+    "MESHPLANE_SERVICE_PORT_GRPC": "50051",
+    "MESHPLANE_SERVICE_PORT_METRICS": "9090",
+    "MESHPLANE_PORT": "tcp://10.0.0.5:50051",
+    "MESHPLANE_PORT_50051_TCP": "tcp://10.0.0.5:50051",
+    "MESHPLANE_PORT_50051_TCP_PROTO": "tcp",
+    "MESHPLANE_PORT_50051_TCP_PORT": "50051",
+    "MESHPLANE_PORT_50051_TCP_ADDR": "10.0.0.5",
+    "MESHPLANE_PORT_9090_TCP": "tcp://10.0.0.5:9090",
+    "MESHPLANE_PORT_9090_TCP_PROTO": "tcp",
+    "MESHPLANE_PORT_9090_TCP_PORT": "9090",
+    "MESHPLANE_PORT_9090_TCP_ADDR": "10.0.0.5",
+    "MESHPLANE_GRPC_SERVICE_HOST": "10.0.0.7",
+    "MESHPLANE_GRPC_SERVICE_PORT": "50051",
+    "MESHPLANE_GRPC_PORT": "tcp://10.0.0.7:50051",
+    "MESHPLANE_GRPC_PORT_50051_TCP": "tcp://10.0.0.7:50051",
+    "MESHPLANE_GRPC_PORT_50051_TCP_PROTO": "tcp",
+    "MESHPLANE_GRPC_PORT_50051_TCP_PORT": "50051",
+    "MESHPLANE_GRPC_PORT_50051_TCP_ADDR": "10.0.0.7",
+    "MESHPLANE_METRICS_SERVICE_HOST": "fd00::9",
+    "MESHPLANE_METRICS_SERVICE_PORT": "9090",
+    "MESHPLANE_METRICS_PORT": "udp://[fd00::9]:9090",
+    "MESHPLANE_METRICS_PORT_9090_UDP": "udp://[fd00::9]:9090",
+    "MESHPLANE_METRICS_PORT_9090_UDP_PROTO": "udp",
+    "MESHPLANE_METRICS_PORT_9090_UDP_PORT": "9090",
+    "MESHPLANE_METRICS_PORT_9090_UDP_ADDR": "fd00::9",
+    "MESHPLANE_METRICS_PORT_9091_SCTP": "sctp://[fd00::9]:9091",
+    "MESHPLANE_METRICS_PORT_9091_SCTP_PROTO": "sctp",
+    "MESHPLANE_METRICS_PORT_9091_SCTP_PORT": "9091",
+    "MESHPLANE_METRICS_PORT_9091_SCTP_ADDR": "fd00::9",
+    "MESHPLANE_GATEWAY_HTTP_PORT_8080_UDP": "udp://10.0.0.8:8080",
+}
+
+
+def test_kubernetes_service_links_are_not_unknown() -> None:
+    assert unknown_variable_warnings(SERVICE_LINKS) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "meant"),
+    [
+        # settings misspelled, named like a Service's link but valued as a setting: they were not warned about
+        ("MESHPLANE_GRPC_PORT", "5000", None),
+        ("MESHPLANE_METRIC_PORT", "9000", "MESHPLANE_METRICS_LISTEN"),
+        ("MESHPLANE_HEALTH_PORT", "8081", "MESHPLANE_HEALTH_LISTEN"),
+        # a link's name, but nothing the kubelet writes there
+        ("MESHPLANE_SERVICE_HOST", "plane.example", None),  # a cluster IP, never a host name
+        ("MESHPLANE_SERVICE_PORT", "0", None),
+        ("MESHPLANE_SERVICE_PORT_GRPC", "grpc", None),
+        ("MESHPLANE_PORT", "50051", None),
+        ("MESHPLANE_PORT", "http://10.0.0.5:50051", None),
+        ("MESHPLANE_PORT", "tcp://plane:50051", None),
+        ("MESHPLANE_PORT", "tcp://fd00::9:50051", None),  # an IPv6 address in brackets, always
+        ("MESHPLANE_PORT_50051_TCP", "tcp://10.0.0.5:9090", None),  # another port than its name's
+        ("MESHPLANE_PORT_50051_TCP", "udp://10.0.0.5:50051", None),  # another protocol than its name's
+        ("MESHPLANE_PORT_50051_TCP_PROTO", "udp", None),
+        ("MESHPLANE_PORT_50051_TCP_PORT", "9090", None),
+        ("MESHPLANE_PORT_50051_TCP_ADDR", "localhost", None),
+    ],
+)
+def test_a_variable_named_like_a_service_link_but_not_valued_like_one_is_unknown(
+    name: str, value: str, meant: str | None
+) -> None:
+    hint = f" (did you mean {meant}?)" if meant else ""
+    assert unknown_variable_warnings({**SERVICE_LINKS, name: value}) == [f"unknown variable {name} ignored{hint}"]
 
 
 _SOURCES = ("controlplane", "agent_runtime", "sdk", "gateway", "deploy", "examples", "tools")
