@@ -7,8 +7,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from controlplane.clock import wall_clock
+from controlplane.domain.tasks import TaskRef
 from controlplane.lifecycle import Component, TaskOwner
 from controlplane.link.supervisor import SessionSupervisor
 from controlplane.observability.loop_errors import LoopErrors
@@ -26,6 +28,40 @@ _RECOVERY_STEPS = ("reap-replicas", "orphans", "ghost-instances")  # the steps t
 _OCCASIONAL_STEPS = (*_RECOVERY_STEPS, "queue-depth")
 
 QUEUE_DEPTH_EVERY = 10.0  # seconds between reads of the queue's depth (meshplane_tasks_queued)
+
+
+@dataclass(slots=True)
+class StallGrace:
+    """Whether silence may be judged yet, after the plane's own event loop stalled.
+
+    The plane hears its agents only while its event loop runs. While the process is paused (SIGSTOP, a VM
+    freeze) or the loop is blocked, heartbeats wait unread in the sockets, and the first sweep after it would
+    find every session silent and every attempt's heartbeat overdue: healthy agents would be cut off for the
+    plane's own stall.
+
+    The rule: the sweep asks to be woken `interval` seconds after it went to sleep; waking more than
+    `tolerance` later means the loop did not run for that long (a shorter lag is within the slack a lease
+    already leaves a heartbeat). No session or attempt is then judged silent until `grace` after that
+    wake-up, when the frames that waited have been read and agents that were frozen too have beaten again;
+    then each is judged by its last sign of life as usual (a really dead one is found at most `grace` late).
+    A stall while the sweep itself awaits is not measured: the next sweep then comes only a whole interval
+    after it, by which time the frames that waited have been read.
+    """
+
+    tolerance: float
+    grace: float
+    judge_from: float = 0.0  # monotonic: nothing is judged silent before this
+
+    def woke(self, *, asleep_since: float, interval: float, now: float) -> float:
+        """Note a wake-up of the sweep; how long the loop stalled (0.0: no longer than `tolerance`)."""
+        stalled_for = now - asleep_since - interval
+        if stalled_for <= self.tolerance:
+            return 0.0
+        self.judge_from = now + self.grace
+        return stalled_for
+
+    def may_judge(self, now: float) -> bool:
+        return now >= self.judge_from
 
 
 class Sweeper(Component):
@@ -59,6 +95,10 @@ class Sweeper(Component):
         self._interval = settings.sweep_interval.total_seconds()
         self._heartbeat_every = settings.heartbeat_interval.total_seconds()
         self._lease = settings.lease_timeout.total_seconds()
+        # One heartbeat interval both ways: a lag shorter than that is within the slack a lease leaves (the
+        # lease is longer than the interval: 4 of them by default); and within one interval after a stall
+        # every live agent has been heard, from the frames that waited or from its next heartbeat.
+        self._stall = StallGrace(tolerance=self._heartbeat_every, grace=self._heartbeat_every)
         self._tasks = TaskOwner(self.name)
         self._last: dict[str, float] = {}
         self._started = 0.0
@@ -123,9 +163,28 @@ class Sweeper(Component):
         errors.succeeded(part=name)
         return True
 
-    async def sweep_once(self) -> None:
+    def _judge_silence(self) -> list[TaskRef]:
+        """Close the sessions silent for a lease; the attempts whose heartbeat is overdue (none of either in
+        the grace after a stall of the plane's own loop: see StallGrace)."""
+        if not self._stall.may_judge(time.monotonic()):
+            return []
         self._supervisor.expire_silent()
-        overdue = self._supervisor.overdue_heartbeats()
+        return self._supervisor.overdue_heartbeats()
+
+    def _notice_stall(self, asleep_since: float) -> None:
+        """The sweep woke up; if much later than it asked, silence checks restart from now (StallGrace)."""
+        stalled_for = self._stall.woke(asleep_since=asleep_since, interval=self._interval, now=time.monotonic())
+        if stalled_for:
+            logger.warning(
+                "the control plane's event loop was stalled for %.1fs (process paused or frozen, or the loop "
+                "blocked): silence checks of agent sessions and task heartbeats restart from now, after %gs for "
+                "the frames that waited to be read",
+                stalled_for,
+                self._stall.grace,
+            )
+
+    async def sweep_once(self) -> None:
+        overdue = self._judge_silence()
         errors = self._sweep_errors
         if overdue:
             await self._step(errors, "heartbeat-timeouts", lambda: self._recovery.heartbeat_timeouts(overdue))
@@ -166,7 +225,9 @@ class Sweeper(Component):
 
     async def _run(self) -> None:
         while True:
+            asleep_since = time.monotonic()
             await asyncio.sleep(self._interval)
+            self._notice_stall(asleep_since)
             await self.sweep_once()
 
     async def housekeep_once(self) -> None:
