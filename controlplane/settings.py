@@ -117,11 +117,24 @@ ZERO_MEANS: dict[str, str] = {
 }
 
 
+# The durations that set how often a loop runs (the plane's sweeps, every agent's heartbeat): shorter than this,
+# they would keep a core busy for nothing (a 1us heartbeat is a million frames a second from each agent).
+LOOP_INTERVALS = frozenset({"heartbeat_interval", "sweep_interval", "housekeeping_interval"})
+MIN_LOOP_INTERVAL = timedelta(milliseconds=10)
+
+
 def _check_duration(value: timedelta, info: ValidationInfo) -> timedelta:
     name = info.field_name or "duration"
     zero = ZERO_MEANS.get(name)
     if zero is None and value <= timedelta(0):
         raise SettingError(lambda n: f"{n(name)} must be > 0 (got {shown(value)})")
+    if name in LOOP_INTERVALS and value < MIN_LOOP_INTERVAL:
+        raise SettingError(
+            lambda n: (
+                f"{n(name)} must be at least {shown(MIN_LOOP_INTERVAL)}: it sets how often a loop runs "
+                f"(got {shown(value)})"
+            )
+        )
     if value < timedelta(0):
         raise SettingError(lambda n: f"{n(name)} must be >= 0 (got {shown(value)}; {zero})")
     return value

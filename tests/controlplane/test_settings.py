@@ -14,6 +14,7 @@ from controlplane.cli import logs
 from controlplane.cli.common import CliError
 from controlplane.settings import (
     LOG_LEVELS,
+    LOOP_INTERVALS,
     ZERO_MEANS,
     LogFormat,
     Settings,
@@ -113,6 +114,9 @@ def test_every_duration_setting_has_its_bounds() -> None:
         else:
             assert refused(**{name: "-1s"}).startswith(f"{variable_name} must be > 0 (got -1s)")
             assert refused(**{name: "0"}).startswith(f"{variable_name} must be > 0 (got 0s)")
+        if name in LOOP_INTERVALS:
+            assert refused(**{name: "9ms"}).startswith(f"{variable_name} must be at least 10ms")
+            assert getattr(Settings(**{name: "10ms"}), name) == timedelta(milliseconds=10)
 
 
 @pytest.mark.parametrize(
@@ -143,6 +147,13 @@ def test_every_duration_setting_has_its_bounds() -> None:
          "MESHPLANE_DRAIN_TIMEOUT: expected a duration of at most 999999999 days, got '1e20'"),
         ({"sweep_interval": "inf"},
          "MESHPLANE_SWEEP_INTERVAL: expected a duration of at most 999999999 days, got 'inf'"),
+        # a loop's interval: at least 10ms (1us heartbeats would be a million frames a second from each agent)
+        ({"heartbeat_interval": "0.000001"},
+         "MESHPLANE_HEARTBEAT_INTERVAL must be at least 10ms: it sets how often a loop runs (got 0.001ms)"),
+        ({"sweep_interval": "9ms"}, "MESHPLANE_SWEEP_INTERVAL must be at least 10ms: it sets how often a loop runs "
+         "(got 9ms)"),
+        ({"housekeeping_interval": "0.005"},
+         "MESHPLANE_HOUSEKEEPING_INTERVAL must be at least 10ms: it sets how often a loop runs (got 5ms)"),
         ({"sweep_interval": "nan"},
          "MESHPLANE_SWEEP_INTERVAL: expected a duration like 500ms, 5s, 2m, 1h, 7d or seconds, got 'nan'"),
         # what the settings ask of each other (kept, now naming the variables and the values)
