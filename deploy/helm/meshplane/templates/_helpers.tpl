@@ -169,13 +169,13 @@ value to change. Included from the control-plane ConfigMap, which is always rend
 {{- if le $liveBudget $drain -}}
 {{- fail (printf "controlPlane.probes.liveness.periodSeconds * failureThreshold (%v * %v = %vs) must be longer than controlPlane.config.drainTimeout (%s): the plane reports NOT_SERVING while it drains, so the kubelet would restart it mid-drain" $live.periodSeconds $live.failureThreshold $liveBudget $cp.config.drainTimeout) -}}
 {{- end -}}
-{{- /* The plane refuses these at 0 (a heartbeat loop would spin; nothing could drain). */ -}}
+{{- /* The plane refuses these at start-up: a drain of 0 (nothing could drain), a heartbeat under 10ms (a busy loop). */ -}}
 {{- if le $drain 0.0 -}}
 {{- fail (printf "controlPlane.config.drainTimeout (%s) must be more than 0" $cp.config.drainTimeout) -}}
 {{- end -}}
 {{- $hb := include "meshplane.seconds" $cp.config.heartbeatInterval | float64 -}}
-{{- if le $hb 0.0 -}}
-{{- fail (printf "controlPlane.config.heartbeatInterval (%s) must be more than 0" $cp.config.heartbeatInterval) -}}
+{{- if lt $hb 0.01 -}}
+{{- fail (printf "controlPlane.config.heartbeatInterval (%s) must be at least 10ms" $cp.config.heartbeatInterval) -}}
 {{- end -}}
 {{- $lease := include "meshplane.seconds" $cp.config.leaseTimeout | float64 -}}
 {{- if le $lease $hb -}}
