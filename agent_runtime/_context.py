@@ -154,9 +154,9 @@ class TaskContext:
         """Publish a message (any JSON value, a pydantic model, or bytes) to a channel.
 
         What the control plane would refuse raises here, before anything is sent (the plane's own answer could not
-        reach this call): :class:`InvalidArgument` for a channel name or headers it does not take,
-        :class:`ResourceExhausted` for a payload over its ``max_payload_bytes``, :class:`NotSerializable` for a value
-        that is not JSON.
+        reach this call): :class:`InvalidArgument` for a channel name or headers it does not take, or JSON nested more
+        than 32 levels deep; :class:`ResourceExhausted` for a payload over its ``max_payload_bytes``;
+        :class:`NotSerializable` for a value that is not JSON.
         """
         self._port.publish(channel, data, headers)
         return _DONE

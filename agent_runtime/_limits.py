@@ -8,8 +8,10 @@ channel service, the agent link servicer) and the handler learns at once. Keep t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from agent_runtime._errors import FieldViolation, InvalidArgument, ResourceExhausted
 
@@ -20,6 +22,7 @@ MAX_HEADERS = 64
 MAX_HEADER_KEY_LENGTH = 256
 MAX_HEADER_VALUE_LENGTH = 4096
 OUTPUT_TOO_LARGE = "output_too_large"  # the task error code of an output over max_payload_bytes
+MAX_JSON_DEPTH = 32  # objects and arrays within each other, in a JSON payload
 
 
 def channel_problem(name: str) -> str | None:
@@ -54,6 +57,36 @@ def check_publish(channel: str, headers: Mapping[str, str]) -> None:
         violations.insert(0, FieldViolation("channel", problem))
     if violations:
         raise InvalidArgument("", violations=tuple(violations))
+
+
+def json_depth_problem(data: bytes) -> str | None:
+    """The plane's words for JSON text nesting objects and arrays more than MAX_JSON_DEPTH levels deep, or None."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return None  # too few brackets to nest that deep (the usual case, decided without a parse)
+    too_deep = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        return too_deep  # nested deeper than Python's own parser goes
+    except ValueError:
+        return None  # bytes given as JSON that are not: the plane says so itself
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return too_deep
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return None
+
+
+def check_json_depth(data: bytes) -> None:
+    """Raise InvalidArgument for a published JSON payload nesting deeper than the plane takes."""
+    problem = json_depth_problem(data)
+    if problem is not None:
+        raise InvalidArgument("", violations=(FieldViolation("payload", problem),))
 
 
 def too_large(what: str, size: int, limit: int) -> str | None:

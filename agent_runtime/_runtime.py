@@ -684,6 +684,8 @@ class AgentRuntime:
         """Queue a publish; raises at once what the plane would refuse (see _limits), or NotSerializable."""
         _limits.check_publish(channel, headers or {})
         payload = _payload.encode(data)
+        if _payload.is_json(payload.content_type):
+            _limits.check_json_depth(payload.data)
         _limits.check_payload_size(len(payload.data), self._max_payload_bytes)
         frame = agent_link_pb2.ConnectRequest(
             publish=agent_link_pb2.ChannelPublish(channel=channel, payload=payload, headers=headers)

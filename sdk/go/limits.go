@@ -22,6 +22,7 @@ const (
 	maxHeaders           = 64
 	maxHeaderKeyLength   = 256
 	maxHeaderValueLength = 4096
+	maxJSONDepth         = 32 // objects and arrays within each other, in a JSON payload
 )
 
 // channelRE: dot-separated segments of [A-Za-z0-9_-], so no leading, trailing or double dot.
@@ -66,6 +67,45 @@ func tooLarge(what string, size int, limit int64) string {
 func checkPayloadSize(p *pb.Payload, limit int64) error {
 	if problem := tooLarge("payload", len(p.GetData()), limit); problem != "" {
 		return resourceExhausted(errors.New("meshplane: " + problem))
+	}
+	return nil
+}
+
+// jsonDepthProblem is the plane's words for JSON text that nests objects and arrays more than
+// maxJSONDepth levels deep, or "". Brackets inside strings do not count (a multi-byte UTF-8
+// character never holds an ASCII byte).
+func jsonDepthProblem(data []byte) string {
+	depth, inString, escaped := 0, false, false
+	for _, b := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case inString:
+			inString = b != '"'
+		case b == '"':
+			inString = true
+		case b == '[' || b == '{':
+			depth++
+			if depth > maxJSONDepth {
+				return fmt.Sprintf("JSON nested more than %d levels deep", maxJSONDepth)
+			}
+		case b == ']' || b == '}':
+			depth--
+		}
+	}
+	return ""
+}
+
+// checkJSONDepth refuses, as ErrInvalidArgument, a published JSON payload nesting deeper than the
+// plane takes.
+func checkJSONDepth(p *pb.Payload) error {
+	if !isJSON(p.GetContentType()) {
+		return nil
+	}
+	if problem := jsonDepthProblem(p.GetData()); problem != "" {
+		return invalidArgument(errors.New("meshplane: invalid payload: " + problem))
 	}
 	return nil
 }

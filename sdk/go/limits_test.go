@@ -123,3 +123,31 @@ func TestAnOutputOverMaxPayloadBytesFailsTheAttemptAtOnceWithoutRetry(t *testing
 		t.Fatalf("a blob over the limit: %v", e)
 	}
 }
+
+func TestJSONNestedDeeperThanThePlaneTakesIsToldApart(t *testing.T) {
+	const tooDeep = "JSON nested more than 32 levels deep"
+	for _, c := range []struct {
+		text string
+		want string
+	}{
+		{strings.Repeat("[", 32) + "1" + strings.Repeat("]", 32), ""},
+		{strings.Repeat("[", 33) + "1" + strings.Repeat("]", 33), tooDeep},
+		{strings.Repeat(`{"a":`, 33) + "1" + strings.Repeat("}", 33), tooDeep},
+		{`["` + strings.Repeat("[{", 40) + `"]`, ""},                            // brackets in a string do not nest
+		{`["\"` + strings.Repeat("[", 40) + `"]`, ""},                           // nor after an escaped quote
+		{`["\\",` + strings.Repeat("[", 40) + strings.Repeat("]", 41), tooDeep}, // a string ending in an escaped backslash ends there
+		{strings.Repeat("[]", 100), ""},                                         // many brackets, none deep
+	} {
+		if got := jsonDepthProblem([]byte(c.text)); got != c.want {
+			t.Errorf("jsonDepthProblem(%.40q...) = %q, want %q", c.text, got, c.want)
+		}
+	}
+	deep := &pb.Payload{Kind: &pb.Payload_Data{Data: []byte(strings.Repeat("[", 33) + strings.Repeat("]", 33))}, ContentType: "application/json"}
+	if err := checkJSONDepth(deep); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tooDeep) {
+		t.Errorf("checkJSONDepth = %v, want ErrInvalidArgument naming the depth", err)
+	}
+	deep.ContentType = "application/octet-stream"
+	if err := checkJSONDepth(deep); err != nil {
+		t.Errorf("bytes are not JSON: checkJSONDepth = %v", err)
+	}
+}

@@ -965,6 +965,9 @@ func (r *runtime) publish(channel string, v any, headers map[string]string) erro
 	if err != nil {
 		return invalidArgument(err)
 	}
+	if err := checkJSONDepth(payload); err != nil {
+		return err
+	}
 	if err := checkPayloadSize(payload, r.maxPayloadBytes.Load()); err != nil {
 		return err
 	}

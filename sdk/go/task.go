@@ -130,8 +130,9 @@ func (t *Task) Heartbeat() {
 
 // Publish broadcasts v (JSON, or a [Blob]) on a channel, through the agent's stream. What the
 // control plane would refuse is refused here, before anything is sent (the plane's own answer could
-// not reach the caller): a channel name or a value it does not take fails with an error matching
-// [ErrInvalidArgument], a payload over its max_payload_bytes with one matching [ErrResourceExhausted].
+// not reach the caller): a channel name or a value it does not take (JSON nested more than 32
+// levels deep among them) fails with an error matching [ErrInvalidArgument], a payload over its
+// max_payload_bytes with one matching [ErrResourceExhausted].
 func (t *Task) Publish(channel string, v any) error {
 	return t.rt.publish(channel, v, nil)
 }

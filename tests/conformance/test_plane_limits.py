@@ -65,24 +65,33 @@ async def test_a_publish_the_plane_would_refuse_fails_in_the_handlers_call(
         error = await failed_at_once(mesh, "conf.publish", {"channel": "fine", "data": 1, "headers": headers})
         assert error.code == "invalid_argument", (list(headers)[:2], error)
 
+    error = await failed_at_once(mesh, "conf.publish_nested", {"channel": "fine", "depth": 33})
+    assert (error.code, error.message.endswith("JSON nested more than 32 levels deep")) == ("invalid_argument", True)
+
     error = await failed_at_once(mesh, "conf.publish_large", {"channel": "fine", "bytes": LIMIT + 1})
     assert error.code == "resource_exhausted", error
     assert f"payload is {LIMIT + 1} bytes; the limit is {LIMIT} bytes (max_payload_bytes)" in error.message, error
 
 
 async def test_a_publish_the_plane_takes_is_delivered(plane: ControlPlane, mesh: Mesh, agents: Agents) -> None:
-    """The SDKs are not stricter than the plane: a payload of exactly the limit, and the most headers of the most
-    characters (which the plane counts as code points: "😀" is one, not 4 bytes or 2 UTF-16 units)."""
+    """The SDKs are not stricter than the plane: a payload of exactly the limit, the most headers of the most
+    characters (which the plane counts as code points: "😀" is one, not 4 bytes or 2 UTF-16 units), and JSON
+    nested as deep as it takes (with brackets in strings, which do not nest)."""
     await agents.start(plane.address)
     channel = f"conf.limits.{uuid.uuid4().hex[:12]}"
     most = {**{f"k{n}": "v" for n in range(63)}, "😀" * 256: "😀" * 4096}
     async with mesh.subscription(channel) as out:
         exact = await mesh.run("conf.publish_large", {"channel": channel, "bytes": LIMIT})
         headed = await mesh.run("conf.publish", {"channel": channel, "data": 1, "headers": most})
-        for task in (exact, headed):
+        deepest = await mesh.run("conf.publish_nested", {"channel": channel, "depth": 32})
+        brackets = await mesh.run("conf.publish", {"channel": channel, "data": {"s": '[{"\\' * 40}})
+        for task in (exact, headed, deepest, brackets):
             assert task.state == task_pb2.TASK_STATE_SUCCEEDED, describe(task)
-        await eventually(lambda: len(out.messages) == 2, timeout=10, message=f"both messages on {channel}")
-    assert out.values() == ["x" * (LIMIT - 2), 1]
+        await eventually(lambda: len(out.messages) == 4, timeout=10, message=f"all four messages on {channel}")
+    nested: Any = 1
+    for _ in range(32):
+        nested = [nested]
+    assert out.values() == ["x" * (LIMIT - 2), 1, nested, {"s": '[{"\\' * 40}]
     assert dict(out.messages[1].headers) == most
 
 

@@ -21,8 +21,10 @@ from agent_runtime import (
     TaskContext,
     TaskFailed,
     TaskState,
+    _limits,
 )
 from controlplane.app import ControlPlane
+from controlplane.domain.payload import Payload
 from tests.support.plane import running_plane
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,3 +169,25 @@ async def test_an_output_over_max_payload_bytes_fails_the_attempt_at_once_withou
             assert info.error.message == f"output is {size} bytes; the limit is {LIMIT} bytes (max_payload_bytes)"
         # None of it broke the stream: the agent is still on the session it started with.
         assert agent.session_id == session
+
+
+@pytest.mark.parametrize(
+    ("text", "too_deep"),
+    [
+        (b"[" * 32 + b"1" + b"]" * 32, False),
+        (b"[" * 33 + b"1" + b"]" * 33, True),
+        (b'{"a":' * 32 + b"1" + b"}" * 32, False),
+        (b'{"a":' * 33 + b"1" + b"}" * 33, True),
+        (b"[" * 100_000 + b"]" * 100_000, True),  # deeper than Python's own parser goes
+        (b'["' + b"[{" * 40 + b'"]', False),  # brackets in a string do not nest
+        (b'["\\"' + b"[" * 40 + b'"]', False),  # nor after an escaped quote
+        (rb'["\\",' + b"[" * 40 + b"]" * 41, True),  # a string ending in an escaped backslash ends there
+        (b"[" * 20 + b"]" * 20 + b"[" * 20 + b"]" * 20, False),  # many brackets, none deep
+        (b"[" * 40 + b"not json", False),  # the plane says what is wrong with that
+    ],
+)
+def test_json_nested_deeper_than_the_plane_takes_is_told_apart(text: bytes, too_deep: bool) -> None:
+    problem = _limits.json_depth_problem(text)
+    assert problem == ("JSON nested more than 32 levels deep" if too_deep else None)
+    if too_deep and len(text) < 1000:  # (the plane calls the 100,000-deep one "not valid JSON": refused too)
+        assert problem == Payload(text).json_problem()  # the plane's own words

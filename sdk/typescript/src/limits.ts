@@ -10,7 +10,7 @@
 import { status as Status } from "@grpc/grpc-js";
 
 import { type FieldViolation, InvalidArgumentError, ResourceExhaustedError } from "./errors";
-import { payloadSize } from "./payload";
+import { isJsonContentType, payloadSize } from "./payload";
 import type { Payload } from "./proto";
 
 const MAX_CHANNEL_LENGTH = 200;
@@ -19,6 +19,8 @@ const CHANNEL_RE = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 const MAX_HEADERS = 64;
 const MAX_HEADER_KEY_LENGTH = 256;
 const MAX_HEADER_VALUE_LENGTH = 4096;
+/** How deep objects and arrays may nest within each other in a JSON payload. */
+export const MAX_JSON_DEPTH = 32;
 
 /** The task error code of an output over the plane's max_payload_bytes. */
 export const OUTPUT_TOO_LARGE = "output_too_large";
@@ -97,5 +99,52 @@ export function checkPayloadSize(payload: Payload, limit: number): void {
   const problem = tooLarge("payload", payloadSize(payload), limit);
   if (problem !== undefined) {
     throw new ResourceExhaustedError(problem, { code: "RESOURCE_EXHAUSTED", grpcCode: Status.RESOURCE_EXHAUSTED });
+  }
+}
+
+/**
+ * The plane's words for JSON text that nests objects and arrays more than {@link MAX_JSON_DEPTH} levels deep, or
+ * undefined. Brackets inside strings do not count (a multi-byte UTF-8 character never holds an ASCII byte).
+ */
+export function jsonDepthProblem(data: Uint8Array): string | undefined {
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  for (const byte of data) {
+    if (inString) {
+      if (escaped) {
+        escaped = false;
+      } else if (byte === 0x5c) {
+        escaped = true; // backslash
+      } else if (byte === 0x22) {
+        inString = false;
+      }
+    } else if (byte === 0x22) {
+      inString = true;
+    } else if (byte === 0x5b || byte === 0x7b) {
+      depth += 1; // [ or {
+      if (depth > MAX_JSON_DEPTH) {
+        return `JSON nested more than ${MAX_JSON_DEPTH} levels deep`;
+      }
+    } else if (byte === 0x5d || byte === 0x7d) {
+      depth -= 1; // ] or }
+    }
+  }
+  return undefined;
+}
+
+/** Throws an {@link InvalidArgumentError} for a published JSON payload nesting deeper than the plane takes. */
+export function checkJsonDepth(payload: Payload): void {
+  const kind = payload.kind;
+  if (kind?.$case !== "data" || !isJsonContentType(payload.contentType)) {
+    return;
+  }
+  const problem = jsonDepthProblem(kind.data);
+  if (problem !== undefined) {
+    throw new InvalidArgumentError(`invalid argument: payload: ${problem}`, {
+      code: "INVALID_ARGUMENT",
+      grpcCode: Status.INVALID_ARGUMENT,
+      violations: [{ field: "payload", description: problem }],
+    });
   }
 }

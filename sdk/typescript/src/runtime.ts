@@ -17,7 +17,7 @@ import { ChannelInbox } from "./inbox";
 import { Connection, type ConnectionOptions } from "./connection";
 import { cancelContext, ChannelContext, type ContextPort, type PublishOptions, TaskContext } from "./context";
 import { NotSerializableError, TaskError } from "./errors";
-import { checkPayloadSize, checkPublish, OUTPUT_TOO_LARGE, tooLarge } from "./limits";
+import { checkJsonDepth, checkPayloadSize, checkPublish, OUTPUT_TOO_LARGE, tooLarge } from "./limits";
 import { LinkSession, type LinkHandler, type SessionEnd } from "./link";
 import type { Logger } from "./log";
 import { Outbox, parseRefKey, type RefKey, refKey } from "./outbox";
@@ -855,6 +855,7 @@ export class AgentRuntime implements LinkHandler, ContextPort {
   publish(channel: string, data: unknown, options: PublishOptions): void {
     checkPublish(channel, options.headers ?? {});
     const payload = encodePayload(data, options.contentType);
+    checkJsonDepth(payload);
     checkPayloadSize(payload, this.maxPayloadBytes);
     this.outbox.pushControl({
       frame: { $case: "publish", publish: { channel, payload, headers: { ...options.headers } } },

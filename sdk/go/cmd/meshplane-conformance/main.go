@@ -179,6 +179,20 @@ func register(agent *meshplane.Agent) {
 		return object{}, nil
 	}))
 
+	agent.Handle("conf.publish_nested", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
+		Channel string `json:"channel"`
+		Depth   int    `json:"depth"`
+	}) (object, error) {
+		var value any = 1
+		for range in.Depth {
+			value = []any{value}
+		}
+		if err := publishOrFail(agent, in.Channel, value, nil); err != nil {
+			return nil, err
+		}
+		return object{}, nil
+	}))
+
 	agent.Handle("conf.output_large", meshplane.Typed(func(ctx context.Context, t *meshplane.Task, in struct {
 		Bytes int `json:"bytes"`
 	}) (string, error) {

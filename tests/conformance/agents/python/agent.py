@@ -134,6 +134,14 @@ def build_agent(name: str, instance_id: str, max_concurrency: int, drain_timeout
         await publish_or_fail(ctx, data["channel"], json_text_of(data["bytes"]))
         return {}
 
+    @agent.task("conf.publish_nested")
+    async def publish_nested(ctx: TaskContext, data: dict[str, Any]) -> dict[str, Any]:
+        value: Any = 1
+        for _ in range(data["depth"]):
+            value = [value]
+        await publish_or_fail(ctx, data["channel"], value)
+        return {}
+
     @agent.task("conf.output_large")
     async def output_large(ctx: TaskContext, data: dict[str, int]) -> str:
         return json_text_of(data["bytes"])

@@ -177,6 +177,15 @@ function build(args: Args): Agent {
     return {};
   });
 
+  agent.task("conf.publish_nested", (ctx, input: { channel: string; depth: number }) => {
+    let value: unknown = 1;
+    for (let level = 0; level < input.depth; level += 1) {
+      value = [value];
+    }
+    publishOrFail(ctx, input.channel, value);
+    return {};
+  });
+
   agent.task("conf.output_large", (_ctx, input: { bytes: number }) => jsonTextOf(input.bytes));
 
   agent.task("conf.state_cas", async (ctx, input: { key: string }) => {
