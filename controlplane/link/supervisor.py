@@ -27,6 +27,7 @@ from controlplane.services.channels import ChannelService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.reports import AgentReport, ReportService, ResultReport, UpdateReport
 from controlplane.settings import Settings
+from controlplane.stall_grace import StallGrace
 from controlplane.store.transient import backing_service_reason
 
 logger = logging.getLogger(__name__)
@@ -355,7 +356,7 @@ class SessionSupervisor(Component):
 
     async def _expire_lease(self, session: AgentSession, delay: float) -> None:
         try:
-            await asyncio.sleep(delay)
+            await self._lease_runs_out(delay)
             actor = f"replica/{self._replica_id}"
             await self._recovery.requeue_session(session.session_id, session.instance_id, actor=actor)
         except Exception as exc:  # the orphan sweep takes the tasks back once it can
@@ -365,6 +366,15 @@ class SessionSupervisor(Component):
             logger.warning("the lease of session %s ran out; its tasks wait for the orphan sweep: %s", session, reason)
         finally:
             self._leases.discard(session.session_id)
+
+    async def _lease_runs_out(self, delay: float) -> None:
+        """Sleep `delay`, and a heartbeat interval more if the plane's own loop stalled meanwhile (it woke late):
+        the agent may be reconnecting to keep its tasks, its registration waiting unread (see StallGrace)."""
+        stall = StallGrace(tolerance=self.heartbeat_interval, grace=self.heartbeat_interval)
+        asleep_since = time.monotonic()
+        await asyncio.sleep(delay)
+        if stall.woke(asleep_since=asleep_since, interval=delay, now=time.monotonic()):
+            await asyncio.sleep(stall.grace)
 
     # ------------------------------------------------------------ sweeps
 

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from controlplane.clock import wall_clock
 from controlplane.domain.tasks import TaskRef
@@ -18,6 +17,7 @@ from controlplane.services.agents import AgentService
 from controlplane.services.recovery import RecoveryService
 from controlplane.services.retention import Retention
 from controlplane.settings import Settings
+from controlplane.stall_grace import StallGrace
 from controlplane.store.unit_of_work import Store
 
 logger = logging.getLogger(__name__)
@@ -28,40 +28,6 @@ _RECOVERY_STEPS = ("reap-replicas", "orphans", "ghost-instances")  # the steps t
 _OCCASIONAL_STEPS = (*_RECOVERY_STEPS, "queue-depth")
 
 QUEUE_DEPTH_EVERY = 10.0  # seconds between reads of the queue's depth (meshplane_tasks_queued)
-
-
-@dataclass(slots=True)
-class StallGrace:
-    """Whether silence may be judged yet, after the plane's own event loop stalled.
-
-    The plane hears its agents only while its event loop runs. While the process is paused (SIGSTOP, a VM
-    freeze) or the loop is blocked, heartbeats wait unread in the sockets, and the first sweep after it would
-    find every session silent and every attempt's heartbeat overdue: healthy agents would be cut off for the
-    plane's own stall.
-
-    The rule: the sweep asks to be woken `interval` seconds after it went to sleep; waking more than
-    `tolerance` later means the loop did not run for that long (a shorter lag is within the slack a lease
-    already leaves a heartbeat). No session or attempt is then judged silent until `grace` after that
-    wake-up, when the frames that waited have been read and agents that were frozen too have beaten again;
-    then each is judged by its last sign of life as usual (a really dead one is found at most `grace` late).
-    A stall while the sweep itself awaits is not measured: the next sweep then comes only a whole interval
-    after it, by which time the frames that waited have been read.
-    """
-
-    tolerance: float
-    grace: float
-    judge_from: float = 0.0  # monotonic: nothing is judged silent before this
-
-    def woke(self, *, asleep_since: float, interval: float, now: float) -> float:
-        """Note a wake-up of the sweep; how long the loop stalled (0.0: no longer than `tolerance`)."""
-        stalled_for = now - asleep_since - interval
-        if stalled_for <= self.tolerance:
-            return 0.0
-        self.judge_from = now + self.grace
-        return stalled_for
-
-    def may_judge(self, now: float) -> bool:
-        return now >= self.judge_from
 
 
 class Sweeper(Component):

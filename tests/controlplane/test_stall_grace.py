@@ -23,7 +23,7 @@ import pytest
 
 from controlplane.app import ControlPlane
 from controlplane.link.session import SessionState
-from controlplane.scheduling.sweeper import StallGrace
+from controlplane.stall_grace import StallGrace
 from meshplane.v1 import agent_link_pb2 as al
 from meshplane.v1 import agent_link_pb2_grpc, common_pb2, task_pb2
 from tests.cli.conftest import cli_env, start_mesh
@@ -41,10 +41,19 @@ class ThreadedAgent:
     """A raw agent-link client on its own threads: it heartbeats its session and its attempts every
     `beat_every` seconds whatever the test's event loop is doing."""
 
-    def __init__(self, address: str, *, beat_every: float, capability: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        beat_every: float,
+        capability: str,
+        instance_id: str = "",
+        held: tuple[al.Assignment, ...] = (),
+    ) -> None:
         self.capability = capability
-        self.instance_id = f"steady-{uuid.uuid4().hex[:8]}"
-        self.assignments: list[al.Assignment] = []
+        self.instance_id = instance_id or f"steady-{uuid.uuid4().hex[:8]}"
+        self.held = held  # attempts it says it still runs when it registers (a reconnect's)
+        self.assignments: list[al.Assignment] = list(held)
         self.cancellations: list[al.Cancellation] = []
         self.acks: list[tuple[str, int]] = []
         self.registered = threading.Event()
@@ -55,11 +64,12 @@ class ThreadedAgent:
         self._stop = threading.Event()
         self._channel = grpc.insecure_channel(address)
         self._threads: list[threading.Thread] = []
+        self._call: grpc.Future | None = None
 
     def start(self) -> None:
         self._frames.put(self._register_frame())
         stub = agent_link_pb2_grpc.AgentLinkServiceStub(self._channel)
-        call = stub.Connect(iter(self._frames.get, None))
+        call = self._call = stub.Connect(iter(self._frames.get, None))
         for target in (lambda: self._receive(call), self._beat):
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
@@ -74,6 +84,7 @@ class ThreadedAgent:
                 capabilities=[common_pb2.Capability(name=self.capability)],
                 max_concurrency=1,
                 sdk=common_pb2.SdkInfo(language="test", version="0"),
+                held_tasks=[al.TaskRef(task_id=a.task_id, attempt=a.attempt) for a in self.held],
             )
         )
 
@@ -112,6 +123,12 @@ class ThreadedAgent:
     def succeed(self, assignment: al.Assignment) -> None:
         result = al.TaskResult(task_id=assignment.task_id, attempt=assignment.attempt, output=json_payload("done"))
         self._frames.put(al.ConnectRequest(task_results=al.TaskResults(results=[result])))
+
+    def break_stream(self) -> None:
+        """The connection drops (no half-close): the plane sees the stream end and keeps the lease running."""
+        self._stop.set()
+        assert self._call is not None
+        self._call.cancel()
 
     def close(self) -> None:
         self._stop.set()
@@ -225,6 +242,39 @@ async def test_a_blocked_loop_keeps_the_attempts_of_agents_that_kept_beating(
         await silent.kill()
     [stall] = [r.getMessage() for r in caplog.records if "event loop was stalled for " in r.getMessage()]
     assert stall.startswith("the control plane's event loop was stalled for "), stall
+
+
+async def test_an_agent_reconnecting_during_a_stall_keeps_its_task(sqlite_plane: ControlPlane) -> None:
+    """The stream breaks, then the plane's loop stalls past the closed session's lease while the agent reconnects
+    to keep its task: its registration waits unread until the loop runs again, and the lease, run out during the
+    stall, must not take the task back before it is read."""
+    plane = sqlite_plane
+    async with grpc.aio.insecure_channel(plane.address) as channel:
+        first = ThreadedAgent(plane.address, beat_every=0.2, capability="demo.echo")
+        first.start()
+        try:
+            await eventually(first.registered.is_set, message="registered")
+            task_id, assignment = await _running_attempt(channel, first)
+            first.break_stream()
+            await eventually(
+                lambda: _session_state(plane, first.instance_id) in (None, SessionState.CLOSED),
+                message="the broken stream's session closed",
+            )
+        finally:
+            await asyncio.to_thread(first.close)
+        again = ThreadedAgent(
+            plane.address, beat_every=0.2, capability="demo.echo", instance_id=first.instance_id, held=(assignment,)
+        )
+        reconnect = threading.Timer(0.3, again.start)  # during the stall, from a thread of its own
+        reconnect.start()
+        try:
+            time.sleep(STALL)  # blocks the loop the plane runs on; the lease (1.5 s) runs out meanwhile
+
+            await eventually(again.registered.is_set, message="the reconnect registered")
+            await _kept_its_attempt(channel, again, task_id)
+        finally:
+            reconnect.join()
+            await asyncio.to_thread(again.close)
 
 
 async def test_a_really_silent_session_is_still_closed_after_the_grace(sqlite_plane: ControlPlane) -> None:
