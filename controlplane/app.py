@@ -199,6 +199,7 @@ class ControlPlane(Component):
                 task_retention=s.task_retention.total_seconds(),
                 audit_retention=s.audit_retention.total_seconds(),
                 channel_retention=s.channel_retention.total_seconds(),
+                instance_retention=s.instance_retention.total_seconds(),
             ),
             record_channel_uses=self.channels.record_subscribed_uses,
             settings=s,

@@ -114,6 +114,7 @@ ZERO_MEANS: dict[str, str] = {
     "task_retention": "0 keeps everything",
     "audit_retention": "0 keeps everything",
     "channel_retention": "0 keeps everything",
+    "instance_retention": "0 keeps everything",
 }
 
 
@@ -463,9 +464,15 @@ class Settings(BaseSettings):
         description="How long a channel nobody publishes to or subscribes to stays listed; 0 lists every channel "
         "ever used.",
     )
+    instance_retention: Duration = Field(
+        timedelta(days=7),
+        description="How long a disconnected agent instance stays listed (each agent process is one); 0 lists every "
+        "one ever connected.",
+    )
     housekeeping_interval: Duration = Field(
         timedelta(seconds=30),
-        description="How often expired state, and tasks, audit entries and channels past their retention, are deleted.",
+        description="How often expired state, and tasks, audit entries, channels and disconnected agent instances "
+        "past their retention, are deleted.",
     )
 
     metrics_listen: str = Field("", description="Prometheus /metrics listen address (host:port); empty disables.")

@@ -1,6 +1,6 @@
 """Retention: what has outlived its time is deleted — expired state entries, ended tasks (with their events
-and attempts), audit entries and channels nobody has used for a while. Each batch is its own short
-transaction; a pass goes on until nothing old is left."""
+and attempts), audit entries, channels nobody has used for a while and agent instances long disconnected.
+Each batch is its own short transaction; a pass goes on until nothing old is left."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Purged:
     tasks: int
     audit_entries: int
     channels: int
+    instances: int = 0
 
 
 class Retention:
@@ -32,6 +33,7 @@ class Retention:
         task_retention: float,
         audit_retention: float,
         channel_retention: float = 0.0,
+        instance_retention: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Retentions in seconds; 0 keeps everything of that kind. Expired state always goes."""
@@ -39,6 +41,7 @@ class Retention:
         self._task_retention = task_retention
         self._audit_retention = audit_retention
         self._channel_retention = channel_retention
+        self._instance_retention = instance_retention
         self._clock = clock
 
     async def purge(self) -> Purged:
@@ -54,14 +57,22 @@ class Retention:
         if self._channel_retention > 0:
             channel_cutoff = now - self._channel_retention
             channels = await self._drain(lambda uow: uow.channels.purge_unused_since(channel_cutoff, limit=BATCH))
-        if tasks or audit_entries or channels:
+        instances = 0
+        if self._instance_retention > 0:
+            instance_cutoff = now - self._instance_retention
+            instances = await self._drain(
+                lambda uow: uow.agents.purge_disconnected_before(instance_cutoff, limit=BATCH)
+            )
+        if tasks or audit_entries or channels or instances:
             logger.info(
-                "retention: deleted %d ended tasks, %d audit entries and %d unused channels",
+                "retention: deleted %d ended tasks, %d audit entries, %d unused channels and %d agent instances "
+                "long disconnected",
                 tasks,
                 audit_entries,
                 channels,
+                instances,
             )
-        return Purged(state_entries, tasks, audit_entries, channels)
+        return Purged(state_entries, tasks, audit_entries, channels, instances)
 
     async def _drain(self, batch: Callable[[UnitOfWork], Awaitable[int]]) -> int:
         """Run `batch` (deleting up to BATCH rows) in transaction after transaction until one deletes fewer."""

@@ -214,6 +214,27 @@ class AgentRepository:
             disconnected += int(result.rowcount or 0)
         return disconnected
 
+    async def purge_disconnected_before(self, cutoff: float, *, limit: int) -> int:
+        """Delete up to `limit` instances disconnected before `cutoff`, longest gone first, in one statement."""
+        gone = (
+            sa.select(agent_instances.c.instance_id)
+            .where(
+                agent_instances.c.status == int(InstanceStatus.DISCONNECTED),
+                agent_instances.c.disconnect_time < cutoff,
+            )
+            .order_by(agent_instances.c.disconnect_time)
+            .limit(limit)
+        )
+        # The conditions again: an instance that reconnected meanwhile (the same instance id) stays.
+        result = await self._conn.execute(
+            agent_instances.delete().where(
+                agent_instances.c.instance_id.in_(gone),
+                agent_instances.c.status == int(InstanceStatus.DISCONNECTED),
+                agent_instances.c.disconnect_time < cutoff,
+            )
+        )
+        return int(result.rowcount)
+
     async def get_agent(self, name: str) -> Agent | None:
         row = (await self._conn.execute(sa.select(agents).where(agents.c.name == name))).first()
         return _agent_from_row(row) if row else None

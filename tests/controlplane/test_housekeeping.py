@@ -1,5 +1,6 @@
-"""Housekeeping through a running plane: ended tasks, audit entries and unused channels go once their
-retention is over; live tasks and channels in use stay. And the retention settings' validation."""
+"""Housekeeping through a running plane: ended tasks, audit entries, unused channels and disconnected agent
+instances go once their retention is over; live tasks and channels in use stay. And the retention settings'
+validation."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from pydantic import ValidationError
 
 from controlplane.settings import Settings
 from controlplane.store.unit_of_work import Store
-from meshplane.v1 import channel_pb2, channel_pb2_grpc, common_pb2, state_pb2, state_pb2_grpc, task_pb2
+from meshplane.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    channel_pb2,
+    channel_pb2_grpc,
+    common_pb2,
+    state_pb2,
+    state_pb2_grpc,
+    task_pb2,
+)
 from tests.controlplane.helpers import get_task, submit
 from tests.controlplane.test_lifecycle import wait_state
 from tests.support.eventually import eventually
@@ -105,6 +115,37 @@ async def test_channels_nobody_uses_for_their_retention_are_no_longer_listed(tmp
         await stub.Publish(channel_pb2.PublishRequest(channel="gone", payload=payload))  # used again: back
         assert "gone" in await listed()
         heard.cancel()
+
+
+async def test_agent_instances_disconnected_for_their_retention_are_no_longer_listed(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Each agent process is an instance of its own: the disconnected ones go once their retention is over."""
+    async with (
+        running_plane(
+            tmp_path / "plane", database_url=database_url, instance_retention="1s", housekeeping_interval="0.1s"
+        ) as plane,
+        grpc.aio.insecure_channel(plane.address) as channel,
+    ):
+        stub = agent_service_pb2_grpc.AgentServiceStub(channel)
+
+        async def listed() -> set[str]:
+            request = agent_service_pb2.ListAgentInstancesRequest(agent_name="churn", include_disconnected=True)
+            return {i.instance_id for i in (await stub.ListAgentInstances(request)).instances}
+
+        staying = LinkAgent(plane.address, name="churn")
+        await staying.connect()
+        leaving = LinkAgent(plane.address, name="churn")
+        await leaving.connect()
+        await leaving.close()
+        assert await listed() == {staying.instance_id, leaving.instance_id}, "a disconnected instance is listed"
+
+        await eventually(lambda: _only(listed, {staying.instance_id}), timeout=15, interval=0.1)
+        await staying.close()
+
+
+async def _only(listed: Callable[[], Awaitable[set[str]]], expected: set[str]) -> bool:
+    return await listed() == expected
 
 
 async def _none_left(count: Callable[[], Awaitable[int]]) -> bool:

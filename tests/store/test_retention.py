@@ -1,5 +1,5 @@
-"""Retention on both stores: ended tasks (with their events and attempts), audit entries and channels past
-their time are deleted, a batch per transaction until none is left; nothing live or recent is touched."""
+"""Retention on both stores: ended tasks (with their events and attempts), audit entries, channels and agent
+instances past their time are deleted, a batch per transaction until none is left; nothing live or recent is touched."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from controlplane.domain.agents import Capability, InstanceStatus, Registration
 from controlplane.domain.audit import AuditEntry
 from controlplane.domain.tasks import TaskState
 from controlplane.ids import lowest_id_at, new_id
 from controlplane.services import retention as retention_module
 from controlplane.services.retention import Retention
-from controlplane.store.schema import audit_events, channels, task_attempts, task_events, tasks
+from controlplane.store.agents import Connected
+from controlplane.store.schema import agent_instances, audit_events, channels, task_attempts, task_events, tasks
 from controlplane.store.unit_of_work import Store
 from tests.support.tasks import actors, new_task
 
@@ -175,3 +177,41 @@ async def test_channels_unused_for_their_retention_are_deleted_and_come_back_whe
     async with store.transaction() as uow:
         await uow.channels.touch(["reply.3"], now=now)
     assert await _count(store, channels, channels.c.name, unused) == 1
+
+
+async def test_agent_instances_disconnected_for_their_retention_are_deleted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each agent process is an instance (a new id per start): without retention their rows pile up forever."""
+    monkeypatch.setattr(retention_module, "BATCH", 4)
+    now = time.time()
+    gone_long_ago = [f"old-{n}" for n in range(10)]
+    every = [*gone_long_ago, "gone-lately", "connected-long-ago", "back-again"]
+    async with store.hot_transaction() as hot:
+        await hot.agents.register(
+            [Connected(Registration("worker", "1", i, (Capability("cap"),), {}, 1), f"s-{i}") for i in every],
+            replica_id="r",
+            now=now - 9 * DAY,
+        )
+    async with store.transaction() as uow:
+        for instance_id in [*gone_long_ago, "back-again"]:
+            assert await uow.agents.set_status(
+                instance_id, f"s-{instance_id}", InstanceStatus.DISCONNECTED, now=now - 8 * DAY, disconnected=True
+            )
+        assert await uow.agents.set_status(
+            "gone-lately", "s-gone-lately", InstanceStatus.DISCONNECTED, now=now - 6 * DAY, disconnected=True
+        )
+    async with store.hot_transaction() as hot:  # the same instance id registers again: it is connected now
+        registration = Registration("worker", "1", "back-again", (Capability("cap"),), {}, 1)
+        await hot.agents.register([Connected(registration, "s-new")], replica_id="r", now=now)
+
+    purged = await Retention(
+        store, task_retention=0, audit_retention=0, instance_retention=7 * DAY, clock=lambda: now
+    ).purge()
+
+    assert purged.instances == 10
+    column = agent_instances.c.instance_id
+    assert await _count(store, agent_instances, column, gone_long_ago) == 0
+    assert await _count(store, agent_instances, column, ["gone-lately", "connected-long-ago", "back-again"]) == 3
+    kept = await Retention(store, task_retention=0, audit_retention=0, clock=lambda: now + 30 * DAY).purge()
+    assert kept.instances == 0, "0 keeps every instance"

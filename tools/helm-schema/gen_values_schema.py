@@ -58,6 +58,7 @@ CHART_SET_ENV = [
     "MESHPLANE_TASK_RETENTION",
     "MESHPLANE_AUDIT_RETENTION",
     "MESHPLANE_CHANNEL_RETENTION",
+    "MESHPLANE_INSTANCE_RETENTION",
     "MESHPLANE_METRICS_LISTEN",
     "MESHPLANE_HEALTH_LISTEN",
     "MESHPLANE_TLS_CERT_FILE",
@@ -273,6 +274,7 @@ control_plane = obj(
                 "taskRetention": {"$ref": "#/definitions/retention"},
                 "auditRetention": {"$ref": "#/definitions/retention"},
                 "channelRetention": {"$ref": "#/definitions/retention"},
+                "instanceRetention": {"$ref": "#/definitions/retention"},
                 "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]},
                 "logFormat": {"type": "string", "enum": ["json", "text"]},
             }
