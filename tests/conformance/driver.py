@@ -55,6 +55,7 @@ CAPABILITIES = frozenset(  # what every conformance agent registers (CONTRACT.md
         "conf.concurrency",
         "conf.publish",
         "conf.publish_large",
+        "conf.publish_nested",
         "conf.output_large",
         "conf.state_cas",
         "conf.whoami",
