@@ -20,8 +20,6 @@ class StallGrace:
     or lease is then judged until `grace` after that
     wake-up, when the frames that waited have been read and agents that were frozen too have beaten again;
     then each is judged by its last sign of life as usual (a really dead one is found at most `grace` late).
-    A stall while the sweep itself awaits is not measured: the next sweep then comes only a whole interval
-    after it, by which time the frames that waited have been read.
     """
 
     tolerance: float

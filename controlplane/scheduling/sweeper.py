@@ -93,6 +93,8 @@ class Sweeper(Component):
         self._started = time.monotonic()
         await self.beat_replica()
         self._tasks.spawn(self._run(), "loop")
+        # Stalls that come while the sweep awaits the database are noticed by this one (see _watch_stalls).
+        self._tasks.spawn(self._watch_stalls(), "stall-watch")
         # Its own loop: a long purge never holds up timeouts and lease checks.
         self._tasks.spawn(self._housekeeping(), "housekeeping")
 
@@ -137,10 +139,13 @@ class Sweeper(Component):
         self._supervisor.expire_silent()
         return self._supervisor.overdue_heartbeats()
 
-    def _notice_stall(self, asleep_since: float) -> None:
-        """The sweep woke up; if much later than it asked, silence checks restart from now (StallGrace)."""
-        stalled_for = self._stall.woke(asleep_since=asleep_since, interval=self._interval, now=time.monotonic())
-        if stalled_for:
+    def _notice_stall(self, asleep_since: float, interval: float) -> None:
+        """A timer woke up; if much later than it asked, silence checks restart from now (StallGrace). One stall
+        is noticed by both timers: the second finds the grace running and says nothing."""
+        now = time.monotonic()
+        told = not self._stall.may_judge(now)
+        stalled_for = self._stall.woke(asleep_since=asleep_since, interval=interval, now=now)
+        if stalled_for and not told:
             logger.warning(
                 "the control plane's event loop was stalled for %.1fs (process paused or frozen, or the loop "
                 "blocked): silence checks of agent sessions and task heartbeats restart from now, after %gs for "
@@ -193,8 +198,18 @@ class Sweeper(Component):
         while True:
             asleep_since = time.monotonic()
             await asyncio.sleep(self._interval)
-            self._notice_stall(asleep_since)
+            self._notice_stall(asleep_since, self._interval)  # before judging anything, whichever timer woke first
             await self.sweep_once()
+
+    async def _watch_stalls(self) -> None:
+        """A timer of its own, a quarter of the tolerance apart: the sweep measures only its sleeps, and a stall
+        while it awaited the database (its steps take a while) would go unnoticed, its next sweep judging
+        silence an interval after the resume, before every agent that was frozen too has beaten again."""
+        tick = self._stall.tolerance / 4
+        while True:
+            asleep_since = time.monotonic()
+            await asyncio.sleep(tick)
+            self._notice_stall(asleep_since, tick)
 
     async def housekeep_once(self) -> None:
         await self._step(self._housekeeping_errors, "channel-uses", self._record_channel_uses)

@@ -211,7 +211,8 @@ async def test_a_paused_plane_keeps_the_sessions_and_attempts_of_agents_that_kep
     finally:
         mesh.stop()
     stalls = [line for line in mesh.log.read_text().splitlines() if "event loop was stalled for " in line]
-    assert len(stalls) == 1, stalls
+    # (One line per stall; a busy test machine may add one for a lag of its own over the test's 0.2s tolerance.)
+    assert stalls, "the pause was logged"
     assert "silence checks of agent sessions and task heartbeats restart from now" in stalls[0]
 
 
@@ -240,8 +241,8 @@ async def test_a_blocked_loop_keeps_the_attempts_of_agents_that_kept_beating(
         assert _session_state(plane, steady.instance_id) is SessionState.ACTIVE
         await _kept_its_attempt(channel, steady, task_id)
         await silent.kill()
-    [stall] = [r.getMessage() for r in caplog.records if "event loop was stalled for " in r.getMessage()]
-    assert stall.startswith("the control plane's event loop was stalled for "), stall
+    stalls = [r.getMessage() for r in caplog.records if "event loop was stalled for " in r.getMessage()]
+    assert stalls and stalls[0].startswith("the control plane's event loop was stalled for "), stalls
 
 
 async def test_an_agent_reconnecting_during_a_stall_keeps_its_task(sqlite_plane: ControlPlane) -> None:
@@ -275,6 +276,31 @@ async def test_an_agent_reconnecting_during_a_stall_keeps_its_task(sqlite_plane:
         finally:
             reconnect.join()
             await asyncio.to_thread(again.close)
+
+
+async def test_a_stall_while_the_sweep_awaits_the_database_is_noticed_too(
+    sqlite_plane: ControlPlane, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep measures only its own sleeps; a stall that comes while a sweep is under way (its steps await
+    the database) is noticed by the sweeper's other timer."""
+    plane = sqlite_plane
+    caplog.set_level(logging.WARNING, logger="controlplane.scheduling.sweeper")
+    sweeping, carry_on = asyncio.Event(), asyncio.Event()
+    sweep_once = plane.sweeper.sweep_once
+
+    async def a_long_sweep() -> None:
+        sweeping.set()
+        await carry_on.wait()  # as a sweep step awaiting the database would
+        await sweep_once()
+
+    monkeypatch.setattr(plane.sweeper, "sweep_once", a_long_sweep)
+    await asyncio.wait_for(sweeping.wait(), 10)
+    time.sleep(1.0)  # blocks the loop the plane runs on, five heartbeat intervals, mid-sweep
+    await eventually(
+        lambda: any("event loop was stalled for " in r.getMessage() for r in caplog.records),
+        message="the stall noticed",
+    )
+    carry_on.set()
 
 
 async def test_a_really_silent_session_is_still_closed_after_the_grace(sqlite_plane: ControlPlane) -> None:
