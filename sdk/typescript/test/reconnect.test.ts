@@ -142,8 +142,10 @@ describe("the agent's connection", () => {
       const running = serving.run(`ipv4:${broken.address},${healthy.address}`);
       await within(serving.waitConnected(), "registered on the healthy plane");
       assert.equal(healthy.peers.length, 1);
-      // At most: the first stream, then the one on the new connection (which may land on it again).
-      assert.ok(broken.peers.length <= 2, `round ${round}: ${broken.peers.length} streams to the broken plane`);
+      // Few: the first stream, then the one on the new connection (which may land on it again), and, on a busy
+      // machine, one or two more while the new connection's subchannel to the healthy plane is not ready yet
+      // (round_robin picks only ready ones). An agent that stayed on the broken plane never gets here.
+      assert.ok(broken.peers.length <= 5, `round ${round}: ${broken.peers.length} streams to the broken plane`);
       await serving.stop({ timeoutMs: 1_000 });
       await running;
     }
