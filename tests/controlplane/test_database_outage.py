@@ -65,9 +65,13 @@ async def _end_the_planes_sessions(admin: asyncpg.Connection) -> None:
 
 
 async def _refused(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    """The call's error; an AssertionError (which `eventually` retries, unlike pytest.raises' failure, a
+    BaseException) if it succeeded."""
+    try:
         await call()
-    return caught.value
+    except grpc.aio.AioRpcError as error:
+        return error
+    raise AssertionError("the call succeeded")
 
 
 def _outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
