@@ -255,11 +255,16 @@ class Bulk:
 # ---------------------------------------------------------------- SQL text (cached per shape)
 
 _SQL_CACHE: dict[tuple[Any, ...], str] = {}
+# A shape is the statements of a batch and which of their columns hold one value in every row, so the shapes a
+# plane meets keep growing slowly with its data (a soak saw 170 after 10 minutes); past this many, start over.
+_SQL_CACHE_MAX = 4096
 
 
 def _cached(key: tuple[Any, ...], build: Any) -> str:
     sql = _SQL_CACHE.get(key)
     if sql is None:
+        if len(_SQL_CACHE) >= _SQL_CACHE_MAX:
+            _SQL_CACHE.clear()
         sql = _SQL_CACHE[key] = build()
     return sql
 
